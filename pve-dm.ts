@@ -1,0 +1,1737 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * pve-dm: find, explain and safely clear stale device-mapper entries on a Proxmox VE node.
+ *
+ * One pipeline, one section per stage:
+ *   discover → parse → classify → grade → report → cleanup
+ * Each stage is a plain function from a typed input to a typed output (see `Stages`), so that a
+ * plugin can replace or wrap it. Facts this file relies on are referenced to their Proxmox / LVM
+ * source in README.md ("How pve-dm decides").
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { match } from 'ts-pattern';
+
+export const VERSION = '0.1.0';
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Errors and diagnostics
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+/** A mistake of the user's or of the input's: printed as one line, never as a stack trace. */
+export class UserError extends Error {
+  constructor(message: string, readonly exitCode = 3) {
+    super(message);
+  }
+}
+
+/** Something the run could not read or understand; the rest of the work goes on. */
+export interface Warning {
+  /** File (relative to the capture root) or command the problem was found in. */
+  source: string;
+  line: number | null;
+  message: string;
+}
+
+const warn = (source: string, line: number | null, message: string): Warning => ({ source, line, message });
+export const formatWarning = (w: Warning) => `${w.source}${w.line === null ? '' : `:${w.line}`}: ${w.message}`;
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// The one command runner: argument arrays, never a shell; a time limit on every command;
+// commands that change the system are refused unless the run allows changes.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface CommandResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CommandOptions {
+  /** The command changes the system (removes a mapping, deactivates an LV...). */
+  mutates?: boolean;
+  timeoutMs?: number;
+}
+
+export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
+
+export function createRunner({ allowChanges }: { allowChanges: boolean }): Runner {
+  return (command, args, { mutates = false, timeoutMs = 30_000 } = {}) => {
+    if (mutates && !allowChanges) {
+      return Promise.reject(new UserError(`refused to run "${[command, ...args].join(' ')}": this run may not change the system`));
+    }
+    return new Promise((resolve) => {
+      execFile(
+        command,
+        args,
+        { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+        (error, stdout, stderr) => {
+          const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
+          const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
+          const why = failure?.killed ? `timed out after ${timeoutMs} ms` : typeof failure?.code === 'string' ? failure.message : '';
+          resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
+        },
+      );
+    });
+  };
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Capture: the node's state as data. A capture directory holds exactly what discover produces.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface SystemFacts {
+  pveVersion: string | null;
+  kernel: string | null;
+  uptimeSeconds: number | null;
+  cpuPercent: number | null;
+  memory: { totalBytes: number; usedBytes: number } | null;
+  rootfs: { totalBytes: number; usedBytes: number } | null;
+}
+
+export interface CaptureMeta {
+  capturedAt: string;
+  pveDm: string;
+  commands: Record<string, { exitCode: number; stderr: string }>;
+}
+
+export type GuestType = 'qemu' | 'lxc';
+
+export interface ConfigFile {
+  /** Path relative to the capture root, e.g. `etc/pve/nodes/pve1/qemu-server/100.conf`. */
+  path: string;
+  node: string;
+  type: GuestType;
+  vmid: number;
+  /** null when the file could not be read (the reason is in `readError`). */
+  text: string | null;
+  readError?: string;
+}
+
+export interface Capture {
+  hostname: string;
+  /** `dmsetup info -c --noheadings --separator '|' -o name,major,minor,open,attr,uuid` */
+  dmsetupInfo: string;
+  /** `dmsetup table`; null = not known. */
+  dmsetupTable: string | null;
+  /** `lvs -a --noheadings --separator '|' -o vg_name,lv_name,lv_attr,lv_tags`; null = not known. */
+  lvs: string | null;
+  /** VMIDs of the guests running on this node, one a line; null = not known. */
+  running: string | null;
+  system: SystemFacts | null;
+  meta: CaptureMeta | null;
+  storageCfg: string;
+  configs: ConfigFile[];
+  /** Where it was read from (a capture directory), or null for the live node. */
+  root: string | null;
+  /** Problems met while discovering (a command that failed, a file that could not be read). */
+  warnings: Warning[];
+}
+
+export const CAPTURE_FILES = {
+  hostname: 'hostname',
+  dmsetupInfo: 'dmsetup.txt',
+  dmsetupTable: 'dmsetup-table.txt',
+  lvs: 'lvs.txt',
+  running: 'running.txt',
+  system: 'system.json',
+  meta: 'meta.json',
+  storageCfg: 'etc/pve/storage.cfg',
+  nodes: 'etc/pve/nodes',
+} as const;
+
+export const DM_INFO_ARGS = ['info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
+export const DM_TABLE_ARGS = ['table'];
+export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags'];
+const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
+const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
+// number of processes: one dmsetup info, one dmsetup table, one lvs, one pveversion.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface DiscoverInput {
+  /** A capture directory; absent for the live node. */
+  root?: string;
+  runner: Runner;
+  /** Where the live node keeps its files (tests point it at a fake tree). */
+  liveRoot?: string;
+}
+
+export async function discover(input: DiscoverInput): Promise<Capture> {
+  return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/') : readCapture(input.root);
+}
+
+async function readOptional(file: string): Promise<string | null> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+async function readConfigs(base: string, rootForPaths: string, warnings: Warning[]): Promise<ConfigFile[]> {
+  const nodesDir = path.join(base, CAPTURE_FILES.nodes);
+  const nodes = await readdir(nodesDir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return [];
+    throw error;
+  });
+  const jobs: Promise<ConfigFile>[] = [];
+  for (const node of nodes.filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()) {
+    for (const type of ['qemu', 'lxc'] as const) {
+      const dir = path.join(nodesDir, node, GUEST_DIRS[type]);
+      const files = await readdir(dir).catch(() => [] as string[]);
+      for (const file of files.sort()) {
+        const vmid = CONFIG_FILE_RE.exec(file)?.[1];
+        if (vmid === undefined) continue;
+        const relative = path.relative(rootForPaths, path.join(dir, file));
+        jobs.push(
+          readFile(path.join(dir, file), 'utf8').then(
+            (text) => ({ path: relative, node, type, vmid: Number(vmid), text }),
+            (error: NodeJS.ErrnoException) => {
+              warnings.push(warn(relative, null, `cannot read guest config: ${error.code ?? error.message}`));
+              return { path: relative, node, type, vmid: Number(vmid), text: null, readError: error.code ?? error.message };
+            },
+          ),
+        );
+      }
+    }
+  }
+  return Promise.all(jobs);
+}
+
+export async function readCapture(root: string): Promise<Capture> {
+  const file = (name: string) => path.join(root, name);
+  const required = async (name: string) => {
+    const text = await readOptional(file(name)).catch((error: NodeJS.ErrnoException) => {
+      throw new UserError(`capture ${root}: cannot read ${name}: ${error.code ?? error.message}`);
+    });
+    if (text === null) throw new UserError(`capture ${root}: required file ${name} is missing`);
+    return text;
+  };
+  const json = async <T>(name: string, warnings: Warning[]): Promise<T | null> => {
+    const text = await readOptional(file(name));
+    if (text === null) return null;
+    try {
+      return JSON.parse(text) as T;
+    } catch (error) {
+      warnings.push(warn(name, null, `not valid JSON (${(error as Error).message}); ignored`));
+      return null;
+    }
+  };
+  if (!existsSync(root)) throw new UserError(`capture ${root} does not exist`);
+  const warnings: Warning[] = [];
+  const [hostname, dmsetupInfo, storageCfg, dmsetupTable, lvs, running, system, meta, configs] = await Promise.all([
+    required(CAPTURE_FILES.hostname),
+    required(CAPTURE_FILES.dmsetupInfo),
+    required(CAPTURE_FILES.storageCfg),
+    readOptional(file(CAPTURE_FILES.dmsetupTable)),
+    readOptional(file(CAPTURE_FILES.lvs)),
+    readOptional(file(CAPTURE_FILES.running)),
+    json<SystemFacts>(CAPTURE_FILES.system, warnings),
+    json<CaptureMeta>(CAPTURE_FILES.meta, warnings),
+    readConfigs(root, root, warnings),
+  ]);
+  const node = hostname.trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
+  return { hostname: node, dmsetupInfo, dmsetupTable, lvs, running, system, meta, storageCfg, configs, root, warnings };
+}
+
+/** `pveversion` prints `pve-manager/9.1.2/9d436f37a0ac4172 (running kernel: 6.14.11-4-pve)`. */
+export const parsePveVersion = (text: string) => /^pve-manager\/([^/\s]+)/m.exec(text)?.[1] ?? null;
+
+async function cpuTimes(procRoot: string): Promise<{ idle: number; total: number } | null> {
+  const stat = await readOptional(path.join(procRoot, 'proc/stat'));
+  const fields = stat?.split('\n', 1)[0]?.trim().split(/\s+/).slice(1).map(Number);
+  if (!fields || fields.length < 4 || fields.some(Number.isNaN)) return null;
+  return { idle: (fields[3] ?? 0) + (fields[4] ?? 0), total: fields.reduce((a, b) => a + b, 0) };
+}
+
+async function liveSystemFacts(liveRoot: string, pveversion: CommandResult): Promise<SystemFacts> {
+  const before = await cpuTimes(liveRoot);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const after = await cpuTimes(liveRoot);
+  const meminfo = (await readOptional(path.join(liveRoot, 'proc/meminfo'))) ?? '';
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? NaN) * 1024;
+  const fs = await statfs(liveRoot).catch(() => null);
+  const totalMemory = kib('MemTotal');
+  const availableMemory = kib('MemAvailable');
+  const busy = before && after && after.total > before.total ? 1 - (after.idle - before.idle) / (after.total - before.total) : null;
+  return {
+    pveVersion: pveversion.exitCode === 0 ? parsePveVersion(pveversion.stdout) : null,
+    kernel: os.release(),
+    uptimeSeconds: Math.round(os.uptime()),
+    cpuPercent: busy === null ? null : Math.round(busy * 1000) / 10,
+    memory: Number.isFinite(totalMemory) && Number.isFinite(availableMemory) ? { totalBytes: totalMemory, usedBytes: totalMemory - availableMemory } : null,
+    rootfs: fs ? { totalBytes: fs.blocks * fs.bsize, usedBytes: (fs.blocks - fs.bfree) * fs.bsize } : null,
+  };
+}
+
+/**
+ * Running guests without a process per guest: a VM runs when its pid file names a live QEMU
+ * started with that pid file (qemu-server's check_running); a container when its LXC command
+ * socket `@/var/lib/lxc/<vmid>/command` is bound (pve-container).
+ */
+export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
+  const running = new Set<number>();
+  const pidDir = path.join(liveRoot, 'run/qemu-server');
+  const pidFiles = (await readdir(pidDir).catch(() => [] as string[])).filter((file) => /^[1-9][0-9]{2,8}\.pid$/.test(file));
+  await Promise.all(
+    pidFiles.map(async (file) => {
+      const pid = Number((await readOptional(path.join(pidDir, file)))?.trim());
+      if (!Number.isInteger(pid) || pid <= 0) return;
+      const cmdline = (await readOptional(path.join(liveRoot, `proc/${pid}/cmdline`)))?.split('\0') ?? [];
+      const pidfileAt = cmdline.indexOf('-pidfile');
+      const program = path.basename(cmdline[0] ?? '');
+      if (pidfileAt >= 0 && cmdline[pidfileAt + 1] === `/var/run/qemu-server/${file}` && /^(kvm|qemu-.*)$/.test(program)) {
+        running.add(Number(file.slice(0, -4)));
+      }
+    }),
+  );
+  const unix = (await readOptional(path.join(liveRoot, 'proc/net/unix'))) ?? '';
+  for (const [, vmid] of unix.matchAll(/@\/var\/lib\/lxc\/([1-9][0-9]{2,8})\/command$/gm)) running.add(Number(vmid));
+  return [...running].sort((a, b) => a - b);
+}
+
+async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> {
+  const warnings: Warning[] = [];
+  const [info, table, lvs, pveversion, configs, running] = await Promise.all([
+    runner('dmsetup', DM_INFO_ARGS),
+    runner('dmsetup', DM_TABLE_ARGS),
+    runner('lvs', LVS_ARGS),
+    runner('pveversion', []),
+    readConfigs(liveRoot, liveRoot, warnings),
+    liveRunningGuests(liveRoot),
+  ]);
+  const commands = { 'dmsetup info': info, 'dmsetup table': table, lvs, pveversion };
+  const noDevices = info.exitCode !== 0 && /No devices found/.test(info.stdout + info.stderr);
+  if (info.exitCode !== 0 && !noDevices) {
+    throw new UserError(`dmsetup info failed (exit ${info.exitCode}): ${info.stderr.trim() || 'no message'}`);
+  }
+  const known = (name: string, result: CommandResult) => {
+    if (result.exitCode === 0) return result.stdout;
+    warnings.push(warn(name, null, `failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n')[0] ?? ''}; treated as not known`));
+    return null;
+  };
+  const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
+  if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: is this a Proxmox VE node with /etc/pve mounted?`);
+  return {
+    hostname: os.hostname().split('.')[0] ?? os.hostname(),
+    dmsetupInfo: noDevices ? 'No devices found\n' : info.stdout,
+    dmsetupTable: known('dmsetup table', table),
+    lvs: known('lvs', lvs),
+    running: running.map((vmid) => `${vmid}\n`).join(''),
+    system: await liveSystemFacts(liveRoot, pveversion),
+    meta: {
+      capturedAt: new Date().toISOString(),
+      pveDm: VERSION,
+      commands: Object.fromEntries(Object.entries(commands).map(([name, result]) => [name, { exitCode: result.exitCode, stderr: result.stderr }])),
+    },
+    storageCfg,
+    configs,
+    root: null,
+    warnings,
+  };
+}
+
+/** Writes a capture directory that `readCapture` reads back to the same Capture. */
+export async function writeCapture(dir: string, capture: Capture): Promise<void> {
+  const existing = await readdir(dir).catch(() => null);
+  if (existing !== null && existing.length > 0) throw new UserError(`capture directory ${dir} is not empty`);
+  const put = async (name: string, text: string | null) => {
+    if (text === null) return;
+    await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+    await writeFile(path.join(dir, name), text, { mode: 0o600 });
+  };
+  await put(CAPTURE_FILES.hostname, `${capture.hostname}\n`);
+  await put(CAPTURE_FILES.dmsetupInfo, capture.dmsetupInfo);
+  await put(CAPTURE_FILES.dmsetupTable, capture.dmsetupTable);
+  await put(CAPTURE_FILES.lvs, capture.lvs);
+  await put(CAPTURE_FILES.running, capture.running);
+  await put(CAPTURE_FILES.system, capture.system && `${JSON.stringify(capture.system, null, 2)}\n`);
+  await put(CAPTURE_FILES.meta, capture.meta && `${JSON.stringify(capture.meta, null, 2)}\n`);
+  await put(CAPTURE_FILES.storageCfg, capture.storageCfg);
+  for (const config of capture.configs) await put(config.path, config.text);
+}
+
+/**
+ * Replaces, consistently across the whole capture, what identifies a site: node and guest
+ * names, descriptions, ssh keys, cloud-init passwords, IP and MAC addresses, iSCSI names.
+ * Volume names, VMIDs and storage IDs stay: they are what a bug report is about.
+ */
+export function anonymiseCapture(capture: Capture): Capture {
+  const aliases = new Map<string, string>();
+  const alias = (kind: string, value: string, make: (n: number) => string) => {
+    const key = `${kind}\0${value}`;
+    let replacement = aliases.get(key);
+    if (replacement === undefined) {
+      replacement = make([...aliases.keys()].filter((k) => k.startsWith(`${kind}\0`)).length + 1);
+      aliases.set(key, replacement);
+    }
+    return replacement;
+  };
+  const nodeNames = new Set([capture.hostname, ...capture.configs.map((config) => config.node)]);
+  const nodeAlias = (name: string) => alias('node', name, (n) => `node${n}`);
+  for (const name of [...nodeNames].sort()) nodeAlias(name);
+  const scrubAddresses = (text: string) =>
+    text
+      .replace(/\biqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+/g, (iqn) => alias('iqn', iqn, (n) => `iqn.2000-01.org.example:target${n}`))
+      .replace(/\beui\.[0-9A-Fa-f]{16}\b/g, (eui) => alias('eui', eui, (n) => `eui.${n.toString(16).padStart(16, '0')}`))
+      .replace(/\b([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\b/g, (mac) => alias('mac', mac.toUpperCase(), (n) => `02:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`.toUpperCase()))
+      .replace(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, (ip) => alias('ip4', ip, (n) => `192.0.2.${n % 254 || 254}`))
+      .replace(/(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])/g, (ip) => (/[0-9A-Fa-f]/.test(ip) && ip.includes('::') || ip.split(':').length === 8 ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
+  const scrubConfigLine = (type: GuestType, line: string): string => {
+    if (line.startsWith('#')) return '#anonymised description';
+    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/.exec(line);
+    if (entry === null) return scrubAddresses(line);
+    const [, key = '', value = ''] = entry;
+    if (key === 'description') return `${key}: anonymised description`;
+    if ((type === 'qemu' && key === 'name') || (type === 'lxc' && key === 'hostname')) return `${key}: ${alias('guest', value, (n) => `guest${n}`)}`;
+    if (key === 'sshkeys' || key === 'ssh-public-keys') return `${key}: anonymised`;
+    if (key === 'cipassword') return `${key}: anonymised`;
+    if (key === 'searchdomain') return `${key}: example.org`;
+    return `${key}: ${scrubAddresses(value)}`;
+  };
+  const renamePath = (file: string, node: string) => file.replace(`/nodes/${node}/`, `/nodes/${nodeAlias(node)}/`);
+  const storageCfg = capture.storageCfg
+    .split('\n')
+    .map((line) => {
+      const nodesLine = /^(\s+nodes\s+)(.*)$/.exec(line);
+      if (nodesLine) return nodesLine[1] + (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim())).join(',');
+      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/, '$1anonymised'));
+    })
+    .join('\n');
+  return {
+    ...capture,
+    hostname: nodeAlias(capture.hostname),
+    storageCfg,
+    configs: capture.configs.map((config) => ({
+      ...config,
+      node: nodeAlias(config.node),
+      path: renamePath(config.path, config.node),
+      text: config.text === null ? null : config.text.split('\n').map((line) => scrubConfigLine(config.type, line)).join('\n'),
+    })),
+  };
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 2: parse. One parser per format, each tested against real lines (test/parse.test.ts).
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface DmEntry {
+  /** The name as dmsetup prints it (`\xNN`-mangled where needed): what dmsetup accepts back. */
+  name: string;
+  /** The kernel's name, unmangled. */
+  realName: string;
+  major: number;
+  minor: number;
+  open: number;
+  attr: string;
+  uuid: string;
+  line: number;
+}
+
+/** dmsetup's `--manglename` turns bytes outside `0-9A-Za-z#+-.:=@_` into `\xNN` (libdm). */
+export function unmangleDmName(name: string): string {
+  if (!name.includes('\\x')) return name;
+  const bytes: number[] = [];
+  for (let i = 0; i < name.length; i++) {
+    const hex = name[i] === '\\' && name[i + 1] === 'x' ? /^[0-9A-Fa-f]{2}/.exec(name.slice(i + 2, i + 4)) : null;
+    if (hex) {
+      bytes.push(parseInt(hex[0], 16));
+      i += 3;
+    } else {
+      bytes.push(...Buffer.from(name[i] ?? '', 'utf8'));
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/**
+ * LVM's dm name rule (libdm dm_split_lvm_name): components are separated by a single `-`, and
+ * `--` stands for a `-` inside a component: `<vg>-<lv>[-<layer>]`.
+ */
+export function splitLvmName(name: string): { vg: string; lv: string; layer: string; rest: string } | null {
+  const components: string[] = [];
+  let current = '';
+  let vgEnd = -1;
+  for (let i = 0; i < name.length && components.length < 3; i++) {
+    const c = name[i];
+    if (c === '-' && i + 1 < name.length) {
+      if (name[i + 1] === '-') {
+        current += '-';
+        i++;
+        continue;
+      }
+      components.push(current);
+      current = '';
+      if (components.length === 1) vgEnd = i;
+      continue;
+    }
+    current += c;
+  }
+  if (components.length < 3) components.push(current);
+  const [vg = '', lv = '', layer = ''] = components;
+  // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`).
+  const rest = vgEnd < 0 ? '' : name.slice(vgEnd + 1).replaceAll('--', '-');
+  return vg && lv ? { vg, lv, layer, rest } : null;
+}
+
+/** The inverse of splitLvmName (libdm dm_build_dm_name). */
+export const buildLvmName = (vg: string, lv: string, layer = '') =>
+  [vg, lv, layer].filter(Boolean).map((part) => part.replaceAll('-', '--')).join('-');
+
+export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInfo): { entries: DmEntry[]; warnings: Warning[] } {
+  const entries: DmEntry[] = [];
+  const warnings: Warning[] = [];
+  const seen = new Set<string>();
+  lines(text).forEach((raw, index) => {
+    const line = raw.trim();
+    const lineNo = index + 1;
+    if (line === '' || line === 'No devices found') return;
+    const fields = line.split('|');
+    const [name = '', major, minor, open, attr = '', uuid = ''] = fields;
+    const numbers = [major, minor, open].map((field) => (field !== undefined && /^\d+$/.test(field) ? Number(field) : NaN));
+    if (fields.length !== 6 || name === '' || numbers.some(Number.isNaN) || !/^[LI-][I-][s-][rw-]$/.test(attr)) {
+      warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
+      return;
+    }
+    if (seen.has(name)) {
+      warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
+      return;
+    }
+    seen.add(name);
+    const [maj = 0, min = 0, opn = 0] = numbers;
+    entries.push({ name, realName: unmangleDmName(name), major: maj, minor: min, open: opn, attr, uuid, line: lineNo });
+  });
+  return { entries, warnings };
+}
+
+/** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
+export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTable): { tables: Map<string, string>; warnings: Warning[] } {
+  const tables = new Map<string, string>();
+  const warnings: Warning[] = [];
+  lines(text).forEach((line, index) => {
+    if (line.trim() === '' || line.trim() === 'No devices found') return;
+    // A name holds no space (dmsetup mangles it), so the first ": " ends it.
+    const at = line.indexOf(': ');
+    const name = at >= 0 ? line.slice(0, at) : line.endsWith(':') ? line.slice(0, -1) : '';
+    const segment = at >= 0 ? line.slice(at + 2).trim() : '';
+    if (name === '' || /\s/.test(name) || (segment !== '' && !/^\d+ \d+ \S+/.test(segment))) {
+      warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
+      return;
+    }
+    const previous = tables.get(name);
+    tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
+  });
+  return { tables, warnings };
+}
+
+export interface LogicalVolume {
+  vg: string;
+  lv: string;
+  attr: string;
+  tags: string[];
+  /** Shown by `lvs -a` in brackets: LVM's own sub-LVs (`[data_tdata]`). */
+  hidden: boolean;
+}
+
+export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
+
+export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: Map<string, LogicalVolume>; warnings: Warning[] } {
+  const lvs = new Map<string, LogicalVolume>();
+  const warnings: Warning[] = [];
+  lines(text).forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === '') return;
+    const [vg = '', name = '', attr = '', tags = '', ...rest] = line.split('|');
+    if (rest.length > 0 || vg === '' || name === '' || !/^[-a-zA-Z]{10}$/.test(attr)) {
+      warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags" line: ${clip(line)}; skipped`));
+      return;
+    }
+    const hidden = name.startsWith('[') && name.endsWith(']');
+    const lv = hidden ? name.slice(1, -1) : name;
+    lvs.set(lvKey(vg, lv), { vg, lv, attr, tags: tags === '' ? [] : tags.split(','), hidden });
+  });
+  return { lvs, warnings };
+}
+
+export interface Storage {
+  id: string;
+  type: string;
+  /** The volume group, for `lvm` and `lvmthin` storages. */
+  vg: string | null;
+  thinpool: string | null;
+  shared: boolean;
+  disabled: boolean;
+  nodes: string[] | null;
+  line: number;
+}
+
+/** Storage types Proxmox VE ships (pve-storage's plugin list). */
+const KNOWN_STORAGE_TYPES = new Set(['dir', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'rbd', 'cephfs', 'lvm', 'lvmthin', 'zfs', 'zfspool', 'pbs', 'btrfs', 'esxi']);
+/** pve-storage's `pve-storage-id` format (PVE::JSONSchema parse_id). */
+export const STORAGE_ID_RE = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i;
+
+/** storage.cfg as PVE::SectionConfig writes it: `<type>: <id>` then indented `key value` lines. */
+export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg): { storages: Storage[]; warnings: Warning[] } {
+  const storages: Storage[] = [];
+  const warnings: Warning[] = [];
+  let current: (Storage & { props: Map<string, string> }) | null = null;
+  const finish = () => {
+    if (current === null) return;
+    const { props, ...storage } = current;
+    if ((storage.type === 'lvm' || storage.type === 'lvmthin') && !props.has('vgname')) {
+      warnings.push(warn(source, storage.line, `${storage.type} storage ${storage.id} has no vgname; its volumes cannot be mapped`));
+    }
+    storages.push({
+      ...storage,
+      vg: storage.type === 'lvm' || storage.type === 'lvmthin' ? (props.get('vgname') ?? null) : null,
+      thinpool: props.get('thinpool') ?? null,
+      shared: props.get('shared') === '1',
+      disabled: props.has('disable') && props.get('disable') !== '0',
+      nodes: props.get('nodes')?.split(/[,;\s]+/).filter(Boolean) ?? null,
+    });
+    current = null;
+  };
+  lines(text).forEach((line, index) => {
+    const lineNo = index + 1;
+    if (line.trim() === '' || /^\s*#/.test(line)) return;
+    const header = /^(\S+):\s*(\S+)\s*$/.exec(line);
+    if (header) {
+      finish();
+      const type = (header[1] ?? '').toLowerCase();
+      const id = header[2] ?? '';
+      if (!STORAGE_ID_RE.test(id)) {
+        warnings.push(warn(source, lineNo, `invalid storage ID "${clip(id)}"; section skipped`));
+        return;
+      }
+      if (!KNOWN_STORAGE_TYPES.has(type)) {
+        warnings.push(warn(source, lineNo, `unknown storage type "${clip(type)}" for storage ${id} (a third-party plugin?); its volumes are not mapped`));
+      }
+      current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
+      return;
+    }
+    const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/.exec(line);
+    if (property && current !== null) {
+      (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
+      return;
+    }
+    warnings.push(warn(source, lineNo, `cannot parse line: ${clip(line)}`));
+  });
+  finish();
+  return { storages, warnings };
+}
+
+/** A volume a guest config refers to, in one section of the config. */
+export interface VolumeRef {
+  /** `storeid:volname`, or an absolute device path. */
+  volume: string;
+  key: string;
+  /** `current`, `pending`, `special:fleecing`, or a snapshot's name. */
+  section: string;
+  line: number;
+}
+
+export interface GuestConfig {
+  vmid: number;
+  type: GuestType;
+  node: string;
+  path: string;
+  name: string | null;
+  lock: string | null;
+  template: boolean;
+  snapshots: string[];
+  refs: VolumeRef[];
+  /** false: the file could not be read or is not a guest config at all. */
+  readable: boolean;
+  /** Some lines could not be parsed: the config may reference volumes we cannot see. */
+  partial: boolean;
+}
+
+const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|unused\d+|vmstate)$/;
+const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
+/** qemu-server parse_vm_config / pve-container parse_pct_config key line. */
+const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.+?)\s*$/;
+const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
+
+/** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
+export function volumeOfPropertyString(value: string): string | null {
+  const items = value.split(',');
+  const named = items.find((item) => /^(?:file|volume)=/.test(item));
+  const volume = named ? named.slice(named.indexOf('=') + 1) : items[0];
+  if (volume === undefined || volume === '' || (named === undefined && volume.includes('='))) return null;
+  return volume === 'none' || volume === 'cdrom' ? null : volume;
+}
+
+export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warnings: Warning[] } {
+  const warnings: Warning[] = [];
+  const config: GuestConfig = {
+    vmid: file.vmid, type: file.type, node: file.node, path: file.path,
+    name: null, lock: null, template: false, snapshots: [], refs: [], readable: file.text !== null, partial: false,
+  };
+  if (file.text === null) return { config, warnings };
+  if (file.text.includes('\0') || file.text.includes('\uFFFD')) {
+    warnings.push(warn(file.path, null, 'not a text file (NUL bytes or invalid UTF-8); the guest\'s entries are not judged'));
+    return { config: { ...config, readable: false }, warnings };
+  }
+  const volumeKeys = file.type === 'qemu' ? QEMU_VOLUME_KEY_RE : LXC_VOLUME_KEY_RE;
+  const pendingHeader = file.type === 'qemu' ? /^\[PENDING\]\s*$/i : /^\[pve:pending\]\s*$/i;
+  let section = 'current';
+  let keyLines = 0;
+  lines(file.text).forEach((line, index) => {
+    const lineNo = index + 1;
+    if (line.trim() === '' || line.startsWith('#')) return;
+    if (line.startsWith('[')) {
+      const snapshot = SNAPSHOT_SECTION_RE.exec(line)?.[1];
+      if (pendingHeader.test(line)) section = 'pending';
+      else if (/^\[special:[a-z]+\]\s*$/i.test(line)) section = line.trim().slice(1, -1).toLowerCase();
+      else if (snapshot !== undefined) config.snapshots.push((section = snapshot));
+      else {
+        warnings.push(warn(file.path, lineNo, `unknown section ${clip(line)}; its lines are read as a snapshot's`));
+        section = line.trim();
+      }
+      return;
+    }
+    const entry = CONFIG_KEY_RE.exec(line);
+    if (entry === null) {
+      config.partial = true;
+      warnings.push(warn(file.path, lineNo, `cannot parse line: ${clip(line)}`));
+      return;
+    }
+    keyLines++;
+    const [, key = '', value = ''] = entry;
+    if (section === 'current') {
+      if (key === 'lock') config.lock = value;
+      else if (key === 'template') config.template = value === '1';
+      else if (key === (file.type === 'qemu' ? 'name' : 'hostname')) config.name = value;
+    }
+    if (section === 'special:fleecing' && key === 'fleecing-images') {
+      for (const volume of value.split(',').filter(Boolean)) config.refs.push({ volume, key, section, line: lineNo });
+    } else if (volumeKeys.test(key)) {
+      const volume = key === 'vmstate' ? value : volumeOfPropertyString(value);
+      if (volume !== null) config.refs.push({ volume, key, section, line: lineNo });
+    }
+  });
+  if (keyLines === 0) {
+    warnings.push(warn(file.path, null, 'no "key: value" line: not a guest config; the guest\'s entries are not judged'));
+    return { config: { ...config, readable: false }, warnings };
+  }
+  return { config, warnings };
+}
+
+export type VolumeKind = 'disk' | 'base' | 'cloudinit' | 'state' | 'fleece' | 'snapshot' | 'other';
+
+export interface GuestVolume {
+  kind: VolumeKind;
+  /** The VMID in the volume's name. */
+  vmid: number;
+  /** For snapshots: the volume it is a snapshot of, and the snapshot's name. */
+  origin: string | null;
+  snapshot: string | null;
+}
+
+/** Guest volume names (pve-storage LvmThinPlugin / LVMPlugin parse_volname and their callers). */
+const GUEST_VOLUME_PATTERNS: [VolumeKind, RegExp][] = [
+  ['snapshot', /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/],
+  ['disk', /^vm-(\d+)-disk-\d+(?:\.qcow2)?$/],
+  ['base', /^base-(\d+)-disk-\d+(?:\.qcow2)?$/],
+  ['cloudinit', /^vm-(\d+)-cloudinit(?:\.qcow2)?$/],
+  ['state', /^vm-(\d+)-state-.+$/],
+  ['fleece', /^vm-(\d+)-fleece-\d+(?:\.qcow2)?$/],
+  ['other', /^(?:vm|base)-(\d+)-\S+$/],
+];
+
+export function parseGuestVolumeName(lv: string): GuestVolume | null {
+  for (const [kind, pattern] of GUEST_VOLUME_PATTERNS) {
+    const m = pattern.exec(lv);
+    if (m === null) continue;
+    if (kind === 'snapshot') {
+      return { kind, vmid: Number(m[2]), origin: `${m[1]}${m[4] ?? ''}`, snapshot: m[3] ?? null };
+    }
+    return { kind, vmid: Number(m[1]), origin: null, snapshot: null };
+  }
+  return null;
+}
+
+/** A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name. */
+export function stripCopySuffix(lv: string): string | null {
+  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/.exec(lv);
+  return m?.[1] ?? null;
+}
+
+/** An LV name holding an LVM component marker is one of LVM's own sub-LVs (lvm.8 VALID NAMES). */
+const LVM_SUB_LV_RE = /_(?:cdata|cmeta|corig|cpool|cvol|wcorig|mimage_\d+|mlog|rimage_\d+|rmeta_\d+|tdata|tmeta|vdata|imeta|iorig|pmspare|vorigin)(?:$|_)/;
+
+export interface ParsedState {
+  node: string;
+  entries: DmEntry[];
+  /** dmsetup tables by name; null = not known. */
+  tables: Map<string, string> | null;
+  /** LVM's LVs by `vg/lv`; null = not known. */
+  lvs: Map<string, LogicalVolume> | null;
+  storages: Storage[];
+  guests: GuestConfig[];
+  running: Set<number> | null;
+  system: SystemFacts | null;
+  meta: CaptureMeta | null;
+  root: string | null;
+  warnings: Warning[];
+}
+
+export function parse(capture: Capture): ParsedState {
+  const info = parseDmsetupInfo(capture.dmsetupInfo);
+  const table = capture.dmsetupTable === null ? null : parseDmsetupTable(capture.dmsetupTable);
+  const lvs = capture.lvs === null ? null : parseLvs(capture.lvs);
+  const storage = parseStorageCfg(capture.storageCfg);
+  const guests = capture.configs.map(parseGuestConfig);
+  const runningWarnings: Warning[] = [];
+  const running =
+    capture.running === null
+      ? null
+      : new Set(
+          lines(capture.running).flatMap((line, index) => {
+            if (line.trim() === '') return [];
+            if (/^\s*[1-9][0-9]{2,8}\s*$/.test(line)) return [Number(line)];
+            runningWarnings.push(warn(CAPTURE_FILES.running, index + 1, `not a VMID: ${clip(line)}`));
+            return [];
+          }),
+        );
+  const storageIds = new Set(storage.storages.map((s) => s.id));
+  const unknownStorages = new Map<string, Warning>();
+  for (const { config } of guests) {
+    for (const ref of config.refs) {
+      const id = storeIdOf(ref.volume);
+      if (id !== null && !storageIds.has(id) && !unknownStorages.has(id)) {
+        unknownStorages.set(id, warn(config.path, ref.line, `storage ${id} is not defined in storage.cfg`));
+      }
+    }
+  }
+  return {
+    node: capture.hostname,
+    entries: info.entries,
+    tables: table?.tables ?? null,
+    lvs: lvs?.lvs ?? null,
+    storages: storage.storages,
+    guests: guests.map((g) => g.config),
+    running,
+    system: capture.system,
+    meta: capture.meta,
+    root: capture.root,
+    warnings: [
+      ...capture.warnings,
+      ...info.warnings,
+      ...(table?.warnings ?? []),
+      ...(lvs?.warnings ?? []),
+      ...storage.warnings,
+      ...guests.flatMap((g) => g.warnings),
+      ...runningWarnings,
+      ...unknownStorages.values(),
+    ],
+  };
+}
+
+/** pve-storage parse_volume_id: `storeid:volname`. */
+const VOLUME_ID_RE = /^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$/i;
+const storeIdOf = (volume: string) => VOLUME_ID_RE.exec(volume)?.[1] ?? null;
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 3: classify. Every dm entry gets one status and a documented reason.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export type Status = 'valid' | 'duplicate' | 'tombstone' | 'ignored';
+
+/** Every reason, with the status it gives and what it means (README lists the same). */
+export const REASONS = {
+  referenced: ['valid', 'a guest config on this node references the volume'],
+  'snapshot-in-config': ['valid', 'a snapshot LV whose guest on this node has that snapshot'],
+  'duplicate-name': ['duplicate', "a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry"],
+  'duplicate-table': ['duplicate', "a second mapping with exactly the same dmsetup table as a guest volume's entry"],
+  'storage-unknown': ['tombstone', 'no lvm or lvmthin storage in storage.cfg names its volume group'],
+  'lv-missing': ['tombstone', 'LVM no longer knows the LV (deleted on another node of a shared VG: Proxmox bug 4997)'],
+  'guest-on-other-node': ['tombstone', 'the guest lives on another node and references the volume there (left after a migration)'],
+  'guest-missing': ['tombstone', 'the VMID has no config on any node of the cluster'],
+  'volume-unreferenced': ['tombstone', 'the guest exists but no config references this volume'],
+  'partition-of-problem': ['tombstone', 'a kpartx partition of a problem entry: it goes with (and before) its parent'],
+  'lvm-internal': ['ignored', "one of LVM's own layers or sub-LVs (thin pool, tdata/tmeta, snapshot origin/cow, raid image...)"],
+  'not-guest-volume': ['ignored', 'an LVM volume that is not a guest volume (root, swap, data...)'],
+  multipath: ['ignored', 'a multipath map'],
+  crypt: ['ignored', 'a dm-crypt / LUKS mapping'],
+  'ceph-osd': ['ignored', 'a Ceph OSD volume'],
+  partition: ['ignored', 'a kpartx partition of an entry that is not a problem'],
+  foreign: ['ignored', 'a device-mapper device that is not an LVM guest volume'],
+  'saferemove-in-flight': ['ignored', "a volume Proxmox's saferemove is wiping (del-<volume>)"],
+  'config-unreadable': ['ignored', "the guest's config cannot be read, so its entries cannot be judged"],
+} as const satisfies Record<string, readonly [Status, string]>;
+
+export type Reason = keyof typeof REASONS;
+
+export interface Classified {
+  name: string;
+  realName: string;
+  uuid: string;
+  major: number;
+  minor: number;
+  open: number;
+  status: Status;
+  reason: Reason;
+  /** The command an administrator would run for a problem; null for valid and ignored entries. */
+  remedy: string | null;
+  /** The guest the entry belongs to: the config that references it, else the VMID in its name. */
+  vmid: number | null;
+  vg: string | null;
+  lv: string | null;
+  kind: VolumeKind | null;
+  /** LVM knows the LV behind the entry (null: not known). */
+  lvmKnown: boolean | null;
+  /** For a duplicate: the member that stays. For a partition: its parent. */
+  relatedTo: string | null;
+  /** The node whose guest references the volume, for guest-on-other-node. */
+  otherNode: string | null;
+}
+
+export interface DuplicateSet {
+  vg: string;
+  lv: string;
+  vmid: number;
+  kept: string;
+  extras: string[];
+}
+
+export interface GuestSummary {
+  vmid: number;
+  type: GuestType;
+  name: string | null;
+  running: boolean | null;
+  lock: string | null;
+  template: boolean;
+  health: 'clean' | 'duplicate' | 'tombstone';
+  readable: boolean;
+}
+
+export interface Classification {
+  node: string;
+  entries: Classified[];
+  duplicates: DuplicateSet[];
+  /** The guests of this node. */
+  guests: GuestSummary[];
+  /** VMIDs with tombstones that have no config on any node. */
+  missingGuests: { vmid: number; entries: string[] }[];
+  system: SystemFacts | null;
+  meta: CaptureMeta | null;
+  root: string | null;
+  warnings: Warning[];
+}
+
+/** What an entry is, from its uuid first, then its name. */
+export type Identity =
+  | { kind: 'lvm-layer' }
+  | { kind: 'lvm-sub-lv' }
+  | { kind: 'multipath' }
+  | { kind: 'crypt' }
+  | { kind: 'partition'; parentUuid: string }
+  | { kind: 'ceph-osd' }
+  | { kind: 'saferemove'; vg: string; lv: string }
+  | { kind: 'lvm-volume'; vg: string; lv: string }
+  | { kind: 'guest-volume'; vg: string; lv: string; volume: GuestVolume; lvmOwned: boolean; copyOf: string | null }
+  | { kind: 'foreign' };
+
+/** LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id, then `-<layer>` for LVM's own layers. */
+const LVM_UUID_RE = /^LVM-[A-Za-z0-9]{64}(?:-(.+))?$/;
+
+export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
+  const lvmUuid = LVM_UUID_RE.exec(entry.uuid);
+  const parentUuid = /^part\d+-(.+)$/.exec(entry.uuid)?.[1];
+  if (lvmUuid?.[1] !== undefined) return { kind: 'lvm-layer' };
+  if (entry.uuid.startsWith('mpath-')) return { kind: 'multipath' };
+  if (entry.uuid.startsWith('CRYPT-')) return { kind: 'crypt' };
+  if (parentUuid !== undefined) return { kind: 'partition', parentUuid };
+  const lvmOwned = lvmUuid !== null;
+  if (!lvmOwned && entry.uuid !== '') return { kind: 'foreign' };
+  const split = splitLvmName(entry.realName);
+  if (split === null) return { kind: 'foreign' };
+  const { vg } = split;
+  // Only LVM's own layers carry a layer in the name; in a hand-made name it is part of the copy's suffix.
+  const lv = lvmOwned ? split.lv : split.rest;
+  if (LVM_SUB_LV_RE.test(lv)) return { kind: 'lvm-sub-lv' };
+  if (vg.startsWith('ceph-') && lv.startsWith('osd-')) return { kind: 'ceph-osd' };
+  if (lv.startsWith('del-') && parseGuestVolumeName(lv.slice(4)) !== null) return { kind: 'saferemove', vg, lv };
+  const volume = parseGuestVolumeName(lv);
+  const copyOf = lvmOwned ? null : stripCopySuffix(lv);
+  // A hand-made `vm-169-disk-0-dup` also matches the loose `other` pattern: the copy reading wins.
+  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null };
+  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf };
+  return lvmOwned ? { kind: 'lvm-volume', vg, lv } : { kind: 'foreign' };
+}
+
+/** Quotes a word for a POSIX shell when it needs it: remedies are meant to be pasted. */
+export const shellQuote = (word: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`);
+
+interface GuestRef {
+  guest: GuestConfig;
+  ref: VolumeRef;
+}
+
+export function classify(state: ParsedState): Classification {
+  const local = (guest: GuestConfig) => guest.node === state.node;
+  const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
+  const storageVgs = new Set(vgOfStorage.values());
+  const guestsById = new Map<number, GuestConfig[]>();
+  for (const guest of state.guests) guestsById.set(guest.vmid, [...(guestsById.get(guest.vmid) ?? []), guest]);
+
+  // Every `vg/lv` any config references, with who references it.
+  const refsByVolume = new Map<string, GuestRef[]>();
+  const addRef = (vg: string, lv: string, guestRef: GuestRef) => {
+    const key = lvKey(vg, lv);
+    refsByVolume.set(key, [...(refsByVolume.get(key) ?? []), guestRef]);
+  };
+  for (const guest of state.guests) {
+    for (const ref of guest.refs) {
+      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) addRef(vg, lv, { guest, ref });
+    }
+  }
+
+  const identities = new Map(state.entries.map((entry) => [entry.name, identify(entry)]));
+  const tableOf = (name: string) => state.tables?.get(name) ?? null;
+
+  // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
+  // and non-LVM entries mapping exactly the same table as a guest volume's entry.
+  const members = new Map<string, { name: string; how: 'own' | 'name' | 'table' }[]>();
+  const volumeEntryByTable = new Map<string, string>();
+  for (const entry of state.entries) {
+    const id = identities.get(entry.name);
+    if (id?.kind !== 'guest-volume') continue;
+    const key = lvKey(id.vg, id.copyOf ?? id.lv);
+    members.set(key, [...(members.get(key) ?? []), { name: entry.name, how: id.copyOf === null ? 'own' : 'name' }]);
+    const table = tableOf(entry.name);
+    if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
+      volumeEntryByTable.set(table, entry.name);
+    }
+  }
+  for (const entry of state.entries) {
+    const id = identities.get(entry.name);
+    const table = tableOf(entry.name);
+    const original = table === null ? undefined : volumeEntryByTable.get(table);
+    if (original === undefined || original === entry.name || id === undefined) continue;
+    if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
+    const originalId = identities.get(original) as Extract<Identity, { kind: 'guest-volume' }>;
+    const key = lvKey(originalId.vg, originalId.lv);
+    const group = members.get(key) ?? [];
+    // A hand-made copy may already sit in its own volume's group: it moves to the one it mirrors.
+    for (const [otherKey, otherGroup] of members) {
+      if (otherKey !== key) members.set(otherKey, otherGroup.filter((m) => m.name !== entry.name));
+    }
+    if (!group.some((m) => m.name === entry.name)) group.push({ name: entry.name, how: 'table' });
+    members.set(key, group);
+  }
+
+  const isReferencedLocally = (name: string) => {
+    const id = identities.get(name);
+    return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(lvKey(id.vg, id.lv)) ?? []).some((r) => local(r.guest));
+  };
+  const duplicates: DuplicateSet[] = [];
+  const extraOf = new Map<string, { kept: string; how: 'name' | 'table' }>();
+  for (const [key, group] of members) {
+    if (group.length < 2) continue;
+    const rank = (m: { name: string; how: string }) => {
+      const id = identities.get(m.name) as Extract<Identity, { kind: 'guest-volume' }> | undefined;
+      return (isReferencedLocally(m.name) ? 4 : 0) + (id?.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
+    };
+    const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
+    const [vg = '', lv = ''] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
+    duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: kept.name, extras: group.filter((m) => m !== kept).map((m) => m.name) });
+    for (const m of group) if (m !== kept) extraOf.set(m.name, { kept: kept.name, how: m.how === 'table' ? 'table' : 'name' });
+  }
+
+  const classifyGuestVolume = (entry: DmEntry, id: Extract<Identity, { kind: 'guest-volume' }>): Omit<Classified, keyof DmEntryFields> => {
+    const lv = id.copyOf ?? id.lv;
+    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(lvKey(id.vg, lv))) : false;
+    const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
+    const extra = extraOf.get(entry.name);
+    const refs = id.copyOf === null ? (refsByVolume.get(lvKey(id.vg, lv)) ?? []) : [];
+    const snapshotRefs =
+      id.volume.kind === 'snapshot' && id.copyOf === null
+        ? (refsByVolume.get(lvKey(id.vg, id.volume.origin ?? '')) ?? []).filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
+        : [];
+    const owner = (refs.find((r) => local(r.guest)) ?? snapshotRefs.find((r) => local(r.guest)))?.guest.vmid ?? id.volume.vmid;
+    if (extra !== undefined) {
+      const keptId = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
+      const keptOwner = (refsByVolume.get(lvKey(keptId.vg, keptId.lv)) ?? []).find((r) => local(r.guest))?.guest.vmid ?? keptId.volume.vmid;
+      return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, { ...base, vg: keptId.vg, lv: keptId.lv, kind: keptId.volume.kind, lvmKnown: false, relatedTo: extra.kept }, keptOwner);
+    }
+    if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
+    if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);
+    const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
+    if (ownerConfigs.some((g) => !g.readable || (g.partial && local(g)))) return ignoredAs('config-unreadable', id.volume.vmid, base);
+    if (!storageVgs.has(id.vg)) return problem('tombstone', 'storage-unknown', entry, base, owner);
+    if (id.lvmOwned && lvmKnown === false) return problem('tombstone', 'lv-missing', entry, base, owner);
+    const elsewhere = [...refs, ...snapshotRefs].find((r) => !local(r.guest));
+    if (elsewhere !== undefined) return problem('tombstone', 'guest-on-other-node', entry, { ...base, otherNode: elsewhere.guest.node }, elsewhere.guest.vmid);
+    if (ownerConfigs.length === 0) return problem('tombstone', 'guest-missing', entry, base, owner);
+    return problem('tombstone', 'volume-unreferenced', entry, base, owner);
+  };
+
+  const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) => ({
+    ...facts, status, reason, vmid, remedy: remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null),
+  });
+  const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => ({ ...facts, status: 'valid' as const, reason, vmid, remedy: null });
+  const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => ({
+    vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null, ...facts, status: 'ignored' as const, reason, vmid, remedy: null,
+  });
+
+  const byUuid = new Map(state.entries.filter((entry) => entry.uuid !== '').map((entry) => [entry.uuid, entry]));
+  const classified = new Map<string, Classified>();
+  const partitions: [DmEntry, string][] = [];
+  for (const entry of state.entries) {
+    const id = identities.get(entry.name) as Identity;
+    const verdict = match(id)
+      .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs('lvm-internal', null))
+      .with({ kind: 'multipath' }, () => ignoredAs('multipath', null))
+      .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
+      .with({ kind: 'ceph-osd' }, () => ignoredAs('ceph-osd', null))
+      .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
+      .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(lvKey(vg, lv)) }))
+      .with({ kind: 'foreign' }, () => {
+        const extra = extraOf.get(entry.name);
+        if (extra === undefined) return ignoredAs('foreign', null);
+        const keptId = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
+        const facts = { vg: keptId.vg, lv: keptId.lv, kind: keptId.volume.kind, lvmKnown: false, relatedTo: extra.kept, otherNode: null };
+        return problem('duplicate', 'duplicate-table', entry, facts, keptId.volume.vmid);
+      })
+      .with({ kind: 'partition' }, ({ parentUuid }) => {
+        const parent = byUuid.get(parentUuid);
+        partitions.push([entry, parent?.name ?? '']);
+        return ignoredAs('partition', null, { relatedTo: parent?.name ?? null });
+      })
+      .with({ kind: 'guest-volume' }, (guestVolume) => classifyGuestVolume(entry, guestVolume))
+      .exhaustive();
+    classified.set(entry.name, { ...dmFields(entry), ...verdict });
+  }
+  // A partition of a problem entry goes with it, and before it.
+  for (const [entry, parentName] of partitions) {
+    const parent = classified.get(parentName);
+    if (parent === undefined || (parent.status !== 'tombstone' && parent.status !== 'duplicate')) continue;
+    classified.set(entry.name, {
+      ...dmFields(entry), status: parent.status, reason: 'partition-of-problem', vmid: parent.vmid, vg: parent.vg, lv: parent.lv,
+      kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null, remedy: `dmsetup remove ${shellQuote(entry.name)}`,
+    });
+  }
+
+  const entries = state.entries.map((entry) => classified.get(entry.name) as Classified);
+  const health = new Map<number, GuestSummary['health']>();
+  const keptMembers = new Set(duplicates.map((set) => set.kept));
+  for (const entry of entries) {
+    if (entry.vmid === null) continue;
+    if (entry.status === 'duplicate' || keptMembers.has(entry.name)) health.set(entry.vmid, 'duplicate');
+    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate') health.set(entry.vmid, 'tombstone');
+  }
+  const guests = state.guests
+    .filter(local)
+    .sort((a, b) => a.vmid - b.vmid)
+    .map((guest) => ({
+      vmid: guest.vmid, type: guest.type, name: guest.name, lock: guest.lock, template: guest.template, readable: guest.readable,
+      running: state.running === null ? null : state.running.has(guest.vmid),
+      health: health.get(guest.vmid) ?? 'clean',
+    }));
+  const missing = new Map<number, string[]>();
+  for (const entry of entries) {
+    if (entry.reason === 'guest-missing' && entry.vmid !== null) missing.set(entry.vmid, [...(missing.get(entry.vmid) ?? []), entry.name]);
+  }
+  return {
+    node: state.node,
+    entries,
+    duplicates,
+    guests,
+    missingGuests: [...missing].sort(([a], [b]) => a - b).map(([vmid, names]) => ({ vmid, entries: names })),
+    system: state.system,
+    meta: state.meta,
+    root: state.root,
+    warnings: state.warnings,
+  };
+}
+
+type DmEntryFields = Pick<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open'>;
+type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
+const dmFields = ({ name, realName, uuid, major, minor, open }: DmEntry): DmEntryFields => ({ name, realName, uuid, major, minor, open });
+
+/** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
+const isDataTable = (table: string) => table.split('\n').every((segment) => !/^\d+ \d+ (?:error|zero)\b/.test(segment));
+
+/** The (vg, lv) pairs a config's volume string names: `storeid:volname` through storage.cfg, or a device path. */
+export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): [string, string][] {
+  if (volume.startsWith('/dev/mapper/')) {
+    const split = splitLvmName(volume.slice('/dev/mapper/'.length));
+    return split && split.layer === '' ? [[split.vg, split.lv]] : [];
+  }
+  const devicePath = /^\/dev\/([^/]+)\/([^/]+)$/.exec(volume);
+  if (devicePath) return [[devicePath[1] ?? '', devicePath[2] ?? '']];
+  const id = VOLUME_ID_RE.exec(volume);
+  const vg = id ? vgOfStorage.get(id[1] ?? '') : undefined;
+  if (!id || vg === undefined) return [];
+  // A linked clone on ZFS/RBD-style storages is `base-X-disk-N/vm-Y-disk-N`: it uses both.
+  return (id[2] ?? '').split('/').map((lv): [string, string] => [vg, lv]);
+}
+
+function remedyFor(entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number, localGuest: GuestConfig | null): string {
+  // Not known (no lvs.txt) for an LVM-owned entry: LVM most likely still knows it.
+  if (facts.lvmKnown === false || facts.vg === null || facts.lv === null) return `dmsetup remove ${shellQuote(entry.name)}`;
+  const lv = shellQuote(`${facts.vg}/${facts.lv}`);
+  // `qm/pct rescan` attaches unreferenced `vm-`/`base-` volumes as unusedN (it skips snapshots and state volumes).
+  const rescannable = facts.kind === 'disk' || facts.kind === 'base' || facts.kind === 'other';
+  if (reason === 'volume-unreferenced' && localGuest !== null && rescannable) {
+    return localGuest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
+  }
+  return `lvchange -an ${lv}`;
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 4: grade.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export type GradeLetter = 'A+' | 'B' | 'C' | 'D' | 'F';
+
+export interface Summary {
+  entries: number;
+  valid: number;
+  duplicate: number;
+  tombstone: number;
+  ignored: number;
+}
+
+export interface Graded {
+  grade: GradeLetter;
+  summary: Summary;
+  /** 0 healthy; 1 tombstones or warnings; 2 duplicates or grade F. */
+  exitCode: 0 | 1 | 2;
+}
+
+export function grade(classification: Pick<Classification, 'entries' | 'warnings'>): Graded {
+  const count = (status: Status) => classification.entries.filter((entry) => entry.status === status).length;
+  const summary: Summary = { entries: classification.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored') };
+  const letter: GradeLetter =
+    summary.duplicate > 0 ? 'F' : summary.tombstone === 0 ? 'A+' : summary.tombstone <= 5 ? 'B' : summary.tombstone <= 20 ? 'C' : summary.tombstone <= 50 ? 'D' : 'F';
+  const exitCode = letter === 'F' ? 2 : summary.tombstone > 0 || classification.warnings.length > 0 ? 1 : 0;
+  return { grade: letter, summary, exitCode };
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 5: report — console, JSON and a self-contained HTML page validated before it is written.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface Result extends Classification, Graded {
+  generatedAt: string;
+  /** `--vmid` narrowed the report to these guests. */
+  vmids: number[] | null;
+}
+
+/** Narrows a classification to the entries and guests of some VMIDs (`--vmid`). */
+export function narrowToGuests(classification: Classification, vmids: number[]): Classification {
+  const wanted = new Set(vmids);
+  const entries = classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid));
+  const names = new Set(entries.map((entry) => entry.name));
+  return {
+    ...classification,
+    entries,
+    duplicates: classification.duplicates.filter((set) => names.has(set.kept) || set.extras.some((name) => names.has(name))),
+    guests: classification.guests.filter((guest) => wanted.has(guest.vmid)),
+    missingGuests: classification.missingGuests.filter((missing) => wanted.has(missing.vmid)),
+  };
+}
+
+export interface ReportOptions {
+  json: boolean;
+  html: boolean;
+  color: boolean;
+}
+
+export interface Reports {
+  console?: string;
+  json?: string;
+  html?: string;
+}
+
+export async function report(result: Result, options: ReportOptions): Promise<Reports> {
+  const reports: Reports = {};
+  if (options.json) reports.json = `${JSON.stringify(toJson(result), null, 2)}\n`;
+  else reports.console = renderConsole(result, options.color);
+  if (options.html) reports.html = await renderValidatedHtml(result);
+  return reports;
+}
+
+export function toJson(result: Result) {
+  return {
+    version: 1,
+    tool: { name: 'pve-dm', version: VERSION },
+    node: result.node,
+    generatedAt: result.generatedAt,
+    capturedAt: result.meta?.capturedAt ?? null,
+    vmids: result.vmids,
+    grade: result.grade,
+    summary: result.summary,
+    entries: result.entries.map((entry) => ({
+      name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, vmid: entry.vmid, vg: entry.vg, lv: entry.lv,
+      open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode,
+      ...(entry.realName !== entry.name ? { realName: entry.realName } : {}),
+    })),
+    duplicates: result.duplicates,
+    guests: result.guests.map(({ vmid, type, name, running, lock, health, template }) => ({ vmid, type, name, running, lock, health, template })),
+    missingGuests: result.missingGuests,
+    system: result.system,
+    warnings: result.warnings.map((w) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) })),
+  };
+}
+
+/** Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed. */
+export const terminalSafe = (text: string) =>
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
+const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
+
+const humanBytes = (bytes: number) => {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+};
+
+const humanDuration = (seconds: number) => {
+  const days = Math.floor(seconds / 86400);
+  const hours = Math.floor((seconds % 86400) / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  return days > 0 ? `${days}d ${hours}h` : hours > 0 ? `${hours}h ${minutes}m` : `${minutes}m`;
+};
+
+/** The host facts as label/value pairs, shared by the console and HTML reports. */
+export function systemRows(system: SystemFacts | null): [string, string][] {
+  if (system === null) return [];
+  const usage = (u: { totalBytes: number; usedBytes: number } | null) =>
+    u === null || u.totalBytes <= 0 ? 'not known' : `${humanBytes(u.usedBytes)} of ${humanBytes(u.totalBytes)} (${Math.round((u.usedBytes / u.totalBytes) * 100)}%)`;
+  return [
+    ['Proxmox VE', system.pveVersion ?? 'not known'],
+    ['Kernel', system.kernel ?? 'not known'],
+    ['Uptime', system.uptimeSeconds === null ? 'not known' : humanDuration(system.uptimeSeconds)],
+    ['CPU', system.cpuPercent === null ? 'not known' : `${system.cpuPercent}%`],
+    ['Memory', usage(system.memory)],
+    ['Root filesystem', usage(system.rootfs)],
+  ];
+}
+
+const describeEntry = (entry: Classified): string =>
+  match(entry.reason)
+    .with('guest-on-other-node', () => `VM ${entry.vmid} lives on node ${entry.otherNode} and uses it there`)
+    .with('guest-missing', () => `VM ${entry.vmid} has no config on any node`)
+    .with('volume-unreferenced', () => `no config references ${entry.vg}/${entry.lv}`)
+    .with('storage-unknown', () => `no storage in storage.cfg uses volume group ${entry.vg}`)
+    .with('lv-missing', () => `LVM does not know ${entry.vg}/${entry.lv} any more`)
+    .with('partition-of-problem', () => `partition of ${entry.relatedTo}`)
+    .with('duplicate-name', 'duplicate-table', () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${entry.relatedTo})`)
+    .otherwise((reason) => REASONS[reason][1]);
+
+export function renderConsole(result: Result, color: boolean): string {
+  const paint = (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
+  const out: string[] = [];
+  const heading = (text: string) => out.push('', paint('bold', text));
+  const s = result.summary;
+  const gradeStyle = result.grade === 'A+' ? 'green' : result.grade === 'F' ? 'red' : 'yellow';
+  out.push(`${paint('bold', `pve-dm ${VERSION}`)} · node ${terminalSafe(result.node)} · ${result.generatedAt}`);
+  if (result.root !== null) out.push(paint('dim', `capture ${terminalSafe(result.root)}${result.meta ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`));
+  if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
+
+  heading('Summary');
+  out.push(`  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${s.valid} valid, ${paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`)}, ${paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`)}, ${s.ignored} ignored`);
+
+  const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
+  heading(`Duplicates (critical): ${result.duplicates.length}`);
+  for (const set of result.duplicates) {
+    out.push(`  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (VM ${set.vmid}) has ${set.extras.length + 1} entries`);
+    const kept = byName.get(set.kept);
+    out.push(`    keep    ${terminalSafe(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`);
+    for (const name of set.extras) {
+      const extra = byName.get(name);
+      out.push(`    extra   ${terminalSafe(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            remedy: ${terminalSafe(extra.remedy ?? '')}` : ''}`);
+    }
+  }
+  const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
+  heading(`Tombstones (warning): ${tombstones.length}`);
+  for (const entry of tombstones) {
+    out.push(`  ${paint('yellow', terminalSafe(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${entry.open > 0 ? paint('red', ` (open ${entry.open}: in use)`) : ''}`);
+    out.push(`    remedy: ${terminalSafe(entry.remedy ?? '')}`);
+  }
+
+  heading(`Guests on ${terminalSafe(result.node)}: ${result.guests.length}`);
+  if (result.guests.length > 0) {
+    const rows = result.guests.map((guest) => [
+      String(guest.vmid), guest.type === 'qemu' ? 'VM' : 'CT', terminalSafe(guest.name ?? '-').slice(0, 32),
+      guest.running === null ? '?' : guest.running ? 'running' : 'stopped', terminalSafe(guest.lock ?? '-'),
+      guest.readable ? guest.health : 'unreadable',
+    ]);
+    out.push(...table(['VMID', 'TYPE', 'NAME', 'STATUS', 'LOCK', 'DM HEALTH'], rows).map((line) => `  ${line}`));
+  }
+  if (result.missingGuests.length > 0) {
+    heading(`VMIDs that exist nowhere: ${result.missingGuests.length}`);
+    for (const missing of result.missingGuests) out.push(`  VM ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(terminalSafe).join(', ')}`);
+  }
+  const system = systemRows(result.system);
+  if (system.length > 0) {
+    heading('Host');
+    out.push(...system.map(([label, value]) => `  ${label.padEnd(16)} ${terminalSafe(value)}`));
+  }
+  if (result.warnings.length > 0) {
+    heading(`Warnings: ${result.warnings.length}`);
+    out.push(...result.warnings.map((w) => `  ${paint('yellow', terminalSafe(formatWarning(w)))}`));
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+export const escapeHtml = (text: string) =>
+  text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
+
+const STATUS_COLORS: Record<Status, string> = { valid: '#1e7e34', duplicate: '#c82333', tombstone: '#b8860b', ignored: '#6c757d' };
+const GRADE_COLORS: Record<GradeLetter, string> = { 'A+': '#28a745', B: '#17a2b8', C: '#ffc107', D: '#fd7e14', F: '#dc3545' };
+
+/** Sections every HTML report holds exactly once, in this order. */
+export const HTML_SECTIONS = ['summary', 'problems', 'guests', 'missing', 'system', 'warnings'] as const;
+
+export function renderHtml(result: Result): string {
+  const e = (value: string | number | null) => escapeHtml(value === null ? '—' : String(value));
+  const cell = 'style="padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top"';
+  const th = 'style="padding:4px 8px;border-bottom:2px solid #adb5bd;text-align:left;background:#f1f3f5"';
+  const tableStyle = 'style="border-collapse:collapse;width:100%;font-size:13px"';
+  const section = (id: (typeof HTML_SECTIONS)[number], title: string, body: string) =>
+    `<div data-section="${id}" style="margin:16px 0"><h2 style="font-size:17px;margin:0 0 8px;color:#212529">${escapeHtml(title)}</h2>${body}</div>`;
+  const rowsTable = (id: string, header: string[], rows: string[]) =>
+    rows.length === 0
+      ? `<p style="color:#6c757d;margin:0">None.</p>`
+      : `<table data-table="${id}" ${tableStyle}><tr>${header.map((h) => `<th ${th}>${escapeHtml(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
+  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone');
+  const s = result.summary;
+  const metric = (label: string, value: number, colour: string) =>
+    `<td style="padding:8px;text-align:center;border:1px solid #dee2e6"><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div><div style="font-size:12px;color:#495057">${label}</div></td>`;
+  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}</tr></table>`;
+  const problemRows = problems.map(
+    (entry) =>
+      `<tr data-entry><td ${cell}><code>${e(entry.name)}</code></td><td ${cell} style="color:${STATUS_COLORS[entry.status]};padding:4px 8px;border-bottom:1px solid #dee2e6">${e(entry.status)}</td><td ${cell}>${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span></td><td ${cell}>${e(entry.vmid)}</td><td ${cell}>${e(entry.open)}</td><td ${cell}><code>${e(entry.remedy)}</code></td></tr>`,
+  );
+  const guestRows = result.guests.map(
+    (guest) =>
+      `<tr data-guest="${guest.vmid}"><td ${cell}>${guest.vmid}</td><td ${cell}>${guest.type === 'qemu' ? 'VM' : 'CT'}</td><td ${cell} data-field="name">${e(guest.name)}</td><td ${cell}>${guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped'}</td><td ${cell}>${e(guest.lock)}</td><td ${cell} style="color:${guest.health === 'clean' ? STATUS_COLORS.valid : guest.health === 'duplicate' ? STATUS_COLORS.duplicate : STATUS_COLORS.tombstone};padding:4px 8px;border-bottom:1px solid #dee2e6">${guest.readable ? guest.health : 'unreadable'}</td></tr>`,
+  );
+  const missingRows = result.missingGuests.map((missing) => `<tr data-missing><td ${cell}>${missing.vmid}</td><td ${cell}>${missing.entries.map((name) => `<code>${e(name)}</code>`).join('<br>')}</td></tr>`);
+  const systemTableRows = systemRows(result.system).map(([label, value]) => `<tr data-system><td ${cell}>${escapeHtml(label)}</td><td ${cell}>${e(value)}</td></tr>`);
+  const warningRows = result.warnings.map((w) => `<tr data-warning><td ${cell}><code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code></td><td ${cell}>${e(w.message)}</td></tr>`);
+  const headline =
+    s.duplicate > 0 ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now` : s.tombstone > 0 ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation` : 'No problems found';
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
+<body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
+<div style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px">
+<div data-header style="border-bottom:4px solid ${GRADE_COLORS[result.grade]};padding-bottom:8px">
+<h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>
+<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${result.meta ? ` from a capture taken ${e(result.meta.capturedAt)}` : ''}${result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : ''}</p>
+<p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${GRADE_COLORS[result.grade]}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
+</div>
+${section('summary', 'Device-mapper entries', summary)}
+${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
+${section('guests', `Guests on ${result.node} (${result.guests.length})`, rowsTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], guestRows))}
+${section('missing', `VMIDs that exist nowhere (${result.missingGuests.length})`, rowsTable('missing', ['VMID', 'Entries'], missingRows))}
+${section('system', 'Host', rowsTable('system', ['Fact', 'Value'], systemTableRows))}
+${section('warnings', `Warnings (${result.warnings.length})`, rowsTable('warnings', ['Where', 'Message'], warningRows))}
+<p style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px">pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: pve-dm's own cleanup re-checks every entry before it acts.</p>
+</div></body></html>
+`;
+}
+
+const HTML_TAGS = new Set(['html', 'head', 'meta', 'title', 'body', 'div', 'h1', 'h2', 'p', 'span', 'strong', 'table', 'tr', 'th', 'td', 'code', 'br']);
+const HTML_ATTRIBUTES = /^(?:style|lang|charset|name|content|colspan|data-[a-z-]+)$/;
+
+/** Checks a rendered report against its data with cheerio; returns the problems found. */
+export async function validateHtml(html: string, result: Result): Promise<string[]> {
+  const { load } = await import('cheerio/slim');
+  const $ = load(html);
+  const problems: string[] = [];
+  for (const id of HTML_SECTIONS) {
+    const count = $(`[data-section="${id}"]`).length;
+    if (count !== 1) problems.push(`section ${id} appears ${count} times`);
+  }
+  $('*').each((_, element) => {
+    if (!('attribs' in element)) return;
+    if (!HTML_TAGS.has(element.tagName)) problems.push(`unexpected element <${element.tagName}>`);
+    for (const attribute of Object.keys(element.attribs)) if (!HTML_ATTRIBUTES.test(attribute)) problems.push(`unexpected attribute ${attribute} on <${element.tagName}>`);
+  });
+  const expectRows = (selector: string, expected: number, what: string) => {
+    const count = $(selector).length;
+    if (count !== expected) problems.push(`${what}: ${count} rows for ${expected} items`);
+  };
+  expectRows('tr[data-entry]', result.entries.filter((x) => x.status === 'duplicate' || x.status === 'tombstone').length, 'problem entries');
+  expectRows('tr[data-guest]', result.guests.length, 'guests');
+  expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
+  expectRows('tr[data-warning]', result.warnings.length, 'warnings');
+  for (const guest of result.guests) {
+    const shown = $(`tr[data-guest="${guest.vmid}"] [data-field="name"]`).text();
+    if (shown !== (guest.name ?? '—')) problems.push(`guest ${guest.vmid}: name shown as ${JSON.stringify(shown)}`);
+  }
+  if ($('[data-field="node"]').text() !== result.node) problems.push('node name altered');
+  if ($('[data-field="grade"]').text() !== result.grade) problems.push('grade altered');
+  return problems;
+}
+
+async function renderValidatedHtml(result: Result): Promise<string> {
+  const html = renderHtml(result);
+  const problems = await validateHtml(html, result);
+  if (problems.length > 0) throw new Error(`HTML report failed its own validation: ${problems.slice(0, 5).join('; ')}`);
+  return html;
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// Stage 6: cleanup. Until interactive cleanup lands, it plans: what it would do, and why not.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface PlannedAction {
+  name: string;
+  status: 'duplicate' | 'tombstone';
+  reason: Reason;
+  command: string[];
+  /** Why the entry must not be touched now; null when it may. */
+  blockedBy: string | null;
+}
+
+export interface CleanupPlan {
+  actions: PlannedAction[];
+}
+
+/** Duplicates first, then tombstones; a partition before its parent. Never a valid or ignored entry. */
+export function planCleanup(result: Result): CleanupPlan {
+  const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
+  const problems = result.entries.filter((entry): entry is Classified & { status: 'duplicate' | 'tombstone' } => entry.status === 'duplicate' || entry.status === 'tombstone');
+  const order = (entry: Classified) => (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
+  const actions = [...problems]
+    .sort((a, b) => order(a) - order(b))
+    .map((entry) => {
+      const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
+      const blockedBy =
+        entry.open > 0 ? `open ${entry.open} time(s)` : guest?.lock ? `guest ${guest.vmid} is locked (${guest.lock})` : guest?.running && entry.status === 'tombstone' && entry.reason !== 'guest-on-other-node' ? `guest ${guest.vmid} is running` : null;
+      const command = entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`] : ['dmsetup', 'remove', entry.name];
+      return { name: entry.name, status: entry.status, reason: entry.reason, command, blockedBy };
+    });
+  return { actions };
+}
+
+export function renderPlan(plan: CleanupPlan): string {
+  if (plan.actions.length === 0) return '';
+  const lines = ['', 'Cleanup plan (nothing was changed; interactive cleanup is not available yet):'];
+  for (const action of plan.actions) {
+    const command = action.command.map(shellQuote).join(' ');
+    lines.push(action.blockedBy === null ? `  would run: ${terminalSafe(command)}` : `  would skip ${terminalSafe(action.name)}: ${terminalSafe(action.blockedBy)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
+// The pipeline: the stages a plugin may replace or wrap, and the command line.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface Stages {
+  discover: (input: DiscoverInput) => Promise<Capture>;
+  parse: (capture: Capture) => ParsedState;
+  classify: (state: ParsedState) => Classification;
+  grade: (classification: Classification) => Graded;
+  report: (result: Result, options: ReportOptions) => Promise<Reports>;
+  cleanup: (result: Result) => CleanupPlan;
+}
+
+export const defaultStages: Stages = { discover, parse, classify, grade, report, cleanup: planCleanup };
+
+export interface RunOptions {
+  root?: string;
+  vmids: number[];
+  json: boolean;
+  html: boolean;
+  color: boolean;
+  runner: Runner;
+  now?: Date;
+}
+
+export interface RunOutput {
+  result: Result;
+  reports: Reports;
+  plan: CleanupPlan;
+}
+
+export async function runPipeline(stages: Stages, options: RunOptions): Promise<RunOutput> {
+  const capture = await stages.discover({ root: options.root, runner: options.runner });
+  const state = stages.parse(capture);
+  const full = stages.classify(state);
+  const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids) : full;
+  const graded = stages.grade(classification);
+  const result: Result = { ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null };
+  const reports = await stages.report(result, { json: options.json, html: options.html, color: options.color });
+  return { result, reports, plan: stages.cleanup(result) };
+}
+
+const USAGE = `Usage:
+  pve-dm.ts [options]                 analyse this node (or a capture with --root)
+  pve-dm.ts capture DIR [--anonymise] write this node's state to DIR, for bug reports and offline analysis
+
+Options:
+  --root DIR        analyse the capture in DIR instead of the live node
+  --report-only     never prompt, never change anything (for cron)
+  --json            print only the JSON report on stdout
+  --html FILE       also write the HTML report to FILE
+  --vmid N          narrow the report to guest N (repeatable)
+  --no-color        no colour (NO_COLOR is honoured too)
+  --anonymise       with capture: replace names, addresses, keys and descriptions
+  -h, --help        this text
+  -V, --version     the version
+
+Exit codes: 0 healthy (grade A+, no warnings); 1 tombstones or warnings; 2 duplicates or grade F;
+3 could not analyse.`;
+
+interface CliOptions {
+  command: 'analyse' | 'capture' | 'help' | 'version';
+  captureDir: string | null;
+  root: string | undefined;
+  reportOnly: boolean;
+  json: boolean;
+  htmlFile: string | null;
+  vmids: number[];
+  color: boolean;
+  anonymise: boolean;
+}
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, isTty = false): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        root: { type: 'string' },
+        'report-only': { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        html: { type: 'string' },
+        vmid: { type: 'string', multiple: true, default: [] },
+        'no-color': { type: 'boolean', default: false },
+        anonymise: { type: 'boolean', default: false },
+        anonymize: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', short: 'V', default: false },
+      },
+    });
+  } catch (error) {
+    throw new UserError(`${(error as Error).message.split('\n')[0]} (see --help)`);
+  }
+  const { values, positionals } = parsed;
+  const vmids = (values.vmid ?? []).map((text) => {
+    if (!/^[1-9][0-9]{2,8}$/.test(text)) throw new UserError(`--vmid ${text}: not a VMID (100 to 999999999)`);
+    return Number(text);
+  });
+  const [command, ...rest] = positionals;
+  if (command !== undefined && command !== 'capture') throw new UserError(`unknown command "${command}" (see --help)`);
+  if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory: pve-dm.ts capture DIR');
+  if (command !== 'capture' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
+  const anonymise = Boolean(values.anonymise || values.anonymize);
+  if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
+  return {
+    command: values.help ? 'help' : values.version ? 'version' : command === 'capture' ? 'capture' : 'analyse',
+    captureDir: command === 'capture' ? (rest[0] ?? null) : null,
+    root: values.root,
+    reportOnly: Boolean(values['report-only']),
+    json: Boolean(values.json),
+    htmlFile: values.html ?? null,
+    vmids,
+    color: isTty && !values['no-color'] && env.NO_COLOR === undefined,
+    anonymise,
+  };
+}
+
+const reportFileName = (node: string, at: Date) =>
+  `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-')}.html`;
+
+/** Writes a file whole or not at all (a temporary file in the same folder, then a rename). */
+async function writeAtomically(file: string, text: string): Promise<void> {
+  const temporary = `${file}.${process.pid}.tmp`;
+  await writeFile(temporary, text);
+  await rename(temporary, file);
+}
+
+export async function main(argv: string[], io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) }): Promise<number> {
+  const wantsJson = argv.includes('--json');
+  const fail = (message: string, code: number) => {
+    io.stderr.write(`pve-dm: ${message}\n`);
+    if (wantsJson) io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
+    return code;
+  };
+  try {
+    const options = parseCli(argv, process.env, io.isTty);
+    if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
+    if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
+    const runner = createRunner({ allowChanges: false });
+    if (options.command === 'capture') {
+      const capture = await discover({ runner });
+      await writeCapture(options.captureDir as string, options.anonymise ? anonymiseCapture(capture) : capture);
+      for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+      io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`);
+      return 0;
+    }
+    const now = new Date();
+    const { result, reports, plan } = await runPipeline(defaultStages, {
+      root: options.root, vmids: options.vmids, json: options.json, html: options.htmlFile !== null || !options.json, color: options.color, runner, now,
+    });
+    if (reports.json !== undefined) io.stdout.write(reports.json);
+    if (reports.console !== undefined) io.stdout.write(reports.console);
+    let exitCode: number = result.exitCode;
+    if (reports.html !== undefined) {
+      const file = options.htmlFile ?? path.join(HERE, 'reports', reportFileName(result.node, now));
+      try {
+        await mkdir(path.dirname(file), { recursive: true });
+        await writeAtomically(file, reports.html);
+        if (!options.json) io.stdout.write(`\nHTML report: ${file}\n`);
+      } catch (error) {
+        io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+        exitCode = Math.max(exitCode, 1);
+      }
+    }
+    if (options.json) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+    if (!options.reportOnly && !options.json) io.stdout.write(renderPlan(plan));
+    return exitCode;
+  } catch (error) {
+    if (error instanceof UserError) return fail(error.message, error.exitCode);
+    return fail(`internal error: ${(error as Error).stack ?? String(error)}`, 3);
+  }
+}
+
+// ─── helpers ───────────────────────────────────────────────────────────────────────────────
+
+/** Lines of a text file, with CRLF and a final newline tolerated. */
+function lines(text: string): string[] {
+  const all = text.split('\n').map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
+  if (all.length > 0 && all[all.length - 1] === '') all.pop();
+  return all;
+}
+
+const clip = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,372 @@
+// One test (at least) per classification rule of the core issue, on small captures built here.
+import * as assert from 'uvu/assert';
+import { classify, grade, parse, type Capture, type Classification } from '../pve-dm.ts';
+import { capture, config, test } from './harness.ts';
+
+const VG_IDS: Record<string, string> = {};
+/** A real-shaped LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id (+ `-layer`). */
+function lvmUuid(vg: string, lv: string, layer = ''): string {
+  const id = (seed: string) => {
+    let out = '';
+    let h = 2166136261;
+    while (out.length < 32) {
+      for (const c of seed + out.length) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+      out += 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'[h % 62];
+    }
+    return out;
+  };
+  VG_IDS[vg] ??= id(`vg:${vg}`);
+  return `LVM-${VG_IDS[vg]}${id(`lv:${vg}/${lv}`)}${layer ? `-${layer}` : ''}`;
+}
+
+interface Dm {
+  name: string;
+  uuid?: string;
+  open?: number;
+  table?: string;
+}
+let minor = 0;
+/** An entry LVM made for vg/lv: dm name by LVM's rule, LVM uuid. */
+const lvm = (vg: string, lv: string, extra: Partial<Dm> & { layer?: string } = {}): Dm => ({
+  name: [vg, lv, extra.layer ?? ''].filter(Boolean).map((p) => p.replaceAll('-', '--')).join('-'),
+  uuid: lvmUuid(vg, lv, extra.layer),
+  table: `0 2097152 thin 252:3 ${++minor}`,
+  ...extra,
+});
+const handMade = (name: string, table = '0 204800 zero', uuid = ''): Dm => ({ name, uuid, table });
+
+function node(entries: Dm[], parts: Partial<Capture> = {}): Capture {
+  const info = entries.map((e, i) => `${e.name}|252|${i}|${e.open ?? 0}|L--w|${e.uuid ?? ''}`).join('\n');
+  const table = entries.map((e) => `${e.name}: ${e.table ?? '0 8 zero'}`).join('\n');
+  return capture({ dmsetupInfo: `${info}\n`, dmsetupTable: `${table}\n`, ...parts });
+}
+
+function run(c: Capture): Classification {
+  return classify(parse(c));
+}
+const verdict = (result: Classification, name: string) => {
+  const entry = result.entries.find((e) => e.name === name);
+  assert.ok(entry, `no entry ${name}`);
+  return `${entry.status}/${entry.reason}`;
+};
+
+const VM100 = config(100, 'boot: order=scsi0\nname: web\nscsi0: local-lvm:vm-100-disk-0,iothread=1,size=32G\nmemory: 2048\n');
+
+// ── 1. What an entry is: uuid first, then name ──────────────────────────────────────────────
+test('LVM layer uuids and sub-LV names are LVM\'s own: ignored lvm-internal', () => {
+  const entries = [
+    lvm('pve', 'data', { layer: 'tpool' }), lvm('pve', 'data', { uuid: lvmUuid('pve', 'data', 'pool') }),
+    lvm('pve', 'data_tdata', { uuid: lvmUuid('pve', 'data', 'tdata') }), lvm('pve', 'data_tmeta', { uuid: lvmUuid('pve', 'data', 'tmeta') }),
+    lvm('pve', 'vm-100-disk-0', { layer: 'real' }), lvm('pve', 'snap1', { layer: 'cow' }),
+    lvm('pve', 'vm-101-disk-0_rimage_0'), lvm('pve', 'vm-101-disk-0_rmeta_1'), lvm('pve', 'vm-102-disk-0_corig'),
+    lvm('pve', 'vm-103-disk-0_mimage_0'), lvm('pve', 'cache_cdata', { uuid: lvmUuid('pve', 'cache', 'cdata') }),
+  ];
+  const result = run(node(entries));
+  for (const e of entries) assert.is(verdict(result, e.name), 'ignored/lvm-internal', e.name);
+});
+
+test('a never-used thin pool is one entry named like the pool, known by its -tpool uuid', () => {
+  const result = run(node([{ name: 'pve-data2', uuid: lvmUuid('pve', 'data2', 'tpool'), table: '0 1 thin-pool 252:1 252:2 128 0 0' }]));
+  assert.is(verdict(result, 'pve-data2'), 'ignored/lvm-internal');
+});
+
+test('multipath, LUKS, Ceph OSD, root and swap are ignored with their own reasons', () => {
+  const result = run(node([
+    { name: 'mpatha', uuid: 'mpath-3600140512345678901234567890abcde' },
+    { name: '3600a098038303053453f463045727a4b', uuid: 'mpath-3600a098038303053453f463045727a4b' },
+    { name: 'luks-data', uuid: 'CRYPT-LUKS2-0123456789abcdef0123456789abcdef-luks-data' },
+    { name: 'cryptswap', uuid: 'CRYPT-PLAIN-cryptswap' },
+    lvm('ceph-6a1f0a5c-7d2e-4f4b-9c39-2e1d5b0c9a11', 'osd-block-0b8a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d'),
+    lvm('pve', 'root'), lvm('pve', 'swap'),
+    handMade('mytest', '0 8 linear 8:0 0'),
+    { name: 'stratis-1-private', uuid: 'stratis-1-private-0123' },
+  ]));
+  assert.is(verdict(result, 'mpatha'), 'ignored/multipath');
+  assert.is(verdict(result, '3600a098038303053453f463045727a4b'), 'ignored/multipath');
+  assert.is(verdict(result, 'luks-data'), 'ignored/crypt');
+  assert.is(verdict(result, 'cryptswap'), 'ignored/crypt');
+  assert.is(verdict(result, 'ceph--6a1f0a5c--7d2e--4f4b--9c39--2e1d5b0c9a11-osd--block--0b8a1c2d--3e4f--4a5b--8c6d--7e8f9a0b1c2d'), 'ignored/ceph-osd');
+  assert.is(verdict(result, 'pve-root'), 'ignored/not-guest-volume');
+  assert.is(verdict(result, 'pve-swap'), 'ignored/not-guest-volume');
+  assert.is(verdict(result, 'mytest'), 'ignored/foreign');
+  assert.is(verdict(result, 'stratis-1-private'), 'ignored/foreign');
+});
+
+test('a kpartx partition follows a problem parent (and goes first); of a valid parent it is ignored', () => {
+  const stale = lvm('pve', 'vm-150-disk-0');
+  const good = lvm('pve', 'vm-100-disk-0');
+  const result = run(node([
+    stale, { name: 'pve-vm--150--disk--0p1', uuid: `part1-${stale.uuid}`, table: '0 100 linear 252:0 2048' },
+    good, { name: 'pve-vm--100--disk--0p1', uuid: `part1-${good.uuid}`, table: '0 100 linear 252:2 2048' },
+    { name: 'mpatha', uuid: 'mpath-3600140512345678901234567890abcde' }, { name: 'mpatha-part1', uuid: 'part1-mpath-3600140512345678901234567890abcde' },
+  ], { configs: [VM100] }));
+  assert.is(verdict(result, 'pve-vm--150--disk--0'), 'tombstone/guest-missing');
+  assert.is(verdict(result, 'pve-vm--150--disk--0p1'), 'tombstone/partition-of-problem');
+  assert.is(result.entries.find((e) => e.name === 'pve-vm--150--disk--0p1')?.remedy, 'dmsetup remove pve-vm--150--disk--0p1');
+  assert.is(verdict(result, 'pve-vm--100--disk--0p1'), 'ignored/partition');
+  assert.is(verdict(result, 'mpatha-part1'), 'ignored/partition');
+});
+
+// ── 2. LVM's name rule; hand-made entries ──────────────────────────────────────────────────
+test('a hand-made entry (no uuid) whose name splits into a VG and a guest volume is a guest volume', () => {
+  const result = run(node([handMade('pve-vm--100--disk--0', '0 8 linear 8:0 0'), handMade('pve-vm--888--disk--0')], { configs: [VM100] }));
+  assert.is(verdict(result, 'pve-vm--100--disk--0'), 'valid/referenced');
+  assert.is(verdict(result, 'pve-vm--888--disk--0'), 'tombstone/guest-missing');
+  assert.is(result.entries.find((e) => e.name === 'pve-vm--888--disk--0')?.remedy, 'dmsetup remove pve-vm--888--disk--0');
+});
+
+test('VG names with hyphens split by LVM\'s rule (the seed\'s storage extraction cases)', () => {
+  const storageCfg = 'lvm: iscsi-lun1\n\tvgname prd-network-01-lun01-vg01\n\tcontent images\n\nlvm: t1-ha05\n\tvgname t1-ha05\n\tcontent images\n';
+  const result = run(node([lvm('prd-network-01-lun01-vg01', 'vm-113-disk-0'), lvm('t1-ha05', 'vm-183-disk-0')], {
+    storageCfg,
+    configs: [config(113, 'scsi0: iscsi-lun1:vm-113-disk-0,size=8G\n'), config(183, 'scsi0: t1-ha05:vm-183-disk-0,size=8G\n')],
+  }));
+  assert.is(verdict(result, 'prd--network--01--lun01--vg01-vm--113--disk--0'), 'valid/referenced');
+  assert.is(verdict(result, 't1--ha05-vm--183--disk--0'), 'valid/referenced');
+});
+
+// ── 3. Storage IDs map to VGs through storage.cfg ──────────────────────────────────────────
+test('the default install (local-lvm on VG pve) is valid: the seed flagged every disk here', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-0')], { configs: [VM100] }));
+  assert.is(verdict(result, 'pve-vm--100--disk--0'), 'valid/referenced');
+});
+
+test('aliases, disabled storages and storages limited to other nodes still map', () => {
+  const storageCfg = [
+    'lvm: SSD-HA01', '\tvgname ssd-ha01', '\tshared 1', '\tcontent images', '',
+    'lvm: ssd-alias', '\tvgname ssd-ha01', '\tdisable', '', 'lvm: far', '\tvgname far-vg', '\tnodes pve2,pve3', '',
+  ].join('\n');
+  const result = run(node([lvm('ssd-ha01', 'vm-100-disk-0'), lvm('ssd-ha01', 'vm-100-disk-1'), lvm('far-vg', 'vm-100-disk-2')], {
+    storageCfg,
+    configs: [config(100, 'scsi0: SSD-HA01:vm-100-disk-0\nscsi1: ssd-alias:vm-100-disk-1\nscsi2: far:vm-100-disk-2\n')],
+  }));
+  assert.is(verdict(result, 'ssd--ha01-vm--100--disk--0'), 'valid/referenced');
+  assert.is(verdict(result, 'ssd--ha01-vm--100--disk--1'), 'valid/referenced');
+  assert.is(verdict(result, 'far--vg-vm--100--disk--2'), 'valid/referenced');
+});
+
+test('storage IDs are case-sensitive, and a VG no storage names gives storage-unknown', () => {
+  const storageCfg = 'lvm: SSD-HA01\n\tvgname ssd-ha01\n';
+  const result = run(node([lvm('ssd-ha01', 'vm-100-disk-0'), lvm('oldvg', 'vm-100-disk-1')], {
+    storageCfg,
+    configs: [config(100, 'scsi0: ssd-ha01:vm-100-disk-0\n')],
+  }));
+  assert.is(verdict(result, 'ssd--ha01-vm--100--disk--0'), 'tombstone/volume-unreferenced');
+  assert.is(verdict(result, 'oldvg-vm--100--disk--1'), 'tombstone/storage-unknown');
+  assert.ok(result.warnings.some((w) => w.message.includes('storage ssd-ha01 is not defined')));
+});
+
+// ── 4. Guest volume names ─────────────────────────────────────────────────────────────────
+test('every guest volume kind is recognised; saferemove\'s del- volume is ignored', () => {
+  const names = ['vm-100-disk-0', 'base-100-disk-1', 'vm-100-cloudinit', 'vm-100-state-before', 'vm-100-disk-2.qcow2', 'vm-100-fleece-0', 'snap_vm-100-disk-0_before'];
+  const result = run(node([...names.map((n) => lvm('pve', n)), lvm('pve', 'del-vm-100-disk-9')], {
+    configs: [config(100, `${names.slice(0, 6).map((n, i) => (n.startsWith('vm-100-state') ? `vmstate: local-lvm:${n}` : `scsi${i}: local-lvm:${n}`)).join('\n')}\n[before]\nscsi0: local-lvm:vm-100-disk-0\n`)],
+  }));
+  for (const n of names.slice(0, 6)) assert.is(verdict(result, lvm('pve', n).name), 'valid/referenced', n);
+  assert.is(verdict(result, 'pve-snap_vm--100--disk--0_before'), 'valid/snapshot-in-config');
+  assert.is(verdict(result, 'pve-del--vm--100--disk--9'), 'ignored/saferemove-in-flight');
+  assert.equal(result.entries.map((e) => e.kind), ['disk', 'base', 'cloudinit', 'state', 'disk', 'fleece', 'snapshot', null]);
+});
+
+// ── 5. Valid: any section, whoever owns the VMID ───────────────────────────────────────────
+test('referenced in any section: current, snapshot, [PENDING], vmstate, unused, [special:fleecing]', () => {
+  const vm = config(100, [
+    'scsi0: local-lvm:vm-100-disk-0,size=8G', 'unused0: local-lvm:vm-100-disk-5', '',
+    '[PENDING]', 'scsi1: local-lvm:vm-100-disk-1,size=4G', '',
+    '[special:fleecing]', 'fleecing-images: local-lvm:vm-100-fleece-0,local-lvm:vm-100-fleece-1', '',
+    '[before]', 'scsi2: local-lvm:vm-100-disk-2', 'vmstate: local-lvm:vm-100-state-before', 'snaptime: 1700000000', '',
+  ].join('\n'));
+  const vols = ['vm-100-disk-0', 'vm-100-disk-5', 'vm-100-disk-1', 'vm-100-fleece-0', 'vm-100-fleece-1', 'vm-100-disk-2', 'vm-100-state-before'];
+  const result = run(node(vols.map((v) => lvm('pve', v)), { configs: [vm] }));
+  for (const v of vols) assert.is(verdict(result, lvm('pve', v).name), 'valid/referenced', v);
+});
+
+test('containers: rootfs, mpN, unusedN and [pve:pending] reference volumes', () => {
+  const ct = config(200, 'arch: amd64\nhostname: ct200\nrootfs: local-lvm:vm-200-disk-0,size=8G\nmp0: local-lvm:vm-200-disk-1,mp=/data,backup=1\nmp1: /srv/bind,mp=/bind\nunused0: local-lvm:vm-200-disk-2\n\n[pve:pending]\nmp2: local-lvm:vm-200-disk-3,mp=/new\n', { type: 'lxc' });
+  const result = run(node(['vm-200-disk-0', 'vm-200-disk-1', 'vm-200-disk-2', 'vm-200-disk-3'].map((v) => lvm('pve', v)), { configs: [ct] }));
+  for (const e of result.entries) assert.is(`${e.status}/${e.reason}`, 'valid/referenced', e.name);
+  assert.equal(result.guests.map((g) => [g.vmid, g.type, g.name]), [[200, 'lxc', 'ct200']]);
+});
+
+test('a disk of VM 199 attached to VM 116 is valid, and its health is VM 116\'s', () => {
+  const result = run(node([lvm('pve', 'vm-199-disk-0', { open: 1 })], {
+    configs: [config(116, 'scsi1: local-lvm:vm-199-disk-0,size=8G\n')],
+    running: '116\n',
+  }));
+  assert.is(verdict(result, 'pve-vm--199--disk--0'), 'valid/referenced');
+  assert.is(result.entries[0]?.vmid, 116);
+  assert.equal(result.missingGuests, []);
+});
+
+test('linked clones: lvmthin records just vm-Y-disk-N; the base/vm form references both', () => {
+  const storageCfg = 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\nlvm: other\n\tvgname other\n';
+  const result = run(node([lvm('pve', 'base-900-disk-0'), lvm('pve', 'vm-111-disk-0'), lvm('other', 'base-901-disk-0'), lvm('other', 'vm-112-disk-0')], {
+    storageCfg,
+    configs: [
+      config(900, 'template: 1\nscsi0: local-lvm:base-900-disk-0,size=8G\n'),
+      config(111, 'scsi0: local-lvm:vm-111-disk-0,size=8G\n'),
+      config(112, 'scsi0: other:base-901-disk-0/vm-112-disk-0,size=8G\n'),
+    ],
+  }));
+  for (const e of result.entries) assert.is(`${e.status}/${e.reason}`, 'valid/referenced', e.name);
+  assert.is(result.guests.find((g) => g.vmid === 900)?.template, true);
+});
+
+test('a thin snapshot is valid while its guest has that snapshot; a leftover one is a tombstone', () => {
+  const result = run(node([lvm('pve', 'vm-201-disk-0'), lvm('pve', 'snap_vm-201-disk-0_vzdump'), lvm('pve', 'snap_vm-201-disk-0_keep')], {
+    configs: [config(201, 'hostname: ct\nrootfs: local-lvm:vm-201-disk-0,size=8G\nparent: keep\n\n[keep]\nrootfs: local-lvm:vm-201-disk-0,size=8G\nsnaptime: 1\n', { type: 'lxc' })],
+  }));
+  assert.is(verdict(result, 'pve-snap_vm--201--disk--0_keep'), 'valid/snapshot-in-config');
+  assert.is(verdict(result, 'pve-snap_vm--201--disk--0_vzdump'), 'tombstone/volume-unreferenced');
+  assert.is(result.entries.find((e) => e.name === 'pve-snap_vm--201--disk--0_vzdump')?.remedy, 'lvchange -an pve/snap_vm-201-disk-0_vzdump');
+});
+
+test('PVE 9 volume chains: qcow2 volumes and chain snapshots are volumes of their own', () => {
+  const storageCfg = 'lvm: san2\n\tvgname san02\n\tshared 1\n\tsnapshot-as-volume-chain 1\n';
+  const result = run(node([lvm('san02', 'vm-120-disk-0.qcow2'), lvm('san02', 'snap_vm-120-disk-0_snap1.qcow2'), lvm('san02', 'snap_vm-120-disk-0_gone.qcow2')], {
+    storageCfg,
+    configs: [config(120, 'scsi0: san2:vm-120-disk-0.qcow2,size=32G\n\n[snap1]\nscsi0: san2:vm-120-disk-0.qcow2,size=32G\n')],
+  }));
+  assert.is(verdict(result, 'san02-vm--120--disk--0.qcow2'), 'valid/referenced');
+  assert.is(verdict(result, 'san02-snap_vm--120--disk--0_snap1.qcow2'), 'valid/snapshot-in-config');
+  assert.is(verdict(result, 'san02-snap_vm--120--disk--0_gone.qcow2'), 'tombstone/volume-unreferenced');
+  assert.is(result.summary?.duplicate, undefined);
+  assert.is(result.duplicates.length, 0, 'snapshot LVs are never copies of their origin');
+});
+
+test('a device path in a config (/dev/VG/LV, /dev/mapper/NAME) references the volume', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-7'), lvm('ssd', 'vm-100-disk-8')], {
+    configs: [config(100, 'scsi0: /dev/pve/vm-100-disk-7\nscsi1: /dev/mapper/ssd-vm--100--disk--8,size=1G\n')],
+  }));
+  assert.is(verdict(result, 'pve-vm--100--disk--7'), 'valid/referenced');
+  assert.is(verdict(result, 'ssd-vm--100--disk--8'), 'valid/referenced');
+});
+
+// ── 6. Tombstone reasons ──────────────────────────────────────────────────────────────────
+test('guest-missing, guest-on-other-node, volume-unreferenced, lv-missing, storage-unknown', () => {
+  const storageCfg = 'lvm: san\n\tvgname san01\n\tshared 1\n';
+  const result = run(node([
+    lvm('san01', 'vm-300-disk-0'), lvm('san01', 'vm-301-disk-0'), lvm('san01', 'vm-302-disk-1'), lvm('san01', 'vm-305-disk-0'), lvm('gone', 'vm-302-disk-0'),
+  ], {
+    storageCfg,
+    lvs: '  san01|vm-300-disk-0|-wi-a-----|pve-vm-300\n  san01|vm-302-disk-1|-wi-a-----|pve-vm-302\n  san01|vm-305-disk-0|-wi-a-----|pve-vm-305\n  gone|vm-302-disk-0|-wi-a-----|\n',
+    configs: [config(300, 'scsi0: san:vm-300-disk-0\n', { node: 'pve2' }), config(302, 'scsi0: san:vm-302-disk-0\n')],
+  }));
+  assert.is(verdict(result, 'san01-vm--300--disk--0'), 'tombstone/guest-on-other-node');
+  assert.is(result.entries[0]?.otherNode, 'pve2');
+  assert.is(result.entries[0]?.remedy, 'lvchange -an san01/vm-300-disk-0');
+  assert.is(verdict(result, 'san01-vm--301--disk--0'), 'tombstone/lv-missing');
+  assert.is(result.entries[1]?.remedy, 'dmsetup remove san01-vm--301--disk--0');
+  assert.is(verdict(result, 'san01-vm--302--disk--1'), 'tombstone/volume-unreferenced');
+  assert.is(result.entries[2]?.remedy, 'qm disk rescan --vmid 302');
+  assert.is(verdict(result, 'san01-vm--305--disk--0'), 'tombstone/guest-missing');
+  assert.is(result.entries[3]?.remedy, 'lvchange -an san01/vm-305-disk-0');
+  assert.is(verdict(result, 'gone-vm--302--disk--0'), 'tombstone/storage-unknown');
+  assert.equal(result.missingGuests, [{ vmid: 305, entries: ['san01-vm--305--disk--0'] }]);
+});
+
+test('without lvs.txt, LVM\'s knowledge is "not known", never "missing"', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-3')], { configs: [VM100] }));
+  assert.is(verdict(result, 'pve-vm--100--disk--3'), 'tombstone/volume-unreferenced');
+  assert.is(result.entries[0]?.lvmKnown, null);
+});
+
+test('a container\'s unreferenced disk gets pct rescan', () => {
+  const result = run(node([lvm('pve', 'vm-200-disk-1')], { configs: [config(200, 'rootfs: local-lvm:vm-200-disk-0,size=8G\n', { type: 'lxc' })] }));
+  assert.is(result.entries[0]?.remedy, 'pct rescan --vmid 200');
+});
+
+// ── 7. Duplicates ─────────────────────────────────────────────────────────────────────────
+test('a hand-made copy named volume+suffix is a duplicate; the referenced member stays valid', () => {
+  const storageCfg = 'lvm: SSD-HA01\n\tvgname ssd-ha01\n';
+  const own = lvm('ssd-ha01', 'vm-169-disk-0', { table: '0 204800 linear 8:16 2048', open: 1 });
+  const result = run(node([own, handMade('ssd--ha01-vm--169--disk--0-dup', '0 204800 linear 8:16 2048')], {
+    storageCfg,
+    configs: [config(169, 'name: db\nscsi0: SSD-HA01:vm-169-disk-0,size=100M\n')],
+  }));
+  assert.is(verdict(result, own.name), 'valid/referenced');
+  assert.is(verdict(result, 'ssd--ha01-vm--169--disk--0-dup'), 'duplicate/duplicate-name');
+  assert.equal(result.duplicates, [{ vg: 'ssd-ha01', lv: 'vm-169-disk-0', vmid: 169, kept: own.name, extras: ['ssd--ha01-vm--169--disk--0-dup'] }]);
+  assert.is(result.guests[0]?.health, 'duplicate');
+  assert.is(grade(result).summary.duplicate, 1, 'summary.duplicate counts the extras');
+  assert.is(grade(result).grade, 'F');
+});
+
+test('the seed\'s own test: two hand-made entries, the -dup one is the extra', () => {
+  const storageCfg = 'lvm: test-ha01\n\tvgname test-ha01\n';
+  const result = run(node([handMade('test--ha01-vm--999--disk--0', '0 204800 linear 8:0 0'), handMade('test--ha01-vm--999--disk--0-dup', '0 204800 linear 8:0 0')], { storageCfg }));
+  assert.is(verdict(result, 'test--ha01-vm--999--disk--0'), 'tombstone/guest-missing');
+  assert.is(verdict(result, 'test--ha01-vm--999--disk--0-dup'), 'duplicate/duplicate-name');
+});
+
+test('a second mapping with the identical table is a duplicate, whatever its name', () => {
+  const own = lvm('pve', 'vm-100-disk-0', { table: '0 67108864 thin 252:4 1' });
+  const result = run(node([handMade('rescue', '0 67108864 thin 252:4 1'), own], { configs: [VM100] }));
+  assert.is(verdict(result, 'rescue'), 'duplicate/duplicate-table');
+  assert.is(result.entries[0]?.relatedTo, own.name);
+  assert.is(result.entries[0]?.remedy, 'dmsetup remove rescue');
+  assert.is(verdict(result, own.name), 'valid/referenced');
+});
+
+test('error and zero tables never make duplicates; disk-0 on two VGs is not a duplicate', () => {
+  const storageCfg = 'lvm: SSD-HA01\n\tvgname ssd-ha01\n\nlvm: SSD-HA07\n\tvgname ssd-ha07\n';
+  const result = run(node([
+    handMade('a', '0 8 zero'), handMade('b', '0 8 zero'), handMade('c', '0 8 error'), handMade('d', '0 8 error'),
+    lvm('ssd-ha07', 'vm-119-disk-0'), lvm('ssd-ha01', 'vm-119-disk-0'),
+  ], { storageCfg, configs: [config(119, 'efidisk0: SSD-HA07:vm-119-disk-0,size=4M\nscsi1: SSD-HA01:vm-119-disk-0,size=32G\n')] }));
+  assert.is(result.duplicates.length, 0);
+  assert.is(verdict(result, 'ssd--ha07-vm--119--disk--0'), 'valid/referenced');
+  assert.is(verdict(result, 'ssd--ha01-vm--119--disk--0'), 'valid/referenced');
+});
+
+test('suffixes that LVM owns (-real, _rimage_0) are never duplicates', () => {
+  const result = run(node([lvm('pve', 'vm-115-disk-0'), lvm('pve', 'vm-115-disk-0', { layer: 'real' }), lvm('pve', 'vm-115-disk-0_rimage_0')], {
+    configs: [config(115, 'scsi0: local-lvm:vm-115-disk-0\n')],
+  }));
+  assert.is(result.duplicates.length, 0);
+});
+
+// ── 8. Locks and unreadable configs ───────────────────────────────────────────────────────
+test('a guest with lock: is reported with it; entries classified as usual', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-0'), lvm('pve', 'vm-100-disk-4')], { configs: [config(100, 'lock: migrate\nscsi0: local-lvm:vm-100-disk-0\n')] }));
+  assert.is(result.guests[0]?.lock, 'migrate');
+  assert.is(verdict(result, 'pve-vm--100--disk--4'), 'tombstone/volume-unreferenced');
+});
+
+test('a config that cannot be read or parsed: its guest\'s unreferenced entries are ignored, with a warning', () => {
+  const unreadable = { ...config(140, ''), text: null, readError: 'EACCES' };
+  const binary = config(141, 'scsi0: local-lvm:vm-141-disk-0\n\u0000\u0001garbage');
+  const garbled = config(142, 'scsi0: local-lvm:vm-142-disk-0\nthis is not a key line\n');
+  const result = run(node([lvm('pve', 'vm-140-disk-0'), lvm('pve', 'vm-141-disk-0'), lvm('pve', 'vm-142-disk-0'), lvm('pve', 'vm-142-disk-1')], { configs: [unreadable, binary, garbled] }));
+  assert.is(verdict(result, 'pve-vm--140--disk--0'), 'ignored/config-unreadable');
+  assert.is(verdict(result, 'pve-vm--141--disk--0'), 'ignored/config-unreadable');
+  assert.is(verdict(result, 'pve-vm--142--disk--0'), 'valid/referenced');
+  assert.is(verdict(result, 'pve-vm--142--disk--1'), 'ignored/config-unreadable');
+  assert.ok(result.warnings.some((w) => w.source.endsWith('141.conf') && w.line === null));
+  assert.ok(result.warnings.some((w) => w.source.endsWith('142.conf') && w.line === 2));
+});
+
+// ── 9. Open counts and running state ──────────────────────────────────────────────────────
+test('each entry\'s open count and each guest\'s running state are recorded', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-0', { open: 1 })], { configs: [VM100, config(101, 'name: idle\n')], running: '100\n' }));
+  assert.is(result.entries[0]?.open, 1);
+  assert.equal(result.guests.map((g) => [g.vmid, g.running]), [[100, true], [101, false]]);
+  const unknown = run(node([], { configs: [VM100] }));
+  assert.is(unknown.guests[0]?.running, null, 'no running.txt: not known');
+});
+
+// ── 10. Grade ─────────────────────────────────────────────────────────────────────────────
+test('grade: duplicates F; tombstones 0 A+, 1-5 B, 6-20 C, 21-50 D, more F; exit codes', () => {
+  const entries = (tombstones: number) => Array.from({ length: tombstones }, (_, i) => ({ status: 'tombstone' }) as never);
+  const cases: [number, string, number][] = [[0, 'A+', 0], [1, 'B', 1], [5, 'B', 1], [6, 'C', 1], [20, 'C', 1], [21, 'D', 1], [50, 'D', 1], [51, 'F', 2]];
+  for (const [n, letter, exit] of cases) {
+    const graded = grade({ entries: entries(n), warnings: [] });
+    assert.is(graded.grade, letter, `${n} tombstones`);
+    assert.is(graded.exitCode, exit, `${n} tombstones exit`);
+  }
+  assert.is(grade({ entries: [{ status: 'duplicate' } as never], warnings: [] }).grade, 'F');
+  assert.is(grade({ entries: [{ status: 'duplicate' } as never], warnings: [] }).exitCode, 2);
+  assert.is(grade({ entries: [], warnings: [{ source: 'x', line: 1, message: 'y' }] }).exitCode, 1, 'warnings: exit 1');
+});
+
+test.run();

@@ -1,0 +1,83 @@
+// Shared test helpers. Every test gets a time limit (uvu has none), so a hung promise fails the
+// test instead of hanging CI.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test as uvuTest } from 'uvu';
+import type { Capture } from '../pve-dm.ts';
+
+export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const SAMPLES = path.join(PROJECT, 'samples');
+export const REAL = path.join(PROJECT, 'test', 'fixtures', 'real');
+
+export function withTimeout<T>(what: string, ms: number, work: () => T | Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    Promise.resolve().then(work),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** uvu's test, with a time limit (default 20 s). */
+export function test(name: string, body: () => unknown, timeoutMs = 20_000): void {
+  uvuTest(name, () => withTimeout(name, timeoutMs, body));
+}
+test.run = () => uvuTest.run();
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs pve-dm.ts as a user would, as a separate process, with its own time limit. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), ...args], {
+      cwd: PROJECT,
+      env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`pve-dm ${args.join(' ')}: no exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export const tempDir = (prefix = 'pve-dm-test-') => mkdtempSync(path.join(os.tmpdir(), prefix));
+
+/** A capture in memory, for rule tests: a node `pve1` with the default storages unless given. */
+export function capture(parts: Partial<Capture> & { configs?: Capture['configs'] }): Capture {
+  return {
+    hostname: 'pve1',
+    dmsetupInfo: 'No devices found\n',
+    dmsetupTable: null,
+    lvs: null,
+    running: null,
+    system: null,
+    meta: null,
+    storageCfg: 'dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup\n\nlvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent rootdir,images\n',
+    configs: [],
+    root: null,
+    warnings: [],
+    ...parts,
+  };
+}
+
+/** A guest config file of a capture. */
+export function config(vmid: number, text: string, { node = 'pve1', type = 'qemu' as 'qemu' | 'lxc' } = {}): Capture['configs'][number] {
+  return { path: `etc/pve/nodes/${node}/${type === 'qemu' ? 'qemu-server' : 'lxc'}/${vmid}.conf`, node, type, vmid, text };
+}
