@@ -146,8 +146,12 @@ export const CAPTURE_FILES = {
   nodes: 'etc/pve/nodes',
 } as const;
 
-export const DM_INFO_ARGS = ['info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
-export const DM_TABLE_ARGS = ['table'];
+/**
+ * dmsetup prints names unmangled by default (`odd name$x`, even `pipe|name`, which would break the
+ * `|` columns): `--manglename none` prints them as the kernel holds them, `\xNN`-mangled.
+ */
+export const DM_INFO_ARGS = ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
+export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
 export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags'];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
@@ -178,7 +182,8 @@ async function readOptional(file: string): Promise<string | null> {
   }
 }
 
-async function readConfigs(base: string, rootForPaths: string, warnings: Warning[]): Promise<ConfigFile[]> {
+/** Every guest config of the cluster, as text; one that cannot be read keeps its error. */
+async function readConfigs(base: string): Promise<ConfigFile[]> {
   const nodesDir = path.join(base, CAPTURE_FILES.nodes);
   const nodes = await readdir(nodesDir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return [];
@@ -192,14 +197,11 @@ async function readConfigs(base: string, rootForPaths: string, warnings: Warning
       for (const file of files.sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
         if (vmid === undefined) continue;
-        const relative = path.relative(rootForPaths, path.join(dir, file));
+        const relative = path.relative(base, path.join(dir, file));
         jobs.push(
           readFile(path.join(dir, file), 'utf8').then(
             (text) => ({ path: relative, node, type, vmid: Number(vmid), text }),
-            (error: NodeJS.ErrnoException) => {
-              warnings.push(warn(relative, null, `cannot read guest config: ${error.code ?? error.message}`));
-              return { path: relative, node, type, vmid: Number(vmid), text: null, readError: error.code ?? error.message };
-            },
+            (error: NodeJS.ErrnoException) => ({ path: relative, node, type, vmid: Number(vmid), text: null, readError: error.code ?? error.message }),
           ),
         );
       }
@@ -238,7 +240,7 @@ export async function readCapture(root: string): Promise<Capture> {
     readOptional(file(CAPTURE_FILES.running)),
     json<SystemFacts>(CAPTURE_FILES.system, warnings),
     json<CaptureMeta>(CAPTURE_FILES.meta, warnings),
-    readConfigs(root, root, warnings),
+    readConfigs(root),
   ]);
   const node = hostname.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
@@ -308,7 +310,7 @@ async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> 
     runner('dmsetup', DM_TABLE_ARGS),
     runner('lvs', LVS_ARGS),
     runner('pveversion', []),
-    readConfigs(liveRoot, liveRoot, warnings),
+    readConfigs(liveRoot),
     liveRunningGuests(liveRoot),
   ]);
   const commands = { 'dmsetup info': info, 'dmsetup table': table, lvs, pveversion };
@@ -455,6 +457,17 @@ export function unmangleDmName(name: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
+const DM_MANGLED_RE = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
+const DM_NAME_BYTE_RE = /[0-9A-Za-z#+\-.:=@_]/;
+
+/** The kernel's form of a name dmsetup printed unmangled (its default): bytes outside the whitelist as `\xNN`. */
+export function mangleDmName(name: string): string {
+  if (DM_MANGLED_RE.test(name)) return name;
+  return [...Buffer.from(name, 'utf8')]
+    .map((byte) => (byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`))
+    .join('');
+}
+
 /**
  * LVM's dm name rule (libdm dm_split_lvm_name): components are separated by a single `-`, and
  * `--` stands for a `-` inside a component: `<vg>-<lv>[-<layer>]`.
@@ -489,28 +502,36 @@ export function splitLvmName(name: string): { vg: string; lv: string; layer: str
 export const buildLvmName = (vg: string, lv: string, layer = '') =>
   [vg, lv, layer].filter(Boolean).map((part) => part.replaceAll('-', '--')).join('-');
 
+const DIGITS_RE = /^\d+$/;
+/** dmsetup's attr column: live table, inactive table, suspended, read-only or writable. */
+const DM_ATTR_RE = /^[L-][I-][s-][rw-]$/;
+
 export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInfo): { entries: DmEntry[]; warnings: Warning[] } {
   const entries: DmEntry[] = [];
   const warnings: Warning[] = [];
   const seen = new Set<string>();
-  lines(text).forEach((raw, index) => {
-    const line = raw.trim();
+  lines(text).forEach((line, index) => {
     const lineNo = index + 1;
-    if (line === '' || line === 'No devices found') return;
+    if (line.trim() === '' || line.trim() === 'No devices found') return;
     const fields = line.split('|');
-    const [name = '', major, minor, open, attr = '', uuid = ''] = fields;
-    const numbers = [major, minor, open].map((field) => (field !== undefined && /^\d+$/.test(field) ? Number(field) : NaN));
-    if (fields.length !== 6 || name === '' || numbers.some(Number.isNaN) || !/^[LI-][I-][s-][rw-]$/.test(attr)) {
+    // An unmangled name may itself hold `|`: the numeric columns and attr locate the name's end.
+    const columnsAt = (i: number) => [i, i + 1, i + 2].every((k) => DIGITS_RE.test(fields[k] ?? '')) && DM_ATTR_RE.test(fields[i + 3] ?? '');
+    let at = 1;
+    while (at + 4 < fields.length && !columnsAt(at)) at++;
+    if (at + 4 >= fields.length) {
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
       return;
     }
+    const [major, minor, open, attr = ''] = fields.slice(at, at + 4);
+    const printed = fields.slice(0, at).join('|');
+    const name = mangleDmName(printed);
     if (seen.has(name)) {
       warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
       return;
     }
     seen.add(name);
-    const [maj = 0, min = 0, opn = 0] = numbers;
-    entries.push({ name, realName: unmangleDmName(name), major: maj, minor: min, open: opn, attr, uuid, line: lineNo });
+    const uuid = fields.slice(at + 4).join('|');
+    entries.push({ name, realName: unmangleDmName(name), major: Number(major), minor: Number(minor), open: Number(open), attr, uuid, line: lineNo });
   });
   return { entries, warnings };
 }
@@ -521,14 +542,14 @@ export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTa
   const warnings: Warning[] = [];
   lines(text).forEach((line, index) => {
     if (line.trim() === '' || line.trim() === 'No devices found') return;
-    // A name holds no space (dmsetup mangles it), so the first ": " ends it.
-    const at = line.indexOf(': ');
-    const name = at >= 0 ? line.slice(0, at) : line.endsWith(':') ? line.slice(0, -1) : '';
-    const segment = at >= 0 ? line.slice(at + 2).trim() : '';
-    if (name === '' || /\s/.test(name) || (segment !== '' && !/^\d+ \d+ \S+/.test(segment))) {
+    // An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
+    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/.exec(line) ?? /^(.+?):\s*$/.exec(line);
+    if (segmentLine === null) {
       warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
       return;
     }
+    const name = mangleDmName(segmentLine[1] ?? '');
+    const segment = (segmentLine[2] ?? '').trim();
     const previous = tables.get(name);
     tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
   });
@@ -611,11 +632,11 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       const type = (header[1] ?? '').toLowerCase();
       const id = header[2] ?? '';
       if (!STORAGE_ID_RE.test(id)) {
-        warnings.push(warn(source, lineNo, `invalid storage ID "${clip(id)}"; section skipped`));
+        warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
         return;
       }
       if (!KNOWN_STORAGE_TYPES.has(type)) {
-        warnings.push(warn(source, lineNo, `unknown storage type "${clip(type)}" for storage ${id} (a third-party plugin?); its volumes are not mapped`));
+        warnings.push(warn(source, lineNo, `unknown storage type ${clip(type)} for storage ${id} (a third-party plugin?); its volumes are not mapped`));
       }
       current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
       return;
@@ -661,6 +682,8 @@ const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|u
 const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
 /** qemu-server parse_vm_config / pve-container parse_pct_config key line. */
 const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.+?)\s*$/;
+/** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
+const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 
 /** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
@@ -678,10 +701,9 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
     vmid: file.vmid, type: file.type, node: file.node, path: file.path,
     name: null, lock: null, template: false, snapshots: [], refs: [], readable: file.text !== null, partial: false,
   };
-  if (file.text === null) return { config, warnings };
-  if (file.text.includes('\0') || file.text.includes('\uFFFD')) {
-    warnings.push(warn(file.path, null, 'not a text file (NUL bytes or invalid UTF-8); the guest\'s entries are not judged'));
-    return { config: { ...config, readable: false }, warnings };
+  if (file.text === null) {
+    warnings.push(warn(file.path, null, `cannot read the guest config (${file.readError ?? 'unknown error'}); the guest's entries are not judged`));
+    return { config, warnings };
   }
   const volumeKeys = file.type === 'qemu' ? QEMU_VOLUME_KEY_RE : LXC_VOLUME_KEY_RE;
   const pendingHeader = file.type === 'qemu' ? /^\[PENDING\]\s*$/i : /^\[pve:pending\]\s*$/i;
@@ -690,6 +712,11 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
   lines(file.text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || line.startsWith('#')) return;
+    if (/[\u0000-\u0008\u000b-\u001f\ufffd]/.test(line)) {
+      config.partial = true;
+      warnings.push(warn(file.path, lineNo, 'binary bytes (NUL, control characters or invalid UTF-8); line skipped'));
+      return;
+    }
     if (line.startsWith('[')) {
       const snapshot = SNAPSHOT_SECTION_RE.exec(line)?.[1];
       if (pendingHeader.test(line)) section = 'pending';
@@ -702,6 +729,7 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       return;
     }
     const entry = CONFIG_KEY_RE.exec(line);
+    if (entry === null && file.type === 'lxc' && LXC_RAW_KEY_RE.test(line)) return;
     if (entry === null) {
       config.partial = true;
       warnings.push(warn(file.path, lineNo, `cannot parse line: ${clip(line)}`));

@@ -24,7 +24,9 @@ export function withTimeout<T>(what: string, ms: number, work: () => T | Promise
 
 /** uvu's test, with a time limit (default 20 s). */
 export function test(name: string, body: () => unknown, timeoutMs = 20_000): void {
-  uvuTest(name, () => withTimeout(name, timeoutMs, body));
+  uvuTest(name, async () => {
+    await withTimeout(name, timeoutMs, body);
+  });
 }
 test.run = () => uvuTest.run();
 
