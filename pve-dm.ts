@@ -10,6 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -371,11 +372,14 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
  */
 export function anonymiseCapture(capture: Capture): Capture {
   const aliases = new Map<string, string>();
+  const counts = new Map<string, number>();
   const alias = (kind: string, value: string, make: (n: number) => string) => {
     const key = `${kind}\0${value}`;
     let replacement = aliases.get(key);
     if (replacement === undefined) {
-      replacement = make([...aliases.keys()].filter((k) => k.startsWith(`${kind}\0`)).length + 1);
+      const n = (counts.get(kind) ?? 0) + 1;
+      counts.set(kind, n);
+      replacement = make(n);
       aliases.set(key, replacement);
     }
     return replacement;
@@ -388,8 +392,8 @@ export function anonymiseCapture(capture: Capture): Capture {
       .replace(/\biqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+/g, (iqn) => alias('iqn', iqn, (n) => `iqn.2000-01.org.example:target${n}`))
       .replace(/\beui\.[0-9A-Fa-f]{16}\b/g, (eui) => alias('eui', eui, (n) => `eui.${n.toString(16).padStart(16, '0')}`))
       .replace(/\b([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\b/g, (mac) => alias('mac', mac.toUpperCase(), (n) => `02:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`.toUpperCase()))
-      .replace(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, (ip) => alias('ip4', ip, (n) => `192.0.2.${n % 254 || 254}`))
-      .replace(/(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])/g, (ip) => (/[0-9A-Fa-f]/.test(ip) && ip.includes('::') || ip.split(':').length === 8 ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
+      .replace(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, (ip) => (isIPv4(ip) ? alias('ip4', ip, (n) => `198.${18 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`) : ip))
+      .replace(/(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g, (ip) => (isIPv6(ip) ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
   const scrubConfigLine = (type: GuestType, line: string): string => {
     if (line.startsWith('#')) return '#anonymised description';
     const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/.exec(line);
