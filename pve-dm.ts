@@ -1017,17 +1017,13 @@ export function classify(state: ParsedState): Classification {
   const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
   const storageVgs = new Set(vgOfStorage.values());
   const guestsById = new Map<number, GuestConfig[]>();
-  for (const guest of state.guests) guestsById.set(guest.vmid, [...(guestsById.get(guest.vmid) ?? []), guest]);
+  for (const guest of state.guests) pushTo(guestsById, guest.vmid, guest);
 
   // Every `vg/lv` any config references, with who references it.
   const refsByVolume = new Map<string, GuestRef[]>();
-  const addRef = (vg: string, lv: string, guestRef: GuestRef) => {
-    const key = lvKey(vg, lv);
-    refsByVolume.set(key, [...(refsByVolume.get(key) ?? []), guestRef]);
-  };
   for (const guest of state.guests) {
     for (const ref of guest.refs) {
-      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) addRef(vg, lv, { guest, ref });
+      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushTo(refsByVolume, lvKey(vg, lv), { guest, ref });
     }
   }
 
@@ -1037,12 +1033,14 @@ export function classify(state: ParsedState): Classification {
   // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
   // and non-LVM entries mapping exactly the same table as a guest volume's entry.
   const members = new Map<string, { name: string; how: 'own' | 'name' | 'table' }[]>();
+  const groupOf = new Map<string, string>();
   const volumeEntryByTable = new Map<string, string>();
   for (const entry of state.entries) {
     const id = identities.get(entry.name);
     if (id?.kind !== 'guest-volume') continue;
     const key = lvKey(id.vg, id.copyOf ?? id.lv);
-    members.set(key, [...(members.get(key) ?? []), { name: entry.name, how: id.copyOf === null ? 'own' : 'name' }]);
+    pushTo(members, key, { name: entry.name, how: id.copyOf === null ? 'own' : 'name' });
+    groupOf.set(entry.name, key);
     const table = tableOf(entry.name);
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
       volumeEntryByTable.set(table, entry.name);
@@ -1056,13 +1054,12 @@ export function classify(state: ParsedState): Classification {
     if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
     const originalId = identities.get(original) as Extract<Identity, { kind: 'guest-volume' }>;
     const key = lvKey(originalId.vg, originalId.lv);
-    const group = members.get(key) ?? [];
-    // A hand-made copy may already sit in its own volume's group: it moves to the one it mirrors.
-    for (const [otherKey, otherGroup] of members) {
-      if (otherKey !== key) members.set(otherKey, otherGroup.filter((m) => m.name !== entry.name));
-    }
-    if (!group.some((m) => m.name === entry.name)) group.push({ name: entry.name, how: 'table' });
-    members.set(key, group);
+    const current = groupOf.get(entry.name);
+    if (current === key) continue;
+    // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
+    if (current !== undefined) members.set(current, (members.get(current) ?? []).filter((m) => m.name !== entry.name));
+    pushTo(members, key, { name: entry.name, how: 'table' });
+    groupOf.set(entry.name, key);
   }
 
   const isReferencedLocally = (name: string) => {
@@ -1083,7 +1080,7 @@ export function classify(state: ParsedState): Classification {
     for (const m of group) if (m !== kept) extraOf.set(m.name, { kept: kept.name, how: m.how === 'table' ? 'table' : 'name' });
   }
 
-  const classifyGuestVolume = (entry: DmEntry, id: Extract<Identity, { kind: 'guest-volume' }>): Omit<Classified, keyof DmEntryFields> => {
+  const classifyGuestVolume = (entry: DmEntry, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
     const lv = id.copyOf ?? id.lv;
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(lvKey(id.vg, lv))) : false;
     const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
@@ -1111,20 +1108,19 @@ export function classify(state: ParsedState): Classification {
     return problem('tombstone', 'volume-unreferenced', entry, base, owner);
   };
 
-  const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) => ({
-    ...facts, status, reason, vmid, remedy: remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null),
-  });
-  const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => ({ ...facts, status: 'valid' as const, reason, vmid, remedy: null });
-  const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => ({
-    vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null, ...facts, status: 'ignored' as const, reason, vmid, remedy: null,
-  });
+  const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) =>
+    verdict(status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
+  const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => verdict('valid', reason, vmid, facts, null);
+  const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict('ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
 
   const byUuid = new Map(state.entries.filter((entry) => entry.uuid !== '').map((entry) => [entry.uuid, entry]));
   const classified = new Map<string, Classified>();
   const partitions: [DmEntry, string][] = [];
   for (const entry of state.entries) {
     const id = identities.get(entry.name) as Identity;
-    const verdict = match(id)
+    // Guest volumes first: most entries are, and ts-pattern skips the rest once one matched.
+    const judged = match(id)
+      .with({ kind: 'guest-volume' }, (guestVolume) => classifyGuestVolume(entry, guestVolume))
       .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs('lvm-internal', null))
       .with({ kind: 'multipath' }, () => ignoredAs('multipath', null))
       .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
@@ -1143,18 +1139,15 @@ export function classify(state: ParsedState): Classification {
         partitions.push([entry, parent?.name ?? '']);
         return ignoredAs('partition', null, { relatedTo: parent?.name ?? null });
       })
-      .with({ kind: 'guest-volume' }, (guestVolume) => classifyGuestVolume(entry, guestVolume))
       .exhaustive();
-    classified.set(entry.name, { ...dmFields(entry), ...verdict });
+    classified.set(entry.name, withEntry(entry, judged));
   }
   // A partition of a problem entry goes with it, and before it.
   for (const [entry, parentName] of partitions) {
     const parent = classified.get(parentName);
     if (parent === undefined || (parent.status !== 'tombstone' && parent.status !== 'duplicate')) continue;
-    classified.set(entry.name, {
-      ...dmFields(entry), status: parent.status, reason: 'partition-of-problem', vmid: parent.vmid, vg: parent.vg, lv: parent.lv,
-      kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null, remedy: `dmsetup remove ${shellQuote(entry.name)}`,
-    });
+    const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
+    classified.set(entry.name, withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`)));
   }
 
   const entries = state.entries.map((entry) => classified.get(entry.name) as Classified);
@@ -1175,7 +1168,7 @@ export function classify(state: ParsedState): Classification {
     }));
   const missing = new Map<number, string[]>();
   for (const entry of entries) {
-    if (entry.reason === 'guest-missing' && entry.vmid !== null) missing.set(entry.vmid, [...(missing.get(entry.vmid) ?? []), entry.name]);
+    if (entry.reason === 'guest-missing' && entry.vmid !== null) pushTo(missing, entry.vmid, entry.name);
   }
   return {
     node: state.node,
@@ -1190,9 +1183,18 @@ export function classify(state: ParsedState): Classification {
   };
 }
 
-type DmEntryFields = Pick<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open'>;
 type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
-const dmFields = ({ name, realName, uuid, major, minor, open }: DmEntry): DmEntryFields => ({ name, realName, uuid, major, minor, open });
+type Verdict = Omit<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open'>;
+const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
+
+// Objects of one fixed shape, built field by field: tens of thousands of entries stay cheap.
+const verdict = (status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null): Verdict => ({
+  status, reason, remedy, vmid, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown, relatedTo: facts.relatedTo, otherNode: facts.otherNode,
+});
+const withEntry = (entry: DmEntry, v: Verdict): Classified => ({
+  name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
+  status: v.status, reason: v.reason, remedy: v.remedy, vmid: v.vmid, vg: v.vg, lv: v.lv, kind: v.kind, lvmKnown: v.lvmKnown, relatedTo: v.relatedTo, otherNode: v.otherNode,
+});
 
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
 const isDataTable = (table: string) => table.split('\n').every((segment) => !/^\d+ \d+ (?:error|zero)\b/.test(segment));
@@ -1516,8 +1518,9 @@ export async function validateHtml(html: string, result: Result): Promise<string
   expectRows('tr[data-guest]', result.guests.length, 'guests');
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
+  const shownNames = new Map($('tr[data-guest]').toArray().map((row) => [$(row).attr('data-guest'), $(row).find('[data-field="name"]').text()]));
   for (const guest of result.guests) {
-    const shown = $(`tr[data-guest="${guest.vmid}"] [data-field="name"]`).text();
+    const shown = shownNames.get(String(guest.vmid));
     if (shown !== (guest.name ?? '—')) problems.push(`guest ${guest.vmid}: name shown as ${JSON.stringify(shown)}`);
   }
   if ($('[data-field="node"]').text() !== result.node) problems.push('node name altered');
@@ -1757,6 +1760,12 @@ function lines(text: string): string[] {
   const all = text.split('\n').map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
   if (all.length > 0 && all[all.length - 1] === '') all.pop();
   return all;
+}
+
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
 }
 
 const clip = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
