@@ -305,6 +305,8 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
 }
 
 async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> {
+  const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
+  if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`);
   const warnings: Warning[] = [];
   const [info, table, lvs, pveversion, configs, running] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
@@ -324,8 +326,6 @@ async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> 
     warnings.push(warn(name, null, `failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n')[0] ?? ''}; treated as not known`));
     return null;
   };
-  const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
-  if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: is this a Proxmox VE node with /etc/pve mounted?`);
   return {
     hostname: os.hostname().split('.')[0] ?? os.hostname(),
     dmsetupInfo: noDevices ? 'No devices found\n' : info.stdout,
@@ -1091,11 +1091,7 @@ export function classify(state: ParsedState): Classification {
         ? (refsByVolume.get(lvKey(id.vg, id.volume.origin ?? '')) ?? []).filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : [];
     const owner = (refs.find((r) => local(r.guest)) ?? snapshotRefs.find((r) => local(r.guest)))?.guest.vmid ?? id.volume.vmid;
-    if (extra !== undefined) {
-      const keptId = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
-      const keptOwner = (refsByVolume.get(lvKey(keptId.vg, keptId.lv)) ?? []).find((r) => local(r.guest))?.guest.vmid ?? keptId.volume.vmid;
-      return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, { ...base, vg: keptId.vg, lv: keptId.lv, kind: keptId.volume.kind, lvmKnown: false, relatedTo: extra.kept }, keptOwner);
-    }
+    if (extra !== undefined) return duplicateVerdict(entry, extra);
     if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
     if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);
     const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
@@ -1110,6 +1106,13 @@ export function classify(state: ParsedState): Classification {
 
   const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) =>
     verdict(status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
+  /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
+  const duplicateVerdict = (entry: DmEntry, extra: { kept: string; how: 'name' | 'table' }) => {
+    const kept = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
+    const keptOwner = (refsByVolume.get(lvKey(kept.vg, kept.lv)) ?? []).find((r) => local(r.guest))?.guest.vmid ?? kept.volume.vmid;
+    const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: extra.kept, otherNode: null };
+    return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
+  };
   const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => verdict('valid', reason, vmid, facts, null);
   const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict('ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
 
@@ -1129,10 +1132,7 @@ export function classify(state: ParsedState): Classification {
       .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(lvKey(vg, lv)) }))
       .with({ kind: 'foreign' }, () => {
         const extra = extraOf.get(entry.name);
-        if (extra === undefined) return ignoredAs('foreign', null);
-        const keptId = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
-        const facts = { vg: keptId.vg, lv: keptId.lv, kind: keptId.volume.kind, lvmKnown: false, relatedTo: extra.kept, otherNode: null };
-        return problem('duplicate', 'duplicate-table', entry, facts, keptId.volume.vmid);
+        return extra === undefined ? ignoredAs('foreign', null) : duplicateVerdict(entry, extra);
       })
       .with({ kind: 'partition' }, ({ parentUuid }) => {
         const parent = byUuid.get(parentUuid);
