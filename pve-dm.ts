@@ -1446,7 +1446,8 @@ export const HTML_SECTIONS = ['summary', 'problems', 'guests', 'missing', 'syste
 
 export function renderHtml(result: Result): string {
   const e = (value: string | number | null) => escapeHtml(value === null ? '—' : String(value));
-  const cell = 'style="padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top"';
+  const td = (content: string, colour?: string, attributes = '') =>
+    `<td${attributes} style="padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top${colour ? `;color:${colour}` : ''}">${content}</td>`;
   const th = 'style="padding:4px 8px;border-bottom:2px solid #adb5bd;text-align:left;background:#f1f3f5"';
   const tableStyle = 'style="border-collapse:collapse;width:100%;font-size:13px"';
   const section = (id: (typeof HTML_SECTIONS)[number], title: string, body: string) =>
@@ -1462,15 +1463,16 @@ export function renderHtml(result: Result): string {
   const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}</tr></table>`;
   const problemRows = problems.map(
     (entry) =>
-      `<tr data-entry><td ${cell}><code>${e(entry.name)}</code></td><td ${cell} style="color:${STATUS_COLORS[entry.status]};padding:4px 8px;border-bottom:1px solid #dee2e6">${e(entry.status)}</td><td ${cell}>${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span></td><td ${cell}>${e(entry.vmid)}</td><td ${cell}>${e(entry.open)}</td><td ${cell}><code>${e(entry.remedy)}</code></td></tr>`,
+      `<tr data-entry>${td(`<code>${e(entry.name)}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(`<code>${e(entry.remedy)}</code>`)}</tr>`,
   );
+  const healthColour = { clean: STATUS_COLORS.valid, duplicate: STATUS_COLORS.duplicate, tombstone: STATUS_COLORS.tombstone };
   const guestRows = result.guests.map(
     (guest) =>
-      `<tr data-guest="${guest.vmid}"><td ${cell}>${guest.vmid}</td><td ${cell}>${guest.type === 'qemu' ? 'VM' : 'CT'}</td><td ${cell} data-field="name">${e(guest.name)}</td><td ${cell}>${guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped'}</td><td ${cell}>${e(guest.lock)}</td><td ${cell} style="color:${guest.health === 'clean' ? STATUS_COLORS.valid : guest.health === 'duplicate' ? STATUS_COLORS.duplicate : STATUS_COLORS.tombstone};padding:4px 8px;border-bottom:1px solid #dee2e6">${guest.readable ? guest.health : 'unreadable'}</td></tr>`,
+      `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', healthColour[guest.health])}</tr>`,
   );
-  const missingRows = result.missingGuests.map((missing) => `<tr data-missing><td ${cell}>${missing.vmid}</td><td ${cell}>${missing.entries.map((name) => `<code>${e(name)}</code>`).join('<br>')}</td></tr>`);
-  const systemTableRows = systemRows(result.system).map(([label, value]) => `<tr data-system><td ${cell}>${escapeHtml(label)}</td><td ${cell}>${e(value)}</td></tr>`);
-  const warningRows = result.warnings.map((w) => `<tr data-warning><td ${cell}><code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code></td><td ${cell}>${e(w.message)}</td></tr>`);
+  const missingRows = result.missingGuests.map((missing) => `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(name)}</code>`).join('<br>'))}</tr>`);
+  const systemTableRows = systemRows(result.system).map(([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`);
+  const warningRows = result.warnings.map((w) => `<tr data-warning>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(e(w.message))}</tr>`);
   const headline =
     s.duplicate > 0 ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now` : s.tombstone > 0 ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation` : 'No problems found';
   return `<!DOCTYPE html>
