@@ -97,9 +97,53 @@ export interface SystemFacts {
 }
 
 export interface CaptureMeta {
-  capturedAt: string;
-  pveDm: string;
+  capturedAt: string | null;
+  pveDm: string | null;
   commands: Record<string, { exitCode: number; stderr: string }>;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Reads a field of a JSON object that must have a given type; records it in `wrong` when it has not. */
+function field<T>(record: Record<string, unknown>, key: string, check: (value: unknown) => value is T, wrong: string[]): T | null {
+  if (check(record[key])) return record[key] as T;
+  wrong.push(key);
+  return null;
+}
+const isText = (value: unknown): value is string => typeof value === 'string';
+const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value) && value >= 0;
+const isUsage = (value: unknown): value is { totalBytes: number; usedBytes: number } => isRecord(value) && isCount(value.totalBytes) && isCount(value.usedBytes);
+
+/** system.json, field by field: a field missing or of the wrong type is "not known". */
+export function systemFactsFrom(value: unknown, wrong: string[] = []): SystemFacts | null {
+  if (!isRecord(value)) return null;
+  const usage = (key: string) => {
+    const found = field(value, key, isUsage, wrong);
+    return found && { totalBytes: found.totalBytes, usedBytes: found.usedBytes };
+  };
+  return {
+    pveVersion: field(value, 'pveVersion', isText, wrong),
+    kernel: field(value, 'kernel', isText, wrong),
+    uptimeSeconds: field(value, 'uptimeSeconds', isCount, wrong),
+    cpuPercent: field(value, 'cpuPercent', isCount, wrong),
+    memory: usage('memory'),
+    rootfs: usage('rootfs'),
+  };
+}
+
+/** meta.json, field by field. */
+export function captureMetaFrom(value: unknown, wrong: string[] = []): CaptureMeta | null {
+  if (!isRecord(value)) return null;
+  const commands = isRecord(value.commands) ? value.commands : {};
+  return {
+    capturedAt: field(value, 'capturedAt', isText, wrong),
+    pveDm: field(value, 'pveDm', isText, wrong),
+    commands: Object.fromEntries(
+      Object.entries(commands).flatMap(([name, result]) =>
+        isRecord(result) && isCount(result.exitCode) && isText(result.stderr) ? [[name, { exitCode: result.exitCode, stderr: result.stderr }]] : (wrong.push(`commands.${name}`), []),
+      ),
+    ),
+  };
 }
 
 export type GuestType = 'qemu' | 'lxc';
@@ -220,15 +264,21 @@ export async function readCapture(root: string): Promise<Capture> {
     if (text === null) throw new UserError(`capture ${root}: required file ${name} is missing`);
     return text;
   };
-  const json = async <T>(name: string, warnings: Warning[]): Promise<T | null> => {
+  const json = async <T>(name: string, shape: (value: unknown, wrong: string[]) => T | null, warnings: Warning[]): Promise<T | null> => {
     const text = await readOptional(file(name));
     if (text === null) return null;
+    let value: unknown;
     try {
-      return JSON.parse(text) as T;
+      value = JSON.parse(text);
     } catch (error) {
       warnings.push(warn(name, null, `not valid JSON (${(error as Error).message}); ignored`));
       return null;
     }
+    const wrong: string[] = [];
+    const result = shape(value, wrong);
+    if (result === null) warnings.push(warn(name, null, 'not a JSON object; ignored'));
+    else if (wrong.length > 0) warnings.push(warn(name, null, `missing or of the wrong type, shown as not known: ${wrong.join(', ')}`));
+    return result;
   };
   if (!existsSync(root)) throw new UserError(`capture ${root} does not exist`);
   const warnings: Warning[] = [];
@@ -239,8 +289,8 @@ export async function readCapture(root: string): Promise<Capture> {
     readOptional(file(CAPTURE_FILES.dmsetupTable)),
     readOptional(file(CAPTURE_FILES.lvs)),
     readOptional(file(CAPTURE_FILES.running)),
-    json<SystemFacts>(CAPTURE_FILES.system, warnings),
-    json<CaptureMeta>(CAPTURE_FILES.meta, warnings),
+    json(CAPTURE_FILES.system, systemFactsFrom, warnings),
+    json(CAPTURE_FILES.meta, captureMetaFrom, warnings),
     readConfigs(root),
   ]);
   const node = hostname.trim();
@@ -1269,7 +1319,9 @@ export interface Result extends Classification, Graded {
 /** Narrows a classification to the entries and guests of some VMIDs (`--vmid`). */
 export function narrowToGuests(classification: Classification, vmids: number[]): Classification {
   const wanted = new Set(vmids);
-  const entries = classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid));
+  const guestEntries = new Set(classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid)).map((entry) => entry.name));
+  // An ignored kpartx partition carries no VMID: it goes with its parent.
+  const entries = classification.entries.filter((entry) => guestEntries.has(entry.name) || (entry.relatedTo !== null && guestEntries.has(entry.relatedTo)));
   const names = new Set(entries.map((entry) => entry.name));
   return {
     ...classification,
@@ -1316,7 +1368,7 @@ export function toJson(result: Result) {
       ...(entry.realName !== entry.name ? { realName: entry.realName } : {}),
     })),
     duplicates: result.duplicates,
-    guests: result.guests.map(({ vmid, type, name, running, lock, health, template }) => ({ vmid, type, name, running, lock, health, template })),
+    guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({ vmid, type, name, running, lock, health, template, configReadable: readable })),
     missingGuests: result.missingGuests,
     system: result.system,
     warnings: result.warnings.map((w) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) })),
@@ -1380,7 +1432,7 @@ export function renderConsole(result: Result, color: boolean): string {
   const s = result.summary;
   const gradeStyle = result.grade === 'A+' ? 'green' : result.grade === 'F' ? 'red' : 'yellow';
   out.push(`${paint('bold', `pve-dm ${VERSION}`)} · node ${terminalSafe(result.node)} · ${result.generatedAt}`);
-  if (result.root !== null) out.push(paint('dim', `capture ${terminalSafe(result.root)}${result.meta ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`));
+  if (result.root !== null) out.push(paint('dim', `capture ${terminalSafe(result.root)}${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`));
   if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
 
   heading('Summary');
@@ -1481,7 +1533,7 @@ export function renderHtml(result: Result): string {
 <div style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px">
 <div data-header style="border-bottom:4px solid ${GRADE_COLORS[result.grade]};padding-bottom:8px">
 <h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>
-<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${result.meta ? ` from a capture taken ${e(result.meta.capturedAt)}` : ''}${result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : ''}</p>
+<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : ''}${result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : ''}</p>
 <p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${GRADE_COLORS[result.grade]}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
 </div>
 ${section('summary', 'Device-mapper entries', summary)}
@@ -1751,7 +1803,9 @@ export async function main(argv: string[], io = { stdout: process.stdout, stderr
     return exitCode;
   } catch (error) {
     if (error instanceof UserError) return fail(error.message, error.exitCode);
-    return fail(`internal error: ${(error as Error).stack ?? String(error)}`, 3);
+    // A bug, not the user's mistake: one line, and the stack only when asked for.
+    const detail = process.env.PVE_DM_DEBUG ? `\n${(error as Error).stack}` : ' (PVE_DM_DEBUG=1 shows where)';
+    return fail(`internal error: ${(error as Error).message ?? String(error)}${detail}`, 3);
   }
 }
 
