@@ -9,7 +9,7 @@
  * source in README.md ("How pve-dm decides").
  */
 import { execFile } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
@@ -227,32 +227,36 @@ async function readOptional(file: string): Promise<string | null> {
   }
 }
 
-/** Every guest config of the cluster, as text; one that cannot be read keeps its error. */
-async function readConfigs(base: string): Promise<ConfigFile[]> {
+/**
+ * Every guest config of the cluster, as text; one that cannot be read keeps its error. Read
+ * synchronously: thousands of small files cost a tenth of what the thread pool's round trips do.
+ */
+function readConfigs(base: string): ConfigFile[] {
   const nodesDir = path.join(base, CAPTURE_FILES.nodes);
-  const nodes = await readdir(nodesDir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return [];
-    throw error;
-  });
-  const jobs: Promise<ConfigFile>[] = [];
-  for (const node of nodes.filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()) {
+  const list = (dir: string) => {
+    try {
+      return readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+  };
+  const configs: ConfigFile[] = [];
+  for (const node of list(nodesDir).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()) {
     for (const type of ['qemu', 'lxc'] as const) {
       const dir = path.join(nodesDir, node, GUEST_DIRS[type]);
-      const files = await readdir(dir).catch(() => [] as string[]);
-      for (const file of files.sort()) {
+      for (const file of list(dir).map((entry) => entry.name).sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
         if (vmid === undefined) continue;
-        const relative = path.relative(base, path.join(dir, file));
-        jobs.push(
-          readFile(path.join(dir, file), 'utf8').then(
-            (text) => ({ path: relative, node, type, vmid: Number(vmid), text }),
-            (error: NodeJS.ErrnoException) => ({ path: relative, node, type, vmid: Number(vmid), text: null, readError: error.code ?? error.message }),
-          ),
-        );
+        const config = { path: path.relative(base, path.join(dir, file)), node, type, vmid: Number(vmid) };
+        try {
+          configs.push({ ...config, text: readFileSync(path.join(dir, file), 'utf8') });
+        } catch (error) {
+          configs.push({ ...config, text: null, readError: (error as NodeJS.ErrnoException).code ?? (error as Error).message });
+        }
       }
     }
   }
-  return Promise.all(jobs);
+  return configs;
 }
 
 export async function readCapture(root: string): Promise<Capture> {
