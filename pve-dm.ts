@@ -466,6 +466,11 @@ export function anonymiseCapture(capture: Capture): Capture {
     .map((line) => {
       const nodesLine = /^(\s+nodes\s+)(.*)$/.exec(line);
       if (nodesLine) return nodesLine[1] + (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim())).join(',');
+      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/.exec(line);
+      if (hostLine) {
+        const hosts = (hostLine[2] ?? '').split(/([\s,;]+)/);
+        return hostLine[1] + hosts.map((host, i) => (i % 2 === 1 || isIPv4(host.split(':')[0] ?? '') ? scrubAddresses(host) : alias('host', host, (n) => `host${n}.example.org`))).join('');
+      }
       return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/, '$1anonymised'));
     })
     .join('\n');

@@ -149,12 +149,12 @@ test('anonymise: names, descriptions, keys, passwords, IPs, MACs and iSCSI names
   ].join('\n');
   const input = {
     ...original,
-    storageCfg: `${original.storageCfg}\niscsi: san\n\tportal 198.51.100.20\n\ttarget iqn.2003-01.com.acme:storage.lun1\n\tnodes pve,pve-b\n`,
+    storageCfg: `${original.storageCfg}\niscsi: san\n\tportal 198.51.100.20\n\ttarget iqn.2003-01.com.acme:storage.lun1\n\tnodes pve,pve-b\n\nnfs: nas\n\tserver nas01.acme.example\n\texport /tank\n\tpath /mnt/pve/nas\n\ncifs: win\n\tserver 198.51.100.21\n\tdomain ACMECORP\n\tusername bob\n`,
     configs: [...original.configs, { path: 'etc/pve/nodes/pve/qemu-server/150.conf', node: 'pve', type: 'qemu' as const, vmid: 150, text: secretVm }],
   };
   const anonymous = anonymiseCapture(input);
   const all = JSON.stringify(anonymous);
-  for (const secret of ['payroll', 'ACME', 'acme', 'Bob', '$5$secret', 'AAAAsecretkey', '203.0.113.', '2001:4860', 'BC:24:11:AA:BB:CC', '198.51.100.20', 'iqn.2003-01.com.acme', 'web01']) {
+ for (const secret of ['payroll', 'ACME', 'acme', 'Bob', 'username bob', 'nas01', '198.51.100.21', '$5$secret', 'AAAAsecretkey', '203.0.113.', '2001:4860', 'BC:24:11:AA:BB:CC', '198.51.100.20', 'iqn.2003-01.com.acme', 'web01']) {
     assert.not.ok(all.includes(secret), `${secret} survived`);
   }
   assert.is(anonymous.hostname, 'node1');
@@ -165,6 +165,8 @@ test('anonymise: names, descriptions, keys, passwords, IPs, MACs and iSCSI names
   assert.match(lines[4] ?? '', /^ipconfig0: ip=198\.18\.0\.\d+\/24,gw=198\.18\.0\.\d+,ip6=2001:db8::\w+\/64$/);
   assert.is(lines[7], 'scsi0: local-lvm:vm-150-disk-0,size=8G', 'volumes, VMIDs and storage IDs stay');
   assert.ok(anonymous.storageCfg.includes('\tnodes node1,node2'));
+  assert.ok(anonymous.storageCfg.includes('\tserver host1.example.org'));
+  assert.ok(anonymous.storageCfg.includes('\tpath /mnt/pve/nas'), 'storage IDs and paths stay');
   assert.is(anonymous.dmsetupInfo, original.dmsetupInfo);
 });
 
