@@ -561,10 +561,6 @@ export function splitLvmName(name: string): { vg: string; lv: string; layer: str
   return vg && lv ? { vg, lv, layer, rest } : null;
 }
 
-/** The inverse of splitLvmName (libdm dm_build_dm_name). */
-export const buildLvmName = (vg: string, lv: string, layer = '') =>
-  [vg, lv, layer].filter(Boolean).map((part) => part.replaceAll('-', '--')).join('-');
-
 const DIGITS_RE = /^\d+$/;
 /** dmsetup's attr column: live table, inactive table, suspended, read-only or writable. */
 const DM_ATTR_RE = /^[L-][I-][s-][rw-]$/;

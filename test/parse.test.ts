@@ -1,7 +1,7 @@
 // Every parser against a table of lines as Proxmox, LVM and dmsetup write them, odd cases included.
 import * as assert from 'uvu/assert';
 import {
-  buildLvmName, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePveVersion,
+  parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePveVersion,
   parseStorageCfg, splitLvmName, stripCopySuffix, unmangleDmName, volumeOfPropertyString,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
@@ -31,7 +31,10 @@ test('splitLvmName: LVM\'s rule (single - separates, -- is a - inside a name)', 
   assert.is(splitLvmName('ssd--ha01-vm--169--disk--0-dup')?.rest, 'vm-169-disk-0-dup');
 });
 
-test('buildLvmName and splitLvmName round-trip any legal VG and LV name', () => {
+/** libdm dm_build_dm_name: every `-` inside a part doubled, parts joined by `-`. */
+const buildLvmName = (vg: string, lv: string) => [vg, lv].map((part) => part.replaceAll('-', '--')).join('-');
+
+test('LVM names built from any legal VG and LV name split back any legal VG and LV name', () => {
   const vgs = ['pve', 'ssd-ha01', 'a--b', 'x.y_z', 'v-', 'VG+1'];
   const lvs = ['vm-100-disk-0', 'snap_vm-1-disk-0_a-b', 'lv--', 'data', 'x-y-z', 'base-9000-disk-1.qcow2'];
   for (const vg of vgs) for (const lv of lvs) {
