@@ -1688,7 +1688,7 @@ Options:
   --root DIR        analyse the capture in DIR instead of the live node
   --report-only     never prompt, never change anything (for cron)
   --json            print only the JSON report on stdout
-  --html FILE       also write the HTML report to FILE
+  --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
   --vmid N          narrow the report to guest N (repeatable)
   --no-color        no colour (NO_COLOR is honoured too)
   --anonymise       with capture: replace names, addresses, keys and descriptions
@@ -1751,7 +1751,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     json: Boolean(values.json),
     htmlFile: values.html ?? null,
     vmids,
-    color: isTty && !values['no-color'] && env.NO_COLOR === undefined,
+    color: isTty && !values['no-color'] && !env.NO_COLOR,
     anonymise,
   };
 }
