@@ -983,6 +983,8 @@ export interface Classified {
   relatedTo: string | null;
   /** The node whose guest references the volume, for guest-on-other-node. */
   otherNode: string | null;
+  /** The `lock:` of the guest the entry belongs to, on whatever node it lives (a migration in flight). */
+  lock: string | null;
 }
 
 export interface DuplicateSet {
@@ -1171,6 +1173,7 @@ export function classify(state: ParsedState): Classification {
   const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => verdict('valid', reason, vmid, facts, null);
   const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict('ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
 
+  const lockOf = (vmid: number | null) => (vmid === null ? null : (guestsById.get(vmid)?.find((guest) => guest.lock !== null)?.lock ?? null));
   const byUuid = new Map(state.entries.filter((entry) => entry.uuid !== '').map((entry) => [entry.uuid, entry]));
   const classified = new Map<string, Classified>();
   const partitions: [DmEntry, string][] = [];
@@ -1195,14 +1198,14 @@ export function classify(state: ParsedState): Classification {
         return ignoredAs('partition', null, { relatedTo: parent?.name ?? null });
       })
       .exhaustive();
-    classified.set(entry.name, withEntry(entry, judged));
+    classified.set(entry.name, withEntry(entry, judged, lockOf(judged.vmid)));
   }
   // A partition of a problem entry goes with it, and before it.
   for (const [entry, parentName] of partitions) {
     const parent = classified.get(parentName);
     if (parent === undefined || (parent.status !== 'tombstone' && parent.status !== 'duplicate')) continue;
     const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
-    classified.set(entry.name, withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`)));
+    classified.set(entry.name, withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`), parent.lock));
   }
 
   const entries = state.entries.map((entry) => classified.get(entry.name) as Classified);
@@ -1239,16 +1242,17 @@ export function classify(state: ParsedState): Classification {
 }
 
 type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
-type Verdict = Omit<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open'>;
+type Verdict = Omit<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open' | 'lock'>;
 const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
 
 // Objects of one fixed shape, built field by field: tens of thousands of entries stay cheap.
 const verdict = (status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null): Verdict => ({
   status, reason, remedy, vmid, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown, relatedTo: facts.relatedTo, otherNode: facts.otherNode,
 });
-const withEntry = (entry: DmEntry, v: Verdict): Classified => ({
+const withEntry = (entry: DmEntry, v: Verdict, lock: string | null): Classified => ({
   name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
   status: v.status, reason: v.reason, remedy: v.remedy, vmid: v.vmid, vg: v.vg, lv: v.lv, kind: v.kind, lvmKnown: v.lvmKnown, relatedTo: v.relatedTo, otherNode: v.otherNode,
+  lock,
 });
 
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
@@ -1369,7 +1373,7 @@ export function toJson(result: Result) {
     summary: result.summary,
     entries: result.entries.map((entry) => ({
       name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, vmid: entry.vmid, vg: entry.vg, lv: entry.lv,
-      open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode,
+      open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock,
       ...(entry.realName !== entry.name ? { realName: entry.realName } : {}),
     })),
     duplicates: result.duplicates,
@@ -1457,7 +1461,8 @@ export function renderConsole(result: Result, color: boolean): string {
   const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
   heading(`Tombstones (warning): ${tombstones.length}`);
   for (const entry of tombstones) {
-    out.push(`  ${paint('yellow', terminalSafe(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${entry.open > 0 ? paint('red', ` (open ${entry.open}: in use)`) : ''}`);
+    const cautions = [entry.open > 0 ? `open ${entry.open}: in use` : '', entry.lock ? `guest locked: ${terminalSafe(entry.lock)}` : ''].filter(Boolean);
+    out.push(`  ${paint('yellow', terminalSafe(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${cautions.join(', ')})`) : ''}`);
     out.push(`    remedy: ${terminalSafe(entry.remedy ?? '')}`);
   }
 
@@ -1621,7 +1626,7 @@ export function planCleanup(result: Result): CleanupPlan {
     .map((entry) => {
       const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
       const blockedBy =
-        entry.open > 0 ? `open ${entry.open} time(s)` : guest?.lock ? `guest ${guest.vmid} is locked (${guest.lock})` : guest?.running && entry.status === 'tombstone' && entry.reason !== 'guest-on-other-node' ? `guest ${guest.vmid} is running` : null;
+        entry.open > 0 ? `open ${entry.open} time(s)` : entry.lock ? `guest ${entry.vmid} is locked (${entry.lock})` : guest?.running && entry.status === 'tombstone' ? `guest ${guest.vmid} is running` : null;
       const command = entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`] : ['dmsetup', 'remove', entry.name];
       return { name: entry.name, status: entry.status, reason: entry.reason, command, blockedBy };
     });

@@ -1,6 +1,6 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
-import { classify, grade, parse, type Capture, type Classification } from '../pve-dm.ts';
+import { classify, grade, parse, planCleanup, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test } from './harness.ts';
 
 const VG_IDS: Record<string, string> = {};
@@ -347,6 +347,20 @@ test('a config that cannot be read or parsed: its guest\'s unreferenced entries 
   assert.is(verdict(result, 'pve-vm--143--disk--0'), 'ignored/config-unreadable');
   const where = result.warnings.map((w) => `${w.source.split('/').pop()}:${w.line}`);
   assert.equal(where, ['140.conf:null', '141.conf:2', '142.conf:2', '143.conf:1', '143.conf:null']);
+});
+
+test('a migration in flight: the entry carries the remote guest\'s lock, and cleanup would not touch it', () => {
+  const storageCfg = 'lvm: san\n\tvgname san01\n\tshared 1\n';
+  const result = run(node([lvm('san01', 'vm-300-disk-0'), lvm('san01', 'vm-301-disk-0')], {
+    storageCfg,
+    configs: [config(300, 'lock: migrate\nscsi0: san:vm-300-disk-0\n', { node: 'pve2' }), config(301, 'scsi0: san:vm-301-disk-0\n', { node: 'pve2' })],
+  }));
+  assert.equal(result.entries.map((e) => [e.reason, e.lock]), [['guest-on-other-node', 'migrate'], ['guest-on-other-node', null]]);
+  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null });
+  assert.equal(plan.actions.map((a) => [a.name, a.blockedBy, a.command.join(' ')]), [
+    ['san01-vm--300--disk--0', 'guest 300 is locked (migrate)', 'lvchange -an san01/vm-300-disk-0'],
+    ['san01-vm--301--disk--0', null, 'lvchange -an san01/vm-301-disk-0'],
+  ]);
 });
 
 // ── 9. Open counts and running state ──────────────────────────────────────────────────────
