@@ -104,8 +104,9 @@ export interface CaptureMeta {
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
-/** Reads a field of a JSON object that must have a given type; records it in `wrong` when it has not. */
+/** A field of a JSON object of a given type, or null ("not known"); recorded in `wrong` when missing or of another type. */
 function field<T>(record: Record<string, unknown>, key: string, check: (value: unknown) => value is T, wrong: string[]): T | null {
+  if (record[key] === null) return null;
   if (check(record[key])) return record[key] as T;
   wrong.push(key);
   return null;
@@ -212,10 +213,12 @@ export interface DiscoverInput {
   runner: Runner;
   /** Where the live node keeps its files (tests point it at a fake tree). */
   liveRoot?: string;
+  /** The live node's name; Proxmox uses the short host name (PVE::INotify::nodename). */
+  hostname?: string;
 }
 
 export async function discover(input: DiscoverInput): Promise<Capture> {
-  return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/') : readCapture(input.root);
+  return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/', input.hostname ?? os.hostname().split('.')[0] ?? '') : readCapture(input.root);
 }
 
 async function readOptional(file: string): Promise<string | null> {
@@ -358,7 +361,7 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
   return [...running].sort((a, b) => a - b);
 }
 
-async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> {
+async function discoverLive(runner: Runner, liveRoot: string, hostname: string): Promise<Capture> {
   const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
   if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`);
   const warnings: Warning[] = [];
@@ -381,7 +384,7 @@ async function discoverLive(runner: Runner, liveRoot: string): Promise<Capture> 
     return null;
   };
   return {
-    hostname: os.hostname().split('.')[0] ?? os.hostname(),
+    hostname,
     dmsetupInfo: noDevices ? 'No devices found\n' : info.stdout,
     dmsetupTable: known('dmsetup table', table),
     lvs: known('lvs', lvs),
@@ -666,6 +669,7 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
   const storages: Storage[] = [];
   const warnings: Warning[] = [];
   let current: (Storage & { props: Map<string, string> }) | null = null;
+  let skipping = false;
   const finish = () => {
     if (current === null) return;
     const { props, ...storage } = current;
@@ -692,8 +696,10 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       const id = header[2] ?? '';
       if (!STORAGE_ID_RE.test(id)) {
         warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
+        skipping = true;
         return;
       }
+      skipping = false;
       if (!KNOWN_STORAGE_TYPES.has(type)) {
         warnings.push(warn(source, lineNo, `unknown storage type ${clip(type)} for storage ${id} (a third-party plugin?); its volumes are not mapped`));
       }
@@ -701,6 +707,7 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       return;
     }
     const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/.exec(line);
+    if (property && skipping) return;
     if (property && current !== null) {
       (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
       return;
@@ -1660,6 +1667,9 @@ export const defaultStages: Stages = { discover, parse, classify, grade, report,
 
 export interface RunOptions {
   root?: string;
+  /** Where the live node keeps its files, and its name (tests point them at a fake node). */
+  liveRoot?: string;
+  hostname?: string;
   vmids: number[];
   json: boolean;
   html: boolean;
@@ -1675,7 +1685,7 @@ export interface RunOutput {
 }
 
 export async function runPipeline(stages: Stages, options: RunOptions): Promise<RunOutput> {
-  const capture = await stages.discover({ root: options.root, runner: options.runner });
+  const capture = await stages.discover({ root: options.root, runner: options.runner, liveRoot: options.liveRoot, hostname: options.hostname });
   const state = stages.parse(capture);
   const full = stages.classify(state);
   const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids) : full;
@@ -1771,7 +1781,18 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await rename(temporary, file);
 }
 
-export async function main(argv: string[], io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) }): Promise<number> {
+/** The live node as main sees it; tests replace the runner and the file tree. */
+export interface LiveNode {
+  runner?: Runner;
+  liveRoot?: string;
+  hostname?: string;
+}
+
+export async function main(
+  argv: string[],
+  io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
+  live: LiveNode = {},
+): Promise<number> {
   const wantsJson = argv.includes('--json');
   const fail = (message: string, code: number) => {
     io.stderr.write(`pve-dm: ${message}\n`);
@@ -1782,9 +1803,9 @@ export async function main(argv: string[], io = { stdout: process.stdout, stderr
     const options = parseCli(argv, process.env, io.isTty);
     if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
     if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
-    const runner = createRunner({ allowChanges: false });
+    const runner = live.runner ?? createRunner({ allowChanges: false });
     if (options.command === 'capture') {
-      const capture = await discover({ runner });
+      const capture = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
       await writeCapture(options.captureDir as string, options.anonymise ? anonymiseCapture(capture) : capture);
       for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
       io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`);
@@ -1792,7 +1813,7 @@ export async function main(argv: string[], io = { stdout: process.stdout, stderr
     }
     const now = new Date();
     const { result, reports, plan } = await runPipeline(defaultStages, {
-      root: options.root, vmids: options.vmids, json: options.json, html: options.htmlFile !== null || !options.json, color: options.color, runner, now,
+      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, json: options.json, html: options.htmlFile !== null || !options.json, color: options.color, runner, now,
     });
     if (reports.json !== undefined) io.stdout.write(reports.json);
     if (reports.console !== undefined) io.stdout.write(reports.console);

@@ -368,6 +368,8 @@ test('each entry\'s open count and each guest\'s running state are recorded', ()
   const result = run(node([lvm('pve', 'vm-100-disk-0', { open: 1 })], { configs: [VM100, config(101, 'name: idle\n')], running: '100\n' }));
   assert.is(result.entries[0]?.open, 1);
   assert.equal(result.guests.map((g) => [g.vmid, g.running]), [[100, true], [101, false]]);
+  const garbled = run(node([], { configs: [VM100], running: '100\nabc\n' }));
+  assert.equal(garbled.warnings.map((w) => `${w.source}:${w.line}`), ['running.txt:2']);
   const unknown = run(node([], { configs: [VM100] }));
   assert.is(unknown.guests[0]?.running, null, 'no running.txt: not known');
 });

@@ -1,10 +1,10 @@
 // Discovery: live (against a fake node tree and a recording runner), captures read and written,
 // anonymisation, and the one command runner.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  anonymiseCapture, createRunner, discover, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, readCapture, UserError, writeCapture,
+  anonymiseCapture, createRunner, discover, main, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, readCapture, UserError, writeCapture,
   type Runner,
 } from '../pve-dm.ts';
 import { REAL, SAMPLES, tempDir, test } from './harness.ts';
@@ -184,6 +184,51 @@ test('the runner refuses a changing command unless changes are allowed, and neve
   assert.match(slow.stderr, /timed out after 200 ms/);
   const missing = await readOnly('/nonexistent/dmsetup', []);
   assert.is(missing.exitCode, 127);
+});
+
+/** main() with its output captured, against a fake live node. */
+async function mainOn(argv: string[], liveRoot: string, calls: string[][] = []) {
+  let stdout = '';
+  let stderr = '';
+  const io = { stdout: { write: (text: string) => ((stdout += text), true) }, stderr: { write: (text: string) => ((stderr += text), true) }, isTty: false };
+  const code = await main(argv, io as never, { runner: recordingRunner(calls), liveRoot, hostname: 'pve1' });
+  return { code, stdout, stderr };
+}
+
+test('pve-dm.ts capture DIR writes the live node\'s capture, which --root then analyses the same', async () => {
+  const root = fakeNode(6);
+  const dir = path.join(tempDir(), 'capture');
+  const calls: string[][] = [];
+  const captured = await mainOn(['capture', dir], root, calls);
+  assert.is(captured.code, 0, captured.stderr);
+  assert.is(calls.length, 4);
+  assert.match(captured.stderr, /capture of \S+ written to /);
+  const live = await mainOn(['--json', '--report-only'], root);
+  const offline = await mainOn(['--json', '--report-only', '--root', dir], root);
+  const comparable = (text: string) => {
+    const { generatedAt, capturedAt, system, ...rest } = JSON.parse(text);
+    return rest;
+  };
+  assert.equal(comparable(offline.stdout), comparable(live.stdout));
+  assert.is(JSON.parse(live.stdout).guests.filter((g: { running: boolean }) => g.running).length, 3);
+  assert.equal(readFileSync(path.join(dir, 'dmsetup.txt'), 'utf8'), real('dmsetup.txt'));
+  const anonymised = path.join(path.dirname(dir), 'anonymous');
+  assert.is((await mainOn(['capture', anonymised, '--anonymise'], root)).code, 0);
+  assert.is(readFileSync(path.join(anonymised, 'hostname'), 'utf8'), 'node1\n');
+  assert.ok(existsSync(path.join(anonymised, 'etc/pve/nodes/node1/qemu-server/100.conf')));
+  assert.is((await mainOn(['capture', anonymised], root)).code, 3, 'never writes into a non-empty directory');
+  rmSync(root, { recursive: true });
+  rmSync(path.dirname(dir), { recursive: true });
+});
+
+test('an HTML report that cannot be written is one line on stderr and exit at least 1', async () => {
+  const root = fakeNode(1);
+  const blocker = path.join(tempDir(), 'file');
+  writeFileSync(blocker, '');
+  const run = await mainOn(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--html', path.join(blocker, 'x.html')], root);
+  assert.is(run.code, 1);
+  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*x\.html: (ENOTDIR|EEXIST)\n$/, run.stderr);
+  rmSync(root, { recursive: true });
 });
 
 test.run();

@@ -71,6 +71,7 @@ test('parseDmsetupInfo: real lines, "No devices found", and malformed lines name
   assert.equal(warnings.map((w) => [w.source, w.line]), [['dmsetup.txt', 6], ['dmsetup.txt', 7]]);
   assert.equal(parseDmsetupInfo('No devices found\n'), { entries: [], warnings: [] });
   assert.equal(parseDmsetupInfo('a|1|2|0|L--w|\r\nb|1|3|0|L--w|\r\n').entries.map((e) => e.name), ['a', 'b'], 'CRLF');
+  assert.equal(parseDmsetupInfo('a|1|2|0|L--w|\na|1|3|0|L--w|\n').warnings.map((w) => [w.line, w.message]), [[2, 'device a listed twice; second line skipped']]);
 });
 
 test('parseDmsetupTable: one line per segment, empty tables, names with colons', () => {
@@ -117,14 +118,15 @@ test('parseStorageCfg: as pve-storage writes it; unknown types and junk are name
     'LVM: SSD-HA01', '\tvgname ssd-ha01', '\tbase san-iscsi:0.0.1.scsi-36001405', '\tshared 1', '\tnodes pve1,pve2', '\tdisable', '',
     'foostore: custom', '\tpath /x', '',
     'not a line',
-    'lvm: novg', '\tcontent images',
+    'lvm: novg', '\tcontent images', '',
+    'lvm: 1bad', '\tvgname x', '\tcontent images',
   ].join('\n');
   const { storages, warnings } = parseStorageCfg(`${text}\n`);
   assert.equal(storages.map((s) => [s.id, s.type, s.vg]), [['local', 'dir', null], ['local-lvm', 'lvmthin', 'pve'], ['san-iscsi', 'iscsi', null], ['SSD-HA01', 'lvm', 'ssd-ha01'], ['custom', 'foostore', null], ['novg', 'lvm', null]]);
   const ssd = storages[3];
   assert.equal([ssd?.shared, ssd?.disabled, ssd?.nodes], [true, true, ['pve1', 'pve2']]);
   assert.is(storages[1]?.thinpool, 'data');
-  assert.equal(warnings.map((w) => [w.line, w.message.split(' ').slice(0, 3).join(' ')]), [[22, 'unknown storage type'], [25, 'cannot parse line:'], [26, 'lvm storage novg']]);
+  assert.equal(warnings.map((w) => [w.line, w.message.split(' ').slice(0, 3).join(' ')]), [[22, 'unknown storage type'], [25, 'cannot parse line:'], [26, 'lvm storage novg'], [29, 'invalid storage ID']], 'an invalid section is skipped whole');
 });
 
 test('parseGuestConfig (qemu): description, sections, drives, vmstate, fleecing, lock, template', () => {
