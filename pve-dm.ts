@@ -9,12 +9,13 @@
  * source in README.md ("How pve-dm decides").
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { match } from 'ts-pattern';
 
@@ -1330,6 +1331,8 @@ export interface Result extends Classification, Graded {
   generatedAt: string;
   /** `--vmid` narrowed the report to these guests. */
   vmids: number[] | null;
+  /** What each notifier did; filled after the reports it sent were rendered. */
+  notifications: Notification[];
 }
 
 /** Narrows a classification to the entries and guests of some VMIDs (`--vmid`). */
@@ -1350,6 +1353,7 @@ export function narrowToGuests(classification: Classification, vmids: number[]):
 
 export interface ReportOptions {
   json: boolean;
+  console: boolean;
   html: boolean;
   color: boolean;
 }
@@ -1363,7 +1367,7 @@ export interface Reports {
 export async function report(result: Result, options: ReportOptions): Promise<Reports> {
   const reports: Reports = {};
   if (options.json) reports.json = `${JSON.stringify(toJson(result), null, 2)}\n`;
-  else reports.console = renderConsole(result, options.color);
+  if (options.console) reports.console = renderConsole(result, options.color);
   if (options.html) reports.html = await renderValidatedHtml(result);
   return reports;
 }
@@ -1388,7 +1392,35 @@ export function toJson(result: Result) {
     missingGuests: result.missingGuests,
     system: result.system,
     warnings: result.warnings.map((w) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) })),
+    notifications: result.notifications,
   };
+}
+
+export type Severity = 'ok' | 'warning' | 'critical';
+
+/** critical: duplicates or grade F; warning: tombstones or warnings; ok otherwise. */
+export const severityOf = (result: Pick<Result, 'exitCode'>): Severity => (result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok');
+
+/** The subject the old script gave its e-mail (severity, node, counts, grade). */
+export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary'>): string {
+  const { duplicate, tombstone } = result.summary;
+  if (duplicate > 0) return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
+  if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
+  if (tombstone <= 10) return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
+  return `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - Grade ${result.grade}`;
+}
+
+/** A plain-text summary for notifications: the counts, then the problem entries (at most `limit`). */
+export function notificationText(result: Result, limit = 20): string {
+  const { entries, valid, duplicate, tombstone, ignored } = result.summary;
+  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone');
+  const lines = [
+    `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
+    ...problems.slice(0, limit).map((entry) => `- ${entry.name}: ${entry.status}, ${entry.reason}${entry.remedy ? `; remedy: ${entry.remedy}` : ''}`),
+    ...(problems.length > limit ? [`- ... and ${problems.length - limit} more`] : []),
+    ...(result.warnings.length > 0 ? [`${result.warnings.length} warning(s), first: ${formatWarning(result.warnings[0] as Warning)}`] : []),
+  ];
+  return lines.map(terminalSafe).join('\n');
 }
 
 /** Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed. */
@@ -1651,6 +1683,296 @@ export function renderPlan(plan: CleanupPlan): string {
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
+// Plugins: a file in plugins/ whose default export is `definePlugin({...})`. It may replace or
+// wrap any stage, and be told the finished result (notifiers). The notifiers pve-dm ships are
+// plugins on this same API.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export type StageName = keyof Stages;
+
+/** A stage override: replace the stage (ignore `next`) or wrap it (call `next` with the input). */
+export type StageHook<K extends StageName> = (...args: [...Parameters<Stages[K]>, next: Stages[K]]) => ReturnType<Stages[K]>;
+
+/** What a notifier sends: the reports as rendered, and the subject and text every channel shares. */
+export interface NotifyReports {
+  json: string;
+  html: string;
+  subject: string;
+  text: string;
+}
+
+export interface NotifyContext {
+  /** A setting from the environment or pve-dm.conf (the environment wins). */
+  setting(key: string): string | undefined;
+  /** An HTTP request with a time limit and bounded retries (undici, loaded on first use). */
+  http: (request: HttpRequest) => Promise<HttpResponse>;
+  /** The one command runner (no shell, a time limit); a notifier never changes the system. */
+  runner: Runner;
+}
+
+export interface Notification {
+  plugin: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface Plugin {
+  name: string;
+  /** Stage overrides, applied in plugin file-name order (a later plugin wraps an earlier one). */
+  stages?: { [K in StageName]?: StageHook<K> };
+  /** Whether the notifier has its settings; a notifier that is not configured is not called. */
+  configured?: (setting: (key: string) => string | undefined) => boolean;
+  /** Told the finished result and its reports; its answer ends up in the JSON's `notifications`. */
+  notify?: (result: Result, reports: NotifyReports, context: NotifyContext) => Promise<string | void>;
+}
+
+/** Declares a plugin with full types (the default export of a file in plugins/). */
+export const definePlugin = <const T extends Plugin>(plugin: T): T => plugin;
+
+/** An error a plugin's hook raised, attributed to the plugin and the hook. */
+export class PluginError extends UserError {
+  constructor(readonly plugin: string, readonly hook: string, cause: unknown) {
+    super(`plugin ${plugin}, hook ${hook}: ${cause instanceof Error ? cause.message : String(cause)}`, 3);
+  }
+}
+
+export interface LoadedPlugin {
+  plugin: Plugin;
+  file: string;
+}
+
+const PLUGIN_FILE_RE = /\.(?:ts|mts|js|mjs)$/;
+
+/**
+ * Running as root, a plugin runs as root: its file and folder must be root's and writable by
+ * nobody else, or anyone who can write there could run code as root.
+ */
+function checkPluginOwnership(target: string, kind: 'file' | 'folder'): void {
+  const stat = statSync(target);
+  if (stat.uid !== 0) throw new UserError(`refusing plugin ${kind} ${target}: it is not owned by root (uid ${stat.uid}), and pve-dm runs as root`);
+  if ((stat.mode & 0o022) !== 0) {
+    throw new UserError(`refusing plugin ${kind} ${target}: it is writable by group or others (mode ${(stat.mode & 0o777).toString(8)}); chmod go-w it`);
+  }
+}
+
+export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0 } = {}): Promise<LoadedPlugin[]> {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((file) => PLUGIN_FILE_RE.test(file) && !file.endsWith('.d.ts')).sort();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new UserError(`cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  if (asRoot && files.length > 0) checkPluginOwnership(dir, 'folder');
+  const loaded: LoadedPlugin[] = [];
+  for (const file of files) {
+    const full = path.join(dir, file);
+    if (asRoot) checkPluginOwnership(full, 'file');
+    let module: { default?: unknown };
+    try {
+      module = await import(pathToFileURL(full).href);
+    } catch (error) {
+      const hint = /\.m?ts$/.test(file) && /Unknown file extension/.test(String(error)) ? ' (a .ts plugin needs tsx: npx tsx pve-dm.ts)' : '';
+      throw new UserError(`cannot load plugin ${full}: ${(error as Error).message.split('\n')[0]}${hint}`);
+    }
+    const plugin = module.default as Plugin | undefined;
+    if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
+      throw new UserError(`plugin ${full}: its default export is not definePlugin({ name, ... })`);
+    }
+    const duplicate = loaded.find((other) => other.plugin.name === plugin.name);
+    if (duplicate) throw new UserError(`plugin ${full}: the name "${plugin.name}" is taken by ${duplicate.file}`);
+    loaded.push({ plugin, file: full });
+  }
+  return loaded;
+}
+
+/** The stages with every plugin's overrides applied; an error is attributed to its plugin and hook. */
+export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages {
+  const stages: Record<string, (...args: never[]) => unknown> = { ...base };
+  for (const plugin of plugins) {
+    for (const [name, hook] of Object.entries(plugin.stages ?? {}) as [StageName, (...args: unknown[]) => unknown][]) {
+      if (typeof hook !== 'function') continue;
+      const next = stages[name] as (...args: unknown[]) => unknown;
+      const attribute = (error: unknown): never => {
+        throw error instanceof PluginError ? error : new PluginError(plugin.name, name, error);
+      };
+      stages[name] = (...args: unknown[]) => {
+        try {
+          const output = hook(...args, next);
+          return output instanceof Promise ? output.catch(attribute) : output;
+        } catch (error) {
+          return attribute(error);
+        }
+      };
+    }
+  }
+  return stages as unknown as Stages;
+}
+
+// ─── Settings: the environment, then pve-dm.conf ─────────────────────────────────────────────
+
+export type Settings = (key: string) => string | undefined;
+
+const SECRET_KEY_RE = /KEY|SECRET|TOKEN|PASSWORD|WEBHOOK/;
+
+/**
+ * `KEY=value` lines (`#` comments, optional quotes). A file holding a secret must be mode 0600:
+ * anything else is refused, so a secret is never left readable by others.
+ */
+export function parseSettingsFile(text: string, file: string, mode: number): Map<string, string> {
+  const settings = new Map<string, string>();
+  lines(text).forEach((line, index) => {
+    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
+    if (m === null) throw new UserError(`${file}:${index + 1}: not a KEY=value line`);
+    const [, key = '', raw = ''] = m;
+    settings.set(key, /^(["']).*\1$/.test(raw) ? raw.slice(1, -1) : raw);
+  });
+  const secrets = [...settings.keys()].filter((key) => SECRET_KEY_RE.test(key));
+  if (secrets.length > 0 && (mode & 0o077) !== 0) {
+    throw new UserError(`${file} holds secrets (${secrets.join(', ')}) but is mode ${(mode & 0o777).toString(8)}: chmod 600 ${file}`);
+  }
+  return settings;
+}
+
+export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = false } = {}): Settings {
+  let fromFile = new Map<string, string>();
+  try {
+    fromFile = parseSettingsFile(readFileSync(file, 'utf8'), file, statSync(file).mode);
+  } catch (error) {
+    if (error instanceof UserError) throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || required) {
+      throw new UserError(`cannot read the settings file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  }
+  return (key) => env[key] || fromFile.get(key) || undefined;
+}
+
+// ─── HTTP for notifiers ──────────────────────────────────────────────────────────────────────
+
+export interface HttpRequest {
+  url: string;
+  method?: 'POST' | 'PUT' | 'GET';
+  headers?: Record<string, string>;
+  body?: string;
+  /** Per attempt; default 10 s (the setting PVE_DM_HTTP_TIMEOUT_MS). */
+  timeoutMs?: number;
+  /** Attempts on 429 and 5xx; default 3. */
+  attempts?: number;
+}
+
+export interface HttpResponse {
+  status: number;
+  body: string;
+}
+
+/** The service's own words from an error body: its JSON message field, else the start of the text. */
+export function serviceMessage(body: string): string {
+  try {
+    const data = JSON.parse(body) as Record<string, unknown>;
+    const nested = (data.Messages as { Errors?: { ErrorMessage?: string }[] }[] | undefined)?.[0]?.Errors?.[0]?.ErrorMessage;
+    const found = nested ?? [data.ErrorMessage, data.error_description, data.message, data.error, data.errorDescription].find((v) => typeof v === 'string' && v !== '');
+    if (typeof found === 'string') return clipLine(found);
+  } catch {
+    // not JSON: the text itself
+  }
+  return clipLine(body.trim() || 'no body');
+}
+
+const clipLine = (text: string) => terminalSafe(text.replace(/\s+/g, ' ').slice(0, 200));
+
+/** One HTTP request with a time limit; 429 and 5xx are retried with backoff (Retry-After honoured, at most 30 s). */
+export async function httpSend(request: HttpRequest): Promise<HttpResponse> {
+  const { request: send } = await import('undici');
+  const timeoutMs = request.timeoutMs ?? 10_000;
+  const attempts = request.attempts ?? 3;
+  for (let attempt = 1; ; attempt++) {
+    let status: number;
+    let body: string;
+    let retryAfter: string | string[] | undefined;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    try {
+      const response = await send(request.url, {
+        method: request.method ?? 'POST',
+        headers: request.headers,
+        body: request.body,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: deadline,
+      });
+      status = response.statusCode;
+      body = await response.body.text();
+      retryAfter = response.headers['retry-after'];
+    } catch (error) {
+      const code = String((error as NodeJS.ErrnoException).code ?? (error as Error).name);
+      const timedOut = deadline.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+      const why = timedOut ? `no answer within ${timeoutMs} ms` : `${code}: ${(error as Error).message}`;
+      throw new Error(`${new URL(request.url).host}: ${terminalSafe(why)}`);
+    }
+    if (status < 400) return { status, body };
+    if ((status === 429 || status >= 500) && attempt < attempts) {
+      const seconds = Number(Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
+      const delay = Number.isFinite(seconds) && seconds >= 0 ? Math.min(seconds * 1000, 30_000) : 500 * 2 ** (attempt - 1);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      continue;
+    }
+    throw new Error(`HTTP ${status}${attempt > 1 ? ` after ${attempt} attempts` : ''}: ${serviceMessage(body)}`);
+  }
+}
+
+// ─── Deciding to notify, and notifying ──────────────────────────────────────────────────────
+
+export type NotifyMode = 'always' | 'problems' | 'change';
+
+/** What a notification is about: the grade, the problem entries and the warnings. */
+export function resultFingerprint(result: Result): string {
+  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone').map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
+  return createHash('sha256').update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()])).digest('hex');
+}
+
+/** Whether to notify, and the state to keep if the notifications go out (for `change`). */
+export function shouldNotify(mode: NotifyMode, result: Result, stateFile: string): { send: boolean; fingerprint: string } {
+  const fingerprint = resultFingerprint(result);
+  if (mode === 'always') return { send: true, fingerprint };
+  if (mode === 'problems') return { send: severityOf(result) !== 'ok', fingerprint };
+  let last: string | null = null;
+  try {
+    last = (JSON.parse(readFileSync(stateFile, 'utf8')) as { fingerprint?: string }).fingerprint ?? null;
+  } catch {
+    // no state yet (or unreadable): this run is a change
+  }
+  return { send: last !== fingerprint, fingerprint };
+}
+
+export async function saveNotifyState(stateFile: string, fingerprint: string, at: string): Promise<void> {
+  await mkdir(path.dirname(stateFile), { recursive: true });
+  await writeAtomically(stateFile, `${JSON.stringify({ fingerprint, at })}\n`);
+}
+
+/** Every configured notifier, each with a time limit; one failing never stops the others. */
+export async function notifyAll(plugins: readonly Plugin[], result: Result, reports: NotifyReports, context: NotifyContext, limitMs = 120_000): Promise<Notification[]> {
+  const active = plugins.filter((plugin) => plugin.notify && (plugin.configured?.(context.setting) ?? true));
+  return Promise.all(
+    active.map(async (plugin): Promise<Notification> => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const detail = await Promise.race([
+          (plugin.notify as NonNullable<Plugin['notify']>)(result, reports, context),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs);
+          }),
+        ]);
+        return { plugin: plugin.name, ok: true, detail: detail || 'sent' };
+      } catch (error) {
+        return { plugin: plugin.name, ok: false, detail: new PluginError(plugin.name, 'notify', error).message };
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
 // The pipeline: the stages a plugin may replace or wrap, and the command line.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -1672,6 +1994,7 @@ export interface RunOptions {
   hostname?: string;
   vmids: number[];
   json: boolean;
+  console: boolean;
   html: boolean;
   color: boolean;
   runner: Runner;
@@ -1690,14 +2013,17 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
   const full = stages.classify(state);
   const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids) : full;
   const graded = stages.grade(classification);
-  const result: Result = { ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null };
-  const reports = await stages.report(result, { json: options.json, html: options.html, color: options.color });
+  const result: Result = {
+    ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [],
+  };
+  const reports = await stages.report(result, { json: options.json, console: options.console, html: options.html, color: options.color });
   return { result, reports, plan: stages.cleanup(result) };
 }
 
 const USAGE = `Usage:
   pve-dm.ts [options]                 analyse this node (or a capture with --root)
   pve-dm.ts capture DIR [--anonymise] write this node's state to DIR, for bug reports and offline analysis
+  pve-dm.ts plugins                   list the plugins loaded and what each hooks
 
 Options:
   --root DIR        analyse the capture in DIR instead of the live node
@@ -1706,15 +2032,20 @@ Options:
   --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
   --vmid N          narrow the report to guest N (repeatable)
   --no-color        no colour (NO_COLOR is honoured too)
+  --notify MODE     always | problems (default) | change: when configured notifiers send
+  --state FILE      where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)
+  --config FILE     settings file (default pve-dm.conf beside pve-dm.ts)
+  --plugins DIR     load plugins from DIR (default plugins/ beside pve-dm.ts)
+  --no-plugins      load no plugin
   --anonymise       with capture: replace names, addresses, keys and descriptions
   -h, --help        this text
   -V, --version     the version
 
 Exit codes: 0 healthy (grade A+, no warnings); 1 tombstones or warnings; 2 duplicates or grade F;
-3 could not analyse.`;
+3 could not analyse. A failed notification is reported and does not change the exit code.`;
 
 interface CliOptions {
-  command: 'analyse' | 'capture' | 'help' | 'version';
+  command: 'analyse' | 'capture' | 'plugins' | 'help' | 'version';
   captureDir: string | null;
   root: string | undefined;
   reportOnly: boolean;
@@ -1723,7 +2054,13 @@ interface CliOptions {
   vmids: number[];
   color: boolean;
   anonymise: boolean;
+  notify: NotifyMode;
+  stateFile: string;
+  configFile: string | null;
+  pluginsDir: string | null;
 }
+
+const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, isTty = false): CliOptions {
   let parsed;
@@ -1738,6 +2075,11 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
         html: { type: 'string' },
         vmid: { type: 'string', multiple: true, default: [] },
         'no-color': { type: 'boolean', default: false },
+        notify: { type: 'string', default: 'problems' },
+        state: { type: 'string', default: '/var/lib/pve-dm/notify-state.json' },
+        config: { type: 'string' },
+        plugins: { type: 'string' },
+        'no-plugins': { type: 'boolean', default: false },
         anonymise: { type: 'boolean', default: false },
         anonymize: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -1752,14 +2094,17 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     if (!/^[1-9][0-9]{2,8}$/.test(text)) throw new UserError(`--vmid ${text}: not a VMID (100 to 999999999)`);
     return Number(text);
   });
+  const notify = values.notify as NotifyMode;
+  if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${values.notify}: use always, problems or change`);
   const [command, ...rest] = positionals;
-  if (command !== undefined && command !== 'capture') throw new UserError(`unknown command "${command}" (see --help)`);
+  if (command !== undefined && command !== 'capture' && command !== 'plugins') throw new UserError(`unknown command "${command}" (see --help)`);
   if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory: pve-dm.ts capture DIR');
   if (command !== 'capture' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
   const anonymise = Boolean(values.anonymise || values.anonymize);
   if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
+  if (values.plugins !== undefined && values['no-plugins']) throw new UserError('--plugins and --no-plugins exclude each other');
   return {
-    command: values.help ? 'help' : values.version ? 'version' : command === 'capture' ? 'capture' : 'analyse',
+    command: values.help ? 'help' : values.version ? 'version' : (command as 'capture' | 'plugins' | undefined) ?? 'analyse',
     captureDir: command === 'capture' ? (rest[0] ?? null) : null,
     root: values.root,
     reportOnly: Boolean(values['report-only']),
@@ -1768,7 +2113,23 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     vmids,
     color: isTty && !values['no-color'] && !env.NO_COLOR,
     anonymise,
+    notify,
+    stateFile: values.state as string,
+    configFile: values.config ?? null,
+    pluginsDir: values['no-plugins'] ? null : (values.plugins ?? path.join(HERE, 'plugins')),
   };
+}
+
+/** `pve-dm.ts plugins`: each plugin, its file and what it hooks. */
+export function renderPluginList(loaded: readonly LoadedPlugin[], dir: string | null, settings: Settings): string {
+  if (dir === null) return 'No plugins (--no-plugins).\n';
+  if (loaded.length === 0) return `No plugins in ${dir}.\n`;
+  const rows = loaded.map(({ plugin, file }) => {
+    const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? ['notify'] : [])];
+    const state = plugin.notify ? ((plugin.configured?.(settings) ?? true) ? 'configured' : 'not configured') : '';
+    return [terminalSafe(plugin.name), path.basename(file), hooks.join(', ') || '(nothing)', state];
+  });
+  return `Plugins in ${dir}, in the order they load:\n${table(['PLUGIN', 'FILE', 'HOOKS', 'NOTIFIER'], rows).map((line) => `  ${line}`).join('\n')}\n`;
 }
 
 const reportFileName = (node: string, at: Date) =>
@@ -1811,14 +2172,36 @@ export async function main(
       io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`);
       return 0;
     }
+    const settings = loadSettings(options.configFile ?? path.join(HERE, 'pve-dm.conf'), process.env, { required: options.configFile !== null });
+    const loaded = options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir);
+    if (options.command === 'plugins') return io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0;
+    const plugins = loaded.map(({ plugin }) => plugin);
+    const stages = composeStages(defaultStages, plugins);
+    const notifying = plugins.some((plugin) => plugin.notify && (plugin.configured?.(settings) ?? true));
     const now = new Date();
-    const { result, reports, plan } = await runPipeline(defaultStages, {
-      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, json: options.json, html: options.htmlFile !== null || !options.json, color: options.color, runner, now,
+    const { result, reports, plan } = await runPipeline(stages, {
+      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color,
+      json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
     });
-    if (reports.json !== undefined) io.stdout.write(reports.json);
-    if (reports.console !== undefined) io.stdout.write(reports.console);
+    let final = result;
+    let json = reports.json;
+    if (notifying) {
+      const decision = shouldNotify(options.notify, result, options.stateFile);
+      if (decision.send) {
+        const sent = { json: reports.json ?? '', html: reports.html ?? '', subject: notificationSubject(result), text: notificationText(result) };
+        const timeoutMs = Number(settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
+        const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
+        final = { ...result, notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }) };
+        if (options.json) json = (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+        for (const failed of final.notifications.filter((n) => !n.ok)) io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
+        // A change nobody was told about is still a change next time.
+        if (options.notify === 'change' && final.notifications.some((n) => n.ok)) await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt);
+      }
+    }
+    if (options.json) io.stdout.write(json ?? '');
+    else io.stdout.write(reports.console ?? '');
     let exitCode: number = result.exitCode;
-    if (reports.html !== undefined) {
+    if (reports.html !== undefined && (options.htmlFile !== null || !options.json)) {
       const file = options.htmlFile ?? path.join(HERE, 'reports', reportFileName(result.node, now));
       try {
         await mkdir(path.dirname(file), { recursive: true });
@@ -1828,6 +2211,9 @@ export async function main(
         io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
         exitCode = Math.max(exitCode, 1);
       }
+    }
+    if (!options.json && final.notifications.length > 0) {
+      io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
     }
     if (options.json) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
     if (!options.reportOnly && !options.json) io.stdout.write(renderPlan(plan));

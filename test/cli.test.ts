@@ -133,7 +133,7 @@ test('console run with --report-only --html FILE: exit code, sections, a valid H
   assert.is($('[data-field="grade"]').text(), 'F');
   assert.is($('[data-field="node"]').text(), 'pve-prd-03');
   const { result } = await runPipeline(defaultStages, {
-    root: path.join(SAMPLES, 'multi-pool'), vmids: [], json: false, html: false, color: false, runner: createRunner({ allowChanges: false }),
+    root: path.join(SAMPLES, 'multi-pool'), vmids: [], json: false, console: true, html: false, color: false, runner: createRunner({ allowChanges: false }),
   });
   assert.equal(await validateHtml(html, result), []);
   rmSync(dir, { recursive: true, force: true });

@@ -19,10 +19,10 @@ test('a stage can be replaced (grade) or wrapped (classify), and the pipeline us
     },
     grade: (classification) => ({ ...defaultStages.grade(classification), grade: 'C' }),
   };
-  const { result } = await runPipeline(stages, { root: path.join(SAMPLES, 'default-install'), vmids: [], json: true, html: false, color: false, runner });
+  const { result } = await runPipeline(stages, { root: path.join(SAMPLES, 'default-install'), vmids: [], json: true, console: false, html: false, color: false, runner });
   assert.equal(seen, [13]);
   assert.is(result.grade, 'C');
-  assert.is(JSON.parse((await defaultStages.report(result, { json: true, html: false, color: false })).json ?? '{}').grade, 'C');
+  assert.is(JSON.parse((await defaultStages.report(result, { json: true, console: false, html: false, color: false })).json ?? '{}').grade, 'C');
 });
 
 test('a JSON run loads neither cheerio, undici nor @clack/prompts; an HTML run loads cheerio', async () => {

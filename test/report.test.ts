@@ -28,7 +28,7 @@ const expectedOf = (name: string): Expected => JSON.parse(readFileSync(path.join
 /** A sample through the real pipeline (discover from the capture directory → ... → report). */
 async function sample(name: string, vmids: number[] = []) {
   return runPipeline(defaultStages, {
-    root: path.join(SAMPLES, name), vmids, json: false, html: false, color: false, runner: createRunner({ allowChanges: false }), now: NOW,
+    root: path.join(SAMPLES, name), vmids, json: false, console: true, html: false, color: false, runner: createRunner({ allowChanges: false }), now: NOW,
   });
 }
 
@@ -36,7 +36,7 @@ async function sample(name: string, vmids: number[] = []) {
 function resultOf(c: Capture, vmids: number[] = []): Result {
   const full = classify(parse(c));
   const classification: Classification = vmids.length > 0 ? narrowToGuests(full, vmids) : full;
-  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: vmids.length > 0 ? vmids : null };
+  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: vmids.length > 0 ? vmids : null, notifications: [] };
 }
 
 const uuid = (lv: string) => `LVM-${'V'.repeat(32)}${lv.padEnd(32, 'x').slice(0, 32)}`;
@@ -83,7 +83,7 @@ function assertKeys(object: Record<string, unknown>, keys: string[], what: strin
 for (const name of SAMPLE_NAMES) {
   test(`JSON of ${name}: the issue's keys, version 1, summary equal to the entries and to expected.json`, async () => {
     const { result } = await sample(name);
-    const reports = await report(result, { json: true, html: false, color: false });
+    const reports = await report(result, { json: true, console: false, html: false, color: false });
     assert.type(reports.json, 'string');
     assert.is(reports.console, undefined, '--json prints no console report');
     const json = JSON.parse(reports.json as string);
@@ -234,7 +234,7 @@ test('validateHtml can fail: an injected element or attribute, a lost or doubled
 
 test('report(): --html renders a validated page beside the console report', async () => {
   const { result } = await sample('foreign');
-  const reports = await report(result, { json: false, html: true, color: false });
+  const reports = await report(result, { json: false, console: true, html: true, color: false });
   assert.type(reports.console, 'string');
   assert.type(reports.html, 'string');
   assert.is(reports.json, undefined);
