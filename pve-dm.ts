@@ -59,17 +59,19 @@ export interface CommandOptions {
   /** The command changes the system (removes a mapping, deactivates an LV...). */
   mutates?: boolean;
   timeoutMs?: number;
+  /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
+  input?: string;
 }
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
 
 export function createRunner({ allowChanges }: { allowChanges: boolean }): Runner {
-  return (command, args, { mutates = false, timeoutMs = 30_000 } = {}) => {
+  return (command, args, { mutates = false, timeoutMs = 30_000, input } = {}) => {
     if (mutates && !allowChanges) {
       return Promise.reject(new UserError(`refused to run "${[command, ...args].join(' ')}": this run may not change the system`));
     }
     return new Promise((resolve) => {
-      execFile(
+      const child = execFile(
         command,
         args,
         { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
@@ -80,6 +82,8 @@ export function createRunner({ allowChanges }: { allowChanges: boolean }): Runne
           resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
         },
       );
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(input);
     });
   };
 }

@@ -182,6 +182,8 @@ test('the runner refuses a changing command unless changes are allowed, and neve
   const slow = await readOnly(process.execPath, ['-e', 'setTimeout(() => {}, 5000)'], { timeoutMs: 200 });
   assert.ok(slow.exitCode !== 0);
   assert.match(slow.stderr, /timed out after 200 ms/);
+  const fed = await readOnly(process.execPath, ['-e', 'process.stdin.pipe(process.stdout)'], { input: 'secret on stdin\n' });
+  assert.is(fed.stdout, 'secret on stdin\n');
   const missing = await readOnly('/nonexistent/dmsetup', []);
   assert.is(missing.exitCode, 127);
 });
