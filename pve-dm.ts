@@ -1783,11 +1783,28 @@ export async function loadPlugins(dir: string, { asRoot = process.getuid?.() ===
     if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
       throw new UserError(`plugin ${full}: its default export is not definePlugin({ name, ... })`);
     }
+    const problem = pluginShapeProblem(plugin);
+    if (problem !== null) throw new UserError(`plugin ${full}: ${problem}`);
     const duplicate = loaded.find((other) => other.plugin.name === plugin.name);
     if (duplicate) throw new UserError(`plugin ${full}: the name "${plugin.name}" is taken by ${duplicate.file}`);
     loaded.push({ plugin, file: full });
   }
   return loaded;
+}
+
+const STAGE_NAMES: readonly StageName[] = ['discover', 'parse', 'classify', 'grade', 'report', 'cleanup'];
+const ASYNC_STAGES: ReadonlySet<StageName> = new Set(['discover', 'report']);
+
+/** What a .js plugin (which no type checker saw) got wrong, or null. */
+function pluginShapeProblem(plugin: Plugin): string | null {
+  for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
+    if (!STAGE_NAMES.includes(name as StageName)) return `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`;
+    if (typeof hook !== 'function') return `stage ${name} is not a function`;
+  }
+  for (const hook of ['notify', 'configured'] as const) {
+    if (plugin[hook] !== undefined && typeof plugin[hook] !== 'function') return `${hook} is not a function`;
+  }
+  return null;
 }
 
 /** The stages with every plugin's overrides applied; an error is attributed to its plugin and hook. */
@@ -1803,7 +1820,9 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
       stages[name] = (...args: unknown[]) => {
         try {
           const output = hook(...args, next);
-          return output instanceof Promise ? output.catch(attribute) : output;
+          if (!(output instanceof Promise)) return output;
+          if (!ASYNC_STAGES.has(name)) throw new Error(`returned a Promise, but the ${name} stage is synchronous`);
+          return output.catch(attribute);
         } catch (error) {
           return attribute(error);
         }
