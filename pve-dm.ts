@@ -1972,13 +1972,23 @@ export async function saveNotifyState(stateFile: string, fingerprint: string, at
   await writeAtomically(stateFile, `${JSON.stringify({ fingerprint, at })}\n`);
 }
 
+/** A notifier with its settings; one whose `configured` throws counts as configured, so its error is reported. */
+export function isActiveNotifier(plugin: Plugin, setting: Settings): boolean {
+  if (!plugin.notify) return false;
+  try {
+    return plugin.configured?.(setting) ?? true;
+  } catch {
+    return true;
+  }
+}
+
 /** Every configured notifier, each with a time limit; one failing never stops the others. */
 export async function notifyAll(plugins: readonly Plugin[], result: Result, reports: NotifyReports, context: NotifyContext, limitMs = 120_000): Promise<Notification[]> {
-  const active = plugins.filter((plugin) => plugin.notify && (plugin.configured?.(context.setting) ?? true));
   return Promise.all(
-    active.map(async (plugin): Promise<Notification> => {
+    plugins.filter((plugin) => isActiveNotifier(plugin, context.setting)).map(async (plugin): Promise<Notification> => {
       let timer: NodeJS.Timeout | undefined;
       try {
+        plugin.configured?.(context.setting);
         const detail = await Promise.race([
           (plugin.notify as NonNullable<Plugin['notify']>)(result, reports, context),
           new Promise<never>((_, reject) => {
@@ -2149,7 +2159,7 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dir: string | 
   if (loaded.length === 0) return `No plugins in ${dir}.\n`;
   const rows = loaded.map(({ plugin, file }) => {
     const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? ['notify'] : [])];
-    const state = plugin.notify ? ((plugin.configured?.(settings) ?? true) ? 'configured' : 'not configured') : '';
+    const state = plugin.notify ? (isActiveNotifier(plugin, settings) ? 'configured' : 'not configured') : '';
     return [terminalSafe(plugin.name), path.basename(file), hooks.join(', ') || '(nothing)', state];
   });
   return `Plugins in ${dir}, in the order they load:\n${table(['PLUGIN', 'FILE', 'HOOKS', 'NOTIFIER'], rows).map((line) => `  ${line}`).join('\n')}\n`;
@@ -2200,7 +2210,7 @@ export async function main(
     if (options.command === 'plugins') return io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0;
     const plugins = loaded.map(({ plugin }) => plugin);
     const stages = composeStages(defaultStages, plugins);
-    const notifying = plugins.some((plugin) => plugin.notify && (plugin.configured?.(settings) ?? true));
+    const notifying = plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
     const { result, reports, plan } = await runPipeline(stages, {
       root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color,
