@@ -1834,7 +1834,18 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
 
 // ─── Settings: the environment, then pve-dm.conf ─────────────────────────────────────────────
 
-export type Settings = (key: string) => string | undefined;
+/** A setting by name; `secrets` holds the values of every setting whose name says it is one. */
+export interface Settings {
+  (key: string): string | undefined;
+  readonly secrets: readonly string[];
+}
+
+/** Settings from sources in order of precedence (the first that has a non-empty value wins). */
+export function settingsFrom(...sources: ReadonlyMap<string, string>[]): Settings {
+  const lookup = (key: string) => sources.map((source) => source.get(key)).find((value) => value !== undefined && value !== '');
+  const secrets = [...new Set(sources.flatMap((source) => [...source].filter(([key, value]) => SECRET_KEY_RE.test(key) && value.length >= 4).map(([, value]) => value)))];
+  return Object.assign(lookup, { secrets });
+}
 
 const SECRET_KEY_RE = /KEY|SECRET|TOKEN|PASSWORD|WEBHOOK/;
 
@@ -1868,7 +1879,13 @@ export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = 
       throw new UserError(`cannot read the settings file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
   }
-  return (key) => env[key] || fromFile.get(key) || undefined;
+  const fromEnv = new Map(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
+  return settingsFrom(fromEnv, fromFile);
+}
+
+/** A text with every secret value blotted out: what a service echoes back never reaches a log. */
+export function redactSecrets(text: string, secrets: readonly string[]): string {
+  return [...secrets].sort((a, b) => b.length - a.length).reduce((clean, secret) => clean.split(secret).join('[secret]'), text);
 }
 
 // ─── HTTP for notifiers ──────────────────────────────────────────────────────────────────────
@@ -1894,12 +1911,31 @@ export function serviceMessage(body: string): string {
   try {
     const data = JSON.parse(body) as Record<string, unknown>;
     const nested = (data.Messages as { Errors?: { ErrorMessage?: string }[] }[] | undefined)?.[0]?.Errors?.[0]?.ErrorMessage;
-    const found = nested ?? [data.ErrorMessage, data.error_description, data.message, data.error, data.errorDescription].find((v) => typeof v === 'string' && v !== '');
+    const found = nested ?? [data.ErrorMessage, data.error_description, data.errorDescription, data.message, data.error].find((v) => typeof v === 'string' && v !== '');
     if (typeof found === 'string') return clipLine(found);
   } catch {
     // not JSON: the text itself
   }
   return clipLine(body.trim() || 'no body');
+}
+
+/**
+ * Text for a mail or HTTP header as RFC 2047 encoded-words (`=?UTF-8?B?...?=`): whole characters
+ * per word, at most `maxBytes` of UTF-8 each (39 keeps a word within 75 characters). Nothing in
+ * the text, a line break included, can start a header of its own.
+ */
+export function mimeEncodedWords(text: string, maxBytes = 39): string[] {
+  const chunks: string[] = [];
+  let chunk = '';
+  for (const character of text) {
+    if (chunk !== '' && Buffer.byteLength(chunk + character) > maxBytes) {
+      chunks.push(chunk);
+      chunk = '';
+    }
+    chunk += character;
+  }
+  chunks.push(chunk);
+  return chunks.map((word) => `=?UTF-8?B?${Buffer.from(word, 'utf8').toString('base64')}?=`);
 }
 
 const clipLine = (text: string) => terminalSafe(text.replace(/\s+/g, ' ').slice(0, 200));
@@ -1973,7 +2009,7 @@ export async function saveNotifyState(stateFile: string, fingerprint: string, at
 }
 
 /** A notifier with its settings; one whose `configured` throws counts as configured, so its error is reported. */
-export function isActiveNotifier(plugin: Plugin, setting: Settings): boolean {
+export function isActiveNotifier(plugin: Plugin, setting: (key: string) => string | undefined): boolean {
   if (!plugin.notify) return false;
   try {
     return plugin.configured?.(setting) ?? true;
@@ -1984,6 +2020,7 @@ export function isActiveNotifier(plugin: Plugin, setting: Settings): boolean {
 
 /** Every configured notifier, each with a time limit; one failing never stops the others. */
 export async function notifyAll(plugins: readonly Plugin[], result: Result, reports: NotifyReports, context: NotifyContext, limitMs = 120_000): Promise<Notification[]> {
+  const secrets = (context.setting as Partial<Settings>).secrets ?? [];
   return Promise.all(
     plugins.filter((plugin) => isActiveNotifier(plugin, context.setting)).map(async (plugin): Promise<Notification> => {
       let timer: NodeJS.Timeout | undefined;
@@ -1995,9 +2032,9 @@ export async function notifyAll(plugins: readonly Plugin[], result: Result, repo
             timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs);
           }),
         ]);
-        return { plugin: plugin.name, ok: true, detail: detail || 'sent' };
+        return { plugin: plugin.name, ok: true, detail: redactSecrets(detail || 'sent', secrets) };
       } catch (error) {
-        return { plugin: plugin.name, ok: false, detail: new PluginError(plugin.name, 'notify', error).message };
+        return { plugin: plugin.name, ok: false, detail: redactSecrets(new PluginError(plugin.name, 'notify', error).message, secrets) };
       } finally {
         clearTimeout(timer);
       }

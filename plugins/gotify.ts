@@ -1,0 +1,47 @@
+// Gotify (https://gotify.net): POSTs the subject and text summary to <server>/message.
+//
+// Settings:
+//   PVE_DM_GOTIFY_URL    the server's base URL, e.g. https://gotify.example or https://example/gotify/
+//   PVE_DM_GOTIFY_TOKEN  an application token; sent in the X-Gotify-Key header, never in the URL
+//
+// Priority follows the severity (critical 8, warning 5, ok 2); the message is shown as plain text.
+import { definePlugin, severityOf, type Severity } from '../pve-dm.ts';
+
+const PRIORITY: Record<Severity, number> = { critical: 8, warning: 5, ok: 2 };
+
+/** <base>/message, with or without a trailing slash (and any path prefix) on the base. */
+function messageUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error('PVE_DM_GOTIFY_URL is not a URL (expected the server, e.g. https://gotify.example)');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`PVE_DM_GOTIFY_URL must be http or https, not ${url.protocol}`);
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/message`;
+  return url.href;
+}
+
+export default definePlugin({
+  name: 'gotify',
+  configured: (setting) => Boolean(setting('PVE_DM_GOTIFY_URL')),
+  async notify(result, reports, { setting, http }) {
+    const url = messageUrl(setting('PVE_DM_GOTIFY_URL') as string);
+    const token = setting('PVE_DM_GOTIFY_TOKEN');
+    if (!token) throw new Error('PVE_DM_GOTIFY_TOKEN is not set (an application token from the Gotify server)');
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new Error('PVE_DM_GOTIFY_TOKEN holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)');
+    const body = JSON.stringify({
+      title: reports.subject,
+      message: reports.text,
+      priority: PRIORITY[severityOf(result)],
+      extras: { 'client::display': { contentType: 'text/plain' } },
+    });
+    const response = await http({
+      url,
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'user-agent': 'pve-dm', 'x-gotify-key': token },
+      body,
+    });
+    return `HTTP ${response.status}`;
+  },
+});
