@@ -1730,8 +1730,8 @@ export interface Plugin {
   notify?: (result: Result, reports: NotifyReports, context: NotifyContext) => Promise<string | void>;
 }
 
-/** Declares a plugin with full types (the default export of a file in plugins/). */
-export const definePlugin = <const T extends Plugin>(plugin: T): T => plugin;
+/** Declares a plugin with full types (the default export of a file in plugins/); a misspelt hook is a type error. */
+export const definePlugin = (plugin: Plugin): Plugin => plugin;
 
 /** An error a plugin's hook raised, attributed to the plugin and the hook. */
 export class PluginError extends UserError {
@@ -1759,25 +1759,30 @@ function checkPluginOwnership(target: string, kind: 'file' | 'folder'): void {
   }
 }
 
-export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0 } = {}): Promise<LoadedPlugin[]> {
+export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0, required = false } = {}): Promise<LoadedPlugin[]> {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((file) => PLUGIN_FILE_RE.test(file) && !file.endsWith('.d.ts')).sort();
+    files = readdirSync(dir).filter((file) => PLUGIN_FILE_RE.test(file) && !/\.d\.m?ts$/.test(file)).sort();
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return [];
     throw new UserError(`cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-  if (asRoot && files.length > 0) checkPluginOwnership(dir, 'folder');
+  // Every file is checked before any is run.
+  if (asRoot && files.length > 0) {
+    checkPluginOwnership(dir, 'folder');
+    for (const file of files) checkPluginOwnership(path.join(dir, file), 'file');
+  }
   const loaded: LoadedPlugin[] = [];
   for (const file of files) {
     const full = path.join(dir, file);
-    if (asRoot) checkPluginOwnership(full, 'file');
     let module: { default?: unknown };
     try {
       module = await import(pathToFileURL(full).href);
     } catch (error) {
       const hint = /\.m?ts$/.test(file) && /Unknown file extension/.test(String(error)) ? ' (a .ts plugin needs tsx: npx tsx pve-dm.ts)' : '';
-      throw new UserError(`cannot load plugin ${full}: ${(error as Error).message.split('\n')[0]}${hint}`);
+      // esbuild's first line only says that it failed; the next one says where and why.
+      const why = (error as Error).message.split('\n').filter((line) => line.trim() !== '').slice(0, 2).join(' ');
+      throw new UserError(`cannot load plugin ${full}: ${why}${hint}`);
     }
     const plugin = module.default as Plugin | undefined;
     if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
@@ -1794,9 +1799,12 @@ export async function loadPlugins(dir: string, { asRoot = process.getuid?.() ===
 
 const STAGE_NAMES: readonly StageName[] = ['discover', 'parse', 'classify', 'grade', 'report', 'cleanup'];
 const ASYNC_STAGES: ReadonlySet<StageName> = new Set(['discover', 'report']);
+const PLUGIN_KEYS: readonly string[] = ['name', 'stages', 'configured', 'notify'];
 
 /** What a .js plugin (which no type checker saw) got wrong, or null. */
 function pluginShapeProblem(plugin: Plugin): string | null {
+  const unknown = Object.keys(plugin).filter((key) => !PLUGIN_KEYS.includes(key));
+  if (unknown.length > 0) return `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (a plugin has ${PLUGIN_KEYS.join(', ')})`;
   for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
     if (!STAGE_NAMES.includes(name as StageName)) return `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`;
     if (typeof hook !== 'function') return `stage ${name} is not a function`;
@@ -1813,9 +1821,23 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
   for (const plugin of plugins) {
     for (const [name, hook] of Object.entries(plugin.stages ?? {}) as [StageName, (...args: unknown[]) => unknown][]) {
       if (typeof hook !== 'function') continue;
-      const next = stages[name] as (...args: unknown[]) => unknown;
+      const inner = stages[name] as (...args: unknown[]) => unknown;
+      // An error that comes out of `next` is the inner stage's, not this plugin's.
+      const fromNext = new WeakSet<object>();
+      const passUp = (error: unknown): never => {
+        if (typeof error === 'object' && error !== null) fromNext.add(error);
+        throw error;
+      };
+      const next = (...args: unknown[]) => {
+        try {
+          const output = inner(...args);
+          return output instanceof Promise ? output.catch(passUp) : output;
+        } catch (error) {
+          return passUp(error);
+        }
+      };
       const attribute = (error: unknown): never => {
-        throw error instanceof PluginError ? error : new PluginError(plugin.name, name, error);
+        throw error instanceof PluginError || (typeof error === 'object' && error !== null && fromNext.has(error)) ? error : new PluginError(plugin.name, name, error);
       };
       stages[name] = (...args: unknown[]) => {
         try {
@@ -2026,6 +2048,10 @@ export async function notifyAll(plugins: readonly Plugin[], result: Result, repo
       let timer: NodeJS.Timeout | undefined;
       try {
         plugin.configured?.(context.setting);
+      } catch (error) {
+        return { plugin: plugin.name, ok: false, detail: redactSecrets(new PluginError(plugin.name, 'configured', error).message, secrets) };
+      }
+      try {
         const detail = await Promise.race([
           (plugin.notify as NonNullable<Plugin['notify']>)(result, reports, context),
           new Promise<never>((_, reject) => {
@@ -2128,6 +2154,7 @@ interface CliOptions {
   stateFile: string;
   configFile: string | null;
   pluginsDir: string | null;
+  pluginsDirGiven: boolean;
 }
 
 const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
@@ -2187,6 +2214,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     stateFile: values.state as string,
     configFile: values.config ?? null,
     pluginsDir: values['no-plugins'] ? null : (values.plugins ?? path.join(HERE, 'plugins')),
+    pluginsDirGiven: values.plugins !== undefined,
   };
 }
 
@@ -2225,7 +2253,8 @@ export async function main(
   live: LiveNode = {},
 ): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const fail = (message: string, code: number) => {
+  const fail = (raw: string, code: number) => {
+    const message = terminalSafe(raw.replace(/\s*\n\s*/g, ' '));
     io.stderr.write(`pve-dm: ${message}\n`);
     if (wantsJson) io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
     return code;
@@ -2243,7 +2272,7 @@ export async function main(
       return 0;
     }
     const settings = loadSettings(options.configFile ?? path.join(HERE, 'pve-dm.conf'), process.env, { required: options.configFile !== null });
-    const loaded = options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir);
+    const loaded = options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir, { required: options.pluginsDirGiven });
     if (options.command === 'plugins') return io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0;
     const plugins = loaded.map(({ plugin }) => plugin);
     const stages = composeStages(defaultStages, plugins);
@@ -2265,7 +2294,11 @@ export async function main(
         if (options.json) json = (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
         for (const failed of final.notifications.filter((n) => !n.ok)) io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
         // A change nobody was told about is still a change next time.
-        if (options.notify === 'change' && final.notifications.some((n) => n.ok)) await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt);
+        if (options.notify === 'change' && final.notifications.some((n) => n.ok)) {
+          await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: NodeJS.ErrnoException) => {
+            io.stderr.write(`pve-dm: cannot save the notification state to ${options.stateFile}: ${error.code ?? error.message}; the next run will notify again\n`);
+          });
+        }
       }
     }
     if (options.json) io.stdout.write(json ?? '');
@@ -2313,8 +2346,12 @@ function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
 
 const clip = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 
-const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+// A plugin outside a `"type": "module"` package gets a second (CommonJS) copy of this file from
+// tsx: only the first copy may run the command line.
+const FIRST_COPY = Symbol.for('pve-dm.main');
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)) && !(FIRST_COPY in globalThis);
 if (invokedDirectly) {
+  Object.assign(globalThis, { [FIRST_COPY]: true });
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });
