@@ -3,8 +3,8 @@
 // modes (Gotify's own error description, 500, 429 then 200, no answer, connection refused).
 import * as assert from 'uvu/assert';
 import { notificationSubject, notificationText } from '../pve-dm.ts';
-import { refusedUrl, startServer } from './support/http-server.ts';
-import { loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
+import { startServer } from './support/http-server.ts';
+import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
 const gotify = await loadNotifier('gotify');
@@ -104,53 +104,6 @@ test('gotify: a service that echoes the token in its error never gets it into th
   }
 }, 10_000);
 
-test('gotify: HTTP 500 three times: retried, then one line with the service\'s description', async () => {
-  const server = await startServer([{ status: 500, headers: { 'retry-after': '0' }, body: gotifyError(500, 'Internal Server Error', 'database is locked') }]);
-  try {
-    const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url, PVE_DM_GOTIFY_TOKEN: TOKEN });
-    assert.is(outcome?.ok, false);
-    assert.match(outcome?.detail ?? '', /^plugin gotify, hook notify: HTTP 500 after 3 attempts: .*database is locked$/);
-    assert.is(server.received.length, 3);
-    noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('gotify: HTTP 429 then 200: retried after Retry-After with the same body, then delivered', async () => {
-  const server = await startServer([{ status: 429, headers: { 'retry-after': '1' }, body: gotifyError(429, 'Too Many Requests', 'slow down') }, { status: 200, body: '{}' }]);
-  try {
-    const started = Date.now();
-    const outcome = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url, PVE_DM_GOTIFY_TOKEN: TOKEN });
-    assert.equal(outcome, [{ plugin: 'gotify', ok: true, detail: 'HTTP 200' }]);
-    assert.is(server.received.length, 2);
-    assert.ok(Date.now() - started >= 900, 'waited as Retry-After asked');
-    assert.is(server.received[0]?.body, server.received[1]?.body);
-    assert.is(server.received[1]?.headers['x-gotify-key'], TOKEN);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('gotify: a server that never answers fails within the time limit, no token in the detail', async () => {
-  const server = await startServer(['hang']);
-  try {
-    const started = Date.now();
-    const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url, PVE_DM_GOTIFY_TOKEN: TOKEN }, 'multi-pool', 500);
-    assert.is(outcome?.ok, false);
-    assert.match(outcome?.detail ?? '', /^plugin gotify, hook notify: 127\.0\.0\.1:\d+: no answer within 500 ms$/);
-    assert.ok(Date.now() - started < 5_000);
-    noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('gotify: connection refused: one line naming the host, no token', async () => {
-  const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: await refusedUrl(), PVE_DM_GOTIFY_TOKEN: TOKEN });
-  assert.is(outcome?.ok, false);
-  assert.match(outcome?.detail ?? '', /^plugin gotify, hook notify: 127\.0\.0\.1:\d+: ECONNREFUSED/);
-  noToken(outcome?.detail);
-}, 10_000);
+httpFailureModes(test, 'gotify', (url) => ({ PVE_DM_GOTIFY_URL: url, PVE_DM_GOTIFY_TOKEN: TOKEN }), { answer: { status: 200, body: '{"id":1}' }, detail: 'HTTP 200' });
 
 test.run();

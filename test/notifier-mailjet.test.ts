@@ -2,8 +2,8 @@
 // Mailjet's own error shapes, credentials kept out of every message, and the HTTP failure modes.
 import * as assert from 'uvu/assert';
 import { notificationSubject, notificationText, notifyAll } from '../pve-dm.ts';
-import { refusedUrl, startServer, type Received } from './support/http-server.ts';
-import { loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
+import { startServer, type Received } from './support/http-server.ts';
+import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
 const mailjet = await loadNotifier('mailjet');
@@ -202,52 +202,6 @@ test('mailjet: a server that echoes the credentials in its error never gets them
   }
 }, 10_000);
 
-test('mailjet: HTTP 500 is retried, then a one-line failure', async () => {
-  const server = await startServer([{ status: 500, headers: { 'retry-after': '0' }, body: '{"ErrorMessage":"Internal server error"}' }]);
-  try {
-    const [outcome] = await runNotifier(mailjet, settings(server.url));
-    assert.equal(outcome, { plugin: 'mailjet', ok: false, detail: 'plugin mailjet, hook notify: HTTP 500 after 3 attempts: Internal server error' });
-    assert.is(server.received.length, 3);
-    noSecret(outcome?.detail ?? '');
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('mailjet: HTTP 429 then 200: retried, then delivered', async () => {
-  const server = await startServer([{ status: 429, headers: { 'retry-after': '1' }, body: '{"ErrorMessage":"Too many requests"}' }, SUCCESS]);
-  try {
-    const started = Date.now();
-    const outcome = await runNotifier(mailjet, settings(server.url));
-    assert.equal(outcome, [{ plugin: 'mailjet', ok: true, detail: 'sent to 1 recipient' }]);
-    assert.is(server.received.length, 2);
-    assert.ok(Date.now() - started >= 900, 'waited as Retry-After asked');
-    assert.is(server.received[1]?.body, server.received[0]?.body, 'the same body twice');
-    assert.is(server.received[1]?.headers.authorization, BASIC);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('mailjet: a server that never answers fails within the time limit', async () => {
-  const server = await startServer(['hang']);
-  try {
-    const started = Date.now();
-    const [outcome] = await runNotifier(mailjet, settings(server.url), 'multi-pool', 500);
-    assert.is(outcome?.ok, false);
-    assert.match(outcome?.detail ?? '', /^plugin mailjet, hook notify: 127\.0\.0\.1:\d+: no answer within 500 ms$/);
-    assert.ok(Date.now() - started < 4_000, 'gave up promptly');
-  } finally {
-    await server.close();
-  }
-}, 8_000);
-
-test('mailjet: connection refused is one line naming the host', async () => {
-  const [outcome] = await runNotifier(mailjet, settings(await refusedUrl()));
-  assert.is(outcome?.ok, false);
-  assert.match(outcome?.detail ?? '', /^plugin mailjet, hook notify: 127\.0\.0\.1:\d+: ECONNREFUSED/);
-  assert.not.match(outcome?.detail ?? '', /\n/);
-  noSecret(outcome?.detail ?? '');
-}, 5_000);
+httpFailureModes(test, 'mailjet', settings, { answer: SUCCESS, detail: 'sent to 1 recipient' });
 
 test.run();

@@ -3,8 +3,8 @@
 // then 200, no answer, connection refused), with the token never in a failure detail.
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, notificationSubject, notificationText, notifyAll } from '../pve-dm.ts';
-import { refusedUrl, startServer } from './support/http-server.ts';
-import { loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
+import { startServer } from './support/http-server.ts';
+import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
 const ntfy = await loadNotifier('ntfy');
@@ -130,18 +130,6 @@ test('ntfy: a URL without a topic, or a token a header cannot carry, fails clear
   }
 });
 
-test('ntfy: HTTP 500 three times: retried, then one line with the service\'s message, no token', async () => {
-  const server = await startServer([{ status: 500, headers: { 'retry-after': '0' }, body: '{"code":50001,"http":500,"error":"internal server error","link":"https://ntfy.sh/docs"}' }]);
-  try {
-    const [outcome] = await runNotifier(ntfy, { PVE_DM_NTFY_URL: `${server.url}/pve`, PVE_DM_NTFY_TOKEN: TOKEN });
-    assert.is(outcome?.ok, false);
-    assert.is(outcome?.detail, 'plugin ntfy, hook notify: HTTP 500 after 3 attempts: internal server error');
-    assert.is(server.received.length, 3);
-    noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
 
 test('ntfy: a service that echoes the token in its error never gets it into the detail', async () => {
   const server = await startServer([{ status: 401, body: `{"code":40101,"http":401,"error":"unauthorized: token ${TOKEN} is unknown"}` }]);
@@ -154,41 +142,6 @@ test('ntfy: a service that echoes the token in its error never gets it into the 
   }
 }, 10_000);
 
-test('ntfy: HTTP 429 then 200: retried after Retry-After with the same request, then delivered', async () => {
-  const server = await startServer([{ status: 429, headers: { 'retry-after': '1' }, body: '{"code":42901,"http":429,"error":"limit reached: too many requests"}' }, { status: 200, body: '{}' }]);
-  try {
-    const started = Date.now();
-    const outcome = await runNotifier(ntfy, { PVE_DM_NTFY_URL: `${server.url}/pve`, PVE_DM_NTFY_TOKEN: TOKEN });
-    assert.equal(outcome, [{ plugin: 'ntfy', ok: true, detail: 'HTTP 200' }]);
-    assert.is(server.received.length, 2);
-    assert.ok(Date.now() - started >= 900, 'waited as Retry-After asked');
-    const [first, second] = server.received;
-    assert.is(first?.body, second?.body);
-    assert.is(first?.headers.title, second?.headers.title);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('ntfy: a server that never answers fails within the time limit, no token in the detail', async () => {
-  const server = await startServer(['hang']);
-  try {
-    const started = Date.now();
-    const [outcome] = await runNotifier(ntfy, { PVE_DM_NTFY_URL: `${server.url}/pve`, PVE_DM_NTFY_TOKEN: TOKEN }, 'multi-pool', 500);
-    assert.is(outcome?.ok, false);
-    assert.match(outcome?.detail ?? '', /^plugin ntfy, hook notify: 127\.0\.0\.1:\d+: no answer within 500 ms$/);
-    assert.ok(Date.now() - started < 5_000);
-    noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
-}, 10_000);
-
-test('ntfy: connection refused: one line naming the host, no token', async () => {
-  const [outcome] = await runNotifier(ntfy, { PVE_DM_NTFY_URL: `${await refusedUrl()}/pve`, PVE_DM_NTFY_TOKEN: TOKEN });
-  assert.is(outcome?.ok, false);
-  assert.match(outcome?.detail ?? '', /^plugin ntfy, hook notify: 127\.0\.0\.1:\d+: ECONNREFUSED/);
-  noToken(outcome?.detail);
-}, 10_000);
+httpFailureModes(test, 'ntfy', (url) => ({ PVE_DM_NTFY_URL: `${url}/pve-alerts`, PVE_DM_NTFY_TOKEN: TOKEN }), { answer: { status: 200, body: '{"id":"x"}' }, detail: 'HTTP 200' });
 
 test.run();
