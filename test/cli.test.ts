@@ -7,7 +7,7 @@ import path from 'node:path';
 import { load } from 'cheerio/slim';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, HTML_SECTIONS, main, runPipeline, validateHtml } from '../pve-dm.ts';
-import { PROJECT, runCli, SAMPLES, tempDir, test, type CliRun } from './harness.ts';
+import { describeRun, noStackTrace, PROJECT, runCli, SAMPLES, tempDir, test } from './harness.ts';
 
 /** Temporary directories of this file, removed when it exits. */
 const made: string[] = [];
@@ -52,12 +52,7 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-const describe = (run: CliRun) => `exit ${run.code}\n--- stdout\n${run.stdout.slice(0, 2000)}\n--- stderr\n${run.stderr.slice(0, 2000)}`;
-const noStackTrace = (run: CliRun) => {
-  assert.not.match(run.stderr, /^\s+at /m, `no stack trace: ${describe(run)}`);
-  assert.not.match(run.stdout, /^\s+at /m, `no stack trace on stdout: ${describe(run)}`);
-  assert.not.ok(run.stderr.includes('internal error'), `no internal error: ${describe(run)}`);
-};
+const describe = describeRun;
 const sortedWarnings = (warnings: { source?: string; file?: string; line: number | null }[]) =>
   warnings.map((w) => `${w.source ?? w.file}:${w.line}`).sort();
 

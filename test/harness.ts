@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test as uvuTest } from 'uvu';
+import * as assert from 'uvu/assert';
 import type { Capture } from '../pve-dm.ts';
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,12 +37,17 @@ export interface CliRun {
   stderr: string;
 }
 
+/** This machine's environment without its PVE_DM_* settings: a test says which settings it runs with. */
+export function isolatedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PVE_DM_')));
+}
+
 /** Runs pve-dm.ts as a user would, as a separate process, with its own time limit. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), ...args], {
       cwd: PROJECT,
-      env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...env },
+      env: { ...isolatedEnv(), NO_COLOR: undefined, FORCE_COLOR: undefined, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -57,6 +63,26 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+export const describeRun = (run: CliRun) => `exit ${run.code}\n--- stdout\n${run.stdout.slice(0, 3000)}\n--- stderr\n${run.stderr.slice(0, 3000)}`;
+
+/** A user's mistake is one line, never a stack trace or an internal error. */
+export function noStackTrace(run: CliRun): void {
+  assert.not.match(run.stderr, /^\s+at /m, `no stack trace: ${describeRun(run)}`);
+  assert.not.match(run.stdout, /^\s+at /m, `no stack trace on stdout: ${describeRun(run)}`);
+  assert.not.ok(run.stderr.includes('internal error'), `not an internal error: ${describeRun(run)}`);
+}
+
+/** Exit 3 with exactly one line on stderr, `pve-dm: ` and a message that matches; returns the message. */
+export function refusedWith(run: CliRun, message?: string | RegExp): string {
+  assert.is(run.code, 3, describeRun(run));
+  noStackTrace(run);
+  assert.ok(run.stderr.startsWith('pve-dm: ') && run.stderr.endsWith('\n') && run.stderr.split('\n').length === 2, `exactly one line on stderr: ${describeRun(run)}`);
+  const line = run.stderr.slice(0, -1);
+  if (typeof message === 'string') assert.is(line, `pve-dm: ${message}`);
+  else if (message !== undefined) assert.match(line, message, describeRun(run));
+  return line.slice('pve-dm: '.length);
 }
 
 export const tempDir = (prefix = 'pve-dm-test-') => mkdtempSync(path.join(os.tmpdir(), prefix));

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
-import { PROJECT, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
+import { describeRun, isolatedEnv, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
 import { refusedUrl, startServer, type TestServer } from './support/http-server.ts';
 
 const PVE_DM = path.join(PROJECT, 'pve-dm.ts');
@@ -51,29 +51,13 @@ function settingsFile(text: string, mode: number): string {
   return file;
 }
 
-/** The environment of a run: no PVE_DM_* setting of this machine leaks in. */
-function envOf(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const key of Object.keys(process.env)) if (key.startsWith('PVE_DM_')) env[key] = undefined;
-  return { ...env, ...extra };
-}
 
-const run = (args: string[], env: Record<string, string> = {}) => runCli(args, envOf(env));
+const run = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
+const describe = describeRun;
+const refused = (r: CliRun) => refusedWith(r);
 
-const describe = (r: CliRun) => `exit ${r.code}\n--- stdout\n${r.stdout.slice(0, 3000)}\n--- stderr\n${r.stderr.slice(0, 3000)}`;
 
-function noStackTrace(r: CliRun): void {
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${describe(r)}`);
-  assert.not.ok(r.stderr.includes('internal error'), `not an internal error: ${describe(r)}`);
-}
 
-/** Exit 3 with exactly one line on stderr; returns the message. */
-function refused(r: CliRun): string {
-  assert.is(r.code, 3, describe(r));
-  noStackTrace(r);
-  assert.ok(r.stderr.startsWith('pve-dm: ') && r.stderr.endsWith('\n') && r.stderr.split('\n').length === 2, `exactly one line on stderr: ${describe(r)}`);
-  return r.stderr.slice('pve-dm: '.length, -1);
-}
 
 function report(r: CliRun): Record<string, any> {
   try {
@@ -409,9 +393,9 @@ test('no secret on stdout, stderr, in the JSON or HTML report, in what is sent, 
   try {
     // The webhook's URL (with its token) from a 0600 settings file, other secrets in the environment.
     const config = settingsFile(`PVE_DM_WEBHOOK_URL=${server.url}/hooks/${token}\nPVE_DM_MAILJET_SECRET=${mailjet}\n`, 0o600);
-    const env = envOf({ PVE_DM_SLACK_WEBHOOK: `https://hooks.slack.invalid/services/${slack}`, PVE_DM_GOTIFY_TOKEN: gotify, NO_COLOR: '1' });
+    const env = ({ ...isolatedEnv(), PVE_DM_SLACK_WEBHOOK: `https://hooks.slack.invalid/services/${slack}`, PVE_DM_GOTIFY_TOKEN: gotify, NO_COLOR: '1' });
     const args = ['--root', MULTI_POOL, '--json', '--plugins', folder, '--state', path.join(tmp(), 'state.json'), '--config', config];
-    child = spawn(process.execPath, ['--import', 'tsx', PVE_DM, ...args], { cwd: PROJECT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, ['--import', 'tsx', PVE_DM, ...args], { cwd: PROJECT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (chunk) => (stdout += chunk));

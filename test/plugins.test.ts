@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, loadPlugins, notificationSubject, notificationText, notifyAll, type HttpRequest, type Plugin } from '../pve-dm.ts';
-import { PROJECT, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
+import { describeRun, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
 import { startServer } from './support/http-server.ts';
 import { loadNotifier, sampleResult } from './support/notify.ts';
 
@@ -63,33 +63,12 @@ function pluginFolder(files: Record<string, Entry>, type: 'module' | 'commonjs' 
   return dir;
 }
 
-/** The environment of a run: no PVE_DM_* setting of this machine leaks in. */
-function envOf(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const key of Object.keys(process.env)) if (key.startsWith('PVE_DM_')) env[key] = undefined;
-  return { ...env, ...extra };
-}
 
-const run = (args: string[], env: Record<string, string> = {}) => runCli(args, envOf(env));
+const run = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
+const describe = describeRun;
 
-const describe = (r: CliRun) => `exit ${r.code}\n--- stdout\n${r.stdout.slice(0, 3000)}\n--- stderr\n${r.stderr.slice(0, 3000)}`;
 
-function noStackTrace(r: CliRun): void {
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${describe(r)}`);
-  assert.not.match(r.stdout, /^\s+at /m, `no stack trace on stdout: ${describe(r)}`);
-  assert.not.ok(r.stderr.includes('internal error'), `not an internal error: ${describe(r)}`);
-}
 
-/** Exit 3 with exactly one line on stderr, `pve-dm: ` and a message that matches. */
-function refusedWith(r: CliRun, message: string | RegExp): string {
-  assert.is(r.code, 3, describe(r));
-  noStackTrace(r);
-  assert.ok(r.stderr.endsWith('\n') && r.stderr.split('\n').length === 2, `exactly one line on stderr: ${describe(r)}`);
-  const line = r.stderr.slice(0, -1);
-  if (typeof message === 'string') assert.is(line, `pve-dm: ${message}`);
-  else assert.match(line, message, describe(r));
-  return line.slice('pve-dm: '.length);
-}
 
 /** The JSON report of a --json run. */
 function report(r: CliRun): Record<string, any> {
@@ -430,26 +409,27 @@ test('a notifier that never settles is cut off at the time limit, and the others
     const settings: Record<string, string> = { PVE_DM_WEBHOOK_URL: server.url };
     const started = Date.now();
     // Its own limit too: were notifyAll to hang, the server is still closed and the file ends.
-    const outcome = await withTimeout('notifyAll', 5_000, () =>
+    const outcome = await withTimeout('notifyAll', 15_000, () =>
       notifyAll(
         [hangs, webhook],
         result,
         { json, html, subject: notificationSubject(result), text: notificationText(result) },
         { setting: (key) => settings[key], http: (request: HttpRequest) => httpSend({ timeoutMs: 2_000, ...request }), runner: createRunner({ allowChanges: false }) },
-        300,
+        1_500,
       ),
     );
     const elapsed = Date.now() - started;
     assert.equal(outcome, [
-      { plugin: 'notify-hangs', ok: false, detail: 'plugin notify-hangs, hook notify: no result within 0.3 s' },
+      { plugin: 'notify-hangs', ok: false, detail: 'plugin notify-hangs, hook notify: no result within 1.5 s' },
       { plugin: 'webhook', ok: true, detail: 'HTTP 202' },
     ]);
-    assert.ok(elapsed >= 250 && elapsed < 3_000, `cut off at the limit, not before and not much after: ${elapsed} ms`);
+    // The limit is each notifier's own, so it must leave a loaded machine's local request time to finish.
+    assert.ok(elapsed >= 1_400 && elapsed < 8_000, `cut off at the limit, not before and not much after: ${elapsed} ms`);
     assert.is(server.received.length, 1);
   } finally {
     await server.close();
   }
-}, 10_000);
+}, 20_000);
 
 // ─── Types: tsc catches a hook that returns the wrong thing ─────────────────────────────────
 
