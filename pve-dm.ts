@@ -8,9 +8,9 @@
  * plugin can replace or wrap it. Facts this file relies on are referenced to their Proxmox / LVM
  * source in README.md ("How pve-dm decides").
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
@@ -61,15 +61,18 @@ export interface CommandOptions {
   timeoutMs?: number;
   /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
   input?: string;
+  /** For a removal: the journal line appended (and fsynced) before the command runs. */
+  journal?: { file: string; record: JournalRecord };
 }
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
 
 export function createRunner({ allowChanges }: { allowChanges: boolean }): Runner {
-  return (command, args, { mutates = false, timeoutMs = 30_000, input } = {}) => {
+  return (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
     if (mutates && !allowChanges) {
-      return Promise.reject(new UserError(`refused to run "${[command, ...args].join(' ')}": this run may not change the system`));
+      return Promise.reject(new UserError(`refused to run "${[command, ...args].map(shellQuote).join(' ')}": this run may not change the system`));
     }
+    if (journal !== undefined) appendJournal(journal.file, journal.record);
     return new Promise((resolve) => {
       const child = execFile(
         command,
@@ -1337,6 +1340,8 @@ export interface Result extends Classification, Graded {
   vmids: number[] | null;
   /** What each notifier did; filled after the reports it sent were rendered. */
   notifications: Notification[];
+  /** What cleanup did, when it ran (--yes, --dry-run). */
+  cleanup: CleanupOutcome | null;
 }
 
 /** Narrows a classification to the entries and guests of some VMIDs (`--vmid`). */
@@ -1397,6 +1402,7 @@ export function toJson(result: Result) {
     system: result.system,
     warnings: result.warnings.map((w) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) })),
     notifications: result.notifications,
+    cleanup: result.cleanup,
   };
 }
 
@@ -1643,13 +1649,29 @@ async function renderValidatedHtml(result: Result): Promise<string> {
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
-// Stage 6: cleanup. Until interactive cleanup lands, it plans: what it would do, and why not.
+// Stage 6: cleanup. The stage plans; `executeCleanup` carries a plan out through the one runner,
+// under Proxmox's own guest locks, re-checking each entry right before it acts, journalling
+// each removal first. Removing means deactivating: no LV is ever removed.
 // ════════════════════════════════════════════════════════════════════════════════════════════
+
+export type ProblemStatus = 'duplicate' | 'tombstone';
+
+export interface CleanupSelection {
+  only: 'duplicates' | 'tombstones' | null;
+  vmids: number[];
+  names: string[];
+}
+
+export const SELECT_ALL: CleanupSelection = { only: null, vmids: [], names: [] };
 
 export interface PlannedAction {
   name: string;
-  status: 'duplicate' | 'tombstone';
+  uuid: string;
+  status: ProblemStatus;
   reason: Reason;
+  vmid: number | null;
+  open: number;
+  /** `lvchange -an VG/LV` for an LV LVM knows, else `dmsetup remove NAME`. */
   command: string[];
   /** Why the entry must not be touched now; null when it may. */
   blockedBy: string | null;
@@ -1659,31 +1681,275 @@ export interface CleanupPlan {
   actions: PlannedAction[];
 }
 
+/** The command that takes an entry away without losing data: LVM's view stays consistent. */
+const removalCommand = (entry: Classified): string[] =>
+  entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null && entry.reason !== 'partition-of-problem'
+    ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`]
+    : ['dmsetup', 'remove', entry.name];
+
+/** Why an entry must be left alone: open, its guest locked (on any node) or running here. */
+function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>): string | null {
+  const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
+  if (entry.open > 0) return `open ${entry.open} time(s)`;
+  if (entry.lock) return `guest ${entry.vmid} is locked (${entry.lock})`;
+  if (guest?.running && entry.status === 'tombstone') return `guest ${guest.vmid} is running`;
+  return null;
+}
+
+const isProblem = (entry: Classified): entry is Classified & { status: ProblemStatus } => entry.status === 'duplicate' || entry.status === 'tombstone';
+
 /** Duplicates first, then tombstones; a partition before its parent. Never a valid or ignored entry. */
-export function planCleanup(result: Result): CleanupPlan {
+export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
   const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
-  const problems = result.entries.filter((entry): entry is Classified & { status: 'duplicate' | 'tombstone' } => entry.status === 'duplicate' || entry.status === 'tombstone');
   const order = (entry: Classified) => (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
-  const actions = [...problems]
+  const selected = (entry: Classified & { status: ProblemStatus }) =>
+    (selection.only === null || selection.only === `${entry.status}s`) &&
+    (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
+    (selection.names.length === 0 || selection.names.includes(entry.name) || selection.names.includes(entry.realName));
+  const actions = result.entries
+    .filter(isProblem)
+    .filter(selected)
     .sort((a, b) => order(a) - order(b))
-    .map((entry) => {
-      const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
-      const blockedBy =
-        entry.open > 0 ? `open ${entry.open} time(s)` : entry.lock ? `guest ${entry.vmid} is locked (${entry.lock})` : guest?.running && entry.status === 'tombstone' ? `guest ${guest.vmid} is running` : null;
-      const command = entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`] : ['dmsetup', 'remove', entry.name];
-      return { name: entry.name, status: entry.status, reason: entry.reason, command, blockedBy };
-    });
+    .map((entry) => ({
+      name: entry.name, uuid: entry.uuid, status: entry.status, reason: entry.reason, vmid: entry.vmid, open: entry.open,
+      command: removalCommand(entry), blockedBy: blockerOf(entry, guests),
+    }));
   return { actions };
 }
 
-export function renderPlan(plan: CleanupPlan): string {
+export function renderPlan(plan: CleanupPlan, heading = 'Cleanup plan (nothing was changed; run with --yes to carry it out):'): string {
   if (plan.actions.length === 0) return '';
-  const lines = ['', 'Cleanup plan (nothing was changed; interactive cleanup is not available yet):'];
+  const lines = ['', heading];
   for (const action of plan.actions) {
     const command = action.command.map(shellQuote).join(' ');
     lines.push(action.blockedBy === null ? `  would run: ${terminalSafe(command)}` : `  would skip ${terminalSafe(action.name)}: ${terminalSafe(action.blockedBy)}`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+// ─── Locks: Proxmox's own, taken as Proxmox takes them (flock, 10 s) ─────────────────────────
+
+/** Releases a lock. */
+export type Release = () => Promise<void>;
+export type Locker = (file: string, waitSeconds: number) => Promise<Release | null>;
+
+/** The lock file Proxmox takes for a guest's config (QemuConfig / LXC::Config config_file_lock). */
+export const guestLockFile = (vmid: number, type: GuestType) => (type === 'lxc' ? `/run/lock/lxc/pve-config-${vmid}.lock` : `/var/lock/qemu-server/lock-${vmid}.conf`);
+export const PVE_DM_LOCK = '/run/lock/pve-dm.lock';
+
+/**
+ * flock(1) holds the lock for as long as its child runs; the child, a node that reads its stdin,
+ * says when it has the lock and ends when we close its stdin. Null: not had within the wait.
+ */
+export const flockLocker: Locker = async (file, waitSeconds) => {
+  await mkdir(path.dirname(file), { recursive: true });
+  const holder = "process.stdout.write('locked\\n');process.stdin.resume();process.stdin.on('end',()=>process.exit(0))";
+  const child = spawn('flock', ['-w', String(waitSeconds), file, process.execPath, '-e', holder], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const got = await new Promise<boolean>((resolve) => {
+    child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve(true));
+    child.on('error', () => resolve(false));
+    child.on('exit', () => resolve(false));
+  });
+  if (!got) {
+    child.kill();
+    return null;
+  }
+  return () =>
+    new Promise<void>((resolve) => {
+      child.on('exit', () => resolve());
+      child.stdin.end();
+    });
+};
+
+// ─── The journal: one fsynced line per removal, written before the removal ──────────────────
+
+export interface JournalRecord {
+  id: string;
+  run: string;
+  at: string;
+  node: string;
+  name: string;
+  uuid: string;
+  open: number;
+  /** `dmsetup table` of the entry right before it went: what restoring a mapping needs. */
+  table: string;
+  status: ProblemStatus;
+  reason: Reason;
+  action: 'lvchange -an' | 'dmsetup remove';
+  vg: string | null;
+  lv: string | null;
+}
+
+export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
+
+export function appendJournal(file: string, record: JournalRecord): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const fd = openSync(file, 'a', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(record)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function readJournal(file: string): JournalRecord[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new UserError(`cannot read the journal ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  return lines(text).flatMap((line, index) => {
+    if (line.trim() === '') return [];
+    try {
+      const record = JSON.parse(line) as JournalRecord;
+      if (typeof record.id === 'string' && typeof record.name === 'string' && typeof record.run === 'string') return [record];
+    } catch {
+      // reported below
+    }
+    throw new UserError(`${file}:${index + 1}: not a journal line`);
+  });
+}
+
+// ─── Carrying a plan out ────────────────────────────────────────────────────────────────────
+
+export interface CleanupContext {
+  /** The one runner; it refuses changes under --report-only and --dry-run. */
+  runner: Runner;
+  /** The capture the plan came from; re-checks re-read what can change under it. */
+  capture: Capture;
+  liveRoot: string;
+  journal: string;
+  run: string;
+  lock?: Locker;
+  now?: () => Date;
+}
+
+export interface CleanupOutcome {
+  removed: { name: string; command: string[]; journal: string }[];
+  skipped: { name: string; why: string }[];
+  failed: { name: string; error: string }[];
+}
+
+/**
+ * The entry as it is now: its dm line read again, every guest config and the running guests
+ * read again, and the whole classification run again with them. Null when the entry is gone.
+ */
+async function recheck(name: string, context: CleanupContext): Promise<{ entry: Classified; guests: Map<number, GuestSummary> } | null> {
+  const info = await context.runner('dmsetup', [...DM_INFO_ARGS, name]);
+  if (info.exitCode !== 0) return null;
+  const fresh = parseDmsetupInfo(info.stdout).entries[0];
+  if (fresh === undefined || fresh.name !== name) return null;
+  const running = await liveRunningGuests(context.liveRoot);
+  const state = parse({ ...context.capture, configs: readConfigs(context.liveRoot), running: running.map((vmid) => `${vmid}\n`).join('') });
+  state.entries = state.entries.map((entry) => (entry.name === name ? fresh : entry));
+  const classification = classify(state);
+  const entry = classification.entries.find((candidate) => candidate.name === name);
+  return entry === undefined ? null : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])) };
+}
+
+/** Every planned action that may go, in order; one failure never stops the rest. */
+export async function executeCleanup(plan: CleanupPlan, context: CleanupContext, onStep: (text: string) => void = () => undefined): Promise<CleanupOutcome> {
+  const lock = context.lock ?? flockLocker;
+  const root = (file: string) => path.join(context.liveRoot, file);
+  const outcome: CleanupOutcome = { removed: [], skipped: [], failed: [] };
+  const releaseRun = await lock(root(PVE_DM_LOCK), 0);
+  if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
+  try {
+    const typeOf = new Map(context.capture.configs.map((config) => [config.vmid, config.type]));
+    for (const action of plan.actions) {
+      if (action.blockedBy !== null) {
+        outcome.skipped.push({ name: action.name, why: action.blockedBy });
+        continue;
+      }
+      onStep(`checking ${action.name}`);
+      // A guest nobody has yet (a VMID that exists nowhere) is locked as a VM: `qm create` takes that lock.
+      const guestLock = action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
+      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, 10);
+      if (releaseGuest === null) {
+        outcome.skipped.push({ name: action.name, why: `guest ${action.vmid}'s lock is held by someone else (${guestLock})` });
+        continue;
+      }
+      try {
+        await removeOne(action, context, outcome, onStep);
+      } finally {
+        await releaseGuest();
+      }
+    }
+  } finally {
+    await releaseRun();
+  }
+  return outcome;
+}
+
+async function removeOne(action: PlannedAction, context: CleanupContext, outcome: CleanupOutcome, onStep: (text: string) => void): Promise<void> {
+  const now = await recheck(action.name, context);
+  if (now === null) return void outcome.skipped.push({ name: action.name, why: 'gone already' });
+  const { entry, guests } = now;
+  const why =
+    !isProblem(entry) ? `now ${entry.status} (${entry.reason})` : entry.uuid !== action.uuid ? 'it is not the same device any more (its uuid changed)' : blockerOf(entry, guests);
+  if (why !== null) return void outcome.skipped.push({ name: action.name, why });
+  const command = removalCommand(entry);
+  const table = await context.runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
+  const record: JournalRecord = {
+    id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`, run: context.run, at: (context.now?.() ?? new Date()).toISOString(), node: context.capture.hostname,
+    name: entry.name, uuid: entry.uuid, open: entry.open, table: table.exitCode === 0 ? tableText(table.stdout) : '', status: entry.status as ProblemStatus,
+    reason: entry.reason, action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove', vg: entry.vg, lv: entry.lv,
+  };
+  onStep(`${command.join(' ')}`);
+  let result: CommandResult;
+  try {
+    result = await context.runner(command[0] as string, command.slice(1), { mutates: true, journal: { file: context.journal, record } });
+  } catch (error) {
+    return void outcome.skipped.push({ name: action.name, why: (error as Error).message });
+  }
+  if (result.exitCode === 0) outcome.removed.push({ name: entry.name, command, journal: record.id });
+  else outcome.failed.push({ name: entry.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
+}
+
+/** The table lines of `dmsetup table NAME`, without the name (what `dmsetup create` reads back). */
+const tableText = (stdout: string) => lines(stdout).map((line) => line.replace(/^.+?: (?=\d+ \d+ )/, '')).join('\n');
+
+export interface RestoreOutcome {
+  restored: string[];
+  refused: { name: string; why: string }[];
+  failed: { name: string; error: string }[];
+}
+
+/** Brings journalled entries back: the LV activated again, or the mapping created again with its uuid and table. */
+export async function restoreEntries(records: JournalRecord[], context: Pick<CleanupContext, 'runner' | 'liveRoot'> & { lock?: Locker }): Promise<RestoreOutcome> {
+  const lock = context.lock ?? flockLocker;
+  const outcome: RestoreOutcome = { restored: [], refused: [], failed: [] };
+  const releaseRun = await lock(path.join(context.liveRoot, PVE_DM_LOCK), 0);
+  if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
+  try {
+    // Parents before their partitions: the reverse of the order they went in.
+    for (const record of [...records].reverse()) {
+      const exists = await context.runner('dmsetup', [...DM_INFO_ARGS, record.name]);
+      if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
+        outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
+        continue;
+      }
+      const [command, args, input] =
+        record.action === 'lvchange -an'
+          ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
+          : ['dmsetup', ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])], `${record.table}\n`];
+      let result: CommandResult;
+      try {
+        result = await context.runner(command as string, args as string[], { mutates: true, input: input as string | undefined });
+      } catch (error) {
+        outcome.refused.push({ name: record.name, why: (error as Error).message });
+        continue;
+      }
+      if (result.exitCode === 0) outcome.restored.push(record.name);
+      else outcome.failed.push({ name: record.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
+    }
+  } finally {
+    await releaseRun();
+  }
+  return outcome;
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -2078,7 +2344,7 @@ export interface Stages {
   classify: (state: ParsedState) => Classification;
   grade: (classification: Classification) => Graded;
   report: (result: Result, options: ReportOptions) => Promise<Reports>;
-  cleanup: (result: Result) => CleanupPlan;
+  cleanup: (result: Result, selection: CleanupSelection) => CleanupPlan;
 }
 
 export const defaultStages: Stages = { discover, parse, classify, grade, report, cleanup: planCleanup };
@@ -2095,9 +2361,12 @@ export interface RunOptions {
   color: boolean;
   runner: Runner;
   now?: Date;
+  /** Which problems cleanup considers (--only, --vmid, --name); all of them by default. */
+  selection?: CleanupSelection;
 }
 
 export interface RunOutput {
+  capture: Capture;
   result: Result;
   reports: Reports;
   plan: CleanupPlan;
@@ -2110,16 +2379,18 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
   const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids) : full;
   const graded = stages.grade(classification);
   const result: Result = {
-    ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [],
+    ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [], cleanup: null,
   };
   const reports = await stages.report(result, { json: options.json, console: options.console, html: options.html, color: options.color });
-  return { result, reports, plan: stages.cleanup(result) };
+  return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
 }
 
 const USAGE = `Usage:
   pve-dm.ts [options]                 analyse this node (or a capture with --root)
   pve-dm.ts capture DIR [--anonymise] write this node's state to DIR, for bug reports and offline analysis
   pve-dm.ts plugins                   list the plugins loaded and what each hooks
+  pve-dm.ts journal                   list what cleanup removed (the journal)
+  pve-dm.ts restore --last | ID...    bring back what the last cleanup run (or journal entry ID) removed
 
 Options:
   --root DIR        analyse the capture in DIR instead of the live node
@@ -2128,6 +2399,12 @@ Options:
   --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
   --vmid N          narrow the report to guest N (repeatable)
   --no-color        no colour (NO_COLOR is honoured too)
+  --yes             carry the cleanup out without asking (every problem that passes the safety checks)
+  --dry-run         go through the cleanup, changing nothing: show what it would run
+  --only KIND       cleanup: duplicates or tombstones only
+  --name DMNAME     cleanup: this entry only (repeatable); --vmid N narrows cleanup too
+  --journal FILE    the cleanup journal (default /var/lib/pve-dm/journal.jsonl)
+  --last            with restore: every entry the last cleanup run removed
   --notify MODE     always | problems (default) | change: when configured notifiers send
   --state FILE      where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)
   --config FILE     settings file (default pve-dm.conf beside pve-dm.ts)
@@ -2141,7 +2418,7 @@ Exit codes: 0 healthy (grade A+, no warnings); 1 tombstones or warnings; 2 dupli
 3 could not analyse. A failed notification is reported and does not change the exit code.`;
 
 interface CliOptions {
-  command: 'analyse' | 'capture' | 'plugins' | 'help' | 'version';
+  command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'help' | 'version';
   captureDir: string | null;
   root: string | undefined;
   reportOnly: boolean;
@@ -2155,6 +2432,12 @@ interface CliOptions {
   configFile: string | null;
   pluginsDir: string | null;
   pluginsDirGiven: boolean;
+  yes: boolean;
+  dryRun: boolean;
+  selection: CleanupSelection;
+  journal: string;
+  restoreIds: string[];
+  restoreLast: boolean;
 }
 
 const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
@@ -2177,6 +2460,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
         config: { type: 'string' },
         plugins: { type: 'string' },
         'no-plugins': { type: 'boolean', default: false },
+        yes: { type: 'boolean', short: 'y', default: false },
+        'dry-run': { type: 'boolean', default: false },
+        only: { type: 'string' },
+        name: { type: 'string', multiple: true, default: [] },
+        journal: { type: 'string', default: DEFAULT_JOURNAL },
+        last: { type: 'boolean', default: false },
         anonymise: { type: 'boolean', default: false },
         anonymize: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -2194,14 +2483,19 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   const notify = values.notify as NotifyMode;
   if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${values.notify}: use always, problems or change`);
   const [command, ...rest] = positionals;
-  if (command !== undefined && command !== 'capture' && command !== 'plugins') throw new UserError(`unknown command "${command}" (see --help)`);
+  const commands = ['capture', 'plugins', 'journal', 'restore'];
+  if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}" (see --help)`);
   if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory: pve-dm.ts capture DIR');
-  if (command !== 'capture' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
+  if (command === 'restore' && (rest.length > 0) === Boolean(values.last)) throw new UserError('restore needs --last or journal entry IDs (see pve-dm.ts journal), not both');
+  if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
+  if (values.only !== undefined && values.only !== 'duplicates' && values.only !== 'tombstones') throw new UserError(`--only ${values.only}: use duplicates or tombstones`);
+  if ((values.yes || values['dry-run']) && values.root !== undefined) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
+  if (values['report-only'] && (values.yes || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
   const anonymise = Boolean(values.anonymise || values.anonymize);
   if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
   if (values.plugins !== undefined && values['no-plugins']) throw new UserError('--plugins and --no-plugins exclude each other');
   return {
-    command: values.help ? 'help' : values.version ? 'version' : (command as 'capture' | 'plugins' | undefined) ?? 'analyse',
+    command: values.help ? 'help' : values.version ? 'version' : (command as 'capture' | 'plugins' | 'journal' | 'restore' | undefined) ?? 'analyse',
     captureDir: command === 'capture' ? (rest[0] ?? null) : null,
     root: values.root,
     reportOnly: Boolean(values['report-only']),
@@ -2215,6 +2509,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     configFile: values.config ?? null,
     pluginsDir: values['no-plugins'] ? null : (values.plugins ?? path.join(HERE, 'plugins')),
     pluginsDirGiven: values.plugins !== undefined,
+    yes: Boolean(values.yes),
+    dryRun: Boolean(values['dry-run']),
+    selection: { only: (values.only as CleanupSelection['only']) ?? null, vmids, names: values.name ?? [] },
+    journal: values.journal as string,
+    restoreIds: command === 'restore' ? rest : [],
+    restoreLast: Boolean(values.last),
   };
 }
 
@@ -2240,6 +2540,39 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await rename(temporary, file);
 }
 
+export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
+  const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
+  for (const removed of outcome.removed) lines.push(`  removed  ${terminalSafe(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`);
+  for (const skipped of outcome.skipped) lines.push(`  skipped  ${terminalSafe(skipped.name)}: ${terminalSafe(skipped.why)}`);
+  for (const failed of outcome.failed) lines.push(`  FAILED   ${terminalSafe(failed.name)}: ${terminalSafe(failed.error)}`);
+  lines.push(`  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? '; undo with: pve-dm.ts restore --last' : ''}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderJournal(records: JournalRecord[], json: boolean): string {
+  if (json) return `${JSON.stringify(records, null, 2)}\n`;
+  if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
+  const rows = records.map((r) => [r.id, r.at, terminalSafe(r.name), r.action, r.reason]);
+  return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON'], rows).join('\n')}\n`;
+}
+
+async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: string, io: { stdout: { write(text: string): unknown }; stderr: { write(text: string): unknown } }): Promise<number> {
+  const journal = readJournal(options.journal);
+  const lastRun = journal.at(-1)?.run;
+  const records = options.restoreLast ? journal.filter((record) => record.run === lastRun) : options.restoreIds.map((id) => journal.find((record) => record.id === id) ?? id);
+  const unknown = records.filter((record): record is string => typeof record === 'string');
+  if (unknown.length > 0) throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see pve-dm.ts journal)`);
+  if (records.length === 0) throw new UserError(`the journal ${options.journal} is empty: nothing to restore`);
+  const outcome = await restoreEntries(records as JournalRecord[], { runner, liveRoot });
+  const lines = [
+    ...outcome.restored.map((name) => `restored ${terminalSafe(name)}`),
+    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${why}`),
+    ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
+  ];
+  io.stdout.write(options.json ? `${JSON.stringify(outcome, null, 2)}\n` : `${lines.join('\n')}\n`);
+  return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
+}
+
 /** The live node as main sees it; tests replace the runner and the file tree. */
 export interface LiveNode {
   runner?: Runner;
@@ -2263,7 +2596,12 @@ export async function main(
     const options = parseCli(argv, process.env, io.isTty);
     if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
     if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
-    const runner = live.runner ?? createRunner({ allowChanges: false });
+    // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
+    const allowChanges = (options.yes || options.command === 'restore') && !options.dryRun && !options.reportOnly;
+    const runner = live.runner ?? createRunner({ allowChanges });
+    const liveRoot = live.liveRoot ?? '/';
+    if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), options.json)), 0;
+    if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);
     if (options.command === 'capture') {
       const capture = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
       await writeCapture(options.captureDir as string, options.anonymise ? anonymiseCapture(capture) : capture);
@@ -2278,8 +2616,8 @@ export async function main(
     const stages = composeStages(defaultStages, plugins);
     const notifying = plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
-    const { result, reports, plan } = await runPipeline(stages, {
-      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color,
+    const { capture, result, reports, plan } = await runPipeline(stages, {
+      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
       json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
     });
     let final = result;
@@ -2301,8 +2639,7 @@ export async function main(
         }
       }
     }
-    if (options.json) io.stdout.write(json ?? '');
-    else io.stdout.write(reports.console ?? '');
+    if (!options.json) io.stdout.write(reports.console ?? '');
     let exitCode: number = result.exitCode;
     if (reports.html !== undefined && (options.htmlFile !== null || !options.json)) {
       const file = options.htmlFile ?? path.join(HERE, 'reports', reportFileName(result.node, now));
@@ -2319,7 +2656,18 @@ export async function main(
       io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
     }
     if (options.json) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-    if (!options.reportOnly && !options.json) io.stdout.write(renderPlan(plan));
+    if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
+      const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+      const cleanup = await executeCleanup(plan, { runner, capture, liveRoot, journal: options.journal, run }, (step) => io.stderr.write(`pve-dm: ${terminalSafe(step)}\n`));
+      final = { ...final, cleanup };
+      if (!options.json) io.stdout.write(renderCleanup(cleanup, options.dryRun));
+      for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);
+      if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
+      if (options.json) json = (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+    } else if (!options.reportOnly && !options.json) {
+      io.stdout.write(renderPlan(plan));
+    }
+    if (options.json) io.stdout.write(json ?? '');
     return exitCode;
   } catch (error) {
     if (error instanceof UserError) return fail(error.message, error.exitCode);

@@ -356,7 +356,7 @@ test('a migration in flight: the entry carries the remote guest\'s lock, and cle
     configs: [config(300, 'lock: migrate\nscsi0: san:vm-300-disk-0\n', { node: 'pve2' }), config(301, 'scsi0: san:vm-301-disk-0\n', { node: 'pve2' })],
   }));
   assert.equal(result.entries.map((e) => [e.reason, e.lock]), [['guest-on-other-node', 'migrate'], ['guest-on-other-node', null]]);
-  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [] });
+  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
   assert.equal(plan.actions.map((a) => [a.name, a.blockedBy, a.command.join(' ')]), [
     ['san01-vm--300--disk--0', 'guest 300 is locked (migrate)', 'lvchange -an san01/vm-300-disk-0'],
     ['san01-vm--301--disk--0', null, 'lvchange -an san01/vm-301-disk-0'],

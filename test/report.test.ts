@@ -36,7 +36,7 @@ async function sample(name: string, vmids: number[] = []) {
 function resultOf(c: Capture, vmids: number[] = []): Result {
   const full = classify(parse(c));
   const classification: Classification = vmids.length > 0 ? narrowToGuests(full, vmids) : full;
-  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: vmids.length > 0 ? vmids : null, notifications: [] };
+  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: vmids.length > 0 ? vmids : null, notifications: [], cleanup: null };
 }
 
 const uuid = (lv: string) => `LVM-${'V'.repeat(32)}${lv.padEnd(32, 'x').slice(0, 32)}`;

@@ -1,0 +1,195 @@
+# kernel.guest.sh PROJECT [MODE] - runs INSIDE the dm-vm.sh guest (busybox sh, real kernel, real
+# dmsetup/lvm). Started by kernel-test.sh (npm run test:kernel); do not run it on a real host.
+#
+# Builds a Proxmox VE node "pve1" on loop devices: VG pve (root, swap, thin pool data) and the
+# shared thick VG ssd-ha01, real LVs for the guests of /etc/pve (written here), stale and
+# hand-made entries, a running VM and a running container (stand-ins: fake-guest.mjs), a
+# stand-in pveversion; then runs kernel.test.mjs, which runs pve-dm against this live system.
+# MODE: all (default), classify (classification only) or cleanup.
+ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE]}
+MODE=${2:-all}
+
+log() { echo ">>> $*" >&2; }
+# x CMD...: a setup step; the whole run fails when it does
+x() { "$@" || { echo "KERNEL-SETUP FAILED (rc=$?): $*" >&2; exit 1; }; }
+
+t0=$(cut -d' ' -f1 /proc/uptime)
+x modprobe -a dm_mod dm_thin_pool dm_zero dm_snapshot loop
+x hostname pve1
+
+# ---- block devices and volume groups ---------------------------------------------------
+cd /tmp || exit 1
+mkloop() {  # mkloop N FILE SIZE (busybox losetup has no --show)
+    [ -b "/dev/loop$1" ] || mknod "/dev/loop$1" b 7 "$1"
+    truncate -s "$3" "/tmp/$2" && losetup "/dev/loop$1" "/tmp/$2"
+}
+x mkloop 0 pve.img 1G
+x mkloop 1 ssd-ha01.img 256M
+
+# VG pve as the Proxmox installer makes it: swap, root, thin pool data (storage local-lvm)
+x pvcreate -q /dev/loop0
+x vgcreate -q pve /dev/loop0
+x lvcreate -q -L 32M -n swap pve
+x lvcreate -q -L 64M -n root pve
+x lvcreate -q -L 256M -T pve/data
+# lvmthin alloc_image: lvcreate -aly -V SIZE --name NAME --thinpool VG/POOL; no autoactivation
+thin() {
+    x lvcreate -q -aly -V "$2" --name "$1" --thinpool pve/data
+    x lvchange -q --setautoactivation n "pve/$1"
+}
+thin vm-100-disk-0 4G
+thin vm-100-disk-1 1G
+thin vm-100-cloudinit 4M
+thin vm-100-disk-7 1G          # VM 100 exists, but no config references this disk
+thin vm-200-disk-0 2G          # CT 200's rootfs
+thin vm-888-disk-0 1G          # guest 888 exists on no node
+# template 9000 (create_base: rename to base-, read-only, activation skip), kept active
+thin vm-9000-disk-0 1G
+x lvrename -q pve vm-9000-disk-0 base-9000-disk-0
+x lvchange -q -pr -ky pve/base-9000-disk-0
+x lvchange -q -ay -K pve/base-9000-disk-0
+# VM 101: linked clone of the template (a thin snapshot of the base volume)
+x lvcreate -q -n vm-101-disk-0 -prw -kn -s pve/base-9000-disk-0
+x lvchange -q -ay -K pve/vm-101-disk-0
+# VM 100's snapshot "before" (volume_snapshot: lvcreate -n snap_<vol>_<snap> -pr -s), activated
+x lvcreate -q -n snap_vm-100-disk-0_before -pr -s pve/vm-100-disk-0
+x lvchange -q -ay -K pve/snap_vm-100-disk-0_before
+
+# VG ssd-ha01: shared thick LVM (PVE 9 alloc_image: -aly -Wy --setautoactivation n --addtag)
+x pvcreate -q /dev/loop1
+x vgcreate -q ssd-ha01 /dev/loop1
+thick() {  # thick NAME SIZE VMID
+    x lvcreate -q -aly -Wy --yes --size "$2" --name "$1" --setautoactivation n --addtag "pve-vm-$3" ssd-ha01
+}
+thick vm-119-disk-0 32M 119    # VM 119 on pve1
+thick vm-300-disk-0 16M 300    # VM 300 lives on pve2 (left active here after a migration)
+thick vm-777-disk-0 16M 777    # guest 777 exists nowhere; held open below
+
+# hand-made entries: a duplicate of VM 119's disk (same table), a stale zero mapping
+T119=$(dmsetup table ssd--ha01-vm--119--disk--0) || exit 1
+x dmsetup create ssd--ha01-vm--119--disk--0-dup --table "$T119"
+x dmsetup create ssd--ha01-vm--889--disk--0 --table '0 2048 zero'
+
+# ---- /etc/pve ------------------------------------------------------------------------------
+P=/etc/pve/nodes
+x mkdir -p $P/pve1/qemu-server $P/pve1/lxc $P/pve2/qemu-server $P/pve2/lxc
+cat > /etc/pve/storage.cfg <<'EOF'
+dir: local
+	path /var/lib/vz
+	content iso,vztmpl,backup
+
+lvmthin: local-lvm
+	thinpool data
+	vgname pve
+	content rootdir,images
+
+lvm: ssd-ha01
+	vgname ssd-ha01
+	content images,rootdir
+	saferemove 0
+	shared 1
+
+EOF
+cat > $P/pve1/qemu-server/100.conf <<'EOF'
+boot: order=scsi0;ide2
+cores: 2
+ide2: local-lvm:vm-100-cloudinit,media=cdrom
+memory: 2048
+meta: creation-qemu=9.2.0,ctime=1763000000
+name: web01
+net0: virtio=BC:24:11:00:01:00,bridge=vmbr0
+ostype: l26
+parent: before
+scsi0: local-lvm:vm-100-disk-0,iothread=1,size=4G
+scsi1: local-lvm:vm-100-disk-1,iothread=1,size=1G
+scsihw: virtio-scsi-single
+smbios1: uuid=0b8e8c2e-4f5e-4d7a-9a51-6a0f0c1d0100
+vmgenid: 6f1c2d3e-0000-4000-8000-000000000100
+
+[before]
+boot: order=scsi0;ide2
+cores: 2
+ide2: local-lvm:vm-100-cloudinit,media=cdrom
+memory: 2048
+name: web01
+scsi0: local-lvm:vm-100-disk-0,iothread=1,size=4G
+scsi1: local-lvm:vm-100-disk-1,iothread=1,size=1G
+scsihw: virtio-scsi-single
+snaptime: 1763100000
+EOF
+cat > $P/pve1/qemu-server/101.conf <<'EOF'
+cores: 1
+memory: 1024
+name: clone101
+net0: virtio=BC:24:11:00:01:01,bridge=vmbr0
+scsi0: local-lvm:base-9000-disk-0/vm-101-disk-0,size=1G
+scsihw: virtio-scsi-single
+EOF
+cat > $P/pve1/qemu-server/119.conf <<'EOF'
+cores: 2
+memory: 4096
+name: fs119
+scsi0: ssd-ha01:vm-119-disk-0,size=32M
+scsihw: virtio-scsi-single
+EOF
+cat > $P/pve1/qemu-server/9000.conf <<'EOF'
+cores: 1
+memory: 1024
+name: tmpl-debian
+scsi0: local-lvm:base-9000-disk-0,size=1G
+scsihw: virtio-scsi-single
+template: 1
+EOF
+cat > $P/pve1/lxc/200.conf <<'EOF'
+arch: amd64
+cores: 1
+hostname: ct200
+memory: 512
+ostype: debian
+rootfs: local-lvm:vm-200-disk-0,size=2G
+swap: 512
+EOF
+cat > $P/pve2/qemu-server/300.conf <<'EOF'
+cores: 1
+memory: 1024
+name: app300
+scsi0: ssd-ha01:vm-300-disk-0,size=16M
+EOF
+
+# ---- the rest of a node ------------------------------------------------------------------
+cat > /usr/bin/pveversion <<'EOF'
+#!/bin/sh
+echo 'pve-manager/9.1.2/0123456789abcdef (running kernel: 6.14.11-4-pve)'
+EOF
+chmod 755 /usr/bin/pveversion
+x mkdir -p /run/qemu-server /run/lock/qemu-server /run/lock/lxc /var/lib/pve-dm
+
+# a stale LV held open (by "someone"): cleanup must refuse it
+sh -c 'exec 3</dev/mapper/ssd--ha01-vm--777--disk--0; exec sleep 100000' &
+
+# running VM 101: QEMU as qemu-server starts it, from a node binary linked as /usr/bin/kvm
+NODE=$(sed -n 's/^exec \(\/host\/[^ ]*\) .*/\1/p' /usr/bin/node)
+[ -x "$NODE" ] || { echo "KERNEL-SETUP FAILED: no node at /host (is DMVM_HOSTROOT=0?)" >&2; exit 1; }
+x ln -s "$NODE" /usr/bin/kvm
+/usr/bin/kvm "$ROOT/test/kernel/fake-guest.mjs" -id 101 -name clone101,debug-threads=on \
+    -chardev socket,id=qmp,path=/var/run/qemu-server/101.qmp,server=on,wait=off \
+    -pidfile /var/run/qemu-server/101.pid -daemonize -smp 1 -m 1024 \
+    -drive file=/dev/mapper/pve-vm--101--disk--0,if=none,id=drive-scsi0,format=raw &
+# running CT 200: its LXC command socket, its rootfs held open
+node "$ROOT/test/kernel/fake-guest.mjs" lxc 200 /run/fake-lxc-200.ready /dev/mapper/pve-vm--200--disk--0 &
+i=0
+while ! { [ -s /run/qemu-server/101.pid ] && [ -s /run/fake-lxc-200.ready ]; }; do
+    i=$((i + 1)); [ $i -le 600 ] || { echo "KERNEL-SETUP FAILED: fake guests did not start" >&2; exit 1; }
+    sleep 0.5
+done
+
+t1=$(cut -d' ' -f1 /proc/uptime)
+log "node pve1 built in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s: $(dmsetup ls | wc -l) dm entries"
+
+# ---- the tests -----------------------------------------------------------------------------
+cd "$ROOT" || exit 1
+node test/kernel/kernel.test.mjs "$MODE"
+rc=$?
+t2=$(cut -d' ' -f1 /proc/uptime)
+log "tests took $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')s (guest clock)"
+exit $rc
