@@ -67,27 +67,31 @@ export interface CommandOptions {
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
 
-export function createRunner({ allowChanges }: { allowChanges: boolean }): Runner {
-  return (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
-    if (mutates && !allowChanges) {
-      return Promise.reject(new UserError(`refused to run "${[command, ...args].map(shellQuote).join(' ')}": this run may not change the system`));
-    }
+/** Runs one process: what the runner delegates to (tests give a fake node's commands). */
+export type Exec = (command: string, args: readonly string[], options: { timeoutMs: number; input?: string }) => Promise<CommandResult>;
+
+export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
+  new Promise((resolve) => {
+    const child = execFile(
+      command,
+      args,
+      { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+      (error, stdout, stderr) => {
+        const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
+        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
+        const why = failure?.killed ? `timed out after ${timeoutMs} ms` : typeof failure?.code === 'string' ? failure.message : '';
+        resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
+      },
+    );
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
+  });
+
+export function createRunner({ allowChanges, exec = execProcess }: { allowChanges: boolean; exec?: Exec }): Runner {
+  return async (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
+    if (mutates && !allowChanges) throw new UserError(`refused to run "${[command, ...args].map(shellQuote).join(' ')}": this run may not change the system`);
     if (journal !== undefined) appendJournal(journal.file, journal.record);
-    return new Promise((resolve) => {
-      const child = execFile(
-        command,
-        args,
-        { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
-        (error, stdout, stderr) => {
-          const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
-          const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
-          const why = failure?.killed ? `timed out after ${timeoutMs} ms` : typeof failure?.code === 'string' ? failure.message : '';
-          resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
-        },
-      );
-      child.stdin?.on('error', () => undefined);
-      child.stdin?.end(input);
-    });
+    return exec(command, args, { timeoutMs, input });
   };
 }
 
@@ -1824,6 +1828,8 @@ export interface CleanupContext {
   journal: string;
   run: string;
   lock?: Locker;
+  /** How long to wait for a guest's lock (Proxmox waits 10 s). */
+  lockWaitSeconds?: number;
   now?: () => Date;
 }
 
@@ -1867,7 +1873,7 @@ export async function executeCleanup(plan: CleanupPlan, context: CleanupContext,
       onStep(`checking ${action.name}`);
       // A guest nobody has yet (a VMID that exists nowhere) is locked as a VM: `qm create` takes that lock.
       const guestLock = action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
-      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, 10);
+      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
         outcome.skipped.push({ name: action.name, why: `guest ${action.vmid}'s lock is held by someone else (${guestLock})` });
         continue;
@@ -2575,7 +2581,7 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
 
 /** The live node as main sees it; tests replace the runner and the file tree. */
 export interface LiveNode {
-  runner?: Runner;
+  exec?: Exec;
   liveRoot?: string;
   hostname?: string;
 }
@@ -2598,7 +2604,7 @@ export async function main(
     if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
     const allowChanges = (options.yes || options.command === 'restore') && !options.dryRun && !options.reportOnly;
-    const runner = live.runner ?? createRunner({ allowChanges });
+    const runner = createRunner({ allowChanges, exec: live.exec });
     const liveRoot = live.liveRoot ?? '/';
     if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), options.json)), 0;
     if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);

@@ -193,7 +193,7 @@ async function mainOn(argv: string[], liveRoot: string, calls: string[][] = []) 
   let stdout = '';
   let stderr = '';
   const io = { stdout: { write: (text: string) => ((stdout += text), true) }, stderr: { write: (text: string) => ((stderr += text), true) }, isTty: false };
-  const code = await main(argv, io as never, { runner: recordingRunner(calls), liveRoot, hostname: 'pve1' });
+  const code = await main(argv, io as never, { exec: recordingRunner(calls), liveRoot, hostname: 'pve1' });
   return { code, stdout, stderr };
 }
 

@@ -1,0 +1,488 @@
+// kernel.test.mjs [all|classify|cleanup] - runs INSIDE the dm-vm.sh guest, after kernel.guest.sh
+// has built node pve1 (see there for what exists). Runs pve-dm against the live system, no
+// capture, and checks what it says and what it does to the kernel's device-mapper table.
+//
+// Two parts, each with its own totals: classification (read-only), then cleanup (the --yes /
+// journal / restore contract of issue 4). The last line is `N passed, N failed`; the exit code is
+// 1 when anything failed.
+//
+// Every command pve-dm starts goes through a logging wrapper on PATH (/tmp/trace-bin), so the
+// tests see exactly which commands each run spawned, in order.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const PVE_DM = path.join(ROOT, 'pve-dm.ts');
+const MODE = process.argv[2] ?? 'all';
+const RUN_TIMEOUT_MS = Number(process.env.KERNEL_TEST_RUN_TIMEOUT_MS ?? 300_000);
+const TRACE_BIN = '/tmp/trace-bin';
+const TRACE = '/tmp/trace.log';
+const HTML = '/tmp/pve-dm-report.html'; // console runs write their HTML here, never into the project
+const JOURNAL = '/tmp/j.jsonl';
+const LOCK100 = '/var/lock/qemu-server/lock-100.conf';
+
+// ── the node kernel.guest.sh built: every dm entry and what pve-dm must call it ──────────────
+const LVM = (vg, lv, vmid = null) => ({ vg, lv, vmid, lvmKnown: true });
+const EXPECTED = {
+  'pve-swap': { status: 'ignored', reason: 'not-guest-volume' },
+  'pve-root': { status: 'ignored', reason: 'not-guest-volume' },
+  'pve-data': { status: 'ignored', reason: 'lvm-internal' },
+  'pve-data-tpool': { status: 'ignored', reason: 'lvm-internal' },
+  'pve-data_tdata': { status: 'ignored', reason: 'lvm-internal' },
+  'pve-data_tmeta': { status: 'ignored', reason: 'lvm-internal' },
+  'pve-vm--100--disk--0': { status: 'valid', reason: 'referenced', ...LVM('pve', 'vm-100-disk-0', 100), open: 0 },
+  'pve-vm--100--disk--1': { status: 'valid', reason: 'referenced', ...LVM('pve', 'vm-100-disk-1', 100), open: 0 },
+  'pve-vm--100--cloudinit': { status: 'valid', reason: 'referenced', ...LVM('pve', 'vm-100-cloudinit', 100), open: 0 },
+  'pve-snap_vm--100--disk--0_before': { status: 'valid', reason: 'snapshot-in-config', ...LVM('pve', 'snap_vm-100-disk-0_before', 100), open: 0 },
+  'pve-base--9000--disk--0': { status: 'valid', reason: 'referenced', ...LVM('pve', 'base-9000-disk-0', 9000), open: 0 },
+  'pve-vm--101--disk--0': { status: 'valid', reason: 'referenced', ...LVM('pve', 'vm-101-disk-0', 101), open: 1 },
+  'pve-vm--200--disk--0': { status: 'valid', reason: 'referenced', ...LVM('pve', 'vm-200-disk-0', 200), open: 1 },
+  'ssd--ha01-vm--119--disk--0': { status: 'valid', reason: 'referenced', ...LVM('ssd-ha01', 'vm-119-disk-0', 119), open: 0 },
+  'pve-vm--100--disk--7': {
+    status: 'tombstone', reason: 'volume-unreferenced', ...LVM('pve', 'vm-100-disk-7', 100), open: 0, remedy: 'qm disk rescan --vmid 100',
+  },
+  'pve-vm--888--disk--0': {
+    status: 'tombstone', reason: 'guest-missing', ...LVM('pve', 'vm-888-disk-0', 888), open: 0, remedy: 'lvchange -an pve/vm-888-disk-0',
+  },
+  'ssd--ha01-vm--300--disk--0': {
+    status: 'tombstone', reason: 'guest-on-other-node', ...LVM('ssd-ha01', 'vm-300-disk-0', 300), open: 0, otherNode: 'pve2',
+    remedy: 'lvchange -an ssd-ha01/vm-300-disk-0',
+  },
+  'ssd--ha01-vm--777--disk--0': {
+    status: 'tombstone', reason: 'guest-missing', ...LVM('ssd-ha01', 'vm-777-disk-0', 777), open: 1, remedy: 'lvchange -an ssd-ha01/vm-777-disk-0',
+  },
+  'ssd--ha01-vm--889--disk--0': {
+    status: 'tombstone', reason: 'guest-missing', vg: 'ssd-ha01', lv: 'vm-889-disk-0', vmid: 889, lvmKnown: false, open: 0, uuid: '',
+    remedy: 'dmsetup remove ssd--ha01-vm--889--disk--0',
+  },
+  'ssd--ha01-vm--119--disk--0-dup': {
+    status: 'duplicate', reason: 'duplicate-name', vmid: 119, lvmKnown: false, open: 0, uuid: '', relatedTo: 'ssd--ha01-vm--119--disk--0',
+    remedy: 'dmsetup remove ssd--ha01-vm--119--disk--0-dup',
+  },
+};
+const GUESTS = {
+  100: { type: 'qemu', name: 'web01', running: false, health: 'tombstone', template: false, lock: null },
+  101: { type: 'qemu', name: 'clone101', running: true, health: 'clean', template: false, lock: null },
+  119: { type: 'qemu', name: 'fs119', running: false, health: 'duplicate', template: false, lock: null },
+  200: { type: 'lxc', name: 'ct200', running: true, health: 'clean', template: false, lock: null },
+  9000: { type: 'qemu', name: 'tmpl-debian', running: false, health: 'clean', template: true, lock: null },
+};
+const MISSING = [777, 888, 889];
+// what --yes must remove (and restore bring back), and how
+const REMOVED = {
+  'ssd--ha01-vm--119--disk--0-dup': { how: 'dmsetup', vmid: 119 },
+  'ssd--ha01-vm--889--disk--0': { how: 'dmsetup', vmid: 889 },
+  'pve-vm--100--disk--7': { how: 'lvchange', lv: 'pve/vm-100-disk-7', vmid: 100 },
+  'pve-vm--888--disk--0': { how: 'lvchange', lv: 'pve/vm-888-disk-0', vmid: 888 },
+  'ssd--ha01-vm--300--disk--0': { how: 'lvchange', lv: 'ssd-ha01/vm-300-disk-0', vmid: 300 },
+};
+const HELD = 'ssd--ha01-vm--777--disk--0';
+const VALID = Object.keys(EXPECTED).filter((name) => EXPECTED[name].status === 'valid');
+const count = (status) => Object.values(EXPECTED).filter((e) => e.status === status).length;
+
+// ── a minimal test runner ────────────────────────────────────────────────────────────────────
+const totals = { passed: 0, failed: 0 };
+let part = { name: '', passed: 0, failed: 0 };
+const say = (line) => process.stdout.write(`${line}\n`);
+const clip = (text, lines = 40) => {
+  const all = String(text).split('\n');
+  return all.length > lines ? [...all.slice(0, lines), `... (${all.length - lines} more lines)`].join('\n') : String(text);
+};
+function test(name, fn) {
+  try {
+    fn();
+    part.passed++;
+    say(`  ok    ${name}`);
+  } catch (error) {
+    part.failed++;
+    say(`  FAIL  ${name}\n${clip(error?.message ?? error).replace(/^/gm, '        ')}`);
+  }
+}
+function begin(name) {
+  part = { name, passed: 0, failed: 0 };
+  say(`\n== ${name} ==`);
+}
+function end() {
+  totals.passed += part.passed;
+  totals.failed += part.failed;
+  say(`KERNEL-TEST ${part.name}: ${part.passed} passed, ${part.failed} failed`);
+}
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ── the system, read directly (never through the trace wrappers) ─────────────────────────────
+const SYS_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+function sh(command, args) {
+  const r = spawnSync(command, args, { encoding: 'utf8', env: { ...process.env, PATH: SYS_PATH, LC_ALL: 'C' }, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+const lines = (text) => text.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+function state() {
+  const info = sh('dmsetup', ['info', '-c', '--noheadings', '--separator', '|', '-o', 'name,uuid,open']);
+  const uuids = {};
+  const open = {};
+  for (const line of lines(info.stdout)) {
+    const [name, uuid, count] = line.split('|');
+    uuids[name] = uuid;
+    open[name] = Number(count);
+  }
+  const lvs = {};
+  for (const line of lines(sh('lvs', ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr']).stdout)) {
+    const [vg, lv, attr] = line.split('|');
+    lvs[`${vg}/${lv}`] = attr;
+  }
+  const tables = {};
+  for (const line of lines(sh('dmsetup', ['table']).stdout)) {
+    const at = line.indexOf(': ');
+    if (at > 0) (tables[line.slice(0, at)] ??= []).push(line.slice(at + 2));
+  }
+  return {
+    ls: lines(sh('dmsetup', ['ls']).stdout),
+    table: lines(sh('dmsetup', ['table']).stdout),
+    nameUuid: Object.entries(uuids).map(([n, u]) => `${n}|${u}`).sort(),
+    names: Object.keys(uuids).sort(),
+    uuids,
+    open,
+    tables,
+    lvs,
+  };
+}
+const active = (attr) => attr?.[4] === 'a';
+
+// ── pve-dm, as an administrator runs it, with every command it starts logged ────────────────
+const TRACED = ['dmsetup', 'lvm', 'lvs', 'vgs', 'pvs', 'lvchange', 'lvremove', 'lvcreate', 'lvrename', 'lvconvert', 'lvextend',
+  'lvreduce', 'lvresize', 'lvdisplay', 'lvscan', 'vgchange', 'vgremove', 'vgscan', 'pvscan', 'pveversion', 'flock', 'kpartx', 'qm', 'pct',
+  'pvesm', 'lxc-info', 'fuser', 'lsof', 'udevadm', 'blockdev', 'losetup', 'wipefs'];
+function installTraceWrappers() {
+  fs.mkdirSync(TRACE_BIN, { recursive: true });
+  for (const name of TRACED) {
+    const real = SYS_PATH.split(':').map((dir) => path.join(dir, name)).find((file) => fs.existsSync(file));
+    const run = real ? `exec ${real} "$@"` : `echo "${name}: not installed on this test node" >&2; exit 127`;
+    // one write per call: the line is built first (pve-dm starts commands in parallel)
+    fs.writeFileSync(path.join(TRACE_BIN, name),
+      `#!/bin/sh\nl="$(date +%s)\t${name}"; for a in "$@"; do l="$l\t$a"; done\nprintf '%s\\n' "$l" >> ${TRACE}\n${run}\n`, { mode: 0o755 });
+  }
+}
+function readTrace() {
+  const text = fs.existsSync(TRACE) ? fs.readFileSync(TRACE, 'utf8') : '';
+  return text.split('\n').filter(Boolean).map((line) => {
+    const [time, prog, ...args] = line.split('\t');
+    return { time: Number(time), prog, args, text: [prog, ...args].join(' ') };
+  });
+}
+const DM_CHANGES = ['remove', 'create', 'load', 'reload', 'suspend', 'resume', 'rename', 'clear', 'remove_all', 'wipe_table', 'mknodes', 'message'];
+const LVM_CHANGES = /^(lv|vg|pv)(change|remove|create|rename|convert|extend|reduce|resize|cfgrestore|import|export|merge|split)$/;
+const mutating = (c) =>
+  (c.prog === 'dmsetup' && c.args.some((a) => DM_CHANGES.includes(a))) ||
+  LVM_CHANGES.test(c.prog) || (c.prog === 'lvm' && LVM_CHANGES.test(c.args[0] ?? '')) ||
+  ['kpartx', 'qm', 'pct', 'wipefs'].includes(c.prog);
+
+function startPveDm(args) {
+  fs.writeFileSync(TRACE, '');
+  const started = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', PVE_DM, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, PATH: `${TRACE_BIN}:${process.env.PATH ?? SYS_PATH}`, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  return new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const run = { args, code, signal, stdout, stderr, output: `${stdout}\n${stderr}`, trace: readTrace(), ms: Date.now() - started };
+      say(`\n$ pve-dm.ts ${args.join(' ')}\n  -> exit ${signal ?? code} in ${(run.ms / 1000).toFixed(1)} s; spawned ${run.trace.length} command(s)` +
+        `${run.trace.some(mutating) ? `, changing: ${run.trace.filter(mutating).map((c) => c.text).join('; ')}` : ''}`);
+      if (stderr.trim()) say(clip(stderr.trim(), 15).replace(/^/gm, '  stderr| '));
+      resolve(run);
+    });
+  });
+}
+const pveDm = (args) => startPveDm(args);
+const showOutput = (run, n = 60) => say(clip(run.stdout.trimEnd(), n).replace(/^/gm, '  stdout| '));
+const noChanges = (run) => assert.deepEqual(run.trace.filter(mutating).map((c) => c.text), [], 'commands that change the system were started');
+function sameState(before, after, what = 'the dm table and LVM') {
+  assert.deepEqual(after.ls, before.ls, `dmsetup ls differs (${what})`);
+  assert.deepEqual(after.table, before.table, `dmsetup table differs (${what})`);
+  assert.deepEqual(after.lvs, before.lvs, `lvs differs (${what})`);
+}
+const usable = (run) => assert.ok(run.code !== null && run.code !== 3, `pve-dm refused to run (exit ${run.signal ?? run.code}): ${run.stderr.trim().split('\n')[0]}`);
+
+// ══ part 1: classification ═══════════════════════════════════════════════════════════════════
+let report = null;
+async function classification() {
+  begin('classification');
+  const before = state();
+  installTraceWrappers();
+  const run = await pveDm(['--report-only', '--json']);
+  const after = state();
+
+  test('pve-dm --report-only --json exits 2 (a duplicate: grade F) with a JSON report', () => {
+    assert.equal(run.code, 2, `exit ${run.signal ?? run.code}\n${run.stderr}`);
+    report = JSON.parse(run.stdout);
+  });
+  if (report === null) {
+    try {
+      report = JSON.parse(run.stdout);
+    } catch {
+      say(`  (no JSON on stdout:)\n${clip(run.stdout, 20)}`);
+      end();
+      return;
+    }
+  }
+  const entries = new Map(report.entries.map((entry) => [entry.name, entry]));
+
+  test('the dm entries this test built are what the kernel holds', () => {
+    assert.deepEqual(before.names, Object.keys(EXPECTED).sort());
+  });
+  test('the report lists exactly the kernel\'s dm entries', () => {
+    assert.deepEqual([...entries.keys()].sort(), before.names);
+  });
+  for (const [name, want] of Object.entries(EXPECTED)) {
+    test(`${name}: ${want.status} / ${want.reason}`, () => {
+      const got = entries.get(name);
+      assert.ok(got, 'not in the report');
+      const pick = Object.fromEntries(Object.keys(want).map((key) => [key, got[key]]));
+      if ('uuid' in want) pick.uuid = got.uuid ?? ''; // no uuid: "" or null
+      assert.deepEqual(pick, want);
+      if (want.status === 'valid') assert.equal(got.remedy, null, 'a valid entry has no remedy');
+      if (name in before.uuids && !('uuid' in want)) assert.equal(got.uuid, before.uuids[name], 'uuid as the kernel has it');
+    });
+  }
+  test('open counts are the kernel\'s', () => {
+    for (const [name, entry] of entries) assert.equal(entry.open, before.open[name], name);
+  });
+  test(`summary: ${Object.keys(EXPECTED).length} entries, ${count('valid')} valid, ${count('duplicate')} duplicate, ${count('tombstone')} tombstones, ${count('ignored')} ignored; grade F`, () => {
+    assert.deepEqual(report.summary, {
+      entries: Object.keys(EXPECTED).length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
+    });
+    assert.equal(report.grade, 'F');
+  });
+  test('duplicate set: ssd-ha01 vm-119-disk-0 kept, -dup the extra', () => {
+    assert.equal(report.duplicates.length, 1, JSON.stringify(report.duplicates));
+    assert.match(JSON.stringify(report.duplicates[0]), /ssd--ha01-vm--119--disk--0-dup/);
+  });
+  test('guests of pve1: running state (VM 101 and CT 200 run), type, name, health, template', () => {
+    const got = Object.fromEntries(report.guests.map((g) => [g.vmid, { type: g.type, name: g.name, running: g.running, health: g.health, template: g.template, lock: g.lock }]));
+    assert.deepEqual(got, GUESTS);
+  });
+  test('VMIDs that exist nowhere: 777, 888, 889', () => {
+    assert.deepEqual(report.missingGuests.map((g) => g.vmid).sort((a, b) => a - b), MISSING);
+  });
+  test('node pve1, Proxmox VE 9.1.2 from pveversion, the running kernel, no warnings', () => {
+    assert.equal(report.node, 'pve1');
+    assert.equal(report.system.pveVersion, '9.1.2');
+    assert.equal(report.system.kernel, os.release());
+    assert.deepEqual(report.warnings, []);
+  });
+  test('discovery started exactly four commands: dmsetup info, dmsetup table, lvs, pveversion', () => {
+    const got = run.trace.map((c) => `${c.prog} ${c.args.find((a) => ['info', 'table'].includes(a)) ?? ''}`.trim()).sort();
+    assert.deepEqual(got, ['dmsetup info', 'dmsetup table', 'lvs', 'pveversion'], run.trace.map((c) => c.text).join('\n'));
+    assert.ok(run.trace.filter((c) => c.prog === 'dmsetup').every((c) => c.args.includes('--manglename') && c.args.includes('none')), 'dmsetup without --manglename none');
+  });
+  test('--report-only changed nothing (dmsetup ls, table and lvs before and after equal; no changing command)', () => {
+    noChanges(run);
+    sameState(before, after);
+  });
+  end();
+}
+
+// ══ part 2: cleanup, journal, restore (the issue 4 contract) ═════════════════════════════════
+async function cleanup() {
+  begin('cleanup');
+  installTraceWrappers();
+  fs.rmSync(JOURNAL, { force: true });
+  const before = state();
+  const removable = Object.keys(REMOVED);
+
+  // ── runs that must change nothing ──
+  const reportOnly = await pveDm(['--report-only', '--yes', '--json']);
+  const s1 = state();
+  test('--report-only --yes: runs, reports (exit 2), changes nothing', () => {
+    assert.equal(reportOnly.code, 2, `exit ${reportOnly.signal ?? reportOnly.code}: ${reportOnly.stderr.trim()}`);
+    noChanges(reportOnly);
+    sameState(before, s1);
+  });
+
+  const dry = await pveDm(['--dry-run', '--yes', '--html', HTML]);
+  const s2 = state();
+  test('--dry-run --yes: runs, names every entry it would remove, changes nothing', () => {
+    usable(dry);
+    for (const name of removable) assert.ok(dry.output.includes(name), `${name} not in the output`);
+    noChanges(dry);
+    sameState(before, s2);
+  });
+
+  const plan = await pveDm(['--html', HTML]);
+  const s3 = state();
+  showOutput({ stdout: plan.stdout.slice(plan.stdout.lastIndexOf('Cleanup') >= 0 ? plan.stdout.lastIndexOf('Cleanup') : 0) }, 20);
+  test('without --yes and without a TTY: never prompts, prints the plan, changes nothing', () => {
+    assert.ok(plan.code !== null && plan.signal === null, `killed (${plan.signal}): a prompt waiting on a closed stdin?`);
+    for (const [name, how] of Object.entries(REMOVED)) {
+      const command = how.how === 'lvchange' ? `lvchange -an ${how.lv}` : `dmsetup remove ${name}`;
+      assert.ok(plan.stdout.includes(command), `plan lacks "${command}"`);
+    }
+    assert.ok(plan.stdout.split('\n').some((l) => l.includes(HELD) && /open|busy/i.test(l)), `plan does not say ${HELD} is open`);
+    noChanges(plan);
+    sameState(before, s3);
+  });
+
+  // ── the cleanup ──
+  const yes = await pveDm(['--yes', '--journal', JOURNAL, '--html', HTML]);
+  const s4 = state();
+  showOutput({ stdout: yes.stdout.slice(Math.max(0, yes.stdout.search(/\n(Cleanup|Removed|Summary)/i))) }, 30);
+  const gone = before.names.filter((n) => !s4.names.includes(n));
+  test('--yes removes exactly the stale entries that pass the safety checks', () => {
+    usable(yes);
+    assert.deepEqual(gone, [...removable].sort(), 'entries gone after --yes');
+    assert.deepEqual(s4.names.filter((n) => !before.names.includes(n)), [], 'entries that appeared');
+  });
+  test('--yes: LVs LVM knows were deactivated with lvchange -an VG/LV and stay in lvs, inactive', () => {
+    for (const [name, how] of Object.entries(REMOVED).filter(([, h]) => h.how === 'lvchange')) {
+      assert.ok(yes.trace.some((c) => c.prog === 'lvchange' && c.args.includes('-an') && c.args.includes(how.lv)), `no "lvchange -an ${how.lv}" for ${name}`);
+      assert.ok(how.lv in s4.lvs, `${how.lv} is gone from lvs`);
+      assert.ok(!active(s4.lvs[how.lv]), `${how.lv} still active (${s4.lvs[how.lv]})`);
+    }
+  });
+  test('--yes: hand-made entries were removed with dmsetup remove', () => {
+    for (const name of Object.keys(REMOVED).filter((n) => REMOVED[n].how === 'dmsetup')) {
+      assert.ok(yes.trace.some((c) => c.prog === 'dmsetup' && c.args.includes('remove') && c.args.includes(name)), `no "dmsetup remove ${name}"`);
+    }
+  });
+  test('--yes: every changing command was one of those (nothing else touched, no LV removed, no LV created)', () => {
+    const allowed = (c) =>
+      (c.prog === 'lvchange' && c.args.includes('-an') && Object.values(REMOVED).some((h) => h.lv && c.args.includes(h.lv))) ||
+      (c.prog === 'dmsetup' && c.args.includes('remove') && Object.keys(REMOVED).some((n) => REMOVED[n].how === 'dmsetup' && c.args.includes(n)));
+    assert.deepEqual(yes.trace.filter(mutating).filter((c) => !allowed(c)).map((c) => c.text), []);
+  });
+  test('--yes: no LV was removed (lvs names before and after equal)', () => {
+    assert.deepEqual(Object.keys(s4.lvs).sort(), Object.keys(before.lvs).sort());
+  });
+  test('--yes: the held-open stale entry is still there and reported as skipped because it is open', () => {
+    assert.ok(s4.names.includes(HELD), `${HELD} was removed`);
+    assert.ok(yes.output.split('\n').some((l) => l.includes(HELD) && /open|busy|in use/i.test(l)), `no line names ${HELD} as open`);
+  });
+  test('--yes: every valid entry is still there, with its table', () => {
+    for (const name of VALID) assert.deepEqual(s4.tables[name], before.tables[name], name);
+  });
+  test('--yes: each removal ran under its guest\'s Proxmox lock (flock on lock-<vmid>.conf)', () => {
+    for (const [name, how] of Object.entries(REMOVED)) {
+      assert.ok(yes.trace.some((c) => c.prog === 'flock' && c.args.some((a) => a.endsWith(`/lock-${how.vmid}.conf`))), `no flock on lock-${how.vmid}.conf for ${name}`);
+    }
+  });
+
+  // ── the journal ──
+  const journalText = fs.existsSync(JOURNAL) ? fs.readFileSync(JOURNAL, 'utf8') : null;
+  if (journalText !== null) say(`\n${JOURNAL}:\n${clip(journalText.trimEnd(), 12).replace(/^/gm, '  | ')}`);
+  test('journal: exactly one JSON line per removed entry, with name, uuid, open, table, reason, action, run', () => {
+    assert.ok(journalText !== null, `${JOURNAL} was not written`);
+    const records = journalText.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    assert.deepEqual(records.map((r) => r.name).sort(), [...removable].sort());
+    for (const r of records) {
+      for (const key of ['name', 'uuid', 'open', 'table', 'reason', 'action', 'run']) assert.ok(key in r, `${r.name}: no "${key}"`);
+      assert.equal(r.uuid || '', before.uuids[r.name] || '', `${r.name}: uuid`);
+      assert.equal(r.open, 0, `${r.name}: open`);
+      const table = (Array.isArray(r.table) ? r.table.join('\n') : String(r.table)).split('\n').map((l) => l.trim()).filter(Boolean);
+      assert.deepEqual(table, before.tables[r.name], `${r.name}: table`);
+      assert.equal(r.reason, EXPECTED[r.name].reason, `${r.name}: reason`);
+      assert.match(JSON.stringify(r.action), REMOVED[r.name].how === 'lvchange' ? /lvchange|deactivat/i : /dmsetup|remove/i, `${r.name}: action`);
+    }
+    assert.equal(new Set(records.map((r) => JSON.stringify(r.run))).size, 1, 'all lines belong to one run');
+  });
+
+  const listed = await pveDm(['journal', '--journal', JOURNAL]);
+  test('pve-dm.ts journal lists every removed entry', () => {
+    assert.equal(listed.code, 0, `exit ${listed.signal ?? listed.code}: ${listed.stderr.trim()}`);
+    for (const name of removable) assert.ok(listed.stdout.includes(name), `${name} not listed`);
+    noChanges(listed);
+  });
+
+  // ── restore ──
+  const restore = await pveDm(['restore', '--last', '--journal', JOURNAL]);
+  const s5 = state();
+  test('restore --last brings every removed entry back: dmsetup table and name/uuid as before', () => {
+    assert.equal(restore.code, 0, `exit ${restore.signal ?? restore.code}: ${restore.stderr.trim()}`);
+    assert.deepEqual(s5.table, before.table, 'dmsetup table');
+    assert.deepEqual(s5.nameUuid, before.nameUuid, 'dmsetup info -c -o name,uuid');
+  });
+  test('restore --last: LVs active again with lvchange -ay (lvs as before), mappings re-created with dmsetup create', () => {
+    assert.deepEqual(s5.lvs, before.lvs, 'lvs');
+    for (const [name, how] of Object.entries(REMOVED)) {
+      const done = how.how === 'lvchange'
+        ? restore.trace.some((c) => c.prog === 'lvchange' && c.args.includes('-ay') && c.args.includes(how.lv))
+        : restore.trace.some((c) => c.prog === 'dmsetup' && c.args.includes('create') && c.args.includes(name));
+      assert.ok(done, `${name}: no ${how.how === 'lvchange' ? `lvchange -ay ${how.lv}` : `dmsetup create ${name}`}`);
+    }
+  });
+  const again = await pveDm(['restore', '--last', '--journal', JOURNAL]);
+  const s6 = state();
+  test('a second restore --last refuses (the devices exist) and changes nothing', () => {
+    assert.ok(again.code !== 0 && again.code !== null, `exit ${again.signal ?? again.code}`);
+    assert.match(again.output, /exist/i);
+    noChanges(again);
+    sameState(s5, s6, 'second restore');
+  });
+
+  // ── a guest lock held by someone else (as qm start or a migration would) ──
+  await lockTest();
+  end();
+}
+
+async function lockTest() {
+  const name = 'pve-vm--100--disk--7';
+  const journal2 = '/tmp/j2.jsonl';
+  fs.rmSync(journal2, { force: true });
+  const beforeLock = state();
+  for (const file of ['/tmp/lock-held', '/tmp/lock-check', '/tmp/lock-seen']) fs.rmSync(file, { force: true });
+  fs.writeFileSync(TRACE, '');
+  // Hold VM 100's lock; once pve-dm asks for it (seen in the trace), keep it 5 s more, then look
+  // whether the entry is still there while the lock is still held, and release.
+  const script = [
+    'echo held > /tmp/lock-held',
+    `i=0; while [ $i -lt 240 ] && ! grep -q 'lock-100[.]conf' ${TRACE}; do sleep 0.5; i=$((i+1)); done`,
+    `grep -q 'lock-100[.]conf' ${TRACE} && echo seen > /tmp/lock-seen`,
+    'sleep 5',
+    `if dmsetup info ${name} >/dev/null 2>&1; then echo present; else echo absent; fi > /tmp/lock-check`,
+  ].join('\n');
+  fs.mkdirSync(path.dirname(LOCK100), { recursive: true });
+  const holder = spawn('flock', [LOCK100, 'sh', '-c', script], { stdio: 'ignore', env: { ...process.env, PATH: SYS_PATH } });
+  const holderDone = new Promise((resolve) => holder.on('close', resolve));
+  for (let i = 0; i < 120 && !fs.existsSync('/tmp/lock-held'); i++) await sleep(250);
+  say(`\n(holding ${LOCK100} with flock while pve-dm cleans ${name})`);
+  const run = await startPveDm(['--yes', '--name', name, '--journal', journal2, '--html', HTML]);
+  await holderDone;
+  const after = state();
+  const read = (file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : '');
+  const removed = !after.names.includes(name);
+  say(`  lock: pve-dm asked for it while held: ${read('/tmp/lock-seen') === 'seen'}; entry at release: ${read('/tmp/lock-check') || '?'}; after the run: ${removed ? 'removed (pve-dm waited for the lock)' : 'still there'}`);
+  test('guest lock: pve-dm asked for lock-100.conf while another process held it', () => {
+    usable(run);
+    assert.equal(read('/tmp/lock-seen'), 'seen', 'no flock on lock-100.conf was seen');
+  });
+  test('guest lock: vm-100-disk-7 was not removed while lock-100.conf was held', () => {
+    assert.equal(read('/tmp/lock-check'), 'present');
+  });
+  test('guest lock: afterwards vm-100-disk-7 is either removed after the wait (journaled) or reported as skipped', () => {
+    if (removed) {
+      const records = fs.existsSync(journal2) ? fs.readFileSync(journal2, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+      assert.deepEqual(records.map((r) => r.name), [name]);
+    } else {
+      assert.ok(run.output.split('\n').some((l) => l.includes(name) && /lock|skip/i.test(l)), `no line says ${name} was skipped`);
+    }
+    assert.deepEqual(Object.keys(after.lvs).sort(), Object.keys(beforeLock.lvs).sort(), 'no LV removed');
+  });
+}
+
+// ══ main ═════════════════════════════════════════════════════════════════════════════════════
+const t0 = Date.now();
+if (MODE === 'all' || MODE === 'classify') await classification();
+if (MODE === 'all' || MODE === 'cleanup') await cleanup();
+say(`\n(kernel tests: ${((Date.now() - t0) / 1000).toFixed(1)} s in the guest)`);
+say(`${totals.passed} passed, ${totals.failed} failed`);
+process.exitCode = totals.failed === 0 && totals.passed > 0 ? 0 : 1;
