@@ -1831,6 +1831,8 @@ export interface CleanupContext {
   /** How long to wait for a guest's lock (Proxmox waits 10 s). */
   lockWaitSeconds?: number;
   now?: () => Date;
+  /** Ctrl-C: the entry in hand is finished, nothing more is done. */
+  signal?: AbortSignal;
 }
 
 export interface CleanupOutcome {
@@ -1866,6 +1868,10 @@ export async function executeCleanup(plan: CleanupPlan, context: CleanupContext,
   try {
     const typeOf = new Map(context.capture.configs.map((config) => [config.vmid, config.type]));
     for (const action of plan.actions) {
+      if (context.signal?.aborted) {
+        outcome.skipped.push({ name: action.name, why: 'cancelled' });
+        continue;
+      }
       if (action.blockedBy !== null) {
         outcome.skipped.push({ name: action.name, why: action.blockedBy });
         continue;
@@ -2546,6 +2552,49 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await rename(temporary, file);
 }
 
+/** What an administrator needs to decide on an entry: where it is, whose it is, why it is here. */
+function describeCandidate(action: PlannedAction, result: Result): string {
+  const entry = result.entries.find((candidate) => candidate.name === action.name);
+  const guest = result.guests.find((candidate) => candidate.vmid === action.vmid);
+  const owner = action.vmid === null ? 'no guest' : guest ? `VM ${action.vmid} ${guest.name ?? ''} on ${result.node}`.trim() : entry?.otherNode ? `VM ${action.vmid} on ${entry.otherNode}` : `VM ${action.vmid} (exists nowhere)`;
+  const volume = entry?.vg && entry.lv ? `${entry.vg}/${entry.lv}` : 'no LVM volume';
+  return terminalSafe(`${owner} · ${volume} · ${action.reason} · open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`);
+}
+
+/**
+ * The interactive cleanup (@clack/prompts, loaded only here): pick from the problems (duplicates
+ * first; open or locked ones cannot be picked), confirm exactly what will run, watch it run.
+ * Ctrl-C or Escape at any point stops: nothing more is done, and what was done is reported.
+ */
+export async function interactiveCleanup(plan: CleanupPlan, result: Result, context: CleanupContext): Promise<CleanupOutcome | null> {
+  const clack = await import('@clack/prompts');
+  clack.intro('pve-dm cleanup');
+  const picked = await clack.multiselect({
+    message: 'Entries to remove (space toggles, enter goes on; duplicates first, then tombstones)',
+    options: plan.actions.map((action) => ({ value: action.name, label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${terminalSafe(action.name)}`, hint: describeCandidate(action, result), disabled: action.blockedBy !== null })),
+    initialValues: plan.actions.filter((action) => action.blockedBy === null).map((action) => action.name),
+    required: false,
+  });
+  if (clack.isCancel(picked) || picked.length === 0) {
+    clack.cancel(clack.isCancel(picked) ? 'Cancelled: nothing was changed.' : 'Nothing picked: nothing was changed.');
+    return null;
+  }
+  const chosen = plan.actions.filter((action) => picked.includes(action.name));
+  const summary = chosen.map((action) => `  ${action.command.map(shellQuote).join(' ')}`).map(terminalSafe).join('\n');
+  const go = await clack.confirm({ message: `Run these ${chosen.length} command(s)? Each entry is checked again right before.\n${summary}`, initialValue: false });
+  if (clack.isCancel(go) || !go) {
+    clack.cancel('Cancelled: nothing was changed.');
+    return null;
+  }
+  const stop = new AbortController();
+  const spin = clack.spinner({ onCancel: () => stop.abort(), cancelMessage: 'Stopping after the entry in hand' });
+  spin.start('Removing');
+  const outcome = await executeCleanup({ actions: chosen }, { ...context, signal: stop.signal }, (step) => spin.message(terminalSafe(step)));
+  spin.stop(stop.signal.aborted ? 'Stopped' : 'Done');
+  clack.outro(`${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed`);
+  return outcome;
+}
+
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
   for (const removed of outcome.removed) lines.push(`  removed  ${terminalSafe(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`);
@@ -2603,7 +2652,8 @@ export async function main(
     if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
     if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
-    const allowChanges = (options.yes || options.command === 'restore') && !options.dryRun && !options.reportOnly;
+    const interactive = io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && !options.yes && !options.json && !options.reportOnly && !options.dryRun;
+    const allowChanges = (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
     const runner = createRunner({ allowChanges, exec: live.exec });
     const liveRoot = live.liveRoot ?? '/';
     if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), options.json)), 0;
@@ -2662,9 +2712,17 @@ export async function main(
       io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
     }
     if (options.json) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-    if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
-      const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-      const cleanup = await executeCleanup(plan, { runner, capture, liveRoot, journal: options.journal, run }, (step) => io.stderr.write(`pve-dm: ${terminalSafe(step)}\n`));
+    const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run };
+    if (interactive && plan.actions.length > 0) {
+      if (options.root !== undefined) io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
+      else {
+        const cleanup = await interactiveCleanup(plan, result, cleanupContext);
+        if (cleanup !== null) io.stdout.write(renderCleanup(cleanup, false));
+        if (cleanup !== null && cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
+      }
+    } else if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
+      const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${terminalSafe(step)}\n`));
       final = { ...final, cleanup };
       if (!options.json) io.stdout.write(renderCleanup(cleanup, options.dryRun));
       for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);

@@ -171,15 +171,31 @@ sh -c 'exec 3</dev/mapper/ssd--ha01-vm--777--disk--0; exec sleep 100000' &
 NODE=$(sed -n 's/^exec \(\/host\/[^ ]*\) .*/\1/p' /usr/bin/node)
 [ -x "$NODE" ] || { echo "KERNEL-SETUP FAILED: no node at /host (is DMVM_HOSTROOT=0?)" >&2; exit 1; }
 x ln -s "$NODE" /usr/bin/kvm
-/usr/bin/kvm "$ROOT/test/kernel/fake-guest.mjs" -id 101 -name clone101,debug-threads=on \
+/usr/bin/kvm "$ROOT/test/kernel/fake-kvm.mjs" -id 101 -name clone101,debug-threads=on \
     -chardev socket,id=qmp,path=/var/run/qemu-server/101.qmp,server=on,wait=off \
     -pidfile /var/run/qemu-server/101.pid -daemonize -smp 1 -m 1024 \
     -drive file=/dev/mapper/pve-vm--101--disk--0,if=none,id=drive-scsi0,format=raw &
-# running CT 200: its LXC command socket, its rootfs held open
-node "$ROOT/test/kernel/fake-guest.mjs" lxc 200 /run/fake-lxc-200.ready /dev/mapper/pve-vm--200--disk--0 &
+KVM_PID=$!
+# running CT 200: LXC's command socket @/var/lib/lxc/200/command bound, as pve-container looks for
+# it in /proc/net/unix, and its rootfs held open. The host's perl (perl-base is essential on
+# Debian) binds it with the name's exact length, as LXC does; node cannot (it pads the abstract
+# name with NULs to 108 bytes, so /proc/net/unix shows "@/var/lib/lxc/200/command@@@...").
+PERL5LIB=/host/usr/lib/x86_64-linux-gnu/perl-base /lib64/ld-linux-x86-64.so.2 \
+    --library-path /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu /host/usr/bin/perl -e '
+    use Socket;
+    my ($vmid, $rootfs, $ready) = @ARGV;
+    open(my $disk, "<", $rootfs) or die "$rootfs: $!\n";
+    socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!\n";
+    bind($s, pack_sockaddr_un("\0/var/lib/lxc/$vmid/command")) or die "bind: $!\n";
+    listen($s, 5) or die "listen: $!\n";
+    open(my $r, ">", $ready) or die; print $r "$$\n"; close $r;
+    sleep 3600 while 1;' 200 /dev/mapper/pve-vm--200--disk--0 /run/fake-lxc-200.ready &
+LXC_PID=$!
 i=0
 while ! { [ -s /run/qemu-server/101.pid ] && [ -s /run/fake-lxc-200.ready ]; }; do
     i=$((i + 1)); [ $i -le 600 ] || { echo "KERNEL-SETUP FAILED: fake guests did not start" >&2; exit 1; }
+    kill -0 $KVM_PID 2>/dev/null || { echo "KERNEL-SETUP FAILED: the stand-in kvm (VM 101) died" >&2; exit 1; }
+    kill -0 $LXC_PID 2>/dev/null || { echo "KERNEL-SETUP FAILED: the stand-in container (CT 200, host perl) died" >&2; exit 1; }
     sleep 0.5
 done
 

@@ -199,6 +199,7 @@ function startPveDm(args) {
       const run = { args, code, signal, stdout, stderr, output: `${stdout}\n${stderr}`, trace: readTrace(), ms: Date.now() - started };
       say(`\n$ pve-dm.ts ${args.join(' ')}\n  -> exit ${signal ?? code} in ${(run.ms / 1000).toFixed(1)} s; spawned ${run.trace.length} command(s)` +
         `${run.trace.some(mutating) ? `, changing: ${run.trace.filter(mutating).map((c) => c.text).join('; ')}` : ''}`);
+      if (run.trace.length > 0) say(clip(run.trace.map((c) => c.text).join('\n'), 40).replace(/^/gm, '  spawned| '));
       if (stderr.trim()) say(clip(stderr.trim(), 15).replace(/^/gm, '  stderr| '));
       resolve(run);
     });
@@ -304,8 +305,9 @@ async function cleanup() {
   // ── runs that must change nothing ──
   const reportOnly = await pveDm(['--report-only', '--yes', '--json']);
   const s1 = state();
-  test('--report-only --yes: runs, reports (exit 2), changes nothing', () => {
-    assert.equal(reportOnly.code, 2, `exit ${reportOnly.signal ?? reportOnly.code}: ${reportOnly.stderr.trim()}`);
+  test('--report-only --yes: changes nothing (a report, exit 2, or refused as a usage error, exit 3)', () => {
+    if (reportOnly.code === 3) assert.match(reportOnly.stderr, /--yes/, 'a usage error should say why');
+    else assert.equal(reportOnly.code, 2, `exit ${reportOnly.signal ?? reportOnly.code}: ${reportOnly.stderr.trim()}`);
     noChanges(reportOnly);
     sameState(before, s1);
   });
@@ -336,7 +338,7 @@ async function cleanup() {
   // ── the cleanup ──
   const yes = await pveDm(['--yes', '--journal', JOURNAL, '--html', HTML]);
   const s4 = state();
-  showOutput({ stdout: yes.stdout.slice(Math.max(0, yes.stdout.search(/\n(Cleanup|Removed|Summary)/i))) }, 30);
+  showOutput({ stdout: yes.stdout.slice(Math.max(0, yes.stdout.lastIndexOf('\nCleanup'))) }, 30);
   const gone = before.names.filter((n) => !s4.names.includes(n));
   test('--yes removes exactly the stale entries that pass the safety checks', () => {
     usable(yes);
@@ -366,7 +368,12 @@ async function cleanup() {
   });
   test('--yes: the held-open stale entry is still there and reported as skipped because it is open', () => {
     assert.ok(s4.names.includes(HELD), `${HELD} was removed`);
-    assert.ok(yes.output.split('\n').some((l) => l.includes(HELD) && /open|busy|in use/i.test(l)), `no line names ${HELD} as open`);
+    assert.ok(yes.output.split('\n').some((l) => l.includes(HELD) && /skip/i.test(l) && /open|busy|in use/i.test(l)), `no line says ${HELD} was skipped because it is open`);
+  });
+  test('--yes: the closing summary counts 5 removed, 1 skipped, 0 failed', () => {
+    assert.match(yes.output, /\b5 removed\b/);
+    assert.match(yes.output, /\b1 skipped\b/);
+    assert.match(yes.output, /\b0 failed\b/);
   });
   test('--yes: every valid entry is still there, with its table', () => {
     for (const name of VALID) assert.deepEqual(s4.tables[name], before.tables[name], name);
@@ -473,7 +480,7 @@ async function lockTest() {
       const records = fs.existsSync(journal2) ? fs.readFileSync(journal2, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
       assert.deepEqual(records.map((r) => r.name), [name]);
     } else {
-      assert.ok(run.output.split('\n').some((l) => l.includes(name) && /lock|skip/i.test(l)), `no line says ${name} was skipped`);
+      assert.ok(run.output.split('\n').some((l) => l.includes(name) && /skip/i.test(l) && /lock/i.test(l)), `no line says ${name} was skipped for the lock`);
     }
     assert.deepEqual(Object.keys(after.lvs).sort(), Object.keys(beforeLock.lvs).sort(), 'no LV removed');
   });

@@ -1,0 +1,88 @@
+// The interactive cleanup as an administrator meets it: a real pseudo-terminal (util-linux
+// `script`), keys typed at @clack/prompts, on a model node (test/support/interactive-node.ts).
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as assert from 'uvu/assert';
+import { PROJECT, tempDir, test } from './harness.ts';
+
+const stripAnsi = (text: string) => text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '');
+
+/** pve-dm on a terminal: read what it shows, type keys, and see what became of the node. */
+function terminal() {
+  const out = path.join(tempDir('pve-dm-tty-'), 'state.json');
+  // A terminal of a real size (a fresh pseudo-terminal has none), then pve-dm on it.
+  const command = `stty cols 200 rows 60; exec ${process.execPath} --import tsx test/support/interactive-node.ts ${out}`;
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: PROJECT, env: { ...process.env, NO_COLOR: '1', COLUMNS: '200', LINES: '60' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let screen = '';
+  child.stdout.on('data', (chunk) => (screen += stripAnsi(chunk.toString())));
+  child.stderr.on('data', (chunk) => (screen += stripAnsi(chunk.toString())));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return {
+    screen: () => screen,
+    async waitFor(text: string, ms = 20_000) {
+      const started = Date.now();
+      while (!screen.includes(text)) {
+        if (Date.now() - started > ms) {
+          child.kill('SIGKILL');
+          throw new Error(`"${text}" never shown; the screen:\n${screen.slice(-3000)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+    async type(keys: string) {
+      child.stdin.write(keys);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    },
+    async finish(): Promise<{ code: number; changes: string[]; devices: string[] }> {
+      await exited;
+      return JSON.parse(readFileSync(out, 'utf8'));
+    },
+  };
+}
+
+const ENTER = '\r';
+const CTRL_C = '\u0003';
+const ESCAPE = '\u001b';
+
+test('picks shown with who and where; open and running ones cannot be picked; confirm runs exactly the summary', async () => {
+  const tty = terminal();
+  await tty.waitFor('Entries to remove');
+  assert.match(tty.screen(), /tombstone  pve-vm--889--disk--0 \(VM 889 \(exists nowhere\) · pve\/vm-889-disk-0 · guest-missing · open 1 · cannot: open 1 time\(s\)\)/);
+  assert.match(tty.screen(), /tombstone  pve-vm--100--disk--7 \(VM 100 web on pve1 · pve\/vm-100-disk-7 · volume-unreferenced · open 0\)/);
+  await tty.type(' '); // the first (the duplicate) is picked by default: leave it
+  await tty.type(ENTER);
+  await tty.waitFor('Run these 4 command(s)?');
+  assert.ok(!tty.screen().split('Run these')[1]?.includes('ssd--ha01-vm--119--disk--0-dup'), 'the unpicked entry is not in the summary');
+  await tty.type('y');
+  await tty.type(ENTER);
+  await tty.waitFor('4 removed, 0 skipped, 0 failed');
+  const node = await tty.finish();
+  assert.equal(node.changes, ['dmsetup remove pve-vm--150--disk--0p1', 'lvchange -an pve/vm-100-disk-7', 'lvchange -an pve/vm-888-disk-0', 'dmsetup remove ssd--ha01-vm--301--disk--0']);
+  assert.ok(node.devices.includes('ssd--ha01-vm--119--disk--0-dup'));
+}, 60_000);
+
+test('Ctrl-C at the pick: nothing is done', async () => {
+  const tty = terminal();
+  await tty.waitFor('Entries to remove');
+  await tty.type(CTRL_C);
+  await tty.waitFor('Cancelled: nothing was changed.');
+  const node = await tty.finish();
+  assert.equal(node.changes, []);
+  assert.is(node.code, 2, 'the exit code still says what was found');
+}, 60_000);
+
+test('Escape at the confirmation, or answering no: nothing is done', async () => {
+  for (const key of [ESCAPE, 'n']) {
+    const tty = terminal();
+    await tty.waitFor('Entries to remove');
+    await tty.type(ENTER);
+    await tty.waitFor('Run these 5 command(s)?');
+    await tty.type(key);
+    if (key === 'n') await tty.type(ENTER);
+    await tty.waitFor('Cancelled: nothing was changed.');
+    assert.equal((await tty.finish()).changes, [], JSON.stringify(key));
+  }
+}, 90_000);
+
+test.run();
