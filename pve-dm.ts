@@ -10,7 +10,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
@@ -1731,6 +1731,65 @@ export function renderPlan(plan: CleanupPlan, heading = 'Cleanup plan (nothing w
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * Who holds the open entries, so the administrator knows what to stop: the devices stacked on
+ * them (/sys/block/dm-N/holders) and the processes with them open (one pass over /proc).
+ */
+export async function withHolders(plan: CleanupPlan, result: Result, liveRoot: string): Promise<CleanupPlan> {
+  const minors = new Map(result.entries.filter((entry) => entry.open > 0).map((entry) => [entry.minor, entry.name]));
+  const held = plan.actions.filter((action) => action.open > 0 && action.blockedBy !== null);
+  if (held.length === 0) return plan;
+  const holders = new Map<string, string[]>();
+  const add = (name: string, holder: string) => holders.set(name, [...(holders.get(name) ?? []), holder]);
+  const read = (file: string) => readFileSync(path.join(liveRoot, file), 'utf8').trim();
+  for (const [minor, name] of minors) {
+    for (const holder of readdirSafe(path.join(liveRoot, `sys/block/dm-${minor}/holders`))) {
+      let holderName = holder;
+      try {
+        holderName = `${holder} (${read(`sys/block/${holder}/dm/name`)})`;
+      } catch {
+        // not a dm device: its kernel name says enough
+      }
+      add(name, holderName);
+    }
+  }
+  const targets = new Map([...minors].flatMap(([minor, name]) => [[`/dev/dm-${minor}`, name], [`/dev/mapper/${name}`, name]]));
+  for (const pid of readdirSafe(path.join(liveRoot, 'proc')).filter((entry) => /^\d+$/.test(entry))) {
+    for (const fd of readdirSafe(path.join(liveRoot, `proc/${pid}/fd`))) {
+      let target: string;
+      try {
+        target = readlinkSync(path.join(liveRoot, `proc/${pid}/fd/${fd}`));
+      } catch {
+        continue;
+      }
+      const name = targets.get(target);
+      if (name === undefined) continue;
+      let command = '?';
+      try {
+        command = read(`proc/${pid}/comm`);
+      } catch {
+        // gone meanwhile
+      }
+      add(name, `process ${pid} (${command})`);
+      break;
+    }
+  }
+  return {
+    actions: plan.actions.map((action) => {
+      const found = [...new Set(holders.get(action.name) ?? [])];
+      return found.length > 0 && action.open > 0 ? { ...action, blockedBy: `${action.blockedBy}, held by ${found.join(', ')}` } : action;
+    }),
+  };
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
 // ─── Locks: Proxmox's own, taken as Proxmox takes them (flock, 10 s) ─────────────────────────
 
 /** Releases a lock. */
@@ -2672,10 +2731,11 @@ export async function main(
     const stages = composeStages(defaultStages, plugins);
     const notifying = plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
-    const { capture, result, reports, plan } = await runPipeline(stages, {
+    const { capture, result, reports, plan: planned } = await runPipeline(stages, {
       root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
       json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
     });
+    const plan = options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
     let final = result;
     let json = reports.json;
     if (notifying) {

@@ -1,5 +1,6 @@
 // Cleanup against a model node (test/support/fake-node.ts): the real runner, journal, locks
 // (flock on files of a temporary tree) and re-checks.
+import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, runPipeline, UserError } from '../pve-dm.ts';
@@ -113,6 +114,24 @@ test('right before acting, each entry is classified again: referenced now, open 
     } finally {
       done();
     }
+  }
+});
+
+test('an open entry says who holds it: the devices stacked on it and the processes that have it open', async () => {
+  const { root, node, cli, done } = scenario();
+  try {
+    const minorOf = (name: string) => node.dm.get(name)?.minor;
+    put(root, `sys/block/dm-${minorOf('pve-vm--150--disk--0')}/holders/dm-${minorOf('pve-vm--150--disk--0p1')}`, '');
+    put(root, `sys/block/dm-${minorOf('pve-vm--150--disk--0p1')}/dm/name`, 'pve-vm--150--disk--0p1\n');
+    put(root, 'proc/777/comm', 'qemu-img\n');
+    mkdirSync(path.join(root, 'proc/777/fd'), { recursive: true });
+    symlinkSync(`/dev/dm-${minorOf('pve-vm--889--disk--0')}`, path.join(root, 'proc/777/fd/9'));
+    symlinkSync('/dev/null', path.join(root, 'proc/777/fd/0'));
+    const run = await cli();
+    assert.match(run.stdout, new RegExp(`would skip pve-vm--150--disk--0: open 1 time\\(s\\), held by dm-${minorOf('pve-vm--150--disk--0p1')} \\(pve-vm--150--disk--0p1\\)`));
+    assert.match(run.stdout, /would skip pve-vm--889--disk--0: open 1 time\(s\), held by process 777 \(qemu-img\)/);
+  } finally {
+    done();
   }
 });
 
