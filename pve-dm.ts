@@ -1138,6 +1138,13 @@ export function classify(state: ParsedState): Classification {
     groupOf.set(entry.name, key);
   }
 
+  /**
+   * The guest an entry belongs to: its own VMID's when that guest references it here (a template's
+   * base volume, which its linked clones reference too), else the first local guest that does
+   * (a borrowed disk), else the VMID in its name.
+   */
+  const localOwner = (refs: readonly GuestRef[], vmid: number) =>
+    (refs.some((r) => local(r.guest) && r.guest.vmid === vmid) ? vmid : refs.find((r) => local(r.guest))?.guest.vmid) ?? vmid;
   const isReferencedLocally = (name: string) => {
     const id = identities.get(name);
     return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(lvKey(id.vg, id.lv)) ?? []).some((r) => local(r.guest));
@@ -1166,7 +1173,7 @@ export function classify(state: ParsedState): Classification {
       id.volume.kind === 'snapshot' && id.copyOf === null
         ? (refsByVolume.get(lvKey(id.vg, id.volume.origin ?? '')) ?? []).filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : [];
-    const owner = (refs.find((r) => local(r.guest)) ?? snapshotRefs.find((r) => local(r.guest)))?.guest.vmid ?? id.volume.vmid;
+    const owner = localOwner([...refs, ...snapshotRefs], id.volume.vmid);
     if (extra !== undefined) return duplicateVerdict(entry, extra);
     if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
     if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);
@@ -1185,7 +1192,7 @@ export function classify(state: ParsedState): Classification {
   /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
   const duplicateVerdict = (entry: DmEntry, extra: { kept: string; how: 'name' | 'table' }) => {
     const kept = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
-    const keptOwner = (refsByVolume.get(lvKey(kept.vg, kept.lv)) ?? []).find((r) => local(r.guest))?.guest.vmid ?? kept.volume.vmid;
+    const keptOwner = localOwner(refsByVolume.get(lvKey(kept.vg, kept.lv)) ?? [], kept.volume.vmid);
     const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: extra.kept, otherNode: null };
     return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
   };
@@ -1841,6 +1848,9 @@ export interface JournalRecord {
   action: 'lvchange -an' | 'dmsetup remove';
   vg: string | null;
   lv: string | null;
+  /** The guest whose Proxmox lock was held (and is held again to restore). */
+  vmid: number | null;
+  guestType: GuestType | null;
 }
 
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
@@ -1968,6 +1978,7 @@ async function removeOne(action: PlannedAction, context: CleanupContext, outcome
     id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`, run: context.run, at: (context.now?.() ?? new Date()).toISOString(), node: context.capture.hostname,
     name: entry.name, uuid: entry.uuid, open: entry.open, table: table.exitCode === 0 ? tableText(table.stdout) : '', status: entry.status as ProblemStatus,
     reason: entry.reason, action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove', vg: entry.vg, lv: entry.lv,
+    vmid: action.vmid, guestType: action.vmid === null ? null : (context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? 'qemu'),
   };
   onStep(`${command.join(' ')}`);
   let result: CommandResult;
@@ -1990,7 +2001,7 @@ export interface RestoreOutcome {
 }
 
 /** Brings journalled entries back: the LV activated again, or the mapping created again with its uuid and table. */
-export async function restoreEntries(records: JournalRecord[], context: Pick<CleanupContext, 'runner' | 'liveRoot'> & { lock?: Locker }): Promise<RestoreOutcome> {
+export async function restoreEntries(records: JournalRecord[], context: Pick<CleanupContext, 'runner' | 'liveRoot' | 'lockWaitSeconds'> & { lock?: Locker }): Promise<RestoreOutcome> {
   const lock = context.lock ?? flockLocker;
   const outcome: RestoreOutcome = { restored: [], refused: [], failed: [] };
   const releaseRun = await lock(path.join(context.liveRoot, PVE_DM_LOCK), 0);
@@ -1998,29 +2009,41 @@ export async function restoreEntries(records: JournalRecord[], context: Pick<Cle
   try {
     // Parents before their partitions: the reverse of the order they went in.
     for (const record of [...records].reverse()) {
-      const exists = await context.runner('dmsetup', [...DM_INFO_ARGS, record.name]);
-      if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
-        outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
+      const guestLock = record.vmid === null || record.vmid === undefined ? null : path.join(context.liveRoot, guestLockFile(record.vmid, record.guestType ?? 'qemu'));
+      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
+      if (releaseGuest === null) {
+        outcome.refused.push({ name: record.name, why: `guest ${record.vmid}'s lock is held by someone else (${guestLock})` });
         continue;
       }
-      const [command, args, input] =
-        record.action === 'lvchange -an'
-          ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
-          : ['dmsetup', ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])], `${record.table}\n`];
-      let result: CommandResult;
       try {
-        result = await context.runner(command as string, args as string[], { mutates: true, input: input as string | undefined });
-      } catch (error) {
-        outcome.refused.push({ name: record.name, why: (error as Error).message });
-        continue;
+        await restoreOne(record, context.runner, outcome);
+      } finally {
+        await releaseGuest();
       }
-      if (result.exitCode === 0) outcome.restored.push(record.name);
-      else outcome.failed.push({ name: record.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
     }
   } finally {
     await releaseRun();
   }
   return outcome;
+}
+
+async function restoreOne(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
+  const exists = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
+  if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
+    return void outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
+  }
+  const [command, args, input]: [string, string[], string | undefined] =
+    record.action === 'lvchange -an'
+      ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
+      : ['dmsetup', ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])], `${record.table}\n`];
+  let result: CommandResult;
+  try {
+    result = await runner(command, args, { mutates: true, input });
+  } catch (error) {
+    return void outcome.refused.push({ name: record.name, why: (error as Error).message });
+  }
+  if (result.exitCode === 0) outcome.restored.push(record.name);
+  else outcome.failed.push({ name: record.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -2782,7 +2805,7 @@ export async function main(
         if (cleanup !== null && cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
       }
     } else if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
-      const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${terminalSafe(step)}\n`));
+      const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`));
       final = { ...final, cleanup };
       if (!options.json) io.stdout.write(renderCleanup(cleanup, options.dryRun));
       for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);

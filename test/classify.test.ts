@@ -212,6 +212,15 @@ test('linked clones: lvmthin records just vm-Y-disk-N; the base/vm form referenc
   assert.is(result.guests.find((g) => g.vmid === 900)?.template, true);
 });
 
+test('a template\'s base volume belongs to the template, even when a clone\'s config comes first', () => {
+  const storageCfg = 'lvm: other\n\tvgname other\n';
+  const result = run(node([lvm('other', 'base-9000-disk-0'), lvm('other', 'vm-101-disk-0')], {
+    storageCfg,
+    configs: [config(101, 'scsi0: other:base-9000-disk-0/vm-101-disk-0,size=8G\n'), config(9000, 'template: 1\nscsi0: other:base-9000-disk-0,size=8G\n')],
+  }));
+  assert.equal(result.entries.map((e) => [e.name, e.vmid]), [['other-base--9000--disk--0', 9000], ['other-vm--101--disk--0', 101]]);
+});
+
 test('a thin snapshot is valid while its guest has that snapshot; a leftover one is a tombstone', () => {
   const result = run(node([lvm('pve', 'vm-201-disk-0'), lvm('pve', 'snap_vm-201-disk-0_vzdump'), lvm('pve', 'snap_vm-201-disk-0_keep')], {
     configs: [config(201, 'hostname: ct\nrootfs: local-lvm:vm-201-disk-0,size=8G\nparent: keep\n\n[keep]\nrootfs: local-lvm:vm-201-disk-0,size=8G\nsnaptime: 1\n', { type: 'lxc' })],

@@ -3,7 +3,7 @@
 import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, runPipeline, UserError } from '../pve-dm.ts';
+import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, restoreEntries, runPipeline, UserError } from '../pve-dm.ts';
 import { changing, lvUuid, put, scenario, VG_PVE, VG_SSD } from './support/fake-node.ts';
 import { test } from './harness.ts';
 
@@ -208,6 +208,23 @@ test('restore --last brings back what the last run removed (LVs activated, mappi
     const again = await cli('restore', '--last');
     assert.is(again.code, 1);
     assert.is((again.stdout.match(/refused/g) ?? []).length, 5);
+  } finally {
+    done();
+  }
+});
+
+test('restore waits for the guest\'s Proxmox lock, and leaves the entry alone while someone holds it', async () => {
+  const { root, node, cli, journal, done } = scenario();
+  try {
+    await cli('--yes');
+    const records = readJournal(journal);
+    assert.is(records.find((r) => r.name === 'pve-vm--888--disk--0')?.vmid, 888);
+    const held = await flockLocker(path.join(root, guestLockFile(888, 'qemu')), 0);
+    const outcome = await restoreEntries(records, { runner: createRunner({ allowChanges: true, exec: node.exec }), liveRoot: root, lockWaitSeconds: 1 });
+    await held?.();
+    assert.equal(outcome.refused, [{ name: 'pve-vm--888--disk--0', why: `guest 888's lock is held by someone else (${path.join(root, '/var/lock/qemu-server/lock-888.conf')})` }]);
+    assert.is(outcome.restored.length, 4);
+    assert.not.ok(node.dm.has('pve-vm--888--disk--0'));
   } finally {
     done();
   }

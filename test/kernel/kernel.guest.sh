@@ -166,6 +166,7 @@ x mkdir -p /run/qemu-server /run/lock/qemu-server /run/lock/lxc /var/lib/pve-dm
 
 # a stale LV held open (by "someone"): cleanup must refuse it
 sh -c 'exec 3</dev/mapper/ssd--ha01-vm--777--disk--0; exec sleep 100000' &
+echo $! > /run/holder-777.pid
 
 # running VM 101: QEMU as qemu-server starts it, from a node binary linked as /usr/bin/kvm
 NODE=$(sed -n 's/^exec \(\/host\/[^ ]*\) .*/\1/p' /usr/bin/node)

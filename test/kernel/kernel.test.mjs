@@ -370,6 +370,11 @@ async function cleanup() {
     assert.ok(s4.names.includes(HELD), `${HELD} was removed`);
     assert.ok(yes.output.split('\n').some((l) => l.includes(HELD) && /skip/i.test(l) && /open|busy|in use/i.test(l)), `no line says ${HELD} was skipped because it is open`);
   });
+  test('--yes: the skipped open entry names who holds it (the process with it open: sleep, its pid)', () => {
+    const pid = fs.readFileSync('/run/holder-777.pid', 'utf8').trim();
+    const line = yes.output.split('\n').find((l) => l.includes(HELD) && /skip/i.test(l)) ?? '';
+    assert.ok(line.includes(pid) && line.includes('sleep'), `"${line.trim()}" does not name process ${pid} (sleep)`);
+  });
   test('--yes: the closing summary counts 5 removed, 1 skipped, 0 failed', () => {
     assert.match(yes.output, /\b5 removed\b/);
     assert.match(yes.output, /\b1 skipped\b/);
