@@ -1992,7 +1992,7 @@ async function removeOne(action: PlannedAction, context: CleanupContext, outcome
 }
 
 /** The table lines of `dmsetup table NAME`, without the name (what `dmsetup create` reads back). */
-const tableText = (stdout: string) => lines(stdout).map((line) => line.replace(/^.+?: (?=\d+ \d+ )/, '')).join('\n');
+const tableText = (stdout: string) => lines(stdout).map((line) => line.replace(/^.+?: (?=\d+ \d+ )/, '').trimEnd()).join('\n');
 
 export interface RestoreOutcome {
   restored: string[];
