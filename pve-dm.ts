@@ -2288,6 +2288,24 @@ export interface HttpResponse {
   body: string;
 }
 
+/** A URL setting, checked: a notifier fails with a clear word instead of an odd HTTP error. */
+export function settingUrl(key: string, value: string, example: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(`${key} is not a URL (expected e.g. ${example})`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`${key} must be http or https, not ${url.protocol}`);
+  return url;
+}
+
+/** A secret that travels in an HTTP header: printable ASCII only, so it can neither break nor add a header. */
+export function headerSecret(key: string, value: string): string {
+  if (!/^[\x21-\x7e]+$/.test(value)) throw new Error(`${key} holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)`);
+  return value;
+}
+
 /** The service's own words from an error body: its JSON message field, else the start of the text. */
 export function serviceMessage(body: string): string {
   try {

@@ -5,19 +5,13 @@
 //   PVE_DM_GOTIFY_TOKEN  an application token; sent in the X-Gotify-Key header, never in the URL
 //
 // Priority follows the severity (critical 8, warning 5, ok 2); the message is shown as plain text.
-import { definePlugin, severityOf, type Severity } from '../pve-dm.ts';
+import { definePlugin, headerSecret, settingUrl, severityOf, type Severity } from '../pve-dm.ts';
 
 const PRIORITY: Record<Severity, number> = { critical: 8, warning: 5, ok: 2 };
 
 /** <base>/message, with or without a trailing slash (and any path prefix) on the base. */
 function messageUrl(raw: string): string {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new Error('PVE_DM_GOTIFY_URL is not a URL (expected the server, e.g. https://gotify.example)');
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`PVE_DM_GOTIFY_URL must be http or https, not ${url.protocol}`);
+  const url = settingUrl('PVE_DM_GOTIFY_URL', raw, 'https://gotify.example');
   url.pathname = `${url.pathname.replace(/\/+$/, '')}/message`;
   return url.href;
 }
@@ -29,7 +23,7 @@ export default definePlugin({
     const url = messageUrl(setting('PVE_DM_GOTIFY_URL') as string);
     const token = setting('PVE_DM_GOTIFY_TOKEN');
     if (!token) throw new Error('PVE_DM_GOTIFY_TOKEN is not set (an application token from the Gotify server)');
-    if (!/^[\x21-\x7e]+$/.test(token)) throw new Error('PVE_DM_GOTIFY_TOKEN holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)');
+    headerSecret('PVE_DM_GOTIFY_TOKEN', token);
     const body = JSON.stringify({
       title: reports.subject,
       message: reports.text,

@@ -8,7 +8,7 @@
 // reliably, so it travels as RFC 2047 encoded-words (`=?UTF-8?B?...?=`), which ntfy decodes
 // (ntfy 2.4.0 and later). Priority and tags follow the severity. ntfy turns a message over
 // 4096 bytes into an attachment, so a longer summary is cut (at a line) to fit.
-import { definePlugin, mimeEncodedWords, severityOf, type HttpRequest, type Severity } from '../pve-dm.ts';
+import { definePlugin, headerSecret, mimeEncodedWords, settingUrl, severityOf, type HttpRequest, type Severity } from '../pve-dm.ts';
 
 /** ntfy's default message limit; a longer body becomes an `attachment.txt`. */
 const NTFY_MESSAGE_LIMIT = 4096;
@@ -42,13 +42,7 @@ function fitMessage(text: string, limit = NTFY_MESSAGE_LIMIT): string {
 
 /** The topic URL, checked: http(s), and a topic after the server. */
 function topicUrl(raw: string): string {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new Error('PVE_DM_NTFY_URL is not a URL (expected the server and topic, e.g. https://ntfy.sh/mytopic)');
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`PVE_DM_NTFY_URL must be http or https, not ${url.protocol}`);
+  const url = settingUrl('PVE_DM_NTFY_URL', raw, 'https://ntfy.sh/mytopic');
   const topicPath = url.pathname.replace(/\/+$/, '');
   if (topicPath === '') throw new Error('PVE_DM_NTFY_URL names no topic (expected the server and topic, e.g. https://ntfy.sh/mytopic)');
   url.pathname = topicPath;
@@ -61,9 +55,7 @@ export default definePlugin({
   async notify(result, reports, { setting, http }) {
     const url = topicUrl(setting('PVE_DM_NTFY_URL') as string);
     const token = setting('PVE_DM_NTFY_TOKEN');
-    if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
-      throw new Error('PVE_DM_NTFY_TOKEN holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)');
-    }
+    if (token !== undefined) headerSecret('PVE_DM_NTFY_TOKEN', token);
     const severity = severityOf(result);
     const request: HttpRequest = {
       url,

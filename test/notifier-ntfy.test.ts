@@ -4,27 +4,12 @@
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, notificationSubject, notificationText, notifyAll } from '../pve-dm.ts';
 import { startServer } from './support/http-server.ts';
-import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
+import { decodeEncodedWords, httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
 const ntfy = await loadNotifier('ntfy');
 const TOKEN = 'tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2';
 
-/** A header value that must be only RFC 2047 B encoded-words (each ≤ 75 chars, whole UTF-8 characters), decoded. */
-function decodeEncodedWords(value: string): string {
-  assert.match(value, /^[\x21-\x7e ]+$/, 'the header is printable ASCII');
-  return value
-    .split(' ')
-    .map((word) => {
-      const m = /^=\?UTF-8\?B\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(word);
-      assert.ok(m, `not an RFC 2047 encoded-word: ${word}`);
-      assert.ok(word.length <= 75, `encoded-word longer than 75 characters: ${word}`);
-      const bytes = Buffer.from(m[1] ?? '', 'base64');
-      assert.is(bytes.toString('base64'), m[1], 'canonical base64');
-      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    })
-    .join('');
-}
 
 const noToken = (detail: string | undefined) => assert.not.ok((detail ?? '').includes(TOKEN), `the token leaked: ${detail}`);
 

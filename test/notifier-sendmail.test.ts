@@ -5,7 +5,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { createRunner, notificationSubject, notificationText, notifyAll, type Notification, type NotifyReports } from '../pve-dm.ts';
-import { loadNotifier, sampleResult } from './support/notify.ts';
+import { decodeEncodedWords, loadNotifier, sampleResult } from './support/notify.ts';
 import { tempDir, test } from './harness.ts';
 
 const sendmail = await loadNotifier('sendmail');
@@ -86,21 +86,6 @@ function one(parsed: Parsed, name: string): string {
   return values[0] ?? '';
 }
 
-/** An unstructured header of RFC 2047 B encoded-words only (each ≤ 75 chars, whole characters), decoded. */
-function decodeEncodedWords(value: string): string {
-  return value
-    .trim()
-    .split(/[ \t]+/)
-    .map((word) => {
-      const m = /^=\?UTF-8\?B\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(word);
-      assert.ok(m, `not an RFC 2047 encoded-word: ${word}`);
-      assert.ok(word.length <= 75, `encoded-word longer than 75 characters: ${word}`);
-      const bytes = Buffer.from(m[1] ?? '', 'base64');
-      assert.is(bytes.toString('base64'), m[1], 'canonical base64');
-      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    })
-    .join('');
-}
 
 /** The MIME parts of a multipart body, each with its headers and decoded (base64) content. */
 function mimeParts(body: string, boundary: string): { headers: Map<string, string[]>; bytes: Buffer; lines: string[] }[] {

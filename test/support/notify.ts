@@ -98,3 +98,20 @@ export function httpFailureModes(
     noSecret(outcome?.detail ?? '', settings);
   }, 10_000);
 }
+
+/** A header of RFC 2047 B encoded-words only (each ≤ 75 chars, canonical base64, whole UTF-8 characters), decoded. */
+export function decodeEncodedWords(value: string): string {
+  assert.match(value.trim(), /^[\x21-\x7e \t\r\n]+$/, 'the header is printable ASCII');
+  return value
+    .trim()
+    .split(/\s+/)
+    .map((word) => {
+      const m = /^=\?UTF-8\?B\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(word);
+      assert.ok(m, `not an RFC 2047 encoded-word: ${word}`);
+      assert.ok(word.length <= 75, `encoded-word longer than 75 characters: ${word}`);
+      const bytes = Buffer.from(m[1] ?? '', 'base64');
+      assert.is(bytes.toString('base64'), m[1], 'canonical base64');
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    })
+    .join('');
+}
