@@ -6,7 +6,7 @@
 // cannot make a link; mrkdwn texts are `verbatim` (no auto-linked URLs or channel names) and
 // link previews are off. Every text is clipped to Slack's limits after escaping, never in the
 // middle of an entity. The webhook URL is a secret: it never appears in a detail or error.
-import { definePlugin, REASONS, serviceMessage, severityOf, terminalSafe, type Classified, type Result } from '../pve-dm.ts';
+import { definePlugin, REASONS, redactSecrets, serviceMessage, settingUrl, severityOf, terminalSafe, type Classified, type Result } from '../pve-dm.ts';
 
 /** Slack's limits (https://api.slack.com/reference/block-kit/blocks). */
 const SLACK_LIMITS = { headerText: 150, sectionText: 3000, contextText: 3000, blocks: 50, fallbackText: 3000 } as const;
@@ -80,25 +80,15 @@ export default definePlugin({
   name: 'slack',
   configured: (setting) => Boolean(setting('PVE_DM_SLACK_WEBHOOK')?.trim()),
   async notify(result, reports, { setting, http }) {
-    const url = (setting('PVE_DM_SLACK_WEBHOOK') ?? '').trim();
+    const url = settingUrl('PVE_DM_SLACK_WEBHOOK', (setting('PVE_DM_SLACK_WEBHOOK') ?? '').trim(), 'https://hooks.slack.com/services/T000/B000/XXXX');
     let response;
     try {
-      response = await http({ url, headers: { 'content-type': 'application/json', 'user-agent': 'pve-dm' }, body: JSON.stringify(slackMessage(result, reports.subject)) });
+      response = await http({ url: url.href, headers: { 'content-type': 'application/json', 'user-agent': 'pve-dm' }, body: JSON.stringify(slackMessage(result, reports.subject)) });
     } catch (error) {
-      // The webhook URL is the credential: keep it (and its path) out of every message.
-      const message = error instanceof Error ? error.message : String(error);
-      throw new Error(url === '' ? message : message.split(url).join('***').split(safePath(url)).join('***'));
+      // The webhook URL is the credential: keep its path out of every message too.
+      throw new Error(redactSecrets(error instanceof Error ? error.message : String(error), [url.href, url.pathname].filter((part) => part.length > 1)));
     }
     if (response.status < 200 || response.status > 299) throw new Error(`HTTP ${response.status}: not delivered (Slack answers 200 ok)`);
     return `HTTP ${response.status}: ${serviceMessage(response.body)}`;
   },
 });
-
-function safePath(url: string): string {
-  try {
-    const { pathname } = new URL(url);
-    return pathname.length > 1 ? pathname : url;
-  } catch {
-    return url;
-  }
-}
