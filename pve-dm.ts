@@ -248,18 +248,12 @@ async function readOptional(file: string): Promise<string | null> {
  */
 function readConfigs(base: string): ConfigFile[] {
   const nodesDir = path.join(base, CAPTURE_FILES.nodes);
-  const list = (dir: string) => {
-    try {
-      return readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return [];
-    }
-  };
   const configs: ConfigFile[] = [];
-  for (const node of list(nodesDir).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()) {
+  // A node folder's guest folders may be missing (a node without guests of that type).
+  for (const node of readdirSafe(nodesDir).sort()) {
     for (const type of ['qemu', 'lxc'] as const) {
       const dir = path.join(nodesDir, node, GUEST_DIRS[type]);
-      for (const file of list(dir).map((entry) => entry.name).sort()) {
+      for (const file of readdirSafe(dir).sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
         if (vmid === undefined) continue;
         const config = { path: path.relative(base, path.join(dir, file)), node, type, vmid: Number(vmid) };
