@@ -2859,6 +2859,13 @@ const FIRST_COPY = Symbol.for('pve-dm.main');
 const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)) && !(FIRST_COPY in globalThis);
 if (invokedDirectly) {
   Object.assign(globalThis, { [FIRST_COPY]: true });
+  // `pve-dm.ts | head` closes the pipe early: the rest of the output is dropped, and a cleanup in
+  // hand still finishes (it must never be cut between its journal line and its command).
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

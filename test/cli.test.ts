@@ -1,6 +1,7 @@
 // End to end through the command line, as a real process (issue 2: "Reports", "Exit codes",
 // "Bad input"): every sample against its expected.json, the console and HTML reports, exit 3
 // cases, --vmid, --help, colour, and the interactive run's cleanup plan.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -344,6 +345,18 @@ test('an interactive run of a healthy node prints no plan at all', async () => {
   const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--html', path.join(tmp(), 'r.html')]);
   assert.is(run.code, 0, describe(run));
   assert.not.match(run.stdout, /would run|would skip/);
+}, SLOW);
+
+test('a reader that closes the pipe early (pve-dm.ts | head) gets no stack trace, and the exit code stays', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), '--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--html', path.join(tmp(), 'r.html')], {
+    cwd: PROJECT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.is(code, 2, stderr);
+  assert.not.match(stderr, /EPIPE|^\s+at /m);
 }, SLOW);
 
 test.run();
