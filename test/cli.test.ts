@@ -10,16 +10,7 @@ import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, HTML_SECTIONS, main, runPipeline, validateHtml } from '../pve-dm.ts';
 import { describeRun, noStackTrace, PROJECT, runCli, SAMPLES, tempDir, test } from './harness.ts';
 
-/** Temporary directories of this file, removed when it exits. */
-const made: string[] = [];
-const tmp = () => {
-  const dir = tempDir();
-  made.push(dir);
-  return dir;
-};
-process.on('exit', () => {
-  for (const dir of made) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = () => tempDir();
 
 const SAMPLE_NAMES = readdirSync(SAMPLES).filter((name) => existsSync(path.join(SAMPLES, name, 'expected.json'))).sort();
 const SLOW = 60_000;

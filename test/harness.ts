@@ -1,7 +1,7 @@
 // Shared test helpers. Every test gets a time limit (uvu has none), so a hung promise fails the
 // test instead of hanging CI.
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,7 +85,17 @@ export function refusedWith(run: CliRun, message?: string | RegExp): string {
   return line.slice('pve-dm: '.length);
 }
 
-export const tempDir = (prefix = 'pve-dm-test-') => mkdtempSync(path.join(os.tmpdir(), prefix));
+const temporary: string[] = [];
+process.on('exit', () => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A temporary directory, removed when the test file's process exits. */
+export function tempDir(prefix = 'pve-dm-test-'): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporary.push(dir);
+  return dir;
+}
 
 /** A capture in memory, for rule tests: a node `pve1` with the default storages unless given. */
 export function capture(parts: Partial<Capture> & { configs?: Capture['configs'] }): Capture {

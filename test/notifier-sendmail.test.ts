@@ -1,7 +1,7 @@
 // The sendmail notifier against a stand-in sendmail (a shell script that keeps its arguments and
 // standard input): the exact argv, the message parsed back (headers, the RFC 2047 subject, the
 // MIME parts decoded and compared byte for byte), recipients, failures, and header injection.
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { createRunner, notificationSubject, notificationText, notifyAll, type Notification, type NotifyReports } from '../pve-dm.ts';
@@ -10,8 +10,6 @@ import { tempDir, test } from './harness.ts';
 
 const sendmail = await loadNotifier('sendmail');
 const runner = createRunner({ allowChanges: false });
-const folders: string[] = [];
-process.on('exit', () => folders.forEach((folder) => rmSync(folder, { recursive: true, force: true })));
 
 interface StandIn {
   program: string;
@@ -24,7 +22,6 @@ interface StandIn {
 /** A stand-in sendmail in a fresh folder: keeps "$@" (NUL-separated) and stdin, then runs `tail`. */
 function standIn(tail = 'exit 0'): StandIn {
   const dir = tempDir('pve-dm-sendmail-');
-  folders.push(dir);
   const program = path.join(dir, 'sendmail');
   const q = (file: string) => `'${path.join(dir, file)}'`;
   writeFileSync(program, `#!/bin/sh\nprintf '%s\\0' "$@" > ${q('argv')}\necho "$#" > ${q('argc')}\ncat > ${q('stdin')}\n${tail}\n`);
@@ -186,7 +183,6 @@ test('sendmail: exit 75 with a message on stderr: a failure with the exit code a
 
 test('sendmail: a missing program: a clear failure naming it', async () => {
   const dir = tempDir('pve-dm-sendmail-');
-  folders.push(dir);
   const missing = path.join(dir, 'no-such-sendmail');
   const { outcome } = await deliver({ PVE_DM_MAIL_TO: 'root', PVE_DM_SENDMAIL: missing });
   assert.equal(outcome, [{

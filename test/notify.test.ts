@@ -4,7 +4,7 @@
 // off every command line. The notifier is the project's own webhook, copied into a test folder so
 // that no other notifier of plugins/ takes part, against a real HTTP server on 127.0.0.1.
 import { spawn } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -17,16 +17,7 @@ const PVE_DM = path.join(PROJECT, 'pve-dm.ts');
 const DEFAULT_INSTALL = path.join(SAMPLES, 'default-install');
 const MULTI_POOL = path.join(SAMPLES, 'multi-pool');
 
-/** Temporary directories of this file, removed when it exits. */
-const made: string[] = [];
-const tmp = () => {
-  const dir = tempDir('pve-dm-notify-');
-  made.push(dir);
-  return dir;
-};
-process.on('exit', () => {
-  for (const dir of made) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = () => tempDir('pve-dm-notify-');
 
 /** A plugin folder (root's, 0755) with a copy of plugins/webhook.ts (0644), its import made absolute. */
 function webhookFolder(): string {

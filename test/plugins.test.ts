@@ -3,7 +3,7 @@
 // what `pve-dm.ts plugins` lists, every way a plugin can fail to load or fail at run time, the
 // root-ownership checks, notifiers that throw or never settle, and a hook's return type checked by tsc.
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
@@ -19,16 +19,7 @@ const DEFAULT_INSTALL = path.join(SAMPLES, 'default-install');
 const MULTI_POOL = path.join(SAMPLES, 'multi-pool');
 const AS_ROOT = process.getuid?.() === 0;
 
-/** Temporary directories of this file, removed when it exits. */
-const made: string[] = [];
-const tmp = () => {
-  const dir = tempDir('pve-dm-plugins-');
-  made.push(dir);
-  return dir;
-};
-process.on('exit', () => {
-  for (const dir of made) rmSync(dir, { recursive: true, force: true });
-});
+const tmp = () => tempDir('pve-dm-plugins-');
 
 /**
  * A fixture's text with its import of pve-dm.ts made absolute, so that it loads from any folder.
