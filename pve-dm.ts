@@ -2631,7 +2631,7 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dir: string | 
   const rows = loaded.map(({ plugin, file }) => {
     const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? ['notify'] : [])];
     const state = plugin.notify ? (isActiveNotifier(plugin, settings) ? 'configured' : 'not configured') : '';
-    return [terminalSafe(plugin.name), path.basename(file), hooks.join(', ') || '(nothing)', state];
+    return [plugin.name, path.basename(file), hooks.join(', ') || '(nothing)', state].map(terminalSafe);
   });
   return `Plugins in ${dir}, in the order they load:\n${table(['PLUGIN', 'FILE', 'HOOKS', 'NOTIFIER'], rows).map((line) => `  ${line}`).join('\n')}\n`;
 }
@@ -2701,7 +2701,8 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
 export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (json) return `${JSON.stringify(records, null, 2)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
-  const rows = records.map((r) => [r.id, r.at, terminalSafe(r.name), r.action, r.reason]);
+  // The journal is a file on disk: every field is shown as text, whatever it holds.
+  const rows = records.map((r) => [r.id, r.at, r.name, r.action, r.reason].map((cell) => terminalSafe(String(cell))));
   return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON'], rows).join('\n')}\n`;
 }
 
