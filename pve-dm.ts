@@ -1043,7 +1043,7 @@ export type Identity =
   | { kind: 'ceph-osd' }
   | { kind: 'saferemove'; vg: string; lv: string }
   | { kind: 'lvm-volume'; vg: string; lv: string }
-  | { kind: 'guest-volume'; vg: string; lv: string; volume: GuestVolume; lvmOwned: boolean; copyOf: string | null }
+  | { kind: 'guest-volume'; vg: string; lv: string; volume: GuestVolume; lvmOwned: boolean; copyOf: string | null; volumeKey: string }
   | { kind: 'foreign' };
 
 /** LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id, then `-<layer>` for LVM's own layers. */
@@ -1069,8 +1069,8 @@ export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
   const volume = parseGuestVolumeName(lv);
   const copyOf = lvmOwned ? null : stripCopySuffix(lv);
   // A hand-made `vm-169-disk-0-dup` also matches the loose `other` pattern: the copy reading wins.
-  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null };
-  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf };
+  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null, volumeKey: lvKey(vg, lv) };
+  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf, volumeKey: lvKey(vg, copyOf) };
   return lvmOwned ? { kind: 'lvm-volume', vg, lv } : { kind: 'foreign' };
 }
 
@@ -1108,7 +1108,7 @@ export function classify(state: ParsedState): Classification {
   for (const entry of state.entries) {
     const id = identities.get(entry.name);
     if (id?.kind !== 'guest-volume') continue;
-    const key = lvKey(id.vg, id.copyOf ?? id.lv);
+    const key = id.volumeKey;
     pushTo(members, key, { name: entry.name, how: id.copyOf === null ? 'own' : 'name' });
     groupOf.set(entry.name, key);
     const table = tableOf(entry.name);
@@ -1123,7 +1123,7 @@ export function classify(state: ParsedState): Classification {
     if (original === undefined || original === entry.name || id === undefined) continue;
     if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
     const originalId = identities.get(original) as Extract<Identity, { kind: 'guest-volume' }>;
-    const key = lvKey(originalId.vg, originalId.lv);
+    const key = originalId.volumeKey;
     const current = groupOf.get(entry.name);
     if (current === key) continue;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
@@ -1141,7 +1141,7 @@ export function classify(state: ParsedState): Classification {
     (refs.some((r) => local(r.guest) && r.guest.vmid === vmid) ? vmid : refs.find((r) => local(r.guest))?.guest.vmid) ?? vmid;
   const isReferencedLocally = (name: string) => {
     const id = identities.get(name);
-    return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(lvKey(id.vg, id.lv)) ?? []).some((r) => local(r.guest));
+    return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(id.volumeKey) ?? []).some((r) => local(r.guest));
   };
   const duplicates: DuplicateSet[] = [];
   const extraOf = new Map<string, { kept: string; how: 'name' | 'table' }>();
@@ -1159,15 +1159,15 @@ export function classify(state: ParsedState): Classification {
 
   const classifyGuestVolume = (entry: DmEntry, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
     const lv = id.copyOf ?? id.lv;
-    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(lvKey(id.vg, lv))) : false;
+    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.volumeKey)) : false;
     const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
     const extra = extraOf.get(entry.name);
-    const refs = id.copyOf === null ? (refsByVolume.get(lvKey(id.vg, lv)) ?? []) : [];
+    const refs = id.copyOf === null ? (refsByVolume.get(id.volumeKey) ?? []) : [];
     const snapshotRefs =
       id.volume.kind === 'snapshot' && id.copyOf === null
         ? (refsByVolume.get(lvKey(id.vg, id.volume.origin ?? '')) ?? []).filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : [];
-    const owner = localOwner([...refs, ...snapshotRefs], id.volume.vmid);
+    const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
     if (extra !== undefined) return duplicateVerdict(entry, extra);
     if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
     if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);

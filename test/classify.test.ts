@@ -2,22 +2,7 @@
 import * as assert from 'uvu/assert';
 import { classify, grade, parse, planCleanup, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test } from './harness.ts';
-
-const VG_IDS: Record<string, string> = {};
-/** A real-shaped LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id (+ `-layer`). */
-function lvmUuid(vg: string, lv: string, layer = ''): string {
-  const id = (seed: string) => {
-    let out = '';
-    let h = 2166136261;
-    while (out.length < 32) {
-      for (const c of seed + out.length) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
-      out += 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'[h % 62];
-    }
-    return out;
-  };
-  VG_IDS[vg] ??= id(`vg:${vg}`);
-  return `LVM-${VG_IDS[vg]}${id(`lv:${vg}/${lv}`)}${layer ? `-${layer}` : ''}`;
-}
+import { lvmDmName, lvmUuid } from './support/lvm.ts';
 
 interface Dm {
   name: string;
@@ -28,7 +13,7 @@ interface Dm {
 let minor = 0;
 /** An entry LVM made for vg/lv: dm name by LVM's rule, LVM uuid. */
 const lvm = (vg: string, lv: string, extra: Partial<Dm> & { layer?: string } = {}): Dm => ({
-  name: [vg, lv, extra.layer ?? ''].filter(Boolean).map((p) => p.replaceAll('-', '--')).join('-'),
+  name: lvmDmName(vg, lv, extra.layer),
   uuid: lvmUuid(vg, lv, extra.layer),
   table: `0 2097152 thin 252:3 ${++minor}`,
   ...extra,

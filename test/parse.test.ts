@@ -5,6 +5,7 @@ import {
   parseStorageCfg, splitLvmName, stripCopySuffix, unmangleDmName, volumeOfPropertyString,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
+import { lvmDmName } from './support/lvm.ts';
 
 test('splitLvmName: LVM\'s rule (single - separates, -- is a - inside a name)', () => {
   const table: [string, [string, string, string] | null][] = [
@@ -31,14 +32,11 @@ test('splitLvmName: LVM\'s rule (single - separates, -- is a - inside a name)', 
   assert.is(splitLvmName('ssd--ha01-vm--169--disk--0-dup')?.rest, 'vm-169-disk-0-dup');
 });
 
-/** libdm dm_build_dm_name: every `-` inside a part doubled, parts joined by `-`. */
-const buildLvmName = (vg: string, lv: string) => [vg, lv].map((part) => part.replaceAll('-', '--')).join('-');
-
 test('LVM names built from any legal VG and LV name split back any legal VG and LV name', () => {
   const vgs = ['pve', 'ssd-ha01', 'a--b', 'x.y_z', 'v-', 'VG+1'];
   const lvs = ['vm-100-disk-0', 'snap_vm-1-disk-0_a-b', 'lv--', 'data', 'x-y-z', 'base-9000-disk-1.qcow2'];
   for (const vg of vgs) for (const lv of lvs) {
-    const split = splitLvmName(buildLvmName(vg, lv));
+    const split = splitLvmName(lvmDmName(vg, lv));
     assert.equal([split?.vg, split?.lv, split?.layer], [vg, lv, ''], `${vg}/${lv}`);
   }
 });

@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { main, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
 import { tempDir } from '../harness.ts';
+import { lvmDmName } from './lvm.ts';
 
 export const VG_PVE = 'Uv0zN6dKv1Lw3Ry9mG1zQ3f2p7cTnIkR';
 export const VG_SSD = 'ez0TI5tS7zWJAgfqqCWPQKkNZthHBwsT';
@@ -56,7 +57,7 @@ export class FakeNode {
     this.journalAtChange.push(readJournal(this.journal).length);
     if (command === 'lvchange' && a[0] === '-an') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = `${vg.replaceAll('-', '--')}-${lv.replaceAll('-', '--')}`;
+      const name = lvmDmName(vg, lv);
       const d = this.dm.get(name);
       if (d && d.open > 0) return fail(5, `  Logical volume ${a[1]} in use.\n`);
       if (d) this.inactive.set(name, d);
@@ -65,7 +66,7 @@ export class FakeNode {
     }
     if (command === 'lvchange' && a[0] === '-ay') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = `${vg.replaceAll('-', '--')}-${lv.replaceAll('-', '--')}`;
+      const name = lvmDmName(vg, lv);
       const d = this.inactive.get(name);
       if (d) this.dm.set(name, d);
       return d ? ok() : fail(5, `  Failed to find logical volume "${a[1]}"\n`);
