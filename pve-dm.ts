@@ -256,7 +256,7 @@ function readConfigs(base: string): ConfigFile[] {
       for (const file of readdirSafe(dir).sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
         if (vmid === undefined) continue;
-        const config = { path: path.relative(base, path.join(dir, file)), node, type, vmid: Number(vmid) };
+        const config = { path: `${CAPTURE_FILES.nodes}/${node}/${GUEST_DIRS[type]}/${file}`, node, type, vmid: Number(vmid) };
         try {
           configs.push({ ...config, text: readFileSync(path.join(dir, file), 'utf8') });
         } catch (error) {
@@ -546,31 +546,30 @@ export function mangleDmName(name: string): string {
  */
 export function splitLvmName(name: string): { vg: string; lv: string; layer: string; rest: string } | null {
   const components: string[] = [];
-  let current = '';
+  let start = 0;
   let vgEnd = -1;
-  for (let i = 0; i < name.length && components.length < 3; i++) {
-    const c = name[i];
-    if (c === '-' && i + 1 < name.length) {
-      if (name[i + 1] === '-') {
-        current += '-';
-        i++;
-        continue;
-      }
-      components.push(current);
-      current = '';
-      if (components.length === 1) vgEnd = i;
+  // A `-` before the last character, not doubled, ends a component.
+  for (let i = name.indexOf('-'); i >= 0 && i < name.length - 1 && components.length < 3; i = name.indexOf('-', i)) {
+    if (name[i + 1] === '-') {
+      i += 2;
       continue;
     }
-    current += c;
+    components.push(unquoteLvmPart(name.slice(start, i)));
+    if (vgEnd < 0) vgEnd = i;
+    start = i += 1;
   }
-  if (components.length < 3) components.push(current);
+  if (components.length < 3) components.push(unquoteLvmPart(name.slice(start)));
   const [vg = '', lv = '', layer = ''] = components;
   // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`).
-  const rest = vgEnd < 0 ? '' : name.slice(vgEnd + 1).replaceAll('--', '-');
+  const rest = vgEnd < 0 ? '' : unquoteLvmPart(name.slice(vgEnd + 1));
   return vg && lv ? { vg, lv, layer, rest } : null;
 }
 
+const unquoteLvmPart = (part: string) => (part.includes('--') ? part.replaceAll('--', '-') : part);
+
 const DIGITS_RE = /^\d+$/;
+const dmInfoColumnsAt = (fields: string[], i: number) =>
+  DIGITS_RE.test(fields[i] ?? '') && DIGITS_RE.test(fields[i + 1] ?? '') && DIGITS_RE.test(fields[i + 2] ?? '') && DM_ATTR_RE.test(fields[i + 3] ?? '');
 /** dmsetup's attr column: live table, inactive table, suspended, read-only or writable. */
 const DM_ATTR_RE = /^[L-][I-][s-][rw-]$/;
 
@@ -583,22 +582,20 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
     if (line.trim() === '' || line.trim() === 'No devices found') return;
     const fields = line.split('|');
     // An unmangled name may itself hold `|`: the numeric columns and attr locate the name's end.
-    const columnsAt = (i: number) => [i, i + 1, i + 2].every((k) => DIGITS_RE.test(fields[k] ?? '')) && DM_ATTR_RE.test(fields[i + 3] ?? '');
     let at = 1;
-    while (at + 4 < fields.length && !columnsAt(at)) at++;
+    while (at + 4 < fields.length && !dmInfoColumnsAt(fields, at)) at++;
     if (at + 4 >= fields.length) {
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
       return;
     }
     const [major, minor, open, attr = ''] = fields.slice(at, at + 4);
-    const printed = fields.slice(0, at).join('|');
-    const name = mangleDmName(printed);
+    const name = mangleDmName(at === 1 ? (fields[0] as string) : fields.slice(0, at).join('|'));
     if (seen.has(name)) {
       warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
       return;
     }
     seen.add(name);
-    const uuid = fields.slice(at + 4).join('|');
+    const uuid = fields.length === at + 5 ? (fields[at + 4] as string) : fields.slice(at + 4).join('|');
     entries.push({ name, realName: unmangleDmName(name), major: Number(major), minor: Number(minor), open: Number(open), attr, uuid, line: lineNo });
   });
   return { entries, warnings };
@@ -641,8 +638,9 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: Map<s
   lines(text).forEach((raw, index) => {
     const line = raw.trim();
     if (line === '') return;
-    const [vg = '', name = '', attr = '', tags = '', ...rest] = line.split('|');
-    if (rest.length > 0 || vg === '' || name === '' || !/^[-a-zA-Z]{10}$/.test(attr)) {
+    const fields = line.split('|');
+    const [vg = '', name = '', attr = '', tags = ''] = fields;
+    if (fields.length > 4 || vg === '' || name === '' || !/^[-a-zA-Z]{10}$/.test(attr)) {
       warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags" line: ${clip(line)}; skipped`));
       return;
     }
@@ -752,17 +750,20 @@ export interface GuestConfig {
 
 const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|unused\d+|vmstate)$/;
 const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
-/** qemu-server parse_vm_config / pve-container parse_pct_config key line. */
-const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.+?)\s*$/;
+/**
+ * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`,
+ * written greedy: the same matches, in linear time (the lazy form is quadratic on long lines).
+ */
+const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/;
 /** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
 const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 
 /** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
 export function volumeOfPropertyString(value: string): string | null {
-  const items = value.split(',');
-  const named = items.find((item) => /^(?:file|volume)=/.test(item));
-  const volume = named ? named.slice(named.indexOf('=') + 1) : items[0];
+  const named = value.includes('file=') || value.includes('volume=') ? value.split(',').find((item) => /^(?:file|volume)=/.test(item)) : undefined;
+  const comma = value.indexOf(',');
+  const volume = named ? named.slice(named.indexOf('=') + 1) : comma < 0 ? value : value.slice(0, comma);
   if (volume === undefined || volume === '' || (named === undefined && volume.includes('='))) return null;
   return volume === 'none' || volume === 'cdrom' ? null : volume;
 }
@@ -841,8 +842,8 @@ export interface GuestVolume {
 
 /** Guest volume names (pve-storage LvmThinPlugin / LVMPlugin parse_volname and their callers). */
 const GUEST_VOLUME_PATTERNS: [VolumeKind, RegExp][] = [
-  ['snapshot', /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/],
   ['disk', /^vm-(\d+)-disk-\d+(?:\.qcow2)?$/],
+  ['snapshot', /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/],
   ['base', /^base-(\d+)-disk-\d+(?:\.qcow2)?$/],
   ['cloudinit', /^vm-(\d+)-cloudinit(?:\.qcow2)?$/],
   ['state', /^vm-(\d+)-state-.+$/],
@@ -1097,40 +1098,40 @@ export function classify(state: ParsedState): Classification {
     }
   }
 
-  const identities = new Map(state.entries.map((entry) => [entry.name, identify(entry)]));
-  const tableOf = (name: string) => state.tables?.get(name) ?? null;
+  // Per-entry facts live in arrays beside state.entries: a lookup by index costs nothing, one by
+  // name hashes a string (tens of thousands of entries).
+  const identities = state.entries.map(identify);
+  const tables = state.entries.map((entry) => state.tables?.get(entry.name) ?? null);
+  const guestVolumeAt = (index: number) => identities[index] as Extract<Identity, { kind: 'guest-volume' }>;
+  const nameAt = (index: number) => (state.entries[index] as DmEntry).name;
 
   // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
   // and non-LVM entries mapping exactly the same table as a guest volume's entry.
-  const members = new Map<string, { name: string; how: 'own' | 'name' | 'table' }[]>();
-  const groupOf = new Map<string, string>();
-  const volumeEntryByTable = new Map<string, string>();
-  for (const entry of state.entries) {
-    const id = identities.get(entry.name);
-    if (id?.kind !== 'guest-volume') continue;
-    const key = id.volumeKey;
-    pushTo(members, key, { name: entry.name, how: id.copyOf === null ? 'own' : 'name' });
-    groupOf.set(entry.name, key);
-    const table = tableOf(entry.name);
+  const members = new Map<string, { index: number; how: 'own' | 'name' | 'table' }[]>();
+  const groupOf: (string | undefined)[] = [];
+  const volumeEntryByTable = new Map<string, number>();
+  identities.forEach((id, index) => {
+    if (id.kind !== 'guest-volume') return;
+    pushTo(members, id.volumeKey, { index, how: id.copyOf === null ? 'own' : 'name' });
+    groupOf[index] = id.volumeKey;
+    const table = tables[index] ?? null;
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
-      volumeEntryByTable.set(table, entry.name);
+      volumeEntryByTable.set(table, index);
     }
-  }
-  for (const entry of state.entries) {
-    const id = identities.get(entry.name);
-    const table = tableOf(entry.name);
+  });
+  identities.forEach((id, index) => {
+    if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) return;
+    const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
-    if (original === undefined || original === entry.name || id === undefined) continue;
-    if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
-    const originalId = identities.get(original) as Extract<Identity, { kind: 'guest-volume' }>;
-    const key = originalId.volumeKey;
-    const current = groupOf.get(entry.name);
-    if (current === key) continue;
+    if (original === undefined || original === index) return;
+    const key = guestVolumeAt(original).volumeKey;
+    const current = groupOf[index];
+    if (current === key) return;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
-    if (current !== undefined) members.set(current, (members.get(current) ?? []).filter((m) => m.name !== entry.name));
-    pushTo(members, key, { name: entry.name, how: 'table' });
-    groupOf.set(entry.name, key);
-  }
+    if (current !== undefined) members.set(current, (members.get(current) ?? []).filter((m) => m.index !== index));
+    pushTo(members, key, { index, how: 'table' });
+    groupOf[index] = key;
+  });
 
   /**
    * The guest an entry belongs to: its own VMID's when that guest references it here (a template's
@@ -1139,29 +1140,31 @@ export function classify(state: ParsedState): Classification {
    */
   const localOwner = (refs: readonly GuestRef[], vmid: number) =>
     (refs.some((r) => local(r.guest) && r.guest.vmid === vmid) ? vmid : refs.find((r) => local(r.guest))?.guest.vmid) ?? vmid;
-  const isReferencedLocally = (name: string) => {
-    const id = identities.get(name);
+  const isReferencedLocally = (index: number) => {
+    const id = identities[index];
     return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(id.volumeKey) ?? []).some((r) => local(r.guest));
   };
   const duplicates: DuplicateSet[] = [];
-  const extraOf = new Map<string, { kept: string; how: 'name' | 'table' }>();
+  const keptMembers = new Set<number>();
+  const extraOf: ({ kept: number; how: 'name' | 'table' } | undefined)[] = [];
   for (const [key, group] of members) {
     if (group.length < 2) continue;
-    const rank = (m: { name: string; how: string }) => {
-      const id = identities.get(m.name) as Extract<Identity, { kind: 'guest-volume' }> | undefined;
-      return (isReferencedLocally(m.name) ? 4 : 0) + (id?.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
+    const rank = (m: { index: number; how: string }) => {
+      const id = identities[m.index];
+      return (isReferencedLocally(m.index) ? 4 : 0) + (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
     };
     const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
     const [vg = '', lv = ''] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
-    duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: kept.name, extras: group.filter((m) => m !== kept).map((m) => m.name) });
-    for (const m of group) if (m !== kept) extraOf.set(m.name, { kept: kept.name, how: m.how === 'table' ? 'table' : 'name' });
+    duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: nameAt(kept.index), extras: group.filter((m) => m !== kept).map((m) => nameAt(m.index)) });
+    keptMembers.add(kept.index);
+    for (const m of group) if (m !== kept) extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
   }
 
-  const classifyGuestVolume = (entry: DmEntry, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
+  const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
     const lv = id.copyOf ?? id.lv;
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.volumeKey)) : false;
     const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
-    const extra = extraOf.get(entry.name);
+    const extra = extraOf[index];
     const refs = id.copyOf === null ? (refsByVolume.get(id.volumeKey) ?? []) : [];
     const snapshotRefs =
       id.volume.kind === 'snapshot' && id.copyOf === null
@@ -1184,58 +1187,69 @@ export function classify(state: ParsedState): Classification {
   const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) =>
     verdict(status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
   /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
-  const duplicateVerdict = (entry: DmEntry, extra: { kept: string; how: 'name' | 'table' }) => {
-    const kept = identities.get(extra.kept) as Extract<Identity, { kind: 'guest-volume' }>;
+  const duplicateVerdict = (entry: DmEntry, extra: { kept: number; how: 'name' | 'table' }) => {
+    const kept = guestVolumeAt(extra.kept);
     const keptOwner = localOwner(refsByVolume.get(lvKey(kept.vg, kept.lv)) ?? [], kept.volume.vmid);
-    const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: extra.kept, otherNode: null };
+    const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: nameAt(extra.kept), otherNode: null };
     return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
   };
   const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => verdict('valid', reason, vmid, facts, null);
   const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict('ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
 
-  const lockOf = (vmid: number | null) => (vmid === null ? null : (guestsById.get(vmid)?.find((guest) => guest.lock !== null)?.lock ?? null));
-  const byUuid = new Map(state.entries.filter((entry) => entry.uuid !== '').map((entry) => [entry.uuid, entry]));
-  const classified = new Map<string, Classified>();
-  const partitions: [DmEntry, string][] = [];
-  for (const entry of state.entries) {
-    const id = identities.get(entry.name) as Identity;
-    // Guest volumes first: most entries are, and ts-pattern skips the rest once one matched.
-    const judged = match(id)
-      .with({ kind: 'guest-volume' }, (guestVolume) => classifyGuestVolume(entry, guestVolume))
-      .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs('lvm-internal', null))
-      .with({ kind: 'multipath' }, () => ignoredAs('multipath', null))
-      .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
-      .with({ kind: 'ceph-osd' }, () => ignoredAs('ceph-osd', null))
-      .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
-      .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(lvKey(vg, lv)) }))
-      .with({ kind: 'foreign' }, () => {
-        const extra = extraOf.get(entry.name);
-        return extra === undefined ? ignoredAs('foreign', null) : duplicateVerdict(entry, extra);
-      })
-      .with({ kind: 'partition' }, ({ parentUuid }) => {
-        const parent = byUuid.get(parentUuid);
-        partitions.push([entry, parent?.name ?? '']);
-        return ignoredAs('partition', null, { relatedTo: parent?.name ?? null });
-      })
-      .exhaustive();
-    classified.set(entry.name, withEntry(entry, judged, lockOf(judged.vmid)));
-  }
+  // Few guests hold a lock at any time: the first config of a VMID that has one.
+  const locks = new Map<number, string>();
+  for (const guest of state.guests) if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
+  const lockOf = (vmid: number | null) => (vmid === null ? null : (locks.get(vmid) ?? null));
+  let indexByUuid: Map<string, number> | undefined;
+  const parentOf = (uuid: string) => {
+    if (indexByUuid === undefined) {
+      indexByUuid = new Map();
+      for (const [index, entry] of state.entries.entries()) if (entry.uuid !== '') indexByUuid.set(entry.uuid, index);
+    }
+    return indexByUuid.get(uuid);
+  };
+  const entries: Classified[] = [];
+  const partitions: [number, number | undefined][] = [];
+  state.entries.forEach((entry, index) => {
+    const id = identities[index] as Identity;
+    // Most entries are guest volumes: they go straight to their rules, the rest through the matcher.
+    const judged =
+      id.kind === 'guest-volume'
+        ? classifyGuestVolume(entry, index, id)
+        : match(id)
+            .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs('lvm-internal', null))
+            .with({ kind: 'multipath' }, () => ignoredAs('multipath', null))
+            .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
+            .with({ kind: 'ceph-osd' }, () => ignoredAs('ceph-osd', null))
+            .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
+            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(lvKey(vg, lv)) }))
+            .with({ kind: 'foreign' }, () => {
+              const extra = extraOf[index];
+              return extra === undefined ? ignoredAs('foreign', null) : duplicateVerdict(entry, extra);
+            })
+            .with({ kind: 'partition' }, ({ parentUuid }) => {
+              const parent = parentOf(parentUuid);
+              partitions.push([index, parent]);
+              return ignoredAs('partition', null, { relatedTo: parent === undefined ? null : nameAt(parent) });
+            })
+            .exhaustive();
+    entries.push(withEntry(entry, judged, lockOf(judged.vmid)));
+  });
   // A partition of a problem entry goes with it, and before it.
-  for (const [entry, parentName] of partitions) {
-    const parent = classified.get(parentName);
+  for (const [index, parentIndex] of partitions) {
+    const parent = parentIndex === undefined ? undefined : entries[parentIndex];
     if (parent === undefined || (parent.status !== 'tombstone' && parent.status !== 'duplicate')) continue;
+    const entry = state.entries[index] as DmEntry;
     const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
-    classified.set(entry.name, withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`), parent.lock));
+    entries[index] = withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`), parent.lock);
   }
 
-  const entries = state.entries.map((entry) => classified.get(entry.name) as Classified);
   const health = new Map<number, GuestSummary['health']>();
-  const keptMembers = new Set(duplicates.map((set) => set.kept));
-  for (const entry of entries) {
-    if (entry.vmid === null) continue;
-    if (entry.status === 'duplicate' || keptMembers.has(entry.name)) health.set(entry.vmid, 'duplicate');
+  entries.forEach((entry, index) => {
+    if (entry.vmid === null) return;
+    if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
     else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate') health.set(entry.vmid, 'tombstone');
-  }
+  });
   const guests = state.guests
     .filter(local)
     .sort((a, b) => a.vmid - b.vmid)
@@ -1276,7 +1290,8 @@ const withEntry = (entry: DmEntry, v: Verdict, lock: string | null): Classified 
 });
 
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
-const isDataTable = (table: string) => table.split('\n').every((segment) => !/^\d+ \d+ (?:error|zero)\b/.test(segment));
+const isDataTable = (table: string) =>
+  !(table.includes('error') || table.includes('zero')) || table.split('\n').every((segment) => !/^\d+ \d+ (?:error|zero)\b/.test(segment));
 
 /** The (vg, lv) pairs a config's volume string names: `storeid:volname` through storage.cfg, or a device path. */
 export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): [string, string][] {
@@ -1284,7 +1299,7 @@ export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): 
     const split = splitLvmName(volume.slice('/dev/mapper/'.length));
     return split && split.layer === '' ? [[split.vg, split.lv]] : [];
   }
-  const devicePath = /^\/dev\/([^/]+)\/([^/]+)$/.exec(volume);
+  const devicePath = volume.startsWith('/dev/') ? /^\/dev\/([^/]+)\/([^/]+)$/.exec(volume) : null;
   if (devicePath) return [[devicePath[1] ?? '', devicePath[2] ?? '']];
   const id = VOLUME_ID_RE.exec(volume);
   const vg = id ? vgOfStorage.get(id[1] ?? '') : undefined;
@@ -2841,7 +2856,8 @@ export async function main(
 
 /** Lines of a text file, with CRLF and a final newline tolerated. */
 function lines(text: string): string[] {
-  const all = text.split('\n').map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
+  const all = text.split('\n');
+  if (text.includes('\r')) for (let i = 0; i < all.length; i++) if (all[i]?.endsWith('\r')) all[i] = (all[i] as string).slice(0, -1);
   if (all.length > 0 && all[all.length - 1] === '') all.pop();
   return all;
 }

@@ -1,0 +1,88 @@
+// `npm run bench [-- --runs N --sizes 50,500,5000]`: generated captures (test/tools/gen-capture.ts)
+// analysed as cron would, whole process and stage by stage, against the targets of issue 5.
+// Measures; never asserts speed in a test.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { writeCapture } from '../../pve-dm.ts';
+import { buildBundle } from './build.ts';
+import { generateCapture } from './gen-capture.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' }, sizes: { type: 'string', default: '50,500,5000' } } });
+const runs = Number(values.runs);
+const sizes = values.sizes.split(',').map(Number);
+
+// The child reports its own peak RSS as it exits: no external tool needed.
+const PEAK_RSS_HOOK = `data:text/javascript,${encodeURIComponent("import { writeSync } from 'node:fs'; process.on('exit', () => writeSync(2, `\\n@peak-rss-kib ${process.resourceUsage().maxRSS}\\n`));")}`;
+const LAUNCHERS = {
+  'node dist/pve-dm.mjs': (bundle: string) => [bundle],
+  'node --import tsx pve-dm.ts': () => ['--import', 'tsx', path.join(ROOT, 'pve-dm.ts')],
+};
+
+const median = (numbers: number[]) => [...numbers].sort((a, b) => a - b)[Math.floor((numbers.length - 1) / 2)] ?? NaN;
+
+function timeProcess(args: string[]): { ms: number; rssMiB: number } {
+  const started = performance.now();
+  const child = spawnSync(process.execPath, ['--import', PEAK_RSS_HOOK, ...args], { encoding: 'utf8', maxBuffer: 1 << 30, cwd: ROOT });
+  const ms = performance.now() - started;
+  const rss = /@peak-rss-kib (\d+)/.exec(child.stderr)?.[1];
+  if (child.status === 3 || rss === undefined) throw new Error(`${args.join(' ')} failed (exit ${child.status}): ${child.stderr.slice(0, 500)}`);
+  return { ms, rssMiB: Number(rss) / 1024 };
+}
+
+const work = mkdtempSync(path.join(os.tmpdir(), 'pve-dm-bench-'));
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+const { file: bundle, bytes } = await buildBundle();
+process.stdout.write(`bundle ${path.relative(ROOT, bundle)}: ${(bytes / 1024).toFixed(0)} KiB; ${runs} runs each; ${os.cpus().length} CPUs, node ${process.version}\n\n`);
+
+interface Row { guests: number; entries: number; launcher: string; report: string; ms: number; rssMiB: number }
+const rows: Row[] = [];
+const stageRows: { guests: number; stages: Record<string, number> }[] = [];
+for (const guests of sizes) {
+  const capture = path.join(work, `guests-${guests}`);
+  const generated = generateCapture({ guests });
+  await writeCapture(capture, generated.capture);
+  const html = path.join(work, `report-${guests}.html`);
+  for (const [launcher, argsOf] of Object.entries(LAUNCHERS)) {
+    for (const [report, extra] of [['json', []], ['json + html', ['--html', html]]] as const) {
+      const samples = Array.from({ length: runs }, () => timeProcess([...argsOf(bundle), '--root', capture, '--report-only', '--json', ...extra]));
+      rows.push({ guests, entries: generated.expected.entries, launcher, report, ms: median(samples.map((s) => s.ms)), rssMiB: Math.max(...samples.map((s) => s.rssMiB)) });
+    }
+  }
+  const stageSamples = Array.from({ length: runs }, () => {
+    const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/tools/stage-times.ts'), capture], { encoding: 'utf8', cwd: ROOT });
+    return JSON.parse(child.stdout) as Record<string, number>;
+  });
+  const names = Object.keys(stageSamples[0] ?? {});
+  stageRows.push({ guests, stages: Object.fromEntries(names.map((name) => [name, median(stageSamples.map((s) => s[name] ?? NaN))])) });
+}
+
+const pad = (cells: (string | number)[], widths: number[]) => cells.map((cell, i) => String(cell)[i < 2 ? 'padStart' : 'padEnd'](widths[i] ?? 0)).join('  ');
+const widths = [7, 7, 28, 12, 14, 18, 13];
+process.stdout.write(`${pad(['guests', 'entries', 'launcher', 'report', 'median wall ms', 'ms per 1,000 entries', 'peak RSS MiB'], widths)}\n`);
+for (const r of rows) {
+  process.stdout.write(`${pad([r.guests, r.entries, r.launcher, r.report, r.ms.toFixed(0), (r.ms / (r.entries / 1000)).toFixed(1), r.rssMiB.toFixed(0)], widths)}\n`);
+}
+const stageNames = Object.keys(stageRows[0]?.stages ?? {});
+process.stdout.write(`\nInside the process (median ms of ${runs} cold runs):\n${pad(['guests', '', ...stageNames], [7, 0, ...stageNames.map(() => 9)])}\n`);
+for (const s of stageRows) process.stdout.write(`${pad([s.guests, '', ...stageNames.map((name) => (s.stages[name] ?? NaN).toFixed(0))], [7, 0, ...stageNames.map(() => 9)])}\n`);
+
+const row = (guests: number, launcher: string, report: string) => rows.find((r) => r.guests === guests && r.launcher === launcher && r.report === report);
+const largest = Math.max(...sizes);
+const tenth = sizes.find((size) => size * 10 === largest);
+const inProcess = (guests: number | undefined) => {
+  const stages = stageRows.find((s) => s.guests === guests)?.stages ?? {};
+  return ['discover', 'parse', 'classify', 'grade', 'report'].reduce((sum, name) => sum + (stages[name] ?? NaN), 0);
+};
+const bundled = row(largest, 'node dist/pve-dm.mjs', 'json')?.ms ?? NaN;
+const targets: [string, boolean][] = [
+  [`${largest} guests, report-only JSON with the bundle: ${bundled.toFixed(0)} ms < 1,000 ms`, bundled < 1000],
+  [`ten times the guests (${tenth} → ${largest}), inside the process: ×${(inProcess(largest) / inProcess(tenth)).toFixed(1)} ≤ ×12`, inProcess(largest) / inProcess(tenth) <= 12],
+  [`HTML report for ${largest} guests rendered and validated: ${(stageRows.find((s) => s.guests === largest)?.stages.html ?? NaN).toFixed(0)} ms < 2,000 ms`, (stageRows.find((s) => s.guests === largest)?.stages.html ?? Infinity) < 2000],
+];
+process.stdout.write(`\nTargets:\n${targets.map(([text, met]) => `  ${met ? 'met   ' : 'MISSED'}  ${text}`).join('\n')}\n`);
+process.exitCode = targets.every(([, met]) => met) ? 0 : 1;
