@@ -21,6 +21,8 @@ import { match } from 'ts-pattern';
 
 export const VERSION = '0.1.0';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** Running as the plain-node bundle (`npm run build`: dist/pve-dm.mjs), not as pve-dm.ts under tsx. */
+const BUNDLED = !import.meta.url.endsWith('.ts');
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Errors and diagnostics
@@ -588,7 +590,7 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
       return;
     }
-    const [major, minor, open, attr = ''] = fields.slice(at, at + 4);
+    const attr = fields[at + 3] as string;
     const name = mangleDmName(at === 1 ? (fields[0] as string) : fields.slice(0, at).join('|'));
     if (seen.has(name)) {
       warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
@@ -596,7 +598,7 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
     }
     seen.add(name);
     const uuid = fields.length === at + 5 ? (fields[at + 4] as string) : fields.slice(at + 4).join('|');
-    entries.push({ name, realName: unmangleDmName(name), major: Number(major), minor: Number(minor), open: Number(open), attr, uuid, line: lineNo });
+    entries.push({ name, realName: unmangleDmName(name), major: Number(fields[at]), minor: Number(fields[at + 1]), open: Number(fields[at + 2]), attr, uuid, line: lineNo });
   });
   return { entries, warnings };
 }
@@ -2144,14 +2146,16 @@ export async function loadPlugins(dir: string, { asRoot = process.getuid?.() ===
   const loaded: LoadedPlugin[] = [];
   for (const file of files) {
     const full = path.join(dir, file);
+    if (BUNDLED && /\.m?ts$/.test(file)) {
+      throw new UserError(`cannot load plugin ${full}: a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those \`npm run build\` writes to dist/plugins/`);
+    }
     let module: { default?: unknown };
     try {
       module = await import(pathToFileURL(full).href);
     } catch (error) {
-      const hint = /\.m?ts$/.test(file) && /Unknown file extension/.test(String(error)) ? ' (a .ts plugin needs tsx: npx tsx pve-dm.ts)' : '';
       // esbuild's first line only says that it failed; the next one says where and why.
       const why = (error as Error).message.split('\n').filter((line) => line.trim() !== '').slice(0, 2).join(' ');
-      throw new UserError(`cannot load plugin ${full}: ${why}${hint}`);
+      throw new UserError(`cannot load plugin ${full}: ${why}`);
     }
     const plugin = module.default as Plugin | undefined;
     if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {

@@ -44,9 +44,13 @@ export function isolatedEnv(): NodeJS.ProcessEnv {
 
 /** Runs pve-dm.ts as a user would, as a separate process, with its own time limit. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<CliRun> {
+  return runNode(['--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), ...args], { env, timeoutMs });
+}
+/** Plain `node` with these arguments (the bundle, say), its environment isolated as for runCli. */
+export function runNode(nodeArgs: string[], { env = {}, timeoutMs = 30_000, cwd = PROJECT }: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), ...args], {
-      cwd: PROJECT,
+    const child = spawn(process.execPath, nodeArgs, {
+      cwd,
       env: { ...isolatedEnv(), NO_COLOR: undefined, FORCE_COLOR: undefined, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -56,7 +60,7 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
     child.stderr.on('data', (chunk) => (stderr += chunk));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`pve-dm ${args.join(' ')}: no exit within ${timeoutMs} ms`));
+      reject(new Error(`node ${nodeArgs.join(' ')}: no exit within ${timeoutMs} ms`));
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);

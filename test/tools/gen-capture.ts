@@ -217,7 +217,8 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     } else if (leftover < 45 && active && !template) {
       const original = lvmDmName(storage.vg, made[0] as string);
       const table = dmTable.find((line) => line.startsWith(`${original}: `))?.slice(original.length + 2) as string;
-      if (rng.chance(0.5)) entry(`${original}-dup`, '', table, 0, 'duplicate');
+      // By name and by table, in turn.
+      if (expected.duplicate % 2 === 0) entry(`${original}-dup`, '', table, 0, 'duplicate');
       else entry(`rescue${vmid}`, '', table, 0, 'duplicate');
     } else if (leftover < 55 && !isRunning && !template) {
       // Migrated away: the guest lives on another node, its shared volume still active here.
