@@ -2460,6 +2460,93 @@ export async function notifyAll(plugins: readonly Plugin[], result: Result, repo
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
+// Cluster: the nodes' results side by side, and what only the cluster shows — a shared LV active
+// on several nodes at once (the Proxmox bug 4997 pattern), a guest's disk active off its node.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface NodeRun {
+  capture: Capture;
+  result: Result;
+}
+
+export type ClusterFindingKind = 'active-on-several-nodes' | 'active-off-home-node';
+
+export interface ClusterFinding {
+  kind: ClusterFindingKind;
+  severity: 'critical' | 'warning';
+  vg: string;
+  lv: string;
+  vmid: number;
+  /** The node whose config holds the guest; null when no config does. */
+  home: string | null;
+  /** The guest runs on its node (null: that node was not analysed). */
+  running: boolean | null;
+  lock: string | null;
+  activeOn: { node: string; name: string; remedy: string | null }[];
+  message: string;
+}
+
+export interface ClusterResult extends Graded {
+  nodes: Result[];
+  /** Nodes that could not be analysed, and why. */
+  unreachable: { node: string; error: string }[];
+  findings: ClusterFinding[];
+  generatedAt: string;
+}
+
+const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
+
+export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterResult['unreachable'], generatedAt: string): ClusterResult {
+  // /etc/pve is the cluster's: any capture's storage.cfg and configs say where guests live.
+  const sharedVgs = new Set(runs.flatMap(({ capture }) => parseStorageCfg(capture.storageCfg).storages.filter((s) => s.type === 'lvm' && s.shared && s.vg !== null).map((s) => s.vg as string)));
+  const homeOf = new Map<number, string>();
+  for (const { capture } of runs) for (const config of capture.configs) if (!homeOf.has(config.vmid)) homeOf.set(config.vmid, config.node);
+  const guestOn = new Map(runs.flatMap(({ result }) => result.guests.map((guest) => [`${result.node}/${guest.vmid}`, guest] as const)));
+
+  // Every activation of a guest's LV (not hand-made copies), by volume; local VGs are per node.
+  const activations = new Map<string, { vg: string; lv: string; vmid: number; lock: string | null; on: { node: string; name: string; remedy: string | null }[] }>();
+  for (const { result } of runs) {
+    for (const entry of result.entries) {
+      if (entry.vg === null || entry.lv === null || entry.vmid === null || entry.kind === null || !entry.uuid.startsWith('LVM-') || entry.status === 'duplicate' || entry.status === 'ignored') continue;
+      const key = sharedVgs.has(entry.vg) ? lvKey(entry.vg, entry.lv) : `${result.node}:${lvKey(entry.vg, entry.lv)}`;
+      const volume = activations.get(key) ?? { vg: entry.vg, lv: entry.lv, vmid: entry.vmid, lock: entry.lock, on: [] };
+      volume.on.push({ node: result.node, name: entry.name, remedy: entry.remedy });
+      activations.set(key, volume);
+    }
+  }
+  const findings: ClusterFinding[] = [];
+  for (const { vg, lv, vmid, lock, on } of activations.values()) {
+    const home = homeOf.get(vmid) ?? null;
+    const running = home === null ? null : (guestOn.get(`${home}/${vmid}`)?.running ?? null);
+    const nodes = on.map((a) => a.node);
+    const base = { vg, lv, vmid, home, running, lock, activeOn: on };
+    const volume = `${vg}/${lv}`;
+    if (on.length > 1) {
+      const where = `${volume} is active on ${nodes.join(' and ')}`;
+      if (lock === 'migrate') {
+        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where} while guest ${vmid} migrates (lock: migrate): expected during a migration; look again once it has ended` });
+      } else if (running === true) {
+        findings.push({ kind: 'active-on-several-nodes', severity: 'critical', ...base, message: `${where} while guest ${vmid} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run` });
+      } else {
+        const guest = home === null ? `guest ${vmid} has no config on any node` : `guest ${vmid} lives on ${home} and is not running`;
+        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where}; ${guest}: deactivate it where the guest does not live` });
+      }
+    } else if (home !== null && !nodes.includes(home)) {
+      findings.push({ kind: 'active-off-home-node', severity: 'warning', ...base, message: `${volume} of guest ${vmid} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live` });
+    }
+  }
+  findings.sort((a, b) => (a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1));
+
+  const results = runs.map(({ result }) => result);
+  const summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0 };
+  for (const result of results) for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
+  const critical = findings.some((finding) => finding.severity === 'critical');
+  const worst = results.reduce((letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter), 'A+' as GradeLetter);
+  const exitCode = Math.max(...results.map((result) => result.exitCode), critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0) as Graded['exitCode'];
+  return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
 // The pipeline: the stages a plugin may replace or wrap, and the command line.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
