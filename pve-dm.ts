@@ -215,6 +215,8 @@ export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
 export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags'];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
+/** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
+const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9.-]*$/;
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
@@ -309,7 +311,7 @@ export async function readCapture(root: string): Promise<Capture> {
     readConfigs(root),
   ]);
   const node = hostname.trim();
-  if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
+  if (!NODE_NAME_RE.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
   return { hostname: node, dmsetupInfo, dmsetupTable, lvs, running, system, meta, storageCfg, configs, root, warnings };
 }
 
@@ -1460,6 +1462,7 @@ export const terminalSafe = (text: string) =>
   text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
+const painter = (color: boolean) => (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
 
 const humanBytes = (bytes: number) => {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -1506,7 +1509,7 @@ const describeEntry = (entry: Classified): string =>
     .otherwise((reason) => REASONS[reason][1]);
 
 export function renderConsole(result: Result, color: boolean): string {
-  const paint = (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
+  const paint = painter(color);
   const out: string[] = [];
   const heading = (text: string) => out.push('', paint('bold', text));
   const s = result.summary;
@@ -2494,6 +2497,118 @@ export interface ClusterResult extends Graded {
   generatedAt: string;
 }
 
+// ─── A node's capture over ssh: `pve-dm capture -` prints it as one JSON document ───────────────
+
+const CAPTURE_FORMAT = 1;
+
+export const captureToJson = (capture: Capture) => `${JSON.stringify({ pveDmCapture: CAPTURE_FORMAT, ...capture, root: null })}\n`;
+
+/** A capture another node sent, checked field by field: what arrives is data, never trusted. */
+export function captureFromJson(text: string, source: string): Capture {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new UserError(`${source}: not a pve-dm capture (${(error as Error).message}; it began ${clip(text.slice(0, 60))})`);
+  }
+  if (!isRecord(value) || value.pveDmCapture !== CAPTURE_FORMAT) throw new UserError(`${source}: not a pve-dm capture of format ${CAPTURE_FORMAT} (an older or newer pve-dm there?)`);
+  const wrong: string[] = [];
+  const record = value;
+  const requiredText = (key: string) => (isText(record[key]) ? record[key] : (wrong.push(key), ''));
+  const textOrNull = (key: string) => (record[key] === null ? null : requiredText(key));
+  const configs = Array.isArray(value.configs) ? value.configs.flatMap((config, index): ConfigFile[] => {
+    const fine =
+      isRecord(config) && typeof config.node === 'string' && NODE_NAME_RE.test(config.node) && (config.type === 'qemu' || config.type === 'lxc') &&
+      typeof config.vmid === 'number' && CONFIG_FILE_RE.test(`${config.vmid}.conf`) && (config.text === null || isText(config.text)) &&
+      config.path === `${CAPTURE_FILES.nodes}/${config.node}/${GUEST_DIRS[config.type]}/${config.vmid}.conf`;
+    if (!fine) wrong.push(`configs[${index}]`);
+    return fine ? [{ path: config.path as string, node: config.node as string, type: config.type as GuestType, vmid: config.vmid as number, text: config.text as string | null, ...(isText(config.readError) ? { readError: config.readError } : {}) }] : [];
+  }) : (wrong.push('configs'), []);
+  const warnings = Array.isArray(value.warnings)
+    ? value.warnings.filter((w): w is Warning => isRecord(w) && isText(w.source) && isText(w.message) && (w.line === null || isCount(w.line)))
+    : [];
+  const capture: Capture = {
+    hostname: requiredText('hostname'),
+    dmsetupInfo: requiredText('dmsetupInfo'),
+    dmsetupTable: textOrNull('dmsetupTable'),
+    lvs: textOrNull('lvs'),
+    running: textOrNull('running'),
+    system: value.system === null ? null : systemFactsFrom(value.system, wrong),
+    meta: value.meta === null ? null : captureMetaFrom(value.meta, wrong),
+    storageCfg: requiredText('storageCfg'),
+    configs,
+    root: null,
+    warnings,
+  };
+  if (capture.hostname !== '' && !NODE_NAME_RE.test(capture.hostname)) wrong.push('hostname');
+  if (wrong.length > 0) throw new UserError(`${source}: not a usable pve-dm capture (wrong or missing: ${wrong.slice(0, 5).join(', ')})`);
+  return capture;
+}
+
+export interface ClusterMember {
+  name: string;
+  ip: string | null;
+  /** As pmxcfs last saw it; null when not known. */
+  online: boolean | null;
+}
+
+/** The cluster's nodes: `/etc/pve/.members` (pmxcfs: `{"nodename", "nodelist": {name: {id, online, ip}}}`), else the folders of `/etc/pve/nodes`. */
+export async function clusterMembers(liveRoot: string): Promise<ClusterMember[]> {
+  const text = await readOptional(path.join(liveRoot, 'etc/pve/.members')).catch(() => null);
+  let list: unknown = null;
+  try {
+    list = text === null ? null : (JSON.parse(text) as { nodelist?: unknown }).nodelist;
+  } catch {
+    list = null;
+  }
+  if (isRecord(list)) {
+    return Object.entries(list)
+      .filter(([name]) => NODE_NAME_RE.test(name))
+      .map(([name, node]) => ({
+        name,
+        ip: isRecord(node) && typeof node.ip === 'string' && /^[0-9a-fA-F.:]+$/.test(node.ip) ? node.ip : null,
+        online: isRecord(node) && typeof node.online === 'number' ? node.online === 1 : null,
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+  return readdirSafe(path.join(liveRoot, CAPTURE_FILES.nodes)).filter((name) => NODE_NAME_RE.test(name)).sort().map((name) => ({ name, ip: null, online: null }));
+}
+
+/**
+ * The shell command (ssh runs one on the other side) that starts this same pve-dm there, as this
+ * process was started: the same node binary, its flags (`--import tsx`) and script, from the
+ * script's folder. Every word is quoted.
+ */
+export function remoteCaptureCommand(script = process.argv[1] ?? '', execArgv = process.execArgv, nodeBinary = process.execPath): string {
+  return `cd ${shellQuote(path.dirname(script))} && exec ${[nodeBinary, ...execArgv, script, 'capture', '-'].map(shellQuote).join(' ')}`;
+}
+
+export const SSH_CONNECT_TIMEOUT_S = 10;
+
+/** Another node's capture, over the ssh trust Proxmox sets up between its nodes (as PVE::SSHInfo connects: by IP, the node name as host key alias). */
+export async function fetchRemoteCapture(runner: Runner, member: ClusterMember, command: string, timeoutMs: number): Promise<Capture> {
+  const target = `root@${member.ip ?? member.name}`;
+  const result = await runner('ssh', ['-e', 'none', '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${SSH_CONNECT_TIMEOUT_S}`, '-o', `HostKeyAlias=${member.name}`, target, command], { timeoutMs });
+  if (result.exitCode !== 0) throw new UserError(`ssh ${target} failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-1)[0] || 'no message'}`);
+  const capture = captureFromJson(result.stdout, `node ${member.name}`);
+  if (capture.hostname !== member.name) throw new UserError(`node ${member.name}: answered as ${clip(capture.hostname)}`);
+  return capture;
+}
+
+/** Runs `work` on every item, at most `limit` at a time, keeping the items' order. */
+export async function mapWithLimit<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await work(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
 
 export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterResult['unreachable'], generatedAt: string): ClusterResult {
@@ -2544,6 +2659,73 @@ export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterRes
   const worst = results.reduce((letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter), 'A+' as GradeLetter);
   const exitCode = Math.max(...results.map((result) => result.exitCode), critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0) as Graded['exitCode'];
   return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
+}
+
+// ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
+
+export function clusterToJson(cluster: ClusterResult) {
+  return {
+    version: 1,
+    tool: { name: 'pve-dm', version: VERSION },
+    generatedAt: cluster.generatedAt,
+    cluster: {
+      nodes: cluster.nodes.map((result) => result.node),
+      grade: cluster.grade,
+      exitCode: cluster.exitCode,
+      summary: cluster.summary,
+      findings: cluster.findings,
+      unreachable: cluster.unreachable,
+    },
+    nodes: cluster.nodes.map(toJson),
+  };
+}
+
+/**
+ * The cluster as one Result: every node's entries, guests and warnings (named `node:...`), the
+ * findings and the unreachable nodes as warnings, the cluster's grade. The HTML page, the
+ * notifiers and the monitoring formats take it as they take a node's.
+ */
+export function clusterAsResult(cluster: ClusterResult): Result {
+  const onNode = (node: string, name: string) => `${node}:${name}`;
+  return {
+    node: cluster.nodes.map((result) => result.node).join(', ') || 'cluster',
+    entries: cluster.nodes.flatMap((result) => result.entries.map((entry) => ({ ...entry, name: onNode(result.node, entry.name), realName: onNode(result.node, entry.realName) }))),
+    duplicates: cluster.nodes.flatMap((result) => result.duplicates.map((set) => ({ ...set, kept: onNode(result.node, set.kept), extras: set.extras.map((name) => onNode(result.node, name)) }))),
+    guests: cluster.nodes.flatMap((result) => result.guests),
+    missingGuests: cluster.nodes.flatMap((result) => result.missingGuests.map((missing) => ({ ...missing, entries: missing.entries.map((name) => onNode(result.node, name)) }))),
+    system: null,
+    meta: null,
+    root: null,
+    warnings: [
+      ...cluster.findings.map((finding) => warn('cluster', null, `${finding.severity}: ${finding.message}`)),
+      ...cluster.unreachable.map(({ node, error }) => warn(`node ${node}`, null, `not analysed: ${error}`)),
+      ...cluster.nodes.flatMap((result) => result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) }))),
+    ],
+    grade: cluster.grade,
+    summary: cluster.summary,
+    exitCode: cluster.exitCode,
+    generatedAt: cluster.generatedAt,
+    vmids: cluster.nodes[0]?.vmids ?? null,
+    notifications: [],
+    cleanup: null,
+  };
+}
+
+export function renderClusterConsole(cluster: ClusterResult, color: boolean): string {
+  const paint = painter(color);
+  const out = cluster.nodes.map((result) => renderConsole(result, color));
+  out.push(paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`));
+  const s = cluster.summary;
+  out.push(`  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored`);
+  for (const { node, error } of cluster.unreachable) out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
+  if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
+  for (const finding of cluster.findings) {
+    out.push(`  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())}  ${terminalSafe(finding.message)}`);
+    for (const activation of finding.activeOn) {
+      if (activation.remedy !== null) out.push(`           on ${terminalSafe(activation.node)}: ${terminalSafe(activation.remedy)}`);
+    }
+  }
+  return `${out.join('\n')}\n`;
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -2597,15 +2779,60 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
   return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
 }
 
+/** Several nodes (captures, or the live cluster over ssh) analysed together; cleanup stays per node. */
+export interface ClusterRunOptions extends RunOptions {
+  roots: string[];
+  /** The live cluster: this node, then every member over ssh. */
+  live: boolean;
+  nodeTimeoutMs: number;
+}
+
+const CLUSTER_PARALLEL = 4;
+
+export async function runCluster(stages: Stages, options: ClusterRunOptions): Promise<RunOutput & { cluster: ClusterResult }> {
+  const nodeOptions = { ...options, json: false, console: false, html: false };
+  const runs: NodeRun[] = [];
+  const unreachable: ClusterResult['unreachable'] = [];
+  if (options.live) {
+    runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined }));
+    const others = (await clusterMembers(options.liveRoot ?? '/')).filter((member) => member.name !== runs[0]?.result.node);
+    const command = remoteCaptureCommand();
+    const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
+      if (member.online === false) return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
+      return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
+        if (error instanceof UserError) return { node: member.name, error: error.message };
+        throw error;
+      });
+    });
+    for (const item of fetched) {
+      if ('error' in item) unreachable.push(item);
+      else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
+    }
+  } else {
+    for (const root of options.roots) runs.push(await runPipeline(stages, { ...nodeOptions, root }));
+  }
+  const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
+  if (twice !== undefined) throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
+  const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
+  const result = clusterAsResult(cluster);
+  const reports: Reports = {};
+  if (options.json) reports.json = `${JSON.stringify(clusterToJson(cluster), null, 2)}\n`;
+  if (options.console) reports.console = renderClusterConsole(cluster, options.color);
+  if (options.html) reports.html = await renderValidatedHtml(result);
+  return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
+}
+
 const USAGE = `Usage:
   pve-dm.ts [options]                 analyse this node (or a capture with --root)
-  pve-dm.ts capture DIR [--anonymise] write this node's state to DIR, for bug reports and offline analysis
+  pve-dm.ts capture DIR [--anonymise] write this node's state to DIR (- : as JSON on stdout), for bug reports and offline analysis
   pve-dm.ts plugins                   list the plugins loaded and what each hooks
   pve-dm.ts journal                   list what cleanup removed (the journal)
   pve-dm.ts restore --last | ID...    bring back what the last cleanup run (or journal entry ID) removed
 
 Options:
-  --root DIR        analyse the capture in DIR instead of the live node
+  --root DIR        analyse the capture in DIR instead of the live node; several: one cluster
+  --cluster         analyse every node of this cluster (over ssh, as Proxmox's nodes reach each other)
+  --node-timeout S  --cluster: give up on a node after S seconds (default 120)
   --report-only     never prompt, never change anything (for cron)
   --json            print only the JSON report on stdout
   --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
@@ -2633,6 +2860,10 @@ interface CliOptions {
   command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'help' | 'version';
   captureDir: string | null;
   root: string | undefined;
+  /** Every --root; more than one is a cluster of captures. */
+  roots: string[];
+  cluster: boolean;
+  nodeTimeoutMs: number;
   reportOnly: boolean;
   json: boolean;
   htmlFile: string | null;
@@ -2661,7 +2892,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
       args: argv,
       allowPositionals: true,
       options: {
-        root: { type: 'string' },
+        root: { type: 'string', multiple: true, default: [] },
+        cluster: { type: 'boolean', default: false },
+        'node-timeout': { type: 'string', default: '120' },
         'report-only': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         html: { type: 'string' },
@@ -2697,11 +2930,16 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   const [command, ...rest] = positionals;
   const commands = ['capture', 'plugins', 'journal', 'restore'];
   if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}" (see --help)`);
-  if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory: pve-dm.ts capture DIR');
+  if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory (or - for stdout): pve-dm.ts capture DIR');
   if (command === 'restore' && (rest.length > 0) === Boolean(values.last)) throw new UserError('restore needs --last or journal entry IDs (see pve-dm.ts journal), not both');
   if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
   if (values.only !== undefined && values.only !== 'duplicates' && values.only !== 'tombstones') throw new UserError(`--only ${values.only}: use duplicates or tombstones`);
-  if ((values.yes || values['dry-run']) && values.root !== undefined) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
+  const roots = values.root ?? [];
+  if ((values.yes || values['dry-run']) && roots.length > 0) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
+  if ((values.yes || values['dry-run']) && values.cluster) throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
+  if (values.cluster && roots.length > 0) throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
+  const nodeTimeout = Number(values['node-timeout']);
+  if (!(nodeTimeout > 0 && nodeTimeout <= 3600)) throw new UserError(`--node-timeout ${values['node-timeout']}: seconds, 1 to 3600`);
   if (values['report-only'] && (values.yes || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
   const anonymise = Boolean(values.anonymise || values.anonymize);
   if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
@@ -2709,7 +2947,10 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   return {
     command: values.help ? 'help' : values.version ? 'version' : (command as 'capture' | 'plugins' | 'journal' | 'restore' | undefined) ?? 'analyse',
     captureDir: command === 'capture' ? (rest[0] ?? null) : null,
-    root: values.root,
+    root: roots.length === 1 ? roots[0] : undefined,
+    roots,
+    cluster: Boolean(values.cluster),
+    nodeTimeoutMs: nodeTimeout * 1000,
     reportOnly: Boolean(values['report-only']),
     json: Boolean(values.json),
     htmlFile: values.html ?? null,
@@ -2860,8 +3101,11 @@ export async function main(
     if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), options.json)), 0;
     if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);
     if (options.command === 'capture') {
-      const capture = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
-      await writeCapture(options.captureDir as string, options.anonymise ? anonymiseCapture(capture) : capture);
+      const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
+      const capture = options.anonymise ? anonymiseCapture(discovered) : discovered;
+      // `capture -` is what --cluster asks of the other nodes: the capture alone on stdout.
+      if (options.captureDir === '-') return io.stdout.write(captureToJson(capture)), 0;
+      await writeCapture(options.captureDir as string, capture);
       for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
       io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`);
       return 0;
@@ -2873,10 +3117,14 @@ export async function main(
     const stages = composeStages(defaultStages, plugins);
     const notifying = plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
-    const { capture, result, reports, plan: planned } = await runPipeline(stages, {
+    const runOptions: RunOptions = {
       root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
       json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
-    });
+    };
+    const { capture, result, reports, plan: planned } =
+      options.cluster || options.roots.length > 1
+        ? await runCluster(stages, { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs })
+        : await runPipeline(stages, runOptions);
     const plan = options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
     let final = result;
     let json = reports.json;

@@ -1,9 +1,13 @@
 // Several nodes analysed as one cluster (issue 6): samples/cluster-migrated (pve1) with its
 // neighbours pve2 and pve3, whose findings were worked out by hand from the captures.
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { analyseCluster, createRunner, defaultStages, runPipeline, type ClusterResult } from '../pve-dm.ts';
-import { SAMPLES, test } from './harness.ts';
+import {
+  analyseCluster, captureFromJson, captureToJson, createRunner, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
+} from '../pve-dm.ts';
+import { describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
+import { changing, put, scenario } from './support/fake-node.ts';
 
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
 
@@ -55,5 +59,105 @@ test('one node alone shows no cluster finding a missing neighbour would explain;
   assert.is(partial.exitCode, 1);
   assert.equal(partial.unreachable, [{ node: 'pve2', error: 'ssh: connect to host pve2 port 22: Connection timed out' }]);
 });
+
+
+// ── From the command line ──────────────────────────────────────────────────────────────────
+const ROOTS = NODES.flatMap((root) => ['--root', root]);
+
+test('--root three times: one JSON for the cluster, each node\'s own JSON inside it, exit 2', async () => {
+  const run = await runCli([...ROOTS, '--report-only', '--json']);
+  assert.is(run.code, 2, describeRun(run));
+  const report = JSON.parse(run.stdout);
+  const expected = await cluster();
+  assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.findings, unreachable: [] })));
+  for (const [index, root] of NODES.entries()) {
+    const alone = JSON.parse((await runCli(['--root', root, '--report-only', '--json'])).stdout);
+    assert.equal({ ...report.nodes[index], generatedAt: null }, { ...alone, generatedAt: null });
+  }
+});
+
+test('--root three times: the console shows every node, then the cluster; the HTML page is validated', async () => {
+  const html = path.join(tempDir(), 'cluster.html');
+  const run = await runCli([...ROOTS, '--report-only', '--no-color', '--html', html]);
+  assert.is(run.code, 2, describeRun(run));
+  for (const node of ['pve1', 'pve2', 'pve3']) assert.match(run.stdout, `· node ${node} ·`);
+  assert.match(run.stdout, 'Cluster of 3 nodes: grade F\n  36 dm entries on pve1, pve2, pve3: 11 valid, 0 duplicate, 7 tombstone, 18 ignored\n  CRITICAL  san01/vm-300-disk-0 is active on pve1 and pve2');
+  assert.match(run.stdout, '           on pve1: lvchange -an san01/vm-300-disk-0\n');
+  const { load } = await import('cheerio');
+  const $ = load(readFileSync(html, 'utf8'));
+  assert.is($('[data-field="node"]').text(), 'pve1, pve2, pve3');
+  assert.is($('[data-field="grade"]').text(), 'F');
+  assert.ok($('tr[data-entry]').text().includes('pve1:san01-vm--300--disk--0'));
+  assert.ok($('tr[data-warning]').text().includes('critical: san01/vm-300-disk-0 is active on pve1 and pve2'));
+});
+
+test('a cluster run refuses cleanup, the same node twice, and --cluster with --root', async () => {
+  refusedWith(await runCli([NODES[0] as string, NODES[0] as string].flatMap((root) => ['--root', root]).concat('--report-only')), 'node pve1 is there twice: give each node\'s capture once');
+  refusedWith(await runCli(['--cluster', '--yes']), 'cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
+  refusedWith(await runCli(['--cluster', ...ROOTS]), '--cluster analyses the live cluster, --root captures: give one or the other');
+  refusedWith(await runCli(['--cluster', '--node-timeout', '0']), '--node-timeout 0: seconds, 1 to 3600');
+});
+
+test('the command another node runs: this pve-dm, as it was started, every word quoted', () => {
+  assert.is(remoteCaptureCommand('/root/pve-dm/pve-dm.ts', ['--import', 'tsx'], '/usr/bin/node'), 'cd /root/pve-dm && exec /usr/bin/node --import tsx /root/pve-dm/pve-dm.ts capture -');
+  assert.is(remoteCaptureCommand("/opt/it's here/dist/pve-dm.mjs", [], '/usr/bin/node'), "cd '/opt/it'\\''s here/dist' && exec /usr/bin/node '/opt/it'\\''s here/dist/pve-dm.mjs' capture -");
+});
+
+test('a capture travels as JSON and comes back the same; garbage and impostors are refused by name', async () => {
+  const original = await readCapture(NODES[1] as string);
+  assert.equal(captureFromJson(captureToJson(original), 'node pve2'), { ...original, root: null });
+  assert.throws(() => captureFromJson('Welcome to pve4!\n', 'node pve4'), /^node pve4: not a pve-dm capture \(Unexpected token/);
+  assert.throws(() => captureFromJson('{"pveDmCapture": 2}', 'node pve4'), /^node pve4: not a pve-dm capture of format 1/);
+  const forged = JSON.parse(captureToJson(original));
+  forged.configs[0].path = '../../etc/shadow';
+  assert.throws(() => captureFromJson(JSON.stringify(forged), 'node pve2'), /^node pve2: not a usable pve-dm capture \(wrong or missing: configs\[0\]\)/);
+});
+
+test('--cluster: this node live, the others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
+  const { root, node, journal } = scenario();
+  put(root, 'etc/pve/.members', `${JSON.stringify({
+    nodename: 'pve1', version: 7, cluster: { name: 'lab', version: 4, nodes: 5, quorate: 1 },
+    nodelist: { pve1: { id: 1, online: 1, ip: '192.0.2.1' }, pve2: { id: 2, online: 1, ip: '192.0.2.2' }, pve3: { id: 3, online: 1, ip: '192.0.2.3' }, pve4: { id: 4, online: 1, ip: '192.0.2.4' }, pve5: { id: 5, online: 0, ip: '192.0.2.5' } },
+  })}\n`);
+  const bin = tempDir();
+  const answers = tempDir();
+  writeFileSync(path.join(answers, 'pve2.json'), captureToJson(await readCapture(NODES[1] as string)));
+  const log = path.join(answers, 'ssh.log');
+  writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh
+# A stand-in for ssh: logs its arguments (one a line, then a blank line) and answers as the node of HostKeyAlias.
+for arg in "$@"; do printf '%s\\n' "$arg"; done >> '${log}'; echo >> '${log}'
+for arg in "$@"; do case "$arg" in HostKeyAlias=*) alias="\${arg#HostKeyAlias=}";; esac; done
+case "$alias" in
+  pve2) exec cat '${answers}/pve2.json' ;;
+  pve3) exec sleep 30 ;;
+  pve4) echo 'Welcome to pve4! Last login: yesterday' ;;
+  *) echo "ssh: connect to host $alias port 22: Connection refused" >&2; exit 255 ;;
+esac
+`, { mode: 0o755 });
+  const path0 = process.env.PATH;
+  process.env.PATH = `${bin}:${path0}`;
+  try {
+    let stdout = '';
+    const io = { stdout: { write: (t: string) => ((stdout += t), true) }, stderr: { write: () => true }, isTty: false };
+    const exec: Exec = (command, args, options) => (command === 'ssh' ? execProcess(command, args, options) : node.exec(command, args, options));
+    const started = Date.now();
+    const code = await main(['--cluster', '--report-only', '--json', '--node-timeout', '2', '--no-plugins', '--journal', journal], io as never, { exec, liveRoot: root, hostname: 'pve1' });
+    assert.ok(Date.now() - started < 10_000, 'the nodes were asked in parallel, each within its time limit');
+    const report = JSON.parse(stdout);
+    assert.equal(report.cluster.nodes, ['pve1', 'pve2']);
+    assert.equal(report.cluster.unreachable, [
+      { node: 'pve3', error: 'ssh root@192.0.2.3 failed (exit 127): timed out after 2000 ms' },
+      { node: 'pve4', error: 'node pve4: not a pve-dm capture (Unexpected token \'W\', "Welcome to"... is not valid JSON; it began "Welcome to pve4! Last login: yesterday\\n")' },
+      { node: 'pve5', error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' },
+    ]);
+    assert.is(code, 2);
+    const calls = readFileSync(log, 'utf8').split('\n\n').filter(Boolean).map((call) => call.split('\n'));
+    assert.equal(calls.find((call) => call.includes('HostKeyAlias=pve2')), ['-e', 'none', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'HostKeyAlias=pve2', 'root@192.0.2.2', remoteCaptureCommand()]);
+    assert.is(calls.length, 3, 'pve5, offline, is not asked; pve1 is this node');
+    assert.equal(changing(node.calls), [], 'a cluster run changes nothing');
+  } finally {
+    process.env.PATH = path0;
+  }
+}, 30_000);
 
 test.run();
