@@ -1436,9 +1436,11 @@ export type Severity = 'ok' | 'warning' | 'critical';
 export const severityOf = (result: Pick<Result, 'exitCode'>): Severity => (result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok');
 
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
-export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary'>): string {
+export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings'>): string {
   const { duplicate, tombstone } = result.summary;
+  const sharedActive = result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
   if (duplicate > 0) return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
+  if (sharedActive > 0) return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10) return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
   return `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - Grade ${result.grade}`;
@@ -2610,6 +2612,8 @@ export async function mapWithLimit<T, R>(items: readonly T[], limit: number, wor
 }
 
 const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
+/** The source of the warnings that carry cluster findings into a single Result. */
+const CLUSTER_SOURCE = 'cluster';
 
 export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterResult['unreachable'], generatedAt: string): ClusterResult {
   // /etc/pve is the cluster's: any capture's storage.cfg and configs say where guests live.
@@ -2663,7 +2667,7 @@ export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterRes
 
 // ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
 
-export function clusterToJson(cluster: ClusterResult) {
+export function clusterToJson(cluster: ClusterResult, notifications: readonly Notification[] = []) {
   return {
     version: 1,
     tool: { name: 'pve-dm', version: VERSION },
@@ -2677,6 +2681,7 @@ export function clusterToJson(cluster: ClusterResult) {
       unreachable: cluster.unreachable,
     },
     nodes: cluster.nodes.map(toJson),
+    notifications,
   };
 }
 
@@ -2697,7 +2702,7 @@ export function clusterAsResult(cluster: ClusterResult): Result {
     meta: null,
     root: null,
     warnings: [
-      ...cluster.findings.map((finding) => warn('cluster', null, `${finding.severity}: ${finding.message}`)),
+      ...cluster.findings.map((finding) => warn(CLUSTER_SOURCE, null, `${finding.severity}: ${finding.message}`)),
       ...cluster.unreachable.map(({ node, error }) => warn(`node ${node}`, null, `not analysed: ${error}`)),
       ...cluster.nodes.flatMap((result) => result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) }))),
     ],
@@ -3121,10 +3126,12 @@ export async function main(
       root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
       json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
     };
-    const { capture, result, reports, plan: planned } =
-      options.cluster || options.roots.length > 1
-        ? await runCluster(stages, { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs })
-        : await runPipeline(stages, runOptions);
+    const clusterRun =
+      options.cluster || options.roots.length > 1 ? await runCluster(stages, { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs }) : null;
+    const { capture, result, reports, plan: planned } = clusterRun ?? (await runPipeline(stages, runOptions));
+    // The JSON again once notifications (or a cleanup) are known.
+    const jsonOf = async (final: Result) =>
+      clusterRun === null ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json : `${JSON.stringify(clusterToJson(clusterRun.cluster, final.notifications), null, 2)}\n`;
     const plan = options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
     let final = result;
     let json = reports.json;
@@ -3135,7 +3142,7 @@ export async function main(
         const timeoutMs = Number(settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
         const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
         final = { ...result, notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }) };
-        if (options.json) json = (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+        if (options.json) json = await jsonOf(final);
         for (const failed of final.notifications.filter((n) => !n.ok)) io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
         // A change nobody was told about is still a change next time.
         if (options.notify === 'change' && final.notifications.some((n) => n.ok)) {
@@ -3177,7 +3184,7 @@ export async function main(
       if (!options.json) io.stdout.write(renderCleanup(cleanup, options.dryRun));
       for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);
       if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
-      if (options.json) json = (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+      if (options.json) json = await jsonOf(final);
     } else if (!options.reportOnly && !options.json) {
       io.stdout.write(renderPlan(plan));
     }

@@ -4,10 +4,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, createRunner, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterAsResult, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
 import { describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
+import { startServer } from './support/http-server.ts';
 
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
 
@@ -69,6 +70,7 @@ test('--root three times: one JSON for the cluster, each node\'s own JSON inside
   assert.is(run.code, 2, describeRun(run));
   const report = JSON.parse(run.stdout);
   const expected = await cluster();
+  assert.equal(report.notifications, []);
   assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.findings, unreachable: [] })));
   for (const [index, root] of NODES.entries()) {
     const alone = JSON.parse((await runCli(['--root', root, '--report-only', '--json'])).stdout);
@@ -89,6 +91,22 @@ test('--root three times: the console shows every node, then the cluster; the HT
   assert.is($('[data-field="grade"]').text(), 'F');
   assert.ok($('tr[data-entry]').text().includes('pve1:san01-vm--300--disk--0'));
   assert.ok($('tr[data-warning]').text().includes('critical: san01/vm-300-disk-0 is active on pve1 and pve2'));
+});
+
+test('a cluster run notifies once, for the cluster: its JSON, its grade, a subject naming the critical finding', async () => {
+  const server = await startServer();
+  try {
+    const run = await runCli([...ROOTS, '--report-only', '--json', '--notify', 'always'], { PVE_DM_WEBHOOK_URL: `${server.url}/hook` });
+    const report = JSON.parse(run.stdout);
+    assert.equal(report.notifications, [{ plugin: 'webhook', ok: true, detail: 'HTTP 200' }]);
+    assert.is(report.cluster.grade, 'F', 'still the cluster\'s JSON once the notifications are in');
+    assert.is(server.received.length, 1);
+    assert.is(server.received[0]?.headers['x-pve-dm-severity'], 'critical');
+    assert.is(JSON.parse(server.received[0]?.body ?? '').cluster.grade, 'F');
+  } finally {
+    await server.close();
+  }
+  assert.is(notificationSubject(clusterAsResult(await cluster())), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
 });
 
 test('a cluster run refuses cleanup, the same node twice, and --cluster with --root', async () => {
