@@ -1,10 +1,10 @@
 // Several nodes analysed as one cluster (issue 6): samples/cluster-migrated (pve1) with its
 // neighbours pve2 and pve3, whose findings were worked out by hand from the captures.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, clusterAsResult, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
 import { describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
@@ -119,6 +119,18 @@ test('a cluster run refuses cleanup, the same node twice, and --cluster with --r
 test('the command another node runs: this pve-dm, as it was started, every word quoted', () => {
   assert.is(remoteCaptureCommand('/root/pve-dm/pve-dm.ts', ['--import', 'tsx'], '/usr/bin/node'), 'cd /root/pve-dm && exec /usr/bin/node --import tsx /root/pve-dm/pve-dm.ts capture -');
   assert.is(remoteCaptureCommand("/opt/it's here/dist/pve-dm.mjs", [], '/usr/bin/node'), "cd '/opt/it'\\''s here/dist' && exec /usr/bin/node '/opt/it'\\''s here/dist/pve-dm.mjs' capture -");
+});
+
+test('the members: /etc/pve/.members as pmxcfs writes it, else the folders of /etc/pve/nodes', async () => {
+  const root = tempDir();
+  for (const node of ['pve1', 'pve2', 'pve3']) mkdirSync(path.join(root, 'etc/pve/nodes', node), { recursive: true });
+  assert.equal((await clusterMembers(root)).map((m) => [m.name, m.ip, m.online]), [['pve1', null, null], ['pve2', null, null], ['pve3', null, null]]);
+  put(root, 'etc/pve/.members', '{"nodename": "pve1", "version": 9, "cluster": {"name": "lab", "version": 3, "nodes": 2, "quorate": 1},\n"nodelist": {\n  "pve2": {"id": 2, "online": 0, "ip": "10.0.0.2"},\n  "pve1": {"id": 1, "online": 1, "ip": "10.0.0.1"}\n  }\n}\n');
+  assert.equal(await clusterMembers(root), [{ name: 'pve1', ip: '10.0.0.1', online: true }, { name: 'pve2', ip: '10.0.0.2', online: false }]);
+  put(root, 'etc/pve/.members', '{"nodelist": {"pve1": {"ip": "10.0.0.1; reboot"}, "-oProxyCommand=x": {}}}\n');
+  assert.equal(await clusterMembers(root), [{ name: 'pve1', ip: null, online: null }], 'what is not a node name or an address is left out');
+  put(root, 'etc/pve/.members', 'not json');
+  assert.is((await clusterMembers(root)).length, 3);
 });
 
 test('a capture travels as JSON and comes back the same; garbage and impostors are refused by name', async () => {
