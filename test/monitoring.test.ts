@@ -450,6 +450,18 @@ test('a --prometheus file that cannot be written: exit 3, the reason, no report,
   }
 }, SLOW);
 
+test('the state printed is the exit code, also when an HTML report that cannot be written raises it', async () => {
+  const dir = tempDir();
+  writeFileSync(path.join(dir, 'a-file'), 'x');
+  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'nagios', '--html', path.join(dir, 'a-file', 'r.html')]);
+  assert.is(run.code, 1, describeRun(run));
+  assert.is(readNagios(run.stdout).state, 'WARNING');
+  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*: EEXIST\n$/);
+  const checkmk = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'checkmk', '--html', path.join(dir, 'a-file', 'r.html')]);
+  assert.is(checkmk.code, 1, describeRun(checkmk));
+  assert.is(readCheckmk(checkmk.stdout).state, 1);
+}, SLOW);
+
 // ── writeAtomically ─────────────────────────────────────────────────────────────────────────
 
 test('writeAtomically: mode 0644 whatever the umask, the old file replaced whole, a link at the name replaced rather than followed', async () => {
