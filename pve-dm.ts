@@ -12,7 +12,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
-import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, statfs, writeFile, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -1345,17 +1345,21 @@ export interface Graded {
   exitCode: 0 | 1 | 2;
 }
 
+/** More tombstones than this grade F, as any duplicate does (critical); the monitoring levels use it too. */
+export const MAX_TOMBSTONES_BEFORE_F = 50;
+
 export function grade(classification: Pick<Classification, 'entries' | 'warnings'>): Graded {
   const count = (status: Status) => classification.entries.filter((entry) => entry.status === status).length;
   const summary: Summary = { entries: classification.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored') };
   const letter: GradeLetter =
-    summary.duplicate > 0 ? 'F' : summary.tombstone === 0 ? 'A+' : summary.tombstone <= 5 ? 'B' : summary.tombstone <= 20 ? 'C' : summary.tombstone <= 50 ? 'D' : 'F';
+    summary.duplicate > 0 ? 'F' : summary.tombstone === 0 ? 'A+' : summary.tombstone <= 5 ? 'B' : summary.tombstone <= 20 ? 'C' : summary.tombstone <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
   const exitCode = letter === 'F' ? 2 : summary.tombstone > 0 || classification.warnings.length > 0 ? 1 : 0;
   return { grade: letter, summary, exitCode };
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
-// Stage 5: report — console, JSON and a self-contained HTML page validated before it is written.
+// Stage 5: report — console, JSON and a self-contained HTML page validated before it is written;
+// for monitoring, a Nagios plugin's output, a Checkmk local check and a Prometheus textfile.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
 export interface Result extends Classification, Graded {
@@ -1389,12 +1393,18 @@ export interface ReportOptions {
   console: boolean;
   html: boolean;
   color: boolean;
+  nagios?: boolean;
+  checkmk?: boolean;
+  prometheus?: boolean;
 }
 
 export interface Reports {
   console?: string;
   json?: string;
   html?: string;
+  nagios?: string;
+  checkmk?: string;
+  prometheus?: string;
 }
 
 export async function report(result: Result, options: ReportOptions): Promise<Reports> {
@@ -1402,6 +1412,9 @@ export async function report(result: Result, options: ReportOptions): Promise<Re
   if (options.json) reports.json = `${JSON.stringify(toJson(result), null, 2)}\n`;
   if (options.console) reports.console = renderConsole(result, options.color);
   if (options.html) reports.html = await renderValidatedHtml(result);
+  if (options.nagios) reports.nagios = renderNagios(result);
+  if (options.checkmk) reports.checkmk = renderCheckmk(result);
+  if (options.prometheus) reports.prometheus = renderPrometheus(result);
   return reports;
 }
 
@@ -1571,6 +1584,119 @@ function table(header: string[], rows: string[][]): string[] {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)];
+}
+
+/** Whose an entry is, in words: a guest of this node, a guest of another node, or nobody's. */
+function ownerOf(vmid: number | null, entry: Classified | undefined, result: Pick<Result, 'guests' | 'node'>): string {
+  if (vmid === null) return 'no guest';
+  const guest = result.guests.find((candidate) => candidate.vmid === vmid);
+  if (guest) return `VM ${vmid}${guest.name ? ` ${guest.name}` : ''} on ${result.node}`;
+  return entry?.otherNode ? `VM ${vmid} on ${entry.otherNode}` : `VM ${vmid} (exists nowhere)`;
+}
+
+// ─── Monitoring: Nagios/Icinga plugin output, Checkmk local check, Prometheus textfile ─────────
+
+/** The Checkmk service the local check creates. */
+export const CHECKMK_SERVICE = 'PVE DM health';
+
+/**
+ * Untrusted text (dm names, guest names, warnings) on a monitoring line: control characters shown
+ * as terminalSafe shows them; `|` (it starts Nagios perfdata) and a literal `\n` (Checkmk makes it
+ * a line break) shown as `\x7c` and `\x5cn`.
+ */
+export const monitoringSafe = (text: string) => terminalSafe(text).replaceAll('|', '\\x7c').replaceAll('\\n', '\\x5cn');
+
+interface Measure {
+  label: string;
+  value: number;
+  /** The largest value still OK, and the largest not yet critical (null: no level). */
+  warnAbove: number | null;
+  critAbove: number | null;
+}
+
+/** The counts both monitoring formats graph, with the levels at which grade() changes the state. */
+function measures(result: Result): Measure[] {
+  const { entries, valid, duplicate, tombstone, ignored } = result.summary;
+  return [
+    { label: 'entries', value: entries, warnAbove: null, critAbove: null },
+    { label: 'valid', value: valid, warnAbove: null, critAbove: null },
+    { label: 'duplicates', value: duplicate, warnAbove: null, critAbove: 0 },
+    { label: 'tombstones', value: tombstone, warnAbove: 0, critAbove: MAX_TOMBSTONES_BEFORE_F },
+    { label: 'ignored', value: ignored, warnAbove: null, critAbove: null },
+    { label: 'warnings', value: result.warnings.length, warnAbove: 0, critAbove: null },
+  ];
+}
+
+/** One line for a monitoring system's overview: node, grade and counts. */
+function monitoringSummary(result: Result): string {
+  const { entries, duplicate, tombstone } = result.summary;
+  const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
+  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${warnings}`);
+}
+
+/** The long output: each problem entry (name, status, reason, guest, remedy), then the warnings; at most `limit` of each. */
+function monitoringDetails(result: Result, limit: number): string[] {
+  const problems = result.entries.filter(isProblem);
+  const more = (count: number, what: string) => (count > limit ? [`... and ${count - limit} more ${what}`] : []);
+  return [
+    ...problems.slice(0, limit).map((entry) => `${entry.status} ${entry.name}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; remedy: ${entry.remedy}`),
+    ...more(problems.length, 'problem entries'),
+    ...result.warnings.slice(0, limit).map((w) => `warning: ${formatWarning(w)}`),
+    ...more(result.warnings.length, 'warnings'),
+  ].map(monitoringSafe);
+}
+
+/**
+ * A Nagios/Icinga plugin's output (monitoring-plugins.org development guidelines): `STATE - summary
+ * | perfdata`, then the long output. Perfdata is `label=value;warn;crit;min`, where a threshold N is
+ * the range 0..N: an alert above N. The state is severityOf's, and the exit code is the state.
+ */
+export function renderNagios(result: Result, limit = 20): string {
+  const perfdata = measures(result).map(({ label, value, warnAbove, critAbove }) => `${label}=${value};${warnAbove ?? ''};${critAbove ?? ''};0`);
+  return [`${severityOf(result).toUpperCase()} - ${monitoringSummary(result)} | ${perfdata.join(' ')}`, ...monitoringDetails(result, limit)].map((line) => `${line}\n`).join('');
+}
+
+/** `pve-dm` could not analyse: Nagios's UNKNOWN (exit 3). */
+export const renderNagiosUnknown = (message: string) => `UNKNOWN - ${monitoringSafe(message)}\n`;
+
+/**
+ * A Checkmk local check (docs.checkmk.com/latest/en/localchecks.html): `state "service" metrics
+ * text` on one line. Metrics are `name=value;warn;crit;min` joined by `|`, with Checkmk's levels
+ * (WARN/CRIT from value >= level: one above Nagios's). The state is pve-dm's exit code; Checkmk
+ * (2.0 and later) turns each literal `\n` in the text into a line break: the first line is the
+ * summary, the rest the details.
+ */
+export function renderCheckmk(result: Result, limit = 20): string {
+  const level = (above: number | null) => (above === null ? '' : String(above + 1));
+  const metrics = measures(result).map(({ label, value, warnAbove, critAbove }) => `${label}=${value};${level(warnAbove)};${level(critAbove)};0`);
+  return `${result.exitCode} "${CHECKMK_SERVICE}" ${metrics.join('|')} ${[monitoringSummary(result), ...monitoringDetails(result, limit)].join('\\n')}\n`;
+}
+
+/** `pve-dm` could not analyse: the service goes UNKNOWN rather than vanishing. */
+export const renderCheckmkUnknown = (message: string) => `3 "${CHECKMK_SERVICE}" - ${monitoringSafe(message)}\n`;
+
+/** A label value in the Prometheus text exposition format 0.0.4: `\\`, `"` and line feed escaped. */
+export const prometheusLabel = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+
+const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored'];
+
+/**
+ * A node_exporter textfile-collector file (exposition format 0.0.4, every metric a gauge). Each
+ * series carries `node`, so that the files of several nodes can be told apart; no sample has a
+ * timestamp (the collector refuses them): pve_dm_last_run_timestamp_seconds says when.
+ */
+export function renderPrometheus(result: Result): string {
+  const node = `node="${prometheusLabel(result.node)}"`;
+  const family = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
+  const problem = (entry: Classified) =>
+    `{${node},name="${prometheusLabel(entry.name)}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
+  return `${[
+    ...family('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.', STATUSES.map((status) => `{${node},status="${status}"} ${result.summary[status]}`)),
+    ...family('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.', [`{${node},grade="${result.grade}"} 1`]),
+    ...family('pve_dm_problem_info', 'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.', result.entries.filter(isProblem).map(problem)),
+    ...family('pve_dm_warnings', 'Input lines or commands pve-dm could not read in the run.', [`{${node}} ${result.warnings.length}`]),
+    ...family('pve_dm_last_run_timestamp_seconds', 'When pve-dm last analysed the node, in seconds since the epoch.', [`{${node}} ${Date.parse(result.generatedAt) / 1000}`]),
+  ].join('\n')}\n`;
 }
 
 export const escapeHtml = (text: string) =>
@@ -2748,16 +2874,13 @@ export interface Stages {
 
 export const defaultStages: Stages = { discover, parse, classify, grade, report, cleanup: planCleanup };
 
-export interface RunOptions {
+/** What to analyse, and which reports to render (ReportOptions). */
+export interface RunOptions extends ReportOptions {
   root?: string;
   /** Where the live node keeps its files, and its name (tests point them at a fake node). */
   liveRoot?: string;
   hostname?: string;
   vmids: number[];
-  json: boolean;
-  console: boolean;
-  html: boolean;
-  color: boolean;
   runner: Runner;
   now?: Date;
   /** Which problems cleanup considers (--only, --vmid, --name); all of them by default. */
@@ -2780,7 +2903,8 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
   const result: Result = {
     ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [], cleanup: null,
   };
-  const reports = await stages.report(result, { json: options.json, console: options.console, html: options.html, color: options.color });
+  const { json, html, color, nagios, checkmk, prometheus } = options;
+  const reports = await stages.report(result, { json, console: options.console, html, color, nagios, checkmk, prometheus });
   return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
 }
 
@@ -2820,10 +2944,10 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   if (twice !== undefined) throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
   const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
   const result = clusterAsResult(cluster);
-  const reports: Reports = {};
+  // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
+  const reports = await stages.report(result, { ...options, json: false, console: false });
   if (options.json) reports.json = `${JSON.stringify(clusterToJson(cluster), null, 2)}\n`;
   if (options.console) reports.console = renderClusterConsole(cluster, options.color);
-  if (options.html) reports.html = await renderValidatedHtml(result);
   return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
 }
 
@@ -2839,7 +2963,10 @@ Options:
   --cluster         analyse every node of this cluster (over ssh, as Proxmox's nodes reach each other)
   --node-timeout S  --cluster: give up on a node after S seconds (default 120)
   --report-only     never prompt, never change anything (for cron)
-  --json            print only the JSON report on stdout
+  --format FORMAT   console (default), json, nagios (a Nagios/Icinga plugin's output; the exit code is
+                    its state) or checkmk (a Checkmk local check): only that on stdout
+  --json            the same as --format json
+  --prometheus FILE also write the metrics for node_exporter's textfile collector to FILE (atomically)
   --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
   --vmid N          narrow the report to guest N (repeatable)
   --no-color        no colour (NO_COLOR is honoured too)
@@ -2850,6 +2977,7 @@ Options:
   --journal FILE    the cleanup journal (default /var/lib/pve-dm/journal.jsonl)
   --last            with restore: every entry the last cleanup run removed
   --notify MODE     always | problems (default) | change: when configured notifiers send
+                    (--format nagios and checkmk send nothing unless --notify is given)
   --state FILE      where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)
   --config FILE     settings file (default pve-dm.conf beside pve-dm.ts)
   --plugins DIR     load plugins from DIR (default plugins/ beside pve-dm.ts)
@@ -2870,12 +2998,14 @@ interface CliOptions {
   cluster: boolean;
   nodeTimeoutMs: number;
   reportOnly: boolean;
-  json: boolean;
+  format: OutputFormat;
+  prometheusFile: string | null;
   htmlFile: string | null;
   vmids: number[];
   color: boolean;
   anonymise: boolean;
-  notify: NotifyMode;
+  /** null: no notifications (a monitoring check without --notify: it runs every few minutes). */
+  notify: NotifyMode | null;
   stateFile: string;
   configFile: string | null;
   pluginsDir: string | null;
@@ -2890,6 +3020,21 @@ interface CliOptions {
 
 const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
 
+/** What goes to stdout: the console report, the JSON, or a monitoring check's output (nagios, checkmk). */
+export type OutputFormat = 'console' | 'json' | 'nagios' | 'checkmk';
+const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'checkmk'];
+const isMonitoringFormat = (format: OutputFormat) => format === 'nagios' || format === 'checkmk';
+
+/** The format asked for, read before parseCli so that its own errors are printed in that format too. */
+function formatAsked(argv: readonly string[]): OutputFormat {
+  let asked = argv.includes('--json') ? 'json' : 'console';
+  argv.forEach((arg, i) => {
+    if (arg === '--format') asked = argv[i + 1] ?? asked;
+    else if (arg.startsWith('--format=')) asked = arg.slice('--format='.length);
+  });
+  return OUTPUT_FORMATS.find((format) => format === asked) ?? 'console';
+}
+
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, isTty = false): CliOptions {
   let parsed;
   try {
@@ -2902,10 +3047,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
         'node-timeout': { type: 'string', default: '120' },
         'report-only': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        format: { type: 'string' },
+        prometheus: { type: 'string' },
         html: { type: 'string' },
         vmid: { type: 'string', multiple: true, default: [] },
         'no-color': { type: 'boolean', default: false },
-        notify: { type: 'string', default: 'problems' },
+        notify: { type: 'string' },
         state: { type: 'string', default: '/var/lib/pve-dm/notify-state.json' },
         config: { type: 'string' },
         plugins: { type: 'string' },
@@ -2930,11 +3077,17 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     if (!/^[1-9][0-9]{2,8}$/.test(text)) throw new UserError(`--vmid ${text}: not a VMID (100 to 999999999)`);
     return Number(text);
   });
-  const notify = values.notify as NotifyMode;
+  const notify = (values.notify ?? 'problems') as NotifyMode;
   if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${values.notify}: use always, problems or change`);
+  const format = (values.format ?? (values.json ? 'json' : 'console')) as OutputFormat;
+  if (!OUTPUT_FORMATS.includes(format)) throw new UserError(`--format ${values.format}: use ${OUTPUT_FORMATS.join(', ')}`);
+  if (values.json && format !== 'json') throw new UserError(`--json is --format json: it does not go with --format ${format}`);
   const [command, ...rest] = positionals;
   const commands = ['capture', 'plugins', 'journal', 'restore'];
   if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}" (see --help)`);
+  if (command !== undefined && (isMonitoringFormat(format) || values.prometheus !== undefined)) {
+    throw new UserError(`${values.prometheus !== undefined ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`);
+  }
   if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory (or - for stdout): pve-dm.ts capture DIR');
   if (command === 'restore' && (rest.length > 0) === Boolean(values.last)) throw new UserError('restore needs --last or journal entry IDs (see pve-dm.ts journal), not both');
   if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
@@ -2946,6 +3099,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   const nodeTimeout = Number(values['node-timeout']);
   if (!(nodeTimeout > 0 && nodeTimeout <= 3600)) throw new UserError(`--node-timeout ${values['node-timeout']}: seconds, 1 to 3600`);
   if (values['report-only'] && (values.yes || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
+  if (isMonitoringFormat(format) && (values.yes || values['dry-run'])) throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
   const anonymise = Boolean(values.anonymise || values.anonymize);
   if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
   if (values.plugins !== undefined && values['no-plugins']) throw new UserError('--plugins and --no-plugins exclude each other');
@@ -2957,12 +3111,13 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     cluster: Boolean(values.cluster),
     nodeTimeoutMs: nodeTimeout * 1000,
     reportOnly: Boolean(values['report-only']),
-    json: Boolean(values.json),
+    format,
+    prometheusFile: values.prometheus ?? null,
     htmlFile: values.html ?? null,
     vmids,
     color: isTty && !values['no-color'] && !env.NO_COLOR,
     anonymise,
-    notify,
+    notify: values.notify === undefined && isMonitoringFormat(format) ? null : notify,
     stateFile: values.state as string,
     configFile: values.config ?? null,
     pluginsDir: values['no-plugins'] ? null : (values.plugins ?? path.join(HERE, 'plugins')),
@@ -2991,18 +3146,34 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dir: string | 
 const reportFileName = (node: string, at: Date) =>
   `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-')}.html`;
 
-/** Writes a file whole or not at all (a temporary file in the same folder, then a rename). */
-async function writeAtomically(file: string, text: string): Promise<void> {
+/**
+ * Writes a file whole or not at all: a temporary file in the same folder, fsynced, then renamed
+ * over the file. The temporary file must be new (a link planted there is not followed, nor is one
+ * at the file's name: rename replaces it); it is removed when anything fails. `mode` is set
+ * whatever the umask (a node_exporter textfile must be readable by its collector).
+ */
+export async function writeAtomically(file: string, text: string, mode?: number): Promise<void> {
   const temporary = `${file}.${process.pid}.tmp`;
-  await writeFile(temporary, text);
-  await rename(temporary, file);
+  const handle = await open(temporary, 'wx', mode);
+  try {
+    try {
+      await handle.writeFile(text);
+      if (mode !== undefined) await handle.chmod(mode);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, file);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
 }
 
 /** What an administrator needs to decide on an entry: where it is, whose it is, why it is here. */
 function describeCandidate(action: PlannedAction, result: Result): string {
   const entry = result.entries.find((candidate) => candidate.name === action.name);
-  const guest = result.guests.find((candidate) => candidate.vmid === action.vmid);
-  const owner = action.vmid === null ? 'no guest' : guest ? `VM ${action.vmid} ${guest.name ?? ''} on ${result.node}`.trim() : entry?.otherNode ? `VM ${action.vmid} on ${entry.otherNode}` : `VM ${action.vmid} (exists nowhere)`;
+  const owner = ownerOf(action.vmid, entry, result);
   const volume = entry?.vg && entry.lv ? `${entry.vg}/${entry.lv}` : 'no LVM volume';
   return terminalSafe(`${owner} · ${volume} · ${action.reason} · open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`);
 }
@@ -3071,7 +3242,7 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
     ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${why}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
   ];
-  io.stdout.write(options.json ? `${JSON.stringify(outcome, null, 2)}\n` : `${lines.join('\n')}\n`);
+  io.stdout.write(options.format === 'json' ? `${JSON.stringify(outcome, null, 2)}\n` : `${lines.join('\n')}\n`);
   return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
 }
 
@@ -3087,11 +3258,13 @@ export async function main(
   io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
   live: LiveNode = {},
 ): Promise<number> {
-  const wantsJson = argv.includes('--json');
+  const asked = formatAsked(argv);
   const fail = (raw: string, code: number) => {
     const message = terminalSafe(raw.replace(/\s*\n\s*/g, ' '));
     io.stderr.write(`pve-dm: ${message}\n`);
-    if (wantsJson) io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
+    if (asked === 'json') io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
+    if (asked === 'nagios') io.stdout.write(renderNagiosUnknown(message));
+    if (asked === 'checkmk') io.stdout.write(renderCheckmkUnknown(message));
     return code;
   };
   try {
@@ -3099,11 +3272,13 @@ export async function main(
     if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
     if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
-    const interactive = io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && !options.yes && !options.json && !options.reportOnly && !options.dryRun;
+    const consoleRun = options.format === 'console';
+    const jsonRun = options.format === 'json';
+    const interactive = io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && !options.yes && consoleRun && !options.reportOnly && !options.dryRun;
     const allowChanges = (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
     const runner = createRunner({ allowChanges, exec: live.exec });
     const liveRoot = live.liveRoot ?? '/';
-    if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), options.json)), 0;
+    if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), jsonRun)), 0;
     if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);
     if (options.command === 'capture') {
       const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
@@ -3120,11 +3295,13 @@ export async function main(
     if (options.command === 'plugins') return io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0;
     const plugins = loaded.map(({ plugin }) => plugin);
     const stages = composeStages(defaultStages, plugins);
-    const notifying = plugins.some((plugin) => isActiveNotifier(plugin, settings));
+    const notifyMode = options.notify;
+    const notifying = notifyMode !== null && plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
     const runOptions: RunOptions = {
       root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
-      json: options.json || notifying, console: !options.json, html: options.htmlFile !== null || !options.json || notifying,
+      json: jsonRun || notifying, console: consoleRun, html: options.htmlFile !== null || consoleRun || notifying,
+      nagios: options.format === 'nagios', checkmk: options.format === 'checkmk', prometheus: options.prometheusFile !== null,
     };
     const clusterRun =
       options.cluster || options.roots.length > 1 ? await runCluster(stages, { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs }) : null;
@@ -3132,43 +3309,50 @@ export async function main(
     // The JSON again once notifications (or a cleanup) are known.
     const jsonOf = async (final: Result) =>
       clusterRun === null ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json : `${JSON.stringify(clusterToJson(clusterRun.cluster, final.notifications), null, 2)}\n`;
+    if (options.prometheusFile !== null) {
+      // Before anything is printed: a file that cannot be written is a run that failed (exit 3).
+      const file = options.prometheusFile;
+      await writeAtomically(file, reports.prometheus ?? '', 0o644).catch((error: NodeJS.ErrnoException) => {
+        throw new UserError(`cannot write the Prometheus file ${file}: ${error.code ?? error.message}`);
+      });
+    }
     const plan = options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
     let final = result;
     let json = reports.json;
     if (notifying) {
-      const decision = shouldNotify(options.notify, result, options.stateFile);
+      const decision = shouldNotify(notifyMode, result, options.stateFile);
       if (decision.send) {
         const sent = { json: reports.json ?? '', html: reports.html ?? '', subject: notificationSubject(result), text: notificationText(result) };
         const timeoutMs = Number(settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
         const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
         final = { ...result, notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }) };
-        if (options.json) json = await jsonOf(final);
+        if (jsonRun) json = await jsonOf(final);
         for (const failed of final.notifications.filter((n) => !n.ok)) io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
         // A change nobody was told about is still a change next time.
-        if (options.notify === 'change' && final.notifications.some((n) => n.ok)) {
+        if (notifyMode === 'change' && final.notifications.some((n) => n.ok)) {
           await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: NodeJS.ErrnoException) => {
             io.stderr.write(`pve-dm: cannot save the notification state to ${options.stateFile}: ${error.code ?? error.message}; the next run will notify again\n`);
           });
         }
       }
     }
-    if (!options.json) io.stdout.write(reports.console ?? '');
+    if (consoleRun) io.stdout.write(reports.console ?? '');
     let exitCode: number = result.exitCode;
-    if (reports.html !== undefined && (options.htmlFile !== null || !options.json)) {
+    if (reports.html !== undefined && (options.htmlFile !== null || consoleRun)) {
       const file = options.htmlFile ?? path.join(HERE, 'reports', reportFileName(result.node, now));
       try {
         await mkdir(path.dirname(file), { recursive: true });
         await writeAtomically(file, reports.html);
-        if (!options.json) io.stdout.write(`\nHTML report: ${file}\n`);
+        if (consoleRun) io.stdout.write(`\nHTML report: ${file}\n`);
       } catch (error) {
         io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
         exitCode = Math.max(exitCode, 1);
       }
     }
-    if (!options.json && final.notifications.length > 0) {
+    if (consoleRun && final.notifications.length > 0) {
       io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
     }
-    if (options.json) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+    if (!consoleRun) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
     const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
     const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run };
     if (interactive && plan.actions.length > 0) {
@@ -3181,14 +3365,19 @@ export async function main(
     } else if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
       const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`));
       final = { ...final, cleanup };
-      if (!options.json) io.stdout.write(renderCleanup(cleanup, options.dryRun));
+      if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
       for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);
       if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
-      if (options.json) json = await jsonOf(final);
-    } else if (!options.reportOnly && !options.json) {
+      if (jsonRun) json = await jsonOf(final);
+    } else if (!options.reportOnly && consoleRun) {
       io.stdout.write(renderPlan(plan));
     }
-    if (options.json) io.stdout.write(json ?? '');
+    if (jsonRun) io.stdout.write(json ?? '');
+    if (options.format === 'nagios' || options.format === 'checkmk') {
+      // The state printed is the exit code, also when writing the HTML report raised it.
+      const monitored = exitCode === result.exitCode ? reports : await stages.report({ ...final, exitCode: exitCode as Result['exitCode'] }, { json: false, console: false, html: false, color: false, [options.format]: true });
+      io.stdout.write(monitored[options.format] ?? '');
+    }
     return exitCode;
   } catch (error) {
     if (error instanceof UserError) return fail(error.message, error.exitCode);
