@@ -109,6 +109,17 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
   assert.is(notificationSubject(clusterAsResult(await cluster())), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
 });
 
+test('the monitoring formats cover a cluster run: Nagios CRITICAL for a shared LV active twice, Prometheus for the cluster', async () => {
+  const nagios = await runCli([...ROOTS, '--report-only', '--format', 'nagios']);
+  assert.is(nagios.code, 2, describeRun(nagios));
+  assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 7 tombstoned of 36 dm entries, 5 warning(s) | entries=36;;;0 '), nagios.stdout);
+  assert.match(nagios.stdout, '\nwarning: cluster: critical: san01/vm-300-disk-0 is active on pve1 and pve2 while guest 300 runs on pve2');
+  const prom = path.join(tempDir(), 'pve-dm.prom');
+  const run = await runCli([...ROOTS, '--report-only', '--json', '--prometheus', prom]);
+  assert.is(run.code, 2);
+  assert.match(readFileSync(prom, 'utf8'), '\npve_dm_grade_info{node="pve1, pve2, pve3",grade="F"} 1\n');
+});
+
 test('a cluster run refuses cleanup, the same node twice, and --cluster with --root', async () => {
   refusedWith(await runCli([NODES[0] as string, NODES[0] as string].flatMap((root) => ['--root', root]).concat('--report-only')), 'node pve1 is there twice: give each node\'s capture once');
   refusedWith(await runCli(['--cluster', '--yes']), 'cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');

@@ -15,6 +15,7 @@ import {
   runPipeline, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
 import { capture, config, describeRun, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLES, tempDir, test } from './harness.ts';
+import { buildBundle } from './tools/build.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
 const SLOW = 60_000;
@@ -525,14 +526,15 @@ test('README: systemd-analyze verify accepts pve-dm.service and pve-dm.timer (pv
   assert.is(unitValue(timer, 'Persistent'), 'true');
   assert.ok(unitValue(timer, 'RandomizedDelaySec'));
   const dir = tempDir();
-  writeFileSync(path.join(dir, 'pve-dm.service'), service.replaceAll('/opt/pve-dm', PROJECT));
+  const here = (unit: string) => unit.replaceAll('/opt/pve-dm', PROJECT).replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `);
+  writeFileSync(path.join(dir, 'pve-dm.service'), here(service));
   writeFileSync(path.join(dir, 'pve-dm.timer'), timer);
   const verify = spawnSync('systemd-analyze', ['verify', path.join(dir, 'pve-dm.service'), path.join(dir, 'pve-dm.timer')], { encoding: 'utf8', timeout: 20_000 });
   assert.is(verify.error, undefined, 'systemd-analyze runs (package systemd)');
   assert.is(`${verify.stdout}${verify.stderr}`, '', 'no warning: every key known, every value valid');
   assert.is(verify.status, 0);
   // verify can fail: a misspelt key is reported.
-  writeFileSync(path.join(dir, 'pve-dm.service'), service.replaceAll('/opt/pve-dm', PROJECT).replace('ProtectSystem=', 'ProtectSistem='));
+  writeFileSync(path.join(dir, 'pve-dm.service'), here(service).replace('ProtectSystem=', 'ProtectSistem='));
   const broken = spawnSync('systemd-analyze', ['verify', path.join(dir, 'pve-dm.service')], { encoding: 'utf8', timeout: 20_000 });
   assert.match(broken.stderr, /Unknown key 'ProtectSistem'/);
 });
@@ -540,15 +542,16 @@ test('README: systemd-analyze verify accepts pve-dm.service and pve-dm.timer (pv
 test("README: the service's command runs (against a sample) and exits as the unit expects; the cron line runs the same", async () => {
   const service = readmeBlock('# /etc/systemd/system/pve-dm.service');
   const cron = readmeBlock('# /etc/cron.d/pve-dm');
-  const [tsx = '', script = '', ...args] = (unitValue(service, 'ExecStart') ?? '').split(' ');
-  const cronCommand = /&& node_modules\/\.bin\/tsx pve-dm\.ts (.*?) >>/.exec(cron)?.[1];
+  const [node = '', script = '', ...args] = (unitValue(service, 'ExecStart') ?? '').split(' ');
+  const cronCommand = /&& node dist\/pve-dm\.mjs (.*?) >>/.exec(cron)?.[1];
   assert.is(cronCommand, args.join(' '), 'cron runs pve-dm with the same arguments');
   assert.match(cron, /^\d+ \d+ \* \* \* root cd \/opt\/pve-dm && /m, 'daily, as root, in the install folder');
-  assert.is(tsx, '/opt/pve-dm/node_modules/.bin/tsx');
-  assert.is(script, '/opt/pve-dm/pve-dm.ts');
+  assert.is(node, '/usr/bin/node');
+  assert.is(script, '/opt/pve-dm/dist/pve-dm.mjs', 'the bundle, as the README advises for timers and cron');
   const dir = tempDir();
+  const { file: bundle } = await buildBundle(path.join(tempDir(), 'dist'));
   const moved = args.map((arg) => arg.replace('/var/lib/prometheus/node-exporter', dir).replace('/var/lib/pve-dm', dir));
-  const run = await runNode([tsx.replace('/opt/pve-dm', PROJECT), script.replace('/opt/pve-dm', PROJECT), ...moved, '--root', path.join(SAMPLES, 'snapshots')]);
+  const run = await runNode([bundle, ...moved, '--root', path.join(SAMPLES, 'snapshots')]);
   assert.ok((unitValue(service, 'SuccessExitStatus') ?? '').split(' ').includes(String(run.code)), `exit ${run.code} counts as success: ${describeRun(run)}`);
   assert.ok(run.stdout.split('\n').includes('Summary'), 'the console report, for the journal');
   assert.equal(readdirSync(dir).sort(), ['pve-dm.prom', 'report.html']);
