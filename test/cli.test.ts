@@ -8,24 +8,13 @@ import path from 'node:path';
 import { load } from 'cheerio/slim';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, HTML_SECTIONS, main, runPipeline, validateHtml } from '../pve-dm.ts';
-import { describeRun, noStackTrace, PROJECT, runCli, SAMPLES, tempDir, test } from './harness.ts';
+import { describeRun, expectedOf, noStackTrace, PROJECT, runCli, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
 
 const tmp = () => tempDir();
 
-const SAMPLE_NAMES = readdirSync(SAMPLES).filter((name) => existsSync(path.join(SAMPLES, name, 'expected.json'))).sort();
 const SLOW = 60_000;
 const ESC = '\u001b';
 
-interface Expected {
-  node: string;
-  grade: string;
-  exitCode: number;
-  summary: Record<string, number>;
-  entries: Record<string, { status: string; reason: string }>;
-  guests: Record<string, string>;
-  warnings: { file: string; line: number | null }[];
-}
-const expectedOf = (name: string): Expected => JSON.parse(readFileSync(path.join(SAMPLES, name, 'expected.json'), 'utf8'));
 
 /** A sample copied to a temporary directory, to damage or to watch for changes. */
 function copyOf(name: string): string {

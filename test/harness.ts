@@ -1,7 +1,7 @@
 // Shared test helpers. Every test gets a time limit (uvu has none), so a hung promise fails the
 // test instead of hanging CI.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,20 @@ import type { Capture } from '../pve-dm.ts';
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SAMPLES = path.join(PROJECT, 'samples');
+
+/** A sample's expected.json: the oracle worked out by hand (samples/README.md). */
+export interface Expected {
+  node: string;
+  grade: string;
+  exitCode: number;
+  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored', number>;
+  entries: Record<string, { status: string; reason: string }>;
+  guests: Record<string, string>;
+  warnings: { file: string; line: number | null }[];
+}
+/** Every sample that has an expected.json. */
+export const SAMPLE_NAMES = readdirSync(SAMPLES).filter((name) => existsSync(path.join(SAMPLES, name, 'expected.json'))).sort();
+export const expectedOf = (name: string): Expected => JSON.parse(readFileSync(path.join(SAMPLES, name, 'expected.json'), 'utf8'));
 export const REAL = path.join(PROJECT, 'test', 'fixtures', 'real');
 
 export function withTimeout<T>(what: string, ms: number, work: () => T | Promise<T>): Promise<T> {

@@ -14,24 +14,14 @@ import {
   CHECKMK_SERVICE, classify, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
   runPipeline, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLES, tempDir, test } from './harness.ts';
+import { capture, config, describeRun, type Expected, expectedOf, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
 import { buildBundle } from './tools/build.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
 const SLOW = 60_000;
 const ESC = '\u001b';
-const SAMPLE_NAMES = readdirSync(SAMPLES).filter((name) => existsSync(path.join(SAMPLES, name, 'expected.json'))).sort();
 const STATES = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'];
 
-interface Expected {
-  node: string;
-  grade: string;
-  exitCode: number;
-  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored', number>;
-  entries: Record<string, { status: string; reason: string }>;
-  warnings: { file: string; line: number | null }[];
-}
-const expectedOf = (name: string): Expected => JSON.parse(readFileSync(path.join(SAMPLES, name, 'expected.json'), 'utf8'));
 const problemsOf = (expected: Expected) => Object.entries(expected.entries).filter(([, verdict]) => verdict.status === 'duplicate' || verdict.status === 'tombstone');
 
 /** A sample through the real pipeline, rendering the three monitoring reports. */

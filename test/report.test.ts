@@ -1,7 +1,6 @@
 // The report stage (issue 2, "Reports"): JSON shape and nulls, the HTML page and its validator,
 // the console report and its handling of untrusted text, and --vmid narrowing. In process, on
 // results built from the samples and from small hostile captures.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { load } from 'cheerio/slim';
 import * as assert from 'uvu/assert';
@@ -9,21 +8,10 @@ import {
   classify, createRunner, defaultStages, grade, HTML_SECTIONS, narrowToGuests, parse, readCapture, renderConsole, renderHtml, report,
   runPipeline, toJson, validateHtml, type Capture, type Classification, type Result,
 } from '../pve-dm.ts';
-import { capture, config, SAMPLES, test } from './harness.ts';
+import { capture, config, expectedOf, SAMPLE_NAMES, SAMPLES, test } from './harness.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
-const SAMPLE_NAMES = ['broken-input', 'cluster-migrated', 'default-install', 'foreign', 'multi-pool', 'pve9-qcow2', 'snapshots'];
 
-interface Expected {
-  node: string;
-  grade: string;
-  exitCode: number;
-  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored', number>;
-  entries: Record<string, { status: string; reason: string }>;
-  guests: Record<string, string>;
-  warnings: { file: string; line: number | null }[];
-}
-const expectedOf = (name: string): Expected => JSON.parse(readFileSync(path.join(SAMPLES, name, 'expected.json'), 'utf8'));
 
 /** A sample through the real pipeline (discover from the capture directory → ... → report). */
 async function sample(name: string, vmids: number[] = []) {
