@@ -865,9 +865,12 @@ export function parseGuestVolumeName(lv: string): GuestVolume | null {
   return null;
 }
 
-/** A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name. */
+/**
+ * A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name.
+ * The suffix may be anything, a line break included (`s`): a dm name may hold any byte but `/`.
+ */
 export function stripCopySuffix(lv: string): string | null {
-  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/.exec(lv);
+  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/s.exec(lv);
   return m?.[1] ?? null;
 }
 

@@ -245,6 +245,7 @@ test('volume names: every kind Proxmox makes, and what is not a guest volume', (
   assert.is(stripCopySuffix('vm-120-disk-0.qcow2.bak'), 'vm-120-disk-0.qcow2');
   assert.is(stripCopySuffix('vm-100-cloudinit_old'), 'vm-100-cloudinit');
   assert.is(stripCopySuffix('vm-100-disk-10'), null, 'disk-10 is not disk-1 plus a suffix');
+  assert.is(stripCopySuffix('vm-100-disk-0-\n'), 'vm-100-disk-0', 'a suffix holding a line break (fuzz-parsers)');
 });
 
 test('volumeOfPropertyString: first bare item or file=/volume=; none and cdrom are no volume', () => {
