@@ -461,7 +461,7 @@ export function anonymiseCapture(capture: Capture): Capture {
       .replace(/(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g, (ip) => (isIPv6(ip) ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
   const scrubConfigLine = (type: GuestType, line: string): string => {
     if (line.startsWith('#')) return '#anonymised description';
-    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/.exec(line);
+    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/s.exec(line);
     if (entry === null) return scrubAddresses(line);
     const [, key = '', value = ''] = entry;
     if (key === 'description') return `${key}: anonymised description`;
@@ -475,14 +475,15 @@ export function anonymiseCapture(capture: Capture): Capture {
   const storageCfg = capture.storageCfg
     .split('\n')
     .map((line) => {
-      const nodesLine = /^(\s+nodes\s+)(.*)$/.exec(line);
+      // `s` on each: `.` takes U+2028 and `\r`, which `\s` takes too (see CONFIG_KEY_RE).
+      const nodesLine = /^(\s+nodes\s+)(.*)$/s.exec(line);
       if (nodesLine) return nodesLine[1] + (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim())).join(',');
-      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/.exec(line);
+      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/s.exec(line);
       if (hostLine) {
         const hosts = (hostLine[2] ?? '').split(/([\s,;]+)/);
         return hostLine[1] + hosts.map((host, i) => (i % 2 === 1 || isIPv4(host.split(':')[0] ?? '') ? scrubAddresses(host) : alias('host', host, (n) => `host${n}.example.org`))).join('');
       }
-      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/, '$1anonymised'));
+      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/s, '$1anonymised'));
     })
     .join('\n');
   return {
@@ -610,7 +611,8 @@ export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTa
   lines(text).forEach((line, index) => {
     if (line.trim() === '' || line.trim() === 'No devices found') return;
     // An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
-    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/.exec(line) ?? /^(.+?):\s*$/.exec(line);
+    // `s`: a U+2028 or `\r` in the line is text (a `.` stopping there backtracks quadratically).
+    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/s.exec(line) ?? /^(.+?):\s*$/.exec(line);
     if (segmentLine === null) {
       warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
       return;
@@ -695,7 +697,11 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
   lines(text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || /^\s*#/.test(line)) return;
-    const header = /^(\S+):\s*(\S+)\s*$/.exec(line);
+    // SectionConfig's header `^(\S+):\s*(\S+)\s*$`, as two linear regexes (with and without the
+    // space): as one, its first `\S+` backtracks over every `:` of a long line, each time scanning
+    // the rest of it (quadratic).
+    const trimmed = line.trimEnd();
+    const header = /\s/.test(trimmed) ? /^(\S+):\s+(\S+)$/.exec(trimmed) : /^(\S+):(\S+)$/.exec(trimmed);
     if (header) {
       finish();
       const type = (header[1] ?? '').toLowerCase();
@@ -712,7 +718,8 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
       return;
     }
-    const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/.exec(line);
+    // `s`: `.` takes U+2028 and `\r` as Perl's does (see CONFIG_KEY_RE).
+    const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/s.exec(line);
     if (property && skipping) return;
     if (property && current !== null) {
       (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
@@ -755,8 +762,10 @@ const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
 /**
  * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`,
  * written greedy: the same matches, in linear time (the lazy form is quadratic on long lines).
+ * Lines are split at `\n` only, so `.` must take any other character, as Perl's does (the `s`
+ * flag): a JS `.` stops at U+2028 or `\r`, which `\s` takes, and backtracks quadratically there.
  */
-const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/;
+const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/s;
 /** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
 const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
