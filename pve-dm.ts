@@ -10,7 +10,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, readFile, readdir, statfs, writeFile, rename } from 'node:fs/promises';
 import os from 'node:os';
@@ -77,11 +77,18 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
     const child = execFile(
       command,
       args,
-      { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+      { timeout: timeoutMs, maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
       (error, stdout, stderr) => {
         const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
         const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
-        const why = failure?.killed ? `timed out after ${timeoutMs} ms` : typeof failure?.code === 'string' ? failure.message : '';
+        const why =
+          failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
+            ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
+            : failure?.killed
+              ? `timed out after ${timeoutMs} ms`
+              : typeof failure?.code === 'string'
+                ? failure.message
+                : '';
         resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
       },
     );
@@ -216,6 +223,23 @@ export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_nam
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 
+/**
+ * The most pve-dm reads, far above any real node's, so that a capture from a bug report (or a
+ * command gone wrong) cannot exhaust memory. pmxcfs holds no file in /etc/pve over 1 MiB and no
+ * more than 128 MiB in all (pve-cluster memdb: MEMDB_MAX_FILE_SIZE, MEMDB_MAX_FSSIZE); the
+ * largest clusters have tens of thousands of guests; a node of 50,000 guests prints about 20 MiB
+ * of `dmsetup info` lines.
+ */
+export const LIMITS = {
+  /** storage.cfg, one guest config, and the capture's small files (hostname, running.txt, system.json, meta.json). */
+  fileBytes: 1024 * 1024,
+  /** All guest configs together. */
+  configBytes: 128 * 1024 * 1024,
+  guestConfigs: 50_000,
+  /** dmsetup.txt, dmsetup-table.txt and lvs.txt, and what a live command may print. */
+  commandOutputBytes: 64 * 1024 * 1024,
+} as const;
+
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
 // number of processes: one dmsetup info, one dmsetup table, one lvs, one pveversion.
@@ -235,6 +259,37 @@ export async function discover(input: DiscoverInput): Promise<Capture> {
   return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/', input.hostname ?? os.hostname().split('.')[0] ?? '') : readCapture(input.root);
 }
 
+/** Why a file was not read (a file that does not exist is not refused: it is null). */
+class Unreadable extends Error {}
+
+/**
+ * The file `name` under `root` (a real path) as text, or null when it does not exist. Refused
+ * when it is a symbolic link leading out of `root` (a capture from a bug report may hold
+ * `etc/pve/storage.cfg -> /etc/shadow`), is not a regular file (a FIFO would hang the read), or is
+ * larger than `maxBytes`: its size is checked before anything is read.
+ */
+function readUnder(root: string, name: string, maxBytes: number): string | null {
+  let fd: number | undefined;
+  try {
+    const real = realpathSync(path.join(root, name));
+    const inside = path.relative(root, real);
+    if (inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) throw new Unreadable(`a symbolic link out of ${root} (to ${real}); not followed`);
+    fd = openSync(real, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new Unreadable('not a regular file');
+    if (stat.size > maxBytes) throw new Unreadable(`${humanBytes(stat.size)}, more than the ${humanBytes(maxBytes)} pve-dm reads (no node's is that large)`);
+    return readFileSync(fd, 'utf8');
+  } catch (error) {
+    if (error instanceof Unreadable) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw new Unreadable(code ?? (error as Error).message);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** A file of the live node's kernel (/proc) or runtime (/run), or null when it does not exist. */
 async function readOptional(file: string): Promise<string | null> {
   try {
     return await readFile(file, 'utf8');
@@ -247,40 +302,71 @@ async function readOptional(file: string): Promise<string | null> {
 /**
  * Every guest config of the cluster, as text; one that cannot be read keeps its error. Read
  * synchronously: thousands of small files cost a tenth of what the thread pool's round trips do.
+ * Counted before any is read: more than any cluster has is refused, as is more text than pmxcfs holds.
  */
 function readConfigs(base: string): ConfigFile[] {
-  const nodesDir = path.join(base, CAPTURE_FILES.nodes);
-  const configs: ConfigFile[] = [];
+  const root = realpathSync(base);
+  const nodesDir = path.join(root, CAPTURE_FILES.nodes);
+  const listed: Omit<ConfigFile, 'text'>[] = [];
   // A node folder's guest folders may be missing (a node without guests of that type).
   for (const node of readdirSafe(nodesDir).sort()) {
     for (const type of ['qemu', 'lxc'] as const) {
-      const dir = path.join(nodesDir, node, GUEST_DIRS[type]);
-      for (const file of readdirSafe(dir).sort()) {
+      for (const file of readdirSafe(path.join(nodesDir, node, GUEST_DIRS[type])).sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
-        if (vmid === undefined) continue;
-        const config = { path: `${CAPTURE_FILES.nodes}/${node}/${GUEST_DIRS[type]}/${file}`, node, type, vmid: Number(vmid) };
-        try {
-          configs.push({ ...config, text: readFileSync(path.join(dir, file), 'utf8') });
-        } catch (error) {
-          configs.push({ ...config, text: null, readError: (error as NodeJS.ErrnoException).code ?? (error as Error).message });
-        }
+        if (vmid !== undefined) listed.push({ path: `${CAPTURE_FILES.nodes}/${node}/${GUEST_DIRS[type]}/${file}`, node, type, vmid: Number(vmid) });
       }
     }
   }
-  return configs;
+  const where = path.join(base, CAPTURE_FILES.nodes);
+  if (listed.length > LIMITS.guestConfigs) throw new UserError(`${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no cluster has that many guests)`);
+  let total = 0;
+  return listed.map((config) => {
+    try {
+      const text = readUnder(root, config.path, LIMITS.fileBytes);
+      // Listed a moment ago: removed since (a guest deleted meanwhile).
+      if (text === null) throw new Unreadable('ENOENT');
+      total += text.length;
+      if (total > LIMITS.configBytes) throw new UserError(`the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve can (pmxcfs)`);
+      return { ...config, text };
+    } catch (error) {
+      if (!(error instanceof Unreadable)) throw error;
+      return { ...config, text: null, readError: error.message };
+    }
+  });
 }
 
 export async function readCapture(root: string): Promise<Capture> {
-  const file = (name: string) => path.join(root, name);
-  const required = async (name: string) => {
-    const text = await readOptional(file(name)).catch((error: NodeJS.ErrnoException) => {
-      throw new UserError(`capture ${root}: cannot read ${name}: ${error.code ?? error.message}`);
-    });
+  const kind = statSync(root, { throwIfNoEntry: false });
+  if (kind === undefined) throw new UserError(`capture ${root} does not exist`);
+  if (!kind.isDirectory()) throw new UserError(`capture ${root} is not a directory`);
+  const requiredFiles = [CAPTURE_FILES.hostname, CAPTURE_FILES.dmsetupInfo, CAPTURE_FILES.storageCfg];
+  if (!requiredFiles.some((name) => existsSync(path.join(root, name)))) {
+    throw new UserError(`${root} is not a capture: it holds none of ${requiredFiles.join(', ')} (pve-dm.ts capture DIR makes one)`);
+  }
+  const realRoot = realpathSync(root);
+  const warnings: Warning[] = [];
+  const required = (name: string, maxBytes: number) => {
+    let text: string | null;
+    try {
+      text = readUnder(realRoot, name, maxBytes);
+    } catch (error) {
+      throw error instanceof Unreadable ? new UserError(`capture ${root}: cannot read ${name}: ${error.message}`) : error;
+    }
     if (text === null) throw new UserError(`capture ${root}: required file ${name} is missing`);
     return text;
   };
-  const json = async <T>(name: string, shape: (value: unknown, wrong: string[]) => T | null, warnings: Warning[]): Promise<T | null> => {
-    const text = await readOptional(file(name));
+  // An optional file that cannot be read is not known, as if it were missing; a warning says why.
+  const optional = (name: string, maxBytes: number) => {
+    try {
+      return readUnder(realRoot, name, maxBytes);
+    } catch (error) {
+      if (!(error instanceof Unreadable)) throw error;
+      warnings.push(warn(name, null, `${error.message}; not read, treated as not known`));
+      return null;
+    }
+  };
+  const json = <T>(name: string, shape: (value: unknown, wrong: string[]) => T | null): T | null => {
+    const text = optional(name, LIMITS.fileBytes);
     if (text === null) return null;
     let value: unknown;
     try {
@@ -295,19 +381,15 @@ export async function readCapture(root: string): Promise<Capture> {
     else if (wrong.length > 0) warnings.push(warn(name, null, `missing or of the wrong type, shown as not known: ${wrong.join(', ')}`));
     return result;
   };
-  if (!existsSync(root)) throw new UserError(`capture ${root} does not exist`);
-  const warnings: Warning[] = [];
-  const [hostname, dmsetupInfo, storageCfg, dmsetupTable, lvs, running, system, meta, configs] = await Promise.all([
-    required(CAPTURE_FILES.hostname),
-    required(CAPTURE_FILES.dmsetupInfo),
-    required(CAPTURE_FILES.storageCfg),
-    readOptional(file(CAPTURE_FILES.dmsetupTable)),
-    readOptional(file(CAPTURE_FILES.lvs)),
-    readOptional(file(CAPTURE_FILES.running)),
-    json(CAPTURE_FILES.system, systemFactsFrom, warnings),
-    json(CAPTURE_FILES.meta, captureMetaFrom, warnings),
-    readConfigs(root),
-  ]);
+  const hostname = required(CAPTURE_FILES.hostname, LIMITS.fileBytes);
+  const dmsetupInfo = required(CAPTURE_FILES.dmsetupInfo, LIMITS.commandOutputBytes);
+  const storageCfg = required(CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
+  const dmsetupTable = optional(CAPTURE_FILES.dmsetupTable, LIMITS.commandOutputBytes);
+  const lvs = optional(CAPTURE_FILES.lvs, LIMITS.commandOutputBytes);
+  const running = optional(CAPTURE_FILES.running, LIMITS.fileBytes);
+  const system = json(CAPTURE_FILES.system, systemFactsFrom);
+  const meta = json(CAPTURE_FILES.meta, captureMetaFrom);
+  const configs = readConfigs(root);
   const node = hostname.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
   return { hostname: node, dmsetupInfo, dmsetupTable, lvs, running, system, meta, storageCfg, configs, root, warnings };
@@ -370,7 +452,12 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
 }
 
 async function discoverLive(runner: Runner, liveRoot: string, hostname: string): Promise<Capture> {
-  const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
+  let storageCfg: string | null;
+  try {
+    storageCfg = readUnder(realpathSync(liveRoot), CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
+  } catch (error) {
+    throw error instanceof Unreadable ? new UserError(`cannot read /${CAPTURE_FILES.storageCfg}: ${error.message}`) : error;
+  }
   if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`);
   const warnings: Warning[] = [];
   const [info, table, lvs, pveversion, configs, running] = await Promise.all([
@@ -410,14 +497,34 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   };
 }
 
-/** Writes a capture directory that `readCapture` reads back to the same Capture. */
+/**
+ * Writes a capture directory that `readCapture` reads back to the same Capture. Every folder and
+ * file in it is created here, never opened if it exists already: running as root, pve-dm never
+ * writes through a symbolic link someone else put in the directory.
+ */
 export async function writeCapture(dir: string, capture: Capture): Promise<void> {
+  if (lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) throw new UserError(`capture directory ${dir} is a symbolic link: give the directory itself`);
   const existing = await readdir(dir).catch(() => null);
   if (existing !== null && existing.length > 0) throw new UserError(`capture directory ${dir} is not empty`);
+  await mkdir(dir, { recursive: true });
+  const made = new Set<string>();
+  const create = async (target: string, make: () => Promise<unknown>) => {
+    try {
+      await make();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      throw new UserError(`${target} appeared while the capture was written (something else writes in ${dir}); stopped`);
+    }
+  };
   const put = async (name: string, text: string | null) => {
     if (text === null) return;
-    await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await writeFile(path.join(dir, name), text, { mode: 0o600 });
+    let folder = dir;
+    for (const part of path.dirname(name).split('/').filter((p) => p !== '.')) {
+      folder = path.join(folder, part);
+      if (!made.has(folder)) await create(folder, () => mkdir(folder));
+      made.add(folder);
+    }
+    await create(path.join(dir, name), () => writeFile(path.join(dir, name), text, { mode: 0o600, flag: 'wx' }));
   };
   await put(CAPTURE_FILES.hostname, `${capture.hostname}\n`);
   await put(CAPTURE_FILES.dmsetupInfo, capture.dmsetupInfo);
