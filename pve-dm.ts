@@ -1516,7 +1516,7 @@ export interface Reports {
 
 export async function report(result: Result, options: ReportOptions): Promise<Reports> {
   const reports: Reports = {};
-  if (options.json) reports.json = `${JSON.stringify(toJson(result), null, 2)}\n`;
+  if (options.json) reports.json = `${terminalSafeJson(toJson(result))}\n`;
   if (options.console) reports.console = renderConsole(result, options.color);
   if (options.html) reports.html = await renderValidatedHtml(result);
   return reports;
@@ -1574,9 +1574,22 @@ export function notificationText(result: Result, limit = 20): string {
   return lines.map(terminalSafe).join('\n');
 }
 
-/** Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed. */
+/**
+ * Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed; so are
+ * the bidirectional overrides and marks, which would make a terminal show a name reordered.
+ */
 export const terminalSafe = (text: string) =>
-  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) =>
+    c < '\u0100' ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16)}`,
+  );
+
+/**
+ * JSON.stringify, with what a terminal obeys and JSON.stringify leaves raw (DEL, C1 controls such
+ * as the 8-bit CSI, bidirectional overrides) escaped as `\uXXXX` too: the same JSON value, safe
+ * to print on a terminal (`--json`, `cat` of a cron job's output).
+ */
+export const terminalSafeJson = (value: unknown) =>
+  JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
 
@@ -2837,7 +2850,7 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
 }
 
 export function renderJournal(records: JournalRecord[], json: boolean): string {
-  if (json) return `${JSON.stringify(records, null, 2)}\n`;
+  if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds.
   const rows = records.map((r) => [r.id, r.at, r.name, r.action, r.reason].map((cell) => terminalSafe(String(cell))));
@@ -2857,7 +2870,7 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
     ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${why}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
   ];
-  io.stdout.write(options.json ? `${JSON.stringify(outcome, null, 2)}\n` : `${lines.join('\n')}\n`);
+  io.stdout.write(options.json ? `${terminalSafeJson(outcome)}\n` : `${lines.join('\n')}\n`);
   return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
 }
 
