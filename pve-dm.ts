@@ -690,6 +690,12 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
   lines(text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || line.trim() === 'No devices found') return;
+    // Bytes that are not UTF-8 (a raw name dmsetup printed unmangled) were read as U+FFFD: the
+    // name would not be the kernel's, and a cleanup would name another device.
+    if (line.includes('\ufffd')) {
+      warnings.push(warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`));
+      return;
+    }
     const fields = line.split('|');
     // An unmangled name may itself hold `|`: the numeric columns and attr locate the name's end.
     let at = 1;

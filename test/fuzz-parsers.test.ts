@@ -296,6 +296,8 @@ property('parseDmsetupInfo: any text; every line is an entry or a warning naming
     for (const line of nonBlankLines(t)) if (t.split('\n')[line - 1]?.trim() !== 'No devices found') assert.ok(accounted.has(line), `line ${line} neither read nor reported`);
     for (const w of warnings) assert.is(w.source, 'dmsetup.txt');
     for (const e of entries) assert.match(e.name, MANGLED);
+    // A byte that was not UTF-8 (read as U+FFFD) leaves a name pve-dm cannot know: no entry, a warning.
+    t.split('\n').forEach((line, i) => line.includes('\ufffd') && assert.ok(warnings.some((w) => w.line === i + 1) && !entries.some((e) => e.line === i + 1), `line ${i + 1}`));
   }));
 
 property('the other parsers: any text, never a throw, every warning naming its file and a line of it', 1000,
