@@ -2873,7 +2873,7 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
   const outcome = await restoreEntries(records as JournalRecord[], { runner, liveRoot });
   const lines = [
     ...outcome.restored.map((name) => `restored ${terminalSafe(name)}`),
-    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${why}`),
+    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${terminalSafe(why)}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
   ];
   io.stdout.write(options.json ? `${terminalSafeJson(outcome)}\n` : `${lines.join('\n')}\n`);
