@@ -1,7 +1,8 @@
 // Property-based tests (fast-check) with one run count for every property: a fast profile in
 // `npm test`, a long one in `npm run fuzz` (PVE_DM_FUZZ_RUNS=100000). Each property prints the
 // cases it ran (`[fuzz] name: N cases`, shown by test/run.mjs); a failure prints fast-check's
-// report with its seed and path, replayed with PVE_DM_FUZZ_SEED=<seed> PVE_DM_FUZZ_PATH=<path>.
+// report and the command that replays it (PVE_DM_FUZZ_PROPERTY, PVE_DM_FUZZ_SEED, PVE_DM_FUZZ_PATH).
+import path from 'node:path';
 import fc from 'fast-check';
 import { test } from '../harness.ts';
 
@@ -9,15 +10,23 @@ const LONG_RUNS = Number(process.env.PVE_DM_FUZZ_RUNS ?? '') || 0;
 /** The long profile: every property runs LONG_RUNS cases, with no time limit of its own but the file's. */
 export const LONG = LONG_RUNS > 0;
 
-const replay = process.env.PVE_DM_FUZZ_SEED === undefined ? {} : { seed: Number(process.env.PVE_DM_FUZZ_SEED), path: process.env.PVE_DM_FUZZ_PATH };
+/** The failing case to replay, for the property whose name holds PVE_DM_FUZZ_PROPERTY. */
+function replayOf(name: string) {
+  const { PVE_DM_FUZZ_PROPERTY: wanted, PVE_DM_FUZZ_SEED: seed, PVE_DM_FUZZ_PATH: at } = process.env;
+  return wanted !== undefined && seed !== undefined && name.includes(wanted) ? { seed: Number(seed), path: at } : {};
+}
 
 /** A property as a test: `fastRuns` cases in the fast profile (keep a file well under 20 s), LONG_RUNS in the long one. */
 export function property<Ts extends [unknown, ...unknown[]]>(name: string, fastRuns: number, prop: fc.IProperty<Ts> | fc.IAsyncProperty<Ts>): void {
   test(
     name,
     async () => {
-      const details = await fc.check(prop, { numRuns: LONG ? LONG_RUNS : fastRuns, ...replay });
-      if (details.failed) throw new Error(fc.defaultReportMessage(details) ?? `property failed: ${name}`);
+      const details = await fc.check(prop, { numRuns: LONG ? LONG_RUNS : fastRuns, ...replayOf(name) });
+      if (details.failed) {
+        const file = path.relative(path.join(import.meta.dirname, '..'), process.argv[1] ?? '');
+        const replay = `PVE_DM_FUZZ_PROPERTY=${JSON.stringify(name.slice(0, 40))} PVE_DM_FUZZ_SEED=${details.seed} PVE_DM_FUZZ_PATH=${JSON.stringify(details.counterexamplePath ?? '')} node test/run.mjs ${file}`;
+        throw new Error(`${fc.defaultReportMessage(details) ?? name}\nreplay: ${replay}`);
+      }
       process.stdout.write(`\n[fuzz] ${name}: ${details.numRuns} cases\n`);
     },
     LONG ? 24 * 3_600_000 : 20_000,
