@@ -831,8 +831,10 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
       return;
     }
-    // `s`: `.` takes U+2028 and `\r` as Perl's does (see CONFIG_KEY_RE).
-    const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/s.exec(line);
+    // SectionConfig's `^\s+(\S+)(\s+(.*\S))?\s*$` on the line without its trailing space: as one
+    // regex, `\s+` and `.*\S` share a long run of trailing spaces and backtrack quadratically over
+    // it. `s`: `.` takes U+2028 and `\r` as Perl's does (see CONFIG_KEY_RE).
+    const property = /^\s+(\S+)(?:\s+(.*))?$/s.exec(trimmed);
     if (property && skipping) return;
     if (property && current !== null) {
       (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
