@@ -1290,9 +1290,10 @@ export function classify(state: ParsedState): Classification {
   }
 
   const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
-    const lv = id.copyOf ?? id.lv;
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.volumeKey)) : false;
-    const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
+    // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
+    // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
+    const base = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
     const extra = extraOf[index];
     const refs = id.copyOf === null ? (refsByVolume.get(id.volumeKey) ?? []) : [];
     const snapshotRefs =

@@ -25,7 +25,8 @@ export function property<Ts extends [unknown, ...unknown[]]>(name: string, fastR
       if (details.failed) {
         const file = path.relative(path.join(import.meta.dirname, '..'), process.argv[1] ?? '');
         const replay = `PVE_DM_FUZZ_PROPERTY=${JSON.stringify(name.slice(0, 40))} PVE_DM_FUZZ_SEED=${details.seed} PVE_DM_FUZZ_PATH=${JSON.stringify(details.counterexamplePath ?? '')} node test/run.mjs ${file}`;
-        throw new Error(`${fc.defaultReportMessage(details) ?? name}\nreplay: ${replay}`);
+        const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+        throw new Error(`${fc.defaultReportMessage(details) ?? name}\nfailed with: ${cause}\nreplay: ${replay}`);
       }
       process.stdout.write(`\n[fuzz] ${name}: ${details.numRuns} cases\n`);
     },
