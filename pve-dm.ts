@@ -10,7 +10,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { mkdir, open, readFile, readdir, statfs, writeFile, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
@@ -77,11 +77,18 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
     const child = execFile(
       command,
       args,
-      { timeout: timeoutMs, maxBuffer: 512 * 1024 * 1024, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+      { timeout: timeoutMs, maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
       (error, stdout, stderr) => {
         const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
         const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
-        const why = failure?.killed ? `timed out after ${timeoutMs} ms` : typeof failure?.code === 'string' ? failure.message : '';
+        const why =
+          failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
+            ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
+            : failure?.killed
+              ? `timed out after ${timeoutMs} ms`
+              : typeof failure?.code === 'string'
+                ? failure.message
+                : '';
         resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
       },
     );
@@ -218,6 +225,23 @@ const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
 const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9.-]*$/;
 
+/**
+ * The most pve-dm reads, far above any real node's, so that a capture from a bug report (or a
+ * command gone wrong) cannot exhaust memory. pmxcfs holds no file in /etc/pve over 1 MiB and no
+ * more than 128 MiB in all (pve-cluster memdb: MEMDB_MAX_FILE_SIZE, MEMDB_MAX_FSSIZE); the
+ * largest clusters have tens of thousands of guests; a node of 50,000 guests prints about 20 MiB
+ * of `dmsetup info` lines.
+ */
+export const LIMITS = {
+  /** storage.cfg, one guest config, and the capture's small files (hostname, running.txt, system.json, meta.json). */
+  fileBytes: 1024 * 1024,
+  /** All guest configs together. */
+  configBytes: 128 * 1024 * 1024,
+  guestConfigs: 50_000,
+  /** dmsetup.txt, dmsetup-table.txt and lvs.txt, and what a live command may print. */
+  commandOutputBytes: 64 * 1024 * 1024,
+} as const;
+
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
 // number of processes: one dmsetup info, one dmsetup table, one lvs, one pveversion.
@@ -237,6 +261,37 @@ export async function discover(input: DiscoverInput): Promise<Capture> {
   return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/', input.hostname ?? os.hostname().split('.')[0] ?? '') : readCapture(input.root);
 }
 
+/** Why a file was not read (a file that does not exist is not refused: it is null). */
+class Unreadable extends Error {}
+
+/**
+ * The file `name` under `root` (a real path) as text, or null when it does not exist. Refused
+ * when it is a symbolic link leading out of `root` (a capture from a bug report may hold
+ * `etc/pve/storage.cfg -> /etc/shadow`), is not a regular file (a FIFO would hang the read), or is
+ * larger than `maxBytes`: its size is checked before anything is read.
+ */
+function readUnder(root: string, name: string, maxBytes: number): string | null {
+  let fd: number | undefined;
+  try {
+    const real = realpathSync(path.join(root, name));
+    const inside = path.relative(root, real);
+    if (inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) throw new Unreadable(`a symbolic link out of ${root} (to ${real}); not followed`);
+    fd = openSync(real, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new Unreadable('not a regular file');
+    if (stat.size > maxBytes) throw new Unreadable(`${humanBytes(stat.size)}, more than the ${humanBytes(maxBytes)} pve-dm reads (no node's is that large)`);
+    return readFileSync(fd, 'utf8');
+  } catch (error) {
+    if (error instanceof Unreadable) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw new Unreadable(code ?? (error as Error).message);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** A file of the live node's kernel (/proc) or runtime (/run), or null when it does not exist. */
 async function readOptional(file: string): Promise<string | null> {
   try {
     return await readFile(file, 'utf8');
@@ -249,40 +304,71 @@ async function readOptional(file: string): Promise<string | null> {
 /**
  * Every guest config of the cluster, as text; one that cannot be read keeps its error. Read
  * synchronously: thousands of small files cost a tenth of what the thread pool's round trips do.
+ * Counted before any is read: more than any cluster has is refused, as is more text than pmxcfs holds.
  */
 function readConfigs(base: string): ConfigFile[] {
-  const nodesDir = path.join(base, CAPTURE_FILES.nodes);
-  const configs: ConfigFile[] = [];
+  const root = realpathSync(base);
+  const nodesDir = path.join(root, CAPTURE_FILES.nodes);
+  const listed: Omit<ConfigFile, 'text'>[] = [];
   // A node folder's guest folders may be missing (a node without guests of that type).
   for (const node of readdirSafe(nodesDir).sort()) {
     for (const type of ['qemu', 'lxc'] as const) {
-      const dir = path.join(nodesDir, node, GUEST_DIRS[type]);
-      for (const file of readdirSafe(dir).sort()) {
+      for (const file of readdirSafe(path.join(nodesDir, node, GUEST_DIRS[type])).sort()) {
         const vmid = CONFIG_FILE_RE.exec(file)?.[1];
-        if (vmid === undefined) continue;
-        const config = { path: `${CAPTURE_FILES.nodes}/${node}/${GUEST_DIRS[type]}/${file}`, node, type, vmid: Number(vmid) };
-        try {
-          configs.push({ ...config, text: readFileSync(path.join(dir, file), 'utf8') });
-        } catch (error) {
-          configs.push({ ...config, text: null, readError: (error as NodeJS.ErrnoException).code ?? (error as Error).message });
-        }
+        if (vmid !== undefined) listed.push({ path: `${CAPTURE_FILES.nodes}/${node}/${GUEST_DIRS[type]}/${file}`, node, type, vmid: Number(vmid) });
       }
     }
   }
-  return configs;
+  const where = path.join(base, CAPTURE_FILES.nodes);
+  if (listed.length > LIMITS.guestConfigs) throw new UserError(`${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no cluster has that many guests)`);
+  let total = 0;
+  return listed.map((config) => {
+    try {
+      const text = readUnder(root, config.path, LIMITS.fileBytes);
+      // Listed a moment ago: removed since (a guest deleted meanwhile).
+      if (text === null) throw new Unreadable('ENOENT');
+      total += text.length;
+      if (total > LIMITS.configBytes) throw new UserError(`the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve can (pmxcfs)`);
+      return { ...config, text };
+    } catch (error) {
+      if (!(error instanceof Unreadable)) throw error;
+      return { ...config, text: null, readError: error.message };
+    }
+  });
 }
 
 export async function readCapture(root: string): Promise<Capture> {
-  const file = (name: string) => path.join(root, name);
-  const required = async (name: string) => {
-    const text = await readOptional(file(name)).catch((error: NodeJS.ErrnoException) => {
-      throw new UserError(`capture ${root}: cannot read ${name}: ${error.code ?? error.message}`);
-    });
+  const kind = statSync(root, { throwIfNoEntry: false });
+  if (kind === undefined) throw new UserError(`capture ${root} does not exist`);
+  if (!kind.isDirectory()) throw new UserError(`capture ${root} is not a directory`);
+  const requiredFiles = [CAPTURE_FILES.hostname, CAPTURE_FILES.dmsetupInfo, CAPTURE_FILES.storageCfg];
+  if (!requiredFiles.some((name) => existsSync(path.join(root, name)))) {
+    throw new UserError(`${root} is not a capture: it holds none of ${requiredFiles.join(', ')} (pve-dm.ts capture DIR makes one)`);
+  }
+  const realRoot = realpathSync(root);
+  const warnings: Warning[] = [];
+  const required = (name: string, maxBytes: number) => {
+    let text: string | null;
+    try {
+      text = readUnder(realRoot, name, maxBytes);
+    } catch (error) {
+      throw error instanceof Unreadable ? new UserError(`capture ${root}: cannot read ${name}: ${error.message}`) : error;
+    }
     if (text === null) throw new UserError(`capture ${root}: required file ${name} is missing`);
     return text;
   };
-  const json = async <T>(name: string, shape: (value: unknown, wrong: string[]) => T | null, warnings: Warning[]): Promise<T | null> => {
-    const text = await readOptional(file(name));
+  // An optional file that cannot be read is not known, as if it were missing; a warning says why.
+  const optional = (name: string, maxBytes: number) => {
+    try {
+      return readUnder(realRoot, name, maxBytes);
+    } catch (error) {
+      if (!(error instanceof Unreadable)) throw error;
+      warnings.push(warn(name, null, `${error.message}; not read, treated as not known`));
+      return null;
+    }
+  };
+  const json = <T>(name: string, shape: (value: unknown, wrong: string[]) => T | null): T | null => {
+    const text = optional(name, LIMITS.fileBytes);
     if (text === null) return null;
     let value: unknown;
     try {
@@ -297,19 +383,15 @@ export async function readCapture(root: string): Promise<Capture> {
     else if (wrong.length > 0) warnings.push(warn(name, null, `missing or of the wrong type, shown as not known: ${wrong.join(', ')}`));
     return result;
   };
-  if (!existsSync(root)) throw new UserError(`capture ${root} does not exist`);
-  const warnings: Warning[] = [];
-  const [hostname, dmsetupInfo, storageCfg, dmsetupTable, lvs, running, system, meta, configs] = await Promise.all([
-    required(CAPTURE_FILES.hostname),
-    required(CAPTURE_FILES.dmsetupInfo),
-    required(CAPTURE_FILES.storageCfg),
-    readOptional(file(CAPTURE_FILES.dmsetupTable)),
-    readOptional(file(CAPTURE_FILES.lvs)),
-    readOptional(file(CAPTURE_FILES.running)),
-    json(CAPTURE_FILES.system, systemFactsFrom, warnings),
-    json(CAPTURE_FILES.meta, captureMetaFrom, warnings),
-    readConfigs(root),
-  ]);
+  const hostname = required(CAPTURE_FILES.hostname, LIMITS.fileBytes);
+  const dmsetupInfo = required(CAPTURE_FILES.dmsetupInfo, LIMITS.commandOutputBytes);
+  const storageCfg = required(CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
+  const dmsetupTable = optional(CAPTURE_FILES.dmsetupTable, LIMITS.commandOutputBytes);
+  const lvs = optional(CAPTURE_FILES.lvs, LIMITS.commandOutputBytes);
+  const running = optional(CAPTURE_FILES.running, LIMITS.fileBytes);
+  const system = json(CAPTURE_FILES.system, systemFactsFrom);
+  const meta = json(CAPTURE_FILES.meta, captureMetaFrom);
+  const configs = readConfigs(root);
   const node = hostname.trim();
   if (!NODE_NAME_RE.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
   return { hostname: node, dmsetupInfo, dmsetupTable, lvs, running, system, meta, storageCfg, configs, root, warnings };
@@ -372,7 +454,12 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
 }
 
 async function discoverLive(runner: Runner, liveRoot: string, hostname: string): Promise<Capture> {
-  const storageCfg = await readOptional(path.join(liveRoot, CAPTURE_FILES.storageCfg));
+  let storageCfg: string | null;
+  try {
+    storageCfg = readUnder(realpathSync(liveRoot), CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
+  } catch (error) {
+    throw error instanceof Unreadable ? new UserError(`cannot read /${CAPTURE_FILES.storageCfg}: ${error.message}`) : error;
+  }
   if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`);
   const warnings: Warning[] = [];
   const [info, table, lvs, pveversion, configs, running] = await Promise.all([
@@ -412,14 +499,34 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   };
 }
 
-/** Writes a capture directory that `readCapture` reads back to the same Capture. */
+/**
+ * Writes a capture directory that `readCapture` reads back to the same Capture. Every folder and
+ * file in it is created here, never opened if it exists already: running as root, pve-dm never
+ * writes through a symbolic link someone else put in the directory.
+ */
 export async function writeCapture(dir: string, capture: Capture): Promise<void> {
+  if (lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) throw new UserError(`capture directory ${dir} is a symbolic link: give the directory itself`);
   const existing = await readdir(dir).catch(() => null);
   if (existing !== null && existing.length > 0) throw new UserError(`capture directory ${dir} is not empty`);
+  await mkdir(dir, { recursive: true });
+  const made = new Set<string>();
+  const create = async (target: string, make: () => Promise<unknown>) => {
+    try {
+      await make();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      throw new UserError(`${target} appeared while the capture was written (something else writes in ${dir}); stopped`);
+    }
+  };
   const put = async (name: string, text: string | null) => {
     if (text === null) return;
-    await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await writeFile(path.join(dir, name), text, { mode: 0o600 });
+    let folder = dir;
+    for (const part of path.dirname(name).split('/').filter((p) => p !== '.')) {
+      folder = path.join(folder, part);
+      if (!made.has(folder)) await create(folder, () => mkdir(folder));
+      made.add(folder);
+    }
+    await create(path.join(dir, name), () => writeFile(path.join(dir, name), text, { mode: 0o600, flag: 'wx' }));
   };
   await put(CAPTURE_FILES.hostname, `${capture.hostname}\n`);
   await put(CAPTURE_FILES.dmsetupInfo, capture.dmsetupInfo);
@@ -463,7 +570,7 @@ export function anonymiseCapture(capture: Capture): Capture {
       .replace(/(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g, (ip) => (isIPv6(ip) ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
   const scrubConfigLine = (type: GuestType, line: string): string => {
     if (line.startsWith('#')) return '#anonymised description';
-    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/.exec(line);
+    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/s.exec(line);
     if (entry === null) return scrubAddresses(line);
     const [, key = '', value = ''] = entry;
     if (key === 'description') return `${key}: anonymised description`;
@@ -477,14 +584,15 @@ export function anonymiseCapture(capture: Capture): Capture {
   const storageCfg = capture.storageCfg
     .split('\n')
     .map((line) => {
-      const nodesLine = /^(\s+nodes\s+)(.*)$/.exec(line);
+      // `s` on each: `.` takes U+2028 and `\r`, which `\s` takes too (see CONFIG_KEY_RE).
+      const nodesLine = /^(\s+nodes\s+)(.*)$/s.exec(line);
       if (nodesLine) return nodesLine[1] + (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim())).join(',');
-      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/.exec(line);
+      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/s.exec(line);
       if (hostLine) {
         const hosts = (hostLine[2] ?? '').split(/([\s,;]+)/);
         return hostLine[1] + hosts.map((host, i) => (i % 2 === 1 || isIPv4(host.split(':')[0] ?? '') ? scrubAddresses(host) : alias('host', host, (n) => `host${n}.example.org`))).join('');
       }
-      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/, '$1anonymised'));
+      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/s, '$1anonymised'));
     })
     .join('\n');
   return {
@@ -584,6 +692,12 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
   lines(text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || line.trim() === 'No devices found') return;
+    // Bytes that are not UTF-8 (a raw name dmsetup printed unmangled) were read as U+FFFD: the
+    // name would not be the kernel's, and a cleanup would name another device.
+    if (line.includes('\ufffd')) {
+      warnings.push(warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`));
+      return;
+    }
     const fields = line.split('|');
     // An unmangled name may itself hold `|`: the numeric columns and attr locate the name's end.
     let at = 1;
@@ -612,7 +726,8 @@ export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTa
   lines(text).forEach((line, index) => {
     if (line.trim() === '' || line.trim() === 'No devices found') return;
     // An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
-    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/.exec(line) ?? /^(.+?):\s*$/.exec(line);
+    // `s`: a U+2028 or `\r` in the line is text (a `.` stopping there backtracks quadratically).
+    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/s.exec(line) ?? /^(.+?):\s*$/.exec(line);
     if (segmentLine === null) {
       warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
       return;
@@ -697,7 +812,11 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
   lines(text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || /^\s*#/.test(line)) return;
-    const header = /^(\S+):\s*(\S+)\s*$/.exec(line);
+    // SectionConfig's header `^(\S+):\s*(\S+)\s*$`, as two linear regexes (with and without the
+    // space): as one, its first `\S+` backtracks over every `:` of a long line, each time scanning
+    // the rest of it (quadratic).
+    const trimmed = line.trimEnd();
+    const header = /\s/.test(trimmed) ? /^(\S+):\s+(\S+)$/.exec(trimmed) : /^(\S+):(\S+)$/.exec(trimmed);
     if (header) {
       finish();
       const type = (header[1] ?? '').toLowerCase();
@@ -714,7 +833,10 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
       return;
     }
-    const property = /^\s+(\S+)(?:\s+(.*\S))?\s*$/.exec(line);
+    // SectionConfig's `^\s+(\S+)(\s+(.*\S))?\s*$` on the line without its trailing space: as one
+    // regex, `\s+` and `.*\S` share a long run of trailing spaces and backtrack quadratically over
+    // it. `s`: `.` takes U+2028 and `\r` as Perl's does (see CONFIG_KEY_RE).
+    const property = /^\s+(\S+)(?:\s+(.*))?$/s.exec(trimmed);
     if (property && skipping) return;
     if (property && current !== null) {
       (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
@@ -757,8 +879,10 @@ const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
 /**
  * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`,
  * written greedy: the same matches, in linear time (the lazy form is quadratic on long lines).
+ * Lines are split at `\n` only, so `.` must take any other character, as Perl's does (the `s`
+ * flag): a JS `.` stops at U+2028 or `\r`, which `\s` takes, and backtracks quadratically there.
  */
-const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/;
+const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/s;
 /** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
 const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
@@ -867,9 +991,12 @@ export function parseGuestVolumeName(lv: string): GuestVolume | null {
   return null;
 }
 
-/** A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name. */
+/**
+ * A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name.
+ * The suffix may be anything, a line break included (`s`): a dm name may hold any byte but `/`.
+ */
 export function stripCopySuffix(lv: string): string | null {
-  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/.exec(lv);
+  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/s.exec(lv);
   return m?.[1] ?? null;
 }
 
@@ -1165,9 +1292,10 @@ export function classify(state: ParsedState): Classification {
   }
 
   const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
-    const lv = id.copyOf ?? id.lv;
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.volumeKey)) : false;
-    const base = { vg: id.vg, lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
+    // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
+    // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
+    const base = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
     const extra = extraOf[index];
     const refs = id.copyOf === null ? (refsByVolume.get(id.volumeKey) ?? []) : [];
     const snapshotRefs =
@@ -1409,7 +1537,7 @@ export interface Reports {
 
 export async function report(result: Result, options: ReportOptions): Promise<Reports> {
   const reports: Reports = {};
-  if (options.json) reports.json = `${JSON.stringify(toJson(result), null, 2)}\n`;
+  if (options.json) reports.json = `${terminalSafeJson(toJson(result))}\n`;
   if (options.console) reports.console = renderConsole(result, options.color);
   if (options.html) reports.html = await renderValidatedHtml(result);
   if (options.nagios) reports.nagios = renderNagios(result);
@@ -1472,9 +1600,22 @@ export function notificationText(result: Result, limit = 20): string {
   return lines.map(terminalSafe).join('\n');
 }
 
-/** Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed. */
+/**
+ * Untrusted text on a terminal: control characters (ESC, CR...) are shown, never obeyed; so are
+ * the bidirectional overrides and marks, which would make a terminal show a name reordered.
+ */
 export const terminalSafe = (text: string) =>
-  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) =>
+    c < '\u0100' ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16)}`,
+  );
+
+/**
+ * JSON.stringify, with what a terminal obeys and JSON.stringify leaves raw (DEL, C1 controls such
+ * as the 8-bit CSI, bidirectional overrides) escaped as `\uXXXX` too: the same JSON value, safe
+ * to print on a terminal (`--json`, `cat` of a cron job's output).
+ */
+const terminalSafeJson = (value: unknown) =>
+  JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
 const painter = (color: boolean) => (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
@@ -2946,7 +3087,7 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   const result = clusterAsResult(cluster);
   // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
   const reports = await stages.report(result, { ...options, json: false, console: false });
-  if (options.json) reports.json = `${JSON.stringify(clusterToJson(cluster), null, 2)}\n`;
+  if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
   if (options.console) reports.console = renderClusterConsole(cluster, options.color);
   return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
 }
@@ -3222,7 +3363,7 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
 }
 
 export function renderJournal(records: JournalRecord[], json: boolean): string {
-  if (json) return `${JSON.stringify(records, null, 2)}\n`;
+  if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds.
   const rows = records.map((r) => [r.id, r.at, r.name, r.action, r.reason].map((cell) => terminalSafe(String(cell))));
@@ -3239,10 +3380,10 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
   const outcome = await restoreEntries(records as JournalRecord[], { runner, liveRoot });
   const lines = [
     ...outcome.restored.map((name) => `restored ${terminalSafe(name)}`),
-    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${why}`),
+    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${terminalSafe(why)}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
   ];
-  io.stdout.write(options.format === 'json' ? `${JSON.stringify(outcome, null, 2)}\n` : `${lines.join('\n')}\n`);
+  io.stdout.write(options.format === 'json' ? `${terminalSafeJson(outcome)}\n` : `${lines.join('\n')}\n`);
   return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
 }
 
@@ -3308,7 +3449,7 @@ export async function main(
     const { capture, result, reports, plan: planned } = clusterRun ?? (await runPipeline(stages, runOptions));
     // The JSON again once notifications (or a cleanup) are known.
     const jsonOf = async (final: Result) =>
-      clusterRun === null ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json : `${JSON.stringify(clusterToJson(clusterRun.cluster, final.notifications), null, 2)}\n`;
+      clusterRun === null ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json : `${terminalSafeJson(clusterToJson(clusterRun.cluster, final.notifications))}\n`;
     if (options.prometheusFile !== null) {
       // Before anything is printed: a file that cannot be written is a run that failed (exit 3).
       const file = options.prometheusFile;

@@ -292,6 +292,18 @@ test('the seed\'s own test: two hand-made entries, the -dup one is the extra', (
   assert.is(verdict(result, 'test--ha01-vm--999--disk--0-dup'), 'duplicate/duplicate-name');
 });
 
+test('a hand-made copy whose volume has no entry here is judged as itself, not as the volume (fuzz-pipeline)', () => {
+  // multi-pool with the line of ssd--ha01-vm--169--disk--0 cut from dmsetup.txt: VM 169 references
+  // vm-169-disk-0, so "no config references ssd-ha01/vm-169-disk-0" would be a lie.
+  const storageCfg = 'lvm: SSD-HA01\n\tvgname ssd-ha01\n';
+  const result = run(node([handMade('ssd--ha01-vm--169--disk--0-dup', '0 204800 linear 8:16 2048')], {
+    storageCfg,
+    configs: [config(169, 'name: db\nscsi0: SSD-HA01:vm-169-disk-0,size=100M\n')],
+  }));
+  const [entry] = result.entries;
+  assert.equal([entry?.status, entry?.reason, entry?.vg, entry?.lv, entry?.remedy], ['tombstone', 'volume-unreferenced', 'ssd-ha01', 'vm-169-disk-0-dup', 'dmsetup remove ssd--ha01-vm--169--disk--0-dup']);
+});
+
 test('a second mapping with the identical table is a duplicate, whatever its name', () => {
   const own = lvm('pve', 'vm-100-disk-0', { table: '0 67108864 thin 252:4 1' });
   const result = run(node([handMade('rescue', '0 67108864 thin 252:4 1'), own], { configs: [VM100] }));

@@ -70,6 +70,8 @@ test('parseDmsetupInfo: real lines, "No devices found", and malformed lines name
   assert.equal(parseDmsetupInfo('No devices found\n'), { entries: [], warnings: [] });
   assert.equal(parseDmsetupInfo('a|1|2|0|L--w|\r\nb|1|3|0|L--w|\r\n').entries.map((e) => e.name), ['a', 'b'], 'CRLF');
   assert.equal(parseDmsetupInfo('a|1|2|0|L--w|\na|1|3|0|L--w|\n').warnings.map((w) => [w.line, w.message]), [[2, 'device a listed twice; second line skipped']]);
+  const notUtf8 = parseDmsetupInfo(`${Buffer.from([0x78, 0xff]).toString('utf8')}|252|1|0|L--w|\n`);
+  assert.equal([notUtf8.entries, notUtf8.warnings.map((w) => [w.line, w.message])], [[], [[1, "bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped"]]]);
 });
 
 test('parseDmsetupTable: one line per segment, empty tables, names with colons', () => {
@@ -245,6 +247,7 @@ test('volume names: every kind Proxmox makes, and what is not a guest volume', (
   assert.is(stripCopySuffix('vm-120-disk-0.qcow2.bak'), 'vm-120-disk-0.qcow2');
   assert.is(stripCopySuffix('vm-100-cloudinit_old'), 'vm-100-cloudinit');
   assert.is(stripCopySuffix('vm-100-disk-10'), null, 'disk-10 is not disk-1 plus a suffix');
+  assert.is(stripCopySuffix('vm-100-disk-0-\n'), 'vm-100-disk-0', 'a suffix holding a line break (fuzz-parsers)');
 });
 
 test('volumeOfPropertyString: first bare item or file=/volume=; none and cdrom are no volume', () => {

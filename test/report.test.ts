@@ -312,6 +312,20 @@ test('console: a capture with nothing known shows no Host section; hostile names
   assert.ok(hasLine(text, /^  200 +CT +"><img src=x onerror=alert\(1\)> +\? +- +clean$/), 'CT 200 row: running not known shows "?"');
 });
 
+test('console and JSON: a bidirectional override (U+202E) and an 8-bit CSI from a garbage line are shown, not obeyed (safety.test.ts)', async () => {
+  const c = hostileCapture();
+  c.storageCfg += '\u202e\n';
+  c.configs[2] = config(300, 'name: evil\u009b2J\u202ename\nmemory: 512\n');
+  const result = resultOf(c);
+  const text = renderConsole(result, false);
+  assert.not.ok(text.includes('\u202e') || text.includes('\u009b'));
+  assert.ok(text.includes('"\\u202e"'), 'the garbage line, shown');
+  const json = (await report(result, { json: true, console: false, html: false, color: false })).json as string;
+  assert.not.ok(json.includes('\u202e') || json.includes('\u009b'), 'escaped in the JSON text');
+  assert.ok(json.includes('evil\\u009b2J\\u202ename'));
+  assert.is(JSON.parse(json).guests.find((g: { vmid: number }) => g.vmid === 300).name, 'evil\u009b2J\u202ename', 'the same value');
+});
+
 // ── --vmid narrowing ─────────────────────────────────────────────────────────────────────────
 
 test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and the summary is recomputed', async () => {

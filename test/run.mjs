@@ -5,6 +5,8 @@
 // - a file that exits non-zero, prints no totals, or runs no test counts as a failure;
 // - a file that runs longer than FILE_TIMEOUT_MS is killed and counts as a failure
 //   (each test has its own time limit too: test/harness.ts).
+// A property-based test's `[fuzz] <property>: N cases` lines (and `[limits]` measures) are shown
+// under its file's line.
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -65,6 +67,8 @@ const workers = Array.from({ length: Math.max(1, Math.min(os.availableParallelis
     results.push(result);
     const status = result.problems.length > 0 || result.failed > 0 ? 'FAIL' : 'ok  ';
     process.stdout.write(`${status} ${result.file}  ${result.passed} passed, ${result.failed} failed  (${result.ms} ms)\n`);
+    // What each property ran (test/support/fuzz.ts) and what the limits cost: figures a run can quote.
+    if (status === 'ok  ') for (const line of result.text.match(/^\[(?:fuzz|limits)\] .*$/gm) ?? []) process.stdout.write(`     ${line}\n`);
     if (status === 'FAIL') {
       process.stdout.write(`${result.problems.map((p) => `     ${p}\n`).join('')}${result.text.split('\n').map((l) => `     | ${l}`).join('\n')}\n`);
     }

@@ -2,7 +2,7 @@
 // lvchange answered from a model of the kernel's and LVM's state (changed by the commands run).
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { main, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
+import { main, mangleDmName, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
 import { tempDir } from '../harness.ts';
 import { lvmDmName } from './lvm.ts';
 
@@ -17,7 +17,7 @@ interface Device {
   table: string;
 }
 
-/** The kernel's and LVM's state as dmsetup, lvs and lvchange see and change it. */
+/** The kernel's and LVM's state as dmsetup, lvs and lvchange see and change it (dm names in the kernel's, mangled, form). */
 export class FakeNode {
   dm = new Map<string, Device>();
   lvs = new Set<string>();
@@ -57,7 +57,7 @@ export class FakeNode {
     this.journalAtChange.push(readJournal(this.journal).length);
     if (command === 'lvchange' && a[0] === '-an') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = lvmDmName(vg, lv);
+      const name = mangleDmName(lvmDmName(vg, lv));
       const d = this.dm.get(name);
       if (d && d.open > 0) return fail(5, `  Logical volume ${a[1]} in use.\n`);
       if (d) this.inactive.set(name, d);
@@ -66,7 +66,7 @@ export class FakeNode {
     }
     if (command === 'lvchange' && a[0] === '-ay') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = lvmDmName(vg, lv);
+      const name = mangleDmName(lvmDmName(vg, lv));
       const d = this.inactive.get(name);
       if (d) this.dm.set(name, d);
       return d ? ok() : fail(5, `  Failed to find logical volume "${a[1]}"\n`);

@@ -1,0 +1,319 @@
+// Every parser against generated input in its real format (round trips: what a writer makes
+// parses back to what was written) and against hostile input (never a throw, every skipped line
+// named). test/support/fuzz.ts sets the run counts.
+import fc from 'fast-check';
+import * as assert from 'uvu/assert';
+import {
+  mangleDmName, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
+  stripCopySuffix, unmangleDmName, volumeOfPropertyString, volumesOfRef, type VolumeRef,
+} from '../pve-dm.ts';
+import { config, test } from './harness.ts';
+import { hostileText, lvName, property, snapshotName, storageId, vgName, vmid } from './support/fuzz.ts';
+import { lvmDmName, lvmUuid } from './support/lvm.ts';
+
+/** dmsetup's mangled form: the whitelist `0-9A-Za-z#+-.:=@_`, everything else `\xNN`. */
+const MANGLED = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
+
+// ── dm names ────────────────────────────────────────────────────────────────────────────────
+
+property('splitLvmName: an LVM dm name built from any legal VG and LV name (and layer) splits back to them', 1000,
+  fc.property(vgName, lvName, fc.constantFrom('', 'tpool', 'real', 'cow', 'vpool', 'pool'), (vg, lv, layer) => {
+    const split = splitLvmName(lvmDmName(vg, lv, layer));
+    assert.equal(split && [split.vg, split.lv, split.layer], [vg, lv, layer]);
+  }));
+
+property('mangleDmName: any name becomes dmsetup\'s mangled form, which stays as it is and unmangles back', 1000,
+  fc.property(fc.oneof(fc.string({ unit: 'binary' }), hostileText), (name) => {
+    const mangled = mangleDmName(name);
+    assert.match(mangled, MANGLED);
+    assert.is(mangleDmName(mangled), mangled);
+    // A name that already looks mangled is read as mangled (dmsetup's own rule): only the others come back as they were.
+    if (!(MANGLED.test(name) && name.includes('\\x'))) assert.is(unmangleDmName(mangled), name);
+  }));
+
+property('unmangleDmName: any text, escapes or not, never throws', 1000,
+  fc.property(fc.string({ unit: fc.constantFrom('\\', 'x', '0', 'f', 'F', 'g', 'a', '-', '\u00e9') }), (name) => {
+    assert.type(unmangleDmName(name), 'string');
+  }));
+
+// ── dmsetup info and table ──────────────────────────────────────────────────────────────────
+
+const dmUuid = fc.oneof(
+  fc.tuple(vgName, lvName, fc.constantFrom('', 'tpool', 'pool', 'tdata', 'tmeta', 'real', 'cow')).map(([vg, lv, layer]) => lvmUuid(vg, lv, layer)),
+  fc.constant(''),
+  fc.stringMatching(/^mpath-3[0-9a-f]{32}$/),
+  fc.stringMatching(/^CRYPT-LUKS2-[0-9a-f]{32}-[a-z]{1,10}$/),
+  fc.stringMatching(/^part[1-9]-mpath-3[0-9a-f]{32}$/),
+);
+/** A device as `dmsetup --manglename none info -c` prints it: the kernel's (mangled) name. */
+const dmDevice = fc.record({
+  name: fc.oneof(fc.tuple(vgName, lvName).map(([vg, lv]) => lvmDmName(vg, lv)), hostileText.filter((t) => t !== '').map(mangleDmName)),
+  major: fc.integer({ min: 0, max: 4095 }),
+  minor: fc.integer({ min: 0, max: 1_048_575 }),
+  open: fc.integer({ min: 0, max: 65535 }),
+  attr: fc.stringMatching(/^[L-][I-][s-][rw-]$/),
+  uuid: dmUuid,
+}, { noNullPrototype: true });
+const infoLine = (d: { name: string; major: number; minor: number; open: number; attr: string; uuid: string }) => `${d.name}|${d.major}|${d.minor}|${d.open}|${d.attr}|${d.uuid}`;
+
+property('parseDmsetupInfo: the lines dmsetup prints parse back to the same devices, with no warning', 500,
+  fc.property(fc.uniqueArray(dmDevice, { selector: (d) => d.name, maxLength: 30 }), (devices) => {
+    const { entries, warnings } = parseDmsetupInfo(devices.map(infoLine).join('\n') + (devices.length > 0 ? '\n' : 'No devices found\n'));
+    assert.equal(warnings, []);
+    assert.equal(entries.map(({ name, major, minor, open, attr, uuid }) => ({ name, major, minor, open, attr, uuid })), devices);
+    entries.forEach((entry, i) => assert.is(entry.line, i + 1));
+  }));
+
+/** A name dmsetup printed unmangled (its default): whatever the kernel holds, `|` and spaces included. */
+const rawName = fc
+  .string({ unit: 'binary', minLength: 1, maxLength: 30 })
+  .filter((name) => !/[\n\r\ufffd]/.test(name) && name.trim() !== '' && !(MANGLED.test(name) && name.includes('\\x')) && !/\|\d+\|\d+\|\d+\|[L-][I-][s-][rw-](?:\||$)/.test(name));
+
+property('parseDmsetupInfo: an unmangled name, `|` included, is read whole and kept in the kernel\'s form', 500,
+  fc.property(rawName, dmDevice, (raw, device) => {
+    const { entries, warnings } = parseDmsetupInfo(`${infoLine({ ...device, name: raw })}\n`);
+    assert.equal(warnings, []);
+    assert.is(entries[0]?.realName, raw);
+    assert.is(entries[0]?.name, mangleDmName(raw));
+    assert.is(entries[0]?.uuid, device.uuid);
+  }));
+
+const segment = fc
+  .tuple(fc.nat(), fc.integer({ min: 1, max: 2 ** 40 }), fc.constantFrom('linear', 'thin', 'thin-pool', 'multipath', 'crypt', 'error', 'zero', 'striped'), fc.stringMatching(/^[0-9a-z:_ -]{0,40}$/))
+  .map(([start, length, target, args]) => `${start} ${length} ${target}${args.trim() === '' ? '' : ` ${args.trim()}`}`);
+
+property('parseDmsetupTable: every device\'s segments, in order, empty tables too', 500,
+  fc.property(fc.uniqueArray(fc.record({ name: dmDevice.map((d) => d.name), segments: fc.array(segment, { maxLength: 4 }) }, { noNullPrototype: true }), { selector: (t) => t.name, maxLength: 20 }), (tables) => {
+    const text = tables.flatMap(({ name, segments }) => (segments.length === 0 ? [`${name}: `] : segments.map((s) => `${name}: ${s}`))).join('\n');
+    const parsed = parseDmsetupTable(`${text}\n`);
+    assert.equal(parsed.warnings, []);
+    assert.equal([...parsed.tables], tables.map(({ name, segments }) => [name, segments.join('\n')]));
+  }));
+
+// ── lvs ────────────────────────────────────────────────────────────────────────────────────
+
+const lvTag = fc.stringMatching(/^[A-Za-z0-9_+.\-/=!:&#@]{1,30}$/);
+const logicalVolume = fc.record({ vg: vgName, lv: lvName, hidden: fc.boolean(), attr: fc.stringMatching(/^[-a-zA-Z]{10}$/), tags: fc.array(lvTag, { maxLength: 3 }) }, { noNullPrototype: true });
+
+property('parseLvs: `lvs -a --noheadings --separator |` lines parse back to the same LVs', 500,
+  fc.property(fc.uniqueArray(logicalVolume, { selector: (l) => `${l.vg}/${l.lv}`, maxLength: 30 }), (volumes) => {
+    const text = volumes.map((l) => `  ${l.vg}|${l.hidden ? `[${l.lv}]` : l.lv}|${l.attr}|${l.tags.join(',')}`).join('\n');
+    const parsed = parseLvs(`${text}\n`);
+    assert.equal(parsed.warnings, []);
+    assert.equal([...parsed.lvs.values()], volumes.map(({ vg, lv, attr, tags, hidden }) => ({ vg, lv, attr, tags, hidden })));
+  }));
+
+// ── storage.cfg ────────────────────────────────────────────────────────────────────────────
+
+const nodeName = fc.stringMatching(/^[a-z][a-z0-9-]{0,14}[a-z0-9]$/);
+const storageSection = fc.record({
+  id: storageId,
+  type: fc.constantFrom('lvm', 'lvmthin', 'dir', 'nfs', 'rbd', 'zfspool', 'iscsi', 'pbs'),
+  vg: vgName,
+  thinpool: lvName,
+  shared: fc.boolean(),
+  disabled: fc.option(fc.constantFrom('', ' 1', ' 0'), { nil: null }),
+  nodes: fc.option(fc.array(nodeName, { minLength: 1, maxLength: 4 }), { nil: null }),
+  extra: fc.array(fc.tuple(fc.constantFrom('content', 'path', 'server', 'export', 'saferemove', 'bwlimit', 'prune-backups'), fc.stringMatching(/^[a-z0-9,=/._-]{1,30}$/)), { maxLength: 3 }),
+});
+
+property('parseStorageCfg: sections as PVE::SectionConfig writes them parse back to the same storages', 500,
+  fc.property(fc.uniqueArray(storageSection, { selector: (s) => s.id, maxLength: 12 }), (sections) => {
+    const text = sections
+      .map((s) => {
+        const lines = [`${s.type}: ${s.id}`, ...s.extra.map(([key, value]) => `\t${key} ${value}`)];
+        if (s.type === 'lvm' || s.type === 'lvmthin') lines.push(`\tvgname ${s.vg}`);
+        if (s.type === 'lvmthin') lines.push(`\tthinpool ${s.thinpool}`);
+        if (s.shared) lines.push('\tshared 1');
+        if (s.disabled !== null) lines.push(`\tdisable${s.disabled}`);
+        if (s.nodes !== null) lines.push(`\tnodes ${s.nodes.join(',')}`);
+        return `${lines.join('\n')}\n`;
+      })
+      .join('\n');
+    const parsed = parseStorageCfg(text);
+    assert.equal(parsed.warnings, []);
+    assert.equal(
+      parsed.storages.map(({ id, type, vg, thinpool, shared, disabled, nodes }) => ({ id, type, vg, thinpool, shared, disabled, nodes })),
+      sections.map((s) => ({
+        id: s.id, type: s.type, vg: s.type === 'lvm' || s.type === 'lvmthin' ? s.vg : null, thinpool: s.type === 'lvmthin' ? s.thinpool : null,
+        shared: s.shared, disabled: s.disabled !== null && s.disabled !== ' 0', nodes: s.nodes,
+      })),
+    );
+  }));
+
+// ── guest configs ──────────────────────────────────────────────────────────────────────────
+
+/** A value Proxmox writes after `key: `: printable, trimmed, no newline. */
+const plainValue = fc.string({ unit: fc.constantFrom(...'abcXYZ019 =,;:/._-+@%\u00e9\u4e2d'), minLength: 1, maxLength: 30 }).map((v) => v.trim()).filter((v) => v !== '');
+const option = fc.tuple(fc.constantFrom('size', 'iothread', 'cache', 'discard', 'media', 'backup', 'ssd', 'mp', 'format'), fc.stringMatching(/^[a-zA-Z0-9/._-]{1,12}$/)).map(([k, v]) => `${k}=${v}`);
+const volumeName = fc.oneof(
+  fc.tuple(fc.constantFrom('vm', 'base'), vmid, fc.integer({ min: 0, max: 1023 }), fc.constantFrom('', '.qcow2')).map(([p, id, n, ext]) => `${p}-${id}-disk-${n}${ext}`),
+  fc.tuple(vmid, vmid, fc.nat(20)).map(([base, id, n]) => `base-${base}-disk-0/vm-${id}-disk-${n}`),
+  vmid.map((id) => `vm-${id}-cloudinit`),
+  fc.tuple(vmid, snapshotName).map(([id, snap]) => `vm-${id}-state-${snap}`),
+);
+/** A volume as a config holds it: `storeid:volname`, or a device path. */
+const volumeId = fc.oneof({ weight: 4, arbitrary: fc.tuple(storageId, volumeName).map(([s, v]) => `${s}:${v}`) }, { weight: 1, arbitrary: fc.tuple(vgName, lvName).map(([vg, lv]) => `/dev/${vg}/${lv}`) });
+/** A drive or mount point property string: the volume first or as `file=`/`volume=`, among options. */
+const driveValue = (named: 'file' | 'volume') =>
+  fc.tuple(volumeId, fc.array(option, { maxLength: 4 }), fc.nat(4), fc.boolean()).map(([volume, options, at, explicit]) => {
+    if (!explicit) return { volume, text: [volume, ...options].join(',') };
+    const items = [...options];
+    items.splice(Math.min(at, items.length), 0, `${named}=${volume}`);
+    return { volume, text: items.join(',') };
+  });
+
+interface Line {
+  text: string;
+  ref?: Omit<VolumeRef, 'line'>;
+}
+const qemuKeyLines = (section: string) =>
+  fc.array(
+    fc.oneof(
+      fc.tuple(fc.constantFrom('scsi', 'virtio', 'sata', 'ide'), fc.nat(30), driveValue('file')).map(([bus, n, d]): Line => ({ text: `${bus}${n}: ${d.text}`, ref: { volume: d.volume, key: `${bus}${n}`, section } })),
+      fc.tuple(fc.constantFrom('efidisk0', 'tpmstate0'), driveValue('file')).map(([key, d]): Line => ({ text: `${key}: ${d.text}`, ref: { volume: d.volume, key, section } })),
+      fc.tuple(fc.nat(255), volumeId).map(([n, volume]): Line => ({ text: `unused${n}: ${volume}`, ref: { volume, key: `unused${n}`, section } })),
+      fc.constantFrom('ide2: none,media=cdrom', 'ide0: cdrom,media=cdrom').map((text): Line => ({ text })),
+      fc.tuple(fc.constantFrom('memory', 'cores', 'net0', 'boot', 'args', 'cpu', 'smbios1', 'tags', 'hookscript'), plainValue).map(([key, value]): Line => ({ text: `${key}: ${value}` })),
+    ),
+    { maxLength: 8 },
+  );
+const description = fc.array(fc.string({ unit: 'binary', maxLength: 60 }).filter((t) => !t.includes('\n')).map((t) => `#${t}`), { maxLength: 3 });
+
+/** A qemu-server config with every kind of section, and the references it holds in file order. */
+const qemuConfig = fc
+  .record({
+    description,
+    name: fc.option(fc.stringMatching(/^[a-zA-Z0-9][a-zA-Z0-9.-]{0,30}$/), { nil: null }),
+    lock: fc.option(fc.constantFrom('backup', 'clone', 'create', 'migrate', 'rollback', 'snapshot', 'snapshot-delete', 'suspending', 'suspended'), { nil: null }),
+    template: fc.boolean(),
+    current: qemuKeyLines('current'),
+    pending: fc.option(qemuKeyLines('pending'), { nil: null }),
+    fleecing: fc.option(fc.array(volumeId, { minLength: 1, maxLength: 3 }), { nil: null }),
+    snapshots: fc.uniqueArray(fc.tuple(snapshotName, qemuKeyLines('x'), fc.option(volumeId, { nil: null })), { selector: ([name]) => name.toLowerCase(), maxLength: 3 }),
+  })
+  .map((c) => {
+    const lines: (Line | string)[] = [...c.description];
+    if (c.name !== null) lines.push(`name: ${c.name}`);
+    if (c.lock !== null) lines.push(`lock: ${c.lock}`);
+    if (c.template) lines.push('template: 1');
+    lines.push(...c.current, 'vmgenid: 00000000-0000-0000-0000-000000000000');
+    if (c.pending !== null) lines.push('', '[PENDING]', ...c.pending, 'delete: net1');
+    if (c.fleecing !== null) {
+      lines.push('', '[special:fleecing]', { text: `fleecing-images: ${c.fleecing.join(',')}` });
+    }
+    for (const [name, keys, vmstate] of c.snapshots) {
+      lines.push('', `[${name}]`, ...keys.map((line) => (line.ref ? { ...line, ref: { ...line.ref, section: name } } : line)), 'snaptime: 1731000000');
+      if (vmstate !== null) lines.push({ text: `vmstate: ${vmstate}`, ref: { volume: vmstate, key: 'vmstate', section: name } });
+    }
+    const fleecingRefs = (c.fleecing ?? []).map((volume) => ({ volume, key: 'fleecing-images', section: 'special:fleecing' }));
+    const refs = lines.flatMap((line) => (typeof line === 'string' ? [] : line.ref ? [line.ref] : line.text.startsWith('fleecing-images') ? fleecingRefs : []));
+    const text = lines.map((line) => (typeof line === 'string' ? line : line.text));
+    return { text: `${text.join('\n')}\n`, refs, name: c.name, lock: c.lock, template: c.template, snapshots: c.snapshots.map(([name]) => name) };
+  });
+
+property('parseGuestConfig (qemu): any legal config parses to the references it holds, section by section', 500,
+  fc.property(vmid, qemuConfig, (id, c) => {
+    const { config: guest, warnings } = parseGuestConfig(config(id, c.text));
+    assert.equal(warnings, []);
+    assert.equal(guest.refs.map(({ volume, key, section }) => ({ volume, key, section })), c.refs);
+    assert.equal([guest.name, guest.lock, guest.template, guest.snapshots, guest.readable, guest.partial], [c.name, c.lock, c.template, c.snapshots, true, false]);
+  }));
+
+const lxcKeyLines = (section: string) =>
+  fc.array(
+    fc.oneof(
+      fc.tuple(fc.constantFrom('rootfs', 'mp0', 'mp1', 'mp17', 'mp255'), driveValue('volume')).map(([key, d]): Line => ({ text: `${key}: ${d.text}`, ref: { volume: d.volume, key, section } })),
+      fc.tuple(fc.nat(255), volumeId).map(([n, volume]): Line => ({ text: `unused${n}: ${volume}`, ref: { volume, key: `unused${n}`, section } })),
+      fc.tuple(fc.constantFrom('arch', 'cores', 'memory', 'net0', 'ostype', 'features', 'swap'), plainValue).map(([key, value]): Line => ({ text: `${key}: ${value}` })),
+      fc.constantFrom('lxc.cgroup2.devices.allow: c 10:200 rwm', 'lxc.mount.entry: /dev/net dev/net none bind,create=dir', 'lxc.apparmor.profile = unconfined').map((text): Line => ({ text })),
+    ),
+    { maxLength: 8 },
+  );
+
+property('parseGuestConfig (lxc): rootfs, mount points, unused volumes, [pve:pending] and snapshots', 500,
+  fc.property(vmid, description, fc.option(nodeName, { nil: null }), lxcKeyLines('current'), fc.option(lxcKeyLines('pending'), { nil: null }), fc.uniqueArray(fc.tuple(snapshotName, lxcKeyLines('x')), { selector: ([n]) => n.toLowerCase(), maxLength: 3 }),
+    (id, comments, hostname, current, pending, snapshots) => {
+      const lines: Line[] = [...comments.map((text) => ({ text })), ...(hostname === null ? [] : [{ text: `hostname: ${hostname}` }]), ...current, { text: 'unprivileged: 1' }];
+      if (pending !== null) lines.push({ text: '' }, { text: '[pve:pending]' }, ...pending);
+      for (const [name, keys] of snapshots) lines.push({ text: '' }, { text: `[${name}]` }, ...keys.map((line) => (line.ref ? { ...line, ref: { ...line.ref, section: name } } : line)));
+      const { config: guest, warnings } = parseGuestConfig(config(id, `${lines.map((l) => l.text).join('\n')}\n`, { type: 'lxc' }));
+      assert.equal(warnings, []);
+      assert.equal(guest.refs.map(({ volume, key, section }) => ({ volume, key, section })), lines.flatMap((l) => (l.ref ? [l.ref] : [])));
+      assert.equal([guest.name, guest.snapshots], [hostname, snapshots.map(([n]) => n)]);
+    }));
+
+// ── volume ids and names ───────────────────────────────────────────────────────────────────
+
+property('volumeOfPropertyString: the volume of any drive string, first or as file=/volume=', 1000,
+  fc.property(fc.boolean(), driveValue('file'), driveValue('volume'), (lxc, qemuDrive, lxcMount) => {
+    const drive = lxc ? lxcMount : qemuDrive;
+    assert.is(volumeOfPropertyString(drive.text), drive.volume);
+  }));
+
+property('volumesOfRef: storeid:volname through storage.cfg\'s vgname, /dev/VG/LV and /dev/mapper/NAME to the same VG and LV', 1000,
+  fc.property(storageId, vgName, lvName, fc.constantFrom('id', 'path', 'mapper'), (store, vg, lv, form) => {
+    const vgOf = new Map([[store, vg]]);
+    const volume = form === 'id' ? `${store}:${lv}` : form === 'path' ? `/dev/${vg}/${lv}` : `/dev/mapper/${lvmDmName(vg, lv)}`;
+    assert.equal(volumesOfRef(volume, vgOf), [[vg, lv]]);
+    if (form === 'id') assert.equal(volumesOfRef(volume, new Map()), [], 'a storage storage.cfg does not define maps nothing');
+  }));
+
+const guestVolume = fc.oneof(
+  fc.tuple(vmid, fc.integer({ min: 0, max: 1023 }), fc.constantFrom('', '.qcow2')).map(([id, n, ext]) => ({ name: `vm-${id}-disk-${n}${ext}`, kind: 'disk', vmid: id, origin: null, snapshot: null })),
+  fc.tuple(vmid, fc.integer({ min: 0, max: 1023 })).map(([id, n]) => ({ name: `base-${id}-disk-${n}`, kind: 'base', vmid: id, origin: null, snapshot: null })),
+  vmid.map((id) => ({ name: `vm-${id}-cloudinit`, kind: 'cloudinit', vmid: id, origin: null, snapshot: null })),
+  fc.tuple(vmid, snapshotName).map(([id, snap]) => ({ name: `vm-${id}-state-${snap}`, kind: 'state', vmid: id, origin: null, snapshot: null })),
+  fc.tuple(vmid, fc.nat(9)).map(([id, n]) => ({ name: `vm-${id}-fleece-${n}`, kind: 'fleece', vmid: id, origin: null, snapshot: null })),
+  fc.tuple(fc.constantFrom('vm', 'base'), vmid, fc.nat(1023), snapshotName, fc.constantFrom('', '.qcow2')).map(([p, id, n, snap, ext]) => ({
+    name: `snap_${p}-${id}-disk-${n}_${snap}${ext}`, kind: 'snapshot', vmid: id, origin: `${p}-${id}-disk-${n}${ext}`, snapshot: snap,
+  })),
+);
+
+property('parseGuestVolumeName: every kind of volume Proxmox names, with its VMID (and origin and snapshot)', 1000,
+  fc.property(guestVolume, (v) => {
+    const { name, ...expected } = v;
+    assert.equal(parseGuestVolumeName(name), expected);
+  }));
+
+property('stripCopySuffix: a volume\'s name plus any hand-made suffix gives the volume back', 1000,
+  fc.property(guestVolume.filter((v) => v.kind === 'disk' || v.kind === 'base' || v.kind === 'cloudinit' || v.kind === 'fleece'), fc.constantFrom('-', '_', '.', '~'), fc.string({ unit: 'binary', maxLength: 20 }), (v, separator, rest) => {
+    // `vm-1-disk-0` + `.qcow2-x` reads as `vm-1-disk-0.qcow2` + `-x`: both are volumes, the longer wins.
+    if (!v.name.endsWith('.qcow2') && `${separator}${rest}`.startsWith('.qcow2')) return;
+    assert.is(stripCopySuffix(`${v.name}${separator}${rest}`), v.name);
+  }));
+
+// ── hostile lines ──────────────────────────────────────────────────────────────────────────
+
+/** Any line at all, real or garbage: what a bug report's capture may hold. */
+const anyLine = fc.oneof(fc.string({ unit: 'binary', maxLength: 80 }), hostileText, fc.constantFrom('No devices found', '|||||', 'a|1|2|3|L--w|', ': 0 8 zero', '[PENDING]', '[', 'k:', 'lvm: x', '\tvgname'));
+const text = fc.array(anyLine, { maxLength: 20 }).map((lines) => lines.join('\n'));
+const nonBlankLines = (t: string) => t.split('\n').flatMap((line, i) => (line.replace(/\r$/, '').trim() === '' ? [] : [i + 1]));
+
+property('parseDmsetupInfo: any text; every line is an entry or a warning naming dmsetup.txt and that line', 1000,
+  fc.property(text, (t) => {
+    const { entries, warnings } = parseDmsetupInfo(t);
+    const accounted = new Set([...entries.map((e) => e.line), ...warnings.map((w) => w.line)]);
+    for (const line of nonBlankLines(t)) if (t.split('\n')[line - 1]?.trim() !== 'No devices found') assert.ok(accounted.has(line), `line ${line} neither read nor reported`);
+    for (const w of warnings) assert.is(w.source, 'dmsetup.txt');
+    for (const e of entries) assert.match(e.name, MANGLED);
+    // A byte that was not UTF-8 (read as U+FFFD) leaves a name pve-dm cannot know: no entry, a warning.
+    t.split('\n').forEach((line, i) => line.includes('\ufffd') && assert.ok(warnings.some((w) => w.line === i + 1) && !entries.some((e) => e.line === i + 1), `line ${i + 1}`));
+  }));
+
+property('the other parsers: any text, never a throw, every warning naming its file and a line of it', 1000,
+  fc.property(text, fc.constantFrom<'qemu' | 'lxc'>('qemu', 'lxc'), (t, type) => {
+    const count = t.split('\n').length;
+    const results: [string, { warnings: { source: string; line: number | null }[] }][] = [
+      ['dmsetup-table.txt', parseDmsetupTable(t)], ['lvs.txt', parseLvs(t)], ['etc/pve/storage.cfg', parseStorageCfg(t)],
+      ['etc/pve/nodes/pve1/qemu-server/100.conf', parseGuestConfig(config(100, t, { type }))],
+    ];
+    for (const [file, { warnings }] of results) {
+      for (const w of warnings) {
+        assert.is(w.source, type === 'lxc' && file.endsWith('.conf') ? 'etc/pve/nodes/pve1/lxc/100.conf' : file);
+        assert.ok(w.line === null || (Number.isInteger(w.line) && w.line >= 1 && w.line <= count), `${file}: line ${w.line} of ${count}`);
+      }
+    }
+  }));
+
+test.run();

@@ -1,0 +1,151 @@
+// The whole pipeline (parse → classify → grade → plan → reports) on generated nodes
+// (test/tools/gen-capture.ts, any seed) and on the samples cut, duplicated, reordered, truncated,
+// given NUL bytes, invalid UTF-8, CRLF line ends and enormous lines. Whatever the input: no
+// throw, every entry exactly one status, nothing referenced here called a tombstone, nothing but
+// guest volumes planned for removal, counts that add up, valid JSON and HTML, and every skipped
+// line named by file and line.
+import path from 'node:path';
+import fc from 'fast-check';
+import * as assert from 'uvu/assert';
+import {
+  classify, grade, identify, lvKey, parse, planCleanup, readCapture, REASONS, renderConsole, renderHtml, toJson, validateHtml, volumesOfRef,
+  type Capture, type ParsedState, type Result,
+} from '../pve-dm.ts';
+import { SAMPLES, test } from './harness.ts';
+import { property } from './support/fuzz.ts';
+import { generateCapture } from './tools/gen-capture.ts';
+
+interface Analysis {
+  state: ParsedState;
+  result: Result;
+}
+
+function analyse(c: Capture): Analysis {
+  const state = parse(c);
+  const classification = classify(state);
+  return { state, result: { ...classification, ...grade(classification), generatedAt: '2026-11-25T10:00:00.000Z', vmids: null, notifications: [], cleanup: null } };
+}
+
+/** What must hold of any analysis, whatever its input. */
+async function invariants({ state, result }: Analysis, { html = true } = {}): Promise<void> {
+  // Every dm entry exactly one status, with a reason of that status.
+  assert.equal(result.entries.map((e) => e.name), state.entries.map((e) => e.name), 'one classified entry per dm entry, in order');
+  for (const entry of result.entries) {
+    const [status] = REASONS[entry.reason];
+    assert.ok(entry.status === status || (entry.reason === 'partition-of-problem' && entry.status === 'duplicate'), `${entry.name}: ${entry.status} for ${entry.reason}`);
+  }
+  // A volume a guest of this node references is never a tombstone.
+  const vgOf = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
+  const referencedHere = new Set(state.guests.filter((g) => g.node === state.node).flatMap((g) => g.refs.flatMap((ref) => volumesOfRef(ref.volume, vgOf).map(([vg, lv]) => lvKey(vg, lv)))));
+  for (const entry of result.entries) {
+    if (entry.status === 'tombstone') assert.not.ok(referencedHere.has(lvKey(entry.vg ?? '', entry.lv ?? '')), `${entry.name} is referenced here, yet a tombstone (${entry.reason})`);
+  }
+  // Nothing but a guest volume (its own entry, a copy of one, or a partition of a problem) is ever planned for removal.
+  const byName = new Map(result.entries.map((e) => [e.name, e]));
+  const plan = planCleanup(result);
+  for (const action of plan.actions) {
+    const entry = byName.get(action.name);
+    assert.ok(entry !== undefined && (entry.status === 'duplicate' || entry.status === 'tombstone'), `${action.name} planned`);
+    const kind = identify(entry).kind;
+    const guestVolume = kind === 'guest-volume' || (kind === 'foreign' && entry.reason === 'duplicate-table') || (kind === 'partition' && entry.reason === 'partition-of-problem');
+    assert.ok(guestVolume, `${action.name} (${kind}, ${entry.reason}) planned for removal`);
+  }
+  // The summary counts the entries.
+  const count = (status: string) => result.entries.filter((e) => e.status === status).length;
+  assert.equal(result.summary, { entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored') });
+  // Valid JSON holding the result; the console report; a valid HTML page.
+  assert.equal(JSON.parse(JSON.stringify(toJson(result))).summary, result.summary);
+  assert.type(renderConsole(result, false), 'string');
+  if (html) assert.equal(await validateHtml(renderHtml(result), result), []);
+}
+
+property('generated nodes (any seed, 1 to 20 guests): every entry has the status the generator gave it, and the invariants hold', 60,
+  fc.asyncProperty(fc.integer({ min: 1, max: 20 }), fc.integer(), async (guests, seed) => {
+    const generated = generateCapture({ guests, seed });
+    const analysis = analyse(generated.capture);
+    assert.equal(analysis.result.summary, generated.expected);
+    assert.equal(analysis.result.warnings, []);
+    await invariants(analysis);
+  }));
+
+// ── Mutations ───────────────────────────────────────────────────────────────────────────────
+
+const SAMPLE_CAPTURES = await Promise.all(['broken-input', 'cluster-migrated', 'default-install', 'foreign', 'multi-pool', 'pve9-qcow2', 'snapshots'].map((name) => readCapture(path.join(SAMPLES, name))));
+const BASES: Capture[] = [...SAMPLE_CAPTURES.map((c) => ({ ...c, root: null })), generateCapture({ guests: 12, seed: 5 }).capture];
+
+/** The text fields of a capture a mutation can change: its files, and each guest config. */
+type Target = 'dmsetupInfo' | 'dmsetupTable' | 'lvs' | 'running' | 'storageCfg' | number;
+const textOf = (c: Capture, target: Target) => (typeof target === 'number' ? (c.configs[target]?.text ?? null) : c[target]);
+const withText = (c: Capture, target: Target, text: string): Capture =>
+  typeof target === 'number' ? { ...c, configs: c.configs.map((config, i) => (i === target ? { ...config, text } : config)) } : { ...c, [target]: text };
+
+/** Bytes as a file holds them, decoded as pve-dm reads files: invalid UTF-8 becomes U+FFFD. */
+const withBytes = (text: string, at: number, bytes: readonly number[]) => Buffer.concat([Buffer.from(text.slice(0, at)), Buffer.from(bytes), Buffer.from(text.slice(at))]).toString('utf8');
+
+type Mutation =
+  | { op: 'cut' | 'duplicate' | 'truncate' | 'nul' | 'utf8' | 'enormous'; line: number; at: number; bytes: readonly number[] }
+  | { op: 'swap'; line: number; other: number }
+  | { op: 'crlf' | 'reverse' | 'cut-end' };
+
+const mutation: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.record({ op: fc.constantFrom('cut', 'duplicate', 'truncate', 'nul', 'utf8', 'enormous'), line: fc.nat(400), at: fc.nat(200), bytes: fc.constantFrom([0xff], [0xc3], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80, 0x80]) }, { noNullPrototype: true }),
+  fc.record({ op: fc.constant('swap'), line: fc.nat(400), other: fc.nat(400) }, { noNullPrototype: true }),
+  fc.record({ op: fc.constantFrom('crlf', 'reverse', 'cut-end') }, { noNullPrototype: true }),
+);
+
+/** The mutated text, and the line (1-based) a NUL or invalid UTF-8 went into. */
+function mutate(text: string, m: Mutation): { text: string; binaryLine: number | null } {
+  const lines = text.split('\n');
+  const i = 'line' in m ? m.line % lines.length : 0;
+  const line = lines[i] ?? '';
+  switch (m.op) {
+    case 'cut': lines.splice(i, 1); break;
+    case 'duplicate': lines.splice(i, 0, line); break;
+    case 'truncate': lines[i] = line.slice(0, m.at % (line.length + 1)); break;
+    case 'swap': [lines[i], lines[m.other % lines.length]] = [lines[m.other % lines.length] ?? '', line]; break;
+    case 'enormous': lines.splice(i, 0, (line || 'x').repeat(Math.ceil(200_000 / (line.length || 1)))); break;
+    case 'crlf': return { text: lines.join('\r\n'), binaryLine: null };
+    case 'reverse': lines.reverse(); break;
+    case 'cut-end': return { text: text.slice(0, Math.floor(text.length / 2)), binaryLine: null };
+    case 'nul':
+    case 'utf8': {
+      const at = m.at % (line.length + 1);
+      lines[i] = m.op === 'nul' ? `${line.slice(0, at)}\u0000${line.slice(at)}` : withBytes(line, at, m.bytes);
+      return { text: lines.join('\n'), binaryLine: i + 1 };
+    }
+  }
+  return { text: lines.join('\n'), binaryLine: null };
+}
+
+const sourceOf = (c: Capture, target: Target) =>
+  typeof target === 'number' ? (c.configs[target]?.path as string) : { dmsetupInfo: 'dmsetup.txt', dmsetupTable: 'dmsetup-table.txt', lvs: 'lvs.txt', running: 'running.txt', storageCfg: 'etc/pve/storage.cfg' }[target];
+
+property('mutated samples: no throw, the invariants hold, and every warning names its file and a line of it (a binary config line, that line)', 150,
+  fc.asyncProperty(
+    fc.nat(BASES.length - 1).chain((b) => {
+      const base = BASES[b] as Capture;
+      const targets: Target[] = ['dmsetupInfo', 'dmsetupTable', 'lvs', 'running', 'storageCfg', ...base.configs.map((_, i) => i)];
+      return fc.tuple(fc.constant(base), fc.constantFrom(...targets.filter((t) => textOf(base, t) !== null)), fc.array(mutation, { minLength: 1, maxLength: 3 }));
+    }),
+    fc.boolean(),
+    async ([base, target, mutations], html) => {
+      let text = textOf(base, target) as string;
+      let binaryLine: number | null = null;
+      for (const m of mutations) ({ text, binaryLine } = mutate(text, m));
+      const c = withText(base, target, text);
+      const analysis = analyse(c);
+      await invariants(analysis, { html });
+      const source = sourceOf(c, target);
+      const fileLines = text.split('\n').length;
+      for (const w of analysis.result.warnings) {
+        if (w.source === source && w.line !== null) assert.ok(w.line >= 1 && w.line <= fileLines, `${w.source}:${w.line} of ${fileLines} lines`);
+      }
+      // A NUL or an invalid byte in a config line (not a comment) skips that line, and says so.
+      const changed = binaryLine === null ? '' : (text.split('\n')[binaryLine - 1] ?? '').replace(/\r$/, '');
+      if (typeof target === 'number' && binaryLine !== null && !changed.startsWith('#') && changed.trim() !== '') {
+        assert.ok(analysis.result.warnings.some((w) => w.source === source && w.line === binaryLine), `no warning for ${source}:${binaryLine} ${JSON.stringify(changed)}`);
+      }
+    },
+  ));
+
+test.run();
