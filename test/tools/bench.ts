@@ -23,11 +23,18 @@ const LAUNCHERS = {
   'node --import tsx pve-dm.ts': () => ['--import', 'tsx', path.join(ROOT, 'pve-dm.ts')],
 };
 
+/**
+ * Runs get the environment cron gives a job on Debian (and a systemd timer's is as bare): the
+ * shell's may hold what a Proxmox node's cron job never has, such as NODE_EXTRA_CA_CERTS, which
+ * makes node read and parse a certificate bundle before any of pve-dm runs.
+ */
+const CRON_ENV = { HOME: os.homedir(), LOGNAME: os.userInfo().username, PATH: '/usr/bin:/bin', SHELL: '/bin/sh' };
+
 const median = (numbers: number[]) => [...numbers].sort((a, b) => a - b)[Math.floor((numbers.length - 1) / 2)] ?? NaN;
 
-function timeProcess(args: string[]): { ms: number; rssMiB: number } {
+function timeProcess(args: string[], env: NodeJS.ProcessEnv = CRON_ENV): { ms: number; rssMiB: number } {
   const started = performance.now();
-  const child = spawnSync(process.execPath, ['--import', PEAK_RSS_HOOK, ...args], { encoding: 'utf8', maxBuffer: 1 << 30, cwd: ROOT });
+  const child = spawnSync(process.execPath, ['--import', PEAK_RSS_HOOK, ...args], { encoding: 'utf8', maxBuffer: 1 << 30, cwd: ROOT, env });
   const ms = performance.now() - started;
   const rss = /@peak-rss-kib (\d+)/.exec(child.stderr)?.[1];
   if (child.status === 3 || rss === undefined) throw new Error(`${args.join(' ')} failed (exit ${child.status}): ${child.stderr.slice(0, 500)}`);
@@ -37,7 +44,14 @@ function timeProcess(args: string[]): { ms: number; rssMiB: number } {
 const work = mkdtempSync(path.join(os.tmpdir(), 'pve-dm-bench-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 const { file: bundle, bytes } = await buildBundle();
-process.stdout.write(`bundle ${path.relative(ROOT, bundle)}: ${(bytes / 1024).toFixed(0)} KiB; ${runs} runs each; ${os.cpus().length} CPUs, node ${process.version}\n\n`);
+process.stdout.write(`bundle ${path.relative(ROOT, bundle)}: ${(bytes / 1024).toFixed(0)} KiB; ${runs} runs each; ${os.cpus().length} CPUs, node ${process.version}\n`);
+const startUp = (env: NodeJS.ProcessEnv) => median(Array.from({ length: runs }, () => timeProcess(['-e', '0'], env).ms)).toFixed(0);
+const shellOnly = Object.keys(process.env).filter((name) => name.startsWith('NODE_')).sort();
+process.stdout.write(
+  `runs have cron's environment (${Object.keys(CRON_ENV).join(', ')}); node starts in ${startUp(CRON_ENV)} ms there` +
+    (shellOnly.length > 0 ? `, in ${startUp(process.env)} ms with this shell's (${shellOnly.join(', ')})` : '') +
+    '\n\n',
+);
 
 interface Row { guests: number; entries: number; launcher: string; report: string; ms: number; rssMiB: number }
 const rows: Row[] = [];
