@@ -802,8 +802,48 @@ export interface LogicalVolume {
 
 export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
 
-export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: Map<string, LogicalVolume>; warnings: Warning[] } {
-  const lvs = new Map<string, LogicalVolume>();
+/**
+ * Values by volume group, then LV name: lookups with the strings in hand, where a `vg/lv` key
+ * would be a new string to build, flatten and hash on every lookup (tens of thousands on a large node).
+ */
+export class ByVolume<T> {
+  readonly #groups = new Map<string, Map<string, T>>();
+  #size = 0;
+  get size(): number {
+    return this.#size;
+  }
+  get(vg: string, lv: string): T | undefined {
+    return this.#groups.get(vg)?.get(lv);
+  }
+  has(vg: string, lv: string): boolean {
+    return this.#groups.get(vg)?.has(lv) ?? false;
+  }
+  set(vg: string, lv: string, value: T): void {
+    let group = this.#groups.get(vg);
+    if (group === undefined) this.#groups.set(vg, (group = new Map()));
+    if (!group.has(lv)) this.#size++;
+    group.set(lv, value);
+  }
+  /** Grouped by volume group. */
+  *values(): Generator<T> {
+    for (const group of this.#groups.values()) yield* group.values();
+  }
+}
+
+/** Appends to the list kept for a volume. */
+function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): V[] {
+  const list = map.get(vg, lv);
+  if (list !== undefined) {
+    list.push(value);
+    return list;
+  }
+  const created = [value];
+  map.set(vg, lv, created);
+  return created;
+}
+
+export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
+  const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
   lines(text).forEach((raw, index) => {
     const line = raw.trim();
@@ -816,7 +856,7 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: Map<s
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
     const lv = hidden ? name.slice(1, -1) : name;
-    lvs.set(lvKey(vg, lv), { vg, lv, attr, tags: tags === '' ? [] : tags.split(','), hidden });
+    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? [] : tags.split(','), hidden });
   });
   return { lvs, warnings };
 }
@@ -1060,7 +1100,7 @@ export interface ParsedState {
   /** dmsetup tables by name; null = not known. */
   tables: Map<string, string> | null;
   /** LVM's LVs by `vg/lv`; null = not known. */
-  lvs: Map<string, LogicalVolume> | null;
+  lvs: ByVolume<LogicalVolume> | null;
   storages: Storage[];
   guests: GuestConfig[];
   running: Set<number> | null;
@@ -1226,7 +1266,7 @@ export type Identity =
   | { kind: 'ceph-osd' }
   | { kind: 'saferemove'; vg: string; lv: string }
   | { kind: 'lvm-volume'; vg: string; lv: string }
-  | { kind: 'guest-volume'; vg: string; lv: string; volume: GuestVolume; lvmOwned: boolean; copyOf: string | null; volumeKey: string }
+  | { kind: 'guest-volume'; vg: string; lv: string; volume: GuestVolume; lvmOwned: boolean; copyOf: string | null }
   | { kind: 'foreign' };
 
 /** LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id, then `-<layer>` for LVM's own layers. */
@@ -1252,10 +1292,13 @@ export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
   const volume = parseGuestVolumeName(lv);
   const copyOf = lvmOwned ? null : stripCopySuffix(lv);
   // A hand-made `vm-169-disk-0-dup` also matches the loose `other` pattern: the copy reading wins.
-  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null, volumeKey: lvKey(vg, lv) };
-  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf, volumeKey: lvKey(vg, copyOf) };
+  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null };
+  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf };
   return lvmOwned ? { kind: 'lvm-volume', vg, lv } : { kind: 'foreign' };
 }
+
+/** The volume a guest-volume entry maps: its own LV, or the one a hand-made copy was named after. */
+const volumeLvOf = (id: Extract<Identity, { kind: 'guest-volume' }>) => id.copyOf ?? id.lv;
 
 /** Quotes a word for a POSIX shell when it needs it: remedies are meant to be pasted. */
 export const shellQuote = (word: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`);
@@ -1273,12 +1316,13 @@ export function classify(state: ParsedState): Classification {
   for (const guest of state.guests) pushTo(guestsById, guest.vmid, guest);
 
   // Every `vg/lv` any config references, with who references it.
-  const refsByVolume = new Map<string, GuestRef[]>();
+  const refsByVolume = new ByVolume<GuestRef[]>();
   for (const guest of state.guests) {
     for (const ref of guest.refs) {
-      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushTo(refsByVolume, lvKey(vg, lv), { guest, ref });
+      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, vg, lv, { guest, ref });
     }
   }
+  const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? [];
 
   // Per-entry facts live in arrays beside state.entries: a lookup by index costs nothing, one by
   // name hashes a string (tens of thousands of entries).
@@ -1289,13 +1333,20 @@ export function classify(state: ParsedState): Classification {
 
   // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
   // and non-LVM entries mapping exactly the same table as a guest volume's entry.
-  const members = new Map<string, { index: number; how: 'own' | 'name' | 'table' }[]>();
-  const groupOf: (string | undefined)[] = [];
+  type Member = { index: number; how: 'own' | 'name' | 'table' };
+  const members = new ByVolume<Member[]>();
+  // In the order the volumes were met, as the report lists duplicate sets.
+  const groups: { vg: string; lv: string; group: Member[] }[] = [];
+  const joinGroup = (vg: string, lv: string, member: Member) => {
+    const group = pushToVolume(members, vg, lv, member);
+    if (group.length === 1) groups.push({ vg, lv, group });
+    return group;
+  };
+  const groupOf: (Member[] | undefined)[] = [];
   const volumeEntryByTable = new Map<string, number>();
   identities.forEach((id, index) => {
     if (id.kind !== 'guest-volume') return;
-    pushTo(members, id.volumeKey, { index, how: id.copyOf === null ? 'own' : 'name' });
-    groupOf[index] = id.volumeKey;
+    groupOf[index] = joinGroup(id.vg, volumeLvOf(id), { index, how: id.copyOf === null ? 'own' : 'name' });
     const table = tables[index] ?? null;
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
       volumeEntryByTable.set(table, index);
@@ -1306,13 +1357,12 @@ export function classify(state: ParsedState): Classification {
     const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
     if (original === undefined || original === index) return;
-    const key = guestVolumeAt(original).volumeKey;
+    const mirrored = guestVolumeAt(original);
     const current = groupOf[index];
-    if (current === key) return;
+    if (current !== undefined && current === members.get(mirrored.vg, volumeLvOf(mirrored))) return;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
-    if (current !== undefined) members.set(current, (members.get(current) ?? []).filter((m) => m.index !== index));
-    pushTo(members, key, { index, how: 'table' });
-    groupOf[index] = key;
+    if (current !== undefined) current.splice(current.findIndex((m) => m.index === index), 1);
+    groupOf[index] = joinGroup(mirrored.vg, volumeLvOf(mirrored), { index, how: 'table' });
   });
 
   /**
@@ -1324,34 +1374,33 @@ export function classify(state: ParsedState): Classification {
     (refs.some((r) => local(r.guest) && r.guest.vmid === vmid) ? vmid : refs.find((r) => local(r.guest))?.guest.vmid) ?? vmid;
   const isReferencedLocally = (index: number) => {
     const id = identities[index];
-    return id?.kind === 'guest-volume' && id.copyOf === null && (refsByVolume.get(id.volumeKey) ?? []).some((r) => local(r.guest));
+    return id?.kind === 'guest-volume' && id.copyOf === null && refsOf(id.vg, id.lv).some((r) => local(r.guest));
   };
   const duplicates: DuplicateSet[] = [];
   const keptMembers = new Set<number>();
   const extraOf: ({ kept: number; how: 'name' | 'table' } | undefined)[] = [];
-  for (const [key, group] of members) {
+  for (const { vg, lv, group } of groups) {
     if (group.length < 2) continue;
     const rank = (m: { index: number; how: string }) => {
       const id = identities[m.index];
       return (isReferencedLocally(m.index) ? 4 : 0) + (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
     };
     const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
-    const [vg = '', lv = ''] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
     duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: nameAt(kept.index), extras: group.filter((m) => m !== kept).map((m) => nameAt(m.index)) });
     keptMembers.add(kept.index);
     for (const m of group) if (m !== kept) extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
   }
 
   const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
-    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.volumeKey)) : false;
+    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.vg, id.lv)) : false;
     // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
     // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
     const base = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
     const extra = extraOf[index];
-    const refs = id.copyOf === null ? (refsByVolume.get(id.volumeKey) ?? []) : [];
+    const refs = id.copyOf === null ? refsOf(id.vg, id.lv) : [];
     const snapshotRefs =
       id.volume.kind === 'snapshot' && id.copyOf === null
-        ? (refsByVolume.get(lvKey(id.vg, id.volume.origin ?? '')) ?? []).filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
+        ? refsOf(id.vg, id.volume.origin ?? '').filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : [];
     const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
     if (extra !== undefined) return duplicateVerdict(entry, extra);
@@ -1372,7 +1421,7 @@ export function classify(state: ParsedState): Classification {
   /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
   const duplicateVerdict = (entry: DmEntry, extra: { kept: number; how: 'name' | 'table' }) => {
     const kept = guestVolumeAt(extra.kept);
-    const keptOwner = localOwner(refsByVolume.get(lvKey(kept.vg, kept.lv)) ?? [], kept.volume.vmid);
+    const keptOwner = localOwner(refsOf(kept.vg, kept.lv), kept.volume.vmid);
     const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: nameAt(extra.kept), otherNode: null };
     return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
   };
@@ -1405,7 +1454,7 @@ export function classify(state: ParsedState): Classification {
             .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
             .with({ kind: 'ceph-osd' }, () => ignoredAs('ceph-osd', null))
             .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
-            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(lvKey(vg, lv)) }))
+            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(vg, lv) }))
             .with({ kind: 'foreign' }, () => {
               const extra = extraOf[index];
               return extra === undefined ? ignoredAs('foreign', null) : duplicateVerdict(entry, extra);

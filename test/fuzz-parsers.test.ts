@@ -100,7 +100,8 @@ property('parseLvs: `lvs -a --noheadings --separator |` lines parse back to the 
     const text = volumes.map((l) => `  ${l.vg}|${l.hidden ? `[${l.lv}]` : l.lv}|${l.attr}|${l.tags.join(',')}`).join('\n');
     const parsed = parseLvs(`${text}\n`);
     assert.equal(parsed.warnings, []);
-    assert.equal([...parsed.lvs.values()], volumes.map(({ vg, lv, attr, tags, hidden }) => ({ vg, lv, attr, tags, hidden })));
+    assert.is(parsed.lvs.size, volumes.length);
+    for (const { vg, lv, attr, tags, hidden } of volumes) assert.equal(parsed.lvs.get(vg, lv), { vg, lv, attr, tags, hidden });
   }));
 
 // ── storage.cfg ────────────────────────────────────────────────────────────────────────────

@@ -1,7 +1,7 @@
 // Every parser against a table of lines as Proxmox, LVM and dmsetup write them, odd cases included.
 import * as assert from 'uvu/assert';
 import {
-  parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePveVersion,
+  lvKey, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePveVersion,
   parseStorageCfg, splitLvmName, stripCopySuffix, unmangleDmName, volumeOfPropertyString,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
@@ -104,9 +104,9 @@ test('parseLvs: leading spaces, hidden [sub-LVs], tags', () => {
     '  broken',
   ].join('\n');
   const { lvs, warnings } = parseLvs(`${text}\n`);
-  assert.equal([...lvs.keys()], ['pve/data', 'pve/data_tdata', 'pve/lvol0_pmspare', 'pve/base-9000-disk-0', 'ssd-ha01/vm-119-disk-0', 'san02/vm-120-disk-0.qcow2']);
-  assert.is(lvs.get('pve/data_tdata')?.hidden, true);
-  assert.equal(lvs.get('san02/vm-120-disk-0.qcow2')?.tags, ['pve-vm-120', '@pve-vm-120-disk-0.qcow2']);
+  assert.equal([...lvs.values()].map((lv) => lvKey(lv.vg, lv.lv)), ['pve/data', 'pve/data_tdata', 'pve/lvol0_pmspare', 'pve/base-9000-disk-0', 'ssd-ha01/vm-119-disk-0', 'san02/vm-120-disk-0.qcow2']);
+  assert.is(lvs.get('pve', 'data_tdata')?.hidden, true);
+  assert.equal(lvs.get('san02', 'vm-120-disk-0.qcow2')?.tags, ['pve-vm-120', '@pve-vm-120-disk-0.qcow2']);
   assert.equal(warnings.map((w) => w.line), [7]);
 });
 

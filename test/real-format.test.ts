@@ -50,10 +50,10 @@ test('every real dmsetup table line parses: trailing spaces, two segments, multi
 test('every real lvs line parses: hidden LVs, ceph tags, thin attrs', () => {
   const { lvs, warnings } = parseLvs(read('full', 'lvs.txt'));
   assert.equal(warnings, []);
-  assert.is(lvs.get('pve/data_tdata')?.hidden, true);
-  assert.is(lvs.get('pve/base-9000-disk-0')?.attr, 'Vri-a-tz-k');
-  assert.ok(lvs.get('ceph-6a1f0a5c-7d2e-4f4b-9c39-2e1d5b0c9a11/osd-block-0b8a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d')?.tags.includes('ceph.type=block'));
-  assert.not.ok(lvs.has('ssd-ha01/vm-301-disk-0'), 'removed with --driverloaded n: LVM forgot it, dm kept it');
+  assert.is(lvs.get('pve', 'data_tdata')?.hidden, true);
+  assert.is(lvs.get('pve', 'base-9000-disk-0')?.attr, 'Vri-a-tz-k');
+  assert.ok(lvs.get('ceph-6a1f0a5c-7d2e-4f4b-9c39-2e1d5b0c9a11', 'osd-block-0b8a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d')?.tags.includes('ceph.type=block'));
+  assert.not.ok(lvs.has('ssd-ha01', 'vm-301-disk-0'), 'removed with --driverloaded n: LVM forgot it, dm kept it');
 });
 
 test('the real kernel\'s node, with Proxmox configs, classifies entry by entry', () => {
