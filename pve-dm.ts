@@ -770,15 +770,18 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
   return { entries, warnings };
 }
 
+// An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
+// `s`: a U+2028 or `\r` in the line is text (a `.` stopping there backtracks quadratically).
+const TABLE_LINE_RE = /^(.+?): (\d+ \d+ \S.*)$/s;
+const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/;
+
 /** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
 export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTable): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
   const warnings: Warning[] = [];
   lines(text).forEach((line, index) => {
     if (line.trim() === '' || line.trim() === 'No devices found') return;
-    // An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
-    // `s`: a U+2028 or `\r` in the line is text (a `.` stopping there backtracks quadratically).
-    const segmentLine = /^(.+?): (\d+ \d+ \S.*)$/s.exec(line) ?? /^(.+?):\s*$/.exec(line);
+    const segmentLine = TABLE_LINE_RE.exec(line) ?? EMPTY_TABLE_LINE_RE.exec(line);
     if (segmentLine === null) {
       warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
       return;
@@ -842,6 +845,8 @@ function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): 
   return created;
 }
 
+const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
+
 export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
@@ -850,7 +855,7 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVol
     if (line === '') return;
     const fields = line.split('|');
     const [vg = '', name = '', attr = '', tags = ''] = fields;
-    if (fields.length > 4 || vg === '' || name === '' || !/^[-a-zA-Z]{10}$/.test(attr)) {
+    if (fields.length > 4 || vg === '' || name === '' || !LV_ATTR_RE.test(attr)) {
       warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags" line: ${clip(line)}; skipped`));
       return;
     }
@@ -977,10 +982,13 @@ const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/s;
 /** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
 const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
+/** NUL, control characters but tab, or bytes that were not UTF-8. */
+const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
+const VOLUME_ITEM_RE = /^(?:file|volume)=/;
 
 /** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
 export function volumeOfPropertyString(value: string): string | null {
-  const named = value.includes('file=') || value.includes('volume=') ? value.split(',').find((item) => /^(?:file|volume)=/.test(item)) : undefined;
+  const named = value.includes('file=') || value.includes('volume=') ? value.split(',').find((item) => VOLUME_ITEM_RE.test(item)) : undefined;
   const comma = value.indexOf(',');
   const volume = named ? named.slice(named.indexOf('=') + 1) : comma < 0 ? value : value.slice(0, comma);
   if (volume === undefined || volume === '' || (named === undefined && volume.includes('='))) return null;
@@ -1004,7 +1012,7 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
   lines(file.text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || line.startsWith('#')) return;
-    if (/[\u0000-\u0008\u000b-\u001f\ufffd]/.test(line)) {
+    if (BINARY_LINE_RE.test(line)) {
       config.partial = true;
       warnings.push(warn(file.path, lineNo, 'binary bytes (NUL, control characters or invalid UTF-8); line skipped'));
       return;
@@ -1086,9 +1094,10 @@ export function parseGuestVolumeName(lv: string): GuestVolume | null {
  * A name made by hand from a volume's name plus a suffix (`vm-169-disk-0-dup`): the volume's name.
  * The suffix may be anything, a line break included (`s`): a dm name may hold any byte but `/`.
  */
+const COPY_OF_VOLUME_RE = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/s;
+
 export function stripCopySuffix(lv: string): string | null {
-  const m = /^((?:vm|base)-\d+-(?:disk|fleece)-\d+(?:\.qcow2)?|vm-\d+-cloudinit)[-_.~].*$/s.exec(lv);
-  return m?.[1] ?? null;
+  return COPY_OF_VOLUME_RE.exec(lv)?.[1] ?? null;
 }
 
 /** An LV name holding an LVM component marker is one of LVM's own sub-LVs (lvm.8 VALID NAMES). */
@@ -1271,10 +1280,12 @@ export type Identity =
 
 /** LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id, then `-<layer>` for LVM's own layers. */
 const LVM_UUID_RE = /^LVM-[A-Za-z0-9]{64}(?:-(.+))?$/;
+/** kpartx: `part<N>-<parent's uuid>`. */
+const PARTITION_UUID_RE = /^part\d+-(.+)$/;
 
 export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
   const lvmUuid = LVM_UUID_RE.exec(entry.uuid);
-  const parentUuid = /^part\d+-(.+)$/.exec(entry.uuid)?.[1];
+  const parentUuid = PARTITION_UUID_RE.exec(entry.uuid)?.[1];
   if (lvmUuid?.[1] !== undefined) return { kind: 'lvm-layer' };
   if (entry.uuid.startsWith('mpath-')) return { kind: 'multipath' };
   if (entry.uuid.startsWith('CRYPT-')) return { kind: 'crypt' };
@@ -1301,7 +1312,8 @@ export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
 const volumeLvOf = (id: Extract<Identity, { kind: 'guest-volume' }>) => id.copyOf ?? id.lv;
 
 /** Quotes a word for a POSIX shell when it needs it: remedies are meant to be pasted. */
-export const shellQuote = (word: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`);
+const SHELL_SAFE_RE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+export const shellQuote = (word: string) => (SHELL_SAFE_RE.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`);
 
 interface GuestRef {
   guest: GuestConfig;
@@ -1521,17 +1533,19 @@ const withEntry = (entry: DmEntry, v: Verdict, lock: string | null): Classified 
   lock,
 });
 
+const NO_DATA_SEGMENT_RE = /^\d+ \d+ (?:error|zero)\b/;
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
 const isDataTable = (table: string) =>
-  !(table.includes('error') || table.includes('zero')) || table.split('\n').every((segment) => !/^\d+ \d+ (?:error|zero)\b/.test(segment));
+  !(table.includes('error') || table.includes('zero')) || table.split('\n').every((segment) => !NO_DATA_SEGMENT_RE.test(segment));
 
+const DEVICE_PATH_RE = /^\/dev\/([^/]+)\/([^/]+)$/;
 /** The (vg, lv) pairs a config's volume string names: `storeid:volname` through storage.cfg, or a device path. */
 export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): [string, string][] {
   if (volume.startsWith('/dev/mapper/')) {
     const split = splitLvmName(volume.slice('/dev/mapper/'.length));
     return split && split.layer === '' ? [[split.vg, split.lv]] : [];
   }
-  const devicePath = volume.startsWith('/dev/') ? /^\/dev\/([^/]+)\/([^/]+)$/.exec(volume) : null;
+  const devicePath = volume.startsWith('/dev/') ? DEVICE_PATH_RE.exec(volume) : null;
   if (devicePath) return [[devicePath[1] ?? '', devicePath[2] ?? '']];
   const id = VOLUME_ID_RE.exec(volume);
   const vg = id ? vgOfStorage.get(id[1] ?? '') : undefined;
@@ -1656,11 +1670,14 @@ export function toJson(result: Result) {
     vmids: result.vmids,
     grade: result.grade,
     summary: result.summary,
-    entries: result.entries.map((entry) => ({
-      name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, vmid: entry.vmid, vg: entry.vg, lv: entry.lv,
-      open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock,
-      ...(entry.realName !== entry.name ? { realName: entry.realName } : {}),
-    })),
+    entries: result.entries.map((entry) => {
+      const json: Omit<Classified, 'realName' | 'uuid' | 'major' | 'minor'> & { uuid: string | null; realName?: string } = {
+        name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, vmid: entry.vmid, vg: entry.vg, lv: entry.lv,
+        open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock,
+      };
+      if (entry.realName !== entry.name) json.realName = entry.realName;
+      return json;
+    }),
     duplicates: result.duplicates,
     guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({ vmid, type, name, running, lock, health, template, configReadable: readable })),
     missingGuests: result.missingGuests,
