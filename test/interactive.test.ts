@@ -5,14 +5,15 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { PROJECT, tempDir, test } from './harness.ts';
+import { buildBundle } from './tools/build.ts';
 
 const stripAnsi = (text: string) => text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '');
 
-/** pve-dm on a terminal: read what it shows, type keys, and see what became of the node. */
-function terminal() {
+/** pve-dm (or the module given) on a terminal: read what it shows, type keys, and see what became of the node. */
+function terminal(module = '') {
   const out = path.join(tempDir('pve-dm-tty-'), 'state.json');
   // A terminal of a real size (a fresh pseudo-terminal has none), then pve-dm on it.
-  const command = `stty cols 200 rows 60; exec ${process.execPath} --import tsx test/support/interactive-node.ts ${out}`;
+  const command = `stty cols 200 rows 60; exec ${process.execPath} --import tsx test/support/interactive-node.ts ${out} ${module}`;
   const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: PROJECT, env: { ...process.env, NO_COLOR: '1', COLUMNS: '200', LINES: '60' }, stdio: ['pipe', 'pipe', 'pipe'] });
   let screen = '';
   child.stdout.on('data', (chunk) => (screen += stripAnsi(chunk.toString())));
@@ -83,6 +84,18 @@ test('Escape at the confirmation, or answering no: nothing is done', async () =>
     await tty.waitFor('Cancelled: nothing was changed.');
     assert.equal((await tty.finish()).changes, [], JSON.stringify(key));
   }
+}, 90_000);
+
+test('the bundle, with @clack/prompts compiled when first used: pick, confirm, answer no', async () => {
+  const { file } = await buildBundle(path.join(tempDir('pve-dm-bundle-'), 'dist'));
+  const tty = terminal(file);
+  await tty.waitFor('Entries to remove');
+  await tty.type(ENTER);
+  await tty.waitFor('Run these 5 command(s)?');
+  await tty.type('n');
+  await tty.type(ENTER);
+  await tty.waitFor('Cancelled: nothing was changed.');
+  assert.equal((await tty.finish()).changes, []);
 }, 90_000);
 
 test.run();

@@ -1,10 +1,12 @@
 // Runs pve-dm's interactive cleanup on a model node, on this process's terminal, for a test that
 // types at it through a pseudo-terminal. At the end it writes what the node's state became.
 import { writeFileSync } from 'node:fs';
-import { main } from '../../pve-dm.ts';
+import type * as PveDm from '../../pve-dm.ts';
 import { changing, scenario } from './fake-node.ts';
 
-const [out] = process.argv.slice(2);
+// pve-dm.ts, or the module given (the bundle, with @clack/prompts inside it).
+const [out, module = '../../pve-dm.ts'] = process.argv.slice(2);
+const { main } = (await import(module)) as typeof PveDm;
 const s = scenario();
 const io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) };
 const code = await main(['--journal', s.journal, '--no-plugins', '--html', `${s.root}/report.html`], io, { exec: s.node.exec, liveRoot: s.root, hostname: 'pve1' });
