@@ -798,7 +798,7 @@ export interface LogicalVolume {
   vg: string;
   lv: string;
   attr: string;
-  tags: string[];
+  tags: readonly string[];
   /** Shown by `lvs -a` in brackets: LVM's own sub-LVs (`[data_tdata]`). */
   hidden: boolean;
 }
@@ -846,6 +846,7 @@ function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): 
 }
 
 const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
+const NO_TAGS: readonly string[] = Object.freeze([]);
 
 export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
@@ -861,7 +862,7 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVol
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
     const lv = hidden ? name.slice(1, -1) : name;
-    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? [] : tags.split(','), hidden });
+    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden });
   });
   return { lvs, warnings };
 }
@@ -1284,8 +1285,8 @@ const LVM_UUID_RE = /^LVM-[A-Za-z0-9]{64}(?:-(.+))?$/;
 const PARTITION_UUID_RE = /^part\d+-(.+)$/;
 
 export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
-  const lvmUuid = LVM_UUID_RE.exec(entry.uuid);
-  const parentUuid = PARTITION_UUID_RE.exec(entry.uuid)?.[1];
+  const lvmUuid = entry.uuid.startsWith('LVM-') ? LVM_UUID_RE.exec(entry.uuid) : null;
+  const parentUuid = entry.uuid.startsWith('part') ? PARTITION_UUID_RE.exec(entry.uuid)?.[1] : undefined;
   if (lvmUuid?.[1] !== undefined) return { kind: 'lvm-layer' };
   if (entry.uuid.startsWith('mpath-')) return { kind: 'multipath' };
   if (entry.uuid.startsWith('CRYPT-')) return { kind: 'crypt' };
@@ -1319,6 +1320,7 @@ interface GuestRef {
   guest: GuestConfig;
   ref: VolumeRef;
 }
+const NO_REFS: readonly GuestRef[] = Object.freeze([]);
 
 export function classify(state: ParsedState): Classification {
   const local = (guest: GuestConfig) => guest.node === state.node;
@@ -1334,7 +1336,7 @@ export function classify(state: ParsedState): Classification {
       for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, vg, lv, { guest, ref });
     }
   }
-  const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? [];
+  const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? NO_REFS;
 
   // Per-entry facts live in arrays beside state.entries: a lookup by index costs nothing, one by
   // name hashes a string (tens of thousands of entries).
@@ -1404,18 +1406,18 @@ export function classify(state: ParsedState): Classification {
   }
 
   const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
+    const extra = extraOf[index];
+    if (extra !== undefined) return duplicateVerdict(entry, extra);
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.vg, id.lv)) : false;
     // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
     // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
     const base = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
-    const extra = extraOf[index];
-    const refs = id.copyOf === null ? refsOf(id.vg, id.lv) : [];
+    const refs = id.copyOf === null ? refsOf(id.vg, id.lv) : NO_REFS;
     const snapshotRefs =
       id.volume.kind === 'snapshot' && id.copyOf === null
         ? refsOf(id.vg, id.volume.origin ?? '').filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
-        : [];
+        : NO_REFS;
     const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
-    if (extra !== undefined) return duplicateVerdict(entry, extra);
     if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
     if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);
     const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
