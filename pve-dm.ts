@@ -722,7 +722,9 @@ export function splitLvmName(name: string): { vg: string; lv: string; layer: str
     start = i += 1;
   }
   if (components.length < 3) components.push(unquoteLvmPart(name.slice(start)));
-  const [vg = '', lv = '', layer = ''] = components;
+  const vg = components[0] ?? '';
+  const lv = components[1] ?? '';
+  const layer = components[2] ?? '';
   // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`).
   const rest = vgEnd < 0 ? '' : unquoteLvmPart(name.slice(vgEnd + 1));
   return vg && lv ? { vg, lv, layer, rest } : null;
@@ -855,7 +857,11 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVol
     const line = raw.trim();
     if (line === '') return;
     const fields = line.split('|');
-    const [vg = '', name = '', attr = '', tags = ''] = fields;
+    // Indexed, not destructured: destructuring runs the iterator protocol until the function is optimised.
+    const vg = fields[0] ?? '';
+    const name = fields[1] ?? '';
+    const attr = fields[2] ?? '';
+    const tags = fields[3] ?? '';
     if (fields.length > 4 || vg === '' || name === '' || !LV_ATTR_RE.test(attr)) {
       warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags" line: ${clip(line)}; skipped`));
       return;
@@ -1037,7 +1043,8 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       return;
     }
     keyLines++;
-    const [, key = '', value = ''] = entry;
+    const key = entry[1] ?? '';
+    const value = entry[2] ?? '';
     if (section === 'current') {
       if (key === 'lock') config.lock = value;
       else if (key === 'template') config.template = value === '1';
@@ -1069,18 +1076,18 @@ export interface GuestVolume {
 }
 
 /** Guest volume names (pve-storage LvmThinPlugin / LVMPlugin parse_volname and their callers). */
-const GUEST_VOLUME_PATTERNS: [VolumeKind, RegExp][] = [
-  ['disk', /^vm-(\d+)-disk-\d+(?:\.qcow2)?$/],
-  ['snapshot', /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/],
-  ['base', /^base-(\d+)-disk-\d+(?:\.qcow2)?$/],
-  ['cloudinit', /^vm-(\d+)-cloudinit(?:\.qcow2)?$/],
-  ['state', /^vm-(\d+)-state-.+$/],
-  ['fleece', /^vm-(\d+)-fleece-\d+(?:\.qcow2)?$/],
-  ['other', /^(?:vm|base)-(\d+)-\S+$/],
+const GUEST_VOLUME_PATTERNS: { kind: VolumeKind; pattern: RegExp }[] = [
+  { kind: 'disk', pattern: /^vm-(\d+)-disk-\d+(?:\.qcow2)?$/ },
+  { kind: 'snapshot', pattern: /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/ },
+  { kind: 'base', pattern: /^base-(\d+)-disk-\d+(?:\.qcow2)?$/ },
+  { kind: 'cloudinit', pattern: /^vm-(\d+)-cloudinit(?:\.qcow2)?$/ },
+  { kind: 'state', pattern: /^vm-(\d+)-state-.+$/ },
+  { kind: 'fleece', pattern: /^vm-(\d+)-fleece-\d+(?:\.qcow2)?$/ },
+  { kind: 'other', pattern: /^(?:vm|base)-(\d+)-\S+$/ },
 ];
 
 export function parseGuestVolumeName(lv: string): GuestVolume | null {
-  for (const [kind, pattern] of GUEST_VOLUME_PATTERNS) {
+  for (const { kind, pattern } of GUEST_VOLUME_PATTERNS) {
     const m = pattern.exec(lv);
     if (m === null) continue;
     if (kind === 'snapshot') {
