@@ -725,8 +725,9 @@ export function splitLvmName(name: string): { vg: string; lv: string; layer: str
   const vg = components[0] ?? '';
   const lv = components[1] ?? '';
   const layer = components[2] ?? '';
-  // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`).
-  const rest = vgEnd < 0 ? '' : unquoteLvmPart(name.slice(vgEnd + 1));
+  // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`);
+  // without a layer, that is the LV itself.
+  const rest = vgEnd < 0 ? '' : components.length === 2 ? lv : unquoteLvmPart(name.slice(vgEnd + 1));
   return vg && lv ? { vg, lv, layer, rest } : null;
 }
 
@@ -1340,7 +1341,7 @@ export function classify(state: ParsedState): Classification {
   const refsByVolume = new ByVolume<GuestRef[]>();
   for (const guest of state.guests) {
     for (const ref of guest.refs) {
-      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, vg, lv, { guest, ref });
+      for (const volume of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref });
     }
   }
   const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? NO_REFS;
@@ -1559,8 +1560,9 @@ export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): 
   const id = VOLUME_ID_RE.exec(volume);
   const vg = id ? vgOfStorage.get(id[1] ?? '') : undefined;
   if (!id || vg === undefined) return [];
+  const volname = id[2] ?? '';
   // A linked clone on ZFS/RBD-style storages is `base-X-disk-N/vm-Y-disk-N`: it uses both.
-  return (id[2] ?? '').split('/').map((lv): [string, string] => [vg, lv]);
+  return volname.includes('/') ? volname.split('/').map((lv): [string, string] => [vg, lv]) : [[vg, volname]];
 }
 
 function remedyFor(entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number, localGuest: GuestConfig | null): string {
