@@ -708,26 +708,27 @@ export function mangleDmName(name: string): string {
  * `--` stands for a `-` inside a component: `<vg>-<lv>[-<layer>]`.
  */
 export function splitLvmName(name: string): { vg: string; lv: string; layer: string; rest: string } | null {
-  const components: string[] = [];
-  let start = 0;
+  // Where the first three components end: at a `-` before the last character, not doubled.
   let vgEnd = -1;
-  // A `-` before the last character, not doubled, ends a component.
-  for (let i = name.indexOf('-'); i >= 0 && i < name.length - 1 && components.length < 3; i = name.indexOf('-', i)) {
+  let lvEnd = -1;
+  let layerEnd = -1;
+  for (let i = name.indexOf('-'); i >= 0 && i < name.length - 1 && layerEnd < 0; i = name.indexOf('-', i)) {
     if (name[i + 1] === '-') {
       i += 2;
       continue;
     }
-    components.push(unquoteLvmPart(name.slice(start, i)));
     if (vgEnd < 0) vgEnd = i;
-    start = i += 1;
+    else if (lvEnd < 0) lvEnd = i;
+    else layerEnd = i;
+    i += 1;
   }
-  if (components.length < 3) components.push(unquoteLvmPart(name.slice(start)));
-  const vg = components[0] ?? '';
-  const lv = components[1] ?? '';
-  const layer = components[2] ?? '';
+  if (vgEnd < 0) return null;
+  const vg = unquoteLvmPart(name.slice(0, vgEnd));
+  const lv = unquoteLvmPart(lvEnd < 0 ? name.slice(vgEnd + 1) : name.slice(vgEnd + 1, lvEnd));
+  const layer = lvEnd < 0 ? '' : unquoteLvmPart(layerEnd < 0 ? name.slice(lvEnd + 1) : name.slice(lvEnd + 1, layerEnd));
   // Everything after the VG, unquoted: what a hand-made name put there (`vm-169-disk-0-dup`);
   // without a layer, that is the LV itself.
-  const rest = vgEnd < 0 ? '' : components.length === 2 ? lv : unquoteLvmPart(name.slice(vgEnd + 1));
+  const rest = lvEnd < 0 ? lv : unquoteLvmPart(name.slice(vgEnd + 1));
   return vg && lv ? { vg, lv, layer, rest } : null;
 }
 
@@ -1288,18 +1289,18 @@ export type Identity =
   | { kind: 'foreign' };
 
 /** LVM dm uuid: `LVM-` + 32-char VG id + 32-char LV id, then `-<layer>` for LVM's own layers. */
-const LVM_UUID_RE = /^LVM-[A-Za-z0-9]{64}(?:-(.+))?$/;
+const LVM_UUID_RE = /^LVM-[A-Za-z0-9]{64}(?:-.+)?$/;
+const LVM_UUID_LENGTH = 'LVM-'.length + 64;
 /** kpartx: `part<N>-<parent's uuid>`. */
 const PARTITION_UUID_RE = /^part\d+-(.+)$/;
 
 export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
-  const lvmUuid = entry.uuid.startsWith('LVM-') ? LVM_UUID_RE.exec(entry.uuid) : null;
-  const parentUuid = entry.uuid.startsWith('part') ? PARTITION_UUID_RE.exec(entry.uuid)?.[1] : undefined;
-  if (lvmUuid?.[1] !== undefined) return { kind: 'lvm-layer' };
+  const lvmOwned = entry.uuid.startsWith('LVM-') && LVM_UUID_RE.test(entry.uuid);
+  if (lvmOwned && entry.uuid.length > LVM_UUID_LENGTH) return { kind: 'lvm-layer' };
   if (entry.uuid.startsWith('mpath-')) return { kind: 'multipath' };
   if (entry.uuid.startsWith('CRYPT-')) return { kind: 'crypt' };
+  const parentUuid = entry.uuid.startsWith('part') ? PARTITION_UUID_RE.exec(entry.uuid)?.[1] : undefined;
   if (parentUuid !== undefined) return { kind: 'partition', parentUuid };
-  const lvmOwned = lvmUuid !== null;
   if (!lvmOwned && entry.uuid !== '') return { kind: 'foreign' };
   const split = splitLvmName(entry.realName);
   if (split === null) return { kind: 'foreign' };
