@@ -828,8 +828,9 @@ export class ByVolume<T> {
   set(vg: string, lv: string, value: T): void {
     let group = this.#groups.get(vg);
     if (group === undefined) this.#groups.set(vg, (group = new Map()));
-    if (!group.has(lv)) this.#size++;
+    const before = group.size;
     group.set(lv, value);
+    this.#size += group.size - before;
   }
   /** Grouped by volume group. */
   *values(): Generator<T> {
@@ -1307,7 +1308,8 @@ export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
   const { vg } = split;
   // Only LVM's own layers carry a layer in the name; in a hand-made name it is part of the copy's suffix.
   const lv = lvmOwned ? split.lv : split.rest;
-  if (LVM_SUB_LV_RE.test(lv)) return { kind: 'lvm-sub-lv' };
+  // Every marker starts with `_`, which no guest volume's name holds but a snapshot's: a quick look first.
+  if (lv.includes('_') && LVM_SUB_LV_RE.test(lv)) return { kind: 'lvm-sub-lv' };
   if (vg.startsWith('ceph-') && lv.startsWith('osd-')) return { kind: 'ceph-osd' };
   if (lv.startsWith('del-') && parseGuestVolumeName(lv.slice(4)) !== null) return { kind: 'saferemove', vg, lv };
   const volume = parseGuestVolumeName(lv);
