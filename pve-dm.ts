@@ -1707,10 +1707,13 @@ export type Severity = 'ok' | 'warning' | 'critical';
 /** critical: duplicates or grade F; warning: tombstones or warnings; ok otherwise. */
 export const severityOf = (result: Pick<Result, 'exitCode'>): Severity => (result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok');
 
+/** A cluster run's shared LVs active on several nodes while their guest runs (Proxmox bug 4997). */
+const sharedActiveCount = (result: Pick<Result, 'warnings'>) => result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
+
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
 export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings'>): string {
   const { duplicate, tombstone } = result.summary;
-  const sharedActive = result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
+  const sharedActive = sharedActiveCount(result);
   if (duplicate > 0) return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (sharedActive > 0) return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
@@ -1899,11 +1902,13 @@ function measures(result: Result): Measure[] {
   ];
 }
 
-/** One line for a monitoring system's overview: node, grade and counts. */
+/** One line for a monitoring system's overview: node, grade and counts (and what makes a cluster critical). */
 function monitoringSummary(result: Result): string {
   const { entries, duplicate, tombstone } = result.summary;
+  const sharedActive = sharedActiveCount(result);
+  const shared = sharedActive > 0 ? `, ${sharedActive} shared LV(s) active on several nodes while their guest runs` : '';
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
-  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${warnings}`);
+  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${warnings}`);
 }
 
 /** The long output: each problem entry (name, status, reason, guest, remedy), then the warnings; at most `limit` of each. */
