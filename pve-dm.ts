@@ -79,8 +79,10 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
       args,
       { timeout: timeoutMs, maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
       (error, stdout, stderr) => {
-        const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean }) | null;
-        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : 127;
+        const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null }) | null;
+        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
+        const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
+        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
         const why =
           failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
             ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`

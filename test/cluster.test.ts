@@ -154,24 +154,27 @@ test('a capture travels as JSON and comes back the same; garbage and impostors a
   assert.throws(() => captureFromJson(JSON.stringify(forged), 'node pve2'), /^node pve2: not a usable pve-dm capture \(wrong or missing: configs\[0\]\)/);
 });
 
-test('--cluster: this node live, the others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
+test('--cluster: this node live, two others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
   const { root, node, journal } = scenario();
   put(root, 'etc/pve/.members', `${JSON.stringify({
     nodename: 'pve1', version: 7, cluster: { name: 'lab', version: 4, nodes: 5, quorate: 1 },
-    nodelist: { pve1: { id: 1, online: 1, ip: '192.0.2.1' }, pve2: { id: 2, online: 1, ip: '192.0.2.2' }, pve3: { id: 3, online: 1, ip: '192.0.2.3' }, pve4: { id: 4, online: 1, ip: '192.0.2.4' }, pve5: { id: 5, online: 0, ip: '192.0.2.5' } },
+    nodelist: {
+      pve1: { id: 1, online: 1, ip: '192.0.2.1' }, pve2: { id: 2, online: 1, ip: '192.0.2.2' }, pve3: { id: 3, online: 1, ip: '192.0.2.3' },
+      pve4: { id: 4, online: 1, ip: '192.0.2.4' }, pve5: { id: 5, online: 1, ip: '192.0.2.5' }, pve6: { id: 6, online: 0, ip: '192.0.2.6' },
+    },
   })}\n`);
   const bin = tempDir();
   const answers = tempDir();
-  writeFileSync(path.join(answers, 'pve2.json'), captureToJson(await readCapture(NODES[1] as string)));
+  for (const [index, name] of ['pve2', 'pve3'].entries()) writeFileSync(path.join(answers, `${name}.json`), captureToJson(await readCapture(NODES[index + 1] as string)));
   const log = path.join(answers, 'ssh.log');
   writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh
 # A stand-in for ssh: logs its arguments (one a line, then a blank line) and answers as the node of HostKeyAlias.
 for arg in "$@"; do printf '%s\\n' "$arg"; done >> '${log}'; echo >> '${log}'
 for arg in "$@"; do case "$arg" in HostKeyAlias=*) alias="\${arg#HostKeyAlias=}";; esac; done
 case "$alias" in
-  pve2) exec cat '${answers}/pve2.json' ;;
-  pve3) exec sleep 30 ;;
-  pve4) echo 'Welcome to pve4! Last login: yesterday' ;;
+  pve2|pve3) exec cat "${answers}/$alias.json" ;;
+  pve4) exec sleep 30 ;;
+  pve5) echo 'Welcome to pve5! Last login: yesterday' ;;
   *) echo "ssh: connect to host $alias port 22: Connection refused" >&2; exit 255 ;;
 esac
 `, { mode: 0o755 });
@@ -185,16 +188,18 @@ esac
     const code = await main(['--cluster', '--report-only', '--json', '--node-timeout', '2', '--no-plugins', '--journal', journal], io as never, { exec, liveRoot: root, hostname: 'pve1' });
     assert.ok(Date.now() - started < 10_000, 'the nodes were asked in parallel, each within its time limit');
     const report = JSON.parse(stdout);
-    assert.equal(report.cluster.nodes, ['pve1', 'pve2']);
+    assert.equal(report.cluster.nodes, ['pve1', 'pve2', 'pve3']);
+    const sections = report.nodes.map((n: { node: string; summary: { entries: number } }) => [n.node, n.summary.entries]);
+    assert.equal(sections.slice(1), [['pve2', 11], ['pve3', 9]], 'each node that answered is analysed whole, as its capture holds');
     assert.equal(report.cluster.unreachable, [
-      { node: 'pve3', error: 'ssh root@192.0.2.3 failed (exit 127): timed out after 2000 ms' },
-      { node: 'pve4', error: 'node pve4: not a pve-dm capture (Unexpected token \'W\', "Welcome to"... is not valid JSON; it began "Welcome to pve4! Last login: yesterday\\n")' },
-      { node: 'pve5', error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' },
+      { node: 'pve4', error: 'ssh root@192.0.2.4 failed (exit 143): timed out after 2000 ms' },
+      { node: 'pve5', error: 'node pve5: not a pve-dm capture (Unexpected token \'W\', "Welcome to"... is not valid JSON; it began "Welcome to pve5! Last login: yesterday\\n")' },
+      { node: 'pve6', error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' },
     ]);
     assert.is(code, 2);
     const calls = readFileSync(log, 'utf8').split('\n\n').filter(Boolean).map((call) => call.split('\n'));
     assert.equal(calls.find((call) => call.includes('HostKeyAlias=pve2')), ['-e', 'none', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'HostKeyAlias=pve2', 'root@192.0.2.2', remoteCaptureCommand()]);
-    assert.is(calls.length, 3, 'pve5, offline, is not asked; pve1 is this node');
+    assert.is(calls.length, 4, 'pve6, offline, is not asked; pve1 is this node');
     assert.equal(changing(node.calls), [], 'a cluster run changes nothing');
   } finally {
     process.env.PATH = path0;
