@@ -1,6 +1,8 @@
 // Several nodes analysed as one cluster (issue 6): samples/cluster-migrated (pve1) with its
 // neighbours pve2 and pve3, whose findings were worked out by hand from the captures.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
@@ -154,30 +156,24 @@ test('a capture travels as JSON and comes back the same; garbage and impostors a
   assert.throws(() => captureFromJson(JSON.stringify(forged), 'node pve2'), /^node pve2: not a usable pve-dm capture \(wrong or missing: configs\[0\]\)/);
 });
 
-test('--cluster: this node live, two others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
+/** The members as /etc/pve/.members lists them: name → address, online unless the address is null. */
+type Members = Record<string, string | null>;
+
+/** The captures of pve2 and pve3 as `capture -` prints them, in files named after their node. */
+async function answers(): Promise<string> {
+  const dir = tempDir();
+  for (const [index, name] of ['pve2', 'pve3'].entries()) writeFileSync(path.join(dir, `${name}.json`), captureToJson(await readCapture(NODES[index + 1] as string)));
+  return dir;
+}
+
+/**
+ * `pve-dm --cluster --report-only --json` on a model node pve1 with these members, the folder
+ * `bin` first on PATH (where an `ssh` waits), its other nodes asked over that ssh.
+ */
+async function clusterRun(members: Members, bin: string): Promise<{ code: number; report: any; ms: number; changes: string[] }> {
   const { root, node, journal } = scenario();
-  put(root, 'etc/pve/.members', `${JSON.stringify({
-    nodename: 'pve1', version: 7, cluster: { name: 'lab', version: 4, nodes: 5, quorate: 1 },
-    nodelist: {
-      pve1: { id: 1, online: 1, ip: '192.0.2.1' }, pve2: { id: 2, online: 1, ip: '192.0.2.2' }, pve3: { id: 3, online: 1, ip: '192.0.2.3' },
-      pve4: { id: 4, online: 1, ip: '192.0.2.4' }, pve5: { id: 5, online: 1, ip: '192.0.2.5' }, pve6: { id: 6, online: 0, ip: '192.0.2.6' },
-    },
-  })}\n`);
-  const bin = tempDir();
-  const answers = tempDir();
-  for (const [index, name] of ['pve2', 'pve3'].entries()) writeFileSync(path.join(answers, `${name}.json`), captureToJson(await readCapture(NODES[index + 1] as string)));
-  const log = path.join(answers, 'ssh.log');
-  writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh
-# A stand-in for ssh: logs its arguments (one a line, then a blank line) and answers as the node of HostKeyAlias.
-for arg in "$@"; do printf '%s\\n' "$arg"; done >> '${log}'; echo >> '${log}'
-for arg in "$@"; do case "$arg" in HostKeyAlias=*) alias="\${arg#HostKeyAlias=}";; esac; done
-case "$alias" in
-  pve2|pve3) exec cat "${answers}/$alias.json" ;;
-  pve4) exec sleep 30 ;;
-  pve5) echo 'Welcome to pve5! Last login: yesterday' ;;
-  *) echo "ssh: connect to host $alias port 22: Connection refused" >&2; exit 255 ;;
-esac
-`, { mode: 0o755 });
+  const nodelist = Object.fromEntries(Object.entries(members).map(([name, ip], index) => [name, { id: index + 1, online: ip === null ? 0 : 1, ip: ip ?? '192.0.2.99' }]));
+  put(root, 'etc/pve/.members', `${JSON.stringify({ nodename: 'pve1', version: 7, cluster: { name: 'lab', version: 4, nodes: Object.keys(members).length, quorate: 1 }, nodelist })}\n`);
   const path0 = process.env.PATH;
   process.env.PATH = `${bin}:${path0}`;
   try {
@@ -186,24 +182,108 @@ esac
     const exec: Exec = (command, args, options) => (command === 'ssh' ? execProcess(command, args, options) : node.exec(command, args, options));
     const started = Date.now();
     const code = await main(['--cluster', '--report-only', '--json', '--node-timeout', '2', '--no-plugins', '--journal', journal], io as never, { exec, liveRoot: root, hostname: 'pve1' });
-    assert.ok(Date.now() - started < 10_000, 'the nodes were asked in parallel, each within its time limit');
-    const report = JSON.parse(stdout);
-    assert.equal(report.cluster.nodes, ['pve1', 'pve2', 'pve3']);
-    const sections = report.nodes.map((n: { node: string; summary: { entries: number } }) => [n.node, n.summary.entries]);
-    assert.equal(sections.slice(1), [['pve2', 11], ['pve3', 9]], 'each node that answered is analysed whole, as its capture holds');
-    assert.equal(report.cluster.unreachable, [
-      { node: 'pve4', error: 'ssh root@192.0.2.4 failed (exit 143): timed out after 2000 ms' },
-      { node: 'pve5', error: 'node pve5: not a pve-dm capture (Unexpected token \'W\', "Welcome to"... is not valid JSON; it began "Welcome to pve5! Last login: yesterday\\n")' },
-      { node: 'pve6', error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' },
-    ]);
-    assert.is(code, 2);
-    const calls = readFileSync(log, 'utf8').split('\n\n').filter(Boolean).map((call) => call.split('\n'));
-    assert.equal(calls.find((call) => call.includes('HostKeyAlias=pve2')), ['-e', 'none', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'HostKeyAlias=pve2', 'root@192.0.2.2', remoteCaptureCommand()]);
-    assert.is(calls.length, 4, 'pve6, offline, is not asked; pve1 is this node');
-    assert.equal(changing(node.calls), [], 'a cluster run changes nothing');
+    return { code, report: JSON.parse(stdout), ms: Date.now() - started, changes: changing(node.calls) };
   } finally {
     process.env.PATH = path0;
   }
+}
+
+/** [node, entries] of each node section after the live one. */
+const remoteSections = (report: { nodes: { node: string; summary: { entries: number } }[] }) => report.nodes.slice(1).map((n) => [n.node, n.summary.entries]);
+
+test('--cluster: this node live, two others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
+  const served = await answers();
+  const bin = tempDir();
+  const log = path.join(served, 'ssh.log');
+  writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh
+# A stand-in for ssh: logs its arguments (one a line, then a blank line) and answers as the node of HostKeyAlias.
+for arg in "$@"; do printf '%s\\n' "$arg"; done >> '${log}'; echo >> '${log}'
+for arg in "$@"; do case "$arg" in HostKeyAlias=*) alias="\${arg#HostKeyAlias=}";; esac; done
+case "$alias" in
+  pve2|pve3) exec cat "${served}/$alias.json" ;;
+  pve4) exec sleep 30 ;;
+  pve5) echo 'Welcome to pve5! Last login: yesterday' ;;
+  *) echo "ssh: connect to host $alias port 22: Connection refused" >&2; exit 255 ;;
+esac
+`, { mode: 0o755 });
+  const members = { pve1: '192.0.2.1', pve2: '192.0.2.2', pve3: '192.0.2.3', pve4: '192.0.2.4', pve5: '192.0.2.5', pve6: null };
+  const { code, report, ms, changes } = await clusterRun(members, bin);
+  assert.ok(ms < 10_000, 'the nodes were asked in parallel, each within its time limit');
+  assert.equal(report.cluster.nodes, ['pve1', 'pve2', 'pve3']);
+  assert.equal(remoteSections(report), [['pve2', 11], ['pve3', 9]], 'each node that answered is analysed whole, as its capture holds');
+  assert.equal(report.cluster.unreachable, [
+    { node: 'pve4', error: 'ssh root@192.0.2.4 failed (exit 143): timed out after 2000 ms' },
+    { node: 'pve5', error: 'node pve5: not a pve-dm capture (Unexpected token \'W\', "Welcome to"... is not valid JSON; it began "Welcome to pve5! Last login: yesterday\\n")' },
+    { node: 'pve6', error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' },
+  ]);
+  assert.is(code, 2);
+  const calls = readFileSync(log, 'utf8').split('\n\n').filter(Boolean).map((call) => call.split('\n'));
+  assert.equal(calls.find((call) => call.includes('HostKeyAlias=pve2')), ['-e', 'none', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'HostKeyAlias=pve2', 'root@192.0.2.2', remoteCaptureCommand()]);
+  assert.is(calls.length, 4, 'pve6, offline, is not asked; pve1 is this node');
+  assert.equal(changes, [], 'a cluster run changes nothing');
 }, 30_000);
+
+test('--cluster over a real sshd on 127.0.0.x: host keys checked by alias, the command arrives as pve-dm wrote it', async () => {
+  const sshd = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen'].find((file) => !existsSync(file));
+  assert.is(sshd, undefined, `${sshd} is missing: install openssh-server and openssh-client (.ci/run does)`);
+  const served = await answers();
+  const dir = tempDir('pve-dm-sshd-');
+  const keygen = (file: string) => execFileSync('/usr/bin/ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', '', '-f', path.join(dir, file)]);
+  for (const key of ['host', 'client', 'impostor']) keygen(key);
+  const publicKey = (name: string) => readFileSync(path.join(dir, `${name}.pub`), 'utf8').trim();
+  // Each node's sshd answers with that node's capture: the address the client reached says which.
+  // The command pve-dm sent is logged, not run: run, it would read this machine's devices.
+  const log = path.join(dir, 'commands.log');
+  writeFileSync(path.join(dir, 'serve'), `#!/bin/sh
+printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> '${log}'
+set -- $SSH_CONNECTION
+case "$3" in 127.0.0.2) exec cat '${served}/pve2.json' ;; 127.0.0.3) exec cat '${served}/pve3.json' ;; 127.0.0.5) exec cat '${served}/pve2.json' ;; esac
+exit 1
+`, { mode: 0o755 });
+  writeFileSync(path.join(dir, 'authorized_keys'), `command="${dir}/serve",restrict ${publicKey('client')}\n`);
+  writeFileSync(path.join(dir, 'sshd_config'), [
+    ...['127.0.0.2', '127.0.0.3', '127.0.0.5'].map((address) => `ListenAddress ${address}:22`),
+    `HostKey ${dir}/host`, `AuthorizedKeysFile ${dir}/authorized_keys`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'PidFile none', 'LogLevel ERROR', '',
+  ].join('\n'));
+  // pve5 answers with a host key that is not the one known for pve5: ssh must refuse it.
+  writeFileSync(path.join(dir, 'known_hosts'), ['pve2', 'pve3', 'pve4'].map((alias) => `${alias} ${publicKey('host')}`).concat(`pve5 ${publicKey('impostor')}`).join('\n'));
+  // A node's ssh reads root's ~/.ssh; this one reads the test's keys, and is otherwise the real ssh.
+  writeFileSync(path.join(dir, 'ssh_config'), `IdentityFile ${dir}/client\nUserKnownHostsFile ${dir}/known_hosts\nGlobalKnownHostsFile /dev/null\n`);
+  const bin = tempDir();
+  writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh\nexec /usr/bin/ssh -F '${dir}/ssh_config' "$@"\n`, { mode: 0o755 });
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+  const server = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let serverLog = '';
+  server.stderr.on('data', (chunk) => (serverLog += chunk));
+  try {
+    await waitForPort('127.0.0.2', 22, () => serverLog);
+    const members = { pve1: '127.0.0.1', pve2: '127.0.0.2', pve3: '127.0.0.3', pve4: '127.0.0.4', pve5: '127.0.0.5' };
+    const { code, report, changes } = await clusterRun(members, bin);
+    assert.equal(report.cluster.nodes, ['pve1', 'pve2', 'pve3'], JSON.stringify(report.cluster.unreachable));
+    assert.equal(remoteSections(report), [['pve2', 11], ['pve3', 9]]);
+    assert.equal(report.cluster.unreachable.map((u: { node: string }) => u.node), ['pve4', 'pve5']);
+    assert.match(report.cluster.unreachable[0].error, /^ssh root@127\.0\.0\.4 failed \(exit 255\): ssh: connect to host 127\.0\.0\.4 port 22: Connection refused$/);
+    assert.match(report.cluster.unreachable[1].error, /^ssh root@127\.0\.0\.5 failed \(exit 255\): Host key verification failed\.$/);
+    assert.equal(readFileSync(log, 'utf8').trim().split('\n'), [remoteCaptureCommand(), remoteCaptureCommand()], 'what sshd handed the remote shell, twice: exactly the command pve-dm built');
+    assert.is(code, 2);
+    assert.equal(changes, []);
+  } finally {
+    server.kill();
+  }
+}, 60_000);
+
+/** Resolves once something listens on host:port (sshd has started), or fails with its log. */
+async function waitForPort(host: string, port: number, log: () => string): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host, port }, () => (socket.destroy(), resolve(true)));
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`sshd did not start: ${log()}`);
+}
 
 test.run();
