@@ -997,6 +997,8 @@ const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 /** NUL, control characters but tab, or bytes that were not UTF-8. */
 const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
 const VOLUME_ITEM_RE = /^(?:file|volume)=/;
+const QEMU_PENDING_RE = /^\[PENDING\]\s*$/i;
+const LXC_PENDING_RE = /^\[pve:pending\]\s*$/i;
 
 /** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
 export function volumeOfPropertyString(value: string): string | null {
@@ -1018,7 +1020,7 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
     return { config, warnings };
   }
   const volumeKeys = file.type === 'qemu' ? QEMU_VOLUME_KEY_RE : LXC_VOLUME_KEY_RE;
-  const pendingHeader = file.type === 'qemu' ? /^\[PENDING\]\s*$/i : /^\[pve:pending\]\s*$/i;
+  const pendingHeader = file.type === 'qemu' ? QEMU_PENDING_RE : LXC_PENDING_RE;
   let section = 'current';
   let keyLines = 0;
   lines(file.text).forEach((line, index) => {
@@ -1397,11 +1399,20 @@ export function classify(state: ParsedState): Classification {
    * base volume, which its linked clones reference too), else the first local guest that does
    * (a borrowed disk), else the VMID in its name.
    */
-  const localOwner = (refs: readonly GuestRef[], vmid: number) =>
-    (refs.some((r) => local(r.guest) && r.guest.vmid === vmid) ? vmid : refs.find((r) => local(r.guest))?.guest.vmid) ?? vmid;
+  const localOwner = (refs: readonly GuestRef[], vmid: number) => {
+    let first: number | undefined;
+    for (const { guest } of refs) {
+      if (!local(guest)) continue;
+      if (guest.vmid === vmid) return vmid;
+      first ??= guest.vmid;
+    }
+    return first ?? vmid;
+  };
+  // One function for every entry, not a closure made per entry (tens of thousands).
+  const fromHere = (r: GuestRef) => local(r.guest);
   const isReferencedLocally = (index: number) => {
     const id = identities[index];
-    return id?.kind === 'guest-volume' && id.copyOf === null && refsOf(id.vg, id.lv).some((r) => local(r.guest));
+    return id?.kind === 'guest-volume' && id.copyOf === null && refsOf(id.vg, id.lv).some(fromHere);
   };
   const duplicates: DuplicateSet[] = [];
   const keptMembers = new Set<number>();
@@ -1431,8 +1442,8 @@ export function classify(state: ParsedState): Classification {
         ? refsOf(id.vg, id.volume.origin ?? '').filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : NO_REFS;
     const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
-    if (refs.some((r) => local(r.guest))) return valid('referenced', owner, base);
-    if (snapshotRefs.some((r) => local(r.guest))) return valid('snapshot-in-config', owner, base);
+    if (refs.some(fromHere)) return valid('referenced', owner, base);
+    if (snapshotRefs.some(fromHere)) return valid('snapshot-in-config', owner, base);
     const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
     if (ownerConfigs.some((g) => !g.readable || (g.partial && local(g)))) return ignoredAs('config-unreadable', id.volume.vmid, base);
     if (!storageVgs.has(id.vg)) return problem('tombstone', 'storage-unknown', entry, base, owner);
