@@ -1264,6 +1264,8 @@ export interface GuestSummary {
   template: boolean;
   health: 'clean' | 'duplicate' | 'tombstone';
   readable: boolean;
+  /** In a cluster run's single result: the node the guest lives on (otherwise the result's node). */
+  node?: string;
 }
 
 export interface Classification {
@@ -1878,7 +1880,7 @@ function table(header: string[], rows: string[][]): string[] {
 function ownerOf(vmid: number | null, entry: Classified | undefined, result: Pick<Result, 'guests' | 'node'>): string {
   if (vmid === null) return 'no guest';
   const guest = result.guests.find((candidate) => candidate.vmid === vmid);
-  if (guest) return `VM ${vmid}${guest.name ? ` ${guest.name}` : ''} on ${result.node}`;
+  if (guest) return `VM ${vmid}${guest.name ? ` ${guest.name}` : ''} on ${guest.node ?? result.node}`;
   return entry?.otherNode ? `VM ${vmid} on ${entry.otherNode}` : `VM ${vmid} (exists nowhere)`;
 }
 
@@ -3112,7 +3114,7 @@ export function clusterAsResult(cluster: ClusterResult): Result {
     node: cluster.nodes.map((result) => result.node).join(', ') || 'cluster',
     entries: cluster.nodes.flatMap((result) => result.entries.map((entry) => ({ ...entry, name: onNode(result.node, entry.name), realName: onNode(result.node, entry.realName) }))),
     duplicates: cluster.nodes.flatMap((result) => result.duplicates.map((set) => ({ ...set, kept: onNode(result.node, set.kept), extras: set.extras.map((name) => onNode(result.node, name)) }))),
-    guests: cluster.nodes.flatMap((result) => result.guests),
+    guests: cluster.nodes.flatMap((result) => result.guests.map((guest) => ({ ...guest, node: result.node }))),
     missingGuests: cluster.nodes.flatMap((result) => result.missingGuests.map((missing) => ({ ...missing, entries: missing.entries.map((name) => onNode(result.node, name)) }))),
     system: null,
     meta: null,

@@ -116,6 +116,7 @@ test('the monitoring formats cover a cluster run: Nagios CRITICAL for a shared L
   assert.is(nagios.code, 2, describeRun(nagios));
   assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 7 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 5 warning(s) | entries=36;;;0 '), nagios.stdout);
   assert.match(nagios.stdout, '\nwarning: cluster: critical: san01/vm-300-disk-0 is active on pve1 and pve2 while guest 300 runs on pve2');
+  assert.match(nagios.stdout, '\ntombstone pve1:san01-vm--300--disk--0: guest-on-other-node, VM 300 gitlab on pve2; remedy: lvchange -an san01/vm-300-disk-0\n', 'each guest on its own node');
   const prom = path.join(tempDir(), 'pve-dm.prom');
   const run = await runCli([...ROOTS, '--report-only', '--json', '--prometheus', prom]);
   assert.is(run.code, 2);
