@@ -1977,17 +1977,37 @@ const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored
  * series carries `node`, so that the files of several nodes can be told apart; no sample has a
  * timestamp (the collector refuses them): pve_dm_last_run_timestamp_seconds says when.
  */
-export function renderPrometheus(result: Result): string {
-  const node = `node="${prometheusLabel(result.node)}"`;
-  const family = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
-  const problem = (entry: Classified) =>
-    `{${node},name="${prometheusLabel(entry.name)}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
+const prometheusFamily = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
+
+/** The families every run writes, with a series per node analysed (`node` label). */
+function prometheusNodeFamilies(results: readonly Result[]): string[] {
+  const node = (result: Result) => `node="${prometheusLabel(result.node)}"`;
+  const each = (sample: (result: Result) => string[]) => results.flatMap(sample);
+  const problem = (result: Result, entry: Classified) =>
+    `{${node(result)},name="${prometheusLabel(entry.name)}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
+  return [
+    ...prometheusFamily('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.', each((r) => STATUSES.map((status) => `{${node(r)},status="${status}"} ${r.summary[status]}`))),
+    ...prometheusFamily('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.', each((r) => [`{${node(r)},grade="${r.grade}"} 1`])),
+    ...prometheusFamily('pve_dm_problem_info', 'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.', each((r) => r.entries.filter(isProblem).map((entry) => problem(r, entry)))),
+    ...prometheusFamily('pve_dm_warnings', 'Input lines or commands pve-dm could not read in the run.', each((r) => [`{${node(r)}} ${r.warnings.length}`])),
+    ...prometheusFamily('pve_dm_last_run_timestamp_seconds', 'When pve-dm last analysed the node, in seconds since the epoch.', each((r) => [`{${node(r)}} ${Date.parse(r.generatedAt) / 1000}`])),
+  ];
+}
+
+export const renderPrometheus = (result: Result): string => `${prometheusNodeFamilies([result]).join('\n')}\n`;
+
+/**
+ * A cluster run: each node's series under its own `node` label (as each node's own timer would
+ * write them), then what only the cluster shows: its grade, its findings, the nodes not analysed.
+ */
+export function renderClusterPrometheus(cluster: ClusterResult): string {
+  const finding = (f: ClusterFinding) =>
+    `{kind="${f.kind}",severity="${f.severity}",vg="${prometheusLabel(f.vg)}",lv="${prometheusLabel(f.lv)}",vmid="${f.vmid}",active_on="${prometheusLabel(f.activeOn.map((a) => a.node).join(','))}"} 1`;
   return `${[
-    ...family('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.', STATUSES.map((status) => `{${node},status="${status}"} ${result.summary[status]}`)),
-    ...family('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.', [`{${node},grade="${result.grade}"} 1`]),
-    ...family('pve_dm_problem_info', 'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.', result.entries.filter(isProblem).map(problem)),
-    ...family('pve_dm_warnings', 'Input lines or commands pve-dm could not read in the run.', [`{${node}} ${result.warnings.length}`]),
-    ...family('pve_dm_last_run_timestamp_seconds', 'When pve-dm last analysed the node, in seconds since the epoch.', [`{${node}} ${Date.parse(result.generatedAt) / 1000}`]),
+    ...prometheusNodeFamilies(cluster.nodes),
+    ...prometheusFamily('pve_dm_cluster_grade_info', 'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its guest runs; always 1.', [`{grade="${cluster.grade}"} 1`]),
+    ...prometheusFamily('pve_dm_cluster_finding_info', 'A shared LV active on several nodes, or a disk active off its guest\'s node: kind, severity, VG, LV, VMID, nodes; always 1.', cluster.findings.map(finding)),
+    ...prometheusFamily('pve_dm_cluster_node_unreachable', 'A member of the cluster that could not be analysed in the run; always 1.', cluster.unreachable.map((u) => `{node="${prometheusLabel(u.node)}"} 1`)),
   ].join('\n')}\n`;
 }
 
@@ -3240,6 +3260,7 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   const reports = await stages.report(result, { ...options, json: false, console: false });
   if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
   if (options.console) reports.console = renderClusterConsole(cluster, options.color);
+  if (options.prometheus) reports.prometheus = renderClusterPrometheus(cluster);
   return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
 }
 

@@ -6,11 +6,12 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
 import { describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
 import { startServer } from './support/http-server.ts';
+import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.ts';
 
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
 
@@ -111,16 +112,40 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
   assert.is(notificationSubject(clusterAsResult(await cluster())), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
 });
 
-test('the monitoring formats cover a cluster run: Nagios CRITICAL for a shared LV active twice, Prometheus for the cluster', async () => {
+test('Nagios for a cluster run: CRITICAL for a shared LV active on two nodes, each guest on its own node', async () => {
   const nagios = await runCli([...ROOTS, '--report-only', '--format', 'nagios']);
   assert.is(nagios.code, 2, describeRun(nagios));
   assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 7 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 5 warning(s) | entries=36;;;0 '), nagios.stdout);
   assert.match(nagios.stdout, '\nwarning: cluster: critical: san01/vm-300-disk-0 is active on pve1 and pve2 while guest 300 runs on pve2');
   assert.match(nagios.stdout, '\ntombstone pve1:san01-vm--300--disk--0: guest-on-other-node, VM 300 gitlab on pve2; remedy: lvchange -an san01/vm-300-disk-0\n', 'each guest on its own node');
+});
+
+test('Prometheus for a cluster run: each node\'s series under its own name, as its own timer writes them, then the cluster\'s grade, findings and missing nodes', async () => {
+  const result = await cluster(NODES, [{ node: 'pve4', error: 'ssh root@192.0.2.4 failed (exit 255): Connection refused' }]);
+  const series = readPrometheus(renderClusterPrometheus(result));
+  const expected = new Map<string, number>();
+  for (const [index, node] of result.nodes.entries()) {
+    const own = expectedSeries(path.basename(NODES[index] as string), node, Date.parse(node.generatedAt) / 1000);
+    assert.equal(Object.fromEntries(readPrometheus(renderPrometheus(node))), Object.fromEntries(own), `${node.node} alone`);
+    for (const [key, value] of own) expected.set(key, value);
+  }
+  expected.set(seriesKey('pve_dm_cluster_grade_info', { grade: 'F' }), 1);
+  for (const [kind, severity, lv, vmid, activeOn] of [
+    ['active-on-several-nodes', 'critical', 'vm-300-disk-0', '300', 'pve1,pve2'],
+    ['active-on-several-nodes', 'critical', 'vm-320-disk-0', '320', 'pve1,pve2'],
+    ['active-on-several-nodes', 'warning', 'vm-117-disk-0', '117', 'pve1,pve2'],
+    ['active-off-home-node', 'warning', 'vm-118-disk-0', '118', 'pve3'],
+    ['active-on-several-nodes', 'warning', 'vm-310-disk-0', '310', 'pve1,pve3'],
+  ] as const) {
+    expected.set(seriesKey('pve_dm_cluster_finding_info', { kind, severity, vg: lv === 'vm-320-disk-0' ? 'san02' : 'san01', lv, vmid, active_on: activeOn }), 1);
+  }
+  expected.set(seriesKey('pve_dm_cluster_node_unreachable', { node: 'pve4' }), 1);
+  assert.equal(Object.fromEntries(series), Object.fromEntries(expected));
   const prom = path.join(tempDir(), 'pve-dm.prom');
   const run = await runCli([...ROOTS, '--report-only', '--json', '--prometheus', prom]);
-  assert.is(run.code, 2);
-  assert.match(readFileSync(prom, 'utf8'), '\npve_dm_grade_info{node="pve1, pve2, pve3",grade="F"} 1\n');
+  assert.is(run.code, 2, describeRun(run));
+  assert.match(readFileSync(prom, 'utf8'), '\npve_dm_grade_info{node="pve2",grade="B"} 1\n');
+  assert.match(readFileSync(prom, 'utf8'), '\npve_dm_cluster_grade_info{grade="F"} 1\n');
 });
 
 test('a cluster run refuses cleanup, the same node twice, and --cluster with --root', async () => {

@@ -8,13 +8,13 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import parsePrometheus from 'parse-prometheus-text-format';
 import * as assert from 'uvu/assert';
 import {
   CHECKMK_SERVICE, classify, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
   runPipeline, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, type Expected, expectedOf, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
+import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
+import { expectedSeries, problemsOf, readPrometheus, seriesKey } from './support/prometheus.ts';
 import { buildBundle } from './tools/build.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
@@ -22,7 +22,6 @@ const SLOW = 60_000;
 const ESC = '\u001b';
 const STATES = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'];
 
-const problemsOf = (expected: Expected) => Object.entries(expected.entries).filter(([, verdict]) => verdict.status === 'duplicate' || verdict.status === 'tombstone');
 
 /** A sample through the real pipeline, rendering the three monitoring reports. */
 async function sample(name: string) {
@@ -130,48 +129,6 @@ const checkmkLevelState = (metrics: Map<string, CheckmkMetric>) =>
   }));
 
 // ── Prometheus: parse-prometheus-text-format, and the format's own rules ────────────────────
-
-const seriesKey = (name: string, labels: Record<string, string>) =>
-  `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => `${key}=${JSON.stringify(value)}`).join(',')}}`;
-
-/** The file as `name{label="value",...}` → value, read by the npm parser and checked against the format. */
-function readPrometheus(text: string): Map<string, number> {
-  const families = parsePrometheus(text);
-  const sampleLines = text.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
-  assert.is(families.reduce((count, family) => count + family.metrics.length, 0), sampleLines.length, 'one sample per sample line: none split by a raw line feed, none merged');
-  assert.is(new Set(families.map((family) => family.name)).size, families.length, 'each family in one block');
-  const series = new Map<string, number>();
-  for (const family of families) {
-    assert.match(family.name, /^[a-zA-Z_:][a-zA-Z0-9_:]*$/);
-    assert.is(family.type, 'GAUGE', `${family.name} is a gauge`);
-    assert.ok(family.help.length > 0, `${family.name} has HELP`);
-    for (const sample of family.metrics) {
-      assert.is(sample.timestamp_ms, undefined, 'no timestamp: the textfile collector refuses them');
-      for (const label of Object.keys(sample.labels ?? {})) assert.match(label, /^[a-zA-Z_][a-zA-Z0-9_]*$/);
-      assert.match(sample.value, /^-?[0-9]+(?:\.[0-9]+)?$/, `${family.name}: a number`);
-      const key = seriesKey(family.name, sample.labels ?? {});
-      assert.not.ok(series.has(key), `${key} once`);
-      series.set(key, Number(sample.value));
-    }
-  }
-  return series;
-}
-
-/** Every series a sample's file must hold, and no other: from expected.json (VMIDs from the classification). */
-function expectedSeries(name: string, result: Result, lastRun: number): Map<string, number> {
-  const expected = expectedOf(name);
-  const node = expected.node;
-  const series = new Map<string, number>();
-  for (const status of ['valid', 'duplicate', 'tombstone', 'ignored'] as const) series.set(seriesKey('pve_dm_entries', { node, status }), expected.summary[status]);
-  series.set(seriesKey('pve_dm_grade_info', { node, grade: expected.grade }), 1);
-  for (const [entry, { status, reason }] of problemsOf(expected)) {
-    const vmid = result.entries.find((candidate) => candidate.name === entry)?.vmid;
-    series.set(seriesKey('pve_dm_problem_info', { node, name: entry, vmid: vmid === null || vmid === undefined ? '' : String(vmid), status, reason }), 1);
-  }
-  series.set(seriesKey('pve_dm_warnings', { node }), expected.warnings.length);
-  series.set(seriesKey('pve_dm_last_run_timestamp_seconds', { node }), lastRun);
-  return series;
-}
 
 // ── Every sample against its expected.json ──────────────────────────────────────────────────
 
