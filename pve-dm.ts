@@ -840,16 +840,12 @@ export class ByVolume<T> {
   }
 }
 
-/** Appends to the list kept for a volume. */
+/** Appends to the list kept for a volume, and returns that list. */
 function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): V[] {
-  const list = map.get(vg, lv);
-  if (list !== undefined) {
-    list.push(value);
-    return list;
-  }
-  const created = [value];
-  map.set(vg, lv, created);
-  return created;
+  let list = map.get(vg, lv);
+  if (list === undefined) map.set(vg, lv, (list = []));
+  list.push(value);
+  return list;
 }
 
 const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
@@ -1123,7 +1119,7 @@ export interface ParsedState {
   entries: DmEntry[];
   /** dmsetup tables by name; null = not known. */
   tables: Map<string, string> | null;
-  /** LVM's LVs by `vg/lv`; null = not known. */
+  /** LVM's LVs by VG and LV name; null = not known. */
   lvs: ByVolume<LogicalVolume> | null;
   storages: Storage[];
   guests: GuestConfig[];
@@ -1368,16 +1364,14 @@ export function classify(state: ParsedState): Classification {
   const members = new ByVolume<Member[]>();
   // In the order the volumes were met, as the report lists duplicate sets.
   const groups: { vg: string; lv: string; group: Member[] }[] = [];
-  const joinGroup = (vg: string, lv: string, member: Member) => {
-    const group = pushToVolume(members, vg, lv, member);
-    if (group.length === 1) groups.push({ vg, lv, group });
-    return group;
-  };
   const groupOf: (Member[] | undefined)[] = [];
   const volumeEntryByTable = new Map<string, number>();
   identities.forEach((id, index) => {
     if (id.kind !== 'guest-volume') return;
-    groupOf[index] = joinGroup(id.vg, volumeLvOf(id), { index, how: id.copyOf === null ? 'own' : 'name' });
+    const lv = volumeLvOf(id);
+    const group = pushToVolume<Member>(members, id.vg, lv, { index, how: id.copyOf === null ? 'own' : 'name' });
+    if (group.length === 1) groups.push({ vg: id.vg, lv, group });
+    groupOf[index] = group;
     const table = tables[index] ?? null;
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
       volumeEntryByTable.set(table, index);
@@ -1388,12 +1382,14 @@ export function classify(state: ParsedState): Classification {
     const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
     if (original === undefined || original === index) return;
-    const mirrored = guestVolumeAt(original);
+    // The original is an entry of its own volume, never moved: its group is that volume's.
+    const mirrored = groupOf[original] as Member[];
     const current = groupOf[index];
-    if (current !== undefined && current === members.get(mirrored.vg, volumeLvOf(mirrored))) return;
+    if (current === mirrored) return;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
     if (current !== undefined) current.splice(current.findIndex((m) => m.index === index), 1);
-    groupOf[index] = joinGroup(mirrored.vg, volumeLvOf(mirrored), { index, how: 'table' });
+    mirrored.push({ index, how: 'table' });
+    groupOf[index] = mirrored;
   });
 
   /**
@@ -1972,11 +1968,6 @@ export const prometheusLabel = (value: string) => value.replace(/[\\"\n]/g, (c) 
 
 const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored'];
 
-/**
- * A node_exporter textfile-collector file (exposition format 0.0.4, every metric a gauge). Each
- * series carries `node`, so that the files of several nodes can be told apart; no sample has a
- * timestamp (the collector refuses them): pve_dm_last_run_timestamp_seconds says when.
- */
 const prometheusFamily = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
 
 /** The families every run writes, with a series per node analysed (`node` label). */
@@ -1994,6 +1985,11 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
   ];
 }
 
+/**
+ * A node_exporter textfile-collector file (exposition format 0.0.4, every metric a gauge). Each
+ * series carries `node`, so that the files of several nodes can be told apart; no sample has a
+ * timestamp (the collector refuses them): pve_dm_last_run_timestamp_seconds says when.
+ */
 export const renderPrometheus = (result: Result): string => `${prometheusNodeFamilies([result]).join('\n')}\n`;
 
 /**
@@ -3257,7 +3253,7 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
   const result = clusterAsResult(cluster);
   // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
-  const reports = await stages.report(result, { ...options, json: false, console: false });
+  const reports = await stages.report(result, { ...options, json: false, console: false, prometheus: false });
   if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
   if (options.console) reports.console = renderClusterConsole(cluster, options.color);
   if (options.prometheus) reports.prometheus = renderClusterPrometheus(cluster);
