@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, clusterToJson, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
 import { describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
@@ -130,14 +130,14 @@ test('Prometheus for a cluster run: each node\'s series under its own name, as i
     for (const [key, value] of own) expected.set(key, value);
   }
   expected.set(seriesKey('pve_dm_cluster_grade_info', { grade: 'F' }), 1);
-  for (const [kind, severity, lv, vmid, activeOn] of [
-    ['active-on-several-nodes', 'critical', 'vm-300-disk-0', '300', 'pve1,pve2'],
-    ['active-on-several-nodes', 'critical', 'vm-320-disk-0', '320', 'pve1,pve2'],
-    ['active-on-several-nodes', 'warning', 'vm-117-disk-0', '117', 'pve1,pve2'],
-    ['active-off-home-node', 'warning', 'vm-118-disk-0', '118', 'pve3'],
-    ['active-on-several-nodes', 'warning', 'vm-310-disk-0', '310', 'pve1,pve3'],
+  for (const [kind, severity, vg, lv, vmid, activeOn] of [
+    ['active-on-several-nodes', 'critical', 'san01', 'vm-300-disk-0', '300', 'pve1,pve2'],
+    ['active-on-several-nodes', 'critical', 'san02', 'vm-320-disk-0', '320', 'pve1,pve2'],
+    ['active-on-several-nodes', 'warning', 'san01', 'vm-117-disk-0', '117', 'pve1,pve2'],
+    ['active-off-home-node', 'warning', 'san01', 'vm-118-disk-0', '118', 'pve3'],
+    ['active-on-several-nodes', 'warning', 'san01', 'vm-310-disk-0', '310', 'pve1,pve3'],
   ] as const) {
-    expected.set(seriesKey('pve_dm_cluster_finding_info', { kind, severity, vg: lv === 'vm-320-disk-0' ? 'san02' : 'san01', lv, vmid, active_on: activeOn }), 1);
+    expected.set(seriesKey('pve_dm_cluster_finding_info', { kind, severity, vg, lv, vmid, active_on: activeOn }), 1);
   }
   expected.set(seriesKey('pve_dm_cluster_node_unreachable', { node: 'pve4' }), 1);
   assert.equal(Object.fromEntries(series), Object.fromEntries(expected));
@@ -182,6 +182,8 @@ test('a capture travels as JSON and comes back the same; garbage and impostors a
   assert.throws(() => captureFromJson(JSON.stringify(forged), 'node pve2'), /^node pve2: not a usable pve-dm capture \(wrong or missing: configs\[0\]\)/);
 });
 
+type ClusterJson = ReturnType<typeof clusterToJson>;
+
 /** The members as /etc/pve/.members lists them: name → address, online unless the address is null. */
 type Members = Record<string, string | null>;
 
@@ -196,7 +198,7 @@ async function answers(): Promise<string> {
  * `pve-dm --cluster --report-only --json` on a model node pve1 with these members, the folder
  * `bin` first on PATH (where an `ssh` waits), its other nodes asked over that ssh.
  */
-async function clusterRun(members: Members, bin: string): Promise<{ code: number; report: any; ms: number; changes: string[] }> {
+async function clusterRun(members: Members, bin: string): Promise<{ code: number; report: ClusterJson; ms: number; changes: string[] }> {
   const { root, node, journal } = scenario();
   const nodelist = Object.fromEntries(Object.entries(members).map(([name, ip], index) => [name, { id: index + 1, online: ip === null ? 0 : 1, ip: ip ?? '192.0.2.99' }]));
   put(root, 'etc/pve/.members', `${JSON.stringify({ nodename: 'pve1', version: 7, cluster: { name: 'lab', version: 4, nodes: Object.keys(members).length, quorate: 1 }, nodelist })}\n`);
@@ -215,7 +217,7 @@ async function clusterRun(members: Members, bin: string): Promise<{ code: number
 }
 
 /** [node, entries] of each node section after the live one. */
-const remoteSections = (report: { nodes: { node: string; summary: { entries: number } }[] }) => report.nodes.slice(1).map((n) => [n.node, n.summary.entries]);
+const remoteSections = (report: ClusterJson) => report.nodes.slice(1).map((n) => [n.node, n.summary.entries]);
 
 test('--cluster: this node live, two others over ssh in parallel; one that times out, one that answers garbage, one offline', async () => {
   const served = await answers();
