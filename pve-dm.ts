@@ -695,11 +695,13 @@ export function unmangleDmName(name: string): string {
 }
 
 const DM_MANGLED_RE = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
+/** Whitelisted bytes only: almost every name, tested first (DM_MANGLED_RE's alternation is slower). */
+const DM_PLAIN_NAME_RE = /^[0-9A-Za-z#+\-.:=@_]*$/;
 const DM_NAME_BYTE_RE = /[0-9A-Za-z#+\-.:=@_]/;
 
 /** The kernel's form of a name dmsetup printed unmangled (its default): bytes outside the whitelist as `\xNN`. */
 export function mangleDmName(name: string): string {
-  if (DM_MANGLED_RE.test(name)) return name;
+  if (DM_PLAIN_NAME_RE.test(name) || DM_MANGLED_RE.test(name)) return name;
   return [...Buffer.from(name, 'utf8')]
     .map((byte) => (byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`))
     .join('');
@@ -746,12 +748,14 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
   const entries: DmEntry[] = [];
   const warnings: Warning[] = [];
   const seen = new Set<string>();
+  const notUtf8 = text.includes('\ufffd');
   lines(text).forEach((line, index) => {
     const lineNo = index + 1;
-    if (line.trim() === '' || line.trim() === 'No devices found') return;
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed === 'No devices found') return;
     // Bytes that are not UTF-8 (a raw name dmsetup printed unmangled) were read as U+FFFD: the
     // name would not be the kernel's, and a cleanup would name another device.
-    if (line.includes('\ufffd')) {
+    if (notUtf8 && line.includes('\ufffd')) {
       warnings.push(warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`));
       return;
     }
@@ -842,10 +846,15 @@ export class ByVolume<T> {
 
 /** Appends to the list kept for a volume, and returns that list. */
 function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): V[] {
-  let list = map.get(vg, lv);
-  if (list === undefined) map.set(vg, lv, (list = []));
-  list.push(value);
-  return list;
+  const list = map.get(vg, lv);
+  if (list !== undefined) {
+    list.push(value);
+    return list;
+  }
+  // A literal: an array grown from [] by push reserves 17 slots, and most volumes have one value.
+  const created = [value];
+  map.set(vg, lv, created);
+  return created;
 }
 
 const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
@@ -981,12 +990,12 @@ export interface GuestConfig {
 const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|unused\d+|vmstate)$/;
 const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
 /**
- * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`,
- * written greedy: the same matches, in linear time (the lazy form is quadratic on long lines).
- * Lines are split at `\n` only, so `.` must take any other character, as Perl's does (the `s`
- * flag): a JS `.` stops at U+2028 or `\r`, which `\s` takes, and backtracks quadratically there.
+ * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`:
+ * a key, `:`, then at least one character. Lines are split at `\n` only, so `.` takes any other
+ * character, as Perl's does (the `s` flag; a JS `.` stops at U+2028 and `\r`). Tested, not
+ * matched: the value is cut out only for the few keys pve-dm reads (configValue).
  */
-const CONFIG_KEY_RE = /^([a-z][a-z_-]*\d*):\s*(.*\S|\s)\s*$/s;
+const CONFIG_KEY_RE = /^[a-z][a-z_-]*\d*:./s;
 /** pve-container keeps raw `lxc.*` keys (`lxc.mount.entry: ...`, `lxc.cap.drop =`). */
 const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
@@ -995,6 +1004,15 @@ const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
 const VOLUME_ITEM_RE = /^(?:file|volume)=/;
 const QEMU_PENDING_RE = /^\[PENDING\]\s*$/i;
 const LXC_PENDING_RE = /^\[pve:pending\]\s*$/i;
+
+/**
+ * The value of a key line whose key ends at `colon`, as `:\s*(.+?)\s*$` captures it: trimmed (`\s`
+ * and String#trim take the same characters), or, when it is all blanks, the last of them.
+ */
+export function configValue(line: string, colon: number): string {
+  const value = line.slice(colon + 1).trim();
+  return value === '' ? line.slice(-1) : value;
+}
 
 /** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
 export function volumeOfPropertyString(value: string): string | null {
@@ -1017,12 +1035,15 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
   }
   const volumeKeys = file.type === 'qemu' ? QEMU_VOLUME_KEY_RE : LXC_VOLUME_KEY_RE;
   const pendingHeader = file.type === 'qemu' ? QEMU_PENDING_RE : LXC_PENDING_RE;
+  const nameKey = file.type === 'qemu' ? 'name' : 'hostname';
+  // One look at the whole file: almost no config holds such a byte.
+  const binary = BINARY_LINE_RE.test(file.text);
   let section = 'current';
   let keyLines = 0;
   lines(file.text).forEach((line, index) => {
     const lineNo = index + 1;
     if (line.trim() === '' || line.startsWith('#')) return;
-    if (BINARY_LINE_RE.test(line)) {
+    if (binary && BINARY_LINE_RE.test(line)) {
       config.partial = true;
       warnings.push(warn(file.path, lineNo, 'binary bytes (NUL, control characters or invalid UTF-8); line skipped'));
       return;
@@ -1038,24 +1059,24 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       }
       return;
     }
-    const entry = CONFIG_KEY_RE.exec(line);
-    if (entry === null && file.type === 'lxc' && LXC_RAW_KEY_RE.test(line)) return;
-    if (entry === null) {
+    if (!CONFIG_KEY_RE.test(line)) {
+      if (file.type === 'lxc' && LXC_RAW_KEY_RE.test(line)) return;
       config.partial = true;
       warnings.push(warn(file.path, lineNo, `cannot parse line: ${clip(line)}`));
       return;
     }
     keyLines++;
-    const key = entry[1] ?? '';
-    const value = entry[2] ?? '';
+    const colon = line.indexOf(':');
+    const key = line.slice(0, colon);
     if (section === 'current') {
-      if (key === 'lock') config.lock = value;
-      else if (key === 'template') config.template = value === '1';
-      else if (key === (file.type === 'qemu' ? 'name' : 'hostname')) config.name = value;
+      if (key === 'lock') config.lock = configValue(line, colon);
+      else if (key === 'template') config.template = configValue(line, colon) === '1';
+      else if (key === nameKey) config.name = configValue(line, colon);
     }
     if (section === 'special:fleecing' && key === 'fleecing-images') {
-      for (const volume of value.split(',').filter(Boolean)) config.refs.push({ volume, key, section, line: lineNo });
+      for (const volume of configValue(line, colon).split(',').filter(Boolean)) config.refs.push({ volume, key, section, line: lineNo });
     } else if (volumeKeys.test(key)) {
+      const value = configValue(line, colon);
       const volume = key === 'vmstate' ? value : volumeOfPropertyString(value);
       if (volume !== null) config.refs.push({ volume, key, section, line: lineNo });
     }
@@ -1335,6 +1356,17 @@ interface GuestRef {
 }
 const NO_REFS: readonly GuestRef[] = Object.freeze([]);
 
+/** Every `vg/lv` any config references, with who references it. */
+function referencesByVolume(guests: readonly GuestConfig[], vgOfStorage: Map<string, string>): ByVolume<GuestRef[]> {
+  const refsByVolume = new ByVolume<GuestRef[]>();
+  for (const guest of guests) {
+    for (const ref of guest.refs) {
+      for (const volume of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref });
+    }
+  }
+  return refsByVolume;
+}
+
 export function classify(state: ParsedState): Classification {
   const local = (guest: GuestConfig) => guest.node === state.node;
   const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
@@ -1342,13 +1374,7 @@ export function classify(state: ParsedState): Classification {
   const guestsById = new Map<number, GuestConfig[]>();
   for (const guest of state.guests) pushTo(guestsById, guest.vmid, guest);
 
-  // Every `vg/lv` any config references, with who references it.
-  const refsByVolume = new ByVolume<GuestRef[]>();
-  for (const guest of state.guests) {
-    for (const ref of guest.refs) {
-      for (const volume of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref });
-    }
-  }
+  const refsByVolume = referencesByVolume(state.guests, vgOfStorage);
   const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? NO_REFS;
 
   // Per-entry facts live in arrays beside state.entries: a lookup by index costs nothing, one by
@@ -1427,7 +1453,13 @@ export function classify(state: ParsedState): Classification {
     for (const m of group) if (m !== kept) extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
   }
 
-  const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Verdict => {
+  // Few guests hold a lock at any time: the first config of a VMID that has one.
+  const locks = new Map<number, string>();
+  for (const guest of state.guests) if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
+  const verdict = (entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null) =>
+    judged(entry, status, reason, vmid, facts, remedy, vmid === null ? null : (locks.get(vmid) ?? null));
+
+  const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Classified => {
     const extra = extraOf[index];
     if (extra !== undefined) return duplicateVerdict(entry, extra);
     const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.vg, id.lv)) : false;
@@ -1440,10 +1472,10 @@ export function classify(state: ParsedState): Classification {
         ? refsOf(id.vg, id.volume.origin ?? '').filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
         : NO_REFS;
     const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
-    if (refs.some(fromHere)) return valid('referenced', owner, base);
-    if (snapshotRefs.some(fromHere)) return valid('snapshot-in-config', owner, base);
+    if (refs.some(fromHere)) return valid(entry, 'referenced', owner, base);
+    if (snapshotRefs.some(fromHere)) return valid(entry, 'snapshot-in-config', owner, base);
     const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
-    if (ownerConfigs.some((g) => !g.readable || (g.partial && local(g)))) return ignoredAs('config-unreadable', id.volume.vmid, base);
+    if (ownerConfigs.some((g) => !g.readable || (g.partial && local(g)))) return ignoredAs(entry, 'config-unreadable', id.volume.vmid, base);
     if (!storageVgs.has(id.vg)) return problem('tombstone', 'storage-unknown', entry, base, owner);
     if (id.lvmOwned && lvmKnown === false) return problem('tombstone', 'lv-missing', entry, base, owner);
     const elsewhere = [...refs, ...snapshotRefs].find((r) => !local(r.guest));
@@ -1453,7 +1485,7 @@ export function classify(state: ParsedState): Classification {
   };
 
   const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) =>
-    verdict(status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
+    verdict(entry, status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
   /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
   const duplicateVerdict = (entry: DmEntry, extra: { kept: number; how: 'name' | 'table' }) => {
     const kept = guestVolumeAt(extra.kept);
@@ -1461,55 +1493,51 @@ export function classify(state: ParsedState): Classification {
     const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: nameAt(extra.kept), otherNode: null };
     return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
   };
-  const valid = (reason: Reason, vmid: number, facts: VolumeFacts) => verdict('valid', reason, vmid, facts, null);
-  const ignoredAs = (reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict('ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
+  const valid = (entry: DmEntry, reason: Reason, vmid: number, facts: VolumeFacts) => verdict(entry, 'valid', reason, vmid, facts, null);
+  const ignoredAs = (entry: DmEntry, reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict(entry, 'ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
 
-  // Few guests hold a lock at any time: the first config of a VMID that has one.
-  const locks = new Map<number, string>();
-  for (const guest of state.guests) if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
-  const lockOf = (vmid: number | null) => (vmid === null ? null : (locks.get(vmid) ?? null));
-  let indexByUuid: Map<string, number> | undefined;
-  const parentOf = (uuid: string) => {
-    if (indexByUuid === undefined) {
-      indexByUuid = new Map();
-      for (const [index, entry] of state.entries.entries()) if (entry.uuid !== '') indexByUuid.set(entry.uuid, index);
-    }
-    return indexByUuid.get(uuid);
-  };
   const entries: Classified[] = [];
-  const partitions: [number, number | undefined][] = [];
+  const partitions: { index: number; parentUuid: string }[] = [];
   state.entries.forEach((entry, index) => {
     const id = identities[index] as Identity;
     // Most entries are guest volumes: they go straight to their rules, the rest through the matcher.
-    const judged =
+    entries.push(
       id.kind === 'guest-volume'
         ? classifyGuestVolume(entry, index, id)
         : match(id)
-            .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs('lvm-internal', null))
-            .with({ kind: 'multipath' }, () => ignoredAs('multipath', null))
-            .with({ kind: 'crypt' }, () => ignoredAs('crypt', null))
-            .with({ kind: 'ceph-osd' }, () => ignoredAs('ceph-osd', null))
-            .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
-            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs('not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(vg, lv) }))
+            .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs(entry, 'lvm-internal', null))
+            .with({ kind: 'multipath' }, () => ignoredAs(entry, 'multipath', null))
+            .with({ kind: 'crypt' }, () => ignoredAs(entry, 'crypt', null))
+            .with({ kind: 'ceph-osd' }, () => ignoredAs(entry, 'ceph-osd', null))
+            .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs(entry, 'saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
+            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs(entry, 'not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(vg, lv) }))
             .with({ kind: 'foreign' }, () => {
               const extra = extraOf[index];
-              return extra === undefined ? ignoredAs('foreign', null) : duplicateVerdict(entry, extra);
+              return extra === undefined ? ignoredAs(entry, 'foreign', null) : duplicateVerdict(entry, extra);
             })
             .with({ kind: 'partition' }, ({ parentUuid }) => {
-              const parent = parentOf(parentUuid);
-              partitions.push([index, parent]);
-              return ignoredAs('partition', null, { relatedTo: parent === undefined ? null : nameAt(parent) });
+              partitions.push({ index, parentUuid });
+              return ignoredAs(entry, 'partition', null);
             })
-            .exhaustive();
-    entries.push(withEntry(entry, judged, lockOf(judged.vmid)));
+            .exhaustive(),
+    );
   });
-  // A partition of a problem entry goes with it, and before it.
-  for (const [index, parentIndex] of partitions) {
+  // kpartx partitions, a handful at most: their parents, found in one pass over the entries. A
+  // partition of a problem entry goes with it, and before it.
+  const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
+  const parentByUuid = new Map<string, number>();
+  if (parentUuids.size > 0) state.entries.forEach((entry, index) => parentUuids.has(entry.uuid) && parentByUuid.set(entry.uuid, index));
+  for (const { index, parentUuid } of partitions) {
+    const parentIndex = parentByUuid.get(parentUuid);
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
-    if (parent === undefined || (parent.status !== 'tombstone' && parent.status !== 'duplicate')) continue;
+    if (parent === undefined) continue;
     const entry = state.entries[index] as DmEntry;
+    if (parent.status !== 'tombstone' && parent.status !== 'duplicate') {
+      entries[index] = ignoredAs(entry, 'partition', null, { relatedTo: parent.name });
+      continue;
+    }
     const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
-    entries[index] = withEntry(entry, verdict(parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`), parent.lock);
+    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`, parent.lock);
   }
 
   const health = new Map<number, GuestSummary['health']>();
@@ -1544,16 +1572,12 @@ export function classify(state: ParsedState): Classification {
 }
 
 type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
-type Verdict = Omit<Classified, 'name' | 'realName' | 'uuid' | 'major' | 'minor' | 'open' | 'lock'>;
 const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
 
-// Objects of one fixed shape, built field by field: tens of thousands of entries stay cheap.
-const verdict = (status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null): Verdict => ({
-  status, reason, remedy, vmid, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown, relatedTo: facts.relatedTo, otherNode: facts.otherNode,
-});
-const withEntry = (entry: DmEntry, v: Verdict, lock: string | null): Classified => ({
+// One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
+const judged = (entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null, lock: string | null): Classified => ({
   name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
-  status: v.status, reason: v.reason, remedy: v.remedy, vmid: v.vmid, vg: v.vg, lv: v.lv, kind: v.kind, lvmKnown: v.lvmKnown, relatedTo: v.relatedTo, otherNode: v.otherNode,
+  status, reason, remedy, vmid, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown, relatedTo: facts.relatedTo, otherNode: facts.otherNode,
   lock,
 });
 

@@ -221,6 +221,38 @@ property('parseGuestConfig (qemu): any legal config parses to the references it 
     assert.equal([guest.name, guest.lock, guest.template, guest.snapshots, guest.readable, guest.partial], [c.name, c.lock, c.template, c.snapshots, true, false]);
   }));
 
+/** qemu-server's own key line regex (`^(\S+?):\s*(.+?)\s*$` narrowed to its key rule), as Perl reads a line. */
+const QEMU_SERVER_KEY_LINE = /^([a-z][a-z_-]*\d*):\s*(.+?)\s*$/s;
+const blanks = ' \t\u000b\u000c\u00a0\u1680\u2000\u2028\u2029\u202f\u3000\ufeff\r';
+
+property('parseGuestConfig: a key line reads as qemu-server\'s regex reads it, whatever blanks surround the value', 5000,
+  fc.property(
+    fc.constantFrom('name', 'lock', 'template', 'scsi0', 'unused7', 'fleecing-images', 'Name', 'a1b', 'net_0-', '0x', ''),
+    fc.constantFrom(':', ': ', ':\t', '=', ' :'),
+    fc.string({ unit: fc.constantFrom(...blanks, 'a', '1', ':', ',', '-', 'x=y', 'local-lvm:vm-100-disk-0'), maxLength: 12 }),
+    (key, separator, rest) => {
+      const line = `${key}${separator}${rest}`;
+      // A line as pve-dm splits it: at `\n`, its CR of a CRLF end dropped.
+      const body = line.endsWith('\r') ? line.slice(0, -1) : line;
+      fc.pre(body.trim() !== '');
+      const { config: guest, warnings } = parseGuestConfig(config(100, `${line}\n`));
+      if (/[\u000b-\u001f]/.test(body)) {
+        assert.ok(warnings.some((w) => w.line === 1 && w.message.startsWith('binary bytes')), line);
+        return;
+      }
+      const expected = QEMU_SERVER_KEY_LINE.exec(body);
+      if (expected === null) {
+        assert.ok(warnings.some((w) => w.line === 1), line);
+        return;
+      }
+      const [, readKey, value = ''] = expected;
+      assert.ok(!warnings.some((w) => w.line === 1 && w.message.startsWith('cannot parse')), line);
+      if (readKey === 'name') assert.is(guest.name, value);
+      if (readKey === 'lock') assert.is(guest.lock, value);
+      if (readKey === 'template') assert.is(guest.template, value === '1');
+      if (readKey === 'scsi0' || readKey === 'unused7') assert.equal(guest.refs.map((r) => r.volume), [volumeOfPropertyString(value)].filter((v) => v !== null));
+    }));
+
 const lxcKeyLines = (section: string) =>
   fc.array(
     fc.oneof(
