@@ -1385,19 +1385,30 @@ export function classify(state: ParsedState): Classification {
   const nameAt = (index: number) => (state.entries[index] as DmEntry).name;
 
   // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
-  // and non-LVM entries mapping exactly the same table as a guest volume's entry.
+  // and non-LVM entries mapping exactly the same table as a guest volume's entry. A volume gets a
+  // list of members only when a second one joins its first: tens of thousands of volumes have one.
   type Member = { index: number; how: 'own' | 'name' | 'table' };
-  const members = new ByVolume<Member[]>();
-  // In the order the volumes were met, as the report lists duplicate sets.
-  const groups: { vg: string; lv: string; group: Member[] }[] = [];
+  const firstOfVolume = new ByVolume<number>();
+  const groups: { first: number; vg: string; lv: string; group: Member[] }[] = [];
   const groupOf: (Member[] | undefined)[] = [];
+  const memberAt = (index: number): Member => ({ index, how: guestVolumeAt(index).copyOf === null ? 'own' : 'name' });
+  /** The members of the volume whose first entry is `first`. */
+  const groupFrom = (first: number): Member[] => {
+    const known = groupOf[first];
+    if (known !== undefined) return known;
+    const id = guestVolumeAt(first);
+    const group = [memberAt(first)];
+    groups.push({ first, vg: id.vg, lv: volumeLvOf(id), group });
+    groupOf[first] = group;
+    return group;
+  };
   const volumeEntryByTable = new Map<string, number>();
   identities.forEach((id, index) => {
     if (id.kind !== 'guest-volume') return;
     const lv = volumeLvOf(id);
-    const group = pushToVolume<Member>(members, id.vg, lv, { index, how: id.copyOf === null ? 'own' : 'name' });
-    if (group.length === 1) groups.push({ vg: id.vg, lv, group });
-    groupOf[index] = group;
+    const first = firstOfVolume.get(id.vg, lv);
+    if (first === undefined) firstOfVolume.set(id.vg, lv, index);
+    else (groupOf[index] = groupFrom(first)).push(memberAt(index));
     const table = tables[index] ?? null;
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
       volumeEntryByTable.set(table, index);
@@ -1408,8 +1419,8 @@ export function classify(state: ParsedState): Classification {
     const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
     if (original === undefined || original === index) return;
-    // The original is an entry of its own volume, never moved: its group is that volume's.
-    const mirrored = groupOf[original] as Member[];
+    // The original is an entry of its own volume, never moved: alone there, it is that volume's first.
+    const mirrored = groupFrom(original);
     const current = groupOf[index];
     if (current === mirrored) return;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
@@ -1417,6 +1428,8 @@ export function classify(state: ParsedState): Classification {
     mirrored.push({ index, how: 'table' });
     groupOf[index] = mirrored;
   });
+  // In the order the volumes were met, as the report lists duplicate sets.
+  groups.sort((a, b) => a.first - b.first);
 
   /**
    * The guest an entry belongs to: its own VMID's when that guest references it here (a template's
