@@ -362,12 +362,12 @@ function readConfigs(base: string): ConfigFile[] {
       } catch {
         // A folder out of the capture: readUnder says so for each of its configs.
       }
-      for (const file of files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).forEach((file) => {
         const vmid = CONFIG_FILE_RE.exec(file.name)?.[1];
-        if (vmid === undefined) continue;
+        if (vmid === undefined) return;
         const regular = realDir !== null && file.isFile() ? `${realDir}/${file.name}` : null;
         listed.push({ path: `${dir}/${file.name}`, node, type, vmid: Number(vmid), regular });
-      }
+      });
     }
   }
   const where = path.join(base, CAPTURE_FILES.nodes);
@@ -1171,14 +1171,14 @@ export function parse(capture: Capture): ParsedState {
         );
   const storageIds = new Set(storage.storages.map((s) => s.id));
   const unknownStorages = new Map<string, Warning>();
-  for (const { config } of guests) {
-    for (const ref of config.refs) {
+  guests.forEach(({ config }) =>
+    config.refs.forEach((ref) => {
       const id = storeIdOf(ref.volume);
       if (id !== null && !storageIds.has(id) && !unknownStorages.has(id)) {
         unknownStorages.set(id, warn(config.path, ref.line, `storage ${id} is not defined in storage.cfg`));
       }
-    }
-  }
+    }),
+  );
   return {
     node: capture.hostname,
     entries: info.entries,
@@ -1356,14 +1356,15 @@ interface GuestRef {
 }
 const NO_REFS: readonly GuestRef[] = Object.freeze([]);
 
-/** Every `vg/lv` any config references, with who references it. */
+/**
+ * Every `vg/lv` any config references, with who references it. Tens of thousands of references
+ * run through forEach: a `for...of` allocates an iterator result per step until its function is optimised.
+ */
 function referencesByVolume(guests: readonly GuestConfig[], vgOfStorage: Map<string, string>): ByVolume<GuestRef[]> {
   const refsByVolume = new ByVolume<GuestRef[]>();
-  for (const guest of guests) {
-    for (const ref of guest.refs) {
-      for (const volume of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref });
-    }
-  }
+  guests.forEach((guest) =>
+    guest.refs.forEach((ref) => volumesOfRef(ref.volume, vgOfStorage).forEach((volume) => pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref }))),
+  );
   return refsByVolume;
 }
 
@@ -1372,7 +1373,7 @@ export function classify(state: ParsedState): Classification {
   const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
   const storageVgs = new Set(vgOfStorage.values());
   const guestsById = new Map<number, GuestConfig[]>();
-  for (const guest of state.guests) pushTo(guestsById, guest.vmid, guest);
+  state.guests.forEach((guest) => pushTo(guestsById, guest.vmid, guest));
 
   const refsByVolume = referencesByVolume(state.guests, vgOfStorage);
   const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? NO_REFS;
@@ -1468,7 +1469,9 @@ export function classify(state: ParsedState): Classification {
 
   // Few guests hold a lock at any time: the first config of a VMID that has one.
   const locks = new Map<number, string>();
-  for (const guest of state.guests) if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
+  state.guests.forEach((guest) => {
+    if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
+  });
   const verdict = (entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null) =>
     judged(entry, status, reason, vmid, facts, remedy, vmid === null ? null : (locks.get(vmid) ?? null));
 
@@ -1539,7 +1542,11 @@ export function classify(state: ParsedState): Classification {
   // partition of a problem entry goes with it, and before it.
   const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
   const parentByUuid = new Map<string, number>();
-  if (parentUuids.size > 0) state.entries.forEach((entry, index) => parentUuids.has(entry.uuid) && parentByUuid.set(entry.uuid, index));
+  if (parentUuids.size > 0) {
+    state.entries.forEach((entry, index) => {
+      if (parentUuids.has(entry.uuid)) parentByUuid.set(entry.uuid, index);
+    });
+  }
   for (const { index, parentUuid } of partitions) {
     const parentIndex = parentByUuid.get(parentUuid);
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
@@ -1568,9 +1575,9 @@ export function classify(state: ParsedState): Classification {
       health: health.get(guest.vmid) ?? 'clean',
     }));
   const missing = new Map<number, string[]>();
-  for (const entry of entries) {
+  entries.forEach((entry) => {
     if (entry.reason === 'guest-missing' && entry.vmid !== null) pushTo(missing, entry.vmid, entry.name);
-  }
+  });
   return {
     node: state.node,
     entries,
