@@ -738,11 +738,27 @@ export function splitLvmName(name: string): { vg: string; lv: string; layer: str
 
 const unquoteLvmPart = (part: string) => (part.includes('--') ? part.replaceAll('--', '-') : part);
 
+/** The usual line, whose name holds no `|`: one match reads it whole. */
+const DM_INFO_LINE_RE = /^([^|]*)\|(\d+)\|(\d+)\|(\d+)\|([L-][I-][s-][rw-])\|(.*)$/s;
 const DIGITS_RE = /^\d+$/;
 const dmInfoColumnsAt = (fields: string[], i: number) =>
   DIGITS_RE.test(fields[i] ?? '') && DIGITS_RE.test(fields[i + 1] ?? '') && DIGITS_RE.test(fields[i + 2] ?? '') && DM_ATTR_RE.test(fields[i + 3] ?? '');
 /** dmsetup's attr column: live table, inactive table, suspended, read-only or writable. */
 const DM_ATTR_RE = /^[L-][I-][s-][rw-]$/;
+
+/**
+ * name, major, minor, open, attr and uuid of a `dmsetup info -c` line, or null. An unmangled name
+ * may itself hold `|`: then the numeric columns and attr locate the name's end.
+ */
+function dmInfoFields(line: string): string[] | null {
+  const usual = DM_INFO_LINE_RE.exec(line);
+  if (usual !== null) return usual.slice(1);
+  const fields = line.split('|');
+  let at = 1;
+  while (at + 4 < fields.length && !dmInfoColumnsAt(fields, at)) at++;
+  if (at + 4 >= fields.length) return null;
+  return [fields.slice(0, at).join('|'), ...fields.slice(at, at + 4), fields.slice(at + 4).join('|')];
+}
 
 export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInfo): { entries: DmEntry[]; warnings: Warning[] } {
   const entries: DmEntry[] = [];
@@ -759,23 +775,20 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
       warnings.push(warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`));
       return;
     }
-    const fields = line.split('|');
-    // An unmangled name may itself hold `|`: the numeric columns and attr locate the name's end.
-    let at = 1;
-    while (at + 4 < fields.length && !dmInfoColumnsAt(fields, at)) at++;
-    if (at + 4 >= fields.length) {
+    const fields = dmInfoFields(line);
+    if (fields === null) {
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
       return;
     }
-    const attr = fields[at + 3] as string;
-    const name = mangleDmName(at === 1 ? (fields[0] as string) : fields.slice(0, at).join('|'));
+    const name = mangleDmName(fields[0] as string);
     if (seen.has(name)) {
       warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
       return;
     }
     seen.add(name);
-    const uuid = fields.length === at + 5 ? (fields[at + 4] as string) : fields.slice(at + 4).join('|');
-    entries.push({ name, realName: unmangleDmName(name), major: Number(fields[at]), minor: Number(fields[at + 1]), open: Number(fields[at + 2]), attr, uuid, line: lineNo });
+    entries.push({
+      name, realName: unmangleDmName(name), major: Number(fields[1]), minor: Number(fields[2]), open: Number(fields[3]), attr: fields[4] as string, uuid: fields[5] as string, line: lineNo,
+    });
   });
   return { entries, warnings };
 }
