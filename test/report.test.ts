@@ -326,6 +326,15 @@ test('console and JSON: a bidirectional override (U+202E) and an 8-bit CSI from 
   assert.is(JSON.parse(json).guests.find((g: { vmid: number }) => g.vmid === 300).name, 'evil\u009b2J\u202ename', 'the same value');
 });
 
+test('JSON: a DEL in text that is otherwise ASCII is escaped too (the quick path for ASCII output)', async () => {
+  const c = hostileCapture();
+  c.configs[2] = config(300, 'name: del\u007fname\nmemory: 512\n');
+  const json = (await report(resultOf(c), { json: true, console: false, html: false, color: false })).json as string;
+  assert.not.ok(json.includes('\u007f'), 'no raw DEL');
+  assert.ok(json.includes('del\\u007fname'));
+  assert.is(JSON.parse(json).guests.find((g: { vmid: number }) => g.vmid === 300).name, 'del\u007fname', 'the same value');
+});
+
 // ── --vmid narrowing ─────────────────────────────────────────────────────────────────────────
 
 test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and the summary is recomputed', async () => {
