@@ -53,7 +53,7 @@ process.stdout.write(
     '\n\n',
 );
 
-interface Row { guests: number; entries: number; launcher: string; report: string; ms: number; rssMiB: number }
+interface Row { guests: number; entries: number; launcher: string; report: string; ms: number; fastest: number; slowest: number; rssMiB: number }
 const rows: Row[] = [];
 const stageRows: { guests: number; stages: Record<string, number> }[] = [];
 for (const guests of sizes) {
@@ -64,7 +64,8 @@ for (const guests of sizes) {
   for (const [launcher, argsOf] of Object.entries(LAUNCHERS)) {
     for (const [report, extra] of [['json', []], ['json + html', ['--html', html]]] as const) {
       const samples = Array.from({ length: runs }, () => timeProcess([...argsOf(bundle), '--root', capture, '--report-only', '--json', ...extra]));
-      rows.push({ guests, entries: generated.expected.entries, launcher, report, ms: median(samples.map((s) => s.ms)), rssMiB: Math.max(...samples.map((s) => s.rssMiB)) });
+      const ms = samples.map((s) => s.ms);
+      rows.push({ guests, entries: generated.expected.entries, launcher, report, ms: median(ms), fastest: Math.min(...ms), slowest: Math.max(...ms), rssMiB: Math.max(...samples.map((s) => s.rssMiB)) });
     }
   }
   const stageSamples = Array.from({ length: runs }, () => {
@@ -76,10 +77,11 @@ for (const guests of sizes) {
 }
 
 const pad = (cells: (string | number)[], widths: number[]) => cells.map((cell, i) => String(cell)[i < 2 ? 'padStart' : 'padEnd'](widths[i] ?? 0)).join('  ');
-const widths = [7, 7, 28, 12, 14, 18, 13];
-process.stdout.write(`${pad(['guests', 'entries', 'launcher', 'report', 'median wall ms', 'ms per 1,000 entries', 'peak RSS MiB'], widths)}\n`);
+// The runs' spread beside the median: this machine's speed varies from minute to minute.
+const widths = [7, 7, 28, 12, 14, 18, 13, 14];
+process.stdout.write(`${pad(['guests', 'entries', 'launcher', 'report', 'median wall ms', 'ms per 1,000 entries', 'peak RSS MiB', 'runs ms'], widths)}\n`);
 for (const r of rows) {
-  process.stdout.write(`${pad([r.guests, r.entries, r.launcher, r.report, r.ms.toFixed(0), (r.ms / (r.entries / 1000)).toFixed(1), r.rssMiB.toFixed(0)], widths)}\n`);
+  process.stdout.write(`${pad([r.guests, r.entries, r.launcher, r.report, r.ms.toFixed(0), (r.ms / (r.entries / 1000)).toFixed(1), r.rssMiB.toFixed(0), `${r.fastest.toFixed(0)}–${r.slowest.toFixed(0)}`], widths)}\n`);
 }
 const stageNames = Object.keys(stageRows[0]?.stages ?? {});
 process.stdout.write(`\nInside the process (median ms of ${runs} cold runs):\n${pad(['guests', '', ...stageNames], [7, 0, ...stageNames.map(() => 9)])}\n`);
@@ -93,10 +95,13 @@ const inProcess = (guests: number | undefined) => {
   return ['discover', 'parse', 'classify', 'grade', 'report'].reduce((sum, name) => sum + (stages[name] ?? NaN), 0);
 };
 const bundled = row(largest, 'node dist/pve-dm.mjs', 'json')?.ms ?? NaN;
-const targets: [string, boolean][] = [
+// null: not measured by this run (the linear target needs two sizes ten times apart, as the default has).
+const targets: [string, boolean | null][] = [
   [`${largest} guests, report-only JSON with the bundle: ${bundled.toFixed(0)} ms < 1,000 ms`, bundled < 1000],
-  [`ten times the guests (${tenth} → ${largest}), inside the process: ×${(inProcess(largest) / inProcess(tenth)).toFixed(1)} ≤ ×12`, inProcess(largest) / inProcess(tenth) <= 12],
+  tenth === undefined
+    ? [`ten times the guests: needs two sizes ten times apart (--sizes ${sizes.join(',')})`, null]
+    : [`ten times the guests (${tenth} → ${largest}), inside the process: ×${(inProcess(largest) / inProcess(tenth)).toFixed(1)} ≤ ×12`, inProcess(largest) / inProcess(tenth) <= 12],
   [`HTML report for ${largest} guests rendered and validated: ${(stageRows.find((s) => s.guests === largest)?.stages.html ?? NaN).toFixed(0)} ms < 2,000 ms`, (stageRows.find((s) => s.guests === largest)?.stages.html ?? Infinity) < 2000],
 ];
-process.stdout.write(`\nTargets:\n${targets.map(([text, met]) => `  ${met ? 'met   ' : 'MISSED'}  ${text}`).join('\n')}\n`);
-process.exitCode = targets.every(([, met]) => met) ? 0 : 1;
+process.stdout.write(`\nTargets:\n${targets.map(([text, met]) => `  ${met === null ? 'n/a   ' : met ? 'met   ' : 'MISSED'}  ${text}`).join('\n')}\n`);
+process.exitCode = targets.every(([, met]) => met !== false) ? 0 : 1;
