@@ -86,7 +86,7 @@ export async function buildBundle(outDir = path.join(ROOT, 'dist')): Promise<{ f
   const bundle = await build({ ...common, entryPoints: [path.join(ROOT, 'pve-dm.ts')], write: false, outfile: file, plugins: [libraries.plugin] });
   // esbuild keeps the entry's `#!/usr/bin/env -S npx tsx`: the bundle starts with its own.
   const text = (bundle.outputFiles[0]?.text ?? '').replace(/^#!.*\n/, '');
-  writeFileSync(file, `${BANNER}\n${text}${libraries.lines.join('\n')}\n`, { mode: 0o755 });
+  writeFileSync(file, `${BANNER}\n${text}\n${libraries.lines.join('\n')}\n`, { mode: 0o755 });
   const sources = readdirSync(path.join(ROOT, 'plugins')).filter((name) => name.endsWith('.ts')).sort();
   await build({
     ...common,
