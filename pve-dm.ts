@@ -1022,7 +1022,7 @@ const LXC_PENDING_RE = /^\[pve:pending\]\s*$/i;
  * The value of a key line whose key ends at `colon`, as `:\s*(.+?)\s*$` captures it: trimmed (`\s`
  * and String#trim take the same characters), or, when it is all blanks, the last of them.
  */
-export function configValue(line: string, colon: number): string {
+function configValue(line: string, colon: number): string {
   const value = line.slice(colon + 1).trim();
   return value === '' ? line.slice(-1) : value;
 }
