@@ -221,7 +221,7 @@ property('parseGuestConfig (qemu): any legal config parses to the references it 
     assert.equal([guest.name, guest.lock, guest.template, guest.snapshots, guest.readable, guest.partial], [c.name, c.lock, c.template, c.snapshots, true, false]);
   }));
 
-/** qemu-server's own key line regex (`^(\S+?):\s*(.+?)\s*$` narrowed to its key rule), as Perl reads a line. */
+/** qemu-server's own key line regex (parse_vm_config), with `s`: a Perl `.` takes every character but `\n`, where lines are split. */
 const QEMU_SERVER_KEY_LINE = /^([a-z][a-z_-]*\d*):\s*(.+?)\s*$/s;
 const blanks = ' \t\u000b\u000c\u00a0\u1680\u2000\u2028\u2029\u202f\u3000\ufeff\r';
 
