@@ -188,7 +188,7 @@ export interface Capture {
   dmsetupInfo: string;
   /** `dmsetup table`; null = not known. */
   dmsetupTable: string | null;
-  /** `lvs -a --noheadings --separator '|' -o vg_name,lv_name,lv_attr,lv_tags`; null = not known. */
+  /** `lvs -a --noheadings --separator '|' -o vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv`; null = not known. */
   lvs: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
@@ -220,7 +220,7 @@ export const CAPTURE_FILES = {
  */
 export const DM_INFO_ARGS = ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
 export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
-export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags'];
+export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv'];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
@@ -666,9 +666,9 @@ export function anonymiseCapture(capture: Capture): Capture {
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
 export interface DmEntry {
-  /** The name as dmsetup prints it (`\xNN`-mangled where needed): what dmsetup accepts back. */
+  /** The kernel's own name, as `dmsetup --manglename none` prints and takes it: what every command addresses. */
   name: string;
-  /** The kernel's name, unmangled. */
+  /** The name as dmsetup's default mode shows it (libdm unmangles `\xNN`): what the entry was meant to be called. */
   realName: string;
   major: number;
   minor: number;
@@ -678,7 +678,12 @@ export interface DmEntry {
   line: number;
 }
 
-/** dmsetup's `--manglename` turns bytes outside `0-9A-Za-z#+-.:=@_` into `\xNN` (libdm). */
+/** What libdm leaves as it is in a name (libdm-common.c _is_whitelisted_char); every other byte it writes as `\xNN`. */
+const DM_NAME_BYTE_RE = /[0-9A-Za-z#+\-.:=@_]/;
+/** A name in libdm's mangled form: whitelisted bytes and `\xNN` escapes. */
+const DM_MANGLED_RE = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
+
+/** libdm's unmangling (dmsetup's default display): each `\xNN` back to its byte, read as UTF-8. */
 export function unmangleDmName(name: string): string {
   if (!name.includes('\\x')) return name;
   const bytes: number[] = [];
@@ -694,17 +699,27 @@ export function unmangleDmName(name: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
-const DM_MANGLED_RE = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
-/** Whitelisted bytes only: almost every name, tested first (DM_MANGLED_RE's alternation is slower). */
-const DM_PLAIN_NAME_RE = /^[0-9A-Za-z#+\-.:=@_]*$/;
-const DM_NAME_BYTE_RE = /[0-9A-Za-z#+\-.:=@_]/;
+/**
+ * Whether dmsetup, in its default mangling mode, addresses the kernel name `name` when given it as
+ * it is. libdm (mangle_string, mode auto) keeps a name of whitelisted bytes and `\xNN` escapes, and
+ * refuses one holding `\x5cx` ("mangled more than once"); any other byte it escapes first, so a name
+ * the kernel holds raw (made with `--manglename none`, or by a tool without libdm) is out of its reach.
+ */
+export const dmsetupTakesAsIs = (name: string) => DM_MANGLED_RE.test(name) && !name.includes('\\x5cx');
 
-/** The kernel's form of a name dmsetup printed unmangled (its default): bytes outside the whitelist as `\xNN`. */
+/**
+ * A kernel name as pve-dm shows it: the name itself when dmsetup's default mode addresses it (every
+ * name LVM and libdm make), else a bash `$'...'` word with every byte outside libdm's whitelist as
+ * `\xNN`. That word gives the exact bytes to `dmsetup --manglename none` through a shell; dmsetup's
+ * default mode refuses it (a `$` then `\x`: mangled and unmangled mixed) rather than act on the name
+ * it would make of it. So two kernel names never show alike, and a shown name pasted into dmsetup
+ * never reaches another device.
+ */
 export function mangleDmName(name: string): string {
-  if (DM_PLAIN_NAME_RE.test(name) || DM_MANGLED_RE.test(name)) return name;
-  return [...Buffer.from(name, 'utf8')]
-    .map((byte) => (byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`))
-    .join('');
+  if (dmsetupTakesAsIs(name)) return name;
+  const bytes = [...Buffer.from(name, 'utf8')];
+  const word = bytes.map((byte) => (byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`));
+  return `$'${word.join('')}'`;
 }
 
 /**
@@ -780,9 +795,11 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
       return;
     }
-    const name = mangleDmName(fields[0] as string);
+    // The kernel's name as it is: two names dmsetup's default mode would show alike (`a b` and
+    // `a\x20b`) stay two entries, each addressed by its own.
+    const name = fields[0] as string;
     if (seen.has(name)) {
-      warnings.push(warn(source, lineNo, `device ${name} listed twice; second line skipped`));
+      warnings.push(warn(source, lineNo, `device ${mangleDmName(name)} listed twice; second line skipped`));
       return;
     }
     seen.add(name);
@@ -796,7 +813,7 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
 // An unmangled name may hold ": " itself: the name ends where "<start> <length> <target>" begins.
 // `s`: a U+2028 or `\r` in the line is text (a `.` stopping there backtracks quadratically).
 const TABLE_LINE_RE = /^(.+?): (\d+ \d+ \S.*)$/s;
-const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/;
+const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/s;
 
 /** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
 export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTable): { tables: Map<string, string>; warnings: Warning[] } {
@@ -809,7 +826,7 @@ export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTa
       warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
       return;
     }
-    const name = mangleDmName(segmentLine[1] ?? '');
+    const name = segmentLine[1] ?? '';
     const segment = (segmentLine[2] ?? '').trim();
     const previous = tables.get(name);
     tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
@@ -824,6 +841,10 @@ export interface LogicalVolume {
   tags: readonly string[];
   /** Shown by `lvs -a` in brackets: LVM's own sub-LVs (`[data_tdata]`). */
   hidden: boolean;
+  /** The dm uuid LVM gives the LV's mapping: `LVM-` + VG uuid + LV uuid, dashes removed (null: an lvs.txt without uuids). */
+  dmUuid: string | null;
+  /** A thin LV's pool (null: none, or not known). */
+  pool: string | null;
 }
 
 export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
@@ -873,6 +894,13 @@ function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): 
 const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
 const NO_TAGS: readonly string[] = Object.freeze([]);
 
+/** LVM prints a uuid as 32 characters in groups of 6-4-4-4-4-4-6 (lib/uuid/uuid.c id_write_format). */
+const LVM_DISPLAY_UUID_RE = /^[A-Za-z0-9]{6}(?:-[A-Za-z0-9]{4}){5}-[A-Za-z0-9]{6}$/;
+
+/**
+ * `lvs` as LVS_ARGS asks for it: `vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv`. A capture of an earlier
+ * pve-dm has the first four columns only: then the uuids and pools are not known.
+ */
 export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
@@ -885,13 +913,19 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVol
     const name = fields[1] ?? '';
     const attr = fields[2] ?? '';
     const tags = fields[3] ?? '';
-    if (fields.length > 4 || vg === '' || name === '' || !LV_ATTR_RE.test(attr)) {
-      warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags" line: ${clip(line)}; skipped`));
+    const lvUuid = fields[4] ?? '';
+    const vgUuid = fields[5] ?? '';
+    const withUuids = fields.length === 7;
+    const uuidsFine = !withUuids || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid));
+    if ((fields.length !== 4 && !withUuids) || vg === '' || name === '' || !LV_ATTR_RE.test(attr) || !uuidsFine) {
+      warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv" line: ${clip(line)}; skipped`));
       return;
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
     const lv = hidden ? name.slice(1, -1) : name;
-    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden });
+    const dmUuid = withUuids ? `LVM-${vgUuid.replaceAll('-', '')}${lvUuid.replaceAll('-', '')}` : null;
+    const pool = fields[6] || null;
+    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden, dmUuid, pool });
   });
   return { lvs, warnings };
 }
@@ -905,6 +939,10 @@ export interface Storage {
   shared: boolean;
   disabled: boolean;
   nodes: string[] | null;
+  /** Its `content` types; null: the plugin's default (lvm: images; lvmthin: images and rootdir). */
+  content: string[] | null;
+  /** lvm `tagged_only`: it lists only LVs tagged `pve-vm-<vmid>`. */
+  taggedOnly: boolean;
   line: number;
 }
 
@@ -914,25 +952,42 @@ const KNOWN_STORAGE_TYPES = new Set(['dir', 'nfs', 'cifs', 'glusterfs', 'iscsi',
 export const STORAGE_ID_RE = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i;
 
 /** storage.cfg as PVE::SectionConfig writes it: `<type>: <id>` then indented `key value` lines. */
-export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg): { storages: Storage[]; warnings: Warning[] } {
+const SPLIT_LIST_RE = /[,;\s]+/;
+
+/** A section's storage from its `key value` lines. */
+function storageFrom(section: Omit<Storage, 'vg' | 'thinpool' | 'shared' | 'disabled' | 'nodes' | 'content' | 'taggedOnly'>, props: Map<string, string>): Storage {
+  const list = (key: string) => props.get(key)?.split(SPLIT_LIST_RE).filter(Boolean) ?? null;
+  const flag = (key: string) => props.has(key) && props.get(key) !== '0';
+  return {
+    ...section,
+    vg: section.type === 'lvm' || section.type === 'lvmthin' ? (props.get('vgname') ?? null) : null,
+    thinpool: props.get('thinpool') ?? null,
+    shared: props.get('shared') === '1',
+    disabled: flag('disable'),
+    nodes: list('nodes'),
+    content: list('content'),
+    taggedOnly: flag('tagged_only'),
+  };
+}
+
+/**
+ * storage.cfg as PVE::SectionConfig writes it: `<type>: <id>` then indented `key value` lines. A
+ * storage type pve-dm does not know (a third-party plugin) is a note, not a warning: a healthy node
+ * with a storage plugin reads OK.
+ */
+export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg): { storages: Storage[]; warnings: Warning[]; notes: Warning[] } {
   const storages: Storage[] = [];
   const warnings: Warning[] = [];
-  let current: (Storage & { props: Map<string, string> }) | null = null;
+  const notes: Warning[] = [];
+  let current: { section: Parameters<typeof storageFrom>[0]; props: Map<string, string> } | null = null;
   let skipping = false;
   const finish = () => {
     if (current === null) return;
-    const { props, ...storage } = current;
-    if ((storage.type === 'lvm' || storage.type === 'lvmthin') && !props.has('vgname')) {
-      warnings.push(warn(source, storage.line, `${storage.type} storage ${storage.id} has no vgname; its volumes cannot be mapped`));
+    const { section, props } = current;
+    if ((section.type === 'lvm' || section.type === 'lvmthin') && !props.has('vgname')) {
+      warnings.push(warn(source, section.line, `${section.type} storage ${section.id} has no vgname; its volumes cannot be mapped`));
     }
-    storages.push({
-      ...storage,
-      vg: storage.type === 'lvm' || storage.type === 'lvmthin' ? (props.get('vgname') ?? null) : null,
-      thinpool: props.get('thinpool') ?? null,
-      shared: props.get('shared') === '1',
-      disabled: props.has('disable') && props.get('disable') !== '0',
-      nodes: props.get('nodes')?.split(/[,;\s]+/).filter(Boolean) ?? null,
-    });
+    storages.push(storageFrom(section, props));
     current = null;
   };
   lines(text).forEach((line, index) => {
@@ -947,16 +1002,12 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       finish();
       const type = (header[1] ?? '').toLowerCase();
       const id = header[2] ?? '';
-      if (!STORAGE_ID_RE.test(id)) {
-        warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
-        skipping = true;
-        return;
-      }
-      skipping = false;
+      skipping = !STORAGE_ID_RE.test(id);
+      if (skipping) return void warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
       if (!KNOWN_STORAGE_TYPES.has(type)) {
-        warnings.push(warn(source, lineNo, `unknown storage type ${clip(type)} for storage ${id} (a third-party plugin?); its volumes are not mapped`));
+        notes.push(warn(source, lineNo, `storage ${id} has type ${clip(type)}, which pve-dm does not know (a storage plugin): guest volumes in a volume group no lvm or lvmthin storage names are not judged`));
       }
-      current = { id, type, vg: null, thinpool: null, shared: false, disabled: false, nodes: null, line: lineNo, props: new Map() };
+      current = { section: { id, type, line: lineNo }, props: new Map() };
       return;
     }
     // SectionConfig's `^\s+(\S+)(\s+(.*\S))?\s*$` on the line without its trailing space: as one
@@ -965,13 +1016,17 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
     const property = /^\s+(\S+)(?:\s+(.*))?$/s.exec(trimmed);
     if (property && skipping) return;
     if (property && current !== null) {
-      (current as { props: Map<string, string> }).props.set(property[1] ?? '', property[2] ?? '1');
+      const { section, props } = current as { section: Storage; props: Map<string, string> };
+      const key = property[1] ?? '';
+      // SectionConfig refuses a second line of a key ("duplicate attribute") and keeps the first.
+      if (props.has(key)) warnings.push(warn(source, lineNo, `${clip(key)} given twice in storage ${section.id}; the first is kept, as Proxmox keeps it`));
+      else props.set(key, property[2] ?? '1');
       return;
     }
     warnings.push(warn(source, lineNo, `cannot parse line: ${clip(line)}`));
   });
   finish();
-  return { storages, warnings };
+  return { storages, warnings, notes };
 }
 
 /** A volume a guest config refers to, in one section of the config. */
@@ -1000,7 +1055,8 @@ export interface GuestConfig {
   partial: boolean;
 }
 
-const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|unused\d+|vmstate)$/;
+/** qemu-server's drives and volumes; `cdrom` is its alias of `ide2` (parse_vm_config). */
+const QEMU_VOLUME_KEY_RE = /^(?:(?:ide|scsi|virtio|sata)\d+|efidisk0|tpmstate0|unused\d+|vmstate|cdrom)$/;
 const LXC_VOLUME_KEY_RE = /^(?:rootfs|mp\d+|unused\d+)$/;
 /**
  * qemu-server parse_vm_config / pve-container parse_pct_config key line, `^(key):\s*(.+?)\s*$`:
@@ -1015,6 +1071,9 @@ const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 /** NUL, control characters but tab, or bytes that were not UTF-8. */
 const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
 const VOLUME_ITEM_RE = /^(?:file|volume)=/;
+const BLANK_RE = /^\s*$/;
+const VOLUME_LIST_SEPARATOR_RE = /[,;\s]+/;
+const NO_VOLUMES: readonly string[] = Object.freeze([]);
 const QEMU_PENDING_RE = /^\[PENDING\]\s*$/i;
 const LXC_PENDING_RE = /^\[pve:pending\]\s*$/i;
 
@@ -1027,13 +1086,30 @@ function configValue(line: string, colon: number): string {
   return value === '' ? line.slice(-1) : value;
 }
 
-/** The volume in a drive or mount point value: its `file=`/`volume=` key or its first bare item. */
-export function volumeOfPropertyString(value: string): string | null {
-  const named = value.includes('file=') || value.includes('volume=') ? value.split(',').find((item) => VOLUME_ITEM_RE.test(item)) : undefined;
-  const comma = value.indexOf(',');
-  const volume = named ? named.slice(named.indexOf('=') + 1) : comma < 0 ? value : value.slice(0, comma);
-  if (volume === undefined || volume === '' || (named === undefined && volume.includes('='))) return null;
-  return volume === 'none' || volume === 'cdrom' ? null : volume;
+/**
+ * The volumes of a drive or mount point value, read as pve-common's parse_property_string reads it:
+ * items split at `,` (there is no quoting), blank items skipped, the item without `=` (the default
+ * key: qemu-server's `file`, pve-container's `volume`) wherever it stands, or `file=`/`volume=`.
+ * Proxmox refuses a value naming two and drops the line; pve-dm reads each (see README, "Where pve-dm
+ * reads more than Proxmox"). `none` and `cdrom` are no volume.
+ */
+export function volumesOfPropertyString(value: string): string[] {
+  const volumes: string[] = [];
+  for (const item of value.split(',')) {
+    const equals = item.indexOf('=');
+    const volume = equals < 0 ? item : VOLUME_ITEM_RE.test(item) ? item.slice(equals + 1) : '';
+    if (!BLANK_RE.test(volume) && volume !== 'none' && volume !== 'cdrom') volumes.push(volume);
+  }
+  return volumes;
+}
+
+/** The volumes a config line names: a drive's or mount point's, `vmstate`'s, or `[special:fleecing]`'s images. */
+function volumesOfLine(line: string, colon: number, key: string, section: string, volumeKeys: RegExp): readonly string[] {
+  // fleecing-images is a pve-volume-id-list (pve-common split_list: `,`, `;` or blanks between).
+  if (section === 'special:fleecing' && key === 'fleecing-images') return configValue(line, colon).split(VOLUME_LIST_SEPARATOR_RE).filter(Boolean);
+  if (!volumeKeys.test(key)) return NO_VOLUMES;
+  const value = configValue(line, colon);
+  return key === 'vmstate' ? [value] : volumesOfPropertyString(value);
 }
 
 export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warnings: Warning[] } {
@@ -1086,13 +1162,7 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       else if (key === 'template') config.template = configValue(line, colon) === '1';
       else if (key === nameKey) config.name = configValue(line, colon);
     }
-    if (section === 'special:fleecing' && key === 'fleecing-images') {
-      for (const volume of configValue(line, colon).split(',').filter(Boolean)) config.refs.push({ volume, key, section, line: lineNo });
-    } else if (volumeKeys.test(key)) {
-      const value = configValue(line, colon);
-      const volume = key === 'vmstate' ? value : volumeOfPropertyString(value);
-      if (volume !== null) config.refs.push({ volume, key, section, line: lineNo });
-    }
+    for (const volume of volumesOfLine(line, colon, key, section, volumeKeys)) config.refs.push({ volume, key, section, line: lineNo });
   });
   if (keyLines === 0) {
     warnings.push(warn(file.path, null, 'no "key: value" line: not a guest config; the guest\'s entries are not judged'));
@@ -1103,34 +1173,74 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
 
 export type VolumeKind = 'disk' | 'base' | 'cloudinit' | 'state' | 'fleece' | 'snapshot' | 'other';
 
+/** A way to read a snapshot LV's name: the volume it is a snapshot of, and the snapshot's name. */
+export interface SnapshotReading {
+  origin: string;
+  snapshot: string;
+}
+
 export interface GuestVolume {
   kind: VolumeKind;
   /** The VMID in the volume's name. */
   vmid: number;
-  /** For snapshots: the volume it is a snapshot of, and the snapshot's name. */
+  /** For snapshots: the first reading of the name (the volume's name up to its first `_`). */
   origin: string | null;
   snapshot: string | null;
+  /**
+   * For snapshots: every reading of the name. `snap_vm-100-my_disk_s1` is volume `vm-100-my_disk`'s
+   * snapshot `s1` or volume `vm-100-my`'s snapshot `disk_s1`: classify takes the one whose volume is known.
+   */
+  readings: readonly SnapshotReading[];
 }
 
 /** Guest volume names (pve-storage LvmThinPlugin / LVMPlugin parse_volname and their callers). */
-const GUEST_VOLUME_PATTERNS: { kind: VolumeKind; pattern: RegExp }[] = [
+const GUEST_VOLUME_PATTERNS: { kind: Exclude<VolumeKind, 'snapshot'>; pattern: RegExp }[] = [
   { kind: 'disk', pattern: /^vm-(\d+)-disk-\d+(?:\.qcow2)?$/ },
-  { kind: 'snapshot', pattern: /^snap_((?:vm|base)-(\d+)-[^_]+?)_([A-Za-z][A-Za-z0-9_-]*?)(\.qcow2)?$/ },
   { kind: 'base', pattern: /^base-(\d+)-disk-\d+(?:\.qcow2)?$/ },
   { kind: 'cloudinit', pattern: /^vm-(\d+)-cloudinit(?:\.qcow2)?$/ },
   { kind: 'state', pattern: /^vm-(\d+)-state-.+$/ },
   { kind: 'fleece', pattern: /^vm-(\d+)-fleece-\d+(?:\.qcow2)?$/ },
   { kind: 'other', pattern: /^(?:vm|base)-(\d+)-\S+$/ },
 ];
+const NO_READINGS: readonly SnapshotReading[] = Object.freeze([]);
+/** A volume name an LVM storage lists (LvmThinPlugin parse_volname), as the start of a snapshot's name. */
+const SNAPSHOT_ORIGIN_RE = /^(?:vm|base)-(\d+)-\S+$/;
+/**
+ * A snapshot's name (pve-snapshot-name: pve-configid, at most 40 characters; pve-dm also takes a
+ * single letter, which Proxmox never makes).
+ */
+const SNAPSHOT_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,39}$/;
+const MAX_SNAPSHOT_NAME = 40;
+
+/**
+ * The readings of `snap_<volume>_<snapshot>` (LVM-thin, LvmThinPlugin volume_snapshot) or
+ * `snap_<volume without .qcow2>_<snapshot>.qcow2` (PVE 9 volume chains, LVMPlugin get_snap_name):
+ * one for each `_` that may end the volume's name, the shortest volume first.
+ */
+function snapshotReadings(lv: string): SnapshotReading[] {
+  const chain = lv.endsWith('.qcow2');
+  const body = lv.slice('snap_'.length, chain ? -'.qcow2'.length : undefined);
+  const readings: SnapshotReading[] = [];
+  // Only the last 41 characters can hold the `_` before the snapshot's name.
+  for (let at = body.indexOf('_', Math.max(0, body.length - MAX_SNAPSHOT_NAME - 1)); at >= 0; at = body.indexOf('_', at + 1)) {
+    const origin = body.slice(0, at);
+    const snapshot = body.slice(at + 1);
+    if (SNAPSHOT_ORIGIN_RE.test(origin) && SNAPSHOT_NAME_RE.test(snapshot)) readings.push({ origin: chain ? `${origin}.qcow2` : origin, snapshot });
+  }
+  return readings;
+}
 
 export function parseGuestVolumeName(lv: string): GuestVolume | null {
+  if (lv.startsWith('snap_')) {
+    const readings = snapshotReadings(lv);
+    const first = readings[0];
+    if (first === undefined) return null;
+    const vmid = Number(SNAPSHOT_ORIGIN_RE.exec(first.origin)?.[1]);
+    return { kind: 'snapshot', vmid, origin: first.origin, snapshot: first.snapshot, readings };
+  }
   for (const { kind, pattern } of GUEST_VOLUME_PATTERNS) {
     const m = pattern.exec(lv);
-    if (m === null) continue;
-    if (kind === 'snapshot') {
-      return { kind, vmid: Number(m[2]), origin: `${m[1]}${m[4] ?? ''}`, snapshot: m[3] ?? null };
-    }
-    return { kind, vmid: Number(m[1]), origin: null, snapshot: null };
+    if (m !== null) return { kind, vmid: Number(m[1]), origin: null, snapshot: null, readings: NO_READINGS };
   }
   return null;
 }
@@ -1162,6 +1272,8 @@ export interface ParsedState {
   meta: CaptureMeta | null;
   root: string | null;
   warnings: Warning[];
+  /** What is worth knowing but no fault (a storage plugin pve-dm does not know): it raises no exit code. */
+  notes: Warning[];
 }
 
 export function parse(capture: Capture): ParsedState {
@@ -1213,6 +1325,7 @@ export function parse(capture: Capture): ParsedState {
       ...runningWarnings,
       ...unknownStorages.values(),
     ],
+    notes: storage.notes,
   };
 }
 
@@ -1224,7 +1337,12 @@ const storeIdOf = (volume: string) => VOLUME_ID_RE.exec(volume)?.[1] ?? null;
 // Stage 3: classify. Every dm entry gets one status and a documented reason.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
-export type Status = 'valid' | 'duplicate' | 'tombstone' | 'ignored';
+/**
+ * valid, duplicate and tombstone are judgements; ignored is an entry that is not pve-dm's to judge
+ * (LVM's own layers, multipath, work in flight...); unjudged is one pve-dm should judge and cannot
+ * (its guest's config cannot be read): a node with any is never shown as healthy.
+ */
+export type Status = 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged';
 
 /** Every reason, with the status it gives and what it means (README lists the same). */
 export const REASONS = {
@@ -1234,6 +1352,7 @@ export const REASONS = {
   'duplicate-table': ['duplicate', "a second mapping with exactly the same dmsetup table as a guest volume's entry"],
   'storage-unknown': ['tombstone', 'no lvm or lvmthin storage in storage.cfg names its volume group'],
   'lv-missing': ['tombstone', 'LVM no longer knows the LV (deleted on another node of a shared VG: Proxmox bug 4997)'],
+  'lv-mismatch': ['tombstone', 'LVM knows the LV, but this mapping is not its own: LVM calls the LV inactive or gives it another uuid (re-created or renamed behind it)'],
   'guest-on-other-node': ['tombstone', 'the guest lives on another node and references the volume there (left after a migration)'],
   'guest-missing': ['tombstone', 'the VMID has no config on any node of the cluster'],
   'volume-unreferenced': ['tombstone', 'the guest exists but no config references this volume'],
@@ -1246,7 +1365,9 @@ export const REASONS = {
   partition: ['ignored', 'a kpartx partition of an entry that is not a problem'],
   foreign: ['ignored', 'a device-mapper device that is not an LVM guest volume'],
   'saferemove-in-flight': ['ignored', "a volume Proxmox's saferemove is wiping (del-<volume>)"],
-  'config-unreadable': ['ignored', "the guest's config cannot be read, so its entries cannot be judged"],
+  'in-flight': ['ignored', "a volume of a guest whose lock belongs to an operation that creates, copies or moves volumes (clone, create, migrate, backup...): not judged until it ends"],
+  'foreign-vg': ['ignored', 'a guest volume in a volume group no lvm or lvmthin storage names, while storage.cfg has a storage type pve-dm does not know (a plugin may own it) or the entry is open'],
+  'config-unreadable': ['unjudged', "the guest's config cannot be read, so its entries cannot be judged"],
 } as const satisfies Record<string, readonly [Status, string]>;
 
 export type Reason = keyof typeof REASONS;
@@ -1260,14 +1381,24 @@ export interface Classified {
   open: number;
   status: Status;
   reason: Reason;
-  /** The command an administrator would run for a problem; null for valid and ignored entries. */
+  /**
+   * The command an administrator would run for a problem, which works as printed; null for the
+   * other entries, and for a problem no command may touch now (its guest is locked, it is held open).
+   */
   remedy: string | null;
+  /** What to do instead when a problem has no remedy, or why an entry is not judged; null otherwise. */
+  advice: string | null;
   /** The guest the entry belongs to: the config that references it, else the VMID in its name. */
   vmid: number | null;
+  /** That guest's type, from its config on any node (null: it has none). */
+  guestType: GuestType | null;
   vg: string | null;
   lv: string | null;
   kind: VolumeKind | null;
-  /** LVM knows the LV behind the entry (null: not known). */
+  /**
+   * The entry is LVM's own mapping of a known LV: LVM lists the LV as active, with this entry's
+   * uuid when lvs.txt has uuids (false: hand-made, or the LV is gone, inactive or another; null: not known).
+   */
   lvmKnown: boolean | null;
   /** For a duplicate: the member that stays. For a partition: its parent. */
   relatedTo: string | null;
@@ -1275,6 +1406,8 @@ export interface Classified {
   otherNode: string | null;
   /** The `lock:` of the guest the entry belongs to, on whatever node it lives (a migration in flight). */
   lock: string | null;
+  /** For a problem held open: the dm entries stacked on it (their tables map it). */
+  holders: readonly string[];
 }
 
 export interface DuplicateSet {
@@ -1310,6 +1443,7 @@ export interface Classification {
   meta: CaptureMeta | null;
   root: string | null;
   warnings: Warning[];
+  notes: Warning[];
 }
 
 /** What an entry is, from its uuid first, then its name. */
@@ -1361,7 +1495,14 @@ const volumeLvOf = (id: Extract<Identity, { kind: 'guest-volume' }>) => id.copyO
 
 /** Quotes a word for a POSIX shell when it needs it: remedies are meant to be pasted. */
 const SHELL_SAFE_RE = /^[A-Za-z0-9_@%+=:,./-]+$/;
-export const shellQuote = (word: string) => (SHELL_SAFE_RE.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`);
+/** What terminalSafe shows escaped: such a word is written `$'...'` (bash), so that a command shows as it is pasted. */
+const TERMINAL_UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+export const shellQuote = (word: string) => {
+  if (SHELL_SAFE_RE.test(word)) return word;
+  if (!TERMINAL_UNSAFE_RE.test(word)) return `'${word.replaceAll("'", `'\\''`)}'`;
+  const bytes = [...Buffer.from(word, 'utf8')];
+  return `$'${bytes.map((byte) => (byte >= 0x20 && byte < 0x7f && byte !== 0x27 && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`)).join('')}'`;
+};
 
 interface GuestRef {
   guest: GuestConfig;
@@ -1381,33 +1522,325 @@ function referencesByVolume(guests: readonly GuestConfig[], vgOfStorage: Map<str
   return refsByVolume;
 }
 
-export function classify(state: ParsedState): Classification {
+/** What classify knows of the node while it judges its entries. */
+interface Judging {
+  state: ParsedState;
+  /** A config on this node. */
+  local: (guest: GuestConfig) => boolean;
+  /** A reference from a config on this node (one function for every entry, not a closure each). */
+  fromHere: (ref: GuestRef) => boolean;
+  refsOf: (vg: string, lv: string) => readonly GuestRef[];
+  guestsById: Map<number, GuestConfig[]>;
+  /** Volume groups an lvm or lvmthin storage names. */
+  storageVgs: Set<string>;
+  /** Storage types in storage.cfg that pve-dm does not know (third-party plugins). */
+  pluginTypes: string[];
+  /** The `lock:` of each guest that has one (the first config of its VMID that does). */
+  locks: Map<number, string>;
+}
+
+function judging(state: ParsedState): Judging {
   const local = (guest: GuestConfig) => guest.node === state.node;
   const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
-  const storageVgs = new Set(vgOfStorage.values());
   const guestsById = new Map<number, GuestConfig[]>();
   state.guests.forEach((guest) => pushTo(guestsById, guest.vmid, guest));
-
   const refsByVolume = referencesByVolume(state.guests, vgOfStorage);
-  const refsOf = (vg: string, lv: string): readonly GuestRef[] => refsByVolume.get(vg, lv) ?? NO_REFS;
+  // Few guests hold a lock at any time.
+  const locks = new Map<number, string>();
+  state.guests.forEach((guest) => {
+    if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
+  });
+  return {
+    state,
+    local,
+    fromHere: (ref) => local(ref.guest),
+    refsOf: (vg, lv) => refsByVolume.get(vg, lv) ?? NO_REFS,
+    guestsById,
+    storageVgs: new Set(vgOfStorage.values()),
+    pluginTypes: [...new Set(state.storages.filter((s) => !KNOWN_STORAGE_TYPES.has(s.type)).map((s) => s.type))],
+    locks,
+  };
+}
 
-  // Per-entry facts live in arrays beside state.entries: a lookup by index costs nothing, one by
-  // name hashes a string (tens of thousands of entries).
+type GuestVolumeIdentity = Extract<Identity, { kind: 'guest-volume' }>;
+
+export function classify(state: ParsedState): Classification {
+  const j = judging(state);
   const identities = state.entries.map(identify);
   const tables = state.entries.map((entry) => state.tables?.get(entry.name) ?? null);
-  const guestVolumeAt = (index: number) => identities[index] as Extract<Identity, { kind: 'guest-volume' }>;
-  const nameAt = (index: number) => (state.entries[index] as DmEntry).name;
+  const sets = duplicateSets(j, identities, tables, state.entries);
+  const entries: Classified[] = [];
+  const partitions: { index: number; parentUuid: string }[] = [];
+  state.entries.forEach((entry, index) => {
+    const id = identities[index] as Identity;
+    const extra = sets.extraOf[index];
+    if (extra !== undefined) {
+      entries.push(duplicateVerdict(j, entry, extra.how, identities[extra.kept] as GuestVolumeIdentity, (state.entries[extra.kept] as DmEntry).name));
+      return;
+    }
+    if (id.kind === 'partition') partitions.push({ index, parentUuid: id.parentUuid });
+    // Most entries are guest volumes: they go straight to their rules, the rest through the matcher.
+    entries.push(id.kind === 'guest-volume' ? judgeGuestVolume(j, entry, id) : judgeOther(j, entry, id));
+  });
+  judgePartitions(state.entries, entries, partitions);
+  settleHeldEntries(entries, tables);
+  return {
+    node: state.node,
+    entries,
+    duplicates: sets.duplicates,
+    guests: guestSummaries(j, entries, sets.keptMembers),
+    missingGuests: missingGuestsOf(entries),
+    system: state.system,
+    meta: state.meta,
+    root: state.root,
+    warnings: state.warnings,
+    notes: state.notes,
+  };
+}
 
-  // Duplicate sets: the members of each (vg, volume) — its own entry, hand-made copies by name,
-  // and non-LVM entries mapping exactly the same table as a guest volume's entry. A volume gets a
-  // list of members only when a second one joins its first: tens of thousands of volumes have one.
-  type Member = { index: number; how: 'own' | 'name' | 'table' };
+/**
+ * The guest an entry belongs to: its own VMID's when that guest references it here (a template's
+ * base volume, which its linked clones reference too), else the first local guest that does (a
+ * borrowed disk), else the VMID in its name.
+ */
+function localOwner(j: Judging, refs: readonly GuestRef[], vmid: number): number {
+  let first: number | undefined;
+  for (const { guest } of refs) {
+    if (!j.local(guest)) continue;
+    if (guest.vmid === vmid) return vmid;
+    first ??= guest.vmid;
+  }
+  return first ?? vmid;
+}
+
+const typeOf = (j: Judging, vmid: number | null): GuestType | null => (vmid === null ? null : (j.guestsById.get(vmid)?.[0]?.type ?? null));
+
+/** An entry judged for the guest `vmid`, with that guest's lock and type. */
+function verdict(j: Judging, entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null = null, advice: string | null = null): Classified {
+  const lock = vmid === null ? null : (j.locks.get(vmid) ?? null);
+  return judged(entry, status, reason, vmid, typeOf(j, vmid), facts, remedy, advice, lock);
+}
+
+/** A problem entry, with the remedy that works for it now (or why none does). */
+function problem(j: Judging, status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number): Classified {
+  const { remedy, advice } = remedyOf(j, entry, reason, facts, vmid);
+  return verdict(j, entry, status, reason, vmid, facts, remedy, advice);
+}
+
+/** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
+function duplicateVerdict(j: Judging, entry: DmEntry, how: 'name' | 'table', kept: GuestVolumeIdentity, keptName: string): Classified {
+  const keptOwner = localOwner(j, j.refsOf(kept.vg, kept.lv), kept.volume.vmid);
+  const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: keptName, otherNode: null };
+  return problem(j, 'duplicate', how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
+}
+
+/** The references that make a snapshot LV valid: a config holding that snapshot of its volume, for the first reading that has one. */
+function snapshotRefsOf(j: Judging, vg: string, volume: GuestVolume): readonly GuestRef[] {
+  for (const { origin, snapshot } of volume.readings) {
+    const refs = j.refsOf(vg, origin).filter((r) => r.guest.snapshots.includes(snapshot));
+    if (refs.length > 0) return refs;
+  }
+  return NO_REFS;
+}
+
+/**
+ * LVM's word on an entry with an LVM uuid: 'owned' (LVM lists the LV with a mapping present and,
+ * when lvs.txt has uuids, this entry's uuid), 'missing' (no such LV), 'other' (the LV is inactive or
+ * has another uuid: this mapping is not LVM's), or null (not known: no lvs.txt, or state `X`).
+ */
+function lvmView(lvs: ByVolume<LogicalVolume> | null, vg: string, lv: string, uuid: string): 'owned' | 'missing' | 'other' | null {
+  if (lvs === null) return null;
+  const known = lvs.get(vg, lv);
+  if (known === undefined) return 'missing';
+  // lv_attr's fifth character: `-` inactive, `h` historical, `X` unknown; any other a mapping LVM sees.
+  const state = known.attr[4];
+  if (state === 'X') return null;
+  if (state === '-' || state === 'h') return 'other';
+  return known.dmUuid === null || known.dmUuid === uuid ? 'owned' : 'other';
+}
+
+/** A guest volume's entry: valid when a config here references it, else the first problem rule that holds. */
+function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): Classified {
+  const view = id.lvmOwned ? lvmView(j.state.lvs, id.vg, id.lv, entry.uuid) : 'missing';
+  const lvmKnown = view === null ? null : view === 'owned';
+  // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
+  // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
+  const base: VolumeFacts = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
+  const refs = id.copyOf === null ? j.refsOf(id.vg, id.lv) : NO_REFS;
+  const snapshotRefs = id.volume.kind === 'snapshot' && id.copyOf === null ? snapshotRefsOf(j, id.vg, id.volume) : NO_REFS;
+  const owner = localOwner(j, snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
+  if (refs.some(j.fromHere)) return verdict(j, entry, 'valid', 'referenced', owner, base);
+  if (snapshotRefs.some(j.fromHere)) return verdict(j, entry, 'valid', 'snapshot-in-config', owner, base);
+  const vmid = id.volume.vmid;
+  const configs = j.guestsById.get(vmid) ?? [];
+  if (configs.some((g) => !g.readable || (g.partial && j.local(g)))) {
+    return verdict(j, entry, 'unjudged', 'config-unreadable', vmid, base, null, `${guestLabel(vmid, typeOf(j, vmid))}'s config cannot be read (see the warnings): fix it, then look again`);
+  }
+  const lock = j.locks.get(vmid) ?? j.locks.get(owner);
+  if (lock !== undefined && !SETTLED_LOCKS.has(lock)) {
+    return verdict(j, entry, 'ignored', 'in-flight', vmid, base, null, lockAdvice(lock, vmid, typeOf(j, vmid)));
+  }
+  if (!j.storageVgs.has(id.vg)) {
+    const notOurs = foreignVgWhy(j, entry, id.vg);
+    return notOurs === null ? problem(j, 'tombstone', 'storage-unknown', entry, base, owner) : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, null, notOurs);
+  }
+  if (view === 'missing' && id.lvmOwned) return problem(j, 'tombstone', 'lv-missing', entry, base, owner);
+  if (view === 'other') return problem(j, 'tombstone', 'lv-mismatch', entry, base, owner);
+  const elsewhere = [...refs, ...snapshotRefs].find((r) => !j.local(r.guest));
+  if (elsewhere !== undefined) return problem(j, 'tombstone', 'guest-on-other-node', entry, { ...base, otherNode: elsewhere.guest.node }, elsewhere.guest.vmid);
+  if (configs.length === 0) return problem(j, 'tombstone', 'guest-missing', entry, base, owner);
+  return problem(j, 'tombstone', 'volume-unreferenced', entry, base, owner);
+}
+
+/** Why a guest volume in a volume group no LVM storage names is not pve-dm's to judge, or null when it is a tombstone. */
+function foreignVgWhy(j: Judging, entry: DmEntry, vg: string): string | null {
+  const unnamed = `no lvm or lvmthin storage names volume group ${vg}`;
+  if (j.pluginTypes.length > 0) return `${unnamed}, and storage.cfg has storage types pve-dm does not know (${j.pluginTypes.join(', ')}): a plugin may keep its volumes there`;
+  if (entry.open > 0) return `${unnamed}, and the entry is open ${entry.open} time(s): something uses it`;
+  return null;
+}
+
+/** Every entry that is not a guest volume's: what it is decides. */
+function judgeOther(j: Judging, entry: DmEntry, id: Exclude<Identity, GuestVolumeIdentity>): Classified {
+  const ignored = (reason: Reason, vmid: number | null = null, facts: Partial<VolumeFacts> = {}) => verdict(j, entry, 'ignored', reason, vmid, { ...NO_FACTS, ...facts });
+  return match(id)
+    .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignored('lvm-internal'))
+    .with({ kind: 'multipath' }, () => ignored('multipath'))
+    .with({ kind: 'crypt' }, () => ignored('crypt'))
+    .with({ kind: 'ceph-osd' }, () => ignored('ceph-osd'))
+    .with({ kind: 'saferemove' }, ({ vg, lv }) => ignored('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
+    .with({ kind: 'lvm-volume' }, ({ vg, lv }) => {
+      const view = lvmView(j.state.lvs, vg, lv, entry.uuid);
+      return ignored('not-guest-volume', null, { vg, lv, lvmKnown: view === null ? null : view === 'owned' });
+    })
+    .with({ kind: 'foreign' }, () => ignored('foreign'))
+    .with({ kind: 'partition' }, () => ignored('partition'))
+    .exhaustive();
+}
+
+/**
+ * kpartx partitions, a handful at most: their parents, found in one pass over the entries. A
+ * partition of a problem entry goes with it, and before it.
+ */
+function judgePartitions(dm: readonly DmEntry[], entries: Classified[], partitions: readonly { index: number; parentUuid: string }[]): void {
+  if (partitions.length === 0) return;
+  const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
+  const parentByUuid = new Map<string, number>();
+  dm.forEach((entry, index) => {
+    if (parentUuids.has(entry.uuid)) parentByUuid.set(entry.uuid, index);
+  });
+  for (const { index, parentUuid } of partitions) {
+    const parentIndex = parentByUuid.get(parentUuid);
+    const parent = parentIndex === undefined ? undefined : entries[parentIndex];
+    const entry = dm[index] as DmEntry;
+    if (parent === undefined) continue;
+    const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
+    if (parent.status !== 'tombstone' && parent.status !== 'duplicate') {
+      entries[index] = judged(entry, 'ignored', 'partition', null, null, { ...NO_FACTS, relatedTo: parent.name }, null, null, null);
+      continue;
+    }
+    // A parent no command may touch now (its guest is locked) holds back its partitions too.
+    const remedy = parent.lock === null ? dmRemoveText(entry.name) : null;
+    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent.vmid, parent.guestType, facts, remedy, remedy === null ? parent.advice : null, parent.lock);
+  }
+}
+
+/** The `major:minor` devices a table maps (`linear 252:3 0`, `thin 252:2 7`, a multipath's paths...). */
+const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
+
+/**
+ * Problem entries held open. When every open is a dm entry stacked on it (a kpartx partition)
+ * and each of those has a remedy of its own, the remedy removes them first; otherwise no command
+ * would work as printed, and the advice says what holds the entry.
+ */
+function settleHeldEntries(entries: Classified[], tables: readonly (string | null)[]): void {
+  const held = entries.filter((entry) => isProblem(entry) && entry.open > 0 && entry.remedy !== null);
+  if (held.length === 0) return;
+  const indexOfDevice = new Map(entries.map((entry, index) => [`${entry.major}:${entry.minor}`, index]));
+  const holders = new Map<number, number[]>();
+  tables.forEach((table, holder) => {
+    for (const [, major, minor] of table?.matchAll(TABLE_DEVICE_RE) ?? []) {
+      const target = indexOfDevice.get(`${major}:${minor}`);
+      if (target !== undefined && target !== holder && !holders.get(target)?.includes(holder)) pushTo(holders, target, holder);
+    }
+  });
+  entries.forEach((entry, index) => {
+    if (!held.includes(entry)) return;
+    const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
+    const freeing = stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
+    const names = stacked.map((h) => h.name);
+    entries[index] = freeing
+      ? { ...entry, holders: names, remedy: [...stacked.map((h) => h.remedy), entry.remedy].join(' && ') }
+      : { ...entry, holders: names, remedy: null, advice: heldAdvice(entry, stacked) };
+  });
+}
+
+/** What holds an open entry, in words: the devices stacked on it, and the opens no device explains. */
+function heldAdvice(entry: Classified, stacked: readonly Classified[]): string {
+  const parts = stacked.map((h) => `${mangleDmName(h.name)} (${isProblem(h) ? `${h.status}, remove it first` : `${h.status}: not a leftover`})`);
+  const others = entry.open - stacked.length;
+  if (others > 0) parts.push(`${others} opener(s) that are no dm device (a process or a running guest: fuser -vm /dev/dm-${entry.minor} shows which)`);
+  return `open ${entry.open} time(s), held by ${parts.join(', ')}: no command takes it away while it is open`;
+}
+
+/** This node's guests, each with the worst status among its entries. */
+function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers: ReadonlySet<number>): GuestSummary[] {
+  const health = new Map<number, GuestSummary['health']>();
+  entries.forEach((entry, index) => {
+    if (entry.vmid === null) return;
+    if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
+    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate') health.set(entry.vmid, 'tombstone');
+  });
+  const running = j.state.running;
+  return j.state.guests
+    .filter(j.local)
+    .sort((a, b) => a.vmid - b.vmid)
+    .map((guest) => ({
+      vmid: guest.vmid, type: guest.type, name: guest.name, lock: guest.lock, template: guest.template, readable: guest.readable,
+      running: running === null ? null : running.has(guest.vmid),
+      health: health.get(guest.vmid) ?? 'clean',
+    }));
+}
+
+function missingGuestsOf(entries: readonly Classified[]): Classification['missingGuests'] {
+  const missing = new Map<number, string[]>();
+  entries.forEach((entry) => {
+    if (entry.reason === 'guest-missing' && entry.vmid !== null) pushTo(missing, entry.vmid, entry.name);
+  });
+  return [...missing].sort(([a], [b]) => a - b).map(([vmid, names]) => ({ vmid, entries: names }));
+}
+
+type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
+const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
+const NO_HOLDERS: readonly string[] = Object.freeze([]);
+
+// One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
+const judged = (
+  entry: DmEntry, status: Status, reason: Reason, vmid: number | null, guestType: GuestType | null, facts: VolumeFacts,
+  remedy: string | null, advice: string | null, lock: string | null,
+): Classified => ({
+  name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
+  status, reason, remedy, advice, vmid, guestType, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown,
+  relatedTo: facts.relatedTo, otherNode: facts.otherNode, lock, holders: NO_HOLDERS,
+});
+
+type DuplicateMember = { index: number; how: 'own' | 'name' | 'table' };
+type VolumeGroup = { first: number; vg: string; lv: string; group: DuplicateMember[] };
+
+/**
+ * The members of each (vg, volume): its own entry, hand-made copies by name, and non-LVM entries
+ * mapping exactly the same table as a guest volume's entry. A volume gets a list of members only
+ * when a second one joins its first: tens of thousands of volumes have one. In the order the
+ * volumes were met, as the report lists duplicate sets.
+ */
+function volumeGroups(identities: readonly Identity[], tables: readonly (string | null)[]): VolumeGroup[] {
+  const guestVolumeAt = (index: number) => identities[index] as GuestVolumeIdentity;
   const firstOfVolume = new ByVolume<number>();
-  const groups: { first: number; vg: string; lv: string; group: Member[] }[] = [];
-  const groupOf: (Member[] | undefined)[] = [];
-  const memberAt = (index: number): Member => ({ index, how: guestVolumeAt(index).copyOf === null ? 'own' : 'name' });
+  const groups: VolumeGroup[] = [];
+  const groupOf: (DuplicateMember[] | undefined)[] = [];
+  const memberAt = (index: number): DuplicateMember => ({ index, how: guestVolumeAt(index).copyOf === null ? 'own' : 'name' });
   /** The members of the volume whose first entry is `first`. */
-  const groupFrom = (first: number): Member[] => {
+  const groupFrom = (first: number): DuplicateMember[] => {
     const known = groupOf[first];
     if (known !== undefined) return known;
     const id = guestVolumeAt(first);
@@ -1442,177 +1875,115 @@ export function classify(state: ParsedState): Classification {
     mirrored.push({ index, how: 'table' });
     groupOf[index] = mirrored;
   });
-  // In the order the volumes were met, as the report lists duplicate sets.
-  groups.sort((a, b) => a.first - b.first);
-
-  /**
-   * The guest an entry belongs to: its own VMID's when that guest references it here (a template's
-   * base volume, which its linked clones reference too), else the first local guest that does
-   * (a borrowed disk), else the VMID in its name.
-   */
-  const localOwner = (refs: readonly GuestRef[], vmid: number) => {
-    let first: number | undefined;
-    for (const { guest } of refs) {
-      if (!local(guest)) continue;
-      if (guest.vmid === vmid) return vmid;
-      first ??= guest.vmid;
-    }
-    return first ?? vmid;
-  };
-  // One function for every entry, not a closure made per entry (tens of thousands).
-  const fromHere = (r: GuestRef) => local(r.guest);
-  const isReferencedLocally = (index: number) => {
-    const id = identities[index];
-    return id?.kind === 'guest-volume' && id.copyOf === null && refsOf(id.vg, id.lv).some(fromHere);
-  };
-  const duplicates: DuplicateSet[] = [];
-  const keptMembers = new Set<number>();
-  const extraOf: ({ kept: number; how: 'name' | 'table' } | undefined)[] = [];
-  for (const { vg, lv, group } of groups) {
-    if (group.length < 2) continue;
-    const rank = (m: { index: number; how: string }) => {
-      const id = identities[m.index];
-      return (isReferencedLocally(m.index) ? 4 : 0) + (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
-    };
-    const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
-    duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: nameAt(kept.index), extras: group.filter((m) => m !== kept).map((m) => nameAt(m.index)) });
-    keptMembers.add(kept.index);
-    for (const m of group) if (m !== kept) extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
-  }
-
-  // Few guests hold a lock at any time: the first config of a VMID that has one.
-  const locks = new Map<number, string>();
-  state.guests.forEach((guest) => {
-    if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
-  });
-  const verdict = (entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null) =>
-    judged(entry, status, reason, vmid, facts, remedy, vmid === null ? null : (locks.get(vmid) ?? null));
-
-  const classifyGuestVolume = (entry: DmEntry, index: number, id: Extract<Identity, { kind: 'guest-volume' }>): Classified => {
-    const extra = extraOf[index];
-    if (extra !== undefined) return duplicateVerdict(entry, extra);
-    const lvmKnown = id.lvmOwned ? (state.lvs === null ? null : state.lvs.has(id.vg, id.lv)) : false;
-    // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
-    // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
-    const base = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
-    const refs = id.copyOf === null ? refsOf(id.vg, id.lv) : NO_REFS;
-    const snapshotRefs =
-      id.volume.kind === 'snapshot' && id.copyOf === null
-        ? refsOf(id.vg, id.volume.origin ?? '').filter((r) => r.guest.snapshots.includes(id.volume.snapshot ?? ''))
-        : NO_REFS;
-    const owner = localOwner(snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
-    if (refs.some(fromHere)) return valid(entry, 'referenced', owner, base);
-    if (snapshotRefs.some(fromHere)) return valid(entry, 'snapshot-in-config', owner, base);
-    const ownerConfigs = guestsById.get(id.volume.vmid) ?? [];
-    if (ownerConfigs.some((g) => !g.readable || (g.partial && local(g)))) return ignoredAs(entry, 'config-unreadable', id.volume.vmid, base);
-    if (!storageVgs.has(id.vg)) return problem('tombstone', 'storage-unknown', entry, base, owner);
-    if (id.lvmOwned && lvmKnown === false) return problem('tombstone', 'lv-missing', entry, base, owner);
-    const elsewhere = [...refs, ...snapshotRefs].find((r) => !local(r.guest));
-    if (elsewhere !== undefined) return problem('tombstone', 'guest-on-other-node', entry, { ...base, otherNode: elsewhere.guest.node }, elsewhere.guest.vmid);
-    if (ownerConfigs.length === 0) return problem('tombstone', 'guest-missing', entry, base, owner);
-    return problem('tombstone', 'volume-unreferenced', entry, base, owner);
-  };
-
-  const problem = (status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number) =>
-    verdict(entry, status, reason, vmid, facts, remedyFor(entry, reason, facts, vmid, guestsById.get(vmid)?.find(local) ?? null));
-  /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
-  const duplicateVerdict = (entry: DmEntry, extra: { kept: number; how: 'name' | 'table' }) => {
-    const kept = guestVolumeAt(extra.kept);
-    const keptOwner = localOwner(refsOf(kept.vg, kept.lv), kept.volume.vmid);
-    const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: nameAt(extra.kept), otherNode: null };
-    return problem('duplicate', extra.how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
-  };
-  const valid = (entry: DmEntry, reason: Reason, vmid: number, facts: VolumeFacts) => verdict(entry, 'valid', reason, vmid, facts, null);
-  const ignoredAs = (entry: DmEntry, reason: Reason, vmid: number | null, facts: Partial<VolumeFacts> = {}) => verdict(entry, 'ignored', reason, vmid, { ...NO_FACTS, ...facts }, null);
-
-  const entries: Classified[] = [];
-  const partitions: { index: number; parentUuid: string }[] = [];
-  state.entries.forEach((entry, index) => {
-    const id = identities[index] as Identity;
-    // Most entries are guest volumes: they go straight to their rules, the rest through the matcher.
-    entries.push(
-      id.kind === 'guest-volume'
-        ? classifyGuestVolume(entry, index, id)
-        : match(id)
-            .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignoredAs(entry, 'lvm-internal', null))
-            .with({ kind: 'multipath' }, () => ignoredAs(entry, 'multipath', null))
-            .with({ kind: 'crypt' }, () => ignoredAs(entry, 'crypt', null))
-            .with({ kind: 'ceph-osd' }, () => ignoredAs(entry, 'ceph-osd', null))
-            .with({ kind: 'saferemove' }, ({ vg, lv }) => ignoredAs(entry, 'saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
-            .with({ kind: 'lvm-volume' }, ({ vg, lv }) => ignoredAs(entry, 'not-guest-volume', null, { vg, lv, lvmKnown: state.lvs === null ? null : state.lvs.has(vg, lv) }))
-            .with({ kind: 'foreign' }, () => {
-              const extra = extraOf[index];
-              return extra === undefined ? ignoredAs(entry, 'foreign', null) : duplicateVerdict(entry, extra);
-            })
-            .with({ kind: 'partition' }, ({ parentUuid }) => {
-              partitions.push({ index, parentUuid });
-              return ignoredAs(entry, 'partition', null);
-            })
-            .exhaustive(),
-    );
-  });
-  // kpartx partitions, a handful at most: their parents, found in one pass over the entries. A
-  // partition of a problem entry goes with it, and before it.
-  const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
-  const parentByUuid = new Map<string, number>();
-  if (parentUuids.size > 0) {
-    state.entries.forEach((entry, index) => {
-      if (parentUuids.has(entry.uuid)) parentByUuid.set(entry.uuid, index);
-    });
-  }
-  for (const { index, parentUuid } of partitions) {
-    const parentIndex = parentByUuid.get(parentUuid);
-    const parent = parentIndex === undefined ? undefined : entries[parentIndex];
-    if (parent === undefined) continue;
-    const entry = state.entries[index] as DmEntry;
-    if (parent.status !== 'tombstone' && parent.status !== 'duplicate') {
-      entries[index] = ignoredAs(entry, 'partition', null, { relatedTo: parent.name });
-      continue;
-    }
-    const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
-    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent.vmid, facts, `dmsetup remove ${shellQuote(entry.name)}`, parent.lock);
-  }
-
-  const health = new Map<number, GuestSummary['health']>();
-  entries.forEach((entry, index) => {
-    if (entry.vmid === null) return;
-    if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
-    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate') health.set(entry.vmid, 'tombstone');
-  });
-  const guests = state.guests
-    .filter(local)
-    .sort((a, b) => a.vmid - b.vmid)
-    .map((guest) => ({
-      vmid: guest.vmid, type: guest.type, name: guest.name, lock: guest.lock, template: guest.template, readable: guest.readable,
-      running: state.running === null ? null : state.running.has(guest.vmid),
-      health: health.get(guest.vmid) ?? 'clean',
-    }));
-  const missing = new Map<number, string[]>();
-  entries.forEach((entry) => {
-    if (entry.reason === 'guest-missing' && entry.vmid !== null) pushTo(missing, entry.vmid, entry.name);
-  });
-  return {
-    node: state.node,
-    entries,
-    duplicates,
-    guests,
-    missingGuests: [...missing].sort(([a], [b]) => a - b).map(([vmid, names]) => ({ vmid, entries: names })),
-    system: state.system,
-    meta: state.meta,
-    root: state.root,
-    warnings: state.warnings,
-  };
+  return groups.sort((a, b) => a.first - b.first);
 }
 
-type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
-const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
+interface DuplicateSets {
+  duplicates: DuplicateSet[];
+  /** For each extra member, by entry index: the member that stays, and how the extra was found. */
+  extraOf: ({ kept: number; how: 'name' | 'table' } | undefined)[];
+  keptMembers: Set<number>;
+}
 
-// One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
-const judged = (entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null, lock: string | null): Classified => ({
-  name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
-  status, reason, remedy, vmid, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown, relatedTo: facts.relatedTo, otherNode: facts.otherNode,
-  lock,
-});
+/** Of each volume with several members, the one that stays: referenced here, else LVM's own, else the volume's own entry. */
+function duplicateSets(j: Judging, identities: readonly Identity[], tables: readonly (string | null)[], dm: readonly DmEntry[]): DuplicateSets {
+  const isReferencedLocally = (index: number) => {
+    const id = identities[index];
+    return id?.kind === 'guest-volume' && id.copyOf === null && j.refsOf(id.vg, id.lv).some(j.fromHere);
+  };
+  const rank = (m: DuplicateMember) => {
+    const id = identities[m.index];
+    return (isReferencedLocally(m.index) ? 4 : 0) + (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
+  };
+  const sets: DuplicateSets = { duplicates: [], extraOf: [], keptMembers: new Set() };
+  for (const { vg, lv, group } of volumeGroups(identities, tables)) {
+    if (group.length < 2) continue;
+    const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
+    const nameAt = (m: DuplicateMember) => (dm[m.index] as DmEntry).name;
+    sets.duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: nameAt(kept), extras: group.filter((m) => m !== kept).map(nameAt) });
+    sets.keptMembers.add(kept.index);
+    for (const m of group) if (m !== kept) sets.extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
+  }
+  return sets;
+}
+
+/** Locks that stay while no operation runs, and during which no volume is made or moved (qemu-server, pve-container). */
+const SETTLED_LOCKS: ReadonlySet<string> = new Set(['suspended', 'mounted', 'fstrim']);
+
+/** `VM 100` or `CT 200`, as Proxmox names its guests; `VMID 888` for one that has no config. */
+export const guestLabel = (vmid: number, type: GuestType | null) => `${type === 'lxc' ? 'CT' : type === 'qemu' ? 'VM' : 'VMID'} ${vmid}`;
+
+/**
+ * What to do about an entry of a locked guest, instead of a command: no command may touch a
+ * volume while the operation that set the lock runs (qm(1) / pct(1), "Locks"; check_lock).
+ */
+export function lockAdvice(lock: string, vmid: number, type: GuestType | null): string {
+  const label = guestLabel(vmid, type);
+  const tool = type === 'lxc' ? 'pct' : 'qm';
+  if (lock === 'suspended') return `${label} is hibernated (lock: suspended): resume or start it (qm resume ${vmid}) before anything of it is touched`;
+  if (lock === 'mounted') return `${label}'s volumes are mounted on the host (lock: mounted): pct unmount ${vmid} once done, then look again`;
+  return (
+    `${label} is locked (${lock}): wait for that operation to end. If no task of it runs (pvesh get /cluster/tasks; a clone's task carries ` +
+    `the source's VMID, a migration runs on the source node), the lock was left behind: ${tool} unlock ${vmid} clears it, "only if you ` +
+    `are sure the action which set the lock is no longer running" (${tool}(1), Locks)`
+  );
+}
+
+/** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
+function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): { remedy: string | null; advice: string | null } {
+  const lock = j.locks.get(vmid);
+  if (lock !== undefined) return { remedy: null, advice: lockAdvice(lock, vmid, typeOf(j, vmid)) };
+  const guest = j.guestsById.get(vmid)?.find(j.local);
+  if (reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
+    return { remedy: guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`, advice: null };
+  }
+  return { remedy: removalText({ name: entry.name, reason, ...facts }), advice: null };
+}
+
+/** lvm and lvmthin storages' content when storage.cfg gives none (LVMPlugin / LvmThinPlugin plugindata). */
+const DEFAULT_CONTENT: Readonly<Record<string, readonly string[]>> = { lvm: ['images'], lvmthin: ['images', 'rootdir'] };
+
+/**
+ * Whether `qm disk rescan` / `pct rescan` of the guest would attach the volume as unusedN: an LV
+ * LVM lists, on a storage enabled on this node for the guest's content (vdisk_list), which that
+ * storage lists as the guest's (LVMPlugin / LvmThinPlugin list_images). Rescan skips state volumes.
+ */
+function rescanFinds(j: Judging, facts: VolumeFacts, guest: GuestConfig): boolean {
+  const { vg, lv: name, kind } = facts;
+  if (facts.lvmKnown === false || vg === null || name === null || !(kind === 'disk' || kind === 'base' || kind === 'other')) return false;
+  const lv = j.state.lvs?.get(vg, name);
+  const content = guest.type === 'qemu' ? 'images' : 'rootdir';
+  const owner = /^(?:vm|base)-(\d+)-/.exec(name);
+  if (owner === null || Number(owner[1]) !== guest.vmid) return false;
+  return j.state.storages.some((storage) => {
+    const enabled = storage.vg === vg && !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
+    if (!enabled || !(storage.content ?? DEFAULT_CONTENT[storage.type] ?? []).includes(content)) return false;
+    if (storage.type === 'lvm') {
+      const tagged = !storage.taggedOnly || lv === undefined || lv.tags.includes(`pve-vm-${guest.vmid}`);
+      return name.startsWith('vm-') && tagged && (lv === undefined || /^[-mMrR]$/.test(lv.attr[0] ?? ''));
+    }
+    return storage.type === 'lvmthin' && (lv === undefined || (lv.attr[0] === 'V' && (lv.pool === null || lv.pool === storage.thinpool)));
+  });
+}
+
+/** Whether an entry goes with `lvchange -an` (LVM's own mapping of an LV it knows) rather than `dmsetup remove`. */
+const deactivatesLv = (entry: Pick<Classified, 'lvmKnown' | 'vg' | 'lv' | 'reason'>) =>
+  entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null && entry.reason !== 'partition-of-problem';
+
+/**
+ * The command that takes an entry away without losing data: LVM's own mapping through LVM, which
+ * keeps its view consistent; any other by the kernel's own name (`--manglename none`: dmsetup's
+ * default mode would first mangle a name holding bytes outside its whitelist, and address another).
+ */
+export const removalCommand = (entry: Pick<Classified, 'name' | 'lvmKnown' | 'vg' | 'lv' | 'reason'>): string[] =>
+  deactivatesLv(entry) ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`] : ['dmsetup', '--manglename', 'none', 'remove', entry.name];
+
+/** `dmsetup remove NAME` to paste: plain when dmsetup's default mode addresses the name, else `--manglename none` and the `$'...'` word. */
+const dmRemoveText = (name: string) => (dmsetupTakesAsIs(name) ? `dmsetup remove ${shellQuote(name)}` : `dmsetup --manglename none remove ${mangleDmName(name)}`);
+
+/** removalCommand as a shell command an administrator pastes. */
+export const removalText = (entry: Pick<Classified, 'name' | 'lvmKnown' | 'vg' | 'lv' | 'reason'>): string =>
+  deactivatesLv(entry) ? `lvchange -an ${shellQuote(`${entry.vg}/${entry.lv}`)}` : dmRemoveText(entry.name);
 
 const NO_DATA_SEGMENT_RE = /^\d+ \d+ (?:error|zero)\b/;
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
@@ -1636,18 +2007,6 @@ export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): 
   return volname.includes('/') ? volname.split('/').map((lv): [string, string] => [vg, lv]) : [[vg, volname]];
 }
 
-function remedyFor(entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number, localGuest: GuestConfig | null): string {
-  // Not known (no lvs.txt) for an LVM-owned entry: LVM most likely still knows it.
-  if (facts.lvmKnown === false || facts.vg === null || facts.lv === null) return `dmsetup remove ${shellQuote(entry.name)}`;
-  const lv = shellQuote(`${facts.vg}/${facts.lv}`);
-  // `qm/pct rescan` attaches unreferenced `vm-`/`base-` volumes as unusedN (it skips snapshots and state volumes).
-  const rescannable = facts.kind === 'disk' || facts.kind === 'base' || facts.kind === 'other';
-  if (reason === 'volume-unreferenced' && localGuest !== null && rescannable) {
-    return localGuest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
-  }
-  return `lvchange -an ${lv}`;
-}
-
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Stage 4: grade.
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -1660,6 +2019,8 @@ export interface Summary {
   duplicate: number;
   tombstone: number;
   ignored: number;
+  /** Entries pve-dm should judge and cannot (their guest's config cannot be read). */
+  unjudged: number;
 }
 
 export interface Graded {
@@ -1672,12 +2033,18 @@ export interface Graded {
 /** More tombstones than this grade F, as any duplicate does (critical); the monitoring levels use it too. */
 export const MAX_TOMBSTONES_BEFORE_F = 50;
 
+/**
+ * Any duplicate grades F, as more than 50 tombstones do; tombstones grade B to D. The exit code is
+ * 2 for F; 1 for tombstones, warnings, or entries that could not be judged (such a node is never
+ * shown as healthy); 0 otherwise.
+ */
 export function grade(classification: Pick<Classification, 'entries' | 'warnings'>): Graded {
-  const count = (status: Status) => classification.entries.filter((entry) => entry.status === status).length;
-  const summary: Summary = { entries: classification.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored') };
+  const summary: Summary = { entries: classification.entries.length, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
+  for (const entry of classification.entries) summary[entry.status]++;
+  const { duplicate, tombstone } = summary;
   const letter: GradeLetter =
-    summary.duplicate > 0 ? 'F' : summary.tombstone === 0 ? 'A+' : summary.tombstone <= 5 ? 'B' : summary.tombstone <= 20 ? 'C' : summary.tombstone <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
-  const exitCode = letter === 'F' ? 2 : summary.tombstone > 0 || classification.warnings.length > 0 ? 1 : 0;
+    duplicate > 0 ? 'F' : tombstone === 0 ? 'A+' : tombstone <= 5 ? 'B' : tombstone <= 20 ? 'C' : tombstone <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
+  const exitCode = letter === 'F' ? 2 : tombstone > 0 || summary.unjudged > 0 || classification.warnings.length > 0 ? 1 : 0;
   return { grade: letter, summary, exitCode };
 }
 
@@ -1696,9 +2063,14 @@ export interface Result extends Classification, Graded {
   cleanup: CleanupOutcome | null;
 }
 
-/** Narrows a classification to the entries and guests of some VMIDs (`--vmid`). */
-export function narrowToGuests(classification: Classification, vmids: number[]): Classification {
+/**
+ * Narrows a classification to the entries and guests of some VMIDs (`--vmid`). A VMID with no
+ * config on any node (`configured`) and no entry here is usually a typo: a warning says so.
+ */
+export function narrowToGuests(classification: Classification, vmids: number[], configured: ReadonlySet<number> = new Set()): Classification {
   const wanted = new Set(vmids);
+  const seen = new Set(classification.entries.map((entry) => entry.vmid));
+  const unknown = vmids.filter((vmid) => !configured.has(vmid) && !seen.has(vmid));
   const guestEntries = new Set(classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid)).map((entry) => entry.name));
   // An ignored kpartx partition carries no VMID: it goes with its parent.
   const entries = classification.entries.filter((entry) => guestEntries.has(entry.name) || (entry.relatedTo !== null && guestEntries.has(entry.relatedTo)));
@@ -1709,6 +2081,7 @@ export function narrowToGuests(classification: Classification, vmids: number[]):
     duplicates: classification.duplicates.filter((set) => names.has(set.kept) || set.extras.some((name) => names.has(name))),
     guests: classification.guests.filter((guest) => wanted.has(guest.vmid)),
     missingGuests: classification.missingGuests.filter((missing) => wanted.has(missing.vmid)),
+    warnings: [...classification.warnings, ...unknown.map((vmid) => warn('--vmid', null, `VMID ${vmid} has no config on any node and no dm entry here (a typo?)`))],
   };
 }
 
@@ -1742,6 +2115,8 @@ export async function report(result: Result, options: ReportOptions): Promise<Re
   return reports;
 }
 
+const warningJson = (w: Warning) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) });
+
 export function toJson(result: Result) {
   return {
     version: 1,
@@ -1754,8 +2129,9 @@ export function toJson(result: Result) {
     summary: result.summary,
     entries: result.entries.map((entry) => {
       const json: Omit<Classified, 'realName' | 'uuid' | 'major' | 'minor'> & { uuid: string | null; realName?: string } = {
-        name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, vmid: entry.vmid, vg: entry.vg, lv: entry.lv,
-        open: entry.open, uuid: entry.uuid || null, kind: entry.kind, lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock,
+        name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, advice: entry.advice, vmid: entry.vmid,
+        guestType: entry.guestType, vg: entry.vg, lv: entry.lv, open: entry.open, uuid: entry.uuid || null, kind: entry.kind,
+        lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock, holders: entry.holders,
       };
       if (entry.realName !== entry.name) json.realName = entry.realName;
       return json;
@@ -1764,7 +2140,8 @@ export function toJson(result: Result) {
     guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({ vmid, type, name, running, lock, health, template, configReadable: readable })),
     missingGuests: result.missingGuests,
     system: result.system,
-    warnings: result.warnings.map((w) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) })),
+    warnings: result.warnings.map(warningJson),
+    notes: result.notes.map(warningJson),
     notifications: result.notifications,
     cleanup: result.cleanup,
   };
@@ -1778,24 +2155,40 @@ export const severityOf = (result: Pick<Result, 'exitCode'>): Severity => (resul
 /** A cluster run's shared LVs active on several nodes while their guest runs (Proxmox bug 4997). */
 const sharedActiveCount = (result: Pick<Result, 'warnings'>) => result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
 
+/** How many entries could not be judged, and why, in words (null: every entry was judged). */
+export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): string | null {
+  const count = result.summary.unjudged;
+  if (count === 0) return null;
+  const guests = [...new Set(result.entries.filter((e) => e.status === 'unjudged' && e.vmid !== null).map((e) => guestLabel(e.vmid as number, e.guestType)))];
+  const whose = guests.length === 1 ? `the config of ${guests[0]} cannot` : `the configs of ${guests.join(', ')} cannot`;
+  return `${count} ${count === 1 ? 'entry' : 'entries'} not judged: ${whose} be read`;
+}
+
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
-export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings'>): string {
+export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'>): string {
   const { duplicate, tombstone } = result.summary;
   const sharedActive = sharedActiveCount(result);
+  const unjudged = unjudgedSummary(result);
   if (duplicate > 0) return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (sharedActive > 0) return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
+  if (tombstone === 0 && unjudged !== null) return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10) return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
   return `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - Grade ${result.grade}`;
 }
 
+/** A problem's remedy, or why it has none now and what to do instead. */
+const remedyLine = (entry: Classified) => (entry.remedy !== null ? `remedy: ${entry.remedy}` : `no command now: ${entry.advice ?? 'none'}`);
+
 /** A plain-text summary for notifications: the counts, then the problem entries (at most `limit`). */
 export function notificationText(result: Result, limit = 20): string {
   const { entries, valid, duplicate, tombstone, ignored } = result.summary;
-  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone');
+  const problems = result.entries.filter(isProblem);
+  const unjudged = unjudgedSummary(result);
   const lines = [
     `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
-    ...problems.slice(0, limit).map((entry) => `- ${entry.name}: ${entry.status}, ${entry.reason}${entry.remedy ? `; remedy: ${entry.remedy}` : ''}`),
+    ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
+    ...problems.slice(0, limit).map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
     ...(problems.length > limit ? [`- ... and ${problems.length - limit} more`] : []),
     ...(result.warnings.length > 0 ? [`${result.warnings.length} warning(s), first: ${formatWarning(result.warnings[0] as Warning)}`] : []),
   ];
@@ -1862,70 +2255,96 @@ export function systemRows(system: SystemFacts | null): [string, string][] {
 
 const describeEntry = (entry: Classified): string =>
   match(entry.reason)
-    .with('guest-on-other-node', () => `VM ${entry.vmid} lives on node ${entry.otherNode} and uses it there`)
-    .with('guest-missing', () => `VM ${entry.vmid} has no config on any node`)
+    .with('guest-on-other-node', () => `${guestLabel(entry.vmid ?? 0, entry.guestType)} lives on node ${entry.otherNode} and uses it there`)
+    .with('guest-missing', () => `${guestLabel(entry.vmid ?? 0, null)} has no config on any node`)
     .with('volume-unreferenced', () => `no config references ${entry.vg}/${entry.lv}`)
     .with('storage-unknown', () => `no storage in storage.cfg uses volume group ${entry.vg}`)
     .with('lv-missing', () => `LVM does not know ${entry.vg}/${entry.lv} any more`)
-    .with('partition-of-problem', () => `partition of ${entry.relatedTo}`)
-    .with('duplicate-name', 'duplicate-table', () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${entry.relatedTo})`)
+    .with('lv-mismatch', () => `LVM knows ${entry.vg}/${entry.lv}, but this mapping is not its own (inactive, or another uuid)`)
+    .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
+    .with('duplicate-name', 'duplicate-table', () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${mangleDmName(entry.relatedTo ?? '')})`)
     .otherwise((reason) => REASONS[reason][1]);
+
+/** Entries pve-dm leaves alone though they are guest volumes: their guest's config is unreadable, an operation is in flight, a plugin may own them. */
+const isNotJudged = (entry: Classified) => entry.status === 'unjudged' || entry.reason === 'in-flight' || entry.reason === 'foreign-vg';
 
 export function renderConsole(result: Result, color: boolean): string {
   const paint = painter(color);
   const out: string[] = [];
   const heading = (text: string) => out.push('', paint('bold', text));
-  const s = result.summary;
-  const gradeStyle = result.grade === 'A+' ? 'green' : result.grade === 'F' ? 'red' : 'yellow';
   out.push(`${paint('bold', `pve-dm ${VERSION}`)} · node ${terminalSafe(result.node)} · ${result.generatedAt}`);
   if (result.root !== null) out.push(paint('dim', `capture ${terminalSafe(result.root)}${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`));
   if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
-
   heading('Summary');
-  out.push(`  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${s.valid} valid, ${paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`)}, ${paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`)}, ${s.ignored} ignored`);
-
-  const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
+  out.push(...consoleSummary(result, paint));
   heading(`Duplicates (critical): ${result.duplicates.length}`);
-  for (const set of result.duplicates) {
-    out.push(`  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (VM ${set.vmid}) has ${set.extras.length + 1} entries`);
-    const kept = byName.get(set.kept);
-    out.push(`    keep    ${terminalSafe(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`);
-    for (const name of set.extras) {
-      const extra = byName.get(name);
-      out.push(`    extra   ${terminalSafe(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            remedy: ${terminalSafe(extra.remedy ?? '')}` : ''}`);
-    }
-  }
+  out.push(...consoleDuplicates(result, paint));
   const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
   heading(`Tombstones (warning): ${tombstones.length}`);
   for (const entry of tombstones) {
-    const cautions = [entry.open > 0 ? `open ${entry.open}: in use` : '', entry.lock ? `guest locked: ${terminalSafe(entry.lock)}` : ''].filter(Boolean);
-    out.push(`  ${paint('yellow', terminalSafe(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${cautions.join(', ')})`) : ''}`);
-    out.push(`    remedy: ${terminalSafe(entry.remedy ?? '')}`);
+    const cautions = [entry.open > 0 ? `open ${entry.open}: in use` : '', entry.lock ? `guest locked: ${entry.lock}` : ''].filter(Boolean);
+    out.push(`  ${paint('yellow', mangleDmName(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`);
+    out.push(`    ${terminalSafe(remedyLine(entry))}`);
   }
-
+  const notJudged = result.entries.filter(isNotJudged);
+  if (notJudged.length > 0) {
+    heading(`Not judged: ${notJudged.length}`);
+    for (const entry of notJudged) out.push(`  ${mangleDmName(entry.name)}  ${entry.reason}: ${terminalSafe(entry.advice ?? describeEntry(entry))}`);
+  }
   heading(`Guests on ${terminalSafe(result.node)}: ${result.guests.length}`);
-  if (result.guests.length > 0) {
-    const rows = result.guests.map((guest) => [
-      String(guest.vmid), guest.type === 'qemu' ? 'VM' : 'CT', terminalSafe(guest.name ?? '-').slice(0, 32),
-      guest.running === null ? '?' : guest.running ? 'running' : 'stopped', terminalSafe(guest.lock ?? '-'),
-      guest.readable ? guest.health : 'unreadable',
-    ]);
-    out.push(...table(['VMID', 'TYPE', 'NAME', 'STATUS', 'LOCK', 'DM HEALTH'], rows).map((line) => `  ${line}`));
-  }
+  out.push(...consoleGuests(result));
   if (result.missingGuests.length > 0) {
     heading(`VMIDs that exist nowhere: ${result.missingGuests.length}`);
-    for (const missing of result.missingGuests) out.push(`  VM ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(terminalSafe).join(', ')}`);
+    for (const missing of result.missingGuests) out.push(`  VMID ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(mangleDmName).join(', ')}`);
   }
   const system = systemRows(result.system);
   if (system.length > 0) {
     heading('Host');
     out.push(...system.map(([label, value]) => `  ${label.padEnd(16)} ${terminalSafe(value)}`));
   }
-  if (result.warnings.length > 0) {
-    heading(`Warnings: ${result.warnings.length}`);
-    out.push(...result.warnings.map((w) => `  ${paint('yellow', terminalSafe(formatWarning(w)))}`));
+  for (const [title, list] of [['Warnings', result.warnings], ['Notes', result.notes]] as const) {
+    if (list.length === 0) continue;
+    heading(`${title}: ${list.length}`);
+    out.push(...list.map((w) => `  ${title === 'Warnings' ? paint('yellow', terminalSafe(formatWarning(w))) : terminalSafe(formatWarning(w))}`));
   }
   return `${out.join('\n')}\n`;
+}
+
+/** The grade and the counts; a node with entries it could not judge is never shown as healthy. */
+function consoleSummary(result: Result, paint: ReturnType<typeof painter>): string[] {
+  const s = result.summary;
+  const unjudged = unjudgedSummary(result);
+  const gradeStyle = result.grade === 'F' ? 'red' : result.grade === 'A+' && unjudged === null ? 'green' : 'yellow';
+  const counts = [
+    `${s.valid} valid`, paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`), paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`),
+    `${s.ignored} ignored`, ...(s.unjudged > 0 ? [paint('yellow', `${s.unjudged} not judged`)] : []),
+  ];
+  return [`  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${counts.join(', ')}`, ...(unjudged === null ? [] : [paint('yellow', `  Incomplete: ${terminalSafe(unjudged)}`)])];
+}
+
+function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): string[] {
+  const out: string[] = [];
+  const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
+  for (const set of result.duplicates) {
+    const kept = byName.get(set.kept);
+    out.push(`  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (${guestLabel(set.vmid, kept?.guestType ?? null)}) has ${set.extras.length + 1} entries`);
+    out.push(`    keep    ${mangleDmName(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`);
+    for (const name of set.extras) {
+      const extra = byName.get(name);
+      out.push(`    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${terminalSafe(remedyLine(extra))}` : ''}`);
+    }
+  }
+  return out;
+}
+
+function consoleGuests(result: Result): string[] {
+  if (result.guests.length === 0) return [];
+  const rows = result.guests.map((guest) => [
+    String(guest.vmid), guest.type === 'qemu' ? 'VM' : 'CT', terminalSafe(guest.name ?? '-').slice(0, 32),
+    guest.running === null ? '?' : guest.running ? 'running' : 'stopped', terminalSafe(guest.lock ?? '-'),
+    guest.readable ? guest.health : 'unreadable',
+  ]);
+  return table(['VMID', 'TYPE', 'NAME', 'STATUS', 'LOCK', 'DM HEALTH'], rows).map((line) => `  ${line}`);
 }
 
 function table(header: string[], rows: string[][]): string[] {
@@ -1938,8 +2357,9 @@ function table(header: string[], rows: string[][]): string[] {
 function ownerOf(vmid: number | null, entry: Classified | undefined, result: Pick<Result, 'guests' | 'node'>): string {
   if (vmid === null) return 'no guest';
   const guest = result.guests.find((candidate) => candidate.vmid === vmid);
-  if (guest) return `VM ${vmid}${guest.name ? ` ${guest.name}` : ''} on ${guest.node ?? result.node}`;
-  return entry?.otherNode ? `VM ${vmid} on ${entry.otherNode}` : `VM ${vmid} (exists nowhere)`;
+  if (guest) return `${guestLabel(vmid, guest.type)}${guest.name ? ` ${guest.name}` : ''} on ${guest.node ?? result.node}`;
+  const label = guestLabel(vmid, entry?.guestType ?? null);
+  return entry?.otherNode ? `${label} on ${entry.otherNode}` : entry?.guestType ? label : `${label} (no config on any node)`;
 }
 
 // ─── Monitoring: Nagios/Icinga plugin output, Checkmk local check, Prometheus textfile ─────────
@@ -1971,6 +2391,7 @@ function measures(result: Result): Measure[] {
     { label: 'duplicates', value: duplicate, warnAbove: null, critAbove: 0 },
     { label: 'tombstones', value: tombstone, warnAbove: 0, critAbove: MAX_TOMBSTONES_BEFORE_F },
     { label: 'ignored', value: ignored, warnAbove: null, critAbove: null },
+    { label: 'unjudged', value: result.summary.unjudged, warnAbove: 0, critAbove: null },
     { label: 'warnings', value: result.warnings.length, warnAbove: 0, critAbove: null },
   ];
 }
@@ -1980,16 +2401,18 @@ function monitoringSummary(result: Result): string {
   const { entries, duplicate, tombstone } = result.summary;
   const sharedActive = sharedActiveCount(result);
   const shared = sharedActive > 0 ? `, ${sharedActive} shared LV(s) active on several nodes while their guest runs` : '';
+  const unjudged = unjudgedSummary(result);
+  const incomplete = unjudged === null ? '' : `; ${unjudged}`;
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
-  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${warnings}`);
+  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${incomplete}${warnings}`);
 }
 
-/** The long output: each problem entry (name, status, reason, guest, remedy), then the warnings; at most `limit` of each. */
+/** The long output: each problem or unjudged entry (name, status, reason, guest, remedy), then the warnings; at most `limit` of each. */
 function monitoringDetails(result: Result, limit: number): string[] {
-  const problems = result.entries.filter(isProblem);
+  const problems = result.entries.filter((entry) => isProblem(entry) || entry.status === 'unjudged');
   const more = (count: number, what: string) => (count > limit ? [`... and ${count - limit} more ${what}`] : []);
   return [
-    ...problems.slice(0, limit).map((entry) => `${entry.status} ${entry.name}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; remedy: ${entry.remedy}`),
+    ...problems.slice(0, limit).map((entry) => `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`),
     ...more(problems.length, 'problem entries'),
     ...result.warnings.slice(0, limit).map((w) => `warning: ${formatWarning(w)}`),
     ...more(result.warnings.length, 'warnings'),
@@ -2028,7 +2451,7 @@ export const renderCheckmkUnknown = (message: string) => `3 "${CHECKMK_SERVICE}"
 /** A label value in the Prometheus text exposition format 0.0.4: `\\`, `"` and line feed escaped. */
 export const prometheusLabel = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
 
-const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored'];
+const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'];
 
 const prometheusFamily = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
 
@@ -2037,7 +2460,7 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
   const node = (result: Result) => `node="${prometheusLabel(result.node)}"`;
   const each = (sample: (result: Result) => string[]) => results.flatMap(sample);
   const problem = (result: Result, entry: Classified) =>
-    `{${node(result)},name="${prometheusLabel(entry.name)}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
+    `{${node(result)},name="${prometheusLabel(mangleDmName(entry.name))}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
   return [
     ...prometheusFamily('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.', each((r) => STATUSES.map((status) => `{${node(r)},status="${status}"} ${r.summary[status]}`))),
     ...prometheusFamily('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.', each((r) => [`{${node(r)},grade="${r.grade}"} 1`])),
@@ -2072,11 +2495,11 @@ export function renderClusterPrometheus(cluster: ClusterResult): string {
 export const escapeHtml = (text: string) =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
 
-const STATUS_COLORS: Record<Status, string> = { valid: '#1e7e34', duplicate: '#c82333', tombstone: '#b8860b', ignored: '#6c757d' };
+const STATUS_COLORS: Record<Status, string> = { valid: '#1e7e34', duplicate: '#c82333', tombstone: '#b8860b', ignored: '#6c757d', unjudged: '#8a4baf' };
 const GRADE_COLORS: Record<GradeLetter, string> = { 'A+': '#28a745', B: '#17a2b8', C: '#ffc107', D: '#fd7e14', F: '#dc3545' };
 
 /** Sections every HTML report holds exactly once, in this order. */
-export const HTML_SECTIONS = ['summary', 'problems', 'guests', 'missing', 'system', 'warnings'] as const;
+export const HTML_SECTIONS = ['summary', 'problems', 'unjudged', 'guests', 'missing', 'system', 'warnings'] as const;
 
 export function renderHtml(result: Result): string {
   const e = (value: string | number | null) => escapeHtml(value === null ? '—' : String(value));
@@ -2090,40 +2513,46 @@ export function renderHtml(result: Result): string {
     rows.length === 0
       ? `<p style="color:#6c757d;margin:0">None.</p>`
       : `<table data-table="${id}" ${tableStyle}><tr>${header.map((h) => `<th ${th}>${escapeHtml(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
-  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone');
+  const problems = result.entries.filter(isProblem);
+  const notJudged = result.entries.filter(isNotJudged);
   const s = result.summary;
+  const unjudged = unjudgedSummary(result);
+  const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
   const metric = (label: string, value: number, colour: string) =>
     `<td style="padding:8px;text-align:center;border:1px solid #dee2e6"><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div><div style="font-size:12px;color:#495057">${label}</div></td>`;
-  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}</tr></table>`;
+  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}${s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : ''}</tr></table>`;
   const problemRows = problems.map(
     (entry) =>
-      `<tr data-entry>${td(`<code>${e(entry.name)}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(`<code>${e(entry.remedy)}</code>`)}</tr>`,
+      `<tr data-entry>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`)}</tr>`,
   );
+  const notJudgedRows = notJudged.map((entry) => `<tr data-unjudged>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.reason), STATUS_COLORS[entry.status])}${td(e(entry.vmid))}${td(e(entry.advice ?? describeEntry(entry)))}</tr>`);
   const healthColour = { clean: STATUS_COLORS.valid, duplicate: STATUS_COLORS.duplicate, tombstone: STATUS_COLORS.tombstone };
   const guestRows = result.guests.map(
     (guest) =>
       `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', healthColour[guest.health])}</tr>`,
   );
-  const missingRows = result.missingGuests.map((missing) => `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(name)}</code>`).join('<br>'))}</tr>`);
+  const missingRows = result.missingGuests.map((missing) => `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`);
   const systemTableRows = systemRows(result.system).map(([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`);
-  const warningRows = result.warnings.map((w) => `<tr data-warning>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(e(w.message))}</tr>`);
+  const warningRow = (kind: 'warning' | 'note') => (w: Warning) => `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
+  const warningRows = [...result.warnings.map(warningRow('warning')), ...result.notes.map(warningRow('note'))];
   const headline =
-    s.duplicate > 0 ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now` : s.tombstone > 0 ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation` : 'No problems found';
+    s.duplicate > 0 ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now` : s.tombstone > 0 ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation` : unjudged !== null ? `Incomplete: ${unjudged}` : 'No problems found';
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
 <body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
 <div style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px">
-<div data-header style="border-bottom:4px solid ${GRADE_COLORS[result.grade]};padding-bottom:8px">
+<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">
 <h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>
 <p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : ''}${result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : ''}</p>
-<p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${GRADE_COLORS[result.grade]}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
+<p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${gradeColour}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
 </div>
 ${section('summary', 'Device-mapper entries', summary)}
 ${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
+${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
 ${section('guests', `Guests on ${result.node} (${result.guests.length})`, rowsTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], guestRows))}
 ${section('missing', `VMIDs that exist nowhere (${result.missingGuests.length})`, rowsTable('missing', ['VMID', 'Entries'], missingRows))}
 ${section('system', 'Host', rowsTable('system', ['Fact', 'Value'], systemTableRows))}
-${section('warnings', `Warnings (${result.warnings.length})`, rowsTable('warnings', ['Where', 'Message'], warningRows))}
+${section('warnings', `Warnings (${result.warnings.length})${result.notes.length > 0 ? ` and notes (${result.notes.length})` : ''}`, rowsTable('warnings', ['Where', 'Message'], warningRows))}
 <p style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px">pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: pve-dm's own cleanup re-checks every entry before it acts.</p>
 </div></body></html>
 `;
@@ -2150,7 +2579,9 @@ export async function validateHtml(html: string, result: Result): Promise<string
     const count = $(selector).length;
     if (count !== expected) problems.push(`${what}: ${count} rows for ${expected} items`);
   };
-  expectRows('tr[data-entry]', result.entries.filter((x) => x.status === 'duplicate' || x.status === 'tombstone').length, 'problem entries');
+  expectRows('tr[data-entry]', result.entries.filter(isProblem).length, 'problem entries');
+  expectRows('tr[data-unjudged]', result.entries.filter(isNotJudged).length, 'entries not judged');
+  expectRows('tr[data-note]', result.notes.length, 'notes');
   expectRows('tr[data-guest]', result.guests.length, 'guests');
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
@@ -2204,39 +2635,37 @@ export interface CleanupPlan {
   actions: PlannedAction[];
 }
 
-/** The command that takes an entry away without losing data: LVM's view stays consistent. */
-const removalCommand = (entry: Classified): string[] =>
-  entry.lvmKnown !== false && entry.vg !== null && entry.lv !== null && entry.reason !== 'partition-of-problem'
-    ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`]
-    : ['dmsetup', 'remove', entry.name];
 
-/** Why an entry must be left alone: open, its guest locked (on any node) or running here. */
-function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>): string | null {
+/**
+ * Why an entry must be left alone: held open (but by devices planned to go before it), its guest
+ * locked (on any node) or running here.
+ */
+function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>, goingFirst = 0): string | null {
   const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
-  if (entry.open > 0) return `open ${entry.open} time(s)`;
-  if (entry.lock) return `guest ${entry.vmid} is locked (${entry.lock})`;
-  if (guest?.running && entry.status === 'tombstone') return `guest ${guest.vmid} is running`;
+  if (entry.open > goingFirst) return `open ${entry.open} time(s)`;
+  if (entry.lock) return `${guestLabel(entry.vmid ?? 0, entry.guestType)} is locked (${entry.lock})`;
+  if (guest?.running && entry.status === 'tombstone') return `${guestLabel(guest.vmid, guest.type)} is running`;
   return null;
 }
 
 const isProblem = (entry: Classified): entry is Classified & { status: ProblemStatus } => entry.status === 'duplicate' || entry.status === 'tombstone';
 
-/** Duplicates first, then tombstones; a partition before its parent. Never a valid or ignored entry. */
+/** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
 export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
   const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
   const order = (entry: Classified) => (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
+  // By the kernel's name or as pve-dm shows it.
+  const named = (entry: Classified) => selection.names.includes(entry.name) || selection.names.includes(mangleDmName(entry.name));
   const selected = (entry: Classified & { status: ProblemStatus }) =>
     (selection.only === null || selection.only === `${entry.status}s`) &&
     (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
-    (selection.names.length === 0 || selection.names.includes(entry.name) || selection.names.includes(entry.realName));
-  const actions = result.entries
-    .filter(isProblem)
-    .filter(selected)
-    .sort((a, b) => order(a) - order(b))
-    .map((entry) => ({
-      name: entry.name, uuid: entry.uuid, status: entry.status, reason: entry.reason, vmid: entry.vmid, open: entry.open,
-      command: removalCommand(entry), blockedBy: blockerOf(entry, guests),
-    }));
+    (selection.names.length === 0 || named(entry));
+  const chosen = result.entries.filter(isProblem).filter(selected).sort((a, b) => order(a) - order(b));
+  const planned = new Set(chosen.map((entry) => entry.name));
+  const actions = chosen.map((entry) => ({
+    name: entry.name, uuid: entry.uuid, status: entry.status, reason: entry.reason, vmid: entry.vmid, open: entry.open,
+    command: removalCommand(entry), blockedBy: blockerOf(entry, guests, entry.holders.filter((holder) => planned.has(holder)).length),
+  }));
   return { actions };
 }
 
@@ -2245,7 +2674,7 @@ export function renderPlan(plan: CleanupPlan, heading = 'Cleanup plan (nothing w
   const lines = ['', heading];
   for (const action of plan.actions) {
     const command = action.command.map(shellQuote).join(' ');
-    lines.push(action.blockedBy === null ? `  would run: ${terminalSafe(command)}` : `  would skip ${terminalSafe(action.name)}: ${terminalSafe(action.blockedBy)}`);
+    lines.push(action.blockedBy === null ? `  would run: ${terminalSafe(command)}` : `  would skip ${mangleDmName(action.name)}: ${terminalSafe(action.blockedBy)}`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -2296,7 +2725,7 @@ export async function withHolders(plan: CleanupPlan, result: Result, liveRoot: s
   return {
     actions: plan.actions.map((action) => {
       const found = [...new Set(holders.get(action.name) ?? [])];
-      return found.length > 0 && action.open > 0 ? { ...action, blockedBy: `${action.blockedBy}, held by ${found.join(', ')}` } : action;
+      return found.length > 0 && action.blockedBy !== null && action.open > 0 ? { ...action, blockedBy: `${action.blockedBy}, held by ${found.join(', ')}` } : action;
     }),
   };
 }
@@ -2363,11 +2792,24 @@ export interface JournalRecord {
   /** The guest whose Proxmox lock was held (and is held again to restore). */
   vmid: number | null;
   guestType: GuestType | null;
+  /** What the action did, from its outcome line (absent: no outcome line, as in journals of earlier pve-dm). */
+  outcome?: JournalOutcome['outcome'];
+  detail?: string | null;
+}
+
+/** The line appended once an action has run and the entry was looked for again: removed, or failed (the entry is there). */
+export interface JournalOutcome {
+  id: string;
+  run: string;
+  at: string;
+  name: string;
+  outcome: 'removed' | 'failed';
+  detail: string | null;
 }
 
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
 
-export function appendJournal(file: string, record: JournalRecord): void {
+export function appendJournal(file: string, record: JournalRecord | JournalOutcome): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const fd = openSync(file, 'a', 0o600);
   try {
@@ -2378,6 +2820,7 @@ export function appendJournal(file: string, record: JournalRecord): void {
   }
 }
 
+/** The journal's actions, each with its outcome line's verdict merged in. */
 export function readJournal(file: string): JournalRecord[] {
   let text: string;
   try {
@@ -2386,16 +2829,28 @@ export function readJournal(file: string): JournalRecord[] {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new UserError(`cannot read the journal ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-  return lines(text).flatMap((line, index) => {
-    if (line.trim() === '') return [];
+  const records: JournalRecord[] = [];
+  const byId = new Map<string, JournalRecord>();
+  lines(text).forEach((line, index) => {
+    if (line.trim() === '') return;
+    let value: Partial<JournalRecord & JournalOutcome> | null = null;
     try {
-      const record = JSON.parse(line) as JournalRecord;
-      if (typeof record.id === 'string' && typeof record.name === 'string' && typeof record.run === 'string') return [record];
+      value = JSON.parse(line) as Partial<JournalRecord & JournalOutcome>;
     } catch {
       // reported below
     }
-    throw new UserError(`${file}:${index + 1}: not a journal line`);
+    if (value === null || typeof value.id !== 'string' || typeof value.name !== 'string' || typeof value.run !== 'string') {
+      throw new UserError(`${file}:${index + 1}: not a journal line`);
+    }
+    const action = byId.get(value.id);
+    if (value.outcome === 'removed' || value.outcome === 'failed') {
+      if (action !== undefined) Object.assign(action, { outcome: value.outcome, detail: value.detail ?? null });
+      return;
+    }
+    records.push(value as JournalRecord);
+    byId.set(value.id, value as JournalRecord);
   });
+  return records;
 }
 
 // ─── Carrying a plan out ────────────────────────────────────────────────────────────────────
@@ -2457,12 +2912,12 @@ export async function executeCleanup(plan: CleanupPlan, context: CleanupContext,
         outcome.skipped.push({ name: action.name, why: action.blockedBy });
         continue;
       }
-      onStep(`checking ${action.name}`);
+      onStep(`checking ${mangleDmName(action.name)}`);
       // A guest nobody has yet (a VMID that exists nowhere) is locked as a VM: `qm create` takes that lock.
       const guestLock = action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
       const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
-        outcome.skipped.push({ name: action.name, why: `guest ${action.vmid}'s lock is held by someone else (${guestLock})` });
+        outcome.skipped.push({ name: action.name, why: `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone else (${guestLock})` });
         continue;
       }
       try {
@@ -2490,17 +2945,28 @@ async function removeOne(action: PlannedAction, context: CleanupContext, outcome
     id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`, run: context.run, at: (context.now?.() ?? new Date()).toISOString(), node: context.capture.hostname,
     name: entry.name, uuid: entry.uuid, open: entry.open, table: table.exitCode === 0 ? tableText(table.stdout) : '', status: entry.status as ProblemStatus,
     reason: entry.reason, action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove', vg: entry.vg, lv: entry.lv,
-    vmid: action.vmid, guestType: action.vmid === null ? null : (context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? 'qemu'),
+    vmid: action.vmid, guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
-  onStep(`${command.join(' ')}`);
+  onStep(command.map(shellQuote).join(' '));
   let result: CommandResult;
   try {
     result = await context.runner(command[0] as string, command.slice(1), { mutates: true, journal: { file: context.journal, record } });
   } catch (error) {
     return void outcome.skipped.push({ name: action.name, why: (error as Error).message });
   }
-  if (result.exitCode === 0) outcome.removed.push({ name: entry.name, command, journal: record.id });
-  else outcome.failed.push({ name: entry.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
+  // A command can succeed and change nothing (lvchange -an of an LV that is not this mapping):
+  // the entry is looked for again, and only an entry that is gone was removed.
+  const error = result.exitCode !== 0 ? result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}` : (await stillThere(entry.name, context.runner)) ? `${command.join(' ')} succeeded, but the entry is still there` : null;
+  const done: JournalOutcome = { id: record.id, run: record.run, at: (context.now?.() ?? new Date()).toISOString(), name: entry.name, outcome: error === null ? 'removed' : 'failed', detail: error };
+  appendJournal(context.journal, done);
+  if (error === null) outcome.removed.push({ name: entry.name, command, journal: record.id });
+  else outcome.failed.push({ name: entry.name, error: terminalSafe(error) });
+}
+
+/** Whether the kernel still has a device of that name. */
+async function stillThere(name: string, runner: Runner): Promise<boolean> {
+  const info = await runner('dmsetup', [...DM_INFO_ARGS, name]);
+  return info.exitCode === 0 && parseDmsetupInfo(info.stdout).entries.some((entry) => entry.name === name);
 }
 
 /** The table lines of `dmsetup table NAME`, without the name (what `dmsetup create` reads back). */
@@ -2524,7 +2990,7 @@ export async function restoreEntries(records: JournalRecord[], context: Pick<Cle
       const guestLock = record.vmid === null || record.vmid === undefined ? null : path.join(context.liveRoot, guestLockFile(record.vmid, record.guestType ?? 'qemu'));
       const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
-        outcome.refused.push({ name: record.name, why: `guest ${record.vmid}'s lock is held by someone else (${guestLock})` });
+        outcome.refused.push({ name: record.name, why: `${guestLabel(record.vmid ?? 0, record.guestType ?? null)}'s lock is held by someone else (${guestLock})` });
         continue;
       }
       try {
@@ -3119,18 +3585,21 @@ export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterRes
   const guestOn = new Map(runs.flatMap(({ result }) => result.guests.map((guest) => [`${result.node}/${guest.vmid}`, guest] as const)));
 
   // Every activation of a guest's LV (not hand-made copies), by volume; local VGs are per node.
-  const activations = new Map<string, { vg: string; lv: string; vmid: number; lock: string | null; on: { node: string; name: string; remedy: string | null }[] }>();
+  const activations = new Map<string, { vg: string; lv: string; vmid: number; type: GuestType | null; lock: string | null; on: { node: string; name: string; remedy: string | null }[] }>();
   for (const { result } of runs) {
     for (const entry of result.entries) {
-      if (entry.vg === null || entry.lv === null || entry.vmid === null || entry.kind === null || !entry.uuid.startsWith('LVM-') || entry.status === 'duplicate' || entry.status === 'ignored') continue;
+      // A guest volume's own activation: judged, or not judged while its guest's operation runs.
+      const activation = entry.status !== 'duplicate' && (entry.status !== 'ignored' || entry.reason === 'in-flight');
+      if (entry.vg === null || entry.lv === null || entry.vmid === null || entry.kind === null || !entry.uuid.startsWith('LVM-') || !activation) continue;
       const key = sharedVgs.has(entry.vg) ? lvKey(entry.vg, entry.lv) : `${result.node}:${lvKey(entry.vg, entry.lv)}`;
-      const volume = activations.get(key) ?? { vg: entry.vg, lv: entry.lv, vmid: entry.vmid, lock: entry.lock, on: [] };
+      const volume = activations.get(key) ?? { vg: entry.vg, lv: entry.lv, vmid: entry.vmid, type: entry.guestType, lock: entry.lock, on: [] };
       volume.on.push({ node: result.node, name: entry.name, remedy: entry.remedy });
       activations.set(key, volume);
     }
   }
   const findings: ClusterFinding[] = [];
-  for (const { vg, lv, vmid, lock, on } of activations.values()) {
+  for (const { vg, lv, vmid, type, lock, on } of activations.values()) {
+    const label = guestLabel(vmid, type);
     const home = homeOf.get(vmid) ?? null;
     const running = home === null ? null : (guestOn.get(`${home}/${vmid}`)?.running ?? null);
     const nodes = on.map((a) => a.node);
@@ -3139,21 +3608,21 @@ export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterRes
     if (on.length > 1) {
       const where = `${volume} is active on ${nodes.join(' and ')}`;
       if (lock === 'migrate') {
-        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where} while guest ${vmid} migrates (lock: migrate): expected during a migration; look again once it has ended` });
+        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended` });
       } else if (running === true) {
-        findings.push({ kind: 'active-on-several-nodes', severity: 'critical', ...base, message: `${where} while guest ${vmid} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run` });
+        findings.push({ kind: 'active-on-several-nodes', severity: 'critical', ...base, message: `${where} while ${label} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run` });
       } else {
-        const guest = home === null ? `guest ${vmid} has no config on any node` : `guest ${vmid} lives on ${home} and is not running`;
+        const guest = home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
         findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where}; ${guest}: deactivate it where the guest does not live` });
       }
     } else if (home !== null && !nodes.includes(home)) {
-      findings.push({ kind: 'active-off-home-node', severity: 'warning', ...base, message: `${volume} of guest ${vmid} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live` });
+      findings.push({ kind: 'active-off-home-node', severity: 'warning', ...base, message: `${volume} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live` });
     }
   }
   findings.sort((a, b) => (a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1));
 
   const results = runs.map(({ result }) => result);
-  const summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0 };
+  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
   for (const result of results) for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
   const critical = findings.some((finding) => finding.severity === 'critical');
   const worst = results.reduce((letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter), 'A+' as GradeLetter);
@@ -3202,6 +3671,8 @@ export function clusterAsResult(cluster: ClusterResult): Result {
       ...cluster.unreachable.map(({ node, error }) => warn(`node ${node}`, null, `not analysed: ${error}`)),
       ...cluster.nodes.flatMap((result) => result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) }))),
     ],
+    // /etc/pve is the cluster's: every node notes the same storage plugins.
+    notes: cluster.nodes[0]?.notes ?? [],
     grade: cluster.grade,
     summary: cluster.summary,
     exitCode: cluster.exitCode,
@@ -3268,7 +3739,7 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
   const capture = await stages.discover({ root: options.root, runner: options.runner, liveRoot: options.liveRoot, hostname: options.hostname });
   const state = stages.parse(capture);
   const full = stages.classify(state);
-  const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids) : full;
+  const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid))) : full;
   const graded = stages.grade(classification);
   const result: Result = {
     ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [], cleanup: null,
@@ -3559,7 +4030,7 @@ export async function interactiveCleanup(plan: CleanupPlan, result: Result, cont
   clack.intro('pve-dm cleanup');
   const picked = await clack.multiselect({
     message: 'Entries to remove (space toggles, enter goes on; duplicates first, then tombstones)',
-    options: plan.actions.map((action) => ({ value: action.name, label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${terminalSafe(action.name)}`, hint: describeCandidate(action, result), disabled: action.blockedBy !== null })),
+    options: plan.actions.map((action) => ({ value: action.name, label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${mangleDmName(action.name)}`, hint: describeCandidate(action, result), disabled: action.blockedBy !== null })),
     initialValues: plan.actions.filter((action) => action.blockedBy === null).map((action) => action.name),
     required: false,
   });
@@ -3585,9 +4056,9 @@ export async function interactiveCleanup(plan: CleanupPlan, result: Result, cont
 
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
-  for (const removed of outcome.removed) lines.push(`  removed  ${terminalSafe(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`);
-  for (const skipped of outcome.skipped) lines.push(`  skipped  ${terminalSafe(skipped.name)}: ${terminalSafe(skipped.why)}`);
-  for (const failed of outcome.failed) lines.push(`  FAILED   ${terminalSafe(failed.name)}: ${terminalSafe(failed.error)}`);
+  for (const removed of outcome.removed) lines.push(`  removed  ${mangleDmName(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`);
+  for (const skipped of outcome.skipped) lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
+  for (const failed of outcome.failed) lines.push(`  FAILED   ${mangleDmName(failed.name)}: ${terminalSafe(failed.error)}`);
   lines.push(`  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? '; undo with: pve-dm.ts restore --last' : ''}`);
   return `${lines.join('\n')}\n`;
 }
@@ -3596,8 +4067,8 @@ export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds.
-  const rows = records.map((r) => [r.id, r.at, r.name, r.action, r.reason].map((cell) => terminalSafe(String(cell))));
-  return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON'], rows).join('\n')}\n`;
+  const rows = records.map((r) => [r.id, r.at, mangleDmName(String(r.name)), r.action, r.reason, r.outcome ?? '?'].map((cell) => terminalSafe(String(cell))));
+  return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON', 'OUTCOME'], rows).join('\n')}\n`;
 }
 
 async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: string, io: { stdout: { write(text: string): unknown }; stderr: { write(text: string): unknown } }): Promise<number> {
@@ -3607,11 +4078,15 @@ async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: str
   const unknown = records.filter((record): record is string => typeof record === 'string');
   if (unknown.length > 0) throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see pve-dm.ts journal)`);
   if (records.length === 0) throw new UserError(`the journal ${options.journal} is empty: nothing to restore`);
-  const outcome = await restoreEntries(records as JournalRecord[], { runner, liveRoot });
+  // A removal that failed left its entry where it was: there is nothing to bring back.
+  const removed = (records as JournalRecord[]).filter((record) => record.outcome !== 'failed');
+  const notRemoved = (records as JournalRecord[]).filter((record) => record.outcome === 'failed');
+  const outcome = await restoreEntries(removed, { runner, liveRoot });
   const lines = [
-    ...outcome.restored.map((name) => `restored ${terminalSafe(name)}`),
-    ...outcome.refused.map(({ name, why }) => `refused  ${terminalSafe(name)}: ${terminalSafe(why)}`),
-    ...outcome.failed.map(({ name, error }) => `FAILED   ${terminalSafe(name)}: ${error}`),
+    ...outcome.restored.map((name) => `restored ${mangleDmName(name)}`),
+    ...notRemoved.map((record) => `kept     ${mangleDmName(record.name)}: its removal failed, it was never removed`),
+    ...outcome.refused.map(({ name, why }) => `refused  ${mangleDmName(name)}: ${terminalSafe(why)}`),
+    ...outcome.failed.map(({ name, error }) => `FAILED   ${mangleDmName(name)}: ${error}`),
   ];
   io.stdout.write(options.format === 'json' ? `${terminalSafeJson(outcome)}\n` : `${lines.join('\n')}\n`);
   return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
@@ -3723,7 +4198,10 @@ export async function main(
     if (consoleRun && final.notifications.length > 0) {
       io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
     }
-    if (!consoleRun) for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+    if (!consoleRun) {
+      for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+      for (const note of result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
+    }
     const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
     const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run };
     if (interactive && plan.actions.length > 0) {
@@ -3737,7 +4215,7 @@ export async function main(
       const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`));
       final = { ...final, cleanup };
       if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
-      for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${terminalSafe(failed.name)}: ${failed.error}\n`);
+      for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${mangleDmName(failed.name)}: ${failed.error}\n`);
       if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
       if (jsonRun) json = await jsonOf(final);
     } else if (!options.reportOnly && consoleRun) {

@@ -6,7 +6,7 @@
 // cannot make a link; mrkdwn texts are `verbatim` (no auto-linked URLs or channel names) and
 // link previews are off. Every text is clipped to Slack's limits after escaping, never in the
 // middle of an entity. The webhook URL is a secret: it never appears in a detail or error.
-import { definePlugin, REASONS, redactSecrets, serviceMessage, settingUrl, severityOf, terminalSafe, type Classified, type Result } from '../pve-dm.ts';
+import { definePlugin, guestLabel, mangleDmName, REASONS, redactSecrets, serviceMessage, settingUrl, severityOf, terminalSafe, type Classified, type Result } from '../pve-dm.ts';
 
 /** Slack's limits (https://api.slack.com/reference/block-kit/blocks). */
 const SLACK_LIMITS = { headerText: 150, sectionText: 3000, contextText: 3000, blocks: 50, fallbackText: 3000 } as const;
@@ -40,16 +40,16 @@ const SEVERITY_EMOJI = { critical: '🚨', warning: '⚠️', ok: '✅' } as con
 
 function entryText(entry: Classified, result: Result): string {
   const guest = entry.vmid === null ? undefined : result.guests.find((g) => g.vmid === entry.vmid);
-  const who = entry.vmid === null ? '' : ` · guest ${entry.vmid}${guest?.name ? ` ${code(guest.name, 200)}` : ''}`;
+  const who = entry.vmid === null ? '' : ` · ${guestLabel(entry.vmid, entry.guestType)}${guest?.name ? ` ${code(guest.name, 200)}` : ''}`;
   const reason = `${fitSlack(entry.reason, 100)}: ${fitSlack(REASONS[entry.reason]?.[1] ?? '', 300)}`;
-  const remedy = entry.remedy === null ? 'no remedy: see the report' : `remedy ${code(entry.remedy, 1500)}`;
+  const remedy = entry.remedy === null ? `no command now: ${fitSlack(entry.advice ?? 'see the report', 1500)}` : `remedy ${code(entry.remedy, 1500)}`;
   // Each part is clipped, so the whole stays under 2,700 characters: within the section limit (3,000).
-  return `${code(entry.name, 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
+  return `${code(mangleDmName(entry.name), 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
 }
 
 /** The Slack message for a result: header, counts, the first problem entries, and how many more. */
 function slackMessage(result: Result, subject: string) {
-  const { entries, valid, duplicate, tombstone, ignored } = result.summary;
+  const { entries, valid, duplicate, tombstone, ignored, unjudged } = result.summary;
   const problems = [...result.entries.filter((e) => e.status === 'duplicate'), ...result.entries.filter((e) => e.status === 'tombstone')];
   const shown = problems.slice(0, SLACK_MAX_ENTRIES);
   const more = problems.length - shown.length;
@@ -63,7 +63,7 @@ function slackMessage(result: Result, subject: string) {
     { type: 'header', text: { type: 'plain_text', text: fitSlack(`${SEVERITY_EMOJI[severityOf(result)]} Grade ${result.grade} on ${result.node}`, SLACK_LIMITS.headerText), emoji: true } },
     {
       type: 'section',
-      text: mrkdwn(`*${entries}* dm entries: *${valid}* valid, *${duplicate}* duplicate, *${tombstone}* tombstone, *${ignored}* ignored`),
+      text: mrkdwn(`*${entries}* dm entries: *${valid}* valid, *${duplicate}* duplicate, *${tombstone}* tombstone, *${ignored}* ignored${unjudged > 0 ? `, *${unjudged}* not judged` : ''}`),
     },
     ...shown.map((entry) => ({ type: 'section', text: mrkdwn(entryText(entry, result)) })),
     { type: 'context', elements: [mrkdwn(fitSlack(closing.join(' '), SLACK_LIMITS.contextText))] },

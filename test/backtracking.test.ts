@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
   anonymiseCapture, escapeHtml, identify, mangleDmName, parse, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs,
-  parseStorageCfg, shellQuote, splitLvmName, stripCopySuffix, terminalSafe, unmangleDmName, volumeOfPropertyString, volumesOfRef,
+  parseStorageCfg, shellQuote, splitLvmName, stripCopySuffix, terminalSafe, unmangleDmName, volumesOfPropertyString, volumesOfRef,
 } from '../pve-dm.ts';
 import { capture, config, test } from './harness.ts';
 import { property } from './support/fuzz.ts';
@@ -35,7 +35,7 @@ const ENTRY_POINTS: [string, (line: string) => unknown][] = [
   ['splitLvmName', (line) => splitLvmName(line)],
   ['parseGuestVolumeName', (line) => parseGuestVolumeName(line)],
   ['stripCopySuffix', (line) => stripCopySuffix(line)],
-  ['volumeOfPropertyString', (line) => volumeOfPropertyString(line)],
+  ['volumesOfPropertyString', (line) => volumesOfPropertyString(line)],
   ['volumesOfRef', (line) => volumesOfRef(line, new Map([['local-lvm', 'pve']]))],
   ['mangleDmName / unmangleDmName', (line) => unmangleDmName(mangleDmName(line))],
   ['anonymiseCapture', (line) => anonymiseCapture(capture({ storageCfg: `lvm: x\n${line}\n`, configs: [config(100, line)] }))],

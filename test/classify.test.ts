@@ -332,41 +332,49 @@ test('suffixes that LVM owns (-real, _rimage_0) are never duplicates', () => {
 });
 
 // ── 8. Locks and unreadable configs ───────────────────────────────────────────────────────
-test('a guest with lock: is reported with it; entries classified as usual', () => {
-  const result = run(node([lvm('pve', 'vm-100-disk-0'), lvm('pve', 'vm-100-disk-4')], { configs: [config(100, 'lock: migrate\nscsi0: local-lvm:vm-100-disk-0\n')] }));
+test('a guest with a lock: its unreferenced volumes are in flight, not judged, shown with the lock; a settled lock judges as usual with no command', () => {
+  const result = run(node([lvm('pve', 'vm-100-disk-0'), lvm('pve', 'vm-100-disk-4'), lvm('pve', 'vm-101-disk-4')], {
+    configs: [config(100, 'lock: migrate\nscsi0: local-lvm:vm-100-disk-0\n'), config(101, 'lock: suspended\nscsi0: local-lvm:vm-101-disk-0\nvmstate: local-lvm:vm-101-state-suspend-2026-12-01\n')],
+  }));
   assert.is(result.guests[0]?.lock, 'migrate');
-  assert.is(verdict(result, 'pve-vm--100--disk--4'), 'tombstone/volume-unreferenced');
+  assert.is(verdict(result, 'pve-vm--100--disk--0'), 'valid/referenced');
+  const inFlight = result.entries.find((e) => e.name === 'pve-vm--100--disk--4');
+  assert.equal([inFlight?.status, inFlight?.reason, inFlight?.lock, inFlight?.remedy], ['ignored', 'in-flight', 'migrate', null]);
+  assert.match(inFlight?.advice ?? '', /^VM 100 is locked \(migrate\): wait for that operation to end\. .*qm unlock 100 clears it/);
+  // A hibernated VM's lock stays while nothing runs: its leftover is a tombstone, and no command touches it.
+  const settled = result.entries.find((e) => e.name === 'pve-vm--101--disk--4');
+  assert.equal([settled?.status, settled?.reason, settled?.remedy], ['tombstone', 'volume-unreferenced', null]);
+  assert.match(settled?.advice ?? '', /^VM 101 is hibernated \(lock: suspended\)/);
+  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  assert.equal(plan.actions.map((a) => [a.name, a.blockedBy]), [['pve-vm--101--disk--4', 'VM 101 is locked (suspended)']]);
 });
 
-test('a config that cannot be read or parsed: its guest\'s unreferenced entries are ignored, with a warning', () => {
+test('a config that cannot be read or parsed: its guest\'s unreferenced entries are unjudged, with a warning', () => {
   const unreadable = { ...config(140, ''), text: null, readError: 'EACCES' };
   const binary = config(141, 'scsi0: local-lvm:vm-141-disk-0\n\u0000\u0001garbage\n');
   const garbled = config(142, 'scsi0: local-lvm:vm-142-disk-0\nthis is not a key line\n');
   const empty = config(143, '\u0000\u0000\n');
   const entries = ['vm-140-disk-0', 'vm-141-disk-0', 'vm-141-disk-1', 'vm-142-disk-0', 'vm-142-disk-1', 'vm-143-disk-0'].map((v) => lvm('pve', v));
   const result = run(node(entries, { configs: [unreadable, binary, garbled, empty] }));
-  assert.is(verdict(result, 'pve-vm--140--disk--0'), 'ignored/config-unreadable');
+  assert.is(verdict(result, 'pve-vm--140--disk--0'), 'unjudged/config-unreadable');
   assert.is(verdict(result, 'pve-vm--141--disk--0'), 'valid/referenced', 'the lines that parse still count');
-  assert.is(verdict(result, 'pve-vm--141--disk--1'), 'ignored/config-unreadable', 'the skipped line might have referenced it');
+  assert.is(verdict(result, 'pve-vm--141--disk--1'), 'unjudged/config-unreadable', 'the skipped line might have referenced it');
   assert.is(verdict(result, 'pve-vm--142--disk--0'), 'valid/referenced');
-  assert.is(verdict(result, 'pve-vm--142--disk--1'), 'ignored/config-unreadable');
-  assert.is(verdict(result, 'pve-vm--143--disk--0'), 'ignored/config-unreadable');
+  assert.is(verdict(result, 'pve-vm--142--disk--1'), 'unjudged/config-unreadable');
+  assert.is(verdict(result, 'pve-vm--143--disk--0'), 'unjudged/config-unreadable');
   const where = result.warnings.map((w) => `${w.source.split('/').pop()}:${w.line}`);
   assert.equal(where, ['140.conf:null', '141.conf:2', '142.conf:2', '143.conf:1', '143.conf:null']);
 });
 
-test('a migration in flight: the entry carries the remote guest\'s lock, and cleanup would not touch it', () => {
+test('a migration in flight: the target\'s copy is in flight, carrying the remote guest\'s lock; cleanup plans nothing for it', () => {
   const storageCfg = 'lvm: san\n\tvgname san01\n\tshared 1\n';
   const result = run(node([lvm('san01', 'vm-300-disk-0'), lvm('san01', 'vm-301-disk-0')], {
     storageCfg,
     configs: [config(300, 'lock: migrate\nscsi0: san:vm-300-disk-0\n', { node: 'pve2' }), config(301, 'scsi0: san:vm-301-disk-0\n', { node: 'pve2' })],
   }));
-  assert.equal(result.entries.map((e) => [e.reason, e.lock]), [['guest-on-other-node', 'migrate'], ['guest-on-other-node', null]]);
+  assert.equal(result.entries.map((e) => [e.reason, e.lock]), [['in-flight', 'migrate'], ['guest-on-other-node', null]]);
   const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
-  assert.equal(plan.actions.map((a) => [a.name, a.blockedBy, a.command.join(' ')]), [
-    ['san01-vm--300--disk--0', 'guest 300 is locked (migrate)', 'lvchange -an san01/vm-300-disk-0'],
-    ['san01-vm--301--disk--0', null, 'lvchange -an san01/vm-301-disk-0'],
-  ]);
+  assert.equal(plan.actions.map((a) => [a.name, a.blockedBy, a.command.join(' ')]), [['san01-vm--301--disk--0', null, 'lvchange -an san01/vm-301-disk-0']]);
 });
 
 // ── 9. Open counts and running state ──────────────────────────────────────────────────────

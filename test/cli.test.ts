@@ -61,9 +61,10 @@ for (const name of SAMPLE_NAMES) {
     assert.is(json.entries.length, Object.keys(expected.entries).length, 'no entry listed twice');
     assert.equal(Object.fromEntries(json.guests.map((g: { vmid: number; health: string }) => [String(g.vmid), g.health])), expected.guests);
     assert.equal(sortedWarnings(json.warnings), sortedWarnings(expected.warnings));
-    // Diagnostics go to stderr: one line per warning, naming the file and line; nothing else.
+    assert.equal(sortedWarnings(json.notes), sortedWarnings(expected.notes ?? []));
+    // Diagnostics go to stderr: one line per warning or note, naming the file and line; nothing else.
     const stderrLines = run.stderr.split('\n').filter(Boolean);
-    assert.is(stderrLines.length, expected.warnings.length, describe(run));
+    assert.is(stderrLines.length, expected.warnings.length + (expected.notes ?? []).length, describe(run));
     for (const w of expected.warnings) {
       const where = `${w.file}${w.line === null ? '' : `:${w.line}`}: `;
       assert.ok(stderrLines.some((line) => line.startsWith(`pve-dm: warning: ${where}`)), `stderr names ${where}\n${run.stderr}`);
@@ -72,11 +73,16 @@ for (const name of SAMPLE_NAMES) {
   }, SLOW);
 }
 
-test('broken-input: the four warnings are those of expected.json, and the rest is still analysed', async () => {
+test('broken-input: the three warnings and the note are those of expected.json, and the rest is still analysed', async () => {
   const run = await runCli(['--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--json']);
   const json = JSON.parse(run.stdout);
-  assert.equal(sortedWarnings(json.warnings), ['dmsetup.txt:8', 'etc/pve/nodes/pve-edge/qemu-server/103.conf:5', 'etc/pve/nodes/pve-edge/qemu-server/104.conf:null', 'etc/pve/storage.cfg:10']);
-  assert.is(run.code, 1, 'grade A+ but warnings: exit 1');
+  assert.equal(sortedWarnings(json.warnings), ['dmsetup.txt:8', 'etc/pve/nodes/pve-edge/qemu-server/103.conf:5', 'etc/pve/nodes/pve-edge/qemu-server/104.conf:null']);
+  // A storage type pve-dm does not know is a plugin's: noted, and no fault by itself.
+  assert.equal(sortedWarnings(json.notes), ['etc/pve/storage.cfg:10']);
+  assert.match(json.notes[0].message, /type "foostore", which pve-dm does not know/);
+  assert.is(run.code, 1, 'grade A+ but warnings and an entry not judged: exit 1');
+  assert.is(json.summary.unjudged, 1);
+  assert.is(json.entries.find((e: { name: string }) => e.name === 'pve-vm--104--disk--0')?.status, 'unjudged');
   assert.is(json.grade, 'A+');
   assert.not.ok(json.entries.some((e: { name: string }) => e.name === 'pve-vm--102--disk--1'), 'the cut line is not an entry');
   assert.is(json.entries.find((e: { name: string }) => e.name === 'vmstore-vm--103--disk--0')?.status, 'valid', 'the storage after the unknown one still maps');
@@ -234,7 +240,7 @@ test('--vmid 169 on multi-pool: only VM 169\'s entries, summary recomputed, exit
   const json = JSON.parse(run.stdout);
   assert.equal(json.entries.map((e: { name: string }) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
   assert.ok(json.entries.every((e: { vmid: number }) => e.vmid === 169));
-  assert.equal(json.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0 });
+  assert.equal(json.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0 });
   assert.equal(json.guests.map((g: { vmid: number }) => g.vmid), [169]);
   assert.equal(json.vmids, [169]);
   const tombstoneOnly = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '170']);
@@ -309,10 +315,10 @@ test('an interactive run ends with the cleanup plan and changes nothing; --repor
   assert.ok(plan.every((line) => /^  would (run: |skip )/.test(line)), plan.join('\n'));
   // Duplicates first, then tombstones; a running guest's tombstone is skipped.
   assert.equal(plan, [
-    '  would run: dmsetup remove rescue171',
-    '  would run: dmsetup remove ssd--ha01-vm--169--disk--0-dup',
-    '  would skip ssd--ha01-vm--170--disk--2: guest 170 is running',
-    '  would run: dmsetup remove ssd--ha01-vm--888--disk--0',
+    '  would run: dmsetup --manglename none remove rescue171',
+    '  would run: dmsetup --manglename none remove ssd--ha01-vm--169--disk--0-dup',
+    '  would skip ssd--ha01-vm--170--disk--2: VM 170 is running',
+    '  would run: dmsetup --manglename none remove ssd--ha01-vm--888--disk--0',
   ]);
   assert.equal(snapshot(dir), before, 'the capture is unchanged');
   const reportOnly = await runCli(['--root', dir, '--report-only', '--html', html]);

@@ -4,8 +4,8 @@
 import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
-  mangleDmName, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
-  stripCopySuffix, unmangleDmName, volumeOfPropertyString, volumesOfRef, type VolumeRef,
+  dmsetupTakesAsIs, mangleDmName, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
+  stripCopySuffix, unmangleDmName, volumesOfPropertyString, volumesOfRef, type VolumeRef,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
 import { hostileText, lvName, property, snapshotName, storageId, vgName, vmid } from './support/fuzz.ts';
@@ -14,21 +14,37 @@ import { lvmDmName, lvmUuid } from './support/lvm.ts';
 /** dmsetup's mangled form: the whitelist `0-9A-Za-z#+-.:=@_`, everything else `\xNN`. */
 const MANGLED = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
 
-// ── dm names ────────────────────────────────────────────────────────────────────────────────
+/** The bytes bash gives a `$'...'` word holding only printable ASCII and `\xNN` escapes. */
+const bashWord = (word: string) => {
+  const body = /^\$'(.*)'$/s.exec(word)?.[1];
+  assert.ok(body !== undefined && /^[\x20-\x7e]*$/.test(body) && !body.includes("'"), `a $'...' word of printable ASCII: ${JSON.stringify(word)}`);
+  const bytes: number[] = [];
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] === '\\') {
+      assert.match(body.slice(i, i + 4), /^\\x[0-9a-f]{2}$/);
+      bytes.push(parseInt(body.slice(i + 2, i + 4), 16));
+      i += 3;
+    } else bytes.push(body.charCodeAt(i));
+  }
+  return Buffer.from(bytes).toString('utf8');
+};
 
-property('splitLvmName: an LVM dm name built from any legal VG and LV name (and layer) splits back to them', 1000,
-  fc.property(vgName, lvName, fc.constantFrom('', 'tpool', 'real', 'cow', 'vpool', 'pool'), (vg, lv, layer) => {
-    const split = splitLvmName(lvmDmName(vg, lv, layer));
-    assert.equal(split && [split.vg, split.lv, split.layer], [vg, lv, layer]);
-  }));
+/** A name the kernel may hold: any text but NUL and `/` (dm-ioctl), as UTF-8 (what pve-dm reads). */
+const kernelName = fc
+  .oneof(fc.string({ unit: 'binary', minLength: 1 }), hostileText, fc.stringMatching(/^(?:[0-9A-Za-z#+.:=@_-]|\\x[0-9a-f]{2}|\\|x){1,20}$/))
+  .filter((name) => name !== '' && !/[\u0000/]/.test(name) && Buffer.from(name, 'utf8').toString('utf8') === name);
 
-property('mangleDmName: any name becomes dmsetup\'s mangled form, which stays as it is and unmangles back', 1000,
-  fc.property(fc.oneof(fc.string({ unit: 'binary' }), hostileText), (name) => {
-    const mangled = mangleDmName(name);
-    assert.match(mangled, MANGLED);
-    assert.is(mangleDmName(mangled), mangled);
-    // A name that already looks mangled is read as mangled (dmsetup's own rule): only the others come back as they were.
-    if (!(MANGLED.test(name) && name.includes('\\x'))) assert.is(unmangleDmName(mangled), name);
+property('mangleDmName: a kernel name shows as itself when dmsetup\'s default mode addresses it, else as the bash word of its bytes', 1000,
+  fc.property(kernelName, kernelName, (name, other) => {
+    const shown = mangleDmName(name);
+    if (dmsetupTakesAsIs(name)) {
+      assert.is(shown, name);
+      assert.match(name, MANGLED);
+    } else {
+      assert.is(bashWord(shown), name, 'the word gives the name back, byte for byte');
+    }
+    assert.not.match(shown, /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/, 'nothing a terminal obeys');
+    if (other !== name) assert.is.not(mangleDmName(other), shown, 'two kernel names never show alike');
   }));
 
 property('unmangleDmName: any text, escapes or not, never throws', 1000,
@@ -45,9 +61,9 @@ const dmUuid = fc.oneof(
   fc.stringMatching(/^CRYPT-LUKS2-[0-9a-f]{32}-[a-z]{1,10}$/),
   fc.stringMatching(/^part[1-9]-mpath-3[0-9a-f]{32}$/),
 );
-/** A device as `dmsetup --manglename none info -c` prints it: the kernel's (mangled) name. */
+/** A device as `dmsetup --manglename none info -c` prints it: the kernel's name, as it is. */
 const dmDevice = fc.record({
-  name: fc.oneof(fc.tuple(vgName, lvName).map(([vg, lv]) => lvmDmName(vg, lv)), hostileText.filter((t) => t !== '').map(mangleDmName)),
+  name: fc.oneof(fc.tuple(vgName, lvName).map(([vg, lv]) => lvmDmName(vg, lv)), kernelName.filter((name) => !/[\n\r|]/.test(name) && name.trim() !== '')),
   major: fc.integer({ min: 0, max: 4095 }),
   minor: fc.integer({ min: 0, max: 1_048_575 }),
   open: fc.integer({ min: 0, max: 65535 }),
@@ -64,17 +80,17 @@ property('parseDmsetupInfo: the lines dmsetup prints parse back to the same devi
     entries.forEach((entry, i) => assert.is(entry.line, i + 1));
   }));
 
-/** A name dmsetup printed unmangled (its default): whatever the kernel holds, `|` and spaces included. */
+/** A name the kernel holds raw (made with `--manglename none`), `|` and spaces included. */
 const rawName = fc
   .string({ unit: 'binary', minLength: 1, maxLength: 30 })
-  .filter((name) => !/[\n\r\ufffd]/.test(name) && name.trim() !== '' && !(MANGLED.test(name) && name.includes('\\x')) && !/\|\d+\|\d+\|\d+\|[L-][I-][s-][rw-](?:\||$)/.test(name));
+  .filter((name) => !/[\n\r\ufffd\u0000/]/.test(name) && name.trim() !== '' && !/\|\d+\|\d+\|\d+\|[L-][I-][s-][rw-](?:\||$)/.test(name));
 
-property('parseDmsetupInfo: an unmangled name, `|` included, is read whole and kept in the kernel\'s form', 500,
+property('parseDmsetupInfo: a raw kernel name, `|` included, is read whole and kept as the kernel holds it', 500,
   fc.property(rawName, dmDevice, (raw, device) => {
     const { entries, warnings } = parseDmsetupInfo(`${infoLine({ ...device, name: raw })}\n`);
     assert.equal(warnings, []);
-    assert.is(entries[0]?.realName, raw);
-    assert.is(entries[0]?.name, mangleDmName(raw));
+    assert.is(entries[0]?.name, raw);
+    assert.is(entries[0]?.realName, unmangleDmName(raw));
     assert.is(entries[0]?.uuid, device.uuid);
   }));
 
@@ -93,15 +109,27 @@ property('parseDmsetupTable: every device\'s segments, in order, empty tables to
 // ── lvs ────────────────────────────────────────────────────────────────────────────────────
 
 const lvTag = fc.stringMatching(/^[A-Za-z0-9_+.\-/=!:&#@]{1,30}$/);
-const logicalVolume = fc.record({ vg: vgName, lv: lvName, hidden: fc.boolean(), attr: fc.stringMatching(/^[-a-zA-Z]{10}$/), tags: fc.array(lvTag, { maxLength: 3 }) }, { noNullPrototype: true });
+/** LVM's uuid as lvs prints it: 32 characters in groups of 6-4-4-4-4-4-6. */
+const lvmDisplayUuid = fc.stringMatching(/^[A-Za-z0-9]{32}$/).map((u) => [u.slice(0, 6), u.slice(6, 10), u.slice(10, 14), u.slice(14, 18), u.slice(18, 22), u.slice(22, 26), u.slice(26)].join('-'));
+const logicalVolume = fc.record({
+  vg: vgName, lv: lvName, hidden: fc.boolean(), attr: fc.stringMatching(/^[-a-zA-Z]{10}$/), tags: fc.array(lvTag, { maxLength: 3 }),
+  uuids: fc.option(fc.tuple(lvmDisplayUuid, lvmDisplayUuid, fc.option(lvName, { nil: null })), { nil: null }),
+}, { noNullPrototype: true });
 
-property('parseLvs: `lvs -a --noheadings --separator |` lines parse back to the same LVs', 500,
+property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids and pool or without (earlier captures), parse back to the same LVs', 500,
   fc.property(fc.uniqueArray(logicalVolume, { selector: (l) => `${l.vg}/${l.lv}`, maxLength: 30 }), (volumes) => {
-    const text = volumes.map((l) => `  ${l.vg}|${l.hidden ? `[${l.lv}]` : l.lv}|${l.attr}|${l.tags.join(',')}`).join('\n');
+    const text = volumes.map((l) => {
+      const columns = [l.vg, l.hidden ? `[${l.lv}]` : l.lv, l.attr, l.tags.join(',')];
+      if (l.uuids !== null) columns.push(l.uuids[0], l.uuids[1], l.uuids[2] ?? '');
+      return `  ${columns.join('|')}`;
+    }).join('\n');
     const parsed = parseLvs(`${text}\n`);
     assert.equal(parsed.warnings, []);
     assert.is(parsed.lvs.size, volumes.length);
-    for (const { vg, lv, attr, tags, hidden } of volumes) assert.equal(parsed.lvs.get(vg, lv), { vg, lv, attr, tags, hidden });
+    for (const { vg, lv, attr, tags, hidden, uuids } of volumes) {
+      const dmUuid = uuids === null ? null : `LVM-${uuids[1].replaceAll('-', '')}${uuids[0].replaceAll('-', '')}`;
+      assert.equal(parsed.lvs.get(vg, lv), { vg, lv, attr, tags, hidden, dmUuid, pool: uuids?.[2] ?? null });
+    }
   }));
 
 // ── storage.cfg ────────────────────────────────────────────────────────────────────────────
@@ -115,7 +143,8 @@ const storageSection = fc.record({
   shared: fc.boolean(),
   disabled: fc.option(fc.constantFrom('', ' 1', ' 0'), { nil: null }),
   nodes: fc.option(fc.array(nodeName, { minLength: 1, maxLength: 4 }), { nil: null }),
-  extra: fc.array(fc.tuple(fc.constantFrom('content', 'path', 'server', 'export', 'saferemove', 'bwlimit', 'prune-backups'), fc.stringMatching(/^[a-z0-9,=/._-]{1,30}$/)), { maxLength: 3 }),
+  // SectionConfig writes each key once.
+  extra: fc.uniqueArray(fc.tuple(fc.constantFrom('content', 'path', 'server', 'export', 'saferemove', 'bwlimit', 'prune-backups'), fc.stringMatching(/^[a-z0-9,=/._-]{1,30}$/)), { maxLength: 3, selector: ([key]) => key }),
 });
 
 property('parseStorageCfg: sections as PVE::SectionConfig writes them parse back to the same storages', 500,
@@ -155,14 +184,18 @@ const volumeName = fc.oneof(
 );
 /** A volume as a config holds it: `storeid:volname`, or a device path. */
 const volumeId = fc.oneof({ weight: 4, arbitrary: fc.tuple(storageId, volumeName).map(([s, v]) => `${s}:${v}`) }, { weight: 1, arbitrary: fc.tuple(vgName, lvName).map(([vg, lv]) => `/dev/${vg}/${lv}`) });
-/** A drive or mount point property string: the volume first or as `file=`/`volume=`, among options. */
+/**
+ * A drive or mount point property string as parse_property_string reads it: the volume as the one
+ * item without `=` or as `file=`/`volume=`, anywhere among options and blank items.
+ */
 const driveValue = (named: 'file' | 'volume') =>
-  fc.tuple(volumeId, fc.array(option, { maxLength: 4 }), fc.nat(4), fc.boolean()).map(([volume, options, at, explicit]) => {
-    if (!explicit) return { volume, text: [volume, ...options].join(',') };
-    const items = [...options];
-    items.splice(Math.min(at, items.length), 0, `${named}=${volume}`);
-    return { volume, text: items.join(',') };
-  });
+  fc
+    .tuple(volumeId, fc.array(fc.oneof(option, fc.constantFrom('', ' ', '\t')), { maxLength: 5 }), fc.nat(5), fc.boolean())
+    .map(([volume, items, at, explicit]) => {
+      const all = [...items];
+      all.splice(Math.min(at, all.length), 0, explicit ? `${named}=${volume}` : volume);
+      return { volume, text: all.join(',') };
+    });
 
 interface Line {
   text: string;
@@ -250,7 +283,7 @@ property('parseGuestConfig: a key line reads as qemu-server\'s regex reads it, w
       if (readKey === 'name') assert.is(guest.name, value);
       if (readKey === 'lock') assert.is(guest.lock, value);
       if (readKey === 'template') assert.is(guest.template, value === '1');
-      if (readKey === 'scsi0' || readKey === 'unused7') assert.equal(guest.refs.map((r) => r.volume), [volumeOfPropertyString(value)].filter((v) => v !== null));
+      if (readKey === 'scsi0' || readKey === 'unused7') assert.equal(guest.refs.map((r) => r.volume), volumesOfPropertyString(value));
     }));
 
 const lxcKeyLines = (section: string) =>
@@ -278,10 +311,10 @@ property('parseGuestConfig (lxc): rootfs, mount points, unused volumes, [pve:pen
 
 // ── volume ids and names ───────────────────────────────────────────────────────────────────
 
-property('volumeOfPropertyString: the volume of any drive string, first or as file=/volume=', 1000,
+property('volumesOfPropertyString: the volume of any drive string, anywhere as the bare item or as file=/volume=', 1000,
   fc.property(fc.boolean(), driveValue('file'), driveValue('volume'), (lxc, qemuDrive, lxcMount) => {
     const drive = lxc ? lxcMount : qemuDrive;
-    assert.is(volumeOfPropertyString(drive.text), drive.volume);
+    assert.equal(volumesOfPropertyString(drive.text), [drive.volume]);
   }));
 
 property('volumesOfRef: storeid:volname through storage.cfg\'s vgname, /dev/VG/LV and /dev/mapper/NAME to the same VG and LV', 1000,
@@ -306,7 +339,20 @@ const guestVolume = fc.oneof(
 property('parseGuestVolumeName: every kind of volume Proxmox names, with its VMID (and origin and snapshot)', 1000,
   fc.property(guestVolume, (v) => {
     const { name, ...expected } = v;
-    assert.equal(parseGuestVolumeName(name), expected);
+    const parsed = parseGuestVolumeName(name);
+    assert.equal(parsed && { kind: parsed.kind, vmid: parsed.vmid, origin: parsed.origin, snapshot: parsed.snapshot }, expected);
+    if (expected.kind === 'snapshot') assert.equal(parsed?.readings[0], { origin: expected.origin, snapshot: expected.snapshot });
+  }));
+
+/** A volume name `pvesm alloc` accepts (parse_lvm_name): `_`, `-` and `.` inside it. */
+const oddVolumeName = fc.tuple(vmid, fc.stringMatching(/^[a-z0-9](?:[a-z0-9_.-]{0,15}[a-z0-9])?$/)).map(([id, rest]) => `vm-${id}-${rest}`);
+
+property('parseGuestVolumeName: a snapshot of any volume, `_` and `-` in both names, has the true reading among its readings', 1000,
+  fc.property(oddVolumeName, snapshotName, fc.constantFrom('', '.qcow2'), (volume, snapshot, ext) => {
+    const origin = ext === '' ? volume : `${volume}.qcow2`;
+    const parsed = parseGuestVolumeName(`snap_${volume}_${snapshot}${ext}`);
+    assert.is(parsed?.kind, 'snapshot');
+    assert.ok(parsed?.readings.some((r) => r.origin === origin && r.snapshot === snapshot), JSON.stringify(parsed?.readings));
   }));
 
 property('stripCopySuffix: a volume\'s name plus any hand-made suffix gives the volume back', 1000,

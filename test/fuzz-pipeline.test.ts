@@ -50,9 +50,20 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
     const guestVolume = kind === 'guest-volume' || (kind === 'foreign' && entry.reason === 'duplicate-table') || (kind === 'partition' && entry.reason === 'partition-of-problem');
     assert.ok(guestVolume, `${action.name} (${kind}, ${entry.reason}) planned for removal`);
   }
+  // A remedy only for a problem, and only one that can work now: never for an open entry (but by
+  // removing what is stacked on it first), never for a locked guest's; a problem without one says why.
+  for (const entry of result.entries) {
+    const problem = entry.status === 'duplicate' || entry.status === 'tombstone';
+    if (!problem) assert.is(entry.remedy, null, `${entry.name}: a remedy for a ${entry.status} entry`);
+    if (problem && entry.remedy === null) assert.type(entry.advice, 'string', `${entry.name}: no remedy and no advice`);
+    if (entry.remedy !== null && entry.open > 0) assert.ok(entry.holders.length >= entry.open && entry.remedy.includes(' && '), `${entry.name}: open ${entry.open}, yet ${entry.remedy}`);
+    if (entry.remedy !== null) assert.is(entry.lock, null, `${entry.name}: its guest is locked, yet ${entry.remedy}`);
+  }
   // The summary counts the entries.
   const count = (status: string) => result.entries.filter((e) => e.status === status).length;
-  assert.equal(result.summary, { entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored') });
+  assert.equal(result.summary, {
+    entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'), unjudged: count('unjudged'),
+  });
   // Valid JSON holding the result; the console report; a valid HTML page.
   assert.equal(JSON.parse(JSON.stringify(toJson(result))).summary, result.summary);
   assert.type(renderConsole(result, false), 'string');

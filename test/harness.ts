@@ -17,10 +17,12 @@ export interface Expected {
   node: string;
   grade: string;
   exitCode: number;
-  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored', number>;
+  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged', number>;
   entries: Record<string, { status: string; reason: string }>;
   guests: Record<string, string>;
   warnings: { file: string; line: number | null }[];
+  /** Notes (a storage plugin pve-dm does not know): shown, but no fault; none when absent. */
+  notes?: { file: string; line: number | null }[];
 }
 /** Every sample that has an expected.json. */
 export const SAMPLE_NAMES = readdirSync(SAMPLES).filter((name) => existsSync(path.join(SAMPLES, name, 'expected.json'))).sort();

@@ -10,8 +10,8 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  CHECKMK_SERVICE, classify, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
-  runPipeline, writeAtomically, type Capture, type Result,
+  CHECKMK_SERVICE, classify, mangleDmName, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
+  runPipeline, unjudgedSummary, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
 import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
 import { expectedSeries, problemsOf, readPrometheus, seriesKey } from './support/prometheus.ts';
@@ -139,18 +139,20 @@ for (const name of SAMPLE_NAMES) {
     const nagios = readNagios(reports.nagios as string);
     assert.is(nagios.state, STATES[expected.exitCode]);
     const warnings = expected.warnings.length > 0 ? `, ${expected.warnings.length} warning(s)` : '';
-    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${warnings}`);
+    const unjudged = expected.summary.unjudged > 0 ? `; ${unjudgedSummary(result)}` : '';
+    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${unjudged}${warnings}`);
     const count = (value: number, warn = '', crit = '') => ({ value, warn, crit, min: '0', max: '' });
     assert.equal(Object.fromEntries(nagios.perfdata), {
       entries: count(expected.summary.entries), valid: count(expected.summary.valid), duplicates: count(expected.summary.duplicate, '', '0'),
-      tombstones: count(expected.summary.tombstone, '0', '50'), ignored: count(expected.summary.ignored), warnings: count(expected.warnings.length, '0'),
+      tombstones: count(expected.summary.tombstone, '0', '50'), ignored: count(expected.summary.ignored), unjudged: count(expected.summary.unjudged, '0'),
+      warnings: count(expected.warnings.length, '0'),
     });
     assert.is(perfdataState(nagios.perfdata), expected.exitCode, 'the perfdata thresholds give the state printed');
-    const problems = problemsOf(expected);
+    const problems = [...problemsOf(expected), ...Object.entries(expected.entries).filter(([, v]) => v.status === 'unjudged')];
     assert.is(nagios.details.length, problems.length + expected.warnings.length);
-    const shown = nagios.details.slice(0, problems.length).map((line) => /^(duplicate|tombstone) (\S+): ([a-z-]+), .+; remedy: (.+)$/.exec(line));
+    const shown = nagios.details.slice(0, problems.length).map((line) => /^(duplicate|tombstone|unjudged) (\S+): ([a-z-]+), .+?; (?:remedy: (.+)|no command now: .+)$/.exec(line));
     assert.equal(shown.map((m) => m && `${m[2]} ${m[1]} ${m[3]}`).sort(), problems.map(([entry, v]) => `${entry} ${v.status} ${v.reason}`).sort());
-    for (const m of shown) assert.is(m?.[4], result.entries.find((entry) => entry.name === m?.[2])?.remedy, `remedy of ${m?.[2]}`);
+    for (const m of shown) assert.is(m?.[4] ?? null, result.entries.find((entry) => entry.name === m?.[2])?.remedy, `remedy of ${m?.[2]}`);
     const warned = nagios.details.slice(problems.length).map((line) => /^warning: ([^:]+)(?::(\d+))?: /.exec(line)?.slice(1).join(':'));
     assert.equal(warned.sort(), expected.warnings.map((w) => `${w.file}:${w.line ?? ''}`).sort());
   });
@@ -164,7 +166,8 @@ for (const name of SAMPLE_NAMES) {
     const metric = (value: number, warn = '', crit = '') => ({ value, warn, crit, min: '0', max: '' });
     assert.equal(Object.fromEntries(checkmk.metrics), {
       entries: metric(expected.summary.entries), valid: metric(expected.summary.valid), duplicates: metric(expected.summary.duplicate, '', '1'),
-      tombstones: metric(expected.summary.tombstone, '1', '51'), ignored: metric(expected.summary.ignored), warnings: metric(expected.warnings.length, '1'),
+      tombstones: metric(expected.summary.tombstone, '1', '51'), ignored: metric(expected.summary.ignored), unjudged: metric(expected.summary.unjudged, '1'),
+      warnings: metric(expected.warnings.length, '1'),
     });
     assert.is(checkmkLevelState(checkmk.metrics), expected.exitCode, 'the levels give the state printed');
     const nagios = readNagios(reports.nagios as string);
@@ -183,16 +186,16 @@ test('multi-pool: the three outputs, exactly', async () => {
     'duplicate rescue171: duplicate-table, VM 171 app-legacy on pve-prd-03; remedy: dmsetup remove rescue171',
     'duplicate ssd--ha01-vm--169--disk--0-dup: duplicate-name, VM 169 db-pg02 on pve-prd-03; remedy: dmsetup remove ssd--ha01-vm--169--disk--0-dup',
     'tombstone ssd--ha01-vm--170--disk--2: volume-unreferenced, VM 170 mail01 on pve-prd-03; remedy: qm disk rescan --vmid 170',
-    'tombstone ssd--ha01-vm--888--disk--0: guest-missing, VM 888 (exists nowhere); remedy: dmsetup remove ssd--ha01-vm--888--disk--0',
+    'tombstone ssd--ha01-vm--888--disk--0: guest-missing, VMID 888 (no config on any node); remedy: dmsetup remove ssd--ha01-vm--888--disk--0',
   ];
   const summary = 'pve-prd-03: grade F, 2 duplicate and 2 tombstoned of 20 dm entries';
-  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
-  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
+  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 unjudged=0;0;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
+  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|unjudged=0;1;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
   const node = 'node="pve-prd-03"';
   const help = (name: string, text: string) => [`# HELP ${name} ${text}`, `# TYPE ${name} gauge`];
   assert.is(reports.prometheus, `${[
     ...help('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.'),
-    `pve_dm_entries{${node},status="valid"} 8`, `pve_dm_entries{${node},status="duplicate"} 2`, `pve_dm_entries{${node},status="tombstone"} 2`, `pve_dm_entries{${node},status="ignored"} 8`,
+    `pve_dm_entries{${node},status="valid"} 8`, `pve_dm_entries{${node},status="duplicate"} 2`, `pve_dm_entries{${node},status="tombstone"} 2`, `pve_dm_entries{${node},status="ignored"} 8`, `pve_dm_entries{${node},status="unjudged"} 0`,
     ...help('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.'),
     `pve_dm_grade_info{${node},grade="F"} 1`,
     ...help('pve_dm_problem_info', 'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.'),
@@ -244,7 +247,8 @@ test('the long output stops at 20 problem entries (and 20 warnings), saying how 
 
 const HOSTILE_NODE = 'pve"1\\x|y\u001b[2J\nz';
 const HOSTILE_DM = 'pve-vm--100--disk--0"|\\n\u001b[2J';
-const HOSTILE_DM_KERNEL = 'pve-vm--100--disk--0\\x22\\x7c\\x5cn\\x1b\\x5b2J';
+/** How pve-dm shows that kernel name: a bash word dmsetup's default mode refuses, every odd byte as `\\xNN`. */
+const HOSTILE_DM_SHOWN = "$'pve-vm--100--disk--0\\x22\\x7c\\x5cn\\x1b\\x5b2J'";
 const HOSTILE_GUEST = 'evil"guest\\n|x';
 
 /** Quotes, backslashes, a literal \n, `|`, ESC and a line feed in the node name, a hand-made entry's name and a guest name. */
@@ -258,10 +262,10 @@ test('hostile names: nagios and checkmk show them as text, never as control char
   const result = hostileResult();
   assert.is(result.node, HOSTILE_NODE);
   assert.equal(result.entries.map((e) => [e.name, e.status, e.reason]), [
-    ['pve-vm--100--disk--0', 'valid', 'referenced'], [HOSTILE_DM_KERNEL, 'tombstone', 'volume-unreferenced'], ['pve-vm--777--disk--0', 'tombstone', 'guest-missing'],
+    ['pve-vm--100--disk--0', 'valid', 'referenced'], [HOSTILE_DM, 'tombstone', 'volume-unreferenced'], ['pve-vm--777--disk--0', 'tombstone', 'guest-missing'],
   ]);
   const shownNode = 'pve"1\\x\\x7cy\\x1b[2J\\x0az';
-  const detail = `tombstone ${HOSTILE_DM_KERNEL}: volume-unreferenced, VM 100 evil"guest\\x5cn\\x7cx on ${shownNode}; remedy: dmsetup remove '${HOSTILE_DM_KERNEL}'`;
+  const detail = `tombstone ${HOSTILE_DM_SHOWN}: volume-unreferenced, VM 100 evil"guest\\x5cn\\x7cx on ${shownNode}; remedy: dmsetup --manglename none remove ${HOSTILE_DM_SHOWN}`;
   const nagiosText = renderNagios(result);
   for (const text of [nagiosText, renderCheckmk(result)]) {
     assert.not.ok(text.includes(ESC), 'no raw ESC');
@@ -271,7 +275,7 @@ test('hostile names: nagios and checkmk show them as text, never as control char
   assert.is(nagios.state, 'WARNING');
   assert.is(nagios.summary, `${shownNode}: grade B, 0 duplicate and 2 tombstoned of 3 dm entries`);
   assert.is(nagios.perfdata.get('tombstones')?.value, 2);
-  assert.equal(nagios.details, [detail, 'tombstone pve-vm--777--disk--0: guest-missing, VM 777 (exists nowhere); remedy: lvchange -an pve/vm-777-disk-0']);
+  assert.equal(nagios.details, [detail, 'tombstone pve-vm--777--disk--0: guest-missing, VMID 777 (no config on any node); remedy: lvchange -an pve/vm-777-disk-0']);
   const checkmk = readCheckmk(renderCheckmk(result));
   assert.is(checkmk.state, 1);
   assert.is(checkmk.service, CHECKMK_SERVICE);
@@ -282,17 +286,17 @@ test('hostile names: the Prometheus file escapes \\\\, " and line feeds, and the
   const result = hostileResult();
   const text = renderPrometheus(result);
   assert.ok(text.includes(`node="pve\\"1\\\\x|y${ESC}[2J\\nz"`), 'the node label escaped as the format requires');
-  assert.ok(text.includes(`name="pve-vm--100--disk--0\\\\x22\\\\x7c\\\\x5cn\\\\x1b\\\\x5b2J"`), 'the name label escaped');
+  assert.ok(text.includes(`name="$'pve-vm--100--disk--0\\\\x22\\\\x7c\\\\x5cn\\\\x1b\\\\x5b2J'"`), 'the name label: the name as pve-dm shows it, escaped');
   const series = readPrometheus(text);
-  assert.is(series.get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: HOSTILE_DM_KERNEL, vmid: '100', status: 'tombstone', reason: 'volume-unreferenced' })), 1);
+  assert.is(series.get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: HOSTILE_DM_SHOWN, vmid: '100', status: 'tombstone', reason: 'volume-unreferenced' })), 1);
   assert.is(series.get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: 'pve-vm--777--disk--0', vmid: '777', status: 'tombstone', reason: 'guest-missing' })), 1);
   assert.is(series.get(seriesKey('pve_dm_entries', { node: HOSTILE_NODE, status: 'tombstone' })), 2);
-  assert.is(series.size, 4 + 1 + 2 + 1 + 1);
+  assert.is(series.size, 5 + 1 + 2 + 1 + 1);
   // A name as a plugin's classify stage could hand over, raw: every character the format escapes.
   const raw = 'a\\b"c\nd';
   assert.is(prometheusLabel(raw), 'a\\\\b\\"c\\nd');
-  const named = { ...result, entries: result.entries.map((entry) => (entry.name === HOSTILE_DM_KERNEL ? { ...entry, name: raw } : entry)) };
-  assert.is(readPrometheus(renderPrometheus(named)).get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: raw, vmid: '100', status: 'tombstone', reason: 'volume-unreferenced' })), 1);
+  const named = { ...result, entries: result.entries.map((entry) => (entry.name === HOSTILE_DM ? { ...entry, name: raw } : entry)) };
+  assert.is(readPrometheus(renderPrometheus(named)).get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: mangleDmName(raw), vmid: '100', status: 'tombstone', reason: 'volume-unreferenced' })), 1);
 });
 
 // ── Through the command line ────────────────────────────────────────────────────────────────

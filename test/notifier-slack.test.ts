@@ -3,7 +3,7 @@
 // answers reported, and the HTTP failure modes.
 import * as assert from 'uvu/assert';
 import {
-  createRunner, httpSend, notificationSubject, notificationText, notifyAll, type Classified, type Notification, type Result,
+  mangleDmName, createRunner, httpSend, notificationSubject, notificationText, notifyAll, type Classified, type Notification, type Result,
 } from '../pve-dm.ts';
 import { startServer, type Received } from './support/http-server.ts';
 import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
@@ -89,7 +89,7 @@ test('slack: POSTs the blocks and the text fallback, exactly', async () => {
         text: {
           type: 'mrkdwn',
           verbatim: true,
-          text: "`rescue171` *duplicate* · guest 171 `app-legacy`\nduplicate-table: a second mapping with exactly the same dmsetup table as a guest volume's entry\nremedy `dmsetup remove rescue171`",
+          text: "`rescue171` *duplicate* · VM 171 `app-legacy`\nduplicate-table: a second mapping with exactly the same dmsetup table as a guest volume's entry\nremedy `dmsetup remove rescue171`",
         },
       },
       {
@@ -97,7 +97,7 @@ test('slack: POSTs the blocks and the text fallback, exactly', async () => {
         text: {
           type: 'mrkdwn',
           verbatim: true,
-          text: "`ssd--ha01-vm--169--disk--0-dup` *duplicate* · guest 169 `db-pg02`\nduplicate-name: a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry\nremedy `dmsetup remove ssd--ha01-vm--169--disk--0-dup`",
+          text: "`ssd--ha01-vm--169--disk--0-dup` *duplicate* · VM 169 `db-pg02`\nduplicate-name: a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry\nremedy `dmsetup remove ssd--ha01-vm--169--disk--0-dup`",
         },
       },
       {
@@ -105,7 +105,7 @@ test('slack: POSTs the blocks and the text fallback, exactly', async () => {
         text: {
           type: 'mrkdwn',
           verbatim: true,
-          text: '`ssd--ha01-vm--170--disk--2` *tombstone* · guest 170 `mail01`\nvolume-unreferenced: the guest exists but no config references this volume\nremedy `qm disk rescan --vmid 170`',
+          text: '`ssd--ha01-vm--170--disk--2` *tombstone* · VM 170 `mail01`\nvolume-unreferenced: the guest exists but no config references this volume\nremedy `qm disk rescan --vmid 170`',
         },
       },
       {
@@ -113,7 +113,7 @@ test('slack: POSTs the blocks and the text fallback, exactly', async () => {
         text: {
           type: 'mrkdwn',
           verbatim: true,
-          text: '`ssd--ha01-vm--888--disk--0` *tombstone* · guest 888\nguest-missing: the VMID has no config on any node of the cluster\nremedy `dmsetup remove ssd--ha01-vm--888--disk--0`',
+          text: '`ssd--ha01-vm--888--disk--0` *tombstone* · VMID 888\nguest-missing: the VMID has no config on any node of the cluster\nremedy `dmsetup remove ssd--ha01-vm--888--disk--0`',
         },
       },
       { type: 'context', elements: [{ type: 'mrkdwn', text: 'All 4 problem entries shown.', verbatim: true }] },
@@ -152,16 +152,18 @@ test('slack: hostile node, entry, guest names and remedies are escaped in every 
     assert.is(payload.blocks[0]?.text?.text, '🚨 Grade F on pve&lt;!everyone&gt;&amp;co');
     assert.is(
       payload.blocks[2]?.text?.text,
-      "`&lt;!channel&gt; rescue` *duplicate* · guest 171 `&lt;@U0123|boss&gt; &amp; &lt;!here&gt;`\nduplicate-table: a second mapping with exactly the same dmsetup table as a guest volume's entry\nremedy `dmsetup remove '&lt;!channel&gt; rescue'`",
+      // A dm name shows as pve-dm shows it everywhere: here a raw name, every odd byte as \\xNN.
+      "`$'\\x3c\\x21channel\\x3e\\x20rescue'` *duplicate* · VM 171 `&lt;@U0123|boss&gt; &amp; &lt;!here&gt;`\nduplicate-table: a second mapping with exactly the same dmsetup table as a guest volume's entry\nremedy `dmsetup remove '&lt;!channel&gt; rescue'`",
     );
     // A backtick would close the code span; it is shown as a look-alike instead.
     assert.is(
       payload.blocks[3]?.text?.text,
-      "`&lt;http://evil|click&gt;` *duplicate* · guest 169 `db-pg02`\nduplicate-name: a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry\nremedy `dmsetup remove &lt;http://evil|click&gt; &amp;&amp; echo ˋidˋ`",
+      "`$'\\x3chttp:\\x2f\\x2fevil\\x7cclick\\x3e'` *duplicate* · VM 169 `db-pg02`\nduplicate-name: a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry\nremedy `dmsetup remove &lt;http://evil|click&gt; &amp;&amp; echo ˋidˋ`",
     );
     // Nothing was lost: unescaped, the texts hold the names as the node gave them.
     const shown = texts.map(unescapeSlack).join('\n');
-    for (const raw of ['<!channel> rescue', '<http://evil|click>', '<@U0123|boss> & <!here>', 'pve<!everyone>&co']) assert.ok(shown.includes(raw), raw);
+    for (const raw of ['<@U0123|boss> & <!here>', 'pve<!everyone>&co']) assert.ok(shown.includes(raw), raw);
+    for (const name of ['<!channel> rescue', '<http://evil|click>']) assert.ok(shown.includes(mangleDmName(name)), name);
   } finally {
     await server.close();
   }
@@ -182,7 +184,7 @@ test('slack: 60 problem entries with huge hostile names: at most 50 blocks, ever
     node: '&'.repeat(300),
     entries,
     guests: entries.map((entry, i) => ({ vmid: entry.vmid as number, type: 'qemu', name: `${huge}${i}`, running: true, lock: null, template: false, health: 'tombstone', readable: true })),
-    summary: { entries: 60, valid: 0, duplicate: 0, tombstone: 60, ignored: 0 },
+    summary: { entries: 60, valid: 0, duplicate: 0, tombstone: 60, ignored: 0, unjudged: 0 },
     grade: 'D',
     exitCode: 1,
   };
@@ -202,8 +204,8 @@ test('slack: 60 problem entries with huge hostile names: at most 50 blocks, ever
       const text = section.text?.text ?? '';
       assert.ok(text.length > 0 && text.length <= 3000, `section of ${text.length}`);
     }
-    assert.ok((sections[1]?.text?.text ?? '').startsWith('`vm-900-&lt;!channel&gt;&amp;'));
-    assert.ok((sections[10]?.text?.text ?? '').startsWith('`vm-909-'), 'the first 10 in order');
+    assert.ok((sections[1]?.text?.text ?? '').startsWith("`$'vm-900-\\x3c\\x21channel\\x3e\\x26"), sections[1]?.text?.text);
+    assert.ok((sections[10]?.text?.text ?? '').startsWith("`$'vm-909-"), 'the first 10 in order');
     const context = payload.blocks[12];
     assert.is(context?.type, 'context');
     assert.is(context?.elements?.[0]?.text, '…and 50 more problem entries (60 in all): see the full report on the node.');

@@ -2,7 +2,7 @@
 import * as assert from 'uvu/assert';
 import {
   lvKey, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePveVersion,
-  parseStorageCfg, splitLvmName, stripCopySuffix, unmangleDmName, volumeOfPropertyString,
+  parseStorageCfg, splitLvmName, stripCopySuffix, unmangleDmName, volumesOfPropertyString,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
 import { lvmDmName } from './support/lvm.ts';
@@ -121,12 +121,29 @@ test('parseStorageCfg: as pve-storage writes it; unknown types and junk are name
     'lvm: novg', '\tcontent images', '',
     'lvm: 1bad', '\tvgname x', '\tcontent images',
   ].join('\n');
-  const { storages, warnings } = parseStorageCfg(`${text}\n`);
+  const { storages, warnings, notes } = parseStorageCfg(`${text}\n`);
   assert.equal(storages.map((s) => [s.id, s.type, s.vg]), [['local', 'dir', null], ['local-lvm', 'lvmthin', 'pve'], ['san-iscsi', 'iscsi', null], ['SSD-HA01', 'lvm', 'ssd-ha01'], ['custom', 'foostore', null], ['novg', 'lvm', null]]);
   const ssd = storages[3];
   assert.equal([ssd?.shared, ssd?.disabled, ssd?.nodes], [true, true, ['pve1', 'pve2']]);
   assert.is(storages[1]?.thinpool, 'data');
-  assert.equal(warnings.map((w) => [w.line, w.message.split(' ').slice(0, 3).join(' ')]), [[22, 'unknown storage type'], [25, 'cannot parse line:'], [26, 'lvm storage novg'], [29, 'invalid storage ID']], 'an invalid section is skipped whole');
+  assert.equal(warnings.map((w) => [w.line, w.message.split(' ').slice(0, 3).join(' ')]), [[25, 'cannot parse line:'], [26, 'lvm storage novg'], [29, 'invalid storage ID']], 'an invalid section is skipped whole');
+  // A storage plugin's type is noted, not warned about: a healthy node with a plugin reads OK.
+  assert.equal(notes.map((w) => [w.line, w.message]), [[22, 'storage custom has type "foostore", which pve-dm does not know (a storage plugin): guest volumes in a volume group no lvm or lvmthin storage names are not judged']]);
+});
+
+test('parseStorageCfg: a key given twice keeps the first, as SectionConfig does ("duplicate attribute"), with a warning', () => {
+  // The oracle's minimal input: Proxmox reads VG pve; keeping the last made every volume storage-unknown.
+  const { storages, warnings } = parseStorageCfg('lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tvgname other-pve\n');
+  assert.equal(storages.map((s) => [s.id, s.vg, s.thinpool]), [['local-lvm', 'pve', 'data']]);
+  assert.equal(warnings.map((w) => [w.line, w.message]), [[4, '"vgname" given twice in storage local-lvm; the first is kept, as Proxmox keeps it']]);
+});
+
+test('parseStorageCfg: content, tagged_only, nodes and disable as pve-storage reads them', () => {
+  const { storages } = parseStorageCfg('lvm: a1\n\tvgname v1\n\tcontent images;rootdir\n\ttagged_only 1\n\tnodes n1,n2;n3 n4\n\tdisable\n\nlvmthin: t1\n\tvgname pve\n\tthinpool data\n');
+  assert.equal(storages.map((s) => [s.id, s.content, s.taggedOnly, s.nodes, s.disabled]), [
+    ['a1', ['images', 'rootdir'], true, ['n1', 'n2', 'n3', 'n4'], true],
+    ['t1', null, false, null, false],
+  ]);
 });
 
 test('parseGuestConfig (qemu): description, sections, drives, vmstate, fleecing, lock, template', () => {
@@ -250,14 +267,25 @@ test('volume names: every kind Proxmox makes, and what is not a guest volume', (
   assert.is(stripCopySuffix('vm-100-disk-0-\n'), 'vm-100-disk-0', 'a suffix holding a line break (fuzz-parsers)');
 });
 
-test('volumeOfPropertyString: first bare item or file=/volume=; none and cdrom are no volume', () => {
-  const table: [string, string | null][] = [
-    ['local-lvm:vm-100-disk-0,iothread=1,size=32G', 'local-lvm:vm-100-disk-0'],
-    ['iothread=1,file=local-lvm:vm-100-disk-0', 'local-lvm:vm-100-disk-0'],
-    ['none,media=cdrom', null], ['cdrom,media=cdrom', null], ['media=cdrom', null],
-    ['/dev/pve/vm-100-disk-7', '/dev/pve/vm-100-disk-7'],
+test('volumesOfPropertyString: the item without = wherever it stands, or file=/volume=; blank items skipped; none and cdrom are no volume', () => {
+  // The oracle's minimal inputs (parse_property_string: pve-common PVE::JSONSchema), and what qemu-server and pve-container write.
+  const table: [string, string[]][] = [
+    ['local-lvm:vm-100-disk-0,iothread=1,size=32G', ['local-lvm:vm-100-disk-0']],
+    ['size=8G,local-lvm:vm-100-disk-0', ['local-lvm:vm-100-disk-0']],
+    [',local-lvm:vm-100-disk-0', ['local-lvm:vm-100-disk-0']],
+    ['mp=/x,local-lvm:vm-101-disk-1', ['local-lvm:vm-101-disk-1']],
+    ['mp=/mnt/x,size=8G,local-lvm:vm-201-disk-9', ['local-lvm:vm-201-disk-9']],
+    ['iothread=1,file=local-lvm:vm-100-disk-0', ['local-lvm:vm-100-disk-0']],
+    ['volume=local-lvm:vm-100-disk-6,mp=/y', ['local-lvm:vm-100-disk-6']],
+    ['x:y,, ,size=8G,', ['x:y']],
+    ['local-lvm:vm-100-cloudinit,media=cdrom', ['local-lvm:vm-100-cloudinit']],
+    ['none,media=cdrom', []], ['cdrom,media=cdrom', []], ['media=cdrom', []], ['', []], ['file=', []],
+    ['/dev/pve/vm-100-disk-7', ['/dev/pve/vm-100-disk-7']],
+    // Proxmox refuses a value naming two volumes and drops the line; pve-dm reads both (the side of valid).
+    ['local-lvm:vm-100-disk-0,local-lvm:vm-100-disk-1', ['local-lvm:vm-100-disk-0', 'local-lvm:vm-100-disk-1']],
+    ['file=a:b,c:d', ['a:b', 'c:d']],
   ];
-  for (const [value, expected] of table) assert.is(volumeOfPropertyString(value), expected, value);
+  for (const [value, expected] of table) assert.equal(volumesOfPropertyString(value), expected, value);
 });
 
 test('parsePveVersion: pveversion\'s first line', () => {

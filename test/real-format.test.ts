@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { classify, parse, parseDmsetupInfo, parseDmsetupTable, parseLvs, type Capture } from '../pve-dm.ts';
+import { classify, mangleDmName, parse, parseDmsetupInfo, parseDmsetupTable, parseLvs, type Capture } from '../pve-dm.ts';
+import { lvmDmName } from './support/lvm.ts';
 import { capture, config, REAL, test } from './harness.ts';
 
 const read = (dir: string, file: string) => readFileSync(path.join(REAL, dir, file), 'utf8');
@@ -14,13 +15,17 @@ test('an empty node: dmsetup prints "No devices found", lvs prints nothing', () 
   assert.equal(parseLvs(read('empty', 'lvs.txt')).lvs.size, 0);
 });
 
-test('every real dmsetup info line parses, unmangled names (spaces, |, UTF-8) included', () => {
+test('every real dmsetup info line parses, names the kernel holds raw (spaces, $) or mangled (|, UTF-8) included', () => {
   const text = read('full', 'dmsetup.txt');
   const { entries, warnings } = parseDmsetupInfo(text);
   assert.equal(warnings, []);
   assert.is(entries.length, text.trim().split('\n').length);
   const byName = new Map(entries.map((e) => [e.name, e]));
+  // Two kernel names dmsetup's default mode shows alike: two entries, each known by its own name.
   assert.equal(byName.get('odd\\x20name\\x24x')?.realName, 'odd name$x');
+  assert.equal(byName.get('odd name$x')?.realName, 'odd name$x');
+  assert.is(mangleDmName('odd\\x20name\\x24x'), 'odd\\x20name\\x24x', 'a mangled kernel name: dmsetup takes it as it is');
+  assert.is(mangleDmName('odd name$x'), "$'odd\\x20name\\x24x'", 'a raw one: shown as the bash word that gives its bytes');
   assert.equal(byName.get('pipe\\x7cname')?.realName, 'pipe|name');
   assert.equal(byName.get('caf\\xc3\\xa9')?.realName, 'café');
   assert.equal(byName.get('pve-vm--100--disk--0')?.open, 2, 'held by a process and by its p1 partition');
@@ -28,13 +33,11 @@ test('every real dmsetup info line parses, unmangled names (spaces, |, UTF-8) in
   assert.is(byName.get('pve-data')?.attr, 'L--r');
 });
 
-test('--manglename none prints the kernel names: the same entries', () => {
-  const mangled = parseDmsetupInfo(read('full', 'dmsetup-manglename-none.txt'));
-  const plain = parseDmsetupInfo(read('full', 'dmsetup.txt'));
-  assert.equal(mangled.warnings, []);
-  assert.equal(mangled.entries, plain.entries);
-  const tables = parseDmsetupTable(read('full', 'dmsetup-table-manglename-none.txt'));
-  assert.equal([...tables.tables], [...parseDmsetupTable(read('full', 'dmsetup-table.txt')).tables]);
+test('dmsetup\'s default mode refuses to list a node holding a raw name: pve-dm asks with --manglename none', () => {
+  assert.is(read('full', 'dmsetup-default-mangling.rc'), '1\n');
+  assert.is(read('full', 'dmsetup-default-mangling.txt'), '');
+  assert.match(read('full', 'dmsetup-default-mangling.stderr'), /The name "odd name\$x" should be mangled but it contains blacklisted characters/);
+  assert.is(read('full', 'dmsetup-table-default-mangling.rc'), '1\n');
 });
 
 test('every real dmsetup table line parses: trailing spaces, two segments, multipath, crypt', () => {
@@ -43,6 +46,7 @@ test('every real dmsetup table line parses: trailing spaces, two segments, multi
   assert.is(tables.get('prd--network--01--lun01--vg01-vm--113--disk--0'), '0 65536 linear 7:2 2048\n65536 32768 linear 7:2 83968');
   assert.is(tables.get('pve-data-tpool'), '0 1048576 thin-pool 254:2 254:3 128 0 0');
   assert.is(tables.get('odd\\x20name\\x24x'), '0 8 zero');
+  assert.is(tables.get('odd name$x'), '0 16 zero');
   assert.match(tables.get('mpatha') ?? '', /^0 131072 multipath 1 queue_if_no_path/);
   assert.is(tables.size, parseDmsetupInfo(read('full', 'dmsetup.txt')).entries.length);
 });
@@ -54,6 +58,19 @@ test('every real lvs line parses: hidden LVs, ceph tags, thin attrs', () => {
   assert.is(lvs.get('pve', 'base-9000-disk-0')?.attr, 'Vri-a-tz-k');
   assert.ok(lvs.get('ceph-6a1f0a5c-7d2e-4f4b-9c39-2e1d5b0c9a11', 'osd-block-0b8a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d')?.tags.includes('ceph.type=block'));
   assert.not.ok(lvs.has('ssd-ha01', 'vm-301-disk-0'), 'removed with --driverloaded n: LVM forgot it, dm kept it');
+  assert.is(lvs.get('pve', 'vm-100-disk-0')?.pool, 'data');
+  assert.is(lvs.get('ssd-ha01', 'vm-778-disk-0')?.attr, '-wi-------', 'made inactive (lvcreate -an)');
+  // LVM's uuids as it prints them give the dm uuid of each LV's own mapping: LVM- + VG uuid + LV uuid.
+  const dm = parseDmsetupInfo(read('full', 'dmsetup.txt')).entries;
+  let mapped = 0;
+  for (const lv of lvs.values()) {
+    const entry = dm.find((e) => e.name === lvmDmName(lv.vg, lv.lv));
+    if (entry === undefined || !entry.uuid.startsWith('LVM-') || entry.uuid.length !== 68 || lv.lv === 'vm-778-disk-0') continue;
+    assert.is(lv.dmUuid, entry.uuid, `${lv.vg}/${lv.lv}`);
+    mapped++;
+  }
+  assert.ok(mapped >= 20, `${mapped} LVs checked`);
+  assert.is.not(lvs.get('ssd-ha01', 'vm-778-disk-0')?.dmUuid, dm.find((e) => e.name === 'ssd--ha01-vm--778--disk--0')?.uuid, 'the stale mapping has another uuid');
 });
 
 test('the real kernel\'s node, with Proxmox configs, classifies entry by entry', () => {
@@ -90,6 +107,7 @@ test('the real kernel\'s node, with Proxmox configs, classifies entry by entry',
     mpatha: 'ignored multipath',
     'mpatha-part1': 'ignored partition',
     'odd\\x20name\\x24x': 'ignored foreign',
+    'odd name$x': 'ignored foreign',
     'pipe\\x7cname': 'ignored foreign',
     'prd--network--01--lun01--vg01-vm--113--disk--0': 'valid referenced',
     'prd--network--01--lun01--vg01-vm--113--disk--1': 'tombstone volume-unreferenced | qm disk rescan --vmid 113',
@@ -117,12 +135,16 @@ test('the real kernel\'s node, with Proxmox configs, classifies entry by entry',
     'ssd--ha01-vm--119--disk--0': 'valid referenced',
     'ssd--ha01-vm--119--disk--0-dup': 'duplicate duplicate-name | dmsetup remove ssd--ha01-vm--119--disk--0-dup',
     'ssd--ha01-vm--119--disk--0-real': 'ignored lvm-internal',
-    // A classic LVM snapshot someone named like a guest volume: Proxmox would list it as VM 119's.
-    'ssd--ha01-vm--119--snaptest': 'tombstone volume-unreferenced | qm disk rescan --vmid 119',
+    // A classic LVM snapshot someone named like a guest volume. LVMPlugin list_images takes only LVs
+    // of lv_type -, m, M, r or R, not this `s`: `qm disk rescan` would not attach it.
+    'ssd--ha01-vm--119--snaptest': 'tombstone volume-unreferenced | lvchange -an ssd-ha01/vm-119-snaptest',
     'ssd--ha01-vm--119--snaptest-cow': 'ignored lvm-internal',
     'ssd--ha01-vm--120--disk--0.qcow2': 'valid referenced',
-    'ssd--ha01-vm--300--disk--0': 'tombstone guest-on-other-node | lvchange -an ssd-ha01/vm-300-disk-0',
+    // Held open by a process: no command would work as printed.
+    'ssd--ha01-vm--300--disk--0': 'tombstone guest-on-other-node',
     'ssd--ha01-vm--301--disk--0': 'tombstone lv-missing | dmsetup remove ssd--ha01-vm--301--disk--0',
+    // LVM knows vm-778-disk-0 but calls it inactive, and this mapping has another uuid: lvchange -an would do nothing.
+    'ssd--ha01-vm--778--disk--0': 'tombstone lv-mismatch | dmsetup remove ssd--ha01-vm--778--disk--0',
     'ssd--ha01-vm--888--disk--0': 'tombstone guest-missing | dmsetup remove ssd--ha01-vm--888--disk--0',
   });
   assert.equal(result.duplicates.map((d) => [d.kept, d.extras]), [['ssd--ha01-vm--119--disk--0', ['ssd--ha01-vm--119--disk--0-dup']]]);

@@ -56,8 +56,8 @@ function hostileCapture(parts: Partial<Capture> = {}): Capture {
 // ── JSON ─────────────────────────────────────────────────────────────────────────────────────
 
 const TOP_KEYS = ['version', 'node', 'grade', 'summary', 'entries', 'guests', 'warnings'];
-const SUMMARY_KEYS = ['entries', 'valid', 'duplicate', 'tombstone', 'ignored'];
-const ENTRY_KEYS = ['name', 'status', 'reason', 'remedy', 'vmid', 'vg', 'lv', 'open'];
+const SUMMARY_KEYS = ['entries', 'valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'];
+const ENTRY_KEYS = ['name', 'status', 'reason', 'remedy', 'advice', 'vmid', 'guestType', 'vg', 'lv', 'open', 'lock', 'holders'];
 const GUEST_KEYS = ['vmid', 'type', 'name', 'running', 'lock', 'health'];
 
 /** Every key present with a defined value (JSON drops undefined silently: that is "missing"). */
@@ -85,15 +85,16 @@ for (const name of SAMPLE_NAMES) {
     for (const entry of json.entries) {
       assertKeys(entry, ENTRY_KEYS, `entry ${entry.name}`);
       assert.type(entry.open, 'number', `${entry.name}: open`);
-      assert.ok(['valid', 'duplicate', 'tombstone', 'ignored'].includes(entry.status), `${entry.name}: status ${entry.status}`);
-      // A remedy for problems, never for the rest.
+      assert.ok(['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'].includes(entry.status), `${entry.name}: status ${entry.status}`);
+      // A remedy for problems (or, when no command may touch one now, advice instead), never for the rest.
       const problem = entry.status === 'duplicate' || entry.status === 'tombstone';
-      assert.is(typeof entry.remedy === 'string' && entry.remedy.length > 0, problem, `${entry.name}: remedy ${entry.remedy}`);
-      if (!problem) assert.is(entry.remedy, null, `${entry.name}: remedy is null, not missing`);
+      const remedied = typeof entry.remedy === 'string' && entry.remedy.length > 0;
+      assert.ok(problem ? remedied || (entry.remedy === null && typeof entry.advice === 'string') : entry.remedy === null, `${entry.name}: remedy ${entry.remedy}`);
     }
     const count = (status: string) => json.entries.filter((e: { status: string }) => e.status === status).length;
     assert.equal(json.summary, {
       entries: json.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
+      unjudged: count('unjudged'),
     });
     assert.equal(json.summary, expectedOf(name).summary);
     for (const guest of json.guests) {
@@ -124,7 +125,9 @@ test('JSON: what is not known is null, never missing (no running.txt, lvs.txt, s
   assert.is(json.capturedAt, null);
   assert.is(json.vmids, null);
   for (const entry of json.entries) assertKeys(entry, ENTRY_KEYS, entry.name);
-  assert.equal(json.summary, { entries: 5, valid: 2, duplicate: 0, tombstone: 2, ignored: 1 });
+  // VM 100's lock is no value qemu-server knows: as for any lock of an operation, its unreferenced disk-5 is in flight.
+  assert.equal(json.summary, { entries: 5, valid: 2, duplicate: 0, tombstone: 1, ignored: 2, unjudged: 0 });
+  assert.is(json.entries.find((e: { name: string }) => e.name === 'pve-vm--100--disk--5').reason, 'in-flight');
 });
 
 test('JSON: with running.txt known, running is true/false per guest', () => {
@@ -189,7 +192,8 @@ test('HTML: hostile guest names, lock, description and warning text end up as te
   assert.ok($('[data-section="warnings"]').text().includes('<img src=z onerror=alert(3)>'), 'the warning quoting storage.cfg is shown as text');
   assert.not.match(html, /<script|<img|<b>/i, 'the raw page holds no such tag either');
   assert.not.ok(html.includes('alert(2)'), 'guest descriptions are not part of the report');
-  assert.is($('tr[data-entry]').length, 2, 'the unreferenced disk and the guest-missing one');
+  assert.is($('tr[data-entry]').length, 1, 'the guest-missing disk');
+  assert.is($('tr[data-unjudged]').length, 1, 'VM 100\'s unreferenced disk: its guest holds a lock, in flight');
   assert.is($('tr[data-missing]').length, 1);
 });
 
@@ -242,7 +246,9 @@ for (const name of SAMPLE_NAMES) {
     const text = renderConsole(result, false);
     assert.not.ok(text.includes(ESC), 'no escape sequence when color is off');
     assert.ok(hasLine(text, /^Summary$/), 'Summary');
-    assert.ok(hasLine(text, new RegExp(`^  Grade ${expected.grade.replace('+', '\\+')} +${expected.summary.entries} dm entries: ${expected.summary.valid} valid, ${expected.summary.duplicate} duplicate, ${expected.summary.tombstone} tombstone, ${expected.summary.ignored} ignored$`)), 'summary line');
+    const notJudged = expected.summary.unjudged > 0 ? `, ${expected.summary.unjudged} not judged` : '';
+    assert.ok(hasLine(text, new RegExp(`^  Grade ${expected.grade.replace('+', '\\+')} +${expected.summary.entries} dm entries: ${expected.summary.valid} valid, ${expected.summary.duplicate} duplicate, ${expected.summary.tombstone} tombstone, ${expected.summary.ignored} ignored${notJudged}$`)), 'summary line');
+    assert.is(hasLine(text, /^  Incomplete: \d+ entr(y|ies) not judged: the configs? of .+ cannot be read$/), expected.summary.unjudged > 0, 'an incomplete analysis says so under the summary');
     assert.ok(hasLine(text, new RegExp(`^Duplicates \\(critical\\): ${result.duplicates.length}$`)), 'Duplicates');
     assert.ok(hasLine(text, new RegExp(`^Tombstones \\(warning\\): ${expected.summary.tombstone}$`)), 'Tombstones');
     assert.ok(hasLine(text, new RegExp(`^Guests on ${expected.node}: ${Object.keys(expected.guests).length}$`)), 'Guests');
@@ -306,7 +312,7 @@ test('console: a capture with nothing known shows no Host section; hostile names
   const text = renderConsole(resultOf(hostileCapture()), false);
   assert.not.ok(hasLine(text, /^Host$/));
   assert.ok(hasLine(text, /^VMIDs that exist nowhere: 1$/));
-  assert.ok(hasLine(text, /^  VM 777: 1 tombstone\(s\): pve-vm--777--disk--0$/));
+  assert.ok(hasLine(text, /^  VMID 777: 1 tombstone\(s\): pve-vm--777--disk--0$/));
   assert.ok(hasLine(text, /^Warnings: 1$/));
   assert.ok(text.includes(SCRIPT_NAME.slice(0, 25)), 'the script name is shown');
   assert.ok(hasLine(text, /^  200 +CT +"><img src=x onerror=alert\(1\)> +\? +- +clean$/), 'CT 200 row: running not known shows "?"');
@@ -343,7 +349,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
   assert.is(full.result.summary.entries, 20);
   assert.equal(result.entries.map((e) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
   assert.ok(result.entries.every((e) => e.vmid === 169));
-  assert.equal(result.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0 });
+  assert.equal(result.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
   assert.equal(result.duplicates.map((d) => d.kept), ['ssd--ha01-vm--169--disk--0']);
@@ -361,7 +367,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
 
 test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowhere keeps its missing entry; a partition follows its parent', async () => {
   const vm170 = (await sample('multi-pool', [170])).result;
-  assert.equal(vm170.summary, { entries: 3, valid: 2, duplicate: 0, tombstone: 1, ignored: 0 });
+  assert.equal(vm170.summary, { entries: 3, valid: 2, duplicate: 0, tombstone: 1, ignored: 0, unjudged: 0 });
   assert.equal([vm170.grade, vm170.exitCode], ['B', 1]);
   assert.equal(vm170.duplicates, []);
   const vm888 = (await sample('multi-pool', [888])).result;
@@ -372,7 +378,7 @@ test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowher
   assert.equal(vm150.entries.map((e) => `${e.name} ${e.reason}`).sort(), ['pve-vm--150--disk--0 guest-missing', 'pve-vm--150--disk--0p1 partition-of-problem']);
   assert.equal(vm150.summary.tombstone, 2);
   const two = (await sample('multi-pool', [169, 170])).result;
-  assert.equal(two.summary, { entries: 5, valid: 3, duplicate: 1, tombstone: 1, ignored: 0 });
+  assert.equal(two.summary, { entries: 5, valid: 3, duplicate: 1, tombstone: 1, ignored: 0, unjudged: 0 });
 });
 
 test.run();

@@ -77,7 +77,8 @@ property('HTML: any input comes back from the page as text, never as an element 
     assert.equal(await validateHtml(html, result), []);
     const $ = load(html);
     const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone');
-    assert.equal($('tr[data-entry] td:first-child code').toArray().map((cell) => $(cell).text()), problems.map((entry) => entry.name));
+    // Each dm name as pve-dm shows it: the kernel's name, or the bash word of its bytes.
+    assert.equal($('tr[data-entry] td:first-child code').toArray().map((cell) => $(cell).text()), problems.map((entry) => mangleDmName(entry.name)));
     assert.equal($('tr[data-warning] td:nth-child(2)').toArray().map((cell) => $(cell).text()), result.warnings.map((w) => w.message));
   }));
 
@@ -128,18 +129,19 @@ test('execProcess: a real process gets `x;reboot`, `$(id)`, backquotes, spaces a
 test('cleanup passes a dm name holding `;`, `$(...)`, backquotes or a space to lvchange and dmsetup as one argument, and restore too', async () => {
   const { node, cli, done } = scenario();
   try {
-    const semicolon = mangleDmName('pve-vm--100--x;reboot');
+    // Kernel names as a tool without libdm makes them (raw), every shell metacharacter kept.
+    const semicolon = 'pve-vm--100--x;reboot';
     node.add(semicolon, { uuid: lvUuid(VG_PVE, 20), lv: 'pve/vm-100-x;reboot' });
     const table = node.dm.get('pve-vm--888--disk--0')?.table;
-    const substitution = mangleDmName('pve-vm--888--disk--0-$(id)');
-    const backquotes = mangleDmName('pve-vm--888--disk--0.`id` x');
+    const substitution = 'pve-vm--888--disk--0-$(id)';
+    const backquotes = 'pve-vm--888--disk--0.`id` x';
     node.add(substitution, { table });
     node.add(backquotes, { table });
     const run = await cli('--yes');
     assert.ok(run.code === 2, run.stdout + run.stderr);
     const calls = node.calls.filter(([command, ...args]) => command === 'lvchange' || args.includes('remove'));
     assert.ok(calls.some((call) => JSON.stringify(call) === JSON.stringify(['lvchange', '-an', 'pve/vm-100-x;reboot'])), JSON.stringify(calls));
-    for (const name of [substitution, backquotes]) assert.ok(calls.some((call) => JSON.stringify(call) === JSON.stringify(['dmsetup', 'remove', name])), `${name}: ${JSON.stringify(calls)}`);
+    for (const name of [substitution, backquotes]) assert.ok(calls.some((call) => JSON.stringify(call) === JSON.stringify(['dmsetup', '--manglename', 'none', 'remove', name])), `${name}: ${JSON.stringify(calls)}`);
     assert.ok(changing(node.calls).includes('lvchange -an pve/vm-100-x;reboot'));
     node.calls = [];
     const restored = await cli('restore', '--last');
@@ -160,7 +162,7 @@ test('restore --dry-run: a journal entry with a hostile name is refused, and the
   const io = { stdout: { write: (t: string) => ((stdout += t), true) }, stderr: { write: () => true }, isTty: false };
   const exec: Exec = async () => ({ exitCode: 1, stdout: '', stderr: 'Device does not exist.\n' });
   assert.is(await main(['restore', '--last', '--dry-run', '--journal', journal], io as never, { exec, liveRoot: root }), 1);
-  assert.match(stdout, /^refused  evil\\x1b\[2J\\x1b\]8;;http:\/\/x\\x07name: refused to run "dmsetup --manglename none create '/);
+  assert.match(stdout, /^refused  \$'evil\\x1b\\x5b2J\\x1b\\x5d8\\x3b\\x3bhttp:\\x2f\\x2fx\\x07name': refused to run "dmsetup --manglename none create \$'evil\\x1b/);
   assert.not.match(stdout.replaceAll('\n', ''), CONTROL, JSON.stringify(stdout));
 }, 30_000);
 

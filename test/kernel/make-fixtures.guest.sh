@@ -20,8 +20,12 @@ cap() { d=$1 b=$2; shift 2; "$@" >"$d/$b.txt" 2>"$d/$b.stderr"; echo $? >"$d/$b.
 devno() { dmsetup info -c --noheadings --separator : -o major,minor "$1"; }
 sectors() { blockdev --getsz "/dev/mapper/$1"; }
 
-INFO="dmsetup info -c --noheadings --separator | -o name,major,minor,open,attr,uuid"
-LVS="lvs -a --noheadings --separator | -o vg_name,lv_name,lv_attr,lv_tags"
+# pve-dm's own commands (DM_INFO_ARGS, DM_TABLE_ARGS, LVS_ARGS): kernel names as the kernel holds them.
+INFO="dmsetup --manglename none info -c --noheadings --separator | -o name,major,minor,open,attr,uuid"
+TABLE="dmsetup --manglename none table"
+LVS="lvs -a --noheadings --separator | -o vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv"
+# dmsetup's default (auto) mode, which shows names unmangled
+INFO_DEFAULT="dmsetup info -c --noheadings --separator | -o name,major,minor,open,attr,uuid"
 
 x modprobe -a dm_mod dm_thin_pool dm_zero dm_snapshot dm_mirror loop
 CRYPT=1; try modprobe -a dm_crypt xts || CRYPT=0
@@ -30,7 +34,8 @@ MPATH=1; try modprobe -a dm_multipath dm_round_robin || MPATH=0
 # ---- 1. nothing exists yet (dm_mod loaded, as on any node) ------------------------------
 # shellcheck disable=SC2086
 cap "$E" dmsetup $INFO
-cap "$E" dmsetup-table dmsetup table
+# shellcheck disable=SC2086
+cap "$E" dmsetup-table $TABLE
 # shellcheck disable=SC2086
 cap "$E" lvs $LVS
 cap "$E" dmsetup-ls dmsetup ls
@@ -97,6 +102,11 @@ x lvcreate -q -s -L 8M -n vm-119-snaptest ssd-ha01/vm-119-disk-0
 # saferemove: lvrename vg <name> del-<name> before zeroing and lvremove
 thick ssd-ha01 vm-121-disk-0 16M 121
 x lvrename -q ssd-ha01 vm-121-disk-0 del-vm-121-disk-0
+# an LV LVM knows but calls inactive, and a stale mapping of its name with another uuid
+# (re-created behind it): `lvchange -an` would do nothing to that mapping
+x lvcreate -q -an -Zn --yes --size 16M --name vm-778-disk-0 --setautoactivation n --addtag pve-vm-778 ssd-ha01
+VGUUID=$(vgs --noheadings -o vg_uuid ssd-ha01 | tr -d ' -') || exit 1
+x dmsetup create ssd--ha01-vm--778--disk--0 --uuid "LVM-${VGUUID}stalestalestalestalestalestale12" --table '0 32768 zero'
 # bug 4997: LV removed from the metadata (as by another node), its dm entry stays here
 thick ssd-ha01 vm-301-disk-0 16M 301
 cap "$F" lvremove-driverloaded-n lvremove -y --driverloaded n ssd-ha01/vm-301-disk-0
@@ -158,6 +168,9 @@ x dmsetup create 'odd name$x' --table '0 8 zero'
 try dmsetup create "$(printf 'caf\303\251')" --table '0 8 zero'
 # a name holding the separator the tool asks dmsetup for
 try dmsetup create 'pipe|name' --table '0 8 zero'
+# a name the kernel holds raw, as a tool without libdm makes it: beside 'odd name$x' (held
+# mangled), two kernel names dmsetup's default mode shows alike
+x dmsetup --manglename none create 'odd name$x' --table '0 16 zero'
 
 # ---- hold devices open -----------------------------------------------------------------
 # a running VM's disk (the p1 partition map opens it as well)
@@ -171,7 +184,11 @@ sleep 1
 # ---- 3. dump ---------------------------------------------------------------------------
 # shellcheck disable=SC2086
 cap "$F" dmsetup $INFO
-cap "$F" dmsetup-table dmsetup table
+# shellcheck disable=SC2086
+cap "$F" dmsetup-table $TABLE
+# shellcheck disable=SC2086
+cap "$F" dmsetup-default-mangling $INFO_DEFAULT
+cap "$F" dmsetup-table-default-mangling dmsetup table
 # shellcheck disable=SC2086
 cap "$F" lvs $LVS
 cap "$F" dmsetup-ls dmsetup ls
@@ -183,10 +200,7 @@ cap "$F" dmsetup-info-long-odd dmsetup info 'odd name$x'
 # names as dmsetup mangles / unmangles them, and as the kernel stores them
 cap "$F" dmsetup-info-mangling dmsetup info -c --noheadings --separator '|' -o name,mangled_name,unmangled_name,uuid
 # shellcheck disable=SC2086
-cap "$F" dmsetup-manglename-none dmsetup --manglename none info -c --noheadings --separator '|' -o name,major,minor,open,attr,uuid
-# shellcheck disable=SC2086
 cap "$F" dmsetup-manglename-hex dmsetup --manglename hex info -c --noheadings --separator '|' -o name,major,minor,open,attr,uuid
-cap "$F" dmsetup-table-manglename-none dmsetup --manglename none table
 for b in /sys/block/dm-*; do printf '%s|%s|%s\n' "${b##*/}" "$(cat "$b/dm/name")" "$(cat "$b/dm/uuid")"; done >"$F/sysfs-dm-names.txt"
 # splitname: one line per name, "<name><TAB><vg|lv|layer as dmsetup prints it>"
 for n in pve-vm--100--disk--0 pve-data-tpool pve-data_tdata pve-data_tmeta pve-data \
@@ -221,7 +235,8 @@ x dmsetup suspend 'odd name$x'
 cap "$F" dmsetup-remove-deferred dmsetup remove --deferred pve-vm--100--disk--0
 # shellcheck disable=SC2086
 cap "$F" dmsetup-variants $INFO
-cap "$F" dmsetup-variants-table dmsetup table
+# shellcheck disable=SC2086
+cap "$F" dmsetup-variants-table $TABLE
 cap "$F" dmsetup-variants-table-inactive dmsetup table --inactive
 cap "$F" dmsetup-variants-info-long dmsetup info notable-entry readonly-entry \
     ssd--ha01-vm--888--disk--0 'odd name$x' pve-vm--100--disk--0

@@ -2,7 +2,7 @@
 // lvchange answered from a model of the kernel's and LVM's state (changed by the commands run).
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { main, mangleDmName, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
+import { main, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
 import { tempDir } from '../harness.ts';
 import { lvmDmName } from './lvm.ts';
 
@@ -17,7 +17,7 @@ interface Device {
   table: string;
 }
 
-/** The kernel's and LVM's state as dmsetup, lvs and lvchange see and change it (dm names in the kernel's, mangled, form). */
+/** The kernel's and LVM's state as dmsetup, lvs and lvchange see and change it (dm names as the kernel holds them). */
 export class FakeNode {
   dm = new Map<string, Device>();
   lvs = new Set<string>();
@@ -31,6 +31,14 @@ export class FakeNode {
   add(name: string, device: Partial<Device> & { lv?: string }): void {
     this.dm.set(name, { minor: this.dm.size + 10, open: 0, uuid: '', table: `0 2048 linear 8:0 ${this.dm.size * 4096}`, ...device });
     if (device.lv) this.lvs.add(device.lv);
+  }
+
+  /** A mapping that went no longer holds open the devices its table maps (a kpartx partition its parent). */
+  release(d: Device): void {
+    for (const [, minor] of d.table.matchAll(/\b252:(\d+)\b/g)) {
+      const held = [...this.dm.values()].find((other) => other.minor === Number(minor));
+      if (held && held.open > 0) held.open--;
+    }
   }
 
   line(name: string, d: Device): string {
@@ -57,7 +65,7 @@ export class FakeNode {
     this.journalAtChange.push(readJournal(this.journal).length);
     if (command === 'lvchange' && a[0] === '-an') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = mangleDmName(lvmDmName(vg, lv));
+      const name = lvmDmName(vg, lv);
       const d = this.dm.get(name);
       if (d && d.open > 0) return fail(5, `  Logical volume ${a[1]} in use.\n`);
       if (d) this.inactive.set(name, d);
@@ -66,7 +74,7 @@ export class FakeNode {
     }
     if (command === 'lvchange' && a[0] === '-ay') {
       const [vg = '', lv = ''] = (a[1] ?? '').split('/');
-      const name = mangleDmName(lvmDmName(vg, lv));
+      const name = lvmDmName(vg, lv);
       const d = this.inactive.get(name);
       if (d) this.dm.set(name, d);
       return d ? ok() : fail(5, `  Failed to find logical volume "${a[1]}"\n`);
@@ -77,6 +85,7 @@ export class FakeNode {
       if (!d) return fail(1, `device-mapper: remove ioctl on ${name}  failed: No such device or address\nCommand failed.\n`);
       if (d.open > 0 || this.busy.has(name)) return fail(1, `device-mapper: remove ioctl on ${name}  failed: Device or resource busy\nCommand failed.\n`);
       this.dm.delete(name);
+      this.release(d);
       return ok();
     }
     if (command === 'dmsetup' && a[0] === 'create') {

@@ -38,7 +38,7 @@ export function expectedSeries(name: string, result: Result, lastRun: number): M
   const expected = expectedOf(name);
   const node = expected.node;
   const series = new Map<string, number>();
-  for (const status of ['valid', 'duplicate', 'tombstone', 'ignored'] as const) series.set(seriesKey('pve_dm_entries', { node, status }), expected.summary[status]);
+  for (const status of ['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'] as const) series.set(seriesKey('pve_dm_entries', { node, status }), expected.summary[status]);
   series.set(seriesKey('pve_dm_grade_info', { node, grade: expected.grade }), 1);
   for (const [entry, { status, reason }] of problemsOf(expected)) {
     const vmid = result.entries.find((candidate) => candidate.name === entry)?.vmid;
