@@ -1,6 +1,6 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
-import { classify, grade, parse, planCleanup, type Capture, type Classification } from '../pve-dm.ts';
+import { classify, grade, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test } from './harness.ts';
 import { lvmDmName, lvmUuid } from './support/lvm.ts';
 
@@ -400,6 +400,122 @@ test('grade: duplicates F; tombstones 0 A+, 1-5 B, 6-20 C, 21-50 D, more F; exit
   assert.is(grade({ entries: [{ status: 'duplicate' } as never], warnings: [] }).grade, 'F');
   assert.is(grade({ entries: [{ status: 'duplicate' } as never], warnings: [] }).exitCode, 2);
   assert.is(grade({ entries: [], warnings: [{ source: 'x', line: 1, message: 'y' }] }).exitCode, 1, 'warnings: exit 1');
+});
+
+// ── 11. Read as Proxmox reads, remedies that work, work in flight (issue 14) ─────────────────
+const lvsLine = (vg: string, lv: string, attr = '-wi-a-----', tags = '', pool = '') =>
+  `  ${vg}|${lv}|${attr}|${tags}|${lvmUuid(vg, lv).slice(36).replace(/^(.{6})(.{4})(.{4})(.{4})(.{4})(.{4})(.{6})$/, '$1-$2-$3-$4-$5-$6-$7')}|${lvmUuid(vg, lv).slice(4, 36).replace(/^(.{6})(.{4})(.{4})(.{4})(.{4})(.{4})(.{6})$/, '$1-$2-$3-$4-$5-$6-$7')}|${pool}`;
+
+test('the oracle\'s minimal inputs: a volume not first, an empty first item, cdrom, a doubled vgname, a snapshot of a name with `_`: all valid', () => {
+  const cases: [string, string, Partial<Capture>][] = [
+    ['scsi0: size=8G,local-lvm:vm-100-disk-0\n', 'vm-100-disk-0', {}],
+    ['scsi0: ,local-lvm:vm-100-disk-0\n', 'vm-100-disk-0', {}],
+    ['cdrom: local-lvm:vm-100-disk-0\n', 'vm-100-disk-0', {}],
+    ['scsi0: local-lvm:vm-100-disk-0\n', 'vm-100-disk-0', { storageCfg: 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tvgname other\n' }],
+    ['scsi0: local-lvm:vm-100-my_disk\n[s1]\nscsi0: local-lvm:vm-100-my_disk\n', 'snap_vm-100-my_disk_s1', {}],
+    // `_` and `-` in both the volume's and the snapshot's name.
+    ['scsi0: local-lvm:vm-100-my_disk-2\nparent: pre_up-1\n[pre_up-1]\nscsi0: local-lvm:vm-100-my_disk-2\n', 'snap_vm-100-my_disk-2_pre_up-1', {}],
+  ];
+  for (const [text, lv, parts] of cases) {
+    const result = run(node([lvm('pve', lv, { open: 1 })], { configs: [config(100, text)], ...parts }));
+    assert.match(verdict(result, lvmDmName('pve', lv)), /^valid\/(referenced|snapshot-in-config)$/, text);
+  }
+  const ct = run(node([lvm('pve', 'vm-101-disk-1')], { configs: [config(101, 'hostname: ct\nmp0: mp=/x,local-lvm:vm-101-disk-1\n', { type: 'lxc' })] }));
+  assert.is(verdict(ct, 'pve-vm--101--disk--1'), 'valid/referenced', 'lxc: the volume after mp=');
+});
+
+test('an LV LVM knows but calls inactive, or whose uuid is not the entry\'s: lv-mismatch, removed with dmsetup remove (lvchange -an would do nothing)', () => {
+  const inactive = lvm('pve', 'vm-100-disk-4');
+  const renamed = { ...lvm('pve', 'vm-100-disk-5'), uuid: lvmUuid('pve', 'vm-100-disk-5-old') };
+  const own = lvm('pve', 'vm-100-disk-6');
+  const lvs = [lvsLine('pve', 'vm-100-disk-4', '-wi-------'), lvsLine('pve', 'vm-100-disk-5'), lvsLine('pve', 'vm-100-disk-6')].join('\n');
+  const result = run(node([inactive, renamed, own], { configs: [config(100, 'name: web\n')], lvs: `${lvs}\n` }));
+  for (const name of ['pve-vm--100--disk--4', 'pve-vm--100--disk--5']) {
+    const entry = result.entries.find((e) => e.name === name);
+    assert.equal([entry?.status, entry?.reason, entry?.lvmKnown, entry?.remedy], ['tombstone', 'lv-mismatch', false, `dmsetup remove ${name}`], name);
+  }
+  const kept = result.entries.find((e) => e.name === 'pve-vm--100--disk-6' || e.name === 'pve-vm--100--disk--6');
+  assert.equal([kept?.reason, kept?.lvmKnown, kept?.remedy], ['volume-unreferenced', true, 'lvchange -an pve/vm-100-disk-6'], 'LVM\'s own mapping: deactivated through LVM (a thick LV on lvmthin storage is not one rescan lists)');
+  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  assert.equal(plan.actions.map((a) => a.command.join(' ')), [
+    'dmsetup --manglename none remove pve-vm--100--disk--4', 'dmsetup --manglename none remove pve-vm--100--disk--5', 'lvchange -an pve/vm-100-disk-6',
+  ]);
+});
+
+test('qm disk rescan is the remedy only where it attaches the volume: enabled here, for images, listed by the storage (tags, pool)', () => {
+  const thin = (lv: string) => lvsLine('pve', lv, 'Vwi-a-tz--', '', 'data');
+  const cases: [string, string, string][] = [
+    ['lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n', thin('vm-100-disk-4'), 'qm disk rescan --vmid 100'],
+    ['lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tdisable\n', thin('vm-100-disk-4'), 'lvchange -an pve/vm-100-disk-4'],
+    ['lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tnodes pve2\n', thin('vm-100-disk-4'), 'lvchange -an pve/vm-100-disk-4'],
+    ['lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent rootdir\n', thin('vm-100-disk-4'), 'lvchange -an pve/vm-100-disk-4'],
+    ['lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n', lvsLine('pve', 'vm-100-disk-4', 'Vwi-a-tz--', '', 'data2'), 'lvchange -an pve/vm-100-disk-4'],
+    ['lvm: thick\n\tvgname pve\n\ttagged_only 1\n', lvsLine('pve', 'vm-100-disk-4'), 'lvchange -an pve/vm-100-disk-4'],
+    ['lvm: thick\n\tvgname pve\n\ttagged_only 1\n', lvsLine('pve', 'vm-100-disk-4', '-wi-a-----', 'pve-vm-100'), 'qm disk rescan --vmid 100'],
+  ];
+  for (const [storageCfg, lvs, remedy] of cases) {
+    const result = run(node([lvm('pve', 'vm-100-disk-4')], { storageCfg, lvs: `${lvs}\n`, configs: [config(100, 'name: web\n')] }));
+    assert.is(result.entries[0]?.remedy, remedy, `${storageCfg} ${lvs}`);
+  }
+});
+
+test('a clone in flight: the new guest\'s config holds only `lock: clone`, its disk is active and open; not a tombstone, no remedy', () => {
+  const result = run(node([lvm('pve', 'vm-120-disk-0', { open: 1 }), lvm('pve', 'vm-100-disk-0')], {
+    configs: [VM100, config(120, '# qmclone temporary file\nlock: clone\n')],
+  }));
+  const target = result.entries.find((e) => e.name === 'pve-vm--120--disk--0');
+  assert.equal([target?.status, target?.reason, target?.lock, target?.remedy], ['ignored', 'in-flight', 'clone', null]);
+  assert.equal(grade(result).exitCode, 0, 'a long clone raises no warning on a healthy node');
+  for (const lock of ['create', 'migrate', 'backup', 'rollback', 'snapshot', 'snapshot-delete', 'suspending', 'disk', 'destroyed', 'import']) {
+    const other = run(node([lvm('pve', 'vm-120-disk-0')], { configs: [config(120, `lock: ${lock}\n`)] }));
+    assert.is(verdict(other, 'pve-vm--120--disk--0'), 'ignored/in-flight', lock);
+  }
+});
+
+test('a guest volume in a VG no LVM storage names: not judged when storage.cfg has a plugin\'s storage or the entry is open; else storage-unknown', () => {
+  const drbd = 'drbd: drbdstorage\n\tcontent images,rootdir\n\tcontroller 10.0.0.1\n\nlvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n';
+  // LINSTOR's backing LV of a DRBD resource, held open by DRBD.
+  const backing = lvm('drbdpool', 'vm-100-disk-1_00000', { open: 2 });
+  const linstor = run(node([backing], { storageCfg: drbd, configs: [VM100] }));
+  const entry = linstor.entries[0];
+  assert.equal([entry?.status, entry?.reason, entry?.remedy], ['ignored', 'foreign-vg', null]);
+  assert.match(entry?.advice ?? '', /storage types pve-dm does not know \(drbd\)/);
+  assert.equal(linstor.notes.map((n) => `${n.source}:${n.line}`), ['etc/pve/storage.cfg:1']);
+  assert.is(grade(linstor).exitCode, 0, 'a healthy node with a storage plugin reads OK');
+  const open = run(node([lvm('oldvg', 'vm-100-disk-1', { open: 1 })], { configs: [VM100] }));
+  assert.is(verdict(open, 'oldvg-vm--100--disk--1'), 'ignored/foreign-vg');
+  const stale = run(node([lvm('oldvg', 'vm-100-disk-1')], { configs: [VM100] }));
+  assert.is(verdict(stale, 'oldvg-vm--100--disk--1'), 'tombstone/storage-unknown');
+});
+
+test('an entry held open by a mapping stacked on it: the remedy removes a leftover holder first, else names what holds it and runs nothing', () => {
+  const parent = { ...lvm('pve', 'vm-150-disk-0', { open: 1 }) };
+  const part = { name: 'pve-vm--150--disk--0p1', uuid: `part1-${parent.uuid}`, table: '0 1000 linear 252:0 2048' };
+  const chained = run(node([parent, part]));
+  assert.is(chained.entries[0]?.remedy, 'dmsetup remove pve-vm--150--disk--0p1 && lvchange -an pve/vm-150-disk-0');
+  assert.equal(chained.entries[0]?.holders, ['pve-vm--150--disk--0p1']);
+  // The guest's own LVM activated on the host: an LV of another VG whose table maps the guest disk.
+  const guestVg = { ...lvm('vg-guest', 'root'), table: '0 2048 linear 252:0 2048' };
+  const held = run(node([{ ...lvm('pve', 'vm-150-disk-0', { open: 1 }) }, guestVg]));
+  assert.is(held.entries[0]?.remedy, null);
+  assert.is(held.entries[0]?.advice, 'open 1 time(s), held by vg--guest-root (ignored: not a leftover): no command takes it away while it is open');
+  const byProcess = run(node([lvm('pve', 'vm-150-disk-0', { open: 2 }), part]));
+  assert.is(byProcess.entries[0]?.remedy, null, 'a partition and a process: removing the partition would not free it');
+  assert.match(byProcess.entries[0]?.advice ?? '', /held by pve-vm--150--disk--0p1 \(tombstone, remove it first\), 1 opener\(s\) that are no dm device .*fuser -vm \/dev\/dm-0/);
+});
+
+test('a container is CT <id>, a VM VM <id>, a VMID without config VMID <id>, in every reason\'s words', () => {
+  const result = run(node([lvm('pve', 'vm-200-disk-5'), lvm('pve', 'vm-300-disk-0'), lvm('pve', 'vm-777-disk-0')], {
+    configs: [config(200, 'hostname: ct\nlock: mounted\nrootfs: local-lvm:vm-200-disk-0\n', { type: 'lxc' }), config(300, 'scsi0: local-lvm:vm-300-disk-0\n', { node: 'pve2' })],
+  }));
+  assert.equal(result.entries.map((e) => [e.guestType, e.advice ?? e.remedy]), [
+    ['lxc', "CT 200's volumes are mounted on the host (lock: mounted): pct unmount 200 once done, then look again"],
+    ['qemu', 'lvchange -an pve/vm-300-disk-0'],
+    [null, 'lvchange -an pve/vm-777-disk-0'],
+  ]);
+  const text = renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false);
+  assert.ok(text.includes('VM 300 lives on node pve2 and uses it there'), text);
+  assert.ok(text.includes('VMID 777 has no config on any node'), text);
 });
 
 test.run();

@@ -153,6 +153,27 @@ test('one failed removal (EBUSY) is reported with the kernel\'s message, and the
   }
 });
 
+test('a command that succeeds and leaves the entry there is a failure, printed and journalled as one; restore leaves it alone', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    node.stubborn.add('pve-vm--888--disk--0');
+    const run = await cli('--yes');
+    assert.match(run.stdout, /FAILED   pve-vm--888--disk--0: lvchange -an pve\/vm-888-disk-0 succeeded, but the entry is still there/);
+    assert.match(run.stdout, /5 removed, 2 skipped, 1 failed/);
+    assert.is(run.code, 2);
+    const record = readJournal(journal).find((r) => r.name === 'pve-vm--888--disk--0');
+    assert.equal([record?.outcome, record?.detail], ['failed', 'lvchange -an pve/vm-888-disk-0 succeeded, but the entry is still there']);
+    const listed = await cli('journal');
+    assert.match(listed.stdout, /pve-vm--888--disk--0 +lvchange -an +guest-missing +failed/);
+    node.calls = [];
+    const restored = await cli('restore', '--last');
+    assert.match(restored.stdout, /kept     pve-vm--888--disk--0: its removal failed, it was never removed/);
+    assert.not.ok(node.calls.some((call) => call.includes('pve/vm-888-disk-0')), 'nothing restored over the live device');
+  } finally {
+    done();
+  }
+});
+
 test('a guest whose Proxmox lock someone holds is skipped (after waiting), the others go', async () => {
   // Hold VM 888's lock (as `qm create 888` would) for the whole cleanup.
   const s = scenario();

@@ -248,6 +248,50 @@ test('--vmid 169 on multi-pool: only VM 169\'s entries, summary recomputed, exit
   assert.is(JSON.parse(tombstoneOnly.stdout).grade, 'B');
 }, SLOW);
 
+test('--vmid for a VMID with no config anywhere and no entry here: said once (a typo?), exit 1, not OK', async () => {
+  const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', 'nagios', '--vmid', '1690']);
+  assert.is(run.code, 1, describe(run));
+  assert.match(run.stdout, /^WARNING - pve-prd-03: grade A\+, 0 duplicate and 0 tombstoned of 0 dm entries, 1 warning\(s\) \|/);
+  assert.match(run.stdout, /\nwarning: --vmid: VMID 1690 has no config on any node and no dm entry here \(a typo\?\)\n/);
+  // A guest that exists on another node (or an entry here without config) is no typo.
+  const elsewhere = await runCli(['--root', path.join(SAMPLES, 'cluster-migrated'), '--report-only', '--json', '--vmid', '302']);
+  assert.equal(JSON.parse(elsewhere.stdout).warnings, [], describe(elsewhere));
+  assert.is(elsewhere.code, 0);
+}, SLOW);
+
+test('a node whose config cannot be read is never shown as healthy: console, HTML, JSON, Nagios, Checkmk and Prometheus agree', async () => {
+  const root = path.join(SAMPLES, 'broken-input');
+  const html = path.join(tmp(), 'r.html');
+  const prom = path.join(tmp(), 'r.prom');
+  const consoleRun = await runCli(['--root', root, '--report-only', '--html', html]);
+  assert.is(consoleRun.code, 1);
+  assert.ok(consoleRun.stdout.includes('  Grade A+   11 dm entries: 4 valid, 0 duplicate, 0 tombstone, 6 ignored, 1 not judged\n  Incomplete: 1 entry not judged: the config of VM 104 cannot be read\n'), consoleRun.stdout);
+  assert.ok(consoleRun.stdout.includes('Not judged: 1\n  pve-vm--104--disk--0  config-unreadable: VM 104\'s config cannot be read (see the warnings): fix it, then look again\n'));
+  const $ = load(readFileSync(html, 'utf8'));
+  assert.is($('[data-header] strong').text(), 'Incomplete: 1 entry not judged: the config of VM 104 cannot be read');
+  assert.not.ok(readFileSync(html, 'utf8').includes('No problems found'));
+  assert.not.ok(($('[data-field="grade"]').attr('style') ?? '').includes('#28a745'), 'the grade is not green');
+  assert.is($('tr[data-unjudged]').length, 1);
+  const json = JSON.parse((await runCli(['--root', root, '--report-only', '--json', '--prometheus', prom])).stdout);
+  assert.is(json.summary.unjudged, 1);
+  assert.match(readFileSync(prom, 'utf8'), /\npve_dm_entries\{node="pve-edge",status="unjudged"\} 1\n/);
+  const nagios = await runCli(['--root', root, '--report-only', '--format', 'nagios']);
+  assert.is(nagios.code, 1);
+  assert.match(nagios.stdout, /^WARNING - pve-edge: grade A\+, 0 duplicate and 0 tombstoned of 11 dm entries; 1 entry not judged: the config of VM 104 cannot be read, 3 warning\(s\) \| .* unjudged=1;0;;0 /);
+  const checkmk = await runCli(['--root', root, '--report-only', '--format', 'checkmk']);
+  assert.match(checkmk.stdout, /^1 "PVE DM health" .*\|unjudged=1;1;;0\|.* pve-edge: grade A\+, 0 duplicate and 0 tombstoned of 11 dm entries; 1 entry not judged/);
+}, SLOW);
+
+test('a healthy node with a storage plugin reads OK: the unknown type is a note, not a warning', async () => {
+  const dir = path.join(tmp(), 'capture');
+  cpSync(path.join(SAMPLES, 'default-install'), dir, { recursive: true });
+  writeFileSync(path.join(dir, 'etc/pve/storage.cfg'), `${readFileSync(path.join(dir, 'etc/pve/storage.cfg'), 'utf8')}\ndrbd: drbdstorage\n\tcontent images,rootdir\n\tcontroller 10.0.0.1\n`);
+  const run = await runCli(['--root', dir, '--report-only', '--format', 'nagios']);
+  assert.is(run.code, 0, describe(run));
+  assert.match(run.stdout, /^OK - pve: grade A\+/);
+  assert.match(run.stderr, /^pve-dm: note: etc\/pve\/storage.cfg:\d+: storage drbdstorage has type "drbd", which pve-dm does not know/m);
+}, SLOW);
+
 test('--help exits 0 and prints the usage', async () => {
   const run = await runCli(['--help']);
   assert.is(run.code, 0);

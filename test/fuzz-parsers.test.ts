@@ -14,6 +14,14 @@ import { lvmDmName, lvmUuid } from './support/lvm.ts';
 /** dmsetup's mangled form: the whitelist `0-9A-Za-z#+-.:=@_`, everything else `\xNN`. */
 const MANGLED = /^(?:[0-9A-Za-z#+\-.:=@_]|\\x[0-9a-fA-F]{2})*$/;
 
+// ── dm names ────────────────────────────────────────────────────────────────────────────────
+
+property('splitLvmName: an LVM dm name built from any legal VG and LV name (and layer) splits back to them', 1000,
+  fc.property(vgName, lvName, fc.constantFrom('', 'tpool', 'real', 'cow', 'vpool', 'pool'), (vg, lv, layer) => {
+    const split = splitLvmName(lvmDmName(vg, lv, layer));
+    assert.equal(split && [split.vg, split.lv, split.layer], [vg, lv, layer]);
+  }));
+
 /** The bytes bash gives a `$'...'` word holding only printable ASCII and `\xNN` escapes. */
 const bashWord = (word: string) => {
   const body = /^\$'(.*)'$/s.exec(word)?.[1];

@@ -26,6 +26,8 @@ export class FakeNode {
   /** Journal lines present when each changing command ran. */
   journalAtChange: number[] = [];
   busy = new Set<string>();
+  /** Entries a command succeeds on and leaves in place (an LV LVM knows under another mapping). */
+  stubborn = new Set<string>();
   constructor(readonly root: string, readonly journal: string) {}
 
   add(name: string, device: Partial<Device> & { lv?: string }): void {
@@ -68,6 +70,7 @@ export class FakeNode {
       const name = lvmDmName(vg, lv);
       const d = this.dm.get(name);
       if (d && d.open > 0) return fail(5, `  Logical volume ${a[1]} in use.\n`);
+      if (this.stubborn.has(name)) return ok();
       if (d) this.inactive.set(name, d);
       this.dm.delete(name);
       return ok();
