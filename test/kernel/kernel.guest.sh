@@ -69,6 +69,15 @@ thick vm-777-disk-0 16M 777    # guest 777 exists nowhere; held open below
 T119=$(dmsetup table ssd--ha01-vm--119--disk--0) || exit 1
 x dmsetup create ssd--ha01-vm--119--disk--0-dup --table "$T119"
 x dmsetup create ssd--ha01-vm--889--disk--0 --table '0 2048 zero'
+# two copies of that mapping's name holding a space: one the kernel holds raw (as a tool without
+# libdm makes it), one mangled (dmsetup's default mode): names dmsetup's default mode shows alike
+x dmsetup --manglename none create 'ssd--ha01-vm--889--disk--0-a b' --table '0 2048 zero'
+x dmsetup create 'ssd--ha01-vm--889--disk--0-a b' --table '0 4096 zero'
+# an LV LVM knows but calls inactive, and a stale mapping of its name under another LVM uuid (as
+# after the LV was re-created behind it): `lvchange -an` would do nothing to that mapping
+x lvcreate -q -an -Zn --yes --size 16M --name vm-778-disk-0 --setautoactivation n --addtag pve-vm-778 ssd-ha01
+VGUUID=$(vgs --noheadings -o vg_uuid ssd-ha01 | tr -d ' -') || exit 1
+x dmsetup create ssd--ha01-vm--778--disk--0 --uuid "LVM-${VGUUID}stalestalestalestalestalestale12" --table '0 32768 zero'
 
 # ---- /etc/pve ------------------------------------------------------------------------------
 P=/etc/pve/nodes
@@ -201,7 +210,7 @@ while ! { [ -s /run/qemu-server/101.pid ] && [ -s /run/fake-lxc-200.ready ]; }; 
 done
 
 t1=$(cut -d' ' -f1 /proc/uptime)
-log "node pve1 built in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s: $(dmsetup ls | wc -l) dm entries"
+log "node pve1 built in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s: $(dmsetup --manglename none ls | wc -l) dm entries"
 
 # ---- the tests -----------------------------------------------------------------------------
 cd "$ROOT" || exit 1
