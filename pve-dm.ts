@@ -188,7 +188,7 @@ export interface Capture {
   dmsetupInfo: string;
   /** `dmsetup table`; null = not known. */
   dmsetupTable: string | null;
-  /** `lvs -a --noheadings --separator '|' -o vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv`; null = not known. */
+  /** `lvs` as LVS_ARGS asks for it; null: not known. */
   lvs: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
@@ -220,7 +220,14 @@ export const CAPTURE_FILES = {
  */
 export const DM_INFO_ARGS = ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
 export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
-export const LVS_ARGS = ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv'];
+export const LVS_ARGS = [
+  '-a',
+  '--noheadings',
+  '--separator',
+  '|',
+  '-o',
+  'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv',
+];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
@@ -718,7 +725,11 @@ export const dmsetupTakesAsIs = (name: string) => DM_MANGLED_RE.test(name) && !n
 export function mangleDmName(name: string): string {
   if (dmsetupTakesAsIs(name)) return name;
   const bytes = [...Buffer.from(name, 'utf8')];
-  const word = bytes.map((byte) => (byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`));
+  const word = bytes.map((byte) =>
+    byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte))
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, '0')}`,
+  );
   return `$'${word.join('')}'`;
 }
 
@@ -775,7 +786,10 @@ function dmInfoFields(line: string): string[] | null {
   return [fields.slice(0, at).join('|'), ...fields.slice(at, at + 4), fields.slice(at + 4).join('|')];
 }
 
-export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInfo): { entries: DmEntry[]; warnings: Warning[] } {
+export function parseDmsetupInfo(
+  text: string,
+  source = CAPTURE_FILES.dmsetupInfo,
+): { entries: DmEntry[]; warnings: Warning[] } {
   const entries: DmEntry[] = [];
   const warnings: Warning[] = [];
   const seen = new Set<string>();
@@ -787,7 +801,9 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
     // Bytes that are not UTF-8 (a raw name dmsetup printed unmangled) were read as U+FFFD: the
     // name would not be the kernel's, and a cleanup would name another device.
     if (notUtf8 && line.includes('\ufffd')) {
-      warnings.push(warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`));
+      warnings.push(
+        warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`),
+      );
       return;
     }
     const fields = dmInfoFields(line);
@@ -804,7 +820,14 @@ export function parseDmsetupInfo(text: string, source = CAPTURE_FILES.dmsetupInf
     }
     seen.add(name);
     entries.push({
-      name, realName: unmangleDmName(name), major: Number(fields[1]), minor: Number(fields[2]), open: Number(fields[3]), attr: fields[4] as string, uuid: fields[5] as string, line: lineNo,
+      name,
+      realName: unmangleDmName(name),
+      major: Number(fields[1]),
+      minor: Number(fields[2]),
+      open: Number(fields[3]),
+      attr: fields[4] as string,
+      uuid: fields[5] as string,
+      line: lineNo,
     });
   });
   return { entries, warnings };
@@ -816,14 +839,19 @@ const TABLE_LINE_RE = /^(.+?): (\d+ \d+ \S.*)$/s;
 const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/s;
 
 /** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
-export function parseDmsetupTable(text: string, source = CAPTURE_FILES.dmsetupTable): { tables: Map<string, string>; warnings: Warning[] } {
+export function parseDmsetupTable(
+  text: string,
+  source = CAPTURE_FILES.dmsetupTable,
+): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
   const warnings: Warning[] = [];
   lines(text).forEach((line, index) => {
     if (line.trim() === '' || line.trim() === 'No devices found') return;
     const segmentLine = TABLE_LINE_RE.exec(line) ?? EMPTY_TABLE_LINE_RE.exec(line);
     if (segmentLine === null) {
-      warnings.push(warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`));
+      warnings.push(
+        warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`),
+      );
       return;
     }
     const name = segmentLine[1] ?? '';
@@ -841,7 +869,7 @@ export interface LogicalVolume {
   tags: readonly string[];
   /** Shown by `lvs -a` in brackets: LVM's own sub-LVs (`[data_tdata]`). */
   hidden: boolean;
-  /** The dm uuid LVM gives the LV's mapping: `LVM-` + VG uuid + LV uuid, dashes removed (null: an lvs.txt without uuids). */
+  /** The dm uuid of the LV's own mapping: `LVM-` + VG uuid + LV uuid, no dashes (null: lvs.txt has no uuids). */
   dmUuid: string | null;
   /** A thin LV's pool (null: none, or not known). */
   pool: string | null;
@@ -901,7 +929,10 @@ const LVM_DISPLAY_UUID_RE = /^[A-Za-z0-9]{6}(?:-[A-Za-z0-9]{4}){5}-[A-Za-z0-9]{6
  * `lvs` as LVS_ARGS asks for it: `vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv`. A capture of an earlier
  * pve-dm has the first four columns only: then the uuids and pools are not known.
  */
-export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
+export function parseLvs(
+  text: string,
+  source = CAPTURE_FILES.lvs,
+): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
   lines(text).forEach((raw, index) => {
@@ -918,7 +949,9 @@ export function parseLvs(text: string, source = CAPTURE_FILES.lvs): { lvs: ByVol
     const withUuids = fields.length === 7;
     const uuidsFine = !withUuids || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid));
     if ((fields.length !== 4 && !withUuids) || vg === '' || name === '' || !LV_ATTR_RE.test(attr) || !uuidsFine) {
-      warnings.push(warn(source, index + 1, `not a "vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv" line: ${clip(line)}; skipped`));
+      warnings.push(
+        warn(source, index + 1, `not a "vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv" line: ${clip(line)}; skipped`),
+      );
       return;
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
@@ -955,7 +988,10 @@ export const STORAGE_ID_RE = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i;
 const SPLIT_LIST_RE = /[,;\s]+/;
 
 /** A section's storage from its `key value` lines. */
-function storageFrom(section: Omit<Storage, 'vg' | 'thinpool' | 'shared' | 'disabled' | 'nodes' | 'content' | 'taggedOnly'>, props: Map<string, string>): Storage {
+function storageFrom(
+  section: Omit<Storage, 'vg' | 'thinpool' | 'shared' | 'disabled' | 'nodes' | 'content' | 'taggedOnly'>,
+  props: Map<string, string>,
+): Storage {
   const list = (key: string) => props.get(key)?.split(SPLIT_LIST_RE).filter(Boolean) ?? null;
   const flag = (key: string) => props.has(key) && props.get(key) !== '0';
   return {
@@ -975,7 +1011,10 @@ function storageFrom(section: Omit<Storage, 'vg' | 'thinpool' | 'shared' | 'disa
  * storage type pve-dm does not know (a third-party plugin) is a note, not a warning: a healthy node
  * with a storage plugin reads OK.
  */
-export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg): { storages: Storage[]; warnings: Warning[]; notes: Warning[] } {
+export function parseStorageCfg(
+  text: string,
+  source = CAPTURE_FILES.storageCfg,
+): { storages: Storage[]; warnings: Warning[]; notes: Warning[] } {
   const storages: Storage[] = [];
   const warnings: Warning[] = [];
   const notes: Warning[] = [];
@@ -985,7 +1024,9 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
     if (current === null) return;
     const { section, props } = current;
     if ((section.type === 'lvm' || section.type === 'lvmthin') && !props.has('vgname')) {
-      warnings.push(warn(source, section.line, `${section.type} storage ${section.id} has no vgname; its volumes cannot be mapped`));
+      warnings.push(
+        warn(source, section.line, `${section.type} storage ${section.id} has no vgname; its volumes cannot be mapped`),
+      );
     }
     storages.push(storageFrom(section, props));
     current = null;
@@ -1005,7 +1046,14 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       skipping = !STORAGE_ID_RE.test(id);
       if (skipping) return void warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
       if (!KNOWN_STORAGE_TYPES.has(type)) {
-        notes.push(warn(source, lineNo, `storage ${id} has type ${clip(type)}, which pve-dm does not know (a storage plugin): guest volumes in a volume group no lvm or lvmthin storage names are not judged`));
+        notes.push(
+          warn(
+            source,
+            lineNo,
+            `storage ${id} has type ${clip(type)}, which pve-dm does not know (a storage plugin): guest volumes ` +
+              'in a volume group no lvm or lvmthin storage names are not judged',
+          ),
+        );
       }
       current = { section: { id, type, line: lineNo }, props: new Map() };
       return;
@@ -1019,7 +1067,14 @@ export function parseStorageCfg(text: string, source = CAPTURE_FILES.storageCfg)
       const { section, props } = current as { section: Storage; props: Map<string, string> };
       const key = property[1] ?? '';
       // SectionConfig refuses a second line of a key ("duplicate attribute") and keeps the first.
-      if (props.has(key)) warnings.push(warn(source, lineNo, `${clip(key)} given twice in storage ${section.id}; the first is kept, as Proxmox keeps it`));
+      if (props.has(key))
+        warnings.push(
+          warn(
+            source,
+            lineNo,
+            `${clip(key)} given twice in storage ${section.id}; the first is kept, as Proxmox keeps it`,
+          ),
+        );
       else props.set(key, property[2] ?? '1');
       return;
     }
@@ -1104,9 +1159,16 @@ export function volumesOfPropertyString(value: string): string[] {
 }
 
 /** The volumes a config line names: a drive's or mount point's, `vmstate`'s, or `[special:fleecing]`'s images. */
-function volumesOfLine(line: string, colon: number, key: string, section: string, volumeKeys: RegExp): readonly string[] {
+function volumesOfLine(
+  line: string,
+  colon: number,
+  key: string,
+  section: string,
+  volumeKeys: RegExp,
+): readonly string[] {
   // fleecing-images is a pve-volume-id-list (pve-common split_list: `,`, `;` or blanks between).
-  if (section === 'special:fleecing' && key === 'fleecing-images') return configValue(line, colon).split(VOLUME_LIST_SEPARATOR_RE).filter(Boolean);
+  if (section === 'special:fleecing' && key === 'fleecing-images')
+    return configValue(line, colon).split(VOLUME_LIST_SEPARATOR_RE).filter(Boolean);
   if (!volumeKeys.test(key)) return NO_VOLUMES;
   const value = configValue(line, colon);
   return key === 'vmstate' ? [value] : volumesOfPropertyString(value);
@@ -1115,11 +1177,26 @@ function volumesOfLine(line: string, colon: number, key: string, section: string
 export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warnings: Warning[] } {
   const warnings: Warning[] = [];
   const config: GuestConfig = {
-    vmid: file.vmid, type: file.type, node: file.node, path: file.path,
-    name: null, lock: null, template: false, snapshots: [], refs: [], readable: file.text !== null, partial: false,
+    vmid: file.vmid,
+    type: file.type,
+    node: file.node,
+    path: file.path,
+    name: null,
+    lock: null,
+    template: false,
+    snapshots: [],
+    refs: [],
+    readable: file.text !== null,
+    partial: false,
   };
   if (file.text === null) {
-    warnings.push(warn(file.path, null, `cannot read the guest config (${file.readError ?? 'unknown error'}); the guest's entries are not judged`));
+    warnings.push(
+      warn(
+        file.path,
+        null,
+        `cannot read the guest config (${file.readError ?? 'unknown error'}); the guest's entries are not judged`,
+      ),
+    );
     return { config, warnings };
   }
   const volumeKeys = file.type === 'qemu' ? QEMU_VOLUME_KEY_RE : LXC_VOLUME_KEY_RE;
@@ -1162,10 +1239,13 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       else if (key === 'template') config.template = configValue(line, colon) === '1';
       else if (key === nameKey) config.name = configValue(line, colon);
     }
-    for (const volume of volumesOfLine(line, colon, key, section, volumeKeys)) config.refs.push({ volume, key, section, line: lineNo });
+    for (const volume of volumesOfLine(line, colon, key, section, volumeKeys))
+      config.refs.push({ volume, key, section, line: lineNo });
   });
   if (keyLines === 0) {
-    warnings.push(warn(file.path, null, 'no "key: value" line: not a guest config; the guest\'s entries are not judged'));
+    warnings.push(
+      warn(file.path, null, 'no "key: value" line: not a guest config; the guest\'s entries are not judged'),
+    );
     return { config: { ...config, readable: false }, warnings };
   }
   return { config, warnings };
@@ -1222,10 +1302,15 @@ function snapshotReadings(lv: string): SnapshotReading[] {
   const body = lv.slice('snap_'.length, chain ? -'.qcow2'.length : undefined);
   const readings: SnapshotReading[] = [];
   // Only the last 41 characters can hold the `_` before the snapshot's name.
-  for (let at = body.indexOf('_', Math.max(0, body.length - MAX_SNAPSHOT_NAME - 1)); at >= 0; at = body.indexOf('_', at + 1)) {
+  for (
+    let at = body.indexOf('_', Math.max(0, body.length - MAX_SNAPSHOT_NAME - 1));
+    at >= 0;
+    at = body.indexOf('_', at + 1)
+  ) {
     const origin = body.slice(0, at);
     const snapshot = body.slice(at + 1);
-    if (SNAPSHOT_ORIGIN_RE.test(origin) && SNAPSHOT_NAME_RE.test(snapshot)) readings.push({ origin: chain ? `${origin}.qcow2` : origin, snapshot });
+    if (SNAPSHOT_ORIGIN_RE.test(origin) && SNAPSHOT_NAME_RE.test(snapshot))
+      readings.push({ origin: chain ? `${origin}.qcow2` : origin, snapshot });
   }
   return readings;
 }
@@ -1348,16 +1433,25 @@ export type Status = 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged
 export const REASONS = {
   referenced: ['valid', 'a guest config on this node references the volume'],
   'snapshot-in-config': ['valid', 'a snapshot LV whose guest on this node has that snapshot'],
-  'duplicate-name': ['duplicate', "a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry"],
+  'duplicate-name': [
+    'duplicate',
+    "a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry",
+  ],
   'duplicate-table': ['duplicate', "a second mapping with exactly the same dmsetup table as a guest volume's entry"],
   'storage-unknown': ['tombstone', 'no lvm or lvmthin storage in storage.cfg names its volume group'],
   'lv-missing': ['tombstone', 'LVM no longer knows the LV (deleted on another node of a shared VG: Proxmox bug 4997)'],
-  'lv-mismatch': ['tombstone', 'LVM knows the LV, but this mapping is not its own: LVM calls the LV inactive or gives it another uuid (re-created or renamed behind it)'],
-  'guest-on-other-node': ['tombstone', 'the guest lives on another node and references the volume there (left after a migration)'],
+  'lv-mismatch': ['tombstone', 'LVM knows the LV but not as this mapping: it is inactive, or has another uuid'],
+  'guest-on-other-node': [
+    'tombstone',
+    'the guest lives on another node and references the volume there (left after a migration)',
+  ],
   'guest-missing': ['tombstone', 'the VMID has no config on any node of the cluster'],
   'volume-unreferenced': ['tombstone', 'the guest exists but no config references this volume'],
   'partition-of-problem': ['tombstone', 'a kpartx partition of a problem entry: it goes with (and before) its parent'],
-  'lvm-internal': ['ignored', "one of LVM's own layers or sub-LVs (thin pool, tdata/tmeta, snapshot origin/cow, raid image...)"],
+  'lvm-internal': [
+    'ignored',
+    "one of LVM's own layers or sub-LVs (thin pool, tdata/tmeta, snapshot origin/cow, raid image...)",
+  ],
   'not-guest-volume': ['ignored', 'an LVM volume that is not a guest volume (root, swap, data...)'],
   multipath: ['ignored', 'a multipath map'],
   crypt: ['ignored', 'a dm-crypt / LUKS mapping'],
@@ -1365,8 +1459,8 @@ export const REASONS = {
   partition: ['ignored', 'a kpartx partition of an entry that is not a problem'],
   foreign: ['ignored', 'a device-mapper device that is not an LVM guest volume'],
   'saferemove-in-flight': ['ignored', "a volume Proxmox's saferemove is wiping (del-<volume>)"],
-  'in-flight': ['ignored', "a volume of a guest whose lock belongs to an operation that creates, copies or moves volumes (clone, create, migrate, backup...): not judged until it ends"],
-  'foreign-vg': ['ignored', 'a guest volume in a volume group no lvm or lvmthin storage names, while storage.cfg has a storage type pve-dm does not know (a plugin may own it) or the entry is open'],
+  'in-flight': ['ignored', 'a volume of a guest locked by an operation that makes, copies or moves volumes'],
+  'foreign-vg': ['ignored', 'a guest volume in a VG no LVM storage names, while a plugin may own it or it is open'],
   'config-unreadable': ['unjudged', "the guest's config cannot be read, so its entries cannot be judged"],
 } as const satisfies Record<string, readonly [Status, string]>;
 
@@ -1501,7 +1595,9 @@ export const shellQuote = (word: string) => {
   if (SHELL_SAFE_RE.test(word)) return word;
   if (!TERMINAL_UNSAFE_RE.test(word)) return `'${word.replaceAll("'", `'\\''`)}'`;
   const bytes = [...Buffer.from(word, 'utf8')];
-  return `$'${bytes.map((byte) => (byte >= 0x20 && byte < 0x7f && byte !== 0x27 && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`)).join('')}'`;
+  const plain = (byte: number) => byte >= 0x20 && byte < 0x7f && byte !== 0x27 && byte !== 0x5c;
+  const escaped = bytes.map((byte) => (plain(byte) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`));
+  return `$'${escaped.join('')}'`;
 };
 
 interface GuestRef {
@@ -1575,7 +1671,15 @@ export function classify(state: ParsedState): Classification {
     const id = identities[index] as Identity;
     const extra = sets.extraOf[index];
     if (extra !== undefined) {
-      entries.push(duplicateVerdict(j, entry, extra.how, identities[extra.kept] as GuestVolumeIdentity, (state.entries[extra.kept] as DmEntry).name));
+      entries.push(
+        duplicateVerdict(
+          j,
+          entry,
+          extra.how,
+          identities[extra.kept] as GuestVolumeIdentity,
+          (state.entries[extra.kept] as DmEntry).name,
+        ),
+      );
       return;
     }
     if (id.kind === 'partition') partitions.push({ index, parentUuid: id.parentUuid });
@@ -1613,28 +1717,58 @@ function localOwner(j: Judging, refs: readonly GuestRef[], vmid: number): number
   return first ?? vmid;
 }
 
-const typeOf = (j: Judging, vmid: number | null): GuestType | null => (vmid === null ? null : (j.guestsById.get(vmid)?.[0]?.type ?? null));
+const typeOf = (j: Judging, vmid: number | null): GuestType | null =>
+  vmid === null ? null : (j.guestsById.get(vmid)?.[0]?.type ?? null);
 
 /** An entry judged for the guest `vmid`, with that guest's lock and type. */
-function verdict(j: Judging, entry: DmEntry, status: Status, reason: Reason, vmid: number | null, facts: VolumeFacts, remedy: string | null = null, advice: string | null = null): Classified {
+function verdict(
+  j: Judging,
+  entry: DmEntry,
+  status: Status,
+  reason: Reason,
+  vmid: number | null,
+  facts: VolumeFacts,
+  remedy: string | null = null,
+  advice: string | null = null,
+): Classified {
   const lock = vmid === null ? null : (j.locks.get(vmid) ?? null);
   return judged(entry, status, reason, vmid, typeOf(j, vmid), facts, remedy, advice, lock);
 }
 
 /** A problem entry, with the remedy that works for it now (or why none does). */
-function problem(j: Judging, status: 'duplicate' | 'tombstone', reason: Reason, entry: DmEntry, facts: VolumeFacts, vmid: number): Classified {
+function problem(
+  j: Judging,
+  status: 'duplicate' | 'tombstone',
+  reason: Reason,
+  entry: DmEntry,
+  facts: VolumeFacts,
+  vmid: number,
+): Classified {
   const { remedy, advice } = remedyOf(j, entry, reason, facts, vmid);
   return verdict(j, entry, status, reason, vmid, facts, remedy, advice);
 }
 
 /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
-function duplicateVerdict(j: Judging, entry: DmEntry, how: 'name' | 'table', kept: GuestVolumeIdentity, keptName: string): Classified {
+function duplicateVerdict(
+  j: Judging,
+  entry: DmEntry,
+  how: 'name' | 'table',
+  kept: GuestVolumeIdentity,
+  keptName: string,
+): Classified {
   const keptOwner = localOwner(j, j.refsOf(kept.vg, kept.lv), kept.volume.vmid);
-  const facts = { vg: kept.vg, lv: kept.lv, kind: kept.volume.kind, lvmKnown: false, relatedTo: keptName, otherNode: null };
+  const facts = {
+    vg: kept.vg,
+    lv: kept.lv,
+    kind: kept.volume.kind,
+    lvmKnown: false,
+    relatedTo: keptName,
+    otherNode: null,
+  };
   return problem(j, 'duplicate', how === 'table' ? 'duplicate-table' : 'duplicate-name', entry, facts, keptOwner);
 }
 
-/** The references that make a snapshot LV valid: a config holding that snapshot of its volume, for the first reading that has one. */
+/** What makes a snapshot LV valid: a config holding that snapshot of its volume, for the first reading that has one. */
 function snapshotRefsOf(j: Judging, vg: string, volume: GuestVolume): readonly GuestRef[] {
   for (const { origin, snapshot } of volume.readings) {
     const refs = j.refsOf(vg, origin).filter((r) => r.guest.snapshots.includes(snapshot));
@@ -1648,7 +1782,12 @@ function snapshotRefsOf(j: Judging, vg: string, volume: GuestVolume): readonly G
  * when lvs.txt has uuids, this entry's uuid), 'missing' (no such LV), 'other' (the LV is inactive or
  * has another uuid: this mapping is not LVM's), or null (not known: no lvs.txt, or state `X`).
  */
-function lvmView(lvs: ByVolume<LogicalVolume> | null, vg: string, lv: string, uuid: string): 'owned' | 'missing' | 'other' | null {
+function lvmView(
+  lvs: ByVolume<LogicalVolume> | null,
+  vg: string,
+  lv: string,
+  uuid: string,
+): 'owned' | 'missing' | 'other' | null {
   if (lvs === null) return null;
   const known = lvs.get(vg, lv);
   if (known === undefined) return 'missing';
@@ -1667,14 +1806,24 @@ function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): 
   // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
   const base: VolumeFacts = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
   const refs = id.copyOf === null ? j.refsOf(id.vg, id.lv) : NO_REFS;
-  const snapshotRefs = id.volume.kind === 'snapshot' && id.copyOf === null ? snapshotRefsOf(j, id.vg, id.volume) : NO_REFS;
+  const snapshotRefs =
+    id.volume.kind === 'snapshot' && id.copyOf === null ? snapshotRefsOf(j, id.vg, id.volume) : NO_REFS;
   const owner = localOwner(j, snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
   if (refs.some(j.fromHere)) return verdict(j, entry, 'valid', 'referenced', owner, base);
   if (snapshotRefs.some(j.fromHere)) return verdict(j, entry, 'valid', 'snapshot-in-config', owner, base);
   const vmid = id.volume.vmid;
   const configs = j.guestsById.get(vmid) ?? [];
   if (configs.some((g) => !g.readable || (g.partial && j.local(g)))) {
-    return verdict(j, entry, 'unjudged', 'config-unreadable', vmid, base, null, `${guestLabel(vmid, typeOf(j, vmid))}'s config cannot be read (see the warnings): fix it, then look again`);
+    return verdict(
+      j,
+      entry,
+      'unjudged',
+      'config-unreadable',
+      vmid,
+      base,
+      null,
+      `${guestLabel(vmid, typeOf(j, vmid))}'s config cannot be read (see the warnings): fix it, then look again`,
+    );
   }
   const lock = j.locks.get(vmid) ?? j.locks.get(owner);
   if (lock !== undefined && !SETTLED_LOCKS.has(lock)) {
@@ -1682,33 +1831,47 @@ function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): 
   }
   if (!j.storageVgs.has(id.vg)) {
     const notOurs = foreignVgWhy(j, entry, id.vg);
-    return notOurs === null ? problem(j, 'tombstone', 'storage-unknown', entry, base, owner) : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, null, notOurs);
+    return notOurs === null
+      ? problem(j, 'tombstone', 'storage-unknown', entry, base, owner)
+      : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, null, notOurs);
   }
   if (view === 'missing' && id.lvmOwned) return problem(j, 'tombstone', 'lv-missing', entry, base, owner);
   if (view === 'other') return problem(j, 'tombstone', 'lv-mismatch', entry, base, owner);
   const elsewhere = [...refs, ...snapshotRefs].find((r) => !j.local(r.guest));
-  if (elsewhere !== undefined) return problem(j, 'tombstone', 'guest-on-other-node', entry, { ...base, otherNode: elsewhere.guest.node }, elsewhere.guest.vmid);
+  if (elsewhere !== undefined)
+    return problem(
+      j,
+      'tombstone',
+      'guest-on-other-node',
+      entry,
+      { ...base, otherNode: elsewhere.guest.node },
+      elsewhere.guest.vmid,
+    );
   if (configs.length === 0) return problem(j, 'tombstone', 'guest-missing', entry, base, owner);
   return problem(j, 'tombstone', 'volume-unreferenced', entry, base, owner);
 }
 
-/** Why a guest volume in a volume group no LVM storage names is not pve-dm's to judge, or null when it is a tombstone. */
+/** Why a guest volume in a VG no LVM storage names is not pve-dm's to judge; null when it is a tombstone. */
 function foreignVgWhy(j: Judging, entry: DmEntry, vg: string): string | null {
   const unnamed = `no lvm or lvmthin storage names volume group ${vg}`;
-  if (j.pluginTypes.length > 0) return `${unnamed}, and storage.cfg has storage types pve-dm does not know (${j.pluginTypes.join(', ')}): a plugin may keep its volumes there`;
+  const types = j.pluginTypes.join(', ');
+  if (types !== '') return `${unnamed}, and storage.cfg has types pve-dm does not know (${types}): a plugin may own it`;
   if (entry.open > 0) return `${unnamed}, and the entry is open ${entry.open} time(s): something uses it`;
   return null;
 }
 
 /** Every entry that is not a guest volume's: what it is decides. */
 function judgeOther(j: Judging, entry: DmEntry, id: Exclude<Identity, GuestVolumeIdentity>): Classified {
-  const ignored = (reason: Reason, vmid: number | null = null, facts: Partial<VolumeFacts> = {}) => verdict(j, entry, 'ignored', reason, vmid, { ...NO_FACTS, ...facts });
+  const ignored = (reason: Reason, vmid: number | null = null, facts: Partial<VolumeFacts> = {}) =>
+    verdict(j, entry, 'ignored', reason, vmid, { ...NO_FACTS, ...facts });
   return match(id)
     .with({ kind: 'lvm-layer' }, { kind: 'lvm-sub-lv' }, () => ignored('lvm-internal'))
     .with({ kind: 'multipath' }, () => ignored('multipath'))
     .with({ kind: 'crypt' }, () => ignored('crypt'))
     .with({ kind: 'ceph-osd' }, () => ignored('ceph-osd'))
-    .with({ kind: 'saferemove' }, ({ vg, lv }) => ignored('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }))
+    .with({ kind: 'saferemove' }, ({ vg, lv }) =>
+      ignored('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }),
+    )
     .with({ kind: 'lvm-volume' }, ({ vg, lv }) => {
       const view = lvmView(j.state.lvs, vg, lv, entry.uuid);
       return ignored('not-guest-volume', null, { vg, lv, lvmKnown: view === null ? null : view === 'owned' });
@@ -1722,7 +1885,11 @@ function judgeOther(j: Judging, entry: DmEntry, id: Exclude<Identity, GuestVolum
  * kpartx partitions, a handful at most: their parents, found in one pass over the entries. A
  * partition of a problem entry goes with it, and before it.
  */
-function judgePartitions(dm: readonly DmEntry[], entries: Classified[], partitions: readonly { index: number; parentUuid: string }[]): void {
+function judgePartitions(
+  dm: readonly DmEntry[],
+  entries: Classified[],
+  partitions: readonly { index: number; parentUuid: string }[],
+): void {
   if (partitions.length === 0) return;
   const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
   const parentByUuid = new Map<string, number>();
@@ -1734,14 +1901,41 @@ function judgePartitions(dm: readonly DmEntry[], entries: Classified[], partitio
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
     const entry = dm[index] as DmEntry;
     if (parent === undefined) continue;
-    const facts = { vg: parent.vg, lv: parent.lv, kind: parent.kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
+    const facts = {
+      vg: parent.vg,
+      lv: parent.lv,
+      kind: parent.kind,
+      lvmKnown: false,
+      relatedTo: parent.name,
+      otherNode: null,
+    };
     if (parent.status !== 'tombstone' && parent.status !== 'duplicate') {
-      entries[index] = judged(entry, 'ignored', 'partition', null, null, { ...NO_FACTS, relatedTo: parent.name }, null, null, null);
+      entries[index] = judged(
+        entry,
+        'ignored',
+        'partition',
+        null,
+        null,
+        { ...NO_FACTS, relatedTo: parent.name },
+        null,
+        null,
+        null,
+      );
       continue;
     }
     // A parent no command may touch now (its guest is locked) holds back its partitions too.
     const remedy = parent.lock === null ? dmRemoveText(entry.name) : null;
-    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent.vmid, parent.guestType, facts, remedy, remedy === null ? parent.advice : null, parent.lock);
+    entries[index] = judged(
+      entry,
+      parent.status,
+      'partition-of-problem',
+      parent.vmid,
+      parent.guestType,
+      facts,
+      remedy,
+      remedy === null ? parent.advice : null,
+      parent.lock,
+    );
   }
 }
 
@@ -1761,13 +1955,15 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
   tables.forEach((table, holder) => {
     for (const [, major, minor] of table?.matchAll(TABLE_DEVICE_RE) ?? []) {
       const target = indexOfDevice.get(`${major}:${minor}`);
-      if (target !== undefined && target !== holder && !holders.get(target)?.includes(holder)) pushTo(holders, target, holder);
+      if (target !== undefined && target !== holder && !holders.get(target)?.includes(holder))
+        pushTo(holders, target, holder);
     }
   });
   entries.forEach((entry, index) => {
     if (!held.includes(entry)) return;
     const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
-    const freeing = stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
+    const freeing =
+      stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
     const names = stacked.map((h) => h.name);
     entries[index] = freeing
       ? { ...entry, holders: names, remedy: [...stacked.map((h) => h.remedy), entry.remedy].join(' && ') }
@@ -1777,9 +1973,15 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
 
 /** What holds an open entry, in words: the devices stacked on it, and the opens no device explains. */
 function heldAdvice(entry: Classified, stacked: readonly Classified[]): string {
-  const parts = stacked.map((h) => `${mangleDmName(h.name)} (${isProblem(h) ? `${h.status}, remove it first` : `${h.status}: not a leftover`})`);
+  const parts = stacked.map(
+    (h) => `${mangleDmName(h.name)} (${isProblem(h) ? `${h.status}, remove it first` : `${h.status}: not a leftover`})`,
+  );
   const others = entry.open - stacked.length;
-  if (others > 0) parts.push(`${others} opener(s) that are no dm device (a process or a running guest: fuser -vm /dev/dm-${entry.minor} shows which)`);
+  if (others > 0)
+    parts.push(
+      `${others} opener(s) that are no dm device ` +
+        `(a process or a running guest: fuser -vm /dev/dm-${entry.minor} shows which)`,
+    );
   return `open ${entry.open} time(s), held by ${parts.join(', ')}: no command takes it away while it is open`;
 }
 
@@ -1789,14 +1991,20 @@ function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers:
   entries.forEach((entry, index) => {
     if (entry.vmid === null) return;
     if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
-    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate') health.set(entry.vmid, 'tombstone');
+    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate')
+      health.set(entry.vmid, 'tombstone');
   });
   const running = j.state.running;
   return j.state.guests
     .filter(j.local)
     .sort((a, b) => a.vmid - b.vmid)
     .map((guest) => ({
-      vmid: guest.vmid, type: guest.type, name: guest.name, lock: guest.lock, template: guest.template, readable: guest.readable,
+      vmid: guest.vmid,
+      type: guest.type,
+      name: guest.name,
+      lock: guest.lock,
+      template: guest.template,
+      readable: guest.readable,
       running: running === null ? null : running.has(guest.vmid),
       health: health.get(guest.vmid) ?? 'clean',
     }));
@@ -1816,12 +2024,36 @@ const NO_HOLDERS: readonly string[] = Object.freeze([]);
 
 // One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
 const judged = (
-  entry: DmEntry, status: Status, reason: Reason, vmid: number | null, guestType: GuestType | null, facts: VolumeFacts,
-  remedy: string | null, advice: string | null, lock: string | null,
+  entry: DmEntry,
+  status: Status,
+  reason: Reason,
+  vmid: number | null,
+  guestType: GuestType | null,
+  facts: VolumeFacts,
+  remedy: string | null,
+  advice: string | null,
+  lock: string | null,
 ): Classified => ({
-  name: entry.name, realName: entry.realName, uuid: entry.uuid, major: entry.major, minor: entry.minor, open: entry.open,
-  status, reason, remedy, advice, vmid, guestType, vg: facts.vg, lv: facts.lv, kind: facts.kind, lvmKnown: facts.lvmKnown,
-  relatedTo: facts.relatedTo, otherNode: facts.otherNode, lock, holders: NO_HOLDERS,
+  name: entry.name,
+  realName: entry.realName,
+  uuid: entry.uuid,
+  major: entry.major,
+  minor: entry.minor,
+  open: entry.open,
+  status,
+  reason,
+  remedy,
+  advice,
+  vmid,
+  guestType,
+  vg: facts.vg,
+  lv: facts.lv,
+  kind: facts.kind,
+  lvmKnown: facts.lvmKnown,
+  relatedTo: facts.relatedTo,
+  otherNode: facts.otherNode,
+  lock,
+  holders: NO_HOLDERS,
 });
 
 type DuplicateMember = { index: number; how: 'own' | 'name' | 'table' };
@@ -1838,7 +2070,10 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
   const firstOfVolume = new ByVolume<number>();
   const groups: VolumeGroup[] = [];
   const groupOf: (DuplicateMember[] | undefined)[] = [];
-  const memberAt = (index: number): DuplicateMember => ({ index, how: guestVolumeAt(index).copyOf === null ? 'own' : 'name' });
+  const memberAt = (index: number): DuplicateMember => ({
+    index,
+    how: guestVolumeAt(index).copyOf === null ? 'own' : 'name',
+  });
   /** The members of the volume whose first entry is `first`. */
   const groupFrom = (first: number): DuplicateMember[] => {
     const known = groupOf[first];
@@ -1871,7 +2106,11 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
     const current = groupOf[index];
     if (current === mirrored) return;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
-    if (current !== undefined) current.splice(current.findIndex((m) => m.index === index), 1);
+    if (current !== undefined)
+      current.splice(
+        current.findIndex((m) => m.index === index),
+        1,
+      );
     mirrored.push({ index, how: 'table' });
     groupOf[index] = mirrored;
   });
@@ -1885,33 +2124,50 @@ interface DuplicateSets {
   keptMembers: Set<number>;
 }
 
-/** Of each volume with several members, the one that stays: referenced here, else LVM's own, else the volume's own entry. */
-function duplicateSets(j: Judging, identities: readonly Identity[], tables: readonly (string | null)[], dm: readonly DmEntry[]): DuplicateSets {
+/** Of each volume with several members, the one that stays: referenced here, else LVM's own, else its own entry. */
+function duplicateSets(
+  j: Judging,
+  identities: readonly Identity[],
+  tables: readonly (string | null)[],
+  dm: readonly DmEntry[],
+): DuplicateSets {
   const isReferencedLocally = (index: number) => {
     const id = identities[index];
     return id?.kind === 'guest-volume' && id.copyOf === null && j.refsOf(id.vg, id.lv).some(j.fromHere);
   };
   const rank = (m: DuplicateMember) => {
     const id = identities[m.index];
-    return (isReferencedLocally(m.index) ? 4 : 0) + (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) + (m.how === 'own' ? 1 : 0);
+    return (
+      (isReferencedLocally(m.index) ? 4 : 0) +
+      (id?.kind === 'guest-volume' && id.lvmOwned ? 2 : 0) +
+      (m.how === 'own' ? 1 : 0)
+    );
   };
   const sets: DuplicateSets = { duplicates: [], extraOf: [], keptMembers: new Set() };
   for (const { vg, lv, group } of volumeGroups(identities, tables)) {
     if (group.length < 2) continue;
     const kept = group.reduce((best, m) => (rank(m) > rank(best) ? m : best));
     const nameAt = (m: DuplicateMember) => (dm[m.index] as DmEntry).name;
-    sets.duplicates.push({ vg, lv, vmid: parseGuestVolumeName(lv)?.vmid ?? 0, kept: nameAt(kept), extras: group.filter((m) => m !== kept).map(nameAt) });
+    sets.duplicates.push({
+      vg,
+      lv,
+      vmid: parseGuestVolumeName(lv)?.vmid ?? 0,
+      kept: nameAt(kept),
+      extras: group.filter((m) => m !== kept).map(nameAt),
+    });
     sets.keptMembers.add(kept.index);
-    for (const m of group) if (m !== kept) sets.extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
+    for (const m of group)
+      if (m !== kept) sets.extraOf[m.index] = { kept: kept.index, how: m.how === 'table' ? 'table' : 'name' };
   }
   return sets;
 }
 
-/** Locks that stay while no operation runs, and during which no volume is made or moved (qemu-server, pve-container). */
+/** Locks that stay while no operation runs, and under which no volume is made or moved (qemu-server, pve-container). */
 const SETTLED_LOCKS: ReadonlySet<string> = new Set(['suspended', 'mounted', 'fstrim']);
 
 /** `VM 100` or `CT 200`, as Proxmox names its guests; `VMID 888` for one that has no config. */
-export const guestLabel = (vmid: number, type: GuestType | null) => `${type === 'lxc' ? 'CT' : type === 'qemu' ? 'VM' : 'VMID'} ${vmid}`;
+export const guestLabel = (vmid: number, type: GuestType | null) =>
+  `${type === 'lxc' ? 'CT' : type === 'qemu' ? 'VM' : 'VMID'} ${vmid}`;
 
 /**
  * What to do about an entry of a locked guest, instead of a command: no command may touch a
@@ -1920,28 +2176,43 @@ export const guestLabel = (vmid: number, type: GuestType | null) => `${type === 
 export function lockAdvice(lock: string, vmid: number, type: GuestType | null): string {
   const label = guestLabel(vmid, type);
   const tool = type === 'lxc' ? 'pct' : 'qm';
-  if (lock === 'suspended') return `${label} is hibernated (lock: suspended): resume or start it (qm resume ${vmid}) before anything of it is touched`;
-  if (lock === 'mounted') return `${label}'s volumes are mounted on the host (lock: mounted): pct unmount ${vmid} once done, then look again`;
+  if (lock === 'suspended')
+    return `${label} is hibernated (lock: suspended): resume or start it (qm resume ${vmid}) before touching it`;
+  if (lock === 'mounted')
+    return `${label}'s volumes are mounted on the host (lock: mounted): pct unmount ${vmid} once done, then look again`;
   return (
-    `${label} is locked (${lock}): wait for that operation to end. If no task of it runs (pvesh get /cluster/tasks; a clone's task carries ` +
-    `the source's VMID, a migration runs on the source node), the lock was left behind: ${tool} unlock ${vmid} clears it, "only if you ` +
-    `are sure the action which set the lock is no longer running" (${tool}(1), Locks)`
+    `${label} is locked (${lock}): wait for that operation to end. If no task of it runs (pvesh get /cluster/tasks; ` +
+    `a clone's task carries the source's VMID, a migration runs on the source node), the lock was left behind: ` +
+    `${tool} unlock ${vmid} clears it, "only if you are sure the action which set the lock is no longer running" ` +
+    `(${tool}(1), Locks)`
   );
 }
 
 /** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
-function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): { remedy: string | null; advice: string | null } {
+function remedyOf(
+  j: Judging,
+  entry: DmEntry,
+  reason: Reason,
+  facts: VolumeFacts,
+  vmid: number,
+): { remedy: string | null; advice: string | null } {
   const lock = j.locks.get(vmid);
   if (lock !== undefined) return { remedy: null, advice: lockAdvice(lock, vmid, typeOf(j, vmid)) };
   const guest = j.guestsById.get(vmid)?.find(j.local);
   if (reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
-    return { remedy: guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`, advice: null };
+    return {
+      remedy: guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`,
+      advice: null,
+    };
   }
   return { remedy: removalText({ name: entry.name, reason, ...facts }), advice: null };
 }
 
 /** lvm and lvmthin storages' content when storage.cfg gives none (LVMPlugin / LvmThinPlugin plugindata). */
-const DEFAULT_CONTENT: Readonly<Record<string, readonly string[]>> = { lvm: ['images'], lvmthin: ['images', 'rootdir'] };
+const DEFAULT_CONTENT: Readonly<Record<string, readonly string[]>> = {
+  lvm: ['images'],
+  lvmthin: ['images', 'rootdir'],
+};
 
 /**
  * Whether `qm disk rescan` / `pct rescan` of the guest would attach the volume as unusedN: an LV
@@ -1950,19 +2221,29 @@ const DEFAULT_CONTENT: Readonly<Record<string, readonly string[]>> = { lvm: ['im
  */
 function rescanFinds(j: Judging, facts: VolumeFacts, guest: GuestConfig): boolean {
   const { vg, lv: name, kind } = facts;
-  if (facts.lvmKnown === false || vg === null || name === null || !(kind === 'disk' || kind === 'base' || kind === 'other')) return false;
+  if (
+    facts.lvmKnown === false ||
+    vg === null ||
+    name === null ||
+    !(kind === 'disk' || kind === 'base' || kind === 'other')
+  )
+    return false;
   const lv = j.state.lvs?.get(vg, name);
   const content = guest.type === 'qemu' ? 'images' : 'rootdir';
   const owner = /^(?:vm|base)-(\d+)-/.exec(name);
   if (owner === null || Number(owner[1]) !== guest.vmid) return false;
   return j.state.storages.some((storage) => {
-    const enabled = storage.vg === vg && !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
+    const enabled =
+      storage.vg === vg && !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
     if (!enabled || !(storage.content ?? DEFAULT_CONTENT[storage.type] ?? []).includes(content)) return false;
     if (storage.type === 'lvm') {
       const tagged = !storage.taggedOnly || lv === undefined || lv.tags.includes(`pve-vm-${guest.vmid}`);
       return name.startsWith('vm-') && tagged && (lv === undefined || /^[-mMrR]$/.test(lv.attr[0] ?? ''));
     }
-    return storage.type === 'lvmthin' && (lv === undefined || (lv.attr[0] === 'V' && (lv.pool === null || lv.pool === storage.thinpool)));
+    return (
+      storage.type === 'lvmthin' &&
+      (lv === undefined || (lv.attr[0] === 'V' && (lv.pool === null || lv.pool === storage.thinpool)))
+    );
   });
 }
 
@@ -1976,10 +2257,18 @@ const deactivatesLv = (entry: Pick<Classified, 'lvmKnown' | 'vg' | 'lv' | 'reaso
  * default mode would first mangle a name holding bytes outside its whitelist, and address another).
  */
 export const removalCommand = (entry: Pick<Classified, 'name' | 'lvmKnown' | 'vg' | 'lv' | 'reason'>): string[] =>
-  deactivatesLv(entry) ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`] : ['dmsetup', '--manglename', 'none', 'remove', entry.name];
+  deactivatesLv(entry)
+    ? ['lvchange', '-an', `${entry.vg}/${entry.lv}`]
+    : ['dmsetup', '--manglename', 'none', 'remove', entry.name];
 
-/** `dmsetup remove NAME` to paste: plain when dmsetup's default mode addresses the name, else `--manglename none` and the `$'...'` word. */
-const dmRemoveText = (name: string) => (dmsetupTakesAsIs(name) ? `dmsetup remove ${shellQuote(name)}` : `dmsetup --manglename none remove ${mangleDmName(name)}`);
+/**
+ * `dmsetup remove NAME` to paste: plain when dmsetup's default mode addresses the name, else with
+ * `--manglename none` and the `$'...'` word.
+ */
+const dmRemoveText = (name: string) =>
+  dmsetupTakesAsIs(name)
+    ? `dmsetup remove ${shellQuote(name)}`
+    : `dmsetup --manglename none remove ${mangleDmName(name)}`;
 
 /** removalCommand as a shell command an administrator pastes. */
 export const removalText = (entry: Pick<Classified, 'name' | 'lvmKnown' | 'vg' | 'lv' | 'reason'>): string =>
@@ -2039,12 +2328,30 @@ export const MAX_TOMBSTONES_BEFORE_F = 50;
  * shown as healthy); 0 otherwise.
  */
 export function grade(classification: Pick<Classification, 'entries' | 'warnings'>): Graded {
-  const summary: Summary = { entries: classification.entries.length, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
+  const summary: Summary = {
+    entries: classification.entries.length,
+    valid: 0,
+    duplicate: 0,
+    tombstone: 0,
+    ignored: 0,
+    unjudged: 0,
+  };
   for (const entry of classification.entries) summary[entry.status]++;
   const { duplicate, tombstone } = summary;
   const letter: GradeLetter =
-    duplicate > 0 ? 'F' : tombstone === 0 ? 'A+' : tombstone <= 5 ? 'B' : tombstone <= 20 ? 'C' : tombstone <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
-  const exitCode = letter === 'F' ? 2 : tombstone > 0 || summary.unjudged > 0 || classification.warnings.length > 0 ? 1 : 0;
+    duplicate > 0
+      ? 'F'
+      : tombstone === 0
+        ? 'A+'
+        : tombstone <= 5
+          ? 'B'
+          : tombstone <= 20
+            ? 'C'
+            : tombstone <= MAX_TOMBSTONES_BEFORE_F
+              ? 'D'
+              : 'F';
+  const exitCode =
+    letter === 'F' ? 2 : tombstone > 0 || summary.unjudged > 0 || classification.warnings.length > 0 ? 1 : 0;
   return { grade: letter, summary, exitCode };
 }
 
@@ -2067,21 +2374,36 @@ export interface Result extends Classification, Graded {
  * Narrows a classification to the entries and guests of some VMIDs (`--vmid`). A VMID with no
  * config on any node (`configured`) and no entry here is usually a typo: a warning says so.
  */
-export function narrowToGuests(classification: Classification, vmids: number[], configured: ReadonlySet<number> = new Set()): Classification {
+export function narrowToGuests(
+  classification: Classification,
+  vmids: number[],
+  configured: ReadonlySet<number> = new Set(),
+): Classification {
   const wanted = new Set(vmids);
   const seen = new Set(classification.entries.map((entry) => entry.vmid));
   const unknown = vmids.filter((vmid) => !configured.has(vmid) && !seen.has(vmid));
-  const guestEntries = new Set(classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid)).map((entry) => entry.name));
+  const guestEntries = new Set(
+    classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid)).map((entry) => entry.name),
+  );
   // An ignored kpartx partition carries no VMID: it goes with its parent.
-  const entries = classification.entries.filter((entry) => guestEntries.has(entry.name) || (entry.relatedTo !== null && guestEntries.has(entry.relatedTo)));
+  const entries = classification.entries.filter(
+    (entry) => guestEntries.has(entry.name) || (entry.relatedTo !== null && guestEntries.has(entry.relatedTo)),
+  );
   const names = new Set(entries.map((entry) => entry.name));
   return {
     ...classification,
     entries,
-    duplicates: classification.duplicates.filter((set) => names.has(set.kept) || set.extras.some((name) => names.has(name))),
+    duplicates: classification.duplicates.filter(
+      (set) => names.has(set.kept) || set.extras.some((name) => names.has(name)),
+    ),
     guests: classification.guests.filter((guest) => wanted.has(guest.vmid)),
     missingGuests: classification.missingGuests.filter((missing) => wanted.has(missing.vmid)),
-    warnings: [...classification.warnings, ...unknown.map((vmid) => warn('--vmid', null, `VMID ${vmid} has no config on any node and no dm entry here (a typo?)`))],
+    warnings: [
+      ...classification.warnings,
+      ...unknown.map((vmid) =>
+        warn('--vmid', null, `VMID ${vmid} has no config on any node and no dm entry here (a typo?)`),
+      ),
+    ],
   };
 }
 
@@ -2128,16 +2450,42 @@ export function toJson(result: Result) {
     grade: result.grade,
     summary: result.summary,
     entries: result.entries.map((entry) => {
-      const json: Omit<Classified, 'realName' | 'uuid' | 'major' | 'minor'> & { uuid: string | null; realName?: string } = {
-        name: entry.name, status: entry.status, reason: entry.reason, remedy: entry.remedy, advice: entry.advice, vmid: entry.vmid,
-        guestType: entry.guestType, vg: entry.vg, lv: entry.lv, open: entry.open, uuid: entry.uuid || null, kind: entry.kind,
-        lvmKnown: entry.lvmKnown, relatedTo: entry.relatedTo, otherNode: entry.otherNode, lock: entry.lock, holders: entry.holders,
+      const json: Omit<Classified, 'realName' | 'uuid' | 'major' | 'minor'> & {
+        uuid: string | null;
+        realName?: string;
+      } = {
+        name: entry.name,
+        status: entry.status,
+        reason: entry.reason,
+        remedy: entry.remedy,
+        advice: entry.advice,
+        vmid: entry.vmid,
+        guestType: entry.guestType,
+        vg: entry.vg,
+        lv: entry.lv,
+        open: entry.open,
+        uuid: entry.uuid || null,
+        kind: entry.kind,
+        lvmKnown: entry.lvmKnown,
+        relatedTo: entry.relatedTo,
+        otherNode: entry.otherNode,
+        lock: entry.lock,
+        holders: entry.holders,
       };
       if (entry.realName !== entry.name) json.realName = entry.realName;
       return json;
     }),
     duplicates: result.duplicates,
-    guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({ vmid, type, name, running, lock, health, template, configReadable: readable })),
+    guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({
+      vmid,
+      type,
+      name,
+      running,
+      lock,
+      health,
+      template,
+      configReadable: readable,
+    })),
     missingGuests: result.missingGuests,
     system: result.system,
     warnings: result.warnings.map(warningJson),
@@ -2159,26 +2507,40 @@ const sharedActiveCount = (result: Pick<Result, 'warnings'>) => result.warnings.
 export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): string | null {
   const count = result.summary.unjudged;
   if (count === 0) return null;
-  const guests = [...new Set(result.entries.filter((e) => e.status === 'unjudged' && e.vmid !== null).map((e) => guestLabel(e.vmid as number, e.guestType)))];
-  const whose = guests.length === 1 ? `the config of ${guests[0]} cannot` : `the configs of ${guests.join(', ')} cannot`;
+  const guests = [
+    ...new Set(
+      result.entries
+        .filter((e) => e.status === 'unjudged' && e.vmid !== null)
+        .map((e) => guestLabel(e.vmid as number, e.guestType)),
+    ),
+  ];
+  const whose =
+    guests.length === 1 ? `the config of ${guests[0]} cannot` : `the configs of ${guests.join(', ')} cannot`;
   return `${count} ${count === 1 ? 'entry' : 'entries'} not judged: ${whose} be read`;
 }
 
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
-export function notificationSubject(result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'>): string {
+export function notificationSubject(
+  result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'>,
+): string {
   const { duplicate, tombstone } = result.summary;
   const sharedActive = sharedActiveCount(result);
   const unjudged = unjudgedSummary(result);
-  if (duplicate > 0) return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
-  if (sharedActive > 0) return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
-  if (tombstone === 0 && unjudged !== null) return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
+  if (duplicate > 0)
+    return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
+  if (sharedActive > 0)
+    return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
+  if (tombstone === 0 && unjudged !== null)
+    return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
-  if (tombstone <= 10) return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
+  if (tombstone <= 10)
+    return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
   return `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - Grade ${result.grade}`;
 }
 
 /** A problem's remedy, or why it has none now and what to do instead. */
-const remedyLine = (entry: Classified) => (entry.remedy !== null ? `remedy: ${entry.remedy}` : `no command now: ${entry.advice ?? 'none'}`);
+const remedyLine = (entry: Classified) =>
+  entry.remedy !== null ? `remedy: ${entry.remedy}` : `no command now: ${entry.advice ?? 'none'}`;
 
 /** A plain-text summary for notifications: the counts, then the problem entries (at most `limit`). */
 export function notificationText(result: Result, limit = 20): string {
@@ -2188,9 +2550,13 @@ export function notificationText(result: Result, limit = 20): string {
   const lines = [
     `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
     ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
-    ...problems.slice(0, limit).map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
+    ...problems
+      .slice(0, limit)
+      .map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
     ...(problems.length > limit ? [`- ... and ${problems.length - limit} more`] : []),
-    ...(result.warnings.length > 0 ? [`${result.warnings.length} warning(s), first: ${formatWarning(result.warnings[0] as Warning)}`] : []),
+    ...(result.warnings.length > 0
+      ? [`${result.warnings.length} warning(s), first: ${formatWarning(result.warnings[0] as Warning)}`]
+      : []),
   ];
   return lines.map(terminalSafe).join('\n');
 }
@@ -2255,25 +2621,42 @@ export function systemRows(system: SystemFacts | null): [string, string][] {
 
 const describeEntry = (entry: Classified): string =>
   match(entry.reason)
-    .with('guest-on-other-node', () => `${guestLabel(entry.vmid ?? 0, entry.guestType)} lives on node ${entry.otherNode} and uses it there`)
+    .with(
+      'guest-on-other-node',
+      () => `${guestLabel(entry.vmid ?? 0, entry.guestType)} lives on node ${entry.otherNode} and uses it there`,
+    )
     .with('guest-missing', () => `${guestLabel(entry.vmid ?? 0, null)} has no config on any node`)
     .with('volume-unreferenced', () => `no config references ${entry.vg}/${entry.lv}`)
     .with('storage-unknown', () => `no storage in storage.cfg uses volume group ${entry.vg}`)
     .with('lv-missing', () => `LVM does not know ${entry.vg}/${entry.lv} any more`)
-    .with('lv-mismatch', () => `LVM knows ${entry.vg}/${entry.lv}, but this mapping is not its own (inactive, or another uuid)`)
+    .with(
+      'lv-mismatch',
+      () => `LVM knows ${entry.vg}/${entry.lv}, but this mapping is not its own (inactive, or another uuid)`,
+    )
     .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
-    .with('duplicate-name', 'duplicate-table', () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${mangleDmName(entry.relatedTo ?? '')})`)
+    .with(
+      'duplicate-name',
+      'duplicate-table',
+      () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${mangleDmName(entry.relatedTo ?? '')})`,
+    )
     .otherwise((reason) => REASONS[reason][1]);
 
-/** Entries pve-dm leaves alone though they are guest volumes: their guest's config is unreadable, an operation is in flight, a plugin may own them. */
-const isNotJudged = (entry: Classified) => entry.status === 'unjudged' || entry.reason === 'in-flight' || entry.reason === 'foreign-vg';
+/** Guest volumes pve-dm does not judge: the guest's config is unreadable, work is in flight, a plugin may own them. */
+const isNotJudged = (entry: Classified) =>
+  entry.status === 'unjudged' || entry.reason === 'in-flight' || entry.reason === 'foreign-vg';
 
 export function renderConsole(result: Result, color: boolean): string {
   const paint = painter(color);
   const out: string[] = [];
   const heading = (text: string) => out.push('', paint('bold', text));
   out.push(`${paint('bold', `pve-dm ${VERSION}`)} · node ${terminalSafe(result.node)} · ${result.generatedAt}`);
-  if (result.root !== null) out.push(paint('dim', `capture ${terminalSafe(result.root)}${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`));
+  if (result.root !== null)
+    out.push(
+      paint(
+        'dim',
+        `capture ${terminalSafe(result.root)}${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`,
+      ),
+    );
   if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
   heading('Summary');
   out.push(...consoleSummary(result, paint));
@@ -2282,30 +2665,47 @@ export function renderConsole(result: Result, color: boolean): string {
   const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
   heading(`Tombstones (warning): ${tombstones.length}`);
   for (const entry of tombstones) {
-    const cautions = [entry.open > 0 ? `open ${entry.open}: in use` : '', entry.lock ? `guest locked: ${entry.lock}` : ''].filter(Boolean);
-    out.push(`  ${paint('yellow', mangleDmName(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`);
+    const cautions = [
+      entry.open > 0 ? `open ${entry.open}: in use` : '',
+      entry.lock ? `guest locked: ${entry.lock}` : '',
+    ].filter(Boolean);
+    out.push(
+      `  ${paint('yellow', mangleDmName(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
+    );
     out.push(`    ${terminalSafe(remedyLine(entry))}`);
   }
   const notJudged = result.entries.filter(isNotJudged);
   if (notJudged.length > 0) {
     heading(`Not judged: ${notJudged.length}`);
-    for (const entry of notJudged) out.push(`  ${mangleDmName(entry.name)}  ${entry.reason}: ${terminalSafe(entry.advice ?? describeEntry(entry))}`);
+    for (const entry of notJudged)
+      out.push(`  ${mangleDmName(entry.name)}  ${entry.reason}: ${terminalSafe(entry.advice ?? describeEntry(entry))}`);
   }
   heading(`Guests on ${terminalSafe(result.node)}: ${result.guests.length}`);
   out.push(...consoleGuests(result));
   if (result.missingGuests.length > 0) {
     heading(`VMIDs that exist nowhere: ${result.missingGuests.length}`);
-    for (const missing of result.missingGuests) out.push(`  VMID ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(mangleDmName).join(', ')}`);
+    for (const missing of result.missingGuests)
+      out.push(
+        `  VMID ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(mangleDmName).join(', ')}`,
+      );
   }
   const system = systemRows(result.system);
   if (system.length > 0) {
     heading('Host');
     out.push(...system.map(([label, value]) => `  ${label.padEnd(16)} ${terminalSafe(value)}`));
   }
-  for (const [title, list] of [['Warnings', result.warnings], ['Notes', result.notes]] as const) {
+  for (const [title, list] of [
+    ['Warnings', result.warnings],
+    ['Notes', result.notes],
+  ] as const) {
     if (list.length === 0) continue;
     heading(`${title}: ${list.length}`);
-    out.push(...list.map((w) => `  ${title === 'Warnings' ? paint('yellow', terminalSafe(formatWarning(w))) : terminalSafe(formatWarning(w))}`));
+    out.push(
+      ...list.map(
+        (w) =>
+          `  ${title === 'Warnings' ? paint('yellow', terminalSafe(formatWarning(w))) : terminalSafe(formatWarning(w))}`,
+      ),
+    );
   }
   return `${out.join('\n')}\n`;
 }
@@ -2316,10 +2716,16 @@ function consoleSummary(result: Result, paint: ReturnType<typeof painter>): stri
   const unjudged = unjudgedSummary(result);
   const gradeStyle = result.grade === 'F' ? 'red' : result.grade === 'A+' && unjudged === null ? 'green' : 'yellow';
   const counts = [
-    `${s.valid} valid`, paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`), paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`),
-    `${s.ignored} ignored`, ...(s.unjudged > 0 ? [paint('yellow', `${s.unjudged} not judged`)] : []),
+    `${s.valid} valid`,
+    paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`),
+    paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`),
+    `${s.ignored} ignored`,
+    ...(s.unjudged > 0 ? [paint('yellow', `${s.unjudged} not judged`)] : []),
   ];
-  return [`  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${counts.join(', ')}`, ...(unjudged === null ? [] : [paint('yellow', `  Incomplete: ${terminalSafe(unjudged)}`)])];
+  return [
+    `  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${counts.join(', ')}`,
+    ...(unjudged === null ? [] : [paint('yellow', `  Incomplete: ${terminalSafe(unjudged)}`)]),
+  ];
 }
 
 function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): string[] {
@@ -2327,11 +2733,17 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
   const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
   for (const set of result.duplicates) {
     const kept = byName.get(set.kept);
-    out.push(`  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (${guestLabel(set.vmid, kept?.guestType ?? null)}) has ${set.extras.length + 1} entries`);
-    out.push(`    keep    ${mangleDmName(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`);
+    out.push(
+      `  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (${guestLabel(set.vmid, kept?.guestType ?? null)}) has ${set.extras.length + 1} entries`,
+    );
+    out.push(
+      `    keep    ${mangleDmName(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`,
+    );
     for (const name of set.extras) {
       const extra = byName.get(name);
-      out.push(`    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${terminalSafe(remedyLine(extra))}` : ''}`);
+      out.push(
+        `    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${terminalSafe(remedyLine(extra))}` : ''}`,
+      );
     }
   }
   return out;
@@ -2357,9 +2769,14 @@ function table(header: string[], rows: string[][]): string[] {
 function ownerOf(vmid: number | null, entry: Classified | undefined, result: Pick<Result, 'guests' | 'node'>): string {
   if (vmid === null) return 'no guest';
   const guest = result.guests.find((candidate) => candidate.vmid === vmid);
-  if (guest) return `${guestLabel(vmid, guest.type)}${guest.name ? ` ${guest.name}` : ''} on ${guest.node ?? result.node}`;
+  if (guest)
+    return `${guestLabel(vmid, guest.type)}${guest.name ? ` ${guest.name}` : ''} on ${guest.node ?? result.node}`;
   const label = guestLabel(vmid, entry?.guestType ?? null);
-  return entry?.otherNode ? `${label} on ${entry.otherNode}` : entry?.guestType ? label : `${label} (no config on any node)`;
+  return entry?.otherNode
+    ? `${label} on ${entry.otherNode}`
+    : entry?.guestType
+      ? label
+      : `${label} (no config on any node)`;
 }
 
 // ─── Monitoring: Nagios/Icinga plugin output, Checkmk local check, Prometheus textfile ─────────
@@ -2400,19 +2817,27 @@ function measures(result: Result): Measure[] {
 function monitoringSummary(result: Result): string {
   const { entries, duplicate, tombstone } = result.summary;
   const sharedActive = sharedActiveCount(result);
-  const shared = sharedActive > 0 ? `, ${sharedActive} shared LV(s) active on several nodes while their guest runs` : '';
+  const shared =
+    sharedActive > 0 ? `, ${sharedActive} shared LV(s) active on several nodes while their guest runs` : '';
   const unjudged = unjudgedSummary(result);
   const incomplete = unjudged === null ? '' : `; ${unjudged}`;
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
-  return monitoringSafe(`${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${incomplete}${warnings}`);
+  return monitoringSafe(
+    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${incomplete}${warnings}`,
+  );
 }
 
-/** The long output: each problem or unjudged entry (name, status, reason, guest, remedy), then the warnings; at most `limit` of each. */
+/** The long output: each problem or unjudged entry (name, status, reason, guest, remedy), then the warnings. */
 function monitoringDetails(result: Result, limit: number): string[] {
   const problems = result.entries.filter((entry) => isProblem(entry) || entry.status === 'unjudged');
   const more = (count: number, what: string) => (count > limit ? [`... and ${count - limit} more ${what}`] : []);
   return [
-    ...problems.slice(0, limit).map((entry) => `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`),
+    ...problems
+      .slice(0, limit)
+      .map(
+        (entry) =>
+          `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`,
+      ),
     ...more(problems.length, 'problem entries'),
     ...result.warnings.slice(0, limit).map((w) => `warning: ${formatWarning(w)}`),
     ...more(result.warnings.length, 'warnings'),
@@ -2462,11 +2887,31 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
   const problem = (result: Result, entry: Classified) =>
     `{${node(result)},name="${prometheusLabel(mangleDmName(entry.name))}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
   return [
-    ...prometheusFamily('pve_dm_entries', 'Device-mapper entries on the node, by pve-dm status.', each((r) => STATUSES.map((status) => `{${node(r)},status="${status}"} ${r.summary[status]}`))),
-    ...prometheusFamily('pve_dm_grade_info', 'The grade of the node, A+ (healthy) to F; always 1.', each((r) => [`{${node(r)},grade="${r.grade}"} 1`])),
-    ...prometheusFamily('pve_dm_problem_info', 'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.', each((r) => r.entries.filter(isProblem).map((entry) => problem(r, entry)))),
-    ...prometheusFamily('pve_dm_warnings', 'Input lines or commands pve-dm could not read in the run.', each((r) => [`{${node(r)}} ${r.warnings.length}`])),
-    ...prometheusFamily('pve_dm_last_run_timestamp_seconds', 'When pve-dm last analysed the node, in seconds since the epoch.', each((r) => [`{${node(r)}} ${Date.parse(r.generatedAt) / 1000}`])),
+    ...prometheusFamily(
+      'pve_dm_entries',
+      'Device-mapper entries on the node, by pve-dm status.',
+      each((r) => STATUSES.map((status) => `{${node(r)},status="${status}"} ${r.summary[status]}`)),
+    ),
+    ...prometheusFamily(
+      'pve_dm_grade_info',
+      'The grade of the node, A+ (healthy) to F; always 1.',
+      each((r) => [`{${node(r)},grade="${r.grade}"} 1`]),
+    ),
+    ...prometheusFamily(
+      'pve_dm_problem_info',
+      'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.',
+      each((r) => r.entries.filter(isProblem).map((entry) => problem(r, entry))),
+    ),
+    ...prometheusFamily(
+      'pve_dm_warnings',
+      'Input lines or commands pve-dm could not read in the run.',
+      each((r) => [`{${node(r)}} ${r.warnings.length}`]),
+    ),
+    ...prometheusFamily(
+      'pve_dm_last_run_timestamp_seconds',
+      'When pve-dm last analysed the node, in seconds since the epoch.',
+      each((r) => [`{${node(r)}} ${Date.parse(r.generatedAt) / 1000}`]),
+    ),
   ];
 }
 
@@ -2495,7 +2940,13 @@ export function renderClusterPrometheus(cluster: ClusterResult): string {
 export const escapeHtml = (text: string) =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
 
-const STATUS_COLORS: Record<Status, string> = { valid: '#1e7e34', duplicate: '#c82333', tombstone: '#b8860b', ignored: '#6c757d', unjudged: '#8a4baf' };
+const STATUS_COLORS: Record<Status, string> = {
+  valid: '#1e7e34',
+  duplicate: '#c82333',
+  tombstone: '#b8860b',
+  ignored: '#6c757d',
+  unjudged: '#8a4baf',
+};
 const GRADE_COLORS: Record<GradeLetter, string> = { 'A+': '#28a745', B: '#17a2b8', C: '#ffc107', D: '#fd7e14', F: '#dc3545' };
 
 /** Sections every HTML report holds exactly once, in this order. */
@@ -2525,18 +2976,41 @@ export function renderHtml(result: Result): string {
     (entry) =>
       `<tr data-entry>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`)}</tr>`,
   );
-  const notJudgedRows = notJudged.map((entry) => `<tr data-unjudged>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.reason), STATUS_COLORS[entry.status])}${td(e(entry.vmid))}${td(e(entry.advice ?? describeEntry(entry)))}</tr>`);
-  const healthColour = { clean: STATUS_COLORS.valid, duplicate: STATUS_COLORS.duplicate, tombstone: STATUS_COLORS.tombstone };
+  const notJudgedRow = (entry: Classified) =>
+    [
+      td(`<code>${e(mangleDmName(entry.name))}</code>`),
+      td(e(entry.reason), STATUS_COLORS[entry.status]),
+      td(e(entry.vmid)),
+      td(e(entry.advice ?? describeEntry(entry))),
+    ].join('');
+  const notJudgedRows = notJudged.map((entry) => `<tr data-unjudged>${notJudgedRow(entry)}</tr>`);
+  const healthColour = {
+    clean: STATUS_COLORS.valid,
+    duplicate: STATUS_COLORS.duplicate,
+    tombstone: STATUS_COLORS.tombstone,
+  };
   const guestRows = result.guests.map(
     (guest) =>
       `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', healthColour[guest.health])}</tr>`,
   );
-  const missingRows = result.missingGuests.map((missing) => `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`);
-  const systemTableRows = systemRows(result.system).map(([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`);
-  const warningRow = (kind: 'warning' | 'note') => (w: Warning) => `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
+  const missingRows = result.missingGuests.map(
+    (missing) =>
+      `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`,
+  );
+  const systemTableRows = systemRows(result.system).map(
+    ([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`,
+  );
+  const warningRow = (kind: 'warning' | 'note') => (w: Warning) =>
+    `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
   const warningRows = [...result.warnings.map(warningRow('warning')), ...result.notes.map(warningRow('note'))];
   const headline =
-    s.duplicate > 0 ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now` : s.tombstone > 0 ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation` : unjudged !== null ? `Incomplete: ${unjudged}` : 'No problems found';
+    s.duplicate > 0
+      ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`
+      : s.tombstone > 0
+        ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation`
+        : unjudged !== null
+          ? `Incomplete: ${unjudged}`
+          : 'No problems found';
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
 <body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
@@ -2573,7 +3047,8 @@ export async function validateHtml(html: string, result: Result): Promise<string
   $('*').each((_, element) => {
     if (!('attribs' in element)) return;
     if (!HTML_TAGS.has(element.tagName)) problems.push(`unexpected element <${element.tagName}>`);
-    for (const attribute of Object.keys(element.attribs)) if (!HTML_ATTRIBUTES.test(attribute)) problems.push(`unexpected attribute ${attribute} on <${element.tagName}>`);
+    for (const attribute of Object.keys(element.attribs))
+      if (!HTML_ATTRIBUTES.test(attribute)) problems.push(`unexpected attribute ${attribute} on <${element.tagName}>`);
   });
   const expectRows = (selector: string, expected: number, what: string) => {
     const count = $(selector).length;
@@ -2585,7 +3060,11 @@ export async function validateHtml(html: string, result: Result): Promise<string
   expectRows('tr[data-guest]', result.guests.length, 'guests');
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
-  const shownNames = new Map($('tr[data-guest]').toArray().map((row) => [$(row).attr('data-guest'), $(row).find('[data-field="name"]').text()]));
+  const shownNames = new Map(
+    $('tr[data-guest]')
+      .toArray()
+      .map((row) => [$(row).attr('data-guest'), $(row).find('[data-field="name"]').text()]),
+  );
   for (const guest of result.guests) {
     const shown = shownNames.get(String(guest.vmid));
     if (shown !== (guest.name ?? '—')) problems.push(`guest ${guest.vmid}: name shown as ${JSON.stringify(shown)}`);
@@ -2653,28 +3132,46 @@ const isProblem = (entry: Classified): entry is Classified & { status: ProblemSt
 /** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
 export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
   const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
-  const order = (entry: Classified) => (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
+  const order = (entry: Classified) =>
+    (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
   // By the kernel's name or as pve-dm shows it.
-  const named = (entry: Classified) => selection.names.includes(entry.name) || selection.names.includes(mangleDmName(entry.name));
+  const named = (entry: Classified) =>
+    selection.names.includes(entry.name) || selection.names.includes(mangleDmName(entry.name));
   const selected = (entry: Classified & { status: ProblemStatus }) =>
     (selection.only === null || selection.only === `${entry.status}s`) &&
     (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
     (selection.names.length === 0 || named(entry));
-  const chosen = result.entries.filter(isProblem).filter(selected).sort((a, b) => order(a) - order(b));
+  const chosen = result.entries
+    .filter(isProblem)
+    .filter(selected)
+    .sort((a, b) => order(a) - order(b));
   const planned = new Set(chosen.map((entry) => entry.name));
   const actions = chosen.map((entry) => ({
-    name: entry.name, uuid: entry.uuid, status: entry.status, reason: entry.reason, vmid: entry.vmid, open: entry.open,
-    command: removalCommand(entry), blockedBy: blockerOf(entry, guests, entry.holders.filter((holder) => planned.has(holder)).length),
+    name: entry.name,
+    uuid: entry.uuid,
+    status: entry.status,
+    reason: entry.reason,
+    vmid: entry.vmid,
+    open: entry.open,
+    command: removalCommand(entry),
+    blockedBy: blockerOf(entry, guests, entry.holders.filter((holder) => planned.has(holder)).length),
   }));
   return { actions };
 }
 
-export function renderPlan(plan: CleanupPlan, heading = 'Cleanup plan (nothing was changed; run with --yes to carry it out):'): string {
+export function renderPlan(
+  plan: CleanupPlan,
+  heading = 'Cleanup plan (nothing was changed; run with --yes to carry it out):',
+): string {
   if (plan.actions.length === 0) return '';
   const lines = ['', heading];
   for (const action of plan.actions) {
     const command = action.command.map(shellQuote).join(' ');
-    lines.push(action.blockedBy === null ? `  would run: ${terminalSafe(command)}` : `  would skip ${mangleDmName(action.name)}: ${terminalSafe(action.blockedBy)}`);
+    lines.push(
+      action.blockedBy === null
+        ? `  would run: ${terminalSafe(command)}`
+        : `  would skip ${mangleDmName(action.name)}: ${terminalSafe(action.blockedBy)}`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -2701,7 +3198,12 @@ export async function withHolders(plan: CleanupPlan, result: Result, liveRoot: s
       add(name, holderName);
     }
   }
-  const targets = new Map([...minors].flatMap(([minor, name]) => [[`/dev/dm-${minor}`, name], [`/dev/mapper/${name}`, name]]));
+  const targets = new Map(
+    [...minors].flatMap(([minor, name]) => [
+      [`/dev/dm-${minor}`, name],
+      [`/dev/mapper/${name}`, name],
+    ]),
+  );
   for (const pid of readdirSafe(path.join(liveRoot, 'proc')).filter((entry) => /^\d+$/.test(entry))) {
     for (const fd of readdirSafe(path.join(liveRoot, `proc/${pid}/fd`))) {
       let target: string;
@@ -2725,7 +3227,9 @@ export async function withHolders(plan: CleanupPlan, result: Result, liveRoot: s
   return {
     actions: plan.actions.map((action) => {
       const found = [...new Set(holders.get(action.name) ?? [])];
-      return found.length > 0 && action.blockedBy !== null && action.open > 0 ? { ...action, blockedBy: `${action.blockedBy}, held by ${found.join(', ')}` } : action;
+      return found.length > 0 && action.blockedBy !== null && action.open > 0
+        ? { ...action, blockedBy: `${action.blockedBy}, held by ${found.join(', ')}` }
+        : action;
     }),
   };
 }
@@ -2797,7 +3301,7 @@ export interface JournalRecord {
   detail?: string | null;
 }
 
-/** The line appended once an action has run and the entry was looked for again: removed, or failed (the entry is there). */
+/** The line appended once an action ran and the entry was looked for again: removed, or failed (it is still there). */
 export interface JournalOutcome {
   id: string;
   run: string;
@@ -2827,7 +3331,9 @@ export function readJournal(file: string): JournalRecord[] {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new UserError(`cannot read the journal ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new UserError(
+      `cannot read the journal ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
   }
   const records: JournalRecord[] = [];
   const byId = new Map<string, JournalRecord>();
@@ -2839,7 +3345,12 @@ export function readJournal(file: string): JournalRecord[] {
     } catch {
       // reported below
     }
-    if (value === null || typeof value.id !== 'string' || typeof value.name !== 'string' || typeof value.run !== 'string') {
+    if (
+      value === null ||
+      typeof value.id !== 'string' ||
+      typeof value.name !== 'string' ||
+      typeof value.run !== 'string'
+    ) {
       throw new UserError(`${file}:${index + 1}: not a journal line`);
     }
     const action = byId.get(value.id);
@@ -2895,7 +3406,11 @@ async function recheck(name: string, context: CleanupContext): Promise<{ entry: 
 }
 
 /** Every planned action that may go, in order; one failure never stops the rest. */
-export async function executeCleanup(plan: CleanupPlan, context: CleanupContext, onStep: (text: string) => void = () => undefined): Promise<CleanupOutcome> {
+export async function executeCleanup(
+  plan: CleanupPlan,
+  context: CleanupContext,
+  onStep: (text: string) => void = () => undefined,
+): Promise<CleanupOutcome> {
   const lock = context.lock ?? flockLocker;
   const root = (file: string) => path.join(context.liveRoot, file);
   const outcome: CleanupOutcome = { removed: [], skipped: [], failed: [] };
@@ -2914,10 +3429,15 @@ export async function executeCleanup(plan: CleanupPlan, context: CleanupContext,
       }
       onStep(`checking ${mangleDmName(action.name)}`);
       // A guest nobody has yet (a VMID that exists nowhere) is locked as a VM: `qm create` takes that lock.
-      const guestLock = action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
-      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
+      const guestLock =
+        action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
+      const releaseGuest =
+        guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
-        outcome.skipped.push({ name: action.name, why: `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone else (${guestLock})` });
+        outcome.skipped.push({
+          name: action.name,
+          why: `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone else (${guestLock})`,
+        });
         continue;
       }
       try {
@@ -2932,32 +3452,66 @@ export async function executeCleanup(plan: CleanupPlan, context: CleanupContext,
   return outcome;
 }
 
-async function removeOne(action: PlannedAction, context: CleanupContext, outcome: CleanupOutcome, onStep: (text: string) => void): Promise<void> {
+async function removeOne(
+  action: PlannedAction,
+  context: CleanupContext,
+  outcome: CleanupOutcome,
+  onStep: (text: string) => void,
+): Promise<void> {
   const now = await recheck(action.name, context);
   if (now === null) return void outcome.skipped.push({ name: action.name, why: 'gone already' });
   const { entry, guests } = now;
-  const why =
-    !isProblem(entry) ? `now ${entry.status} (${entry.reason})` : entry.uuid !== action.uuid ? 'it is not the same device any more (its uuid changed)' : blockerOf(entry, guests);
+  const why = !isProblem(entry)
+    ? `now ${entry.status} (${entry.reason})`
+    : entry.uuid !== action.uuid
+      ? 'it is not the same device any more (its uuid changed)'
+      : blockerOf(entry, guests);
   if (why !== null) return void outcome.skipped.push({ name: action.name, why });
   const command = removalCommand(entry);
   const table = await context.runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
   const record: JournalRecord = {
-    id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`, run: context.run, at: (context.now?.() ?? new Date()).toISOString(), node: context.capture.hostname,
-    name: entry.name, uuid: entry.uuid, open: entry.open, table: table.exitCode === 0 ? tableText(table.stdout) : '', status: entry.status as ProblemStatus,
-    reason: entry.reason, action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove', vg: entry.vg, lv: entry.lv,
-    vmid: action.vmid, guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
+    id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`,
+    run: context.run,
+    at: (context.now?.() ?? new Date()).toISOString(),
+    node: context.capture.hostname,
+    name: entry.name,
+    uuid: entry.uuid,
+    open: entry.open,
+    table: table.exitCode === 0 ? tableText(table.stdout) : '',
+    status: entry.status as ProblemStatus,
+    reason: entry.reason,
+    action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove',
+    vg: entry.vg,
+    lv: entry.lv,
+    vmid: action.vmid,
+    guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
   onStep(command.map(shellQuote).join(' '));
   let result: CommandResult;
   try {
-    result = await context.runner(command[0] as string, command.slice(1), { mutates: true, journal: { file: context.journal, record } });
+    result = await context.runner(command[0] as string, command.slice(1), {
+      mutates: true,
+      journal: { file: context.journal, record },
+    });
   } catch (error) {
     return void outcome.skipped.push({ name: action.name, why: (error as Error).message });
   }
   // A command can succeed and change nothing (lvchange -an of an LV that is not this mapping):
   // the entry is looked for again, and only an entry that is gone was removed.
-  const error = result.exitCode !== 0 ? result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}` : (await stillThere(entry.name, context.runner)) ? `${command.join(' ')} succeeded, but the entry is still there` : null;
-  const done: JournalOutcome = { id: record.id, run: record.run, at: (context.now?.() ?? new Date()).toISOString(), name: entry.name, outcome: error === null ? 'removed' : 'failed', detail: error };
+  const error =
+    result.exitCode !== 0
+      ? result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`
+      : (await stillThere(entry.name, context.runner))
+        ? `${command.join(' ')} succeeded, but the entry is still there`
+        : null;
+  const done: JournalOutcome = {
+    id: record.id,
+    run: record.run,
+    at: (context.now?.() ?? new Date()).toISOString(),
+    name: entry.name,
+    outcome: error === null ? 'removed' : 'failed',
+    detail: error,
+  };
   appendJournal(context.journal, done);
   if (error === null) outcome.removed.push({ name: entry.name, command, journal: record.id });
   else outcome.failed.push({ name: entry.name, error: terminalSafe(error) });
@@ -2979,7 +3533,10 @@ export interface RestoreOutcome {
 }
 
 /** Brings journalled entries back: the LV activated again, or the mapping created again with its uuid and table. */
-export async function restoreEntries(records: JournalRecord[], context: Pick<CleanupContext, 'runner' | 'liveRoot' | 'lockWaitSeconds'> & { lock?: Locker }): Promise<RestoreOutcome> {
+export async function restoreEntries(
+  records: JournalRecord[],
+  context: Pick<CleanupContext, 'runner' | 'liveRoot' | 'lockWaitSeconds'> & { lock?: Locker },
+): Promise<RestoreOutcome> {
   const lock = context.lock ?? flockLocker;
   const outcome: RestoreOutcome = { restored: [], refused: [], failed: [] };
   const releaseRun = await lock(path.join(context.liveRoot, PVE_DM_LOCK), 0);
@@ -2987,10 +3544,17 @@ export async function restoreEntries(records: JournalRecord[], context: Pick<Cle
   try {
     // Parents before their partitions: the reverse of the order they went in.
     for (const record of [...records].reverse()) {
-      const guestLock = record.vmid === null || record.vmid === undefined ? null : path.join(context.liveRoot, guestLockFile(record.vmid, record.guestType ?? 'qemu'));
-      const releaseGuest = guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
+      const guestLock =
+        record.vmid === null || record.vmid === undefined
+          ? null
+          : path.join(context.liveRoot, guestLockFile(record.vmid, record.guestType ?? 'qemu'));
+      const releaseGuest =
+        guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
-        outcome.refused.push({ name: record.name, why: `${guestLabel(record.vmid ?? 0, record.guestType ?? null)}'s lock is held by someone else (${guestLock})` });
+        outcome.refused.push({
+          name: record.name,
+          why: `${guestLabel(record.vmid ?? 0, record.guestType ?? null)}'s lock is held by someone else (${guestLock})`,
+        });
         continue;
       }
       try {
@@ -3577,22 +4141,60 @@ const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
 /** The source of the warnings that carry cluster findings into a single Result. */
 const CLUSTER_SOURCE = 'cluster';
 
-export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterResult['unreachable'], generatedAt: string): ClusterResult {
+export function analyseCluster(
+  runs: readonly NodeRun[],
+  unreachable: ClusterResult['unreachable'],
+  generatedAt: string,
+): ClusterResult {
   // /etc/pve is the cluster's: any capture's storage.cfg and configs say where guests live.
-  const sharedVgs = new Set(runs.flatMap(({ capture }) => parseStorageCfg(capture.storageCfg).storages.filter((s) => s.type === 'lvm' && s.shared && s.vg !== null).map((s) => s.vg as string)));
+  const sharedVgs = new Set(
+    runs.flatMap(({ capture }) =>
+      parseStorageCfg(capture.storageCfg)
+        .storages.filter((s) => s.type === 'lvm' && s.shared && s.vg !== null)
+        .map((s) => s.vg as string),
+    ),
+  );
   const homeOf = new Map<number, string>();
-  for (const { capture } of runs) for (const config of capture.configs) if (!homeOf.has(config.vmid)) homeOf.set(config.vmid, config.node);
-  const guestOn = new Map(runs.flatMap(({ result }) => result.guests.map((guest) => [`${result.node}/${guest.vmid}`, guest] as const)));
+  for (const { capture } of runs)
+    for (const config of capture.configs) if (!homeOf.has(config.vmid)) homeOf.set(config.vmid, config.node);
+  const guestOn = new Map(
+    runs.flatMap(({ result }) => result.guests.map((guest) => [`${result.node}/${guest.vmid}`, guest] as const)),
+  );
 
   // Every activation of a guest's LV (not hand-made copies), by volume; local VGs are per node.
-  const activations = new Map<string, { vg: string; lv: string; vmid: number; type: GuestType | null; lock: string | null; on: { node: string; name: string; remedy: string | null }[] }>();
+  const activations = new Map<
+    string,
+    {
+      vg: string;
+      lv: string;
+      vmid: number;
+      type: GuestType | null;
+      lock: string | null;
+      on: { node: string; name: string; remedy: string | null }[];
+    }
+  >();
   for (const { result } of runs) {
     for (const entry of result.entries) {
       // A guest volume's own activation: judged, or not judged while its guest's operation runs.
       const activation = entry.status !== 'duplicate' && (entry.status !== 'ignored' || entry.reason === 'in-flight');
-      if (entry.vg === null || entry.lv === null || entry.vmid === null || entry.kind === null || !entry.uuid.startsWith('LVM-') || !activation) continue;
+      if (
+        entry.vg === null ||
+        entry.lv === null ||
+        entry.vmid === null ||
+        entry.kind === null ||
+        !entry.uuid.startsWith('LVM-') ||
+        !activation
+      )
+        continue;
       const key = sharedVgs.has(entry.vg) ? lvKey(entry.vg, entry.lv) : `${result.node}:${lvKey(entry.vg, entry.lv)}`;
-      const volume = activations.get(key) ?? { vg: entry.vg, lv: entry.lv, vmid: entry.vmid, type: entry.guestType, lock: entry.lock, on: [] };
+      const volume = activations.get(key) ?? {
+        vg: entry.vg,
+        lv: entry.lv,
+        vmid: entry.vmid,
+        type: entry.guestType,
+        lock: entry.lock,
+        on: [],
+      };
       volume.on.push({ node: result.node, name: entry.name, remedy: entry.remedy });
       activations.set(key, volume);
     }
@@ -3608,25 +4210,55 @@ export function analyseCluster(runs: readonly NodeRun[], unreachable: ClusterRes
     if (on.length > 1) {
       const where = `${volume} is active on ${nodes.join(' and ')}`;
       if (lock === 'migrate') {
-        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended` });
+        findings.push({
+          kind: 'active-on-several-nodes',
+          severity: 'warning',
+          ...base,
+          message: `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended`,
+        });
       } else if (running === true) {
-        findings.push({ kind: 'active-on-several-nodes', severity: 'critical', ...base, message: `${where} while ${label} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run` });
+        findings.push({
+          kind: 'active-on-several-nodes',
+          severity: 'critical',
+          ...base,
+          message: `${where} while ${label} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run`,
+        });
       } else {
-        const guest = home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
-        findings.push({ kind: 'active-on-several-nodes', severity: 'warning', ...base, message: `${where}; ${guest}: deactivate it where the guest does not live` });
+        const guest =
+          home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
+        findings.push({
+          kind: 'active-on-several-nodes',
+          severity: 'warning',
+          ...base,
+          message: `${where}; ${guest}: deactivate it where the guest does not live`,
+        });
       }
     } else if (home !== null && !nodes.includes(home)) {
-      findings.push({ kind: 'active-off-home-node', severity: 'warning', ...base, message: `${volume} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live` });
+      findings.push({
+        kind: 'active-off-home-node',
+        severity: 'warning',
+        ...base,
+        message: `${volume} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live`,
+      });
     }
   }
-  findings.sort((a, b) => (a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1));
+  findings.sort((a, b) =>
+    a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1,
+  );
 
   const results = runs.map(({ result }) => result);
   const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
-  for (const result of results) for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
+  for (const result of results)
+    for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
   const critical = findings.some((finding) => finding.severity === 'critical');
-  const worst = results.reduce((letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter), 'A+' as GradeLetter);
-  const exitCode = Math.max(...results.map((result) => result.exitCode), critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0) as Graded['exitCode'];
+  const worst = results.reduce(
+    (letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter),
+    'A+' as GradeLetter,
+  );
+  const exitCode = Math.max(
+    ...results.map((result) => result.exitCode),
+    critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0,
+  ) as Graded['exitCode'];
   return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
 }
 
@@ -3659,17 +4291,36 @@ export function clusterAsResult(cluster: ClusterResult): Result {
   const onNode = (node: string, name: string) => `${node}:${name}`;
   return {
     node: cluster.nodes.map((result) => result.node).join(', ') || 'cluster',
-    entries: cluster.nodes.flatMap((result) => result.entries.map((entry) => ({ ...entry, name: onNode(result.node, entry.name), realName: onNode(result.node, entry.realName) }))),
-    duplicates: cluster.nodes.flatMap((result) => result.duplicates.map((set) => ({ ...set, kept: onNode(result.node, set.kept), extras: set.extras.map((name) => onNode(result.node, name)) }))),
+    entries: cluster.nodes.flatMap((result) =>
+      result.entries.map((entry) => ({
+        ...entry,
+        name: onNode(result.node, entry.name),
+        realName: onNode(result.node, entry.realName),
+      })),
+    ),
+    duplicates: cluster.nodes.flatMap((result) =>
+      result.duplicates.map((set) => ({
+        ...set,
+        kept: onNode(result.node, set.kept),
+        extras: set.extras.map((name) => onNode(result.node, name)),
+      })),
+    ),
     guests: cluster.nodes.flatMap((result) => result.guests.map((guest) => ({ ...guest, node: result.node }))),
-    missingGuests: cluster.nodes.flatMap((result) => result.missingGuests.map((missing) => ({ ...missing, entries: missing.entries.map((name) => onNode(result.node, name)) }))),
+    missingGuests: cluster.nodes.flatMap((result) =>
+      result.missingGuests.map((missing) => ({
+        ...missing,
+        entries: missing.entries.map((name) => onNode(result.node, name)),
+      })),
+    ),
     system: null,
     meta: null,
     root: null,
     warnings: [
       ...cluster.findings.map((finding) => warn(CLUSTER_SOURCE, null, `${finding.severity}: ${finding.message}`)),
       ...cluster.unreachable.map(({ node, error }) => warn(`node ${node}`, null, `not analysed: ${error}`)),
-      ...cluster.nodes.flatMap((result) => result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) }))),
+      ...cluster.nodes.flatMap((result) =>
+        result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) })),
+      ),
     ],
     // /etc/pve is the cluster's: every node notes the same storage plugins.
     notes: cluster.nodes[0]?.notes ?? [],
@@ -3736,16 +4387,37 @@ export interface RunOutput {
 }
 
 export async function runPipeline(stages: Stages, options: RunOptions): Promise<RunOutput> {
-  const capture = await stages.discover({ root: options.root, runner: options.runner, liveRoot: options.liveRoot, hostname: options.hostname });
+  const capture = await stages.discover({
+    root: options.root,
+    runner: options.runner,
+    liveRoot: options.liveRoot,
+    hostname: options.hostname,
+  });
   const state = stages.parse(capture);
   const full = stages.classify(state);
-  const classification = options.vmids.length > 0 ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid))) : full;
+  const classification =
+    options.vmids.length > 0
+      ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid)))
+      : full;
   const graded = stages.grade(classification);
   const result: Result = {
-    ...classification, ...graded, generatedAt: (options.now ?? new Date()).toISOString(), vmids: options.vmids.length > 0 ? options.vmids : null, notifications: [], cleanup: null,
+    ...classification,
+    ...graded,
+    generatedAt: (options.now ?? new Date()).toISOString(),
+    vmids: options.vmids.length > 0 ? options.vmids : null,
+    notifications: [],
+    cleanup: null,
   };
   const { json, html, color, nagios, checkmk, prometheus } = options;
-  const reports = await stages.report(result, { json, console: options.console, html, color, nagios, checkmk, prometheus });
+  const reports = await stages.report(result, {
+    json,
+    console: options.console,
+    html,
+    color,
+    nagios,
+    checkmk,
+    prometheus,
+  });
   return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
 }
 
@@ -4025,12 +4697,21 @@ function describeCandidate(action: PlannedAction, result: Result): string {
  * first; open or locked ones cannot be picked), confirm exactly what will run, watch it run.
  * Ctrl-C or Escape at any point stops: nothing more is done, and what was done is reported.
  */
-export async function interactiveCleanup(plan: CleanupPlan, result: Result, context: CleanupContext): Promise<CleanupOutcome | null> {
+export async function interactiveCleanup(
+  plan: CleanupPlan,
+  result: Result,
+  context: CleanupContext,
+): Promise<CleanupOutcome | null> {
   const clack = await import('@clack/prompts');
   clack.intro('pve-dm cleanup');
   const picked = await clack.multiselect({
     message: 'Entries to remove (space toggles, enter goes on; duplicates first, then tombstones)',
-    options: plan.actions.map((action) => ({ value: action.name, label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${mangleDmName(action.name)}`, hint: describeCandidate(action, result), disabled: action.blockedBy !== null })),
+    options: plan.actions.map((action) => ({
+      value: action.name,
+      label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${mangleDmName(action.name)}`,
+      hint: describeCandidate(action, result),
+      disabled: action.blockedBy !== null,
+    })),
     initialValues: plan.actions.filter((action) => action.blockedBy === null).map((action) => action.name),
     required: false,
   });
@@ -4039,8 +4720,14 @@ export async function interactiveCleanup(plan: CleanupPlan, result: Result, cont
     return null;
   }
   const chosen = plan.actions.filter((action) => picked.includes(action.name));
-  const summary = chosen.map((action) => `  ${action.command.map(shellQuote).join(' ')}`).map(terminalSafe).join('\n');
-  const go = await clack.confirm({ message: `Run these ${chosen.length} command(s)? Each entry is checked again right before.\n${summary}`, initialValue: false });
+  const summary = chosen
+    .map((action) => `  ${action.command.map(shellQuote).join(' ')}`)
+    .map(terminalSafe)
+    .join('\n');
+  const go = await clack.confirm({
+    message: `Run these ${chosen.length} command(s)? Each entry is checked again right before.\n${summary}`,
+    initialValue: false,
+  });
   if (clack.isCancel(go) || !go) {
     clack.cancel('Cancelled: nothing was changed.');
     return null;
@@ -4048,7 +4735,9 @@ export async function interactiveCleanup(plan: CleanupPlan, result: Result, cont
   const stop = new AbortController();
   const spin = clack.spinner({ onCancel: () => stop.abort(), cancelMessage: 'Stopping after the entry in hand' });
   spin.start('Removing');
-  const outcome = await executeCleanup({ actions: chosen }, { ...context, signal: stop.signal }, (step) => spin.message(terminalSafe(step)));
+  const outcome = await executeCleanup({ actions: chosen }, { ...context, signal: stop.signal }, (step) =>
+    spin.message(terminalSafe(step)),
+  );
   spin.stop(stop.signal.aborted ? 'Stopped' : 'Done');
   clack.outro(`${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed`);
   return outcome;
@@ -4056,10 +4745,17 @@ export async function interactiveCleanup(plan: CleanupPlan, result: Result, cont
 
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
-  for (const removed of outcome.removed) lines.push(`  removed  ${mangleDmName(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`);
-  for (const skipped of outcome.skipped) lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
-  for (const failed of outcome.failed) lines.push(`  FAILED   ${mangleDmName(failed.name)}: ${terminalSafe(failed.error)}`);
-  lines.push(`  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? '; undo with: pve-dm.ts restore --last' : ''}`);
+  for (const removed of outcome.removed)
+    lines.push(
+      `  removed  ${mangleDmName(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`,
+    );
+  for (const skipped of outcome.skipped)
+    lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
+  for (const failed of outcome.failed)
+    lines.push(`  FAILED   ${mangleDmName(failed.name)}: ${terminalSafe(failed.error)}`);
+  lines.push(
+    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? '; undo with: pve-dm.ts restore --last' : ''}`,
+  );
   return `${lines.join('\n')}\n`;
 }
 
@@ -4067,16 +4763,28 @@ export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds.
-  const rows = records.map((r) => [r.id, r.at, mangleDmName(String(r.name)), r.action, r.reason, r.outcome ?? '?'].map((cell) => terminalSafe(String(cell))));
+  const rows = records.map((r) =>
+    [r.id, r.at, mangleDmName(String(r.name)), r.action, r.reason, r.outcome ?? '?'].map((cell) =>
+      terminalSafe(String(cell)),
+    ),
+  );
   return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON', 'OUTCOME'], rows).join('\n')}\n`;
 }
 
-async function restoreCommand(options: CliOptions, runner: Runner, liveRoot: string, io: { stdout: { write(text: string): unknown }; stderr: { write(text: string): unknown } }): Promise<number> {
+async function restoreCommand(
+  options: CliOptions,
+  runner: Runner,
+  liveRoot: string,
+  io: { stdout: { write(text: string): unknown }; stderr: { write(text: string): unknown } },
+): Promise<number> {
   const journal = readJournal(options.journal);
   const lastRun = journal.at(-1)?.run;
-  const records = options.restoreLast ? journal.filter((record) => record.run === lastRun) : options.restoreIds.map((id) => journal.find((record) => record.id === id) ?? id);
+  const records = options.restoreLast
+    ? journal.filter((record) => record.run === lastRun)
+    : options.restoreIds.map((id) => journal.find((record) => record.id === id) ?? id);
   const unknown = records.filter((record): record is string => typeof record === 'string');
-  if (unknown.length > 0) throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see pve-dm.ts journal)`);
+  if (unknown.length > 0)
+    throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see pve-dm.ts journal)`);
   if (records.length === 0) throw new UserError(`the journal ${options.journal} is empty: nothing to restore`);
   // A removal that failed left its entry where it was: there is nothing to bring back.
   const removed = (records as JournalRecord[]).filter((record) => record.outcome !== 'failed');
@@ -4115,46 +4823,81 @@ export async function main(
   };
   try {
     const options = parseCli(argv, process.env, io.isTty);
-    if (options.command === 'help') return io.stdout.write(`${USAGE}\n`), 0;
-    if (options.command === 'version') return io.stdout.write(`pve-dm ${VERSION}\n`), 0;
+    if (options.command === 'help') return (io.stdout.write(`${USAGE}\n`), 0);
+    if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
     const consoleRun = options.format === 'console';
     const jsonRun = options.format === 'json';
-    const interactive = io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && !options.yes && consoleRun && !options.reportOnly && !options.dryRun;
-    const allowChanges = (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
+    const interactive =
+      io.isTty &&
+      Boolean(process.stdin.isTTY) &&
+      options.command === 'analyse' &&
+      !options.yes &&
+      consoleRun &&
+      !options.reportOnly &&
+      !options.dryRun;
+    const allowChanges =
+      (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
     const runner = createRunner({ allowChanges, exec: live.exec });
     const liveRoot = live.liveRoot ?? '/';
-    if (options.command === 'journal') return io.stdout.write(renderJournal(readJournal(options.journal), jsonRun)), 0;
+    if (options.command === 'journal')
+      return (io.stdout.write(renderJournal(readJournal(options.journal), jsonRun)), 0);
     if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);
     if (options.command === 'capture') {
       const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
       const capture = options.anonymise ? anonymiseCapture(discovered) : discovered;
       // `capture -` is what --cluster asks of the other nodes: the capture alone on stdout.
-      if (options.captureDir === '-') return io.stdout.write(captureToJson(capture)), 0;
+      if (options.captureDir === '-') return (io.stdout.write(captureToJson(capture)), 0);
       await writeCapture(options.captureDir as string, capture);
       for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-      io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`);
+      io.stderr.write(
+        `pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`,
+      );
       return 0;
     }
-    const settings = loadSettings(options.configFile ?? path.join(HERE, 'pve-dm.conf'), process.env, { required: options.configFile !== null });
-    const loaded = options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir, { required: options.pluginsDirGiven });
-    if (options.command === 'plugins') return io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0;
+    const settings = loadSettings(options.configFile ?? path.join(HERE, 'pve-dm.conf'), process.env, {
+      required: options.configFile !== null,
+    });
+    const loaded =
+      options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir, { required: options.pluginsDirGiven });
+    if (options.command === 'plugins')
+      return (io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0);
     const plugins = loaded.map(({ plugin }) => plugin);
     const stages = composeStages(defaultStages, plugins);
     const notifyMode = options.notify;
     const notifying = notifyMode !== null && plugins.some((plugin) => isActiveNotifier(plugin, settings));
     const now = new Date();
     const runOptions: RunOptions = {
-      root: options.root, liveRoot: live.liveRoot, hostname: live.hostname, vmids: options.vmids, runner, now, color: options.color, selection: options.selection,
-      json: jsonRun || notifying, console: consoleRun, html: options.htmlFile !== null || consoleRun || notifying,
-      nagios: options.format === 'nagios', checkmk: options.format === 'checkmk', prometheus: options.prometheusFile !== null,
+      root: options.root,
+      liveRoot: live.liveRoot,
+      hostname: live.hostname,
+      vmids: options.vmids,
+      runner,
+      now,
+      color: options.color,
+      selection: options.selection,
+      json: jsonRun || notifying,
+      console: consoleRun,
+      html: options.htmlFile !== null || consoleRun || notifying,
+      nagios: options.format === 'nagios',
+      checkmk: options.format === 'checkmk',
+      prometheus: options.prometheusFile !== null,
     };
     const clusterRun =
-      options.cluster || options.roots.length > 1 ? await runCluster(stages, { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs }) : null;
+      options.cluster || options.roots.length > 1
+        ? await runCluster(stages, {
+            ...runOptions,
+            roots: options.roots,
+            live: options.cluster,
+            nodeTimeoutMs: options.nodeTimeoutMs,
+          })
+        : null;
     const { capture, result, reports, plan: planned } = clusterRun ?? (await runPipeline(stages, runOptions));
     // The JSON again once notifications (or a cleanup) are known.
     const jsonOf = async (final: Result) =>
-      clusterRun === null ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json : `${terminalSafeJson(clusterToJson(clusterRun.cluster, final.notifications))}\n`;
+      clusterRun === null
+        ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json
+        : `${terminalSafeJson(clusterToJson(clusterRun.cluster, final.notifications))}\n`;
     if (options.prometheusFile !== null) {
       // Before anything is printed: a file that cannot be written is a run that failed (exit 3).
       const file = options.prometheusFile;
@@ -4162,23 +4905,37 @@ export async function main(
         throw new UserError(`cannot write the Prometheus file ${file}: ${error.code ?? error.message}`);
       });
     }
-    const plan = options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
+    const plan =
+      options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
     let final = result;
     let json = reports.json;
     if (notifying) {
       const decision = shouldNotify(notifyMode, result, options.stateFile);
       if (decision.send) {
-        const sent = { json: reports.json ?? '', html: reports.html ?? '', subject: notificationSubject(result), text: notificationText(result) };
+        const sent = {
+          json: reports.json ?? '',
+          html: reports.html ?? '',
+          subject: notificationSubject(result),
+          text: notificationText(result),
+        };
         const timeoutMs = Number(settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
         const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
-        final = { ...result, notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }) };
+        final = {
+          ...result,
+          notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }),
+        };
         if (jsonRun) json = await jsonOf(final);
-        for (const failed of final.notifications.filter((n) => !n.ok)) io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
+        for (const failed of final.notifications.filter((n) => !n.ok))
+          io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
         // A change nobody was told about is still a change next time.
         if (notifyMode === 'change' && final.notifications.some((n) => n.ok)) {
-          await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: NodeJS.ErrnoException) => {
-            io.stderr.write(`pve-dm: cannot save the notification state to ${options.stateFile}: ${error.code ?? error.message}; the next run will notify again\n`);
-          });
+          await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch(
+            (error: NodeJS.ErrnoException) => {
+              io.stderr.write(
+                `pve-dm: cannot save the notification state to ${options.stateFile}: ${error.code ?? error.message}; the next run will notify again\n`,
+              );
+            },
+          );
         }
       }
     }
@@ -4191,31 +4948,42 @@ export async function main(
         await writeAtomically(file, reports.html);
         if (consoleRun) io.stdout.write(`\nHTML report: ${file}\n`);
       } catch (error) {
-        io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+        io.stderr.write(
+          `pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`,
+        );
         exitCode = Math.max(exitCode, 1);
       }
     }
     if (consoleRun && final.notifications.length > 0) {
-      io.stdout.write(`\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`);
+      io.stdout.write(
+        `\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`,
+      );
     }
     if (!consoleRun) {
       for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
       for (const note of result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
     }
-    const run = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const run = now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
     const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run };
     if (interactive && plan.actions.length > 0) {
-      if (options.root !== undefined) io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
+      if (options.root !== undefined)
+        io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
       else {
         const cleanup = await interactiveCleanup(plan, result, cleanupContext);
         if (cleanup !== null) io.stdout.write(renderCleanup(cleanup, false));
         if (cleanup !== null && cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
       }
     } else if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
-      const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`));
+      const cleanup = await executeCleanup(plan, cleanupContext, (step) =>
+        io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`),
+      );
       final = { ...final, cleanup };
       if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
-      for (const failed of cleanup.failed) io.stderr.write(`pve-dm: could not remove ${mangleDmName(failed.name)}: ${failed.error}\n`);
+      for (const failed of cleanup.failed)
+        io.stderr.write(`pve-dm: could not remove ${mangleDmName(failed.name)}: ${failed.error}\n`);
       if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
       if (jsonRun) json = await jsonOf(final);
     } else if (!options.reportOnly && consoleRun) {
@@ -4224,7 +4992,13 @@ export async function main(
     if (jsonRun) io.stdout.write(json ?? '');
     if (options.format === 'nagios' || options.format === 'checkmk') {
       // The state printed is the exit code, also when writing the HTML report raised it.
-      const monitored = exitCode === result.exitCode ? reports : await stages.report({ ...final, exitCode: exitCode as Result['exitCode'] }, { json: false, console: false, html: false, color: false, [options.format]: true });
+      const monitored =
+        exitCode === result.exitCode
+          ? reports
+          : await stages.report(
+              { ...final, exitCode: exitCode as Result['exitCode'] },
+              { json: false, console: false, html: false, color: false, [options.format]: true },
+            );
       io.stdout.write(monitored[options.format] ?? '');
     }
     return exitCode;

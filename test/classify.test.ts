@@ -479,7 +479,7 @@ test('a guest volume in a VG no LVM storage names: not judged when storage.cfg h
   const linstor = run(node([backing], { storageCfg: drbd, configs: [VM100] }));
   const entry = linstor.entries[0];
   assert.equal([entry?.status, entry?.reason, entry?.remedy], ['ignored', 'foreign-vg', null]);
-  assert.match(entry?.advice ?? '', /storage types pve-dm does not know \(drbd\)/);
+  assert.match(entry?.advice ?? '', /types pve-dm does not know \(drbd\)/);
   assert.equal(linstor.notes.map((n) => `${n.source}:${n.line}`), ['etc/pve/storage.cfg:1']);
   assert.is(grade(linstor).exitCode, 0, 'a healthy node with a storage plugin reads OK');
   const open = run(node([lvm('oldvg', 'vm-100-disk-1', { open: 1 })], { configs: [VM100] }));
