@@ -869,8 +869,9 @@ export interface LogicalVolume {
   tags: readonly string[];
   /** Shown by `lvs -a` in brackets: LVM's own sub-LVs (`[data_tdata]`). */
   hidden: boolean;
-  /** The dm uuid of the LV's own mapping: `LVM-` + VG uuid + LV uuid, no dashes (null: lvs.txt has no uuids). */
-  dmUuid: string | null;
+  /** The LV's and its VG's uuids as lvs prints them (null: an lvs.txt without uuids); see mapsLv. */
+  lvUuid: string | null;
+  vgUuid: string | null;
   /** A thin LV's pool (null: none, or not known). */
   pool: string | null;
 }
@@ -924,6 +925,23 @@ const NO_TAGS: readonly string[] = Object.freeze([]);
 
 /** LVM prints a uuid as 32 characters in groups of 6-4-4-4-4-4-6 (lib/uuid/uuid.c id_write_format). */
 const LVM_DISPLAY_UUID_RE = /^[A-Za-z0-9]{6}(?:-[A-Za-z0-9]{4}){5}-[A-Za-z0-9]{6}$/;
+const NO_UUIDS = Object.freeze({ lvUuid: null, vgUuid: null });
+
+/** Whether the 32 characters of `compact` from `at` are the uuid lvs printed as `shown` (its dashes left out). */
+function sameLvmId(compact: string, at: number, shown: string): boolean {
+  let next = at;
+  for (let i = 0; i < shown.length; i++) if (shown[i] !== '-' && shown[i] !== compact[next++]) return false;
+  return next === at + 32;
+}
+
+/**
+ * Whether a dm uuid is that of the LV's own mapping, `LVM-` + VG uuid + LV uuid without their
+ * dashes (lib/misc/lvm-string.c build_dm_uuid); null when lvs.txt has no uuids.
+ */
+export function mapsLv(lv: LogicalVolume, dmUuid: string): boolean | null {
+  if (lv.lvUuid === null || lv.vgUuid === null) return null;
+  return dmUuid.length === 68 && dmUuid.startsWith('LVM-') && sameLvmId(dmUuid, 4, lv.vgUuid) && sameLvmId(dmUuid, 36, lv.lvUuid);
+}
 
 /**
  * `lvs` as LVS_ARGS asks for it: `vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv`. A capture of an earlier
@@ -956,9 +974,9 @@ export function parseLvs(
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
     const lv = hidden ? name.slice(1, -1) : name;
-    const dmUuid = withUuids ? `LVM-${vgUuid.replaceAll('-', '')}${lvUuid.replaceAll('-', '')}` : null;
     const pool = fields[6] || null;
-    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden, dmUuid, pool });
+    const uuids = withUuids ? { lvUuid, vgUuid } : NO_UUIDS;
+    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden, ...uuids, pool });
   });
   return { lvs, warnings };
 }
@@ -1795,7 +1813,7 @@ function lvmView(
   const state = known.attr[4];
   if (state === 'X') return null;
   if (state === '-' || state === 'h') return 'other';
-  return known.dmUuid === null || known.dmUuid === uuid ? 'owned' : 'other';
+  return mapsLv(known, uuid) === false ? 'other' : 'owned';
 }
 
 /** A guest volume's entry: valid when a config here references it, else the first problem rule that holds. */
@@ -3067,7 +3085,7 @@ export async function validateHtml(html: string, result: Result): Promise<string
   );
   for (const guest of result.guests) {
     const shown = shownNames.get(String(guest.vmid));
-    if (shown !== (guest.name ?? '—')) problems.push(`guest ${guest.vmid}: name shown as ${JSON.stringify(shown)}`);
+    if (shown !== (guest.name ?? '—')) problems.push(`${guestLabel(guest.vmid, guest.type)}: name shown as ${JSON.stringify(shown)}`);
   }
   if ($('[data-field="node"]').text() !== result.node) problems.push('node name altered');
   if ($('[data-field="grade"]').text() !== result.grade) problems.push('grade altered');
@@ -4141,6 +4159,43 @@ const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
 /** The source of the warnings that carry cluster findings into a single Result. */
 const CLUSTER_SOURCE = 'cluster';
 
+/** A guest volume's activations across the cluster (local VGs: one node's). */
+interface Activation {
+  vg: string;
+  lv: string;
+  vmid: number;
+  type: GuestType | null;
+  lock: string | null;
+  on: ClusterFinding['activeOn'];
+}
+
+/** What a volume's activations show, if anything; while its guest holds a lock, nothing of it is to be touched. */
+function clusterFinding(volume: Activation, home: string | null, running: boolean | null): ClusterFinding | null {
+  const { vg, lv, vmid, type, lock, on } = volume;
+  const label = guestLabel(vmid, type);
+  const nodes = on.map((a) => a.node);
+  const base = { vg, lv, vmid, home, running, lock, activeOn: on };
+  const where = `${vg}/${lv} is active on ${nodes.join(' and ')}`;
+  const then = (act: string) => (lock === null ? act : `once ${label}'s operation has ended (lock: ${lock}), ${act}`);
+  const several = 'active-on-several-nodes';
+  if (on.length > 1 && lock === 'migrate') {
+    const message = `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended`;
+    return { kind: several, severity: 'warning', ...base, message };
+  }
+  if (on.length > 1 && running === true) {
+    const harm = `two nodes writing one LV corrupt it (Proxmox bug 4997); ${then('deactivate it where the guest does not run')}`;
+    return { kind: several, severity: 'critical', ...base, message: `${where} while ${label} runs on ${home}: ${harm}` };
+  }
+  if (on.length > 1) {
+    const guest = home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
+    const message = `${where}; ${guest}: ${then('deactivate it where the guest does not live')}`;
+    return { kind: several, severity: 'warning', ...base, message };
+  }
+  if (home === null || nodes.includes(home)) return null;
+  const message = `${vg}/${lv} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live`;
+  return { kind: 'active-off-home-node', severity: 'warning', ...base, message };
+}
+
 export function analyseCluster(
   runs: readonly NodeRun[],
   unreachable: ClusterResult['unreachable'],
@@ -4162,17 +4217,7 @@ export function analyseCluster(
   );
 
   // Every activation of a guest's LV (not hand-made copies), by volume; local VGs are per node.
-  const activations = new Map<
-    string,
-    {
-      vg: string;
-      lv: string;
-      vmid: number;
-      type: GuestType | null;
-      lock: string | null;
-      on: { node: string; name: string; remedy: string | null }[];
-    }
-  >();
+  const activations = new Map<string, Activation>();
   for (const { result } of runs) {
     for (const entry of result.entries) {
       // A guest volume's own activation: judged, or not judged while its guest's operation runs.
@@ -4200,47 +4245,11 @@ export function analyseCluster(
     }
   }
   const findings: ClusterFinding[] = [];
-  for (const { vg, lv, vmid, type, lock, on } of activations.values()) {
-    const label = guestLabel(vmid, type);
-    const home = homeOf.get(vmid) ?? null;
-    const running = home === null ? null : (guestOn.get(`${home}/${vmid}`)?.running ?? null);
-    const nodes = on.map((a) => a.node);
-    const base = { vg, lv, vmid, home, running, lock, activeOn: on };
-    const volume = `${vg}/${lv}`;
-    if (on.length > 1) {
-      const where = `${volume} is active on ${nodes.join(' and ')}`;
-      if (lock === 'migrate') {
-        findings.push({
-          kind: 'active-on-several-nodes',
-          severity: 'warning',
-          ...base,
-          message: `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended`,
-        });
-      } else if (running === true) {
-        findings.push({
-          kind: 'active-on-several-nodes',
-          severity: 'critical',
-          ...base,
-          message: `${where} while ${label} runs on ${home}: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run`,
-        });
-      } else {
-        const guest =
-          home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
-        findings.push({
-          kind: 'active-on-several-nodes',
-          severity: 'warning',
-          ...base,
-          message: `${where}; ${guest}: deactivate it where the guest does not live`,
-        });
-      }
-    } else if (home !== null && !nodes.includes(home)) {
-      findings.push({
-        kind: 'active-off-home-node',
-        severity: 'warning',
-        ...base,
-        message: `${volume} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live`,
-      });
-    }
+  for (const volume of activations.values()) {
+    const home = homeOf.get(volume.vmid) ?? null;
+    const running = home === null ? null : (guestOn.get(`${home}/${volume.vmid}`)?.running ?? null);
+    const finding = clusterFinding(volume, home, running);
+    if (finding !== null) findings.push(finding);
   }
   findings.sort((a, b) =>
     a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1,

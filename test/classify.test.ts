@@ -2,7 +2,7 @@
 import * as assert from 'uvu/assert';
 import { classify, grade, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test } from './harness.ts';
-import { lvmDmName, lvmUuid } from './support/lvm.ts';
+import { lvmDmName, lvmUuid, lvsLine as lvsLineOf } from './support/lvm.ts';
 
 interface Dm {
   name: string;
@@ -403,8 +403,7 @@ test('grade: duplicates F; tombstones 0 A+, 1-5 B, 6-20 C, 21-50 D, more F; exit
 });
 
 // ── 11. Read as Proxmox reads, remedies that work, work in flight (issue 14) ─────────────────
-const lvsLine = (vg: string, lv: string, attr = '-wi-a-----', tags = '', pool = '') =>
-  `  ${vg}|${lv}|${attr}|${tags}|${lvmUuid(vg, lv).slice(36).replace(/^(.{6})(.{4})(.{4})(.{4})(.{4})(.{4})(.{6})$/, '$1-$2-$3-$4-$5-$6-$7')}|${lvmUuid(vg, lv).slice(4, 36).replace(/^(.{6})(.{4})(.{4})(.{4})(.{4})(.{4})(.{6})$/, '$1-$2-$3-$4-$5-$6-$7')}|${pool}`;
+const lvsLine = (vg: string, lv: string, attr = '-wi-a-----', tags = '', pool = '') => lvsLineOf(vg, lv, attr, tags, pool);
 
 test('the oracle\'s minimal inputs: a volume not first, an empty first item, cdrom, a doubled vgname, a snapshot of a name with `_`: all valid', () => {
   const cases: [string, string, Partial<Capture>][] = [

@@ -52,6 +52,23 @@ test('what only the cluster shows: shared LVs active on two nodes, and a disk ac
   ]);
 });
 
+test('a shared LV active on two nodes while its running guest holds a lock: critical, and no command before the lock ends', async () => {
+  const dir = tempDir();
+  const runs = [];
+  for (const name of NODES) {
+    const copy = path.join(dir, path.basename(name));
+    execFileSync('cp', ['-a', name, copy]);
+    // VM 300 lives on pve2; its backup is running (lock: backup) while pve1 still has its disk active.
+    const conf = path.join(copy, 'etc/pve/nodes/pve2/qemu-server/300.conf');
+    writeFileSync(conf, `lock: backup\n${readFileSync(conf, 'utf8')}`);
+    runs.push(await runPipeline(defaultStages, { root: copy, vmids: [], json: false, console: false, html: false, color: false, runner: createRunner({ allowChanges: false }) }));
+  }
+  const finding = analyseCluster(runs, [], '2026-11-25T12:00:00.000Z').findings.find((f) => f.vmid === 300);
+  assert.is(finding?.severity, 'critical');
+  assert.is(finding?.message, 'san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2: two nodes writing one LV corrupt it (Proxmox bug 4997); once VM 300\'s operation has ended (lock: backup), deactivate it where the guest does not run');
+  assert.equal(finding?.activeOn.map((a) => a.remedy), [null, null], 'no command for a locked guest\'s volume, on any node');
+});
+
 test('the local VG of each node is its own: pve/vm-302-disk-0 on pve2 is not "active on several nodes"', async () => {
   const { findings } = await cluster();
   assert.not.ok(findings.some((f) => f.vg === 'pve'));

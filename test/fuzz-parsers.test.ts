@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
-  dmsetupTakesAsIs, mangleDmName, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
+  dmsetupTakesAsIs, mangleDmName, mapsLv, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
   stripCopySuffix, unmangleDmName, volumesOfPropertyString, volumesOfRef, type VolumeRef,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
@@ -135,8 +135,15 @@ property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids and po
     assert.equal(parsed.warnings, []);
     assert.is(parsed.lvs.size, volumes.length);
     for (const { vg, lv, attr, tags, hidden, uuids } of volumes) {
-      const dmUuid = uuids === null ? null : `LVM-${uuids[1].replaceAll('-', '')}${uuids[0].replaceAll('-', '')}`;
-      assert.equal(parsed.lvs.get(vg, lv), { vg, lv, attr, tags, hidden, dmUuid, pool: uuids?.[2] ?? null });
+      const parsedLv = parsed.lvs.get(vg, lv);
+      assert.equal(parsedLv, { vg, lv, attr, tags, hidden, lvUuid: uuids?.[0] ?? null, vgUuid: uuids?.[1] ?? null, pool: uuids?.[2] ?? null });
+      // The LV's own mapping: LVM- + VG uuid + LV uuid, dashes left out (build_dm_uuid); not another's.
+      if (uuids === null || parsedLv === undefined) continue;
+      const own = `LVM-${uuids[1].replaceAll('-', '')}${uuids[0].replaceAll('-', '')}`;
+      assert.is(mapsLv(parsedLv, own), true);
+      assert.is(mapsLv(parsedLv, `${own.slice(0, -1)}${own.endsWith('x') ? 'y' : 'x'}`), false);
+      assert.is(mapsLv(parsedLv, `LVM-${uuids[0].replaceAll('-', '')}${uuids[1].replaceAll('-', '')}`), uuids[0] === uuids[1]);
+      assert.is(mapsLv(parsedLv, `${own}-tpool`), false);
     }
   }));
 

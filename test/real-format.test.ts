@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { classify, mangleDmName, parse, parseDmsetupInfo, parseDmsetupTable, parseLvs, type Capture } from '../pve-dm.ts';
+import { classify, mangleDmName, mapsLv, parse, parseDmsetupInfo, parseDmsetupTable, parseLvs, type Capture, type LogicalVolume } from '../pve-dm.ts';
 import { lvmDmName } from './support/lvm.ts';
 import { capture, config, REAL, test } from './harness.ts';
 
@@ -66,11 +66,12 @@ test('every real lvs line parses: hidden LVs, ceph tags, thin attrs', () => {
   for (const lv of lvs.values()) {
     const entry = dm.find((e) => e.name === lvmDmName(lv.vg, lv.lv));
     if (entry === undefined || !entry.uuid.startsWith('LVM-') || entry.uuid.length !== 68 || lv.lv === 'vm-778-disk-0') continue;
-    assert.is(lv.dmUuid, entry.uuid, `${lv.vg}/${lv.lv}`);
+    assert.is(mapsLv(lv, entry.uuid), true, `${lv.vg}/${lv.lv}`);
     mapped++;
   }
   assert.ok(mapped >= 20, `${mapped} LVs checked`);
-  assert.is.not(lvs.get('ssd-ha01', 'vm-778-disk-0')?.dmUuid, dm.find((e) => e.name === 'ssd--ha01-vm--778--disk--0')?.uuid, 'the stale mapping has another uuid');
+  const stale = dm.find((e) => e.name === 'ssd--ha01-vm--778--disk--0')?.uuid ?? '';
+  assert.is(mapsLv(lvs.get('ssd-ha01', 'vm-778-disk-0') as LogicalVolume, stale), false, 'the stale mapping has another uuid');
 });
 
 test('the real kernel\'s node, with Proxmox configs, classifies entry by entry', () => {

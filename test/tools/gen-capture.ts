@@ -10,7 +10,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CAPTURE_FILES, VERSION, writeCapture, type Capture, type ConfigFile, type Status, type Summary } from '../../pve-dm.ts';
-import { lvmDmName, lvmUuid } from '../support/lvm.ts';
+import { lvmDmName, lvmUuid, lvsLine } from '../support/lvm.ts';
 
 export const NODE = 'pve-bench';
 const OTHER_NODES = ['pve-bench-b', 'pve-bench-c'];
@@ -119,7 +119,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     const thin = storage.pool !== null;
     if (inLvs) {
       const attr = snapshot ? 'Vri---tz-k' : `${thin ? 'V' : '-'}wi-${active ? 'a' : '-'}${open > 0 ? 'o' : '-'}${thin ? 'tz--' : '----'}`;
-      lvs.push(`  ${storage.vg}|${lv}|${attr}|${tags}`);
+      lvs.push(lvsLine(storage.vg, lv, attr, tags, storage.pool ?? ''));
     }
     if (!active) return null;
     const at = sectorsAt.get(storage.vg) ?? 2048;
@@ -136,7 +136,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   entry('mpatha-part1', 'part1-mpath-3600a098038314d6f4f5d4c6a6b4d3171', '0 8589932544 linear 252:0 2048', 1, 'ignored');
   entry('cryptdata', 'CRYPT-LUKS2-6f1c3e0a9b7d4c2e8a5f1b3d7c9e0a2b-cryptdata', '0 7814037168 crypt aes-xts-plain64 :64:logon:cryptsetup:6f1c3e0a-d0 0 8:16 32768', 1, 'ignored');
   for (const [vg, lv] of [['pve', 'root'], ['pve', 'swap']] as const) {
-    lvs.push(`  ${vg}|${lv}|-wi-ao----|`);
+    lvs.push(lvsLine(vg, lv, '-wi-ao----'));
     entry(lvmDmName(vg, lv), lvmUuid(vg, lv), `0 ${lv === 'root' ? 201326592 : 16777216} linear 8:3 ${lv === 'root' ? 34816 : 201361408}`, 1, 'ignored');
   }
   const poolMinor = new Map<string, number>();
