@@ -925,7 +925,6 @@ const NO_TAGS: readonly string[] = Object.freeze([]);
 
 /** LVM prints a uuid as 32 characters in groups of 6-4-4-4-4-4-6 (lib/uuid/uuid.c id_write_format). */
 const LVM_DISPLAY_UUID_RE = /^[A-Za-z0-9]{6}(?:-[A-Za-z0-9]{4}){5}-[A-Za-z0-9]{6}$/;
-const NO_UUIDS = Object.freeze({ lvUuid: null, vgUuid: null });
 
 /** Whether the 32 characters of `compact` from `at` are the uuid lvs printed as `shown` (its dashes left out). */
 function sameLvmId(compact: string, at: number, shown: string): boolean {
@@ -975,8 +974,10 @@ export function parseLvs(
     const hidden = name.startsWith('[') && name.endsWith(']');
     const lv = hidden ? name.slice(1, -1) : name;
     const pool = fields[6] || null;
-    const uuids = withUuids ? { lvUuid, vgUuid } : NO_UUIDS;
-    lvs.set(vg, lv, { vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden, ...uuids, pool });
+    lvs.set(vg, lv, {
+      vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden,
+      lvUuid: withUuids ? lvUuid : null, vgUuid: withUuids ? vgUuid : null, pool,
+    });
   });
   return { lvs, warnings };
 }
@@ -1143,7 +1144,6 @@ const LXC_RAW_KEY_RE = /^lxc\.[a-z0-9_.-]+(?::|\s*=)/;
 const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 /** NUL, control characters but tab, or bytes that were not UTF-8. */
 const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
-const VOLUME_ITEM_RE = /^(?:file|volume)=/;
 const BLANK_RE = /^\s*$/;
 const VOLUME_LIST_SEPARATOR_RE = /[,;\s]+/;
 const NO_VOLUMES: readonly string[] = Object.freeze([]);
@@ -1169,9 +1169,10 @@ function configValue(line: string, colon: number): string {
 export function volumesOfPropertyString(value: string): string[] {
   const volumes: string[] = [];
   for (const item of value.split(',')) {
-    const equals = item.indexOf('=');
-    const volume = equals < 0 ? item : VOLUME_ITEM_RE.test(item) ? item.slice(equals + 1) : '';
-    if (!BLANK_RE.test(volume) && volume !== 'none' && volume !== 'cdrom') volumes.push(volume);
+    const named = item.startsWith('file=') || item.startsWith('volume=');
+    if (!named && item.includes('=')) continue;
+    const volume = named ? item.slice(item.indexOf('=') + 1) : item;
+    if (volume !== 'none' && volume !== 'cdrom' && !BLANK_RE.test(volume)) volumes.push(volume);
   }
   return volumes;
 }
@@ -1257,8 +1258,9 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       else if (key === 'template') config.template = configValue(line, colon) === '1';
       else if (key === nameKey) config.name = configValue(line, colon);
     }
-    for (const volume of volumesOfLine(line, colon, key, section, volumeKeys))
-      config.refs.push({ volume, key, section, line: lineNo });
+    const volumes = volumesOfLine(line, colon, key, section, volumeKeys);
+    // Most lines name none: no iteration for them (thousands of configs, a few dozen lines each).
+    if (volumes !== NO_VOLUMES) for (const volume of volumes) config.refs.push({ volume, key, section, line: lineNo });
   });
   if (keyLines === 0) {
     warnings.push(
