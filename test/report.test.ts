@@ -214,7 +214,7 @@ test('validateHtml can fail: an injected element or attribute, a lost or doubled
     ['section doubled', tampered(($) => $('[data-section="guests"]').after($('[data-section="guests"]').clone())), /section guests appears 2 times/],
     ['problem row removed', tampered(($) => $('tr[data-entry]').last().remove()), /problem entries: 3 rows for 4 items/],
     ['guest row removed', tampered(($) => $('tr[data-guest]').first().remove()), /guests: 4 rows for 5 items/],
-    ['guest name altered', tampered(($) => $('tr[data-guest="169"] [data-field="name"]').text('someone-else')), /guest 169: name shown as "someone-else"/],
+    ['guest name altered', tampered(($) => $('tr[data-guest="169"] [data-field="name"]').text('someone-else')), /VM 169: name shown as "someone-else"/],
     ['grade altered', tampered(($) => $('[data-field="grade"]').text('A+')), /grade altered/],
   ];
   for (const [what, page, problem] of cases) {
