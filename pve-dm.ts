@@ -1691,15 +1691,8 @@ export function classify(state: ParsedState): Classification {
     const id = identities[index] as Identity;
     const extra = sets.extraOf[index];
     if (extra !== undefined) {
-      entries.push(
-        duplicateVerdict(
-          j,
-          entry,
-          extra.how,
-          identities[extra.kept] as GuestVolumeIdentity,
-          (state.entries[extra.kept] as DmEntry).name,
-        ),
-      );
+      const kept = identities[extra.kept] as GuestVolumeIdentity;
+      entries.push(duplicateVerdict(j, entry, extra.how, kept, (state.entries[extra.kept] as DmEntry).name));
       return;
     }
     if (id.kind === 'partition') partitions.push({ index, parentUuid: id.parentUuid });
