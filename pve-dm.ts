@@ -1003,15 +1003,21 @@ const KNOWN_STORAGE_TYPES = new Set(['dir', 'nfs', 'cifs', 'glusterfs', 'iscsi',
 /** pve-storage's `pve-storage-id` format (PVE::JSONSchema parse_id). */
 export const STORAGE_ID_RE = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i;
 
-/** storage.cfg as PVE::SectionConfig writes it: `<type>: <id>` then indented `key value` lines. */
-const SPLIT_LIST_RE = /[,;\s]+/;
+/** pve-common's split_list: the items of a list property (`nodes`, `content`, `fleecing-images`...). */
+const splitList = (value: string) => value.split(/[,;\s]+/).filter(Boolean);
+
+/** A storage.cfg section being read: its header, then its `key value` lines. */
+interface StorageSection {
+  section: Pick<Storage, 'id' | 'type' | 'line'>;
+  props: Map<string, string>;
+}
 
 /** A section's storage from its `key value` lines. */
-function storageFrom(
-  section: Omit<Storage, 'vg' | 'thinpool' | 'shared' | 'disabled' | 'nodes' | 'content' | 'taggedOnly'>,
-  props: Map<string, string>,
-): Storage {
-  const list = (key: string) => props.get(key)?.split(SPLIT_LIST_RE).filter(Boolean) ?? null;
+function storageFrom({ section, props }: StorageSection): Storage {
+  const list = (key: string) => {
+    const value = props.get(key);
+    return value === undefined ? null : splitList(value);
+  };
   const flag = (key: string) => props.has(key) && props.get(key) !== '0';
   return {
     ...section,
@@ -1037,7 +1043,7 @@ export function parseStorageCfg(
   const storages: Storage[] = [];
   const warnings: Warning[] = [];
   const notes: Warning[] = [];
-  let current: { section: Parameters<typeof storageFrom>[0]; props: Map<string, string> } | null = null;
+  let current: StorageSection | null = null;
   let skipping = false;
   const finish = () => {
     if (current === null) return;
@@ -1047,7 +1053,7 @@ export function parseStorageCfg(
         warn(source, section.line, `${section.type} storage ${section.id} has no vgname; its volumes cannot be mapped`),
       );
     }
-    storages.push(storageFrom(section, props));
+    storages.push(storageFrom(current));
     current = null;
   };
   lines(text).forEach((line, index) => {
@@ -1083,7 +1089,7 @@ export function parseStorageCfg(
     const property = /^\s+(\S+)(?:\s+(.*))?$/s.exec(trimmed);
     if (property && skipping) return;
     if (property && current !== null) {
-      const { section, props } = current as { section: Storage; props: Map<string, string> };
+      const { section, props } = current as StorageSection;
       const key = property[1] ?? '';
       // SectionConfig refuses a second line of a key ("duplicate attribute") and keeps the first.
       if (props.has(key))
@@ -1145,7 +1151,6 @@ const SNAPSHOT_SECTION_RE = /^\[([a-z][a-z0-9_-]+)\]\s*$/i;
 /** NUL, control characters but tab, or bytes that were not UTF-8. */
 const BINARY_LINE_RE = /[\u0000-\u0008\u000b-\u001f\ufffd]/;
 const BLANK_RE = /^\s*$/;
-const VOLUME_LIST_SEPARATOR_RE = /[,;\s]+/;
 const NO_VOLUMES: readonly string[] = Object.freeze([]);
 const QEMU_PENDING_RE = /^\[PENDING\]\s*$/i;
 const LXC_PENDING_RE = /^\[pve:pending\]\s*$/i;
@@ -1185,9 +1190,8 @@ function volumesOfLine(
   section: string,
   volumeKeys: RegExp,
 ): readonly string[] {
-  // fleecing-images is a pve-volume-id-list (pve-common split_list: `,`, `;` or blanks between).
-  if (section === 'special:fleecing' && key === 'fleecing-images')
-    return configValue(line, colon).split(VOLUME_LIST_SEPARATOR_RE).filter(Boolean);
+  // fleecing-images is a pve-volume-id-list: `,`, `;` or blanks between its items.
+  if (section === 'special:fleecing' && key === 'fleecing-images') return splitList(configValue(line, colon));
   if (!volumeKeys.test(key)) return NO_VOLUMES;
   const value = configValue(line, colon);
   return key === 'vmstate' ? [value] : volumesOfPropertyString(value);
@@ -1258,9 +1262,8 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
       else if (key === 'template') config.template = configValue(line, colon) === '1';
       else if (key === nameKey) config.name = configValue(line, colon);
     }
-    const volumes = volumesOfLine(line, colon, key, section, volumeKeys);
-    // Most lines name none: no iteration for them (thousands of configs, a few dozen lines each).
-    if (volumes !== NO_VOLUMES) for (const volume of volumes) config.refs.push({ volume, key, section, line: lineNo });
+    for (const volume of volumesOfLine(line, colon, key, section, volumeKeys))
+      config.refs.push({ volume, key, section, line: lineNo });
   });
   if (keyLines === 0) {
     warnings.push(
