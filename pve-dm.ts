@@ -1744,11 +1744,10 @@ function verdict(
   reason: Reason,
   vmid: number | null,
   facts: VolumeFacts,
-  remedy: string | null = null,
-  advice: string | null = null,
+  action: Action = NO_ACTION,
 ): Classified {
-  const lock = vmid === null ? null : (j.locks.get(vmid) ?? null);
-  return judged(entry, status, reason, vmid, typeOf(j, vmid), facts, remedy, advice, lock);
+  const guest = vmid === null ? NO_GUEST : { vmid, guestType: typeOf(j, vmid), lock: j.locks.get(vmid) ?? null };
+  return judged(entry, status, reason, guest, facts, action);
 }
 
 /** A problem entry, with the remedy that works for it now (or why none does). */
@@ -1760,8 +1759,7 @@ function problem(
   facts: VolumeFacts,
   vmid: number,
 ): Classified {
-  const { remedy, advice } = remedyOf(j, entry, reason, facts, vmid);
-  return verdict(j, entry, status, reason, vmid, facts, remedy, advice);
+  return verdict(j, entry, status, reason, vmid, facts, remedyOf(j, entry, reason, facts, vmid));
 }
 
 /** An extra member of a duplicate set: it belongs to the guest of the member that stays. */
@@ -1793,17 +1791,14 @@ function snapshotRefsOf(j: Judging, vg: string, volume: GuestVolume): readonly G
   return NO_REFS;
 }
 
+type LvmView = 'owned' | 'missing' | 'other';
+
 /**
  * LVM's word on an entry with an LVM uuid: 'owned' (LVM lists the LV with a mapping present and,
  * when lvs.txt has uuids, this entry's uuid), 'missing' (no such LV), 'other' (the LV is inactive or
  * has another uuid: this mapping is not LVM's), or null (not known: no lvs.txt, or state `X`).
  */
-function lvmView(
-  lvs: ByVolume<LogicalVolume> | null,
-  vg: string,
-  lv: string,
-  uuid: string,
-): 'owned' | 'missing' | 'other' | null {
+function lvmView(lvs: ByVolume<LogicalVolume> | null, vg: string, lv: string, uuid: string): LvmView | null {
   if (lvs === null) return null;
   const known = lvs.get(vg, lv);
   if (known === undefined) return 'missing';
@@ -1814,10 +1809,13 @@ function lvmView(
   return mapsLv(known, uuid) === false ? 'other' : 'owned';
 }
 
+/** Classified.lvmKnown from LVM's word. */
+const lvmKnownOf = (view: LvmView | null) => (view === null ? null : view === 'owned');
+
 /** A guest volume's entry: valid when a config here references it, else the first problem rule that holds. */
 function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): Classified {
   const view = id.lvmOwned ? lvmView(j.state.lvs, id.vg, id.lv, entry.uuid) : 'missing';
-  const lvmKnown = view === null ? null : view === 'owned';
+  const lvmKnown = lvmKnownOf(view);
   // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
   // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
   const base: VolumeFacts = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
@@ -1827,32 +1825,26 @@ function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): 
   const owner = localOwner(j, snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
   if (refs.some(j.fromHere)) return verdict(j, entry, 'valid', 'referenced', owner, base);
   if (snapshotRefs.some(j.fromHere)) return verdict(j, entry, 'valid', 'snapshot-in-config', owner, base);
+  // No config here references it: it belongs to the VMID in its name.
   const vmid = id.volume.vmid;
+  const label = guestLabel(vmid, typeOf(j, vmid));
   const configs = j.guestsById.get(vmid) ?? [];
   if (configs.some((g) => !g.readable || (g.partial && j.local(g)))) {
-    return verdict(
-      j,
-      entry,
-      'unjudged',
-      'config-unreadable',
-      vmid,
-      base,
-      null,
-      `${guestLabel(vmid, typeOf(j, vmid))}'s config cannot be read (see the warnings): fix it, then look again`,
-    );
+    const advice = `${label}'s config cannot be read (see the warnings): fix it, then look again`;
+    return verdict(j, entry, 'unjudged', 'config-unreadable', vmid, base, adviceOnly(advice));
   }
-  const lock = j.locks.get(vmid) ?? j.locks.get(owner);
+  const lock = j.locks.get(vmid);
   if (lock !== undefined && !SETTLED_LOCKS.has(lock)) {
-    return verdict(j, entry, 'ignored', 'in-flight', vmid, base, null, lockAdvice(lock, vmid, typeOf(j, vmid)));
+    return verdict(j, entry, 'ignored', 'in-flight', vmid, base, adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid))));
   }
   if (!j.storageVgs.has(id.vg)) {
     const notOurs = foreignVgWhy(j, entry, id.vg);
     return notOurs === null
-      ? problem(j, 'tombstone', 'storage-unknown', entry, base, owner)
-      : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, null, notOurs);
+      ? problem(j, 'tombstone', 'storage-unknown', entry, base, vmid)
+      : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, adviceOnly(notOurs));
   }
-  if (view === 'missing' && id.lvmOwned) return problem(j, 'tombstone', 'lv-missing', entry, base, owner);
-  if (view === 'other') return problem(j, 'tombstone', 'lv-mismatch', entry, base, owner);
+  if (view === 'missing' && id.lvmOwned) return problem(j, 'tombstone', 'lv-missing', entry, base, vmid);
+  if (view === 'other') return problem(j, 'tombstone', 'lv-mismatch', entry, base, vmid);
   const elsewhere = [...refs, ...snapshotRefs].find((r) => !j.local(r.guest));
   if (elsewhere !== undefined)
     return problem(
@@ -1863,8 +1855,8 @@ function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): 
       { ...base, otherNode: elsewhere.guest.node },
       elsewhere.guest.vmid,
     );
-  if (configs.length === 0) return problem(j, 'tombstone', 'guest-missing', entry, base, owner);
-  return problem(j, 'tombstone', 'volume-unreferenced', entry, base, owner);
+  if (configs.length === 0) return problem(j, 'tombstone', 'guest-missing', entry, base, vmid);
+  return problem(j, 'tombstone', 'volume-unreferenced', entry, base, vmid);
 }
 
 /** Why a guest volume in a VG no LVM storage names is not pve-dm's to judge; null when it is a tombstone. */
@@ -1889,8 +1881,8 @@ function judgeOther(j: Judging, entry: DmEntry, id: Exclude<Identity, GuestVolum
       ignored('saferemove-in-flight', parseGuestVolumeName(lv.slice(4))?.vmid ?? null, { vg, lv }),
     )
     .with({ kind: 'lvm-volume' }, ({ vg, lv }) => {
-      const view = lvmView(j.state.lvs, vg, lv, entry.uuid);
-      return ignored('not-guest-volume', null, { vg, lv, lvmKnown: view === null ? null : view === 'owned' });
+      const lvmKnown = lvmKnownOf(lvmView(j.state.lvs, vg, lv, entry.uuid));
+      return ignored('not-guest-volume', null, { vg, lv, lvmKnown });
     })
     .with({ kind: 'foreign' }, () => ignored('foreign'))
     .with({ kind: 'partition' }, () => ignored('partition'))
@@ -1915,43 +1907,18 @@ function judgePartitions(
   for (const { index, parentUuid } of partitions) {
     const parentIndex = parentByUuid.get(parentUuid);
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
-    const entry = dm[index] as DmEntry;
     if (parent === undefined) continue;
-    const facts = {
-      vg: parent.vg,
-      lv: parent.lv,
-      kind: parent.kind,
-      lvmKnown: false,
-      relatedTo: parent.name,
-      otherNode: null,
-    };
-    if (parent.status !== 'tombstone' && parent.status !== 'duplicate') {
-      entries[index] = judged(
-        entry,
-        'ignored',
-        'partition',
-        null,
-        null,
-        { ...NO_FACTS, relatedTo: parent.name },
-        null,
-        null,
-        null,
-      );
+    const entry = dm[index] as DmEntry;
+    if (!isProblem(parent)) {
+      entries[index] = judged(entry, 'ignored', 'partition', NO_GUEST, { ...NO_FACTS, relatedTo: parent.name });
       continue;
     }
+    const { vg, lv, kind } = parent;
+    const facts = { vg, lv, kind, lvmKnown: false, relatedTo: parent.name, otherNode: null };
     // A parent no command may touch now (its guest is locked) holds back its partitions too.
-    const remedy = parent.lock === null ? dmRemoveText(entry.name) : null;
-    entries[index] = judged(
-      entry,
-      parent.status,
-      'partition-of-problem',
-      parent.vmid,
-      parent.guestType,
-      facts,
-      remedy,
-      remedy === null ? parent.advice : null,
-      parent.lock,
-    );
+    const action =
+      parent.lock === null ? { remedy: dmRemoveText(entry.name), advice: null } : adviceOnly(parent.advice);
+    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent, facts, action);
   }
 }
 
@@ -1964,8 +1931,8 @@ const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
  * would work as printed, and the advice says what holds the entry.
  */
 function settleHeldEntries(entries: Classified[], tables: readonly (string | null)[]): void {
-  const held = entries.filter((entry) => isProblem(entry) && entry.open > 0 && entry.remedy !== null);
-  if (held.length === 0) return;
+  const isHeld = (entry: Classified) => isProblem(entry) && entry.open > 0 && entry.remedy !== null;
+  if (!entries.some(isHeld)) return;
   const indexOfDevice = new Map(entries.map((entry, index) => [`${entry.major}:${entry.minor}`, index]));
   const holders = new Map<number, number[]>();
   tables.forEach((table, holder) => {
@@ -1976,7 +1943,7 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
     }
   });
   entries.forEach((entry, index) => {
-    if (!held.includes(entry)) return;
+    if (!isHeld(entry)) return;
     const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
     const freeing =
       stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
@@ -2036,6 +2003,13 @@ function missingGuestsOf(entries: readonly Classified[]): Classification['missin
 
 type VolumeFacts = Pick<Classified, 'vg' | 'lv' | 'kind' | 'lvmKnown' | 'relatedTo' | 'otherNode'>;
 const NO_FACTS: VolumeFacts = { vg: null, lv: null, kind: null, lvmKnown: null, relatedTo: null, otherNode: null };
+/** The guest an entry belongs to, with its type and lock. */
+type GuestFacts = Pick<Classified, 'vmid' | 'guestType' | 'lock'>;
+const NO_GUEST: GuestFacts = { vmid: null, guestType: null, lock: null };
+/** What to do about an entry: a remedy that works as printed, or advice instead (or neither). */
+type Action = Pick<Classified, 'remedy' | 'advice'>;
+const NO_ACTION: Action = { remedy: null, advice: null };
+const adviceOnly = (advice: string | null): Action => ({ remedy: null, advice });
 const NO_HOLDERS: readonly string[] = Object.freeze([]);
 
 // One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
@@ -2043,12 +2017,9 @@ const judged = (
   entry: DmEntry,
   status: Status,
   reason: Reason,
-  vmid: number | null,
-  guestType: GuestType | null,
+  guest: GuestFacts,
   facts: VolumeFacts,
-  remedy: string | null,
-  advice: string | null,
-  lock: string | null,
+  action: Action = NO_ACTION,
 ): Classified => ({
   name: entry.name,
   realName: entry.realName,
@@ -2058,17 +2029,17 @@ const judged = (
   open: entry.open,
   status,
   reason,
-  remedy,
-  advice,
-  vmid,
-  guestType,
+  remedy: action.remedy,
+  advice: action.advice,
+  vmid: guest.vmid,
+  guestType: guest.guestType,
   vg: facts.vg,
   lv: facts.lv,
   kind: facts.kind,
   lvmKnown: facts.lvmKnown,
   relatedTo: facts.relatedTo,
   otherNode: facts.otherNode,
-  lock,
+  lock: guest.lock,
   holders: NO_HOLDERS,
 });
 
@@ -2205,15 +2176,9 @@ export function lockAdvice(lock: string, vmid: number, type: GuestType | null): 
 }
 
 /** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
-function remedyOf(
-  j: Judging,
-  entry: DmEntry,
-  reason: Reason,
-  facts: VolumeFacts,
-  vmid: number,
-): { remedy: string | null; advice: string | null } {
+function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): Action {
   const lock = j.locks.get(vmid);
-  if (lock !== undefined) return { remedy: null, advice: lockAdvice(lock, vmid, typeOf(j, vmid)) };
+  if (lock !== undefined) return adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid)));
   const guest = j.guestsById.get(vmid)?.find(j.local);
   if (reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
     return {
