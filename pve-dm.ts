@@ -99,7 +99,8 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
 
 export function createRunner({ allowChanges, exec = execProcess }: { allowChanges: boolean; exec?: Exec }): Runner {
   return async (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
-    if (mutates && !allowChanges) throw new UserError(`refused to run "${[command, ...args].map(shellQuote).join(' ')}": this run may not change the system`);
+    if (mutates && !allowChanges)
+      throw new UserError(`refused to run "${shellLine([command, ...args])}": this run may not change the system`);
     if (journal !== undefined) appendJournal(journal.file, journal.record);
     return exec(command, args, { timeoutMs, input });
   };
@@ -724,13 +725,15 @@ export const dmsetupTakesAsIs = (name: string) => DM_MANGLED_RE.test(name) && !n
  */
 export function mangleDmName(name: string): string {
   if (dmsetupTakesAsIs(name)) return name;
-  const bytes = [...Buffer.from(name, 'utf8')];
-  const word = bytes.map((byte) =>
-    byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte))
-      ? String.fromCharCode(byte)
-      : `\\x${byte.toString(16).padStart(2, '0')}`,
-  );
-  return `$'${word.join('')}'`;
+  return bashHexWord(name, (byte) => byte < 128 && DM_NAME_BYTE_RE.test(String.fromCharCode(byte)));
+}
+
+/** A bash `$'...'` word of the UTF-8 bytes of `text`: those `keep` allows as they are, every other as `\xNN`. */
+function bashHexWord(text: string, keep: (byte: number) => boolean): string {
+  let word = '';
+  for (const byte of Buffer.from(text, 'utf8'))
+    word += keep(byte) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`;
+  return `$'${word}'`;
 }
 
 /**
@@ -1617,11 +1620,10 @@ const TERMINAL_UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\
 export const shellQuote = (word: string) => {
   if (SHELL_SAFE_RE.test(word)) return word;
   if (!TERMINAL_UNSAFE_RE.test(word)) return `'${word.replaceAll("'", `'\\''`)}'`;
-  const bytes = [...Buffer.from(word, 'utf8')];
-  const plain = (byte: number) => byte >= 0x20 && byte < 0x7f && byte !== 0x27 && byte !== 0x5c;
-  const escaped = bytes.map((byte) => (plain(byte) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`));
-  return `$'${escaped.join('')}'`;
+  return bashHexWord(word, (byte) => byte >= 0x20 && byte < 0x7f && byte !== 0x27 && byte !== 0x5c);
 };
+/** A command as words to paste into a shell. */
+export const shellLine = (words: readonly string[]) => words.map(shellQuote).join(' ');
 
 interface GuestRef {
   guest: GuestConfig;
@@ -2675,18 +2677,13 @@ export function renderConsole(result: Result, color: boolean): string {
     heading('Host');
     out.push(...system.map(([label, value]) => `  ${label.padEnd(16)} ${terminalSafe(value)}`));
   }
-  for (const [title, list] of [
-    ['Warnings', result.warnings],
-    ['Notes', result.notes],
+  for (const [title, list, style] of [
+    ['Warnings', result.warnings, 'yellow'],
+    ['Notes', result.notes, 'dim'],
   ] as const) {
     if (list.length === 0) continue;
     heading(`${title}: ${list.length}`);
-    out.push(
-      ...list.map(
-        (w) =>
-          `  ${title === 'Warnings' ? paint('yellow', terminalSafe(formatWarning(w))) : terminalSafe(formatWarning(w))}`,
-      ),
-    );
+    out.push(...list.map((w) => `  ${paint(style, terminalSafe(formatWarning(w)))}`));
   }
   return `${out.join('\n')}\n`;
 }
@@ -3147,7 +3144,7 @@ export function renderPlan(
   if (plan.actions.length === 0) return '';
   const lines = ['', heading];
   for (const action of plan.actions) {
-    const command = action.command.map(shellQuote).join(' ');
+    const command = shellLine(action.command);
     lines.push(
       action.blockedBy === null
         ? `  would run: ${terminalSafe(command)}`
@@ -3449,11 +3446,12 @@ async function removeOne(
       : blockerOf(entry, guests);
   if (why !== null) return void outcome.skipped.push({ name: action.name, why });
   const command = removalCommand(entry);
+  const stamp = () => (context.now?.() ?? new Date()).toISOString();
   const table = await context.runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
   const record: JournalRecord = {
     id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`,
     run: context.run,
-    at: (context.now?.() ?? new Date()).toISOString(),
+    at: stamp(),
     node: context.capture.hostname,
     name: entry.name,
     uuid: entry.uuid,
@@ -3467,7 +3465,7 @@ async function removeOne(
     vmid: action.vmid,
     guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
-  onStep(command.map(shellQuote).join(' '));
+  onStep(shellLine(command));
   let result: CommandResult;
   try {
     result = await context.runner(command[0] as string, command.slice(1), {
@@ -3483,12 +3481,12 @@ async function removeOne(
     result.exitCode !== 0
       ? result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`
       : (await stillThere(entry.name, context.runner))
-        ? `${command.join(' ')} succeeded, but the entry is still there`
+        ? `${shellLine(command)} succeeded, but the entry is still there`
         : null;
   const done: JournalOutcome = {
     id: record.id,
     run: record.run,
-    at: (context.now?.() ?? new Date()).toISOString(),
+    at: stamp(),
     name: entry.name,
     outcome: error === null ? 'removed' : 'failed',
     detail: error,
@@ -4089,7 +4087,7 @@ export async function clusterMembers(liveRoot: string): Promise<ClusterMember[]>
  * script's folder. Every word is quoted.
  */
 export function remoteCaptureCommand(script = process.argv[1] ?? '', execArgv = process.execArgv, nodeBinary = process.execPath): string {
-  return `cd ${shellQuote(path.dirname(script))} && exec ${[nodeBinary, ...execArgv, script, 'capture', '-'].map(shellQuote).join(' ')}`;
+  return `cd ${shellQuote(path.dirname(script))} && exec ${shellLine([nodeBinary, ...execArgv, script, 'capture', '-'])}`;
 }
 
 export const SSH_CONNECT_TIMEOUT_S = 10;
@@ -4693,7 +4691,7 @@ export async function interactiveCleanup(
   }
   const chosen = plan.actions.filter((action) => picked.includes(action.name));
   const summary = chosen
-    .map((action) => `  ${action.command.map(shellQuote).join(' ')}`)
+    .map((action) => `  ${shellLine(action.command)}`)
     .map(terminalSafe)
     .join('\n');
   const go = await clack.confirm({
@@ -4719,7 +4717,7 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
   for (const removed of outcome.removed)
     lines.push(
-      `  removed  ${mangleDmName(removed.name)}  (${terminalSafe(removed.command.map(shellQuote).join(' '))}; journal ${removed.journal})`,
+      `  removed  ${mangleDmName(removed.name)}  (${terminalSafe(shellLine(removed.command))}; journal ${removed.journal})`,
     );
   for (const skipped of outcome.skipped)
     lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
