@@ -4309,7 +4309,11 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
   const out = cluster.nodes.map((result) => renderConsole(result, color));
   out.push(paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`));
   const s = cluster.summary;
-  out.push(`  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored`);
+  const unjudged = s.unjudged > 0 ? `, ${s.unjudged} not judged` : '';
+  out.push(
+    `  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ` +
+      `${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored${unjudged}`,
+  );
   for (const { node, error } of cluster.unreachable) out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
   if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
   for (const finding of cluster.findings) {

@@ -114,6 +114,12 @@ test('--root three times: the console shows every node, then the cluster; the HT
   assert.ok($('tr[data-warning]').text().includes('critical: san01/vm-300-disk-0 is active on pve1 and pve2'));
 });
 
+test('--root twice, one node with a guest config it cannot read: the cluster\'s line counts the entries not judged', async () => {
+  const run = await runCli(['--root', NODES[0] as string, '--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--no-color']);
+  assert.is(run.code, 1, describeRun(run));
+  assert.match(run.stdout, 'Cluster of 2 nodes: grade B\n  27 dm entries on pve1, pve-edge: 9 valid, 0 duplicate, 5 tombstone, 12 ignored, 1 not judged\n');
+});
+
 test('a cluster run notifies once, for the cluster: its JSON, its grade, a subject naming the critical finding', async () => {
   const server = await startServer();
   try {
