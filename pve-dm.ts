@@ -8,20 +8,58 @@
  * plugin can replace or wrap it. Facts this file relies on are referenced to their Proxmox / LVM
  * source in README.md ("How pve-dm decides").
  */
-import { closeSync, constants, type Dirent, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, statfs, writeFile, rename, unlink } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, constants, type Dirent, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import fsPromises, { mkdir, open, readFile, readdir, writeFile, rename, unlink } from 'node:fs/promises';
+import { isIPv4, isIPv6 } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import util from 'node:util';
+import { closest, distance } from 'fastest-levenshtein';
 import { match } from 'ts-pattern';
-// node:child_process, node:crypto and node:net are taken with process.getBuiltinModule where they
-// are used: a report from a capture needs none of them, and loading them costs every run ~10 ms.
+
+// Debian 12 (Proxmox VE 8) ships Node.js 18.20. An older one gets one line, not a stack trace from
+// an API it lacks: the built-ins newer than Node 16 (fs statfs, util parseArgs) are not imported by name.
+const [NODE_MAJOR = 0, NODE_MINOR = 0] = process.versions.node.split('.').map(Number);
+if (NODE_MAJOR < 18 || (NODE_MAJOR === 18 && NODE_MINOR < 19)) {
+  process.stderr.write(`pve-dm: needs Node.js 18.19 or newer; this is ${process.versions.node} (apt install nodejs)\n`);
+  process.exit(3);
+}
 
 export const VERSION = '0.1.0';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** Running as the plain-node bundle (`npm run build`: dist/pve-dm.mjs), not as pve-dm.ts under tsx. */
 const BUNDLED = !import.meta.url.endsWith('.ts');
+
+/** Where pve-dm reads its settings and plugins and writes its reports. */
+export interface Paths {
+  config: string;
+  plugins: string[];
+  reports: string;
+}
+/** Where the Debian package puts the bundle (`npm run deb`). */
+export const PACKAGE_DIR = '/usr/lib/pve-dm';
+
+/** Installed by the package: /etc and /var/lib, as Proxmox's own packages do; otherwise beside this file. */
+export function pathsFor(here: string): Paths {
+  if (here === PACKAGE_DIR) {
+    const plugins = [path.join(PACKAGE_DIR, 'plugins'), '/etc/pve-dm/plugins'];
+    return { config: '/etc/pve-dm/pve-dm.conf', plugins, reports: '/var/lib/pve-dm/reports' };
+  }
+  return { config: path.join(here, 'pve-dm.conf'), plugins: [path.join(here, 'plugins')], reports: path.join(here, 'reports') };
+}
+const PATHS = pathsFor(HERE);
+
+/** pve-dm as the user ran it, for the commands it prints: `pve-dm`, `node dist/pve-dm.mjs`, `npx tsx pve-dm.ts`. */
+export function programName(here = HERE, script = process.argv[1] ?? '', cwd = process.cwd()): string {
+  if (here === PACKAGE_DIR) return 'pve-dm';
+  const relative = path.relative(cwd, script);
+  const shown = relative.startsWith('..') || path.isAbsolute(relative) ? script : relative;
+  return script.endsWith('.ts') ? `npx tsx ${shown}` : `node ${shown}`;
+}
+const PROGRAM = programName();
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Errors and diagnostics
@@ -73,7 +111,7 @@ export type Exec = (command: string, args: readonly string[], options: { timeout
 
 export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
   new Promise((resolve) => {
-    const child = process.getBuiltinModule('node:child_process').execFile(
+    const child = execFile(
       command,
       args,
       { timeout: timeoutMs, maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
@@ -473,7 +511,7 @@ async function liveSystemFacts(liveRoot: string, pveversion: CommandResult): Pro
   const after = await cpuTimes(liveRoot);
   const meminfo = (await readOptional(path.join(liveRoot, 'proc/meminfo'))) ?? '';
   const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? NaN) * 1024;
-  const fs = await statfs(liveRoot).catch(() => null);
+  const fs = await fsPromises.statfs(liveRoot).catch(() => null);
   const totalMemory = kib('MemTotal');
   const availableMemory = kib('MemAvailable');
   const busy = before && after && after.total > before.total ? 1 - (after.idle - before.idle) / (after.total - before.total) : null;
@@ -621,7 +659,6 @@ export function anonymiseCapture(capture: Capture): Capture {
   const nodeNames = new Set([capture.hostname, ...capture.configs.map((config) => config.node)]);
   const nodeAlias = (name: string) => alias('node', name, (n) => `node${n}`);
   for (const name of [...nodeNames].sort()) nodeAlias(name);
-  const { isIPv4, isIPv6 } = process.getBuiltinModule('node:net');
   const scrubAddresses = (text: string) =>
     text
       .replace(/\biqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+/g, (iqn) => alias('iqn', iqn, (n) => `iqn.2000-01.org.example:target${n}`))
@@ -2524,6 +2561,9 @@ export function notificationSubject(
 /** A problem's remedy, or why it has none now and what to do instead. */
 const remedyLine = (entry: Classified) =>
   entry.remedy !== null ? `remedy: ${entry.remedy}` : `no command now: ${entry.advice ?? 'none'}`;
+/** The remedy as the console shows it: the command kept whole on its line. */
+const consoleRemedy = (entry: Classified) =>
+  entry.remedy !== null ? `remedy: ${whole(terminalSafe(entry.remedy))}` : terminalSafe(remedyLine(entry));
 
 /** A plain-text summary for notifications: the counts, then the problem entries (at most `limit`). */
 export function notificationText(result: Result, limit = 20): string {
@@ -2565,6 +2605,41 @@ const terminalSafeJson = (value: unknown) => {
   if (Buffer.byteLength(json, 'utf8') === json.length && !json.includes('\u007f')) return json;
   return json.replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 };
+
+// ─── The console: 80 columns, colour only on a terminal ─────────────────────────────────────
+
+const CONSOLE_WIDTH = 80;
+const ANSI_RE = /\u001b\[[0-9;]*m/g;
+const visibleLength = (text: string) => text.replace(ANSI_RE, '').length;
+/** Joins a command's words so that wrapConsole never breaks a line inside it (wrapConsole parts them again). */
+const WORD_GLUE = '\u0000';
+const whole = (command: string) => command.split(' && ').map((part) => part.split(' ').join(WORD_GLUE)).join(' && ');
+
+/** Text broken at spaces into lines of `width` columns (`first` for the first); a longer word stays whole. */
+export function wrapWords(text: string, width: number, first = width): string[] {
+  const lines: string[] = [];
+  let line = '';
+  // A word keeps the spaces after it but one: `name  reason` stays two columns apart on one line.
+  for (const word of text.split(/ (?=[^ ])/)) {
+    if (line !== '' && visibleLength(line) + 1 + visibleLength(word) > (lines.length === 0 ? first : width)) {
+      lines.push(line.trimEnd());
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  return [...lines, line.trimEnd()];
+}
+
+/** Every line in 80 columns, continued four columns further in; dm names and commands (`whole`) stay whole. */
+export function wrapConsole(text: string): string {
+  const wrapped = text.split('\n').flatMap((line) => {
+    if (visibleLength(line) <= CONSOLE_WIDTH) return [line];
+    const lead = /^ */.exec(line)?.[0] ?? '';
+    const indent = ' '.repeat(Math.min(lead.length + 4, 40));
+    const [head = '', ...rest] = wrapWords(line.slice(lead.length), CONSOLE_WIDTH - indent.length, CONSOLE_WIDTH - lead.length);
+    return [`${lead}${head}`, ...rest.map((part) => `${indent}${part}`)];
+  });
+  return wrapped.join('\n').split(WORD_GLUE).join(' ');
+}
 
 const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
 const painter = (color: boolean) => (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
@@ -2655,7 +2730,7 @@ export function renderConsole(result: Result, color: boolean): string {
     out.push(
       `  ${paint('yellow', mangleDmName(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
     );
-    out.push(`    ${terminalSafe(remedyLine(entry))}`);
+    out.push(`    ${consoleRemedy(entry)}`);
   }
   const notJudged = result.entries.filter(isNotJudged);
   if (notJudged.length > 0) {
@@ -2685,7 +2760,7 @@ export function renderConsole(result: Result, color: boolean): string {
     heading(`${title}: ${list.length}`);
     out.push(...list.map((w) => `  ${paint(style, terminalSafe(formatWarning(w)))}`));
   }
-  return `${out.join('\n')}\n`;
+  return wrapConsole(`${out.join('\n')}\n`);
 }
 
 /** The grade and the counts; a node with entries it could not judge is never shown as healthy. */
@@ -2720,7 +2795,7 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
     for (const name of set.extras) {
       const extra = byName.get(name);
       out.push(
-        `    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${terminalSafe(remedyLine(extra))}` : ''}`,
+        `    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${consoleRemedy(extra)}` : ''}`,
       );
     }
   }
@@ -3147,11 +3222,11 @@ export function renderPlan(
     const command = shellLine(action.command);
     lines.push(
       action.blockedBy === null
-        ? `  would run: ${terminalSafe(command)}`
+        ? `  would run: ${whole(terminalSafe(command))}`
         : `  would skip ${mangleDmName(action.name)}: ${terminalSafe(action.blockedBy)}`,
     );
   }
-  return `${lines.join('\n')}\n`;
+  return wrapConsole(`${lines.join('\n')}\n`);
 }
 
 /**
@@ -3237,7 +3312,7 @@ export const PVE_DM_LOCK = '/run/lock/pve-dm.lock';
 export const flockLocker: Locker = async (file, waitSeconds) => {
   await mkdir(path.dirname(file), { recursive: true });
   const holder = "process.stdout.write('locked\\n');process.stdin.resume();process.stdin.on('end',()=>process.exit(0))";
-  const child = process.getBuiltinModule('node:child_process').spawn('flock', ['-w', String(waitSeconds), file, process.execPath, '-e', holder], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const child = spawn('flock', ['-w', String(waitSeconds), file, process.execPath, '-e', holder], { stdio: ['pipe', 'pipe', 'ignore'] });
   const got = await new Promise<boolean>((resolve) => {
     child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve(true));
     child.on('error', () => resolve(false));
@@ -3290,6 +3365,7 @@ export interface JournalOutcome {
 }
 
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
+export const DEFAULT_STATE = '/var/lib/pve-dm/notify-state.json';
 
 export function appendJournal(file: string, record: JournalRecord | JournalOutcome): void {
   mkdirSync(path.dirname(file), { recursive: true });
@@ -3605,6 +3681,8 @@ export interface Plugin {
   name: string;
   /** Stage overrides, applied in plugin file-name order (a later plugin wraps an earlier one). */
   stages?: { [K in StageName]?: StageHook<K> };
+  /** The PVE_DM_* settings it reads: any other PVE_DM_* key set is warned about (a typo). */
+  settings?: readonly string[];
   /** Whether the notifier has its settings; a notifier that is not configured is not called. */
   configured?: (setting: (key: string) => string | undefined) => boolean;
   /** Told the finished result and its reports; its answer ends up in the JSON's `notifications`. */
@@ -3640,12 +3718,34 @@ function checkPluginOwnership(target: string, kind: 'file' | 'folder'): void {
   }
 }
 
-export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0, required = false } = {}): Promise<LoadedPlugin[]> {
+/** Plugins loaded, and the files that were not: a warning each (a broken stage override stops the run). */
+export interface PluginsLoaded {
+  loaded: LoadedPlugin[];
+  warnings: Warning[];
+}
+
+/** A plugin file that cannot be used: why (`message` names the file too), and the line when it is known. */
+class PluginProblem extends Error {
+  constructor(
+    message: string,
+    readonly why: string,
+    readonly line: number | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Every plugin of a folder, in file-name order. A file that does not load is a warning, and the run
+ * goes on without it (a notifier with a typo must not silence the report); but one that overrides a
+ * stage stops the run (exit 3): without it, the analysis would not be the one the administrator set up.
+ */
+export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0, required = false } = {}): Promise<PluginsLoaded> {
   let files: string[];
   try {
     files = readdirSync(dir).filter((file) => PLUGIN_FILE_RE.test(file) && !/\.d\.m?ts$/.test(file)).sort();
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return [];
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return { loaded: [], warnings: [] };
     throw new UserError(`cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
   // Every file is checked before any is run.
@@ -3653,52 +3753,120 @@ export async function loadPlugins(dir: string, { asRoot = process.getuid?.() ===
     checkPluginOwnership(dir, 'folder');
     for (const file of files) checkPluginOwnership(path.join(dir, file), 'file');
   }
-  const loaded: LoadedPlugin[] = [];
-  for (const file of files) {
-    const full = path.join(dir, file);
-    if (BUNDLED && /\.m?ts$/.test(file)) {
-      throw new UserError(`cannot load plugin ${full}: a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those \`npm run build\` writes to dist/plugins/`);
-    }
-    let module: { default?: unknown };
+  const result: PluginsLoaded = { loaded: [], warnings: [] };
+  for (const full of files.map((file) => path.join(dir, file))) {
+    let plugin: Plugin;
     try {
-      module = await import(pathToFileURL(full).href);
+      plugin = await loadPluginFile(full);
     } catch (error) {
-      // esbuild's first line only says that it failed; the next one says where and why.
-      const why = (error as Error).message.split('\n').filter((line) => line.trim() !== '').slice(0, 2).join(' ');
-      throw new UserError(`cannot load plugin ${full}: ${why}`);
+      if (!(error instanceof PluginProblem)) throw error;
+      if (overridesStages(full)) throw new UserError(error.message);
+      result.warnings.push(warn(full, error.line, `${error.why}; not loaded, the run goes on without it`));
+      continue;
     }
-    const plugin = module.default as Plugin | undefined;
-    if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
-      throw new UserError(`plugin ${full}: its default export is not definePlugin({ name, ... })`);
-    }
-    const problem = pluginShapeProblem(plugin);
-    if (problem !== null) throw new UserError(`plugin ${full}: ${problem}`);
-    const duplicate = loaded.find((other) => other.plugin.name === plugin.name);
+    const duplicate = result.loaded.find((other) => other.plugin.name === plugin.name);
     if (duplicate) throw new UserError(`plugin ${full}: the name "${plugin.name}" is taken by ${duplicate.file}`);
-    loaded.push({ plugin, file: full });
+    result.loaded.push({ plugin, file: full });
   }
-  return loaded;
+  return result;
 }
 
-const STAGE_NAMES: readonly StageName[] = ['discover', 'parse', 'classify', 'grade', 'report', 'cleanup'];
-const ASYNC_STAGES: ReadonlySet<StageName> = new Set(['discover', 'report']);
-const PLUGIN_KEYS: readonly string[] = ['name', 'stages', 'configured', 'notify'];
-
-/** What a .js plugin (which no type checker saw) got wrong, or null. */
-function pluginShapeProblem(plugin: Plugin): string | null {
-  const unknown = Object.keys(plugin).filter((key) => !PLUGIN_KEYS.includes(key));
-  if (unknown.length > 0) return `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (a plugin has ${PLUGIN_KEYS.join(', ')})`;
-  for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
-    if (!STAGE_NAMES.includes(name as StageName)) return `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`;
-    if (typeof hook !== 'function') return `stage ${name} is not a function`;
+/** The plugins of several folders; a later folder's plugin replaces an earlier one of the same name (the admin's own copy). */
+export async function loadPluginFolders(dirs: readonly string[], { required = false } = {}): Promise<PluginsLoaded> {
+  const all: PluginsLoaded = { loaded: [], warnings: [] };
+  for (const dir of dirs) {
+    const { loaded, warnings } = await loadPlugins(dir, { required });
+    const replaced = new Set(loaded.map(({ plugin }) => plugin.name));
+    all.loaded = [...all.loaded.filter(({ plugin }) => !replaced.has(plugin.name)), ...loaded];
+    all.warnings.push(...warnings);
   }
-  for (const hook of ['notify', 'configured'] as const) {
-    if (plugin[hook] !== undefined && typeof plugin[hook] !== 'function') return `${hook} is not a function`;
+  return all;
+}
+
+/** Whether a plugin file (that may not even parse) overrides a stage: its text names `stages`. */
+function overridesStages(file: string): boolean {
+  try {
+    return /\bstages\b/.test(readFileSync(file, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/** One plugin file imported and checked; a PluginProblem names the file (and the line when known). */
+async function loadPluginFile(full: string): Promise<Plugin> {
+  if (BUNDLED && /\.m?ts$/.test(full)) {
+    const why = 'a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those `npm run build` writes to dist/plugins/';
+    throw new PluginProblem(`cannot load plugin ${full}: ${why}`, why);
+  }
+  let module: { default?: unknown };
+  try {
+    module = await import(pathToFileURL(full).href);
+  } catch (error) {
+    // esbuild's first line only says that it failed; the next one says where and why.
+    const text = (error as Error).message.split('\n').filter((line) => line.trim() !== '').slice(0, 2).join(' ');
+    const where = errorLine(error as Error, full) ?? (error instanceof SyntaxError ? await syntaxErrorLine(full) : null);
+    const named = where === null || text.includes(`:${where}`) ? full : `${full}:${where}`;
+    throw new PluginProblem(`cannot load plugin ${named}: ${text}`, text.replace(`${full}:`, 'line '), where);
+  }
+  const plugin = module.default as Plugin | undefined;
+  if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
+    const why = 'its default export is not definePlugin({ name, ... })';
+    throw new PluginProblem(`plugin ${full}: ${why}`, why);
+  }
+  const problem = pluginShapeProblem(plugin);
+  if (problem !== null) throw new PluginProblem(`plugin ${full}: ${problem.message}`, problem.message, lineOf(full, problem.word));
+  return plugin;
+}
+
+/** The line of a file an import error points at: esbuild's `file:5:73: ERROR`, or V8's `file:///...:5`. */
+function errorLine(error: Error, file: string): number | null {
+  const text = `${error.message}\n${error.stack ?? ''}`;
+  for (const name of [file, pathToFileURL(file).href]) {
+    const at = text.indexOf(`${name}:`);
+    const line = at < 0 ? null : /^:(\d+)/.exec(text.slice(at + name.length))?.[1];
+    if (line) return Number(line);
   }
   return null;
 }
 
-/** The stages with every plugin's overrides applied; an error is attributed to its plugin and hook. */
+/** The line of a JavaScript syntax error, which V8 does not put in the error: `node --check` prints it first. */
+async function syntaxErrorLine(file: string): Promise<number | null> {
+  const checked = await execProcess(process.execPath, ['--check', file], { timeoutMs: 10_000 });
+  const line = checked.stderr.startsWith(`${file}:`) ? /^:(\d+)/.exec(checked.stderr.slice(file.length))?.[1] : undefined;
+  return line === undefined ? null : Number(line);
+}
+
+/** The first line of a file that holds a word (a misspelt hook), or null. */
+function lineOf(file: string, word: string | null): number | null {
+  if (word === null) return null;
+  const at = readFileSync(file, 'utf8').split('\n').findIndex((line) => line.includes(word));
+  return at < 0 ? null : at + 1;
+}
+
+const STAGE_NAMES: readonly StageName[] = ['discover', 'parse', 'classify', 'grade', 'report', 'cleanup'];
+const ASYNC_STAGES: ReadonlySet<StageName> = new Set(['discover', 'report']);
+const PLUGIN_KEYS: readonly string[] = ['name', 'stages', 'settings', 'configured', 'notify'];
+
+/** What a .js plugin (which no type checker saw) got wrong, and the word to find it by; or null. */
+function pluginShapeProblem(plugin: Plugin): { message: string; word: string | null } | null {
+  const unknown = Object.keys(plugin).filter((key) => !PLUGIN_KEYS.includes(key));
+  if (unknown.length > 0) {
+    const message = `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (a plugin has ${PLUGIN_KEYS.join(', ')})`;
+    return { message, word: unknown[0] ?? null };
+  }
+  for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
+    if (!STAGE_NAMES.includes(name as StageName)) return { message: `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`, word: name };
+    if (typeof hook !== 'function') return { message: `stage ${name} is not a function`, word: name };
+  }
+  for (const hook of ['notify', 'configured'] as const) {
+    if (plugin[hook] !== undefined && typeof plugin[hook] !== 'function') return { message: `${hook} is not a function`, word: hook };
+  }
+  if (plugin.settings !== undefined && !(Array.isArray(plugin.settings) && plugin.settings.every((key) => typeof key === 'string'))) {
+    return { message: 'settings is not a list of setting names', word: 'settings' };
+  }
+  return null;
+}
+
 export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages {
   const stages: Record<string, (...args: never[]) => unknown> = { ...base };
   for (const plugin of plugins) {
@@ -3743,6 +3911,19 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
 export interface Settings {
   (key: string): string | undefined;
   readonly secrets: readonly string[];
+  /** Where each key was set: the settings file and its line, or the environment (line null). */
+  readonly origins?: ReadonlyMap<string, { source: string; line: number | null }>;
+}
+
+/** The settings pve-dm itself reads; plugins list theirs in `settings`. */
+const CORE_SETTINGS: readonly string[] = ['PVE_DM_DEBUG', 'PVE_DM_HTTP_TIMEOUT_MS'];
+
+/** A PVE_DM_* key that nothing loaded reads: a warning naming the closest known key (a typo must not silence a notifier). */
+export function unknownSettings(settings: Settings, plugins: readonly Plugin[]): Warning[] {
+  const known = [...CORE_SETTINGS, ...plugins.flatMap((plugin) => plugin.settings ?? [])];
+  return [...(settings.origins ?? [])]
+    .filter(([key]) => key.startsWith('PVE_DM_') && !known.includes(key))
+    .map(([key, { source, line }]) => warn(source, line, `${key}: no loaded plugin reads this setting${didYouMean(key, known)}`));
 }
 
 /** Settings from sources in order of precedence (the first that has a non-empty value wins). */
@@ -3758,15 +3939,16 @@ const SECRET_KEY_RE = /KEY|SECRET|TOKEN|PASSWORD|WEBHOOK/;
  * `KEY=value` lines (`#` comments, optional quotes). A file holding a secret must be mode 0600:
  * anything else is refused, so a secret is never left readable by others.
  */
-export function parseSettingsFile(text: string, file: string, mode: number): Map<string, string> {
+export function parseSettingsFile(text: string, file: string, mode: number, lineOfKey = new Map<string, number>()): Map<string, string> {
   const settings = new Map<string, string>();
-  lines(text).forEach((line, index) => {
-    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+  for (const [index, line] of lines(text).entries()) {
+    if (line.trim() === '' || line.trimStart().startsWith('#')) continue;
     const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
     if (m === null) throw new UserError(`${file}:${index + 1}: not a KEY=value line`);
     const [, key = '', raw = ''] = m;
     settings.set(key, /^(["']).*\1$/.test(raw) ? raw.slice(1, -1) : raw);
-  });
+    lineOfKey.set(key, index + 1);
+  }
   const secrets = [...settings.keys()].filter((key) => SECRET_KEY_RE.test(key));
   if (secrets.length > 0 && (mode & 0o077) !== 0) {
     throw new UserError(`${file} holds secrets (${secrets.join(', ')}) but is mode ${(mode & 0o777).toString(8)}: chmod 600 ${file}`);
@@ -3776,8 +3958,9 @@ export function parseSettingsFile(text: string, file: string, mode: number): Map
 
 export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = false } = {}): Settings {
   let fromFile = new Map<string, string>();
+  const lineOfKey = new Map<string, number>();
   try {
-    fromFile = parseSettingsFile(readFileSync(file, 'utf8'), file, statSync(file).mode);
+    fromFile = parseSettingsFile(readFileSync(file, 'utf8'), file, statSync(file).mode, lineOfKey);
   } catch (error) {
     if (error instanceof UserError) throw error;
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || required) {
@@ -3785,7 +3968,10 @@ export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = 
     }
   }
   const fromEnv = new Map(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
-  return settingsFrom(fromEnv, fromFile);
+  const origins = new Map<string, { source: string; line: number | null }>();
+  for (const key of fromFile.keys()) origins.set(key, { source: file, line: lineOfKey.get(key) ?? null });
+  for (const key of fromEnv.keys()) origins.set(key, { source: 'environment', line: null });
+  return Object.assign(settingsFrom(fromEnv, fromFile), { origins });
 }
 
 /** A text with every secret value blotted out: what a service echoes back never reaches a log. */
@@ -3863,9 +4049,15 @@ export function mimeEncodedWords(text: string, maxBytes = 39): string[] {
 
 const clipLine = (text: string) => terminalSafe(text.replace(/\s+/g, ' ').slice(0, 200));
 
+/** undici 7 expects Node 20's global File; Node 18 (Debian 12, PVE 8) has it only in node:buffer. */
+async function loadUndici(): Promise<typeof import('undici')> {
+  if (globalThis.File === undefined) Object.assign(globalThis, { File: (await import('node:buffer')).File });
+  return import('undici');
+}
+
 /** One HTTP request with a time limit; 429 and 5xx are retried with backoff (Retry-After honoured, at most 30 s). */
 export async function httpSend(request: HttpRequest): Promise<HttpResponse> {
-  const { request: send } = await import('undici');
+  const { request: send } = await loadUndici();
   const timeoutMs = request.timeoutMs ?? 10_000;
   const attempts = request.attempts ?? 3;
   for (let attempt = 1; ; attempt++) {
@@ -3909,7 +4101,7 @@ export type NotifyMode = 'always' | 'problems' | 'change';
 /** What a notification is about: the grade, the problem entries and the warnings. */
 export function resultFingerprint(result: Result): string {
   const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone').map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
-  return process.getBuiltinModule('node:crypto').createHash('sha256').update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()])).digest('hex');
+  return createHash('sha256').update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()])).digest('hex');
 }
 
 /** Whether to notify, and the state to keep if the notifications go out (for `change`). */
@@ -4015,8 +4207,8 @@ export function captureFromJson(text: string, source: string): Capture {
   let value: unknown;
   try {
     value = JSON.parse(text);
-  } catch (error) {
-    throw new UserError(`${source}: not a pve-dm capture (${(error as Error).message}; it began ${clip(text.slice(0, 60))})`);
+  } catch {
+    throw new UserError(`${source}: not a pve-dm capture (not JSON; it began ${clip(text.slice(0, 60))})`);
   }
   if (!isRecord(value) || value.pveDmCapture !== CAPTURE_FORMAT) throw new UserError(`${source}: not a pve-dm capture of format ${CAPTURE_FORMAT} (an older or newer pve-dm there?)`);
   const wrong: string[] = [];
@@ -4306,7 +4498,9 @@ export function clusterAsResult(cluster: ClusterResult): Result {
 
 export function renderClusterConsole(cluster: ClusterResult, color: boolean): string {
   const paint = painter(color);
-  const out = cluster.nodes.map((result) => renderConsole(result, color));
+  // Each node's report is wrapped already: wrapping it again would break a command it kept whole.
+  const nodes = cluster.nodes.map((result) => `${renderConsole(result, color)}\n`).join('');
+  const out: string[] = [];
   out.push(paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`));
   const s = cluster.summary;
   const unjudged = s.unjudged > 0 ? `, ${s.unjudged} not judged` : '';
@@ -4319,10 +4513,10 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
   for (const finding of cluster.findings) {
     out.push(`  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())}  ${terminalSafe(finding.message)}`);
     for (const activation of finding.activeOn) {
-      if (activation.remedy !== null) out.push(`           on ${terminalSafe(activation.node)}: ${terminalSafe(activation.remedy)}`);
+      if (activation.remedy !== null) out.push(`           on ${terminalSafe(activation.node)}: ${whole(terminalSafe(activation.remedy))}`);
     }
   }
-  return `${out.join('\n')}\n`;
+  return `${nodes}${wrapConsole(`${out.join('\n')}\n`)}`;
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -4351,6 +4545,8 @@ export interface RunOptions extends ReportOptions {
   now?: Date;
   /** Which problems cleanup considers (--only, --vmid, --name); all of them by default. */
   selection?: CleanupSelection;
+  /** What was wrong before the analysis (a plugin that did not load, an unknown setting): the report carries it. */
+  warnings?: readonly Warning[];
 }
 
 export interface RunOutput {
@@ -4373,9 +4569,10 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
     options.vmids.length > 0
       ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid)))
       : full;
-  const graded = stages.grade(classification);
+  const warned = { ...classification, warnings: [...(options.warnings ?? []), ...classification.warnings] };
+  const graded = stages.grade(warned);
   const result: Result = {
-    ...classification,
+    ...warned,
     ...graded,
     generatedAt: (options.now ?? new Date()).toISOString(),
     vmids: options.vmids.length > 0 ? options.vmids : null,
@@ -4406,11 +4603,12 @@ export interface ClusterRunOptions extends RunOptions {
 const CLUSTER_PARALLEL = 4;
 
 export async function runCluster(stages: Stages, options: ClusterRunOptions): Promise<RunOutput & { cluster: ClusterResult }> {
-  const nodeOptions = { ...options, json: false, console: false, html: false };
+  // This node's settings and plugins: their warnings belong to the first node, not to every one.
+  const nodeOptions = { ...options, json: false, console: false, html: false, warnings: [] };
   const runs: NodeRun[] = [];
   const unreachable: ClusterResult['unreachable'] = [];
   if (options.live) {
-    runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined }));
+    runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined, warnings: options.warnings }));
     const others = (await clusterMembers(options.liveRoot ?? '/')).filter((member) => member.name !== runs[0]?.result.node);
     const command = remoteCaptureCommand();
     const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
@@ -4425,7 +4623,8 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
       else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
     }
   } else {
-    for (const root of options.roots) runs.push(await runPipeline(stages, { ...nodeOptions, root }));
+    for (const [i, root] of options.roots.entries())
+      runs.push(await runPipeline(stages, { ...nodeOptions, root, warnings: i === 0 ? options.warnings : [] }));
   }
   const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
   if (twice !== undefined) throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
@@ -4439,43 +4638,104 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
 }
 
-const USAGE = `Usage:
-  pve-dm.ts [options]                 analyse this node (or a capture with --root)
-  pve-dm.ts capture DIR [--anonymise] write this node's state to DIR (- : as JSON on stdout), for bug reports and offline analysis
-  pve-dm.ts plugins                   list the plugins loaded and what each hooks
-  pve-dm.ts journal                   list what cleanup removed (the journal)
-  pve-dm.ts restore --last | ID...    bring back what the last cleanup run (or journal entry ID) removed
+// ─── The command line: one table for parsing, --help, and the package's man page and completion ───
 
-Options:
-  --root DIR        analyse the capture in DIR instead of the live node; several: one cluster
-  --cluster         analyse every node of this cluster (over ssh, as Proxmox's nodes reach each other)
-  --node-timeout S  --cluster: give up on a node after S seconds (default 120)
-  --report-only     never prompt, never change anything (for cron)
-  --format FORMAT   console (default), json, nagios (a Nagios/Icinga plugin's output; the exit code is
-                    its state) or checkmk (a Checkmk local check): only that on stdout
-  --json            the same as --format json
-  --prometheus FILE also write the metrics for node_exporter's textfile collector to FILE (atomically)
-  --html FILE       write the HTML report to FILE (console runs otherwise write reports/)
-  --vmid N          narrow the report to guest N (repeatable)
-  --no-color        no colour (NO_COLOR is honoured too)
-  --yes             carry the cleanup out without asking (every problem that passes the safety checks)
-  --dry-run         go through the cleanup, changing nothing: show what it would run
-  --only KIND       cleanup: duplicates or tombstones only
-  --name DMNAME     cleanup: this entry only (repeatable); --vmid N narrows cleanup too
-  --journal FILE    the cleanup journal (default /var/lib/pve-dm/journal.jsonl)
-  --last            with restore: every entry the last cleanup run removed
-  --notify MODE     always | problems (default) | change: when configured notifiers send
-                    (--format nagios and checkmk send nothing unless --notify is given)
-  --state FILE      where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)
-  --config FILE     settings file (default pve-dm.conf beside pve-dm.ts)
-  --plugins DIR     load plugins from DIR (default plugins/ beside pve-dm.ts)
-  --no-plugins      load no plugin
-  --anonymise       with capture: replace names, addresses, keys and descriptions
-  -h, --help        this text
-  -V, --version     the version
+/** A command-line option. parseCli, `--help` and the Debian package's man page and bash completion read this table. */
+export interface CliOption {
+  name: string;
+  short?: string;
+  /** The value's name in the usage (DIR, FILE, N...); a flag has none. */
+  arg?: string;
+  multiple?: boolean;
+  help: string;
+  /** The values it takes (completion). */
+  values?: readonly string[];
+  complete?: 'file' | 'dir';
+  /** Accepted, not listed: a second spelling. */
+  hidden?: boolean;
+}
 
-Exit codes: 0 healthy (grade A+, no warnings); 1 tombstones or warnings; 2 duplicates or grade F;
-3 could not analyse. A failed notification is reported and does not change the exit code.`;
+export const CLI_COMMANDS: readonly { name: string; usage: string; help: string }[] = [
+  { name: 'capture', usage: 'capture DIR', help: "write this node's state to DIR (-: as JSON on stdout), for a bug report or an analysis elsewhere" },
+  { name: 'plugins', usage: 'plugins', help: 'list the plugins loaded, their hooks and whether each notifier is configured' },
+  { name: 'journal', usage: 'journal', help: 'list what cleanup removed' },
+  { name: 'restore', usage: 'restore --last | ID...', help: 'bring back what the last cleanup run (or those journal entries) removed' },
+];
+
+const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
+/** What goes to stdout: the console report, the JSON, or a monitoring check's output (nagios, checkmk). */
+export type OutputFormat = 'console' | 'json' | 'nagios' | 'checkmk';
+const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'checkmk'];
+const DEFAULT_KEEP_REPORTS = 30;
+
+export const CLI_OPTIONS: readonly CliOption[] = [
+  { name: 'root', arg: 'DIR', multiple: true, complete: 'dir', help: 'analyse the capture in DIR instead of the live node; several: one cluster' },
+  { name: 'cluster', help: 'analyse every node of this cluster: this one live, the others over ssh' },
+  { name: 'node-timeout', arg: 'S', help: 'with --cluster: give up on a node after S seconds (default 120)' },
+  { name: 'report-only', help: 'never prompt, never change anything (cron, timers)' },
+  { name: 'format', arg: 'FORMAT', values: OUTPUT_FORMATS, help: 'what stdout carries: console (default), json, nagios (a Nagios or Icinga plugin: the exit code is its state) or checkmk (a Checkmk local check)' },
+  { name: 'json', help: 'the same as --format json' },
+  { name: 'prometheus', arg: 'FILE', complete: 'file', help: "also write the metrics for node_exporter's textfile collector to FILE" },
+  { name: 'html', arg: 'FILE', complete: 'file', help: 'write the HTML report to FILE; console runs otherwise write one to the reports folder' },
+  { name: 'keep-reports', arg: 'N', help: `console runs keep the newest N reports in the reports folder (default ${DEFAULT_KEEP_REPORTS})` },
+  { name: 'vmid', arg: 'N', multiple: true, help: 'narrow the report and the cleanup to guest N (repeatable)' },
+  { name: 'no-color', help: 'no colour (NO_COLOR is honoured too)' },
+  { name: 'yes', short: 'y', help: 'carry the cleanup out without asking: every problem that passes the safety checks' },
+  { name: 'dry-run', help: 'go through the cleanup, changing nothing: show what it would run' },
+  { name: 'only', arg: 'KIND', values: ['duplicates', 'tombstones'], help: 'cleanup: duplicates or tombstones only' },
+  { name: 'name', arg: 'DMNAME', multiple: true, help: 'cleanup: this entry only, by its kernel name or as pve-dm shows it (repeatable)' },
+  { name: 'journal', arg: 'FILE', complete: 'file', help: 'the cleanup journal (default /var/lib/pve-dm/journal.jsonl)' },
+  { name: 'last', help: 'with restore: every entry the last cleanup run removed' },
+  { name: 'notify', arg: 'MODE', values: NOTIFY_MODES, help: 'always, problems (default) or change: when configured notifiers send (monitoring formats send only with --notify)' },
+  { name: 'state', arg: 'FILE', complete: 'file', help: 'where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)' },
+  { name: 'config', arg: 'FILE', complete: 'file', help: 'the settings file (default {config})' },
+  { name: 'plugins', arg: 'DIR', complete: 'dir', help: 'load plugins from DIR instead of {plugins}' },
+  { name: 'no-plugins', help: 'load no plugin' },
+  { name: 'anonymise', help: 'with capture: replace names, addresses, keys and descriptions' },
+  { name: 'anonymize', hidden: true, help: 'the same as --anonymise' },
+  { name: 'help', short: 'h', help: 'this text' },
+  { name: 'version', short: 'V', help: 'the version' },
+];
+
+const EXIT_CODES =
+  'Exit codes: 0 healthy (grade A+, no warnings); 1 tombstones or warnings; 2 duplicates or grade F; ' +
+  '3 could not analyse. A failed notification is reported and does not change the exit code.';
+
+/** An option's help with this installation's folders filled in. */
+export function optionHelp(option: CliOption, paths: Paths = PATHS): string {
+  return option.help.replace('{config}', paths.config).replace('{plugins}', paths.plugins.join(' and '));
+}
+
+/** An option as the usage shows it: `-y, --yes`, `--root DIR`. */
+export const optionLabel = (option: CliOption) =>
+  `${option.short ? `-${option.short}, ` : ''}--${option.name}${option.arg ? ` ${option.arg}` : ''}`;
+
+/** `--help`: commands and options in two columns, wrapped to 80 columns, naming pve-dm as it was run. */
+export function usageText(program: string = PROGRAM, paths: Paths = PATHS): string {
+  const column = (rows: [string, string][], width: number) =>
+    rows.flatMap(([label, help]) => {
+      const text = wrapWords(help, CONSOLE_WIDTH - width - 4);
+      const first = label.length <= width ? `  ${label.padEnd(width)}  ${text[0]}` : `  ${label}`;
+      const rest = label.length <= width ? text.slice(1) : text;
+      return [first, ...rest.map((line) => `${' '.repeat(width + 4)}${line}`)];
+    });
+  const options = CLI_OPTIONS.filter((option) => !option.hidden);
+  return [
+    `Usage: ${program} [OPTION...]`,
+    `       ${program} COMMAND [OPTION...]`,
+    '',
+    ...wrapWords('Analyses this node (or the captures given with --root), reports, and cleans up only when asked.', CONSOLE_WIDTH),
+    '',
+    'Commands:',
+    ...column(CLI_COMMANDS.map((command) => [command.usage, command.help]), 22),
+    '',
+    'Options:',
+    ...column(options.map((option) => [optionLabel(option), optionHelp(option, paths)]), 17),
+    '',
+    ...wrapWords(EXIT_CODES, CONSOLE_WIDTH),
+  ].join('\n');
+}
+
 
 interface CliOptions {
   command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'help' | 'version';
@@ -4496,8 +4756,10 @@ interface CliOptions {
   notify: NotifyMode | null;
   stateFile: string;
   configFile: string | null;
-  pluginsDir: string | null;
+  /** The plugin folders, in load order; none with --no-plugins. */
+  pluginDirs: string[];
   pluginsDirGiven: boolean;
+  keepReports: number;
   yes: boolean;
   dryRun: boolean;
   selection: CleanupSelection;
@@ -4506,11 +4768,6 @@ interface CliOptions {
   restoreLast: boolean;
 }
 
-const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
-
-/** What goes to stdout: the console report, the JSON, or a monitoring check's output (nagios, checkmk). */
-export type OutputFormat = 'console' | 'json' | 'nagios' | 'checkmk';
-const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'checkmk'];
 const isMonitoringFormat = (format: OutputFormat) => format === 'nagios' || format === 'checkmk';
 
 /** The format asked for, read before parseCli so that its own errors are printed in that format too. */
@@ -4523,114 +4780,131 @@ function formatAsked(argv: readonly string[]): OutputFormat {
   return OUTPUT_FORMATS.find((format) => format === asked) ?? 'console';
 }
 
-export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, isTty = false): CliOptions {
-  let parsed;
+type CliValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** The closest of `known` to a mistyped word, if any is close: "did you mean". */
+function didYouMean(word: string, known: readonly string[]): string {
+  const best = closest(word, [...known]);
+  return distance(word, best) <= Math.max(2, Math.floor(word.length / 3)) ? `; did you mean ${best}?` : '';
+}
+
+/** parseArgs over CLI_OPTIONS; its errors as one line, with "did you mean" for a mistyped option. */
+function parseArgv(argv: readonly string[]): { values: CliValues; positionals: string[] } {
+  const takesValue = new Set(CLI_OPTIONS.filter((option) => option.arg).map((option) => `--${option.name}`));
+  // `--vmid -5`: a negative number is the option's value (refused as such), not an unknown option.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const [arg = '', next] = [argv[i], argv[i + 1]];
+    if (takesValue.has(arg) && next !== undefined && /^-\d/.test(next)) args.push(`${arg}=${argv[++i]}`);
+    else args.push(arg);
+  }
+  const options = Object.fromEntries(
+    CLI_OPTIONS.map(({ name, arg, short, multiple }) => {
+      const type = arg ? ('string' as const) : ('boolean' as const);
+      return [name, { type, ...(short ? { short } : {}), ...(multiple ? { multiple } : {}) }];
+    }),
+  );
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        root: { type: 'string', multiple: true, default: [] },
-        cluster: { type: 'boolean', default: false },
-        'node-timeout': { type: 'string', default: '120' },
-        'report-only': { type: 'boolean', default: false },
-        json: { type: 'boolean', default: false },
-        format: { type: 'string' },
-        prometheus: { type: 'string' },
-        html: { type: 'string' },
-        vmid: { type: 'string', multiple: true, default: [] },
-        'no-color': { type: 'boolean', default: false },
-        notify: { type: 'string' },
-        state: { type: 'string', default: '/var/lib/pve-dm/notify-state.json' },
-        config: { type: 'string' },
-        plugins: { type: 'string' },
-        'no-plugins': { type: 'boolean', default: false },
-        yes: { type: 'boolean', short: 'y', default: false },
-        'dry-run': { type: 'boolean', default: false },
-        only: { type: 'string' },
-        name: { type: 'string', multiple: true, default: [] },
-        journal: { type: 'string', default: DEFAULT_JOURNAL },
-        last: { type: 'boolean', default: false },
-        anonymise: { type: 'boolean', default: false },
-        anonymize: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-        version: { type: 'boolean', short: 'V', default: false },
-      },
-    });
+    return util.parseArgs({ args, allowPositionals: true, options });
   } catch (error) {
-    throw new UserError(`${(error as Error).message.split('\n')[0]} (see --help)`);
+    const message = (error as Error).message;
+    const unknown = /^Unknown option '([^']+)'/.exec(message)?.[1];
+    if (unknown === undefined) throw new UserError(`${message.split('\n')[0]} (see --help)`);
+    const known = CLI_OPTIONS.map((option) => `--${option.name}`);
+    throw new UserError(`unknown option ${unknown}${didYouMean(unknown.replace(/=.*/, ''), known)} (see --help)`);
   }
-  const { values, positionals } = parsed;
-  const vmids = (values.vmid ?? []).map((text) => {
-    if (!/^[1-9][0-9]{2,8}$/.test(text)) throw new UserError(`--vmid ${text}: not a VMID (100 to 999999999)`);
-    return Number(text);
+}
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, isTty = false): CliOptions {
+  const { values, positionals } = parseArgv(argv);
+  const text = (name: string) => values[name] as string | undefined;
+  const list = (name: string) => (values[name] as string[] | undefined) ?? [];
+  const flag = (name: string) => values[name] === true;
+  const vmids = list('vmid').map((vmid) => {
+    if (!/^[1-9][0-9]{2,8}$/.test(vmid)) throw new UserError(`--vmid ${vmid}: not a VMID (100 to 999999999)`);
+    return Number(vmid);
   });
-  const notify = (values.notify ?? 'problems') as NotifyMode;
-  if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${values.notify}: use always, problems or change`);
-  const format = (values.format ?? (values.json ? 'json' : 'console')) as OutputFormat;
-  if (!OUTPUT_FORMATS.includes(format)) throw new UserError(`--format ${values.format}: use ${OUTPUT_FORMATS.join(', ')}`);
-  if (values.json && format !== 'json') throw new UserError(`--json is --format json: it does not go with --format ${format}`);
+  const notify = (text('notify') ?? 'problems') as NotifyMode;
+  if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${notify}: use always, problems or change`);
+  const format = (text('format') ?? (flag('json') ? 'json' : 'console')) as OutputFormat;
+  if (!OUTPUT_FORMATS.includes(format)) throw new UserError(`--format ${format}: use ${OUTPUT_FORMATS.join(', ')}`);
+  if (flag('json') && format !== 'json') throw new UserError(`--json is --format json: it does not go with --format ${format}`);
   const [command, ...rest] = positionals;
-  const commands = ['capture', 'plugins', 'journal', 'restore'];
-  if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}" (see --help)`);
-  if (command !== undefined && (isMonitoringFormat(format) || values.prometheus !== undefined)) {
-    throw new UserError(`${values.prometheus !== undefined ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`);
-  }
-  if (command === 'capture' && rest.length !== 1) throw new UserError('capture needs exactly one directory (or - for stdout): pve-dm.ts capture DIR');
-  if (command === 'restore' && (rest.length > 0) === Boolean(values.last)) throw new UserError('restore needs --last or journal entry IDs (see pve-dm.ts journal), not both');
-  if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
-  if (values.only !== undefined && values.only !== 'duplicates' && values.only !== 'tombstones') throw new UserError(`--only ${values.only}: use duplicates or tombstones`);
-  const roots = values.root ?? [];
-  if ((values.yes || values['dry-run']) && roots.length > 0) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
-  if ((values.yes || values['dry-run']) && values.cluster) throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
-  if (values.cluster && roots.length > 0) throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
-  const nodeTimeout = Number(values['node-timeout']);
-  if (!(nodeTimeout > 0 && nodeTimeout <= 3600)) throw new UserError(`--node-timeout ${values['node-timeout']}: seconds, 1 to 3600`);
-  if (values['report-only'] && (values.yes || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
-  if (isMonitoringFormat(format) && (values.yes || values['dry-run'])) throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
-  const anonymise = Boolean(values.anonymise || values.anonymize);
-  if (anonymise && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
-  if (values.plugins !== undefined && values['no-plugins']) throw new UserError('--plugins and --no-plugins exclude each other');
+  const commands = CLI_COMMANDS.map((known) => known.name);
+  if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}"${didYouMean(command, commands)} (see --help)`);
+  checkCombinations(values, command, rest, format);
+  const nodeTimeout = Number(text('node-timeout') ?? '120');
+  if (!(nodeTimeout > 0 && nodeTimeout <= 3600)) throw new UserError(`--node-timeout ${text('node-timeout')}: seconds, 1 to 3600`);
+  const keepReports = text('keep-reports') ?? String(DEFAULT_KEEP_REPORTS);
+  if (!/^(?:0|[1-9][0-9]{0,5})$/.test(keepReports)) throw new UserError(`--keep-reports ${keepReports}: a number of reports, 0 to 999999`);
+  const only = text('only');
+  if (only !== undefined && only !== 'duplicates' && only !== 'tombstones') throw new UserError(`--only ${only}: use duplicates or tombstones`);
+  const roots = list('root');
   return {
-    command: values.help ? 'help' : values.version ? 'version' : (command as 'capture' | 'plugins' | 'journal' | 'restore' | undefined) ?? 'analyse',
+    command: flag('help') ? 'help' : flag('version') ? 'version' : ((command as CliOptions['command'] | undefined) ?? 'analyse'),
     captureDir: command === 'capture' ? (rest[0] ?? null) : null,
     root: roots.length === 1 ? roots[0] : undefined,
     roots,
-    cluster: Boolean(values.cluster),
+    cluster: flag('cluster'),
     nodeTimeoutMs: nodeTimeout * 1000,
-    reportOnly: Boolean(values['report-only']),
+    reportOnly: flag('report-only'),
     format,
-    prometheusFile: values.prometheus ?? null,
-    htmlFile: values.html ?? null,
+    prometheusFile: text('prometheus') ?? null,
+    htmlFile: text('html') ?? null,
+    keepReports: Number(keepReports),
     vmids,
-    color: isTty && !values['no-color'] && !env.NO_COLOR,
-    anonymise,
-    notify: values.notify === undefined && isMonitoringFormat(format) ? null : notify,
-    stateFile: values.state as string,
-    configFile: values.config ?? null,
-    pluginsDir: values['no-plugins'] ? null : (values.plugins ?? path.join(HERE, 'plugins')),
-    pluginsDirGiven: values.plugins !== undefined,
-    yes: Boolean(values.yes),
-    dryRun: Boolean(values['dry-run']),
-    selection: { only: (values.only as CleanupSelection['only']) ?? null, vmids, names: values.name ?? [] },
-    journal: values.journal as string,
+    color: isTty && !flag('no-color') && !env.NO_COLOR,
+    anonymise: flag('anonymise') || flag('anonymize'),
+    notify: text('notify') === undefined && isMonitoringFormat(format) ? null : notify,
+    stateFile: text('state') ?? DEFAULT_STATE,
+    configFile: text('config') ?? null,
+    pluginDirs: flag('no-plugins') ? [] : text('plugins') !== undefined ? [text('plugins') as string] : PATHS.plugins,
+    pluginsDirGiven: text('plugins') !== undefined,
+    yes: flag('yes'),
+    dryRun: flag('dry-run'),
+    selection: { only: (only as CleanupSelection['only']) ?? null, vmids, names: list('name') },
+    journal: text('journal') ?? DEFAULT_JOURNAL,
     restoreIds: command === 'restore' ? rest : [],
-    restoreLast: Boolean(values.last),
+    restoreLast: flag('last'),
   };
 }
 
-/** `pve-dm.ts plugins`: each plugin, its file and what it hooks. */
-export function renderPluginList(loaded: readonly LoadedPlugin[], dir: string | null, settings: Settings): string {
-  if (dir === null) return 'No plugins (--no-plugins).\n';
-  if (loaded.length === 0) return `No plugins in ${dir}.\n`;
-  const rows = loaded.map(({ plugin, file }) => {
-    const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? ['notify'] : [])];
-    const state = plugin.notify ? (isActiveNotifier(plugin, settings) ? 'configured' : 'not configured') : '';
-    return [plugin.name, path.basename(file), hooks.join(', ') || '(nothing)', state].map(terminalSafe);
-  });
-  return `Plugins in ${dir}, in the order they load:\n${table(['PLUGIN', 'FILE', 'HOOKS', 'NOTIFIER'], rows).map((line) => `  ${line}`).join('\n')}\n`;
+/** Options that do not go together, or with that command. */
+function checkCombinations(values: CliValues, command: string | undefined, rest: string[], format: OutputFormat): void {
+  const has = (name: string) => values[name] !== undefined && values[name] !== false && !(Array.isArray(values[name]) && (values[name] as unknown[]).length === 0);
+  const cleanup = has('yes') || has('dry-run');
+  if (command !== undefined && (isMonitoringFormat(format) || has('prometheus'))) {
+    throw new UserError(`${has('prometheus') ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`);
+  }
+  if (command === 'capture' && rest.length !== 1) throw new UserError(`capture needs exactly one directory (or - for stdout): ${PROGRAM} capture DIR`);
+  if (command === 'restore' && rest.length > 0 === has('last')) throw new UserError(`restore needs --last or journal entry IDs (see ${PROGRAM} journal), not both`);
+  if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
+  if (cleanup && has('root')) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
+  if (cleanup && has('cluster')) throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
+  if (has('cluster') && has('root')) throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
+  if (has('report-only') && (has('yes') || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
+  if (isMonitoringFormat(format) && cleanup) throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
+  if ((has('anonymise') || has('anonymize')) && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
+  if (has('plugins') && has('no-plugins')) throw new UserError('--plugins and --no-plugins exclude each other');
 }
 
+/** `pve-dm.ts plugins`: each plugin, its file and what it hooks. */
+export function renderPluginList(loaded: readonly LoadedPlugin[], dirs: readonly string[], settings: Settings): string {
+  if (dirs.length === 0) return 'No plugins (--no-plugins).\n';
+  const where = dirs.join(' and ');
+  if (loaded.length === 0) return `No plugins in ${where}.\n`;
+  const rows = loaded.map(({ plugin, file }) => {
+    const state = isActiveNotifier(plugin, settings) ? 'configured' : 'not configured';
+    const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? [`notify (${state})`] : [])];
+    const shown = dirs.length > 1 ? file : path.basename(file);
+    return [plugin.name, shown, hooks.join(', ') || '(nothing)'].map(terminalSafe);
+  });
+  const listed = table(['PLUGIN', 'FILE', 'HOOKS'], rows).map((line) => `  ${line}`);
+  return wrapConsole(`Plugins in ${where}, in the order they load:\n${listed.join('\n')}\n`);
+}
+
+/** A report pve-dm wrote into the reports folder: `pve-dm-<node>-<yyyymmdd>-<hhmmss>Z.html`. */
+const REPORT_FILE_RE = /^pve-dm-[A-Za-z0-9._-]+-\d{8}-\d{6}Z\.html$/;
 const reportFileName = (node: string, at: Date) =>
   `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-')}.html`;
 
@@ -4721,28 +4995,27 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
   for (const removed of outcome.removed)
     lines.push(
-      `  removed  ${mangleDmName(removed.name)}  (${terminalSafe(shellLine(removed.command))}; journal ${removed.journal})`,
+      `  removed  ${mangleDmName(removed.name)}  (${whole(terminalSafe(shellLine(removed.command)))}; journal ${removed.journal})`,
     );
   for (const skipped of outcome.skipped)
     lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
   for (const failed of outcome.failed)
     lines.push(`  FAILED   ${mangleDmName(failed.name)}: ${terminalSafe(failed.error)}`);
   lines.push(
-    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? '; undo with: pve-dm.ts restore --last' : ''}`,
+    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
   );
-  return `${lines.join('\n')}\n`;
+  return wrapConsole(`${lines.join('\n')}\n`);
 }
 
 export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
-  // The journal is a file on disk: every field is shown as text, whatever it holds.
-  const rows = records.map((r) =>
-    [r.id, r.at, mangleDmName(String(r.name)), r.action, r.reason, r.outcome ?? '?'].map((cell) =>
-      terminalSafe(String(cell)),
-    ),
-  );
-  return `${table(['ID', 'AT', 'NAME', 'ACTION', 'REASON', 'OUTCOME'], rows).join('\n')}\n`;
+  // The journal is a file on disk: every field is shown as text, whatever it holds. Each entry's
+  // name goes on a line of its own (80 columns); the times are in `journal --json`.
+  const rows = records.map((r) => [r.id, r.outcome ?? '?', r.action, r.reason].map((cell) => terminalSafe(String(cell))));
+  const [header = '', ...lines] = table(['ID', 'OUTCOME', 'ACTION', 'REASON'], rows);
+  const named = lines.flatMap((line, i) => [line, `  ${mangleDmName(String(records[i]?.name))}`]);
+  return wrapConsole(`${[`${header}\n  NAME`, ...named].join('\n')}\n`);
 }
 
 async function restoreCommand(
@@ -4758,7 +5031,7 @@ async function restoreCommand(
     : options.restoreIds.map((id) => journal.find((record) => record.id === id) ?? id);
   const unknown = records.filter((record): record is string => typeof record === 'string');
   if (unknown.length > 0)
-    throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see pve-dm.ts journal)`);
+    throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see ${PROGRAM} journal)`);
   if (records.length === 0) throw new UserError(`the journal ${options.journal} is empty: nothing to restore`);
   // A removal that failed left its entry where it was: there is nothing to bring back.
   const removed = (records as JournalRecord[]).filter((record) => record.outcome !== 'failed');
@@ -4770,7 +5043,7 @@ async function restoreCommand(
     ...outcome.refused.map(({ name, why }) => `refused  ${mangleDmName(name)}: ${terminalSafe(why)}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${mangleDmName(name)}: ${error}`),
   ];
-  io.stdout.write(options.format === 'json' ? `${terminalSafeJson(outcome)}\n` : `${lines.join('\n')}\n`);
+  io.stdout.write(options.format === 'json' ? `${terminalSafeJson(outcome)}\n` : wrapConsole(`${lines.join('\n')}\n`));
   return outcome.failed.length > 0 || outcome.refused.length > 0 ? 1 : 0;
 }
 
@@ -4781,207 +5054,278 @@ export interface LiveNode {
   hostname?: string;
 }
 
+interface Io {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+  isTty: boolean;
+}
+
+/** What a run is given beside its options: where to write, how to run commands, and on which node. */
+interface RunContext {
+  io: Io;
+  runner: Runner;
+  live: LiveNode;
+  liveRoot: string;
+  interactive: boolean;
+}
+
+/** Settings and plugins, and what was wrong with them (warnings the report carries). */
+interface Setup {
+  settings: Settings;
+  loaded: LoadedPlugin[];
+  plugins: Plugin[];
+  warnings: Warning[];
+}
+
 export async function main(
   argv: string[],
-  io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
+  io: Io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
   live: LiveNode = {},
 ): Promise<number> {
   const asked = formatAsked(argv);
-  const fail = (raw: string, code: number) => {
-    const message = terminalSafe(raw.replace(/\s*\n\s*/g, ' '));
-    io.stderr.write(`pve-dm: ${message}\n`);
-    if (asked === 'json') io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
-    if (asked === 'nagios') io.stdout.write(renderNagiosUnknown(message));
-    if (asked === 'checkmk') io.stdout.write(renderCheckmkUnknown(message));
-    return code;
-  };
   try {
     const options = parseCli(argv, process.env, io.isTty);
-    if (options.command === 'help') return (io.stdout.write(`${USAGE}\n`), 0);
+    if (options.command === 'help') return (io.stdout.write(`${usageText()}\n`), 0);
     if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
-    // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
-    const consoleRun = options.format === 'console';
-    const jsonRun = options.format === 'json';
     const interactive =
-      io.isTty &&
-      Boolean(process.stdin.isTTY) &&
-      options.command === 'analyse' &&
-      !options.yes &&
-      consoleRun &&
-      !options.reportOnly &&
-      !options.dryRun;
+      io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && options.format === 'console' &&
+      !options.yes && !options.reportOnly && !options.dryRun;
+    // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
     const allowChanges =
       (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
     const runner = createRunner({ allowChanges, exec: live.exec });
-    const liveRoot = live.liveRoot ?? '/';
+    const context: RunContext = { io, runner, live, liveRoot: live.liveRoot ?? '/', interactive };
     if (options.command === 'journal')
-      return (io.stdout.write(renderJournal(readJournal(options.journal), jsonRun)), 0);
-    if (options.command === 'restore') return await restoreCommand(options, runner, liveRoot, io);
-    if (options.command === 'capture') {
-      const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
-      const capture = options.anonymise ? anonymiseCapture(discovered) : discovered;
-      // `capture -` is what --cluster asks of the other nodes: the capture alone on stdout.
-      if (options.captureDir === '-') return (io.stdout.write(captureToJson(capture)), 0);
-      await writeCapture(options.captureDir as string, capture);
-      for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-      io.stderr.write(
-        `pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${options.anonymise ? ' (anonymised)' : ''}\n`,
-      );
-      return 0;
+      return (io.stdout.write(renderJournal(readJournal(options.journal), options.format === 'json')), 0);
+    if (options.command === 'restore') return await restoreCommand(options, runner, context.liveRoot, io);
+    if (options.command === 'capture') return await captureCommand(options, context);
+    const setup = await loadSetup(options);
+    if (options.command === 'plugins') {
+      for (const w of setup.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+      return (io.stdout.write(renderPluginList(setup.loaded, options.pluginDirs, setup.settings)), 0);
     }
-    const settings = loadSettings(options.configFile ?? path.join(HERE, 'pve-dm.conf'), process.env, {
-      required: options.configFile !== null,
-    });
-    const loaded =
-      options.pluginsDir === null ? [] : await loadPlugins(options.pluginsDir, { required: options.pluginsDirGiven });
-    if (options.command === 'plugins')
-      return (io.stdout.write(renderPluginList(loaded, options.pluginsDir, settings)), 0);
-    const plugins = loaded.map(({ plugin }) => plugin);
-    const stages = composeStages(defaultStages, plugins);
-    const notifyMode = options.notify;
-    const notifying = notifyMode !== null && plugins.some((plugin) => isActiveNotifier(plugin, settings));
-    const now = new Date();
-    const runOptions: RunOptions = {
-      root: options.root,
-      liveRoot: live.liveRoot,
-      hostname: live.hostname,
-      vmids: options.vmids,
-      runner,
-      now,
-      color: options.color,
-      selection: options.selection,
-      json: jsonRun || notifying,
-      console: consoleRun,
-      html: options.htmlFile !== null || consoleRun || notifying,
-      nagios: options.format === 'nagios',
-      checkmk: options.format === 'checkmk',
-      prometheus: options.prometheusFile !== null,
-    };
-    const clusterRun =
-      options.cluster || options.roots.length > 1
-        ? await runCluster(stages, {
-            ...runOptions,
-            roots: options.roots,
-            live: options.cluster,
-            nodeTimeoutMs: options.nodeTimeoutMs,
-          })
-        : null;
-    const { capture, result, reports, plan: planned } = clusterRun ?? (await runPipeline(stages, runOptions));
-    // The JSON again once notifications (or a cleanup) are known.
-    const jsonOf = async (final: Result) =>
-      clusterRun === null
-        ? (await stages.report(final, { json: true, console: false, html: false, color: false })).json
-        : `${terminalSafeJson(clusterToJson(clusterRun.cluster, final.notifications))}\n`;
-    if (options.prometheusFile !== null) {
-      // Before anything is printed: a file that cannot be written is a run that failed (exit 3).
-      const file = options.prometheusFile;
-      await writeAtomically(file, reports.prometheus ?? '', 0o644).catch((error: NodeJS.ErrnoException) => {
-        throw new UserError(`cannot write the Prometheus file ${file}: ${error.code ?? error.message}`);
-      });
-    }
-    const plan =
-      options.root === undefined && !options.reportOnly ? await withHolders(planned, result, liveRoot) : planned;
-    let final = result;
-    let json = reports.json;
-    if (notifying) {
-      const decision = shouldNotify(notifyMode, result, options.stateFile);
-      if (decision.send) {
-        const sent = {
-          json: reports.json ?? '',
-          html: reports.html ?? '',
-          subject: notificationSubject(result),
-          text: notificationText(result),
-        };
-        const timeoutMs = Number(settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
-        const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
-        final = {
-          ...result,
-          notifications: await notifyAll(plugins, result, sent, { setting: settings, http, runner }),
-        };
-        if (jsonRun) json = await jsonOf(final);
-        for (const failed of final.notifications.filter((n) => !n.ok))
-          io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failed.detail)}\n`);
-        // A change nobody was told about is still a change next time.
-        if (notifyMode === 'change' && final.notifications.some((n) => n.ok)) {
-          await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch(
-            (error: NodeJS.ErrnoException) => {
-              io.stderr.write(
-                `pve-dm: cannot save the notification state to ${options.stateFile}: ${error.code ?? error.message}; the next run will notify again\n`,
-              );
-            },
-          );
-        }
-      }
-    }
-    if (consoleRun) io.stdout.write(reports.console ?? '');
-    let exitCode: number = result.exitCode;
-    if (reports.html !== undefined && (options.htmlFile !== null || consoleRun)) {
-      const file = options.htmlFile ?? path.join(HERE, 'reports', reportFileName(result.node, now));
-      try {
-        await mkdir(path.dirname(file), { recursive: true });
-        await writeAtomically(file, reports.html);
-        if (consoleRun) io.stdout.write(`\nHTML report: ${file}\n`);
-      } catch (error) {
-        io.stderr.write(
-          `pve-dm: cannot write the HTML report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`,
-        );
-        exitCode = Math.max(exitCode, 1);
-      }
-    }
-    if (consoleRun && final.notifications.length > 0) {
-      io.stdout.write(
-        `\nNotifications: ${final.notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`).join('; ')}\n`,
-      );
-    }
-    if (!consoleRun) {
-      for (const w of result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-      for (const note of result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
-    }
-    const run = now
-      .toISOString()
-      .replace(/[-:]/g, '')
-      .replace(/\.\d+Z$/, 'Z');
-    const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run };
-    if (interactive && plan.actions.length > 0) {
-      if (options.root !== undefined)
-        io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
-      else {
-        const cleanup = await interactiveCleanup(plan, result, cleanupContext);
-        if (cleanup !== null) io.stdout.write(renderCleanup(cleanup, false));
-        if (cleanup !== null && cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
-      }
-    } else if (!options.reportOnly && (options.yes || options.dryRun) && plan.actions.length > 0) {
-      const cleanup = await executeCleanup(plan, cleanupContext, (step) =>
-        io.stderr.write(`pve-dm: ${options.dryRun ? 'dry run, ' : ''}${terminalSafe(step)}\n`),
-      );
-      final = { ...final, cleanup };
-      if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
-      for (const failed of cleanup.failed)
-        io.stderr.write(`pve-dm: could not remove ${mangleDmName(failed.name)}: ${failed.error}\n`);
-      if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
-      if (jsonRun) json = await jsonOf(final);
-    } else if (!options.reportOnly && consoleRun) {
-      io.stdout.write(renderPlan(plan));
-    }
-    if (jsonRun) io.stdout.write(json ?? '');
-    if (options.format === 'nagios' || options.format === 'checkmk') {
-      // The state printed is the exit code, also when writing the HTML report raised it.
-      const monitored =
-        exitCode === result.exitCode
-          ? reports
-          : await stages.report(
-              { ...final, exitCode: exitCode as Result['exitCode'] },
-              { json: false, console: false, html: false, color: false, [options.format]: true },
-            );
-      io.stdout.write(monitored[options.format] ?? '');
-    }
-    return exitCode;
+    return await analyse(options, setup, context);
   } catch (error) {
-    if (error instanceof UserError) return fail(error.message, error.exitCode);
-    // A bug, not the user's mistake: one line, and the stack only when asked for.
-    const detail = process.env.PVE_DM_DEBUG ? `\n${(error as Error).stack}` : ' (PVE_DM_DEBUG=1 shows where)';
-    return fail(`internal error: ${(error as Error).message ?? String(error)}${detail}`, 3);
+    return failed(error, asked, io);
   }
+}
+
+/** A run that could not be done: one line on stderr, and the format's own error on stdout. */
+function failed(error: unknown, asked: OutputFormat, io: Io): number {
+  const internal = !(error instanceof UserError);
+  // A bug, not the user's mistake: one line, and the stack only when asked for.
+  const detail = process.env.PVE_DM_DEBUG ? `\n${(error as Error).stack}` : ' (PVE_DM_DEBUG=1 shows where)';
+  const raw = internal ? `internal error: ${(error as Error).message ?? String(error)}${detail}` : error.message;
+  const message = terminalSafe(raw.replace(/\s*\n\s*/g, ' '));
+  io.stderr.write(`pve-dm: ${message}\n`);
+  if (asked === 'json') io.stdout.write(`${JSON.stringify({ version: 1, error: message })}\n`);
+  if (asked === 'nagios') io.stdout.write(renderNagiosUnknown(message));
+  if (asked === 'checkmk') io.stdout.write(renderCheckmkUnknown(message));
+  return internal ? 3 : error.exitCode;
+}
+
+/** `capture DIR`, or `capture -`: what --cluster asks of the other nodes, the capture alone on stdout. */
+async function captureCommand(options: CliOptions, { runner, live, io }: RunContext): Promise<number> {
+  const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
+  const capture = options.anonymise ? anonymiseCapture(discovered) : discovered;
+  if (options.captureDir === '-') return (io.stdout.write(captureToJson(capture)), 0);
+  await writeCapture(options.captureDir as string, capture);
+  for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+  const anonymised = options.anonymise ? ' (anonymised)' : '';
+  io.stderr.write(`pve-dm: capture of ${capture.hostname} written to ${options.captureDir}${anonymised}\n`);
+  return 0;
+}
+
+async function loadSetup(options: CliOptions): Promise<Setup> {
+  const settings = loadSettings(options.configFile ?? PATHS.config, process.env, { required: options.configFile !== null });
+  const { loaded, warnings } = await loadPluginFolders(options.pluginDirs, { required: options.pluginsDirGiven });
+  const plugins = loaded.map(({ plugin }) => plugin);
+  return { settings, loaded, plugins, warnings: [...warnings, ...unknownSettings(settings, plugins)] };
+}
+
+/** A file pve-dm is told to write goes into a folder that exists: a mistyped folder is loud, never created. */
+function checkOutputFolder(option: string, file: string | null): void {
+  if (file === null) return;
+  const folder = path.dirname(path.resolve(file));
+  let isFolder = false;
+  try {
+    isFolder = statSync(folder).isDirectory();
+  } catch {
+    // isFolder stays false: missing, or not reachable.
+  }
+  if (!isFolder) throw new UserError(`--${option} ${file}: the folder ${folder} does not exist (pve-dm does not create it)`);
+}
+
+/** Analyse, then act (notify, clean up), then render what is left to render: the analysis commands. */
+async function analyse(options: CliOptions, setup: Setup, context: RunContext): Promise<number> {
+  const { io } = context;
+  checkOutputFolder('html', options.htmlFile);
+  checkOutputFolder('prometheus', options.prometheusFile);
+  const stages = composeStages(defaultStages, setup.plugins);
+  const notifying = options.notify !== null && setup.plugins.some((plugin) => isActiveNotifier(plugin, setup.settings));
+  const now = new Date();
+  const run = await analysisRun(stages, options, setup, context, { notifying, now });
+  if (options.prometheusFile !== null) await writePrometheus(options.prometheusFile, run.reports.prometheus ?? '');
+  const notifications = notifying ? await sendNotifications(options, setup, run, context) : [];
+  let final: Result = { ...run.result, notifications };
+  if (options.format === 'console') io.stdout.write(run.reports.console ?? '');
+  let exitCode = Math.max(run.result.exitCode, await writeHtml(options, run, now, io));
+  if (options.format === 'console' && notifications.length > 0) {
+    const told = notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`);
+    io.stdout.write(wrapConsole(`\nNotifications: ${told.join('; ')}\n`));
+  }
+  if (options.format !== 'console') {
+    for (const w of run.result.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+    for (const note of run.result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
+  }
+  const cleanup = await cleanupStep(options, run, context, now);
+  if (cleanup !== null) {
+    final = { ...final, cleanup };
+    if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
+  }
+  if (options.format === 'json') {
+    const changed = final.notifications.length > 0 || final.cleanup !== null;
+    io.stdout.write((changed ? await run.jsonOf(final) : run.reports.json) ?? '');
+  }
+  if (isMonitoringFormat(options.format)) {
+    const format = options.format as 'nagios' | 'checkmk';
+    // The state printed is the exit code, also when writing the HTML report raised it.
+    const monitored =
+      exitCode === run.result.exitCode
+        ? run.reports
+        : await stages.report(
+            { ...final, exitCode: exitCode as Result['exitCode'] },
+            { json: false, console: false, html: false, color: false, [format]: true },
+          );
+    io.stdout.write(monitored[format] ?? '');
+  }
+  return exitCode;
+}
+
+/** The pipeline's output, and the JSON of a result changed later (notifications, a cleanup). */
+interface AnalysisRun extends RunOutput {
+  jsonOf: (final: Result) => Promise<string | undefined>;
+}
+
+async function analysisRun(
+  stages: Stages,
+  options: CliOptions,
+  setup: Setup,
+  { runner, live, liveRoot }: RunContext,
+  { notifying, now }: { notifying: boolean; now: Date },
+): Promise<AnalysisRun> {
+  const consoleRun = options.format === 'console';
+  const runOptions: RunOptions = {
+    root: options.root,
+    liveRoot: live.liveRoot,
+    hostname: live.hostname,
+    vmids: options.vmids,
+    runner,
+    now,
+    color: options.color,
+    selection: options.selection,
+    warnings: setup.warnings,
+    json: options.format === 'json' || notifying,
+    console: consoleRun,
+    html: options.htmlFile !== null || consoleRun || notifying,
+    nagios: options.format === 'nagios',
+    checkmk: options.format === 'checkmk',
+    prometheus: options.prometheusFile !== null,
+  };
+  if (options.cluster || options.roots.length > 1) {
+    const clusterOptions = { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs };
+    const run = await runCluster(stages, clusterOptions);
+    const jsonOf = async (final: Result) => `${terminalSafeJson(clusterToJson(run.cluster, final.notifications))}\n`;
+    return { ...run, jsonOf };
+  }
+  const run = await runPipeline(stages, runOptions);
+  // Holders are looked up only for a plan that may be carried out, on the live node.
+  const plan = options.root === undefined && !options.reportOnly ? await withHolders(run.plan, run.result, liveRoot) : run.plan;
+  const jsonOf = async (final: Result) => (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+  return { ...run, plan, jsonOf };
+}
+
+/** Before anything is printed: a Prometheus file that cannot be written is a run that failed (exit 3). */
+async function writePrometheus(file: string, text: string): Promise<void> {
+  await writeAtomically(file, text, 0o644).catch((error: NodeJS.ErrnoException) => {
+    throw new UserError(`cannot write the Prometheus file ${file}: ${error.code ?? error.message}`);
+  });
+}
+
+async function sendNotifications(options: CliOptions, setup: Setup, run: AnalysisRun, { io, runner }: RunContext): Promise<Notification[]> {
+  const mode = options.notify as NotifyMode;
+  const { result, reports } = run;
+  const decision = shouldNotify(mode, result, options.stateFile);
+  if (!decision.send) return [];
+  const sent = { json: reports.json ?? '', html: reports.html ?? '', subject: notificationSubject(result), text: notificationText(result) };
+  const timeoutMs = Number(setup.settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
+  const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
+  const notifications = await notifyAll(setup.plugins, result, sent, { setting: setup.settings, http, runner });
+  for (const failedOne of notifications.filter((n) => !n.ok))
+    io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failedOne.detail)}\n`);
+  // A change nobody was told about is still a change next time.
+  if (mode === 'change' && notifications.some((n) => n.ok)) {
+    await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: NodeJS.ErrnoException) => {
+      const why = error.code ?? error.message;
+      io.stderr.write(`pve-dm: cannot save the notification state to ${options.stateFile}: ${why}; the next run will notify again\n`);
+    });
+  }
+  return notifications;
+}
+
+/** The HTML report: to --html FILE, or for a console run into the reports folder (the newest N kept). 1 if it failed. */
+async function writeHtml(options: CliOptions, run: AnalysisRun, now: Date, io: Io): Promise<number> {
+  const consoleRun = options.format === 'console';
+  if (run.reports.html === undefined || (options.htmlFile === null && !consoleRun)) return 0;
+  const file = options.htmlFile ?? path.join(PATHS.reports, reportFileName(run.result.node, now));
+  try {
+    if (options.htmlFile === null) await mkdir(PATHS.reports, { recursive: true });
+    await writeAtomically(file, run.reports.html);
+    if (options.htmlFile === null) pruneReports(PATHS.reports, options.keepReports);
+    if (consoleRun) io.stdout.write(`\nHTML report: ${file}\n`);
+    return 0;
+  } catch (error) {
+    const why = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${why}\n`);
+    return 1;
+  }
+}
+
+/** The reports folder keeps the newest `keep` reports pve-dm wrote there: a daily run must not fill the disk. */
+export function pruneReports(dir: string, keep: number): void {
+  const reports = readdirSync(dir).filter((name) => REPORT_FILE_RE.test(name));
+  // The names hold the node and a UTC time; by time, then name, the newest come last.
+  const byAge = reports.sort((a, b) => a.slice(-21).localeCompare(b.slice(-21)) || a.localeCompare(b));
+  for (const name of byAge.slice(0, Math.max(0, byAge.length - keep))) unlinkSync(path.join(dir, name));
+}
+
+/** The cleanup a run asked for: interactive, --yes or --dry-run; or its plan, shown. Null when nothing ran. */
+async function cleanupStep(options: CliOptions, run: AnalysisRun, context: RunContext, now: Date): Promise<CleanupOutcome | null> {
+  const { io, runner, liveRoot, interactive } = context;
+  const { plan, result, capture } = run;
+  const consoleRun = options.format === 'console';
+  const id = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run: id };
+  if (options.reportOnly || plan.actions.length === 0) return null;
+  if (interactive && options.root !== undefined) {
+    io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
+    return null;
+  }
+  if (interactive) {
+    const cleanup = await interactiveCleanup(plan, result, cleanupContext);
+    if (cleanup !== null) io.stdout.write(renderCleanup(cleanup, false));
+    return cleanup;
+  }
+  if (!options.yes && !options.dryRun) {
+    if (consoleRun) io.stdout.write(renderPlan(plan));
+    return null;
+  }
+  const dryRun = options.dryRun ? 'dry run, ' : '';
+  const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${dryRun}${terminalSafe(step)}\n`));
+  if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
+  for (const failedOne of cleanup.failed)
+    io.stderr.write(`pve-dm: could not remove ${mangleDmName(failedOne.name)}: ${failedOne.error}\n`);
+  return cleanup;
 }
 
 // ─── helpers ───────────────────────────────────────────────────────────────────────────────

@@ -18,6 +18,7 @@ function messageUrl(raw: string): string {
 
 export default definePlugin({
   name: 'gotify',
+  settings: ['PVE_DM_GOTIFY_URL', 'PVE_DM_GOTIFY_TOKEN'],
   configured: (setting) => Boolean(setting('PVE_DM_GOTIFY_URL')),
   async notify(result, reports, { setting, http }) {
     const url = messageUrl(setting('PVE_DM_GOTIFY_URL') as string);

@@ -24,6 +24,7 @@ interface MailjetAnswer {
 
 export default definePlugin({
   name: 'mailjet',
+  settings: ['PVE_DM_MAILJET_KEY', 'PVE_DM_MAILJET_SECRET', 'PVE_DM_MAILJET_FROM', 'PVE_DM_MAILJET_TO', 'PVE_DM_MAILJET_URL'],
   configured: (setting) =>
     present(setting('PVE_DM_MAILJET_KEY')) && present(setting('PVE_DM_MAILJET_SECRET')) && present(setting('PVE_DM_MAILJET_FROM')) && recipients(setting).length > 0,
   async notify(_result, reports, { setting, http }) {

@@ -51,6 +51,7 @@ function topicUrl(raw: string): string {
 
 export default definePlugin({
   name: 'ntfy',
+  settings: ['PVE_DM_NTFY_URL', 'PVE_DM_NTFY_TOKEN'],
   configured: (setting) => Boolean(setting('PVE_DM_NTFY_URL')),
   async notify(result, reports, { setting, http }) {
     const url = topicUrl(setting('PVE_DM_NTFY_URL') as string);

@@ -11,6 +11,7 @@
 // recipients come from the To: header, and nothing from the report reaches the command line.
 // The message is multipart/alternative (the text summary, then the HTML report), each part in
 // base64 with lines of 76 characters, so no line comes near SMTP's limit of 998.
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { definePlugin, mimeEncodedWords, terminalSafe } from '../pve-dm.ts';
 
@@ -59,8 +60,6 @@ const mailDate = (date: Date) => date.toUTCString().replace(/GMT$/, '+0000');
 
 /** The whole message, with LF line endings (sendmail's local input; it makes them CRLF for SMTP). */
 function composeMessage({ to, subject, text, html, date = new Date() }: { to: string[]; subject: string; text: string; html: string; date?: Date }): string {
-  // Taken here, not imported: every run loads the plugins, and only a mail needs node:crypto.
-  const { randomBytes } = process.getBuiltinModule('node:crypto');
   // "=_" never occurs in base64, the only thing inside the parts: the boundary cannot occur in the content.
   const boundary = `=_pve-dm_${randomBytes(12).toString('hex')}`;
   const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
@@ -88,6 +87,7 @@ const firstLine = (text: string) => terminalSafe((text.split('\n').find((line) =
 
 export default definePlugin({
   name: 'sendmail',
+  settings: ['PVE_DM_MAIL_TO', 'PVE_DM_MAIL', 'PVE_DM_SENDMAIL'],
   configured: (setting) => Boolean(setting('PVE_DM_MAIL_TO')) || enabled(setting('PVE_DM_MAIL')),
   async notify(_result, reports, { setting, runner }) {
     const to = recipients(setting);

@@ -78,6 +78,7 @@ function slackMessage(result: Result, subject: string) {
 
 export default definePlugin({
   name: 'slack',
+  settings: ['PVE_DM_SLACK_WEBHOOK'],
   configured: (setting) => Boolean(setting('PVE_DM_SLACK_WEBHOOK')?.trim()),
   async notify(result, reports, { setting, http }) {
     const url = settingUrl('PVE_DM_SLACK_WEBHOOK', (setting('PVE_DM_SLACK_WEBHOOK') ?? '').trim(), 'https://hooks.slack.com/services/T000/B000/XXXX');

@@ -3,6 +3,7 @@ import { definePlugin, severityOf } from '../pve-dm.ts';
 
 export default definePlugin({
   name: 'webhook',
+  settings: ['PVE_DM_WEBHOOK_URL'],
   configured: (setting) => Boolean(setting('PVE_DM_WEBHOOK_URL')),
   async notify(result, reports, { setting, http }) {
     const url = setting('PVE_DM_WEBHOOK_URL') as string;

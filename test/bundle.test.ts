@@ -67,11 +67,17 @@ export default definePlugin({ name: 'grade-c', stages: { grade(classification, n
   });
   const run = await bundle(['--root', MULTI_POOL, '--report-only', '--json', '--plugins', wraps]);
   assert.is(JSON.parse(run.stdout).grade, 'C', describeRun(run));
-  const typescript = pluginFolder({ 'policy.ts': "export default { name: 'policy' } as const;\n" });
+  // A stage override that cannot load stops the run; a notifier that cannot load is a warning.
+  const typescript = pluginFolder({ 'policy.ts': "export default { name: 'policy', stages: {} } as const;\n" });
   refusedWith(
     await bundle(['--root', MULTI_POOL, '--report-only', '--plugins', typescript]),
     `cannot load plugin ${typescript}/policy.ts: a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those \`npm run build\` writes to dist/plugins/`,
   );
+  const notifier = pluginFolder({ 'pager.ts': "export default { name: 'pager', notify: async () => 'paged' } as const;\n" });
+  const warned = await bundle(['--root', MULTI_POOL, '--report-only', '--json', '--plugins', notifier]);
+  assert.is(warned.code, 2, describeRun(warned));
+  const [warning] = JSON.parse(warned.stdout).warnings.filter((w: { source: string }) => w.source.endsWith('pager.ts'));
+  assert.match(warning?.message ?? '', /a TypeScript plugin needs tsx .*; not loaded, the run goes on without it$/);
 }, 60_000);
 
 test.run();

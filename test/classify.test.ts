@@ -1,7 +1,7 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
 import { classify, grade, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
-import { capture, config, test } from './harness.ts';
+import { capture, config, test, unwrapConsole } from './harness.ts';
 import { lvmDmName, lvmUuid, lvsLine as lvsLineOf } from './support/lvm.ts';
 
 interface Dm {
@@ -512,7 +512,7 @@ test('a container is CT <id>, a VM VM <id>, a VMID without config VMID <id>, in 
     ['qemu', 'lvchange -an pve/vm-300-disk-0'],
     [null, 'lvchange -an pve/vm-777-disk-0'],
   ]);
-  const text = renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false);
+  const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
   assert.ok(text.includes('VM 300 lives on node pve2 and uses it there'), text);
   assert.ok(text.includes('VMID 777 has no config on any node'), text);
 });

@@ -42,7 +42,7 @@ test('--yes removes exactly the stale entries that pass the checks, in order, jo
     assert.ok(records.every((r) => r.run === records[0]?.run && r.open === 0 && r.node === 'pve1'));
     assert.match(run.stdout, /skipped  pve-vm--889--disk--0: open 1 time\(s\)/);
     assert.match(run.stdout, /skipped  pve-vm--200--disk--3: CT 200 is running/);
-    assert.match(run.stdout, /6 removed, 2 skipped, 0 failed; undo with: pve-dm.ts restore --last/);
+    assert.match(run.stdout, /6 removed, 2 skipped, 0 failed; undo with: npx tsx \S+ restore --last/);
   } finally {
     done();
   }
@@ -164,7 +164,7 @@ test('a command that succeeds and leaves the entry there is a failure, printed a
     const record = readJournal(journal).find((r) => r.name === 'pve-vm--888--disk--0');
     assert.equal([record?.outcome, record?.detail], ['failed', 'lvchange -an pve/vm-888-disk-0 succeeded, but the entry is still there']);
     const listed = await cli('journal');
-    assert.match(listed.stdout, /pve-vm--888--disk--0 +lvchange -an +guest-missing +failed/);
+    assert.match(listed.stdout, /\n\S+-\d+ +failed +lvchange -an +guest-missing\n  pve-vm--888--disk--0\n/);
     node.calls = [];
     const restored = await cli('restore', '--last');
     assert.match(restored.stdout, /kept     pve-vm--888--disk--0: its removal failed, it was never removed/);
@@ -221,7 +221,7 @@ test('restore --last brings back what the last run removed (LVs activated, mappi
     await cli('--yes');
     const listed = await cli('journal');
     assert.is(listed.code, 0);
-    assert.is(listed.stdout.trim().split('\n').length, 7, listed.stdout);
+    assert.is(listed.stdout.trim().split('\n').length, 2 + 6 * 2, `a header, then each entry on two lines: ${listed.stdout}`);
     const restored = await cli('restore', '--last');
     assert.is(restored.code, 0, restored.stdout + restored.stderr);
     assert.equal(changing(node.calls).slice(-6), [
@@ -271,7 +271,7 @@ test('restore ID restores one entry; an unknown ID is a clear error', async () =
     assert.not.ok(node.dm.has('pve-vm--100--disk--7'));
     const unknown = await cli('restore', 'nope-1');
     assert.is(unknown.code, 3);
-    assert.match(unknown.stderr, /^pve-dm: no journal entry nope-1 in .*journal\.jsonl \(see pve-dm\.ts journal\)\n$/);
+    assert.match(unknown.stderr, /^pve-dm: no journal entry nope-1 in .*journal\.jsonl \(see npx tsx \S+ journal\)\n$/);
   } finally {
     done();
   }

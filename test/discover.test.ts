@@ -225,11 +225,26 @@ test('pve-dm.ts capture DIR writes the live node\'s capture, which --root then a
 
 test('an HTML report that cannot be written is one line on stderr and exit at least 1', async () => {
   const root = fakeNode(1);
-  const blocker = path.join(tempDir(), 'file');
-  writeFileSync(blocker, '');
-  const run = await mainOn(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--html', path.join(blocker, 'x.html')], root);
+  // A folder at the report's name: the analysis runs, the rename over it fails.
+  const blocker = path.join(tempDir(), 'x.html');
+  mkdirSync(blocker);
+  const run = await mainOn(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--html', blocker], root);
   assert.is(run.code, 1);
-  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*x\.html: (ENOTDIR|EEXIST)\n$/, run.stderr);
+  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*x\.html: EISDIR\n$/, run.stderr);
+  rmSync(root, { recursive: true });
+});
+
+test('--html or --prometheus into a folder that does not exist: exit 3, one line, nothing created', async () => {
+  const root = fakeNode(1);
+  const missing = path.join(tempDir(), 'textfile-collector');
+  for (const option of ['--html', '--prometheus']) {
+    const file = path.join(missing, 'pve-dm.out');
+    const run = await mainOn(['--root', path.join(SAMPLES, 'default-install'), '--report-only', option, file], root);
+    assert.is(run.code, 3, run.stderr);
+    assert.is(run.stderr, `pve-dm: ${option} ${file}: the folder ${missing} does not exist (pve-dm does not create it)\n`);
+    assert.is(run.stdout, '', 'no report: the run stops before the analysis');
+    assert.not.ok(existsSync(missing), 'the folder is not created');
+  }
   rmSync(root, { recursive: true });
 });
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test as uvuTest } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Capture } from '../pve-dm.ts';
+import type { Capture, LiveNode } from '../pve-dm.ts';
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SAMPLES = path.join(PROJECT, 'samples');
@@ -138,4 +138,43 @@ export function capture(parts: Partial<Capture> & { configs?: Capture['configs']
 /** A guest config file of a capture. */
 export function config(vmid: number, text: string, { node = 'pve1', type = 'qemu' as 'qemu' | 'lxc' } = {}): Capture['configs'][number] {
   return { path: `etc/pve/nodes/${node}/${type === 'qemu' ? 'qemu-server' : 'lxc'}/${vmid}.conf`, node, type, vmid, text };
+}
+
+/**
+ * A console text with the lines pve-dm wrapped at 80 columns joined again: a continuation is
+ * indented four columns further than the line it continues (pve-dm.ts wrapConsole).
+ */
+export function unwrapConsole(text: string): string {
+  const out: string[] = [];
+  let lead = -1;
+  for (const line of text.split('\n')) {
+    const indent = /^ */.exec(line)?.[0].length ?? 0;
+    if (out.length > 0 && line.trim() !== '' && lead >= 0 && indent === Math.min(lead + 4, 40)) {
+      out[out.length - 1] += ` ${line.trimStart()}`;
+      continue;
+    }
+    out.push(line);
+    lead = line.trim() === '' ? -1 : indent;
+  }
+  return out.join('\n');
+}
+
+/** The lines of a console text wider than 80 columns that are more than one word (a dm name or command stays whole). */
+export function overlongLines(text: string): string[] {
+  const plain = text.replace(/\u001b\[[0-9;]*m/g, '');
+  return plain.split('\n').filter((line) => line.length > 80 && /\S\s+\S/.test(line.trim()) && !isWholeCommand(line.trim()));
+}
+
+/** A line that is one command (a remedy kept whole), with its label. */
+const isWholeCommand = (line: string) => /^(?:remedy: |would run: |on \S+: )?(?:dmsetup|lvchange|qm|pct) /.test(line) && !line.includes(' && ');
+
+/** pve-dm's main() in this process, its output captured: for what a subprocess would prove nothing more about. */
+export async function runMain(argv: string[], live: LiveNode = {}): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  const write = (add: (text: string) => void) => ({ write: (text: string) => (add(text), true) });
+  const io = { stdout: write((t) => (stdout += t)), stderr: write((t) => (stderr += t)), isTty: false };
+  const { main } = await import('../pve-dm.ts');
+  const code = await main(argv, io, live);
+  return { code, stdout, stderr };
 }

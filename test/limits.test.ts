@@ -33,13 +33,13 @@ async function refusal(promise: Promise<unknown>): Promise<string> {
 }
 
 // The child reports its own peak RSS as it exits (as test/tools/bench.ts measures it).
-const PEAK_RSS_HOOK = `data:text/javascript,${encodeURIComponent("import { writeFileSync } from 'node:fs'; process.on('exit', () => writeFileSync(process.env.PVE_DM_PEAK_RSS_FILE, String(process.resourceUsage().maxRSS)));")}`;
+const PEAK_RSS_HOOK = `data:text/javascript,${encodeURIComponent("import { writeFileSync } from 'node:fs'; process.on('exit', () => writeFileSync(process.env.TEST_PEAK_RSS_FILE, String(process.resourceUsage().maxRSS)));")}`;
 
 test('a 200 MB dmsetup.txt is refused before it is read: one line naming the file, and memory stays bounded', async () => {
   const dir = sampleCopy();
   hugeFile(path.join(dir, 'dmsetup.txt'), 200 * MiB);
   const rssFile = path.join(tempDir(), 'peak-rss');
-  const run = await runNode(['--import', PEAK_RSS_HOOK, '--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), '--root', dir, '--report-only'], { env: { PVE_DM_PEAK_RSS_FILE: rssFile } });
+  const run = await runNode(['--import', PEAK_RSS_HOOK, '--import', 'tsx', path.join(PROJECT, 'pve-dm.ts'), '--root', dir, '--report-only'], { env: { TEST_PEAK_RSS_FILE: rssFile } });
   refusedWith(run, `capture ${dir}: cannot read dmsetup.txt: 200.0 MiB, more than the 64.0 MiB pve-dm reads (no node's is that large)`);
   const peakMiB = Number(readFileSync(rssFile, 'utf8')) / 1024;
   process.stdout.write(`\n[limits] peak RSS refusing a 200 MB dmsetup.txt: ${peakMiB.toFixed(0)} MiB\n`);

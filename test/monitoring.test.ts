@@ -384,16 +384,18 @@ test('a --prometheus file that cannot be written: exit 3, the reason, no report,
   const dir = tempDir();
   writeFileSync(path.join(dir, 'a-file'), 'x');
   mkdirSync(path.join(dir, 'a-folder'));
+  // A textfile folder that does not exist is a mistyped one: refused before the analysis, never created.
+  const noFolder = (file: string) => `--prometheus ${file}: the folder ${path.dirname(file)} does not exist (pve-dm does not create it)`;
   const cases: [string, string][] = [
-    [path.join(dir, 'missing', 'pve-dm.prom'), 'ENOENT'],
-    [path.join(dir, 'a-file', 'pve-dm.prom'), 'ENOTDIR'],
+    [path.join(dir, 'missing', 'pve-dm.prom'), noFolder(path.join(dir, 'missing', 'pve-dm.prom'))],
+    [path.join(dir, 'a-file', 'pve-dm.prom'), noFolder(path.join(dir, 'a-file', 'pve-dm.prom'))],
     // The temporary file is made, the rename over a folder fails: the temporary file must go.
-    [path.join(dir, 'a-folder'), 'EISDIR'],
+    [path.join(dir, 'a-folder'), `cannot write the Prometheus file ${path.join(dir, 'a-folder')}: EISDIR`],
   ];
-  for (const [file, code] of cases) {
+  for (const [file, expected] of cases) {
     for (const format of ['nagios', 'console']) {
       const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', format, '--prometheus', file, '--html', path.join(dir, 'r.html')]);
-      const message = refusedWith(run, `cannot write the Prometheus file ${file}: ${code}`);
+      const message = refusedWith(run, expected);
       noStackTrace(run);
       assert.is(run.stdout, format === 'nagios' ? `UNKNOWN - ${message}\n` : '', `${format}: nothing but UNKNOWN on stdout`);
       assert.equal(readdirSync(dir).sort(), ['a-file', 'a-folder'], `${file}: nothing else written, no temporary file`);
@@ -404,12 +406,13 @@ test('a --prometheus file that cannot be written: exit 3, the reason, no report,
 
 test('the state printed is the exit code, also when an HTML report that cannot be written raises it', async () => {
   const dir = tempDir();
-  writeFileSync(path.join(dir, 'a-file'), 'x');
-  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'nagios', '--html', path.join(dir, 'a-file', 'r.html')]);
+  // A folder where the report should go: the rename over it fails after the analysis.
+  mkdirSync(path.join(dir, 'a-folder'));
+  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'nagios', '--html', path.join(dir, 'a-folder')]);
   assert.is(run.code, 1, describeRun(run));
   assert.is(readNagios(run.stdout).state, 'WARNING');
-  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*: EEXIST\n$/);
-  const checkmk = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'checkmk', '--html', path.join(dir, 'a-file', 'r.html')]);
+  assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*: EISDIR\n$/);
+  const checkmk = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'checkmk', '--html', path.join(dir, 'a-folder')]);
   assert.is(checkmk.code, 1, describeRun(checkmk));
   assert.is(readCheckmk(checkmk.stdout).state, 1);
 }, SLOW);

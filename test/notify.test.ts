@@ -426,7 +426,7 @@ test('no secret on stdout, stderr, in the JSON or HTML report, in what is sent, 
 
     // The list of plugins.
     const list = await runCli(['plugins', '--plugins', folder, '--config', config], env);
-    assert.match(list.stdout, /webhook\s+webhook\.ts\s+notify\s+configured/);
+    assert.match(list.stdout, /webhook\s+webhook\.ts\s+notify \(configured\)/);
     assert.equal(leaks(list.stdout + list.stderr), []);
   } finally {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

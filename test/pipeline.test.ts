@@ -27,7 +27,7 @@ test('a stage can be replaced (grade) or wrapped (classify), and the pipeline us
 
 test('a JSON run loads neither cheerio, undici nor @clack/prompts; an HTML run loads cheerio', async () => {
   const trace = path.join(tempDir(), 'imports.txt');
-  const traced = (args: string[]) => runCli(args, { NODE_OPTIONS: `--import ${path.join(PROJECT, 'test/support/trace-imports.mjs')}`, PVE_DM_TRACE_IMPORTS: trace });
+  const traced = (args: string[]) => runCli(args, { NODE_OPTIONS: `--import ${path.join(PROJECT, 'test/support/trace-imports.mjs')}`, TEST_TRACE_IMPORTS: trace });
   const json = await traced(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json']);
   assert.is(json.code, 2, json.stderr);
   const loaded = readFileSync(trace, 'utf8');

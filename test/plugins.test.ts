@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, loadPlugins, notificationSubject, notificationText, notifyAll, type HttpRequest, type Plugin } from '../pve-dm.ts';
-import { describeRun, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
+import { describeRun, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, unwrapConsole, withTimeout, type CliRun } from './harness.ts';
 import { startServer } from './support/http-server.ts';
 import { loadNotifier, sampleResult } from './support/notify.ts';
 
@@ -165,13 +165,13 @@ test('plugins: each plugin with its file, its hooks and, for a notifier, whether
   const expected = (webhook: string) => [
     ['grade-c', '10-grade-c.ts', 'stage grade'],
     ['wrap-classify', '20-wrap-classify.ts', 'stage classify'],
-    ['notify-throws', '30-notify-throws.ts', 'notify', 'configured'],
-    ['webhook', '40-webhook.ts', 'notify', webhook],
+    ['notify-throws', '30-notify-throws.ts', 'notify (configured)'],
+    ['webhook', '40-webhook.ts', `notify (${webhook})`],
     ['50-order', '50-order.mjs', 'stage classify, stage grade'],
   ];
   const bare = await run(['plugins', '--plugins', dir]);
   assert.is(bare.stdout.split('\n')[0], `Plugins in ${dir}, in the order they load:`);
-  assert.equal(bare.stdout.split('\n')[1]?.trim().split(/\s{2,}/), ['PLUGIN', 'FILE', 'HOOKS', 'NOTIFIER']);
+  assert.equal(bare.stdout.split('\n')[1]?.trim().split(/\s{2,}/), ['PLUGIN', 'FILE', 'HOOKS']);
   assert.equal(listed(bare), expected('not configured'));
   assert.is(bare.stderr, '');
   const configured = await run(['plugins', '--plugins', dir], { PVE_DM_WEBHOOK_URL: 'http://127.0.0.1:9/hook' });
@@ -247,14 +247,24 @@ test('a .ts plugin in a folder outside the project (no "type": "module" above it
 
 // ─── Plugins that cannot be loaded: exit 3, one line naming the file ─────────────────────────
 
-test('a default export that is not a plugin, or no default export: exit 3, one line naming the file', async () => {
-  for (const fixture of ['not-a-plugin.ts', 'no-default.ts']) {
-    const dir = pluginFolder({ 'grade-c.ts': 'grade-c.ts', [fixture]: `broken/${fixture}` });
-    const file = path.join(dir, fixture);
-    const r = await run(['--root', DEFAULT_INSTALL, '--json', '--plugins', dir]);
-    const message = refusedWith(r, new RegExp(`^pve-dm: .*${file.replace(/[.]/g, '\\.')}.*definePlugin`));
-    jsonError(r, message);
-  }
+test('a default export that is not a plugin, in a file that overrides stages: exit 3, one line naming the file', async () => {
+  const dir = pluginFolder({ 'grade-c.ts': 'grade-c.ts', 'not-a-plugin.ts': 'broken/not-a-plugin.ts' });
+  const file = path.join(dir, 'not-a-plugin.ts');
+  const r = await run(['--root', DEFAULT_INSTALL, '--json', '--plugins', dir]);
+  const message = refusedWith(r, new RegExp(`^pve-dm: .*${file.replace(/[.]/g, '\\.')}.*definePlugin`));
+  jsonError(r, message);
+});
+
+test('a file that is no plugin and overrides no stage: a warning naming it, and the run goes on with the others', async () => {
+  const dir = pluginFolder({ 'grade-c.ts': 'grade-c.ts', 'no-default.ts': 'broken/no-default.ts' });
+  const r = await run(['--root', DEFAULT_INSTALL, '--json', '--plugins', dir]);
+  assert.is(r.code, 1, describe(r));
+  const json = report(r);
+  assert.is(json.grade, 'C', 'the stage plugin beside it still runs');
+  assert.equal(json.warnings.map((w: { text: string }) => w.text), [
+    `${path.join(dir, 'no-default.ts')}: its default export is not definePlugin({ name, ... }); not loaded, the run goes on without it`,
+  ]);
+  assert.match(r.stderr, /^pve-dm: warning: .*no-default\.ts: its default export is not definePlugin/m);
 });
 
 test('a stage that does not exist, or a stage that is not a function: exit 3, one line naming the file', async () => {
@@ -458,15 +468,26 @@ test('a misspelt hook (notfy) is a type error, and refused at load for a plugin 
   const typo = await tsc(path.join(TYPECHECK, 'tsconfig.typo.json'));
   assert.is.not(typo.code, 0, typo.output);
   assert.match(typo.output, /typo-hook\.ts\(7,\d+\): error TS2561: Object literal may only specify known properties, but 'notfy' does not exist in type 'Plugin'/);
-  const dir = pluginFolder({ 'typo.mjs': { text: "export default { name: 'typo', notfy: async () => 'sent' };\n" } });
-  const message = refusedWith(await run(['--root', DEFAULT_INSTALL, '--plugins', dir]), /^pve-dm: plugin .*typo\.mjs: unknown key notfy \(a plugin has name, stages, configured, notify\)$/);
-  assert.ok(message.includes(dir), message);
+  // A notifier tsc never saw: a warning naming its file and line; the report and a monitoring check go on.
+  const dir = pluginFolder({ 'typo.mjs': { text: "// A notifier with a typo.\nexport default {\n  name: 'typo',\n  notfy: async () => 'sent',\n};\n" } });
+  const warning = `${path.join(dir, 'typo.mjs')}:4: unknown key notfy (a plugin has name, stages, settings, configured, notify); not loaded, the run goes on without it`;
+  const consoleRun = await run(['--root', DEFAULT_INSTALL, '--plugins', dir]);
+  assert.is(consoleRun.code, 1, describe(consoleRun));
+  assert.ok(consoleRun.stdout.includes('Warnings: 1\n'), consoleRun.stdout);
+  assert.ok(unwrapConsole(consoleRun.stdout).includes(`  ${warning}\n`), consoleRun.stdout);
+  const nagios = await run(['--root', DEFAULT_INSTALL, '--plugins', dir, '--format', 'nagios']);
+  assert.is(nagios.code, 1, describe(nagios));
+  assert.match(nagios.stdout, /^WARNING - pve: grade A\+/);
+  assert.ok(nagios.stderr.includes(`pve-dm: warning: ${warning}\n`), nagios.stderr);
+  // A stage override with a typo stops the run: the analysis would not be the one set up.
+  const stage = pluginFolder({ 'typo.mjs': { text: "export default { name: 'typo', stages: { grde: (c, next) => next(c) } };\n" } });
+  refusedWith(await run(['--root', DEFAULT_INSTALL, '--plugins', stage]), /^pve-dm: plugin .*typo\.mjs: unknown stage "grde"/);
 }, 120_000);
 
 test('--plugins DIR that does not exist is an error; a missing default folder is not', async () => {
   const missing = path.join(tmp(), 'no-such-plugins');
   refusedWith(await run(['--root', DEFAULT_INSTALL, '--plugins', missing]), `cannot read the plugin folder ${missing}: ENOENT`);
-  assert.equal(await loadPlugins(missing), []);
+  assert.equal(await loadPlugins(missing), { loaded: [], warnings: [] });
 });
 
 test('a notifier whose configured() throws is reported against hook configured, and the others still run', async () => {
@@ -563,7 +584,7 @@ if (AS_ROOT) {
 test('the ownership checks are the root run\'s: loadPlugins refuses a folder writable by others only when asRoot', async () => {
   const dir = pluginFolder({ 'grade-c.ts': 'grade-c.ts' });
   chmodSync(dir, 0o777);
-  const loaded = await loadPlugins(dir, { asRoot: false });
+  const { loaded } = await loadPlugins(dir, { asRoot: false });
   assert.equal(loaded.map(({ plugin, file }) => [plugin.name, file]), [['grade-c', path.join(dir, 'grade-c.ts')]]);
   try {
     await loadPlugins(dir, { asRoot: true });

@@ -8,7 +8,7 @@ import {
   classify, createRunner, defaultStages, grade, HTML_SECTIONS, narrowToGuests, parse, readCapture, renderConsole, renderHtml, report,
   runPipeline, toJson, validateHtml, type Capture, type Classification, type Result,
 } from '../pve-dm.ts';
-import { capture, config, expectedOf, SAMPLE_NAMES, SAMPLES, test } from './harness.ts';
+import { capture, config, expectedOf, overlongLines, SAMPLE_NAMES, SAMPLES, test, unwrapConsole } from './harness.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
 
@@ -243,7 +243,9 @@ for (const name of SAMPLE_NAMES) {
   test(`console of ${name}: the seed's sections, every problem with its reason and remedy`, async () => {
     const { result } = await sample(name);
     const expected = expectedOf(name);
-    const text = renderConsole(result, false);
+    const shown = renderConsole(result, false);
+    assert.equal(overlongLines(shown), [], 'every line in 80 columns, but for a dm name or a command kept whole');
+    const text = unwrapConsole(shown);
     assert.not.ok(text.includes(ESC), 'no escape sequence when color is off');
     assert.ok(hasLine(text, /^Summary$/), 'Summary');
     const notJudged = expected.summary.unjudged > 0 ? `, ${expected.summary.unjudged} not judged` : '';
@@ -309,7 +311,7 @@ test('console: an 8-bit CSI (U+009B) in a config\'s guest name goes through pars
 });
 
 test('console: a capture with nothing known shows no Host section; hostile names show as text', () => {
-  const text = renderConsole(resultOf(hostileCapture()), false);
+  const text = unwrapConsole(renderConsole(resultOf(hostileCapture()), false));
   assert.not.ok(hasLine(text, /^Host$/));
   assert.ok(hasLine(text, /^VMIDs that exist nowhere: 1$/));
   assert.ok(hasLine(text, /^  VMID 777: 1 tombstone\(s\): pve-vm--777--disk--0$/));

@@ -7,7 +7,7 @@
 //   (each test has its own time limit too: test/harness.ts).
 // A property-based test's `[fuzz] <property>: N cases` lines (and `[limits]` measures) are shown
 // under its file's line.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,9 @@ const files = readdirSync(root, { recursive: true })
   .filter((file) => file.endsWith('.test.ts') && !file.startsWith('kernel/'))
   .filter((file) => only.length === 0 || only.some((pattern) => file.includes(pattern)))
   .sort();
+
+// What the tests need beyond Node and npm (OpenSSH for the cluster test), installed when missing.
+if (files.some((file) => file.startsWith('cluster'))) spawnSync(path.join(root, 'support', 'prerequisites.sh'), { stdio: 'inherit' });
 
 const stripAnsi = (text) => text.replace(/\u001b\[[0-9;]*[A-Za-z]/g, '');
 

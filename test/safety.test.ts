@@ -11,7 +11,7 @@ import {
   classify, createRunner, execProcess, grade, main, mangleDmName, notificationText, parse, planCleanup, readCapture, renderConsole, renderHtml,
   renderPlan, report, terminalSafe, toJson, UserError, validateHtml, writeCapture, type Capture, type Exec, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, refusedWith, runCli, SAMPLES, tempDir, test } from './harness.ts';
+import { capture, config, describeRun, refusedWith, runCli, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, lvUuid, scenario, VG_PVE } from './support/fake-node.ts';
 import { hostileText, property } from './support/fuzz.ts';
 
@@ -162,7 +162,7 @@ test('restore --dry-run: a journal entry with a hostile name is refused, and the
   const io = { stdout: { write: (t: string) => ((stdout += t), true) }, stderr: { write: () => true }, isTty: false };
   const exec: Exec = async () => ({ exitCode: 1, stdout: '', stderr: 'Device does not exist.\n' });
   assert.is(await main(['restore', '--last', '--dry-run', '--journal', journal], io as never, { exec, liveRoot: root }), 1);
-  assert.match(stdout, /^refused  \$'evil\\x1b\\x5b2J\\x1b\\x5d8\\x3b\\x3bhttp:\\x2f\\x2fx\\x07name': refused to run "dmsetup --manglename none create \$'evil\\x1b/);
+  assert.match(unwrapConsole(stdout), /^refused  \$'evil\\x1b\\x5b2J\\x1b\\x5d8\\x3b\\x3bhttp:\\x2f\\x2fx\\x07name': refused to run "dmsetup --manglename none create \$'evil\\x1b/);
   assert.not.match(stdout.replaceAll('\n', ''), CONTROL, JSON.stringify(stdout));
 }, 30_000);
 

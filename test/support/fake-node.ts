@@ -3,7 +3,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { main, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
-import { tempDir } from '../harness.ts';
+import { tempDir, unwrapConsole } from '../harness.ts';
 import { lvmDmName } from './lvm.ts';
 
 export const VG_PVE = 'Uv0zN6dKv1Lw3Ry9mG1zQ3f2p7cTnIkR';
@@ -135,7 +135,8 @@ export function scenario() {
     let stderr = '';
     const io = { stdout: { write: (t: string) => ((stdout += t), true) }, stderr: { write: (t: string) => ((stderr += t), true) }, isTty: false };
     const code = await main([...argv, '--journal', journal, '--no-plugins', '--html', path.join(root, 'report.html')], io as never, { exec: node.exec, liveRoot: root, hostname: 'pve1' });
-    return { code, stdout, stderr };
+    // The console's logical lines (wrapped at 80 columns, joined again): what the tests read.
+    return { code, stdout: unwrapConsole(stdout), stderr };
   };
   return { root, journal, node, cli, done: () => rmSync(root, { recursive: true, force: true }) };
 }

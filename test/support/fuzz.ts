@@ -4,7 +4,7 @@
 // report and the command that replays it (PVE_DM_FUZZ_PROPERTY, PVE_DM_FUZZ_SEED, PVE_DM_FUZZ_PATH).
 import path from 'node:path';
 import fc from 'fast-check';
-import { test } from '../harness.ts';
+import { PROJECT, test } from '../harness.ts';
 
 const LONG_RUNS = Number(process.env.PVE_DM_FUZZ_RUNS ?? '') || 0;
 /** The long profile: every property runs LONG_RUNS cases, with no time limit of its own but the file's. */
@@ -23,7 +23,7 @@ export function property<Ts extends [unknown, ...unknown[]]>(name: string, fastR
     async () => {
       const details = await fc.check(prop, { numRuns: LONG ? LONG_RUNS : fastRuns, ...replayOf(name) });
       if (details.failed) {
-        const file = path.relative(path.join(import.meta.dirname, '..'), process.argv[1] ?? '');
+        const file = path.relative(PROJECT, process.argv[1] ?? '');
         const replay = `PVE_DM_FUZZ_PROPERTY=${JSON.stringify(name.slice(0, 40))} PVE_DM_FUZZ_SEED=${details.seed} PVE_DM_FUZZ_PATH=${JSON.stringify(details.counterexamplePath ?? '')} node test/run.mjs ${file}`;
         const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
         throw new Error(`${fc.defaultReportMessage(details) ?? name}\nfailed with: ${cause}\nreplay: ${replay}`);

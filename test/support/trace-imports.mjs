@@ -1,5 +1,5 @@
 // Loaded with `node --import`: appends every module URL the process resolves to the file named by
-// PVE_DM_TRACE_IMPORTS, so a test can prove which modules a run loaded.
+// TEST_TRACE_IMPORTS, so a test can prove which modules a run loaded.
 import { register } from 'node:module';
 
 const hooks = `
@@ -11,4 +11,4 @@ export async function resolve(specifier, context, next) {
   appendFileSync(file, result.url + '\\n');
   return result;
 }`;
-register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { file: process.env.PVE_DM_TRACE_IMPORTS } });
+register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { file: process.env.TEST_TRACE_IMPORTS } });

@@ -47,6 +47,8 @@ async function compiledOnUse(common: object): Promise<{ plugin: Plugin; lines: s
     const built = await build({ ...common, format: 'cjs', write: false, stdin: { contents: `module.exports = require(${JSON.stringify(specifier)});`, resolveDir: ROOT } });
     const source = built.outputFiles[0]?.text ?? '';
     // Checked here rather than on a node at night: the text runs and gives what pve-dm uses.
+    // undici 7 needs Node 20's global File: under Node 18 pve-dm gives it one first (loadUndici).
+    if (globalThis.File === undefined) Object.assign(globalThis, { File: (await import('node:buffer')).File });
     const module = { exports: {} as Record<string, unknown> };
     new Function('module', 'exports', 'require', source)(module, module.exports, createRequire(import.meta.url));
     if (typeof module.exports[used] !== 'function') throw new Error(`${specifier}, bundled alone, has no ${used}()`);
@@ -80,7 +82,7 @@ export async function buildBundle(outDir = path.join(ROOT, 'dist')): Promise<{ f
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   // Minified: Node parses every byte at start-up, and a run lasts well under a second.
-  const common = { bundle: true, minify: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning', legalComments: 'none' } as const;
+  const common = { bundle: true, minify: true, platform: 'node', format: 'esm', target: 'node18', logLevel: 'warning', legalComments: 'none' } as const;
   const file = path.join(outDir, 'pve-dm.mjs');
   const libraries = await compiledOnUse(common);
   const bundle = await build({ ...common, entryPoints: [path.join(ROOT, 'pve-dm.ts')], write: false, outfile: file, plugins: [libraries.plugin] });

@@ -1,0 +1,110 @@
+// What an administrator meets first: --help in 80 columns naming pve-dm as it was run, "did you
+// mean" for a mistyped option or command, clear lines for a bad --vmid, unknown PVE_DM_* settings,
+// notifiers that do not load, the reports folder kept to its newest reports, and the folders of the
+// installed package. main() runs in this process: a subprocess would prove nothing more here.
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import * as assert from 'uvu/assert';
+import { CLI_OPTIONS, pathsFor, programName, pruneReports, usageText, wrapConsole } from '../pve-dm.ts';
+import { overlongLines, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+
+const DEFAULT_INSTALL = path.join(SAMPLES, 'default-install');
+const refused = async (argv: string[], line: string) => {
+  const run = await runMain(argv);
+  assert.is(run.code, 3, run.stderr);
+  assert.is(run.stderr, `pve-dm: ${line}\n`);
+  assert.is(run.stdout, '');
+};
+
+test('--help: every line in 80 columns, every option listed, pve-dm named as it was run', () => {
+  for (const program of ['pve-dm', 'node dist/pve-dm.mjs', 'npx tsx pve-dm.ts']) {
+    const text = usageText(program);
+    assert.equal(text.split('\n').filter((line) => line.length > 80), [], program);
+    assert.ok(text.startsWith(`Usage: ${program} [OPTION...]\n       ${program} COMMAND [OPTION...]\n`), text);
+  }
+  const text = usageText('pve-dm');
+  for (const option of CLI_OPTIONS.filter((o) => !o.hidden)) assert.ok(text.includes(`--${option.name}`), option.name);
+  assert.not.ok(text.includes('--anonymize'), 'a second spelling is accepted, not listed');
+});
+
+test('the command as it was run: pve-dm when installed, node and the bundle, npx tsx and pve-dm.ts', () => {
+  assert.is(programName('/usr/lib/pve-dm', '/usr/lib/pve-dm/pve-dm.mjs', '/root'), 'pve-dm');
+  assert.is(programName('/opt/pve-dm/dist', '/opt/pve-dm/dist/pve-dm.mjs', '/opt/pve-dm'), 'node dist/pve-dm.mjs');
+  assert.is(programName('/opt/pve-dm/dist', '/opt/pve-dm/dist/pve-dm.mjs', '/root'), 'node /opt/pve-dm/dist/pve-dm.mjs');
+  assert.is(programName('/opt/pve-dm', '/opt/pve-dm/pve-dm.ts', '/opt/pve-dm'), 'npx tsx pve-dm.ts');
+});
+
+test('the installed package reads /etc/pve-dm and writes /var/lib/pve-dm; a copied folder keeps everything beside pve-dm.ts', () => {
+  assert.equal(pathsFor('/usr/lib/pve-dm'), {
+    config: '/etc/pve-dm/pve-dm.conf',
+    plugins: ['/usr/lib/pve-dm/plugins', '/etc/pve-dm/plugins'],
+    reports: '/var/lib/pve-dm/reports',
+  });
+  assert.equal(pathsFor('/opt/pve-dm'), { config: '/opt/pve-dm/pve-dm.conf', plugins: ['/opt/pve-dm/plugins'], reports: '/opt/pve-dm/reports' });
+  const installed = usageText('pve-dm', pathsFor('/usr/lib/pve-dm'));
+  assert.ok(installed.includes('(default /etc/pve-dm/pve-dm.conf)'), installed);
+});
+
+test('a mistyped option or command: one line with "did you mean"; a word like none: no guess', async () => {
+  await refused(['--fromat', 'json'], 'unknown option --fromat; did you mean --format? (see --help)');
+  await refused(['--report-onyl'], 'unknown option --report-onyl; did you mean --report-only? (see --help)');
+  await refused(['--no-colour'], 'unknown option --no-colour; did you mean --no-color? (see --help)');
+  await refused(['captur', '/tmp/x'], 'unknown command "captur"; did you mean capture? (see --help)');
+  await refused(['--xyzzy'], 'unknown option --xyzzy (see --help)');
+  await refused(['frobnicate'], 'unknown command "frobnicate" (see --help)');
+});
+
+test('--vmid abc, --vmid -5, --vmid 0: one clear line each; --keep-reports must be a count', async () => {
+  for (const vmid of ['abc', '-5', '0', '99', '12.5']) await refused(['--root', DEFAULT_INSTALL, '--vmid', vmid], `--vmid ${vmid}: not a VMID (100 to 999999999)`);
+  await refused(['--root', DEFAULT_INSTALL, '--vmid=-5'], '--vmid -5: not a VMID (100 to 999999999)');
+  await refused(['--root', DEFAULT_INSTALL, '--keep-reports', '-1'], '--keep-reports -1: a number of reports, 0 to 999999');
+  await refused(['--root', DEFAULT_INSTALL, '--vmid'], "Option '--vmid <value>' argument missing (see --help)");
+});
+
+test('a PVE_DM_* key in the settings file that nothing reads: a warning naming the file, the line and the closest key', async () => {
+  const conf = path.join(tempDir(), 'pve-dm.conf');
+  writeFileSync(conf, '# notifications\nPVE_DM_MAIL_TO=root\nPVE_DM_WEBHOK_URL=http://127.0.0.1:9/hook\nPVE_DM_COLOUR=1\n', { mode: 0o600 });
+  const run = await runMain(['--root', DEFAULT_INSTALL, '--report-only', '--json', '--config', conf, '--notify', 'change', '--state', path.join(tempDir(), 's.json')]);
+  assert.is(run.code, 1, run.stderr);
+  const warnings = JSON.parse(run.stdout).warnings.map((w: { text: string }) => w.text);
+  assert.equal(warnings, [
+    `${conf}:3: PVE_DM_WEBHOK_URL: no loaded plugin reads this setting; did you mean PVE_DM_WEBHOOK_URL?`,
+    `${conf}:4: PVE_DM_COLOUR: no loaded plugin reads this setting`,
+  ]);
+  assert.ok(run.stderr.includes(`pve-dm: warning: ${conf}:3: PVE_DM_WEBHOK_URL`), run.stderr);
+});
+
+test('a notifier with a syntax error: a warning naming its file and line; the report, the other plugins and the check go on', async () => {
+  const dir = path.join(tempDir(), 'plugins');
+  mkdirSync(dir, { mode: 0o755 });
+  writeFileSync(path.join(dir, 'pager.mjs'), "// Pages the on-call admin.\nexport default {\n  name: 'pager',,\n  notify: async () => 'paged',\n};\n", { mode: 0o644 });
+  writeFileSync(path.join(dir, 'z-listener.mjs'), "export default { name: 'listener', notify: async () => 'heard' };\n", { mode: 0o644 });
+  const nagios = await runMain(['--root', DEFAULT_INSTALL, '--plugins', dir, '--format', 'nagios', '--notify', 'always']);
+  assert.is(nagios.code, 1, nagios.stderr);
+  assert.match(nagios.stdout, /^WARNING - pve: grade A\+, .*1 warning\(s\)/);
+  assert.match(nagios.stderr, new RegExp(`^pve-dm: warning: ${path.join(dir, 'pager.mjs').replace(/[.]/g, '\\.')}:3: .*; not loaded, the run goes on without it$`, 'm'));
+  const json = await runMain(['--root', DEFAULT_INSTALL, '--plugins', dir, '--json', '--notify', 'always']);
+  assert.equal(JSON.parse(json.stdout).notifications, [{ plugin: 'listener', ok: true, detail: 'heard' }]);
+});
+
+test('the reports folder keeps the newest N reports pve-dm wrote, and nothing else is touched', () => {
+  const dir = tempDir();
+  const names = ['pve-dm-pve1-20261201-010000Z.html', 'pve-dm-pve1-20261203-010000Z.html', 'pve-dm-pve2-20261202-010000Z.html', 'pve-dm-pve1-20261204-235959Z.html'];
+  for (const name of [...names, 'notes.html', 'pve-dm-pve1-latest.html']) writeFileSync(path.join(dir, name), 'x');
+  pruneReports(dir, 2);
+  assert.equal(readdirSync(dir).sort(), ['notes.html', 'pve-dm-pve1-20261203-010000Z.html', 'pve-dm-pve1-20261204-235959Z.html', 'pve-dm-pve1-latest.html']);
+  pruneReports(dir, 0);
+  assert.equal(readdirSync(dir).sort(), ['notes.html', 'pve-dm-pve1-latest.html']);
+});
+
+test('the console in 80 columns: broken at spaces, four columns further in; a dm name or a command stays whole', () => {
+  const long = `  pve-vm--150--disk--0  guest-missing: ${'word '.repeat(20).trim()}`;
+  const wrapped = wrapConsole(`${long}\n`);
+  assert.equal(overlongLines(wrapped), []);
+  assert.ok(wrapped.split('\n').slice(1, -1).every((line) => line.startsWith('      ') && !line.startsWith('       ')), wrapped);
+  assert.is(unwrapConsole(wrapped), `${long}\n`);
+  const name = `  ${'x'.repeat(100)}  reason: text`;
+  assert.ok(wrapConsole(name).split('\n')[0]?.endsWith('x'.repeat(100)), 'a name longer than the line is not cut');
+});
+
+test.run();
