@@ -8,7 +8,7 @@ import path from 'node:path';
 import { load } from 'cheerio/slim';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, HTML_SECTIONS, main, runPipeline, validateHtml } from '../pve-dm.ts';
-import { describeRun, expectedOf, noStackTrace, PROJECT, runCli, SAMPLE_NAMES, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { describeRun, expectedOf, noStackTrace, PROJECT, runCli, runMain, SAMPLE_NAMES, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 
 const tmp = () => tempDir();
 
@@ -42,7 +42,7 @@ const sortedWarnings = (warnings: { source?: string; file?: string; line: number
 for (const name of SAMPLE_NAMES) {
   test(`${name}: --report-only --json equals expected.json (grade, summary, every entry both ways, guests, warnings, exit code)`, async () => {
     const expected = expectedOf(name);
-    const run = await runCli(['--root', path.join(SAMPLES, name), '--report-only', '--json']);
+    const run = await runMain(['--root', path.join(SAMPLES, name), '--report-only', '--json']);
     let json;
     try {
       json = JSON.parse(run.stdout);
@@ -74,7 +74,7 @@ for (const name of SAMPLE_NAMES) {
 }
 
 test('broken-input: the three warnings and the note are those of expected.json, and the rest is still analysed', async () => {
-  const run = await runCli(['--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--json']);
+  const run = await runMain(['--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--json']);
   const json = JSON.parse(run.stdout);
   assert.equal(sortedWarnings(json.warnings), ['dmsetup.txt:8', 'etc/pve/nodes/pve-edge/qemu-server/103.conf:5', 'etc/pve/nodes/pve-edge/qemu-server/104.conf:null']);
   // A storage type pve-dm does not know is a plugin's: noted, and no fault by itself.
@@ -122,7 +122,7 @@ test('console run with --report-only --html FILE: exit code, sections, a valid H
 }, SLOW);
 
 test('a console run without --html writes reports/pve-dm-<node>-<timestamp>.html', async () => {
-  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only']);
+  const run = await runMain(['--root', path.join(SAMPLES, 'default-install'), '--report-only']);
   const file = /^HTML report: (.+)$/m.exec(run.stdout)?.[1];
   try {
     assert.is(run.code, 0, describe(run));
@@ -142,7 +142,7 @@ test('a console run without --html writes reports/pve-dm-<node>-<timestamp>.html
 
 test('--json --html FILE: stdout is still only JSON, and the file is written', async () => {
   const file = path.join(tmp(), 'r.html');
-  const run = await runCli(['--root', path.join(SAMPLES, 'foreign'), '--report-only', '--json', '--html', file]);
+  const run = await runMain(['--root', path.join(SAMPLES, 'foreign'), '--report-only', '--json', '--html', file]);
   assert.is(run.code, 1, describe(run));
   assert.is(JSON.parse(run.stdout).grade, 'B');
   assert.not.ok(run.stdout.includes('HTML report'));
@@ -153,7 +153,7 @@ test('--json --html FILE: stdout is still only JSON, and the file is written', a
 
 async function assertExit3(args: string[], mentions: string) {
   for (const json of [false, true]) {
-    const run = await runCli(json ? [...args, '--json'] : args);
+    const run = await runMain(json ? [...args, '--json'] : args);
     assert.is(run.code, 3, describe(run));
     const stderrLines = run.stderr.split('\n').filter(Boolean);
     assert.is(stderrLines.length, 1, `exactly one line on stderr: ${describe(run)}`);
@@ -203,7 +203,7 @@ test('exit 3: --vmid abc', async () => {
 test('bad input: a system.json without memory/rootfs ({}) is reported, not a crash', async () => {
   const dir = copyOf('default-install');
   writeFileSync(path.join(dir, 'system.json'), '{}\n');
-  const run = await runCli(['--root', dir, '--report-only', '--html', path.join(tmp(), 'r.html')]);
+  const run = await runMain(['--root', dir, '--report-only', '--html', path.join(tmp(), 'r.html')]);
   noStackTrace(run);
   assert.ok(run.code === 0 || run.code === 1, describe(run));
   assert.ok(run.stdout.split('\n').includes('Summary'), describe(run));
@@ -213,7 +213,7 @@ test('bad input: a system.json that is not an object, or lacks fields, under --j
   const dir = copyOf('default-install');
   for (const text of ['"x"\n', '{}\n']) {
     writeFileSync(path.join(dir, 'system.json'), text);
-    const run = await runCli(['--root', dir, '--report-only', '--json', '--html', path.join(tmp(), 'r.html')]);
+    const run = await runMain(['--root', dir, '--report-only', '--json', '--html', path.join(tmp(), 'r.html')]);
     noStackTrace(run);
     assert.ok(run.code === 0 || run.code === 1, `${text}: ${describe(run)}`);
     const json = JSON.parse(run.stdout);
@@ -226,7 +226,7 @@ test('bad input: a system.json that is not an object, or lacks fields, under --j
 test('bad input: a meta.json whose capturedAt is not a string is reported, not a crash', async () => {
   const dir = copyOf('default-install');
   writeFileSync(path.join(dir, 'meta.json'), '{"capturedAt": 5}\n');
-  const run = await runCli(['--root', dir, '--report-only', '--html', path.join(tmp(), 'r.html')]);
+  const run = await runMain(['--root', dir, '--report-only', '--html', path.join(tmp(), 'r.html')]);
   noStackTrace(run);
   assert.ok(run.code === 0 || run.code === 1, describe(run));
   assert.ok(run.stdout.split('\n').includes('Summary'), describe(run));
@@ -235,7 +235,7 @@ test('bad input: a meta.json whose capturedAt is not a string is reported, not a
 // ── --vmid, --help, colour ───────────────────────────────────────────────────────────────────
 
 test('--vmid 169 on multi-pool: only VM 169\'s entries, summary recomputed, exit 2', async () => {
-  const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '169']);
+  const run = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '169']);
   assert.is(run.code, 2, describe(run));
   const json = JSON.parse(run.stdout);
   assert.equal(json.entries.map((e: { name: string }) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
@@ -243,18 +243,18 @@ test('--vmid 169 on multi-pool: only VM 169\'s entries, summary recomputed, exit
   assert.equal(json.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0 });
   assert.equal(json.guests.map((g: { vmid: number }) => g.vmid), [169]);
   assert.equal(json.vmids, [169]);
-  const tombstoneOnly = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '170']);
+  const tombstoneOnly = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '170']);
   assert.is(tombstoneOnly.code, 1, describe(tombstoneOnly));
   assert.is(JSON.parse(tombstoneOnly.stdout).grade, 'B');
 }, SLOW);
 
 test('--vmid for a VMID with no config anywhere and no entry here: said once (a typo?), exit 1, not OK', async () => {
-  const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', 'nagios', '--vmid', '1690']);
+  const run = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', 'nagios', '--vmid', '1690']);
   assert.is(run.code, 1, describe(run));
   assert.match(run.stdout, /^WARNING - pve-prd-03: grade A\+, 0 duplicate and 0 tombstoned of 0 dm entries, 1 warning\(s\) \|/);
   assert.match(run.stdout, /\nwarning: --vmid: VMID 1690 has no config on any node and no dm entry here \(a typo\?\)\n/);
   // A guest that exists on another node (or an entry here without config) is no typo.
-  const elsewhere = await runCli(['--root', path.join(SAMPLES, 'cluster-migrated'), '--report-only', '--json', '--vmid', '302']);
+  const elsewhere = await runMain(['--root', path.join(SAMPLES, 'cluster-migrated'), '--report-only', '--json', '--vmid', '302']);
   assert.equal(JSON.parse(elsewhere.stdout).warnings, [], describe(elsewhere));
   assert.is(elsewhere.code, 0);
 }, SLOW);
@@ -263,7 +263,7 @@ test('a node whose config cannot be read is never shown as healthy: console, HTM
   const root = path.join(SAMPLES, 'broken-input');
   const html = path.join(tmp(), 'r.html');
   const prom = path.join(tmp(), 'r.prom');
-  const consoleRun = await runCli(['--root', root, '--report-only', '--html', html]);
+  const consoleRun = await runMain(['--root', root, '--report-only', '--html', html]);
   assert.is(consoleRun.code, 1);
   consoleRun.stdout = unwrapConsole(consoleRun.stdout);
   assert.ok(consoleRun.stdout.includes('  Grade A+   11 dm entries: 4 valid, 0 duplicate, 0 tombstone, 6 ignored, 1 not judged\n  Incomplete: 1 entry not judged: the config of VM 104 cannot be read\n'), consoleRun.stdout);
@@ -273,13 +273,13 @@ test('a node whose config cannot be read is never shown as healthy: console, HTM
   assert.not.ok(readFileSync(html, 'utf8').includes('No problems found'));
   assert.not.ok(($('[data-field="grade"]').attr('style') ?? '').includes('#28a745'), 'the grade is not green');
   assert.is($('tr[data-unjudged]').length, 1);
-  const json = JSON.parse((await runCli(['--root', root, '--report-only', '--json', '--prometheus', prom])).stdout);
+  const json = JSON.parse((await runMain(['--root', root, '--report-only', '--json', '--prometheus', prom])).stdout);
   assert.is(json.summary.unjudged, 1);
   assert.match(readFileSync(prom, 'utf8'), /\npve_dm_entries\{node="pve-edge",status="unjudged"\} 1\n/);
-  const nagios = await runCli(['--root', root, '--report-only', '--format', 'nagios']);
+  const nagios = await runMain(['--root', root, '--report-only', '--format', 'nagios']);
   assert.is(nagios.code, 1);
   assert.match(nagios.stdout, /^WARNING - pve-edge: grade A\+, 0 duplicate and 0 tombstoned of 11 dm entries; 1 entry not judged: the config of VM 104 cannot be read, 3 warning\(s\) \| .* unjudged=1;0;;0 /);
-  const checkmk = await runCli(['--root', root, '--report-only', '--format', 'checkmk']);
+  const checkmk = await runMain(['--root', root, '--report-only', '--format', 'checkmk']);
   assert.match(checkmk.stdout, /^1 "PVE DM health" .*\|unjudged=1;1;;0\|.* pve-edge: grade A\+, 0 duplicate and 0 tombstoned of 11 dm entries; 1 entry not judged/);
 }, SLOW);
 
@@ -287,7 +287,7 @@ test('a healthy node with a storage plugin reads OK: the unknown type is a note,
   const dir = path.join(tmp(), 'capture');
   cpSync(path.join(SAMPLES, 'default-install'), dir, { recursive: true });
   writeFileSync(path.join(dir, 'etc/pve/storage.cfg'), `${readFileSync(path.join(dir, 'etc/pve/storage.cfg'), 'utf8')}\ndrbd: drbdstorage\n\tcontent images,rootdir\n\tcontroller 10.0.0.1\n`);
-  const run = await runCli(['--root', dir, '--report-only', '--format', 'nagios']);
+  const run = await runMain(['--root', dir, '--report-only', '--format', 'nagios']);
   assert.is(run.code, 0, describe(run));
   assert.match(run.stdout, /^OK - pve: grade A\+/);
   assert.match(run.stderr, /^pve-dm: note: etc\/pve\/storage.cfg:\d+: storage drbdstorage has type "drbd", which pve-dm does not know/m);
@@ -303,7 +303,7 @@ test('--help exits 0 and prints the usage', async () => {
 
 test('non-TTY output and NO_COLOR: no ANSI escapes', async () => {
   for (const env of [{}, { NO_COLOR: '1' }]) {
-    const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--html', path.join(tmp(), 'r.html')], env);
+    const run = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--html', path.join(tmp(), 'r.html')], env);
     assert.is(run.code, 2, describe(run));
     assert.ok(run.stdout.includes('Duplicates (critical)'));
     assert.not.ok(run.stdout.includes(ESC), `no escape in stdout with ${JSON.stringify(env)}`);
@@ -348,7 +348,7 @@ test('an interactive run ends with the cleanup plan and changes nothing; --repor
   const dir = copyOf('multi-pool');
   const before = snapshot(dir);
   const html = path.join(tmp(), 'r.html');
-  const run = await runCli(['--root', dir, '--html', html]);
+  const run = await runMain(['--root', dir, '--html', html]);
   assert.is(run.code, 2, describe(run));
   noStackTrace(run);
   const out = run.stdout.split('\n');
@@ -366,14 +366,14 @@ test('an interactive run ends with the cleanup plan and changes nothing; --repor
     '  would run: dmsetup --manglename none remove ssd--ha01-vm--888--disk--0',
   ]);
   assert.equal(snapshot(dir), before, 'the capture is unchanged');
-  const reportOnly = await runCli(['--root', dir, '--report-only', '--html', html]);
+  const reportOnly = await runMain(['--root', dir, '--report-only', '--html', html]);
   assert.is(reportOnly.code, 2);
   assert.not.match(reportOnly.stdout, /Cleanup plan|would run|would skip/);
   assert.ok(reportOnly.stdout.split('\n').includes('Summary'));
 }, SLOW);
 
 test('an interactive run of a healthy node prints no plan at all', async () => {
-  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--html', path.join(tmp(), 'r.html')]);
+  const run = await runMain(['--root', path.join(SAMPLES, 'default-install'), '--html', path.join(tmp(), 'r.html')]);
   assert.is(run.code, 0, describe(run));
   assert.not.match(run.stdout, /would run|would skip/);
 }, SLOW);

@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import {
   analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, clusterToJson, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
-import { describeRun, overlongLines, refusedWith, runCli, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { describeRun, overlongLines, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
 import { startServer } from './support/http-server.ts';
 import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.ts';
@@ -87,21 +87,21 @@ test('one node alone shows no cluster finding a missing neighbour would explain;
 const ROOTS = NODES.flatMap((root) => ['--root', root]);
 
 test('--root three times: one JSON for the cluster, each node\'s own JSON inside it, exit 2', async () => {
-  const run = await runCli([...ROOTS, '--report-only', '--json']);
+  const run = await runMain([...ROOTS, '--report-only', '--json']);
   assert.is(run.code, 2, describeRun(run));
   const report = JSON.parse(run.stdout);
   const expected = await cluster();
   assert.equal(report.notifications, []);
   assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.findings, unreachable: [] })));
   for (const [index, root] of NODES.entries()) {
-    const alone = JSON.parse((await runCli(['--root', root, '--report-only', '--json'])).stdout);
+    const alone = JSON.parse((await runMain(['--root', root, '--report-only', '--json'])).stdout);
     assert.equal({ ...report.nodes[index], generatedAt: null }, { ...alone, generatedAt: null });
   }
 });
 
 test('--root three times: the console shows every node, then the cluster; the HTML page is validated', async () => {
   const html = path.join(tempDir(), 'cluster.html');
-  const run = await runCli([...ROOTS, '--report-only', '--no-color', '--html', html]);
+  const run = await runMain([...ROOTS, '--report-only', '--no-color', '--html', html]);
   assert.is(run.code, 2, describeRun(run));
   assert.equal(overlongLines(run.stdout), [], 'every line in 80 columns');
   run.stdout = unwrapConsole(run.stdout);
@@ -117,7 +117,7 @@ test('--root three times: the console shows every node, then the cluster; the HT
 });
 
 test('--root twice, one node with a guest config it cannot read: the cluster\'s line counts the entries not judged', async () => {
-  const run = await runCli(['--root', NODES[0] as string, '--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--no-color']);
+  const run = await runMain(['--root', NODES[0] as string, '--root', path.join(SAMPLES, 'broken-input'), '--report-only', '--no-color']);
   assert.is(run.code, 1, describeRun(run));
   run.stdout = unwrapConsole(run.stdout);
   assert.match(run.stdout, 'Cluster of 2 nodes: grade B\n  27 dm entries on pve1, pve-edge: 9 valid, 0 duplicate, 5 tombstone, 12 ignored, 1 not judged\n');
@@ -126,7 +126,7 @@ test('--root twice, one node with a guest config it cannot read: the cluster\'s 
 test('a cluster run notifies once, for the cluster: its JSON, its grade, a subject naming the critical finding', async () => {
   const server = await startServer();
   try {
-    const run = await runCli([...ROOTS, '--report-only', '--json', '--notify', 'always'], { PVE_DM_WEBHOOK_URL: `${server.url}/hook` });
+    const run = await runMain([...ROOTS, '--report-only', '--json', '--notify', 'always'], { PVE_DM_WEBHOOK_URL: `${server.url}/hook` });
     const report = JSON.parse(run.stdout);
     assert.equal(report.notifications, [{ plugin: 'webhook', ok: true, detail: 'HTTP 200' }]);
     assert.is(report.cluster.grade, 'F', 'still the cluster\'s JSON once the notifications are in');
@@ -140,7 +140,7 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
 });
 
 test('Nagios for a cluster run: CRITICAL for a shared LV active on two nodes, each guest on its own node', async () => {
-  const nagios = await runCli([...ROOTS, '--report-only', '--format', 'nagios']);
+  const nagios = await runMain([...ROOTS, '--report-only', '--format', 'nagios']);
   assert.is(nagios.code, 2, describeRun(nagios));
   assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 5 warning(s) | entries=36;;;0 '), nagios.stdout);
   assert.match(nagios.stdout, '\nwarning: cluster: critical: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2');
@@ -169,17 +169,17 @@ test('Prometheus for a cluster run: each node\'s series under its own name, as i
   expected.set(seriesKey('pve_dm_cluster_node_unreachable', { node: 'pve4' }), 1);
   assert.equal(Object.fromEntries(series), Object.fromEntries(expected));
   const prom = path.join(tempDir(), 'pve-dm.prom');
-  const run = await runCli([...ROOTS, '--report-only', '--json', '--prometheus', prom]);
+  const run = await runMain([...ROOTS, '--report-only', '--json', '--prometheus', prom]);
   assert.is(run.code, 2, describeRun(run));
   assert.match(readFileSync(prom, 'utf8'), '\npve_dm_grade_info{node="pve2",grade="A+"} 1\n');
   assert.match(readFileSync(prom, 'utf8'), '\npve_dm_cluster_grade_info{grade="F"} 1\n');
 });
 
 test('a cluster run refuses cleanup, the same node twice, and --cluster with --root', async () => {
-  refusedWith(await runCli([NODES[0] as string, NODES[0] as string].flatMap((root) => ['--root', root]).concat('--report-only')), 'node pve1 is there twice: give each node\'s capture once');
-  refusedWith(await runCli(['--cluster', '--yes']), 'cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
-  refusedWith(await runCli(['--cluster', ...ROOTS]), '--cluster analyses the live cluster, --root captures: give one or the other');
-  refusedWith(await runCli(['--cluster', '--node-timeout', '0']), '--node-timeout 0: seconds, 1 to 3600');
+  refusedWith(await runMain([NODES[0] as string, NODES[0] as string].flatMap((root) => ['--root', root]).concat('--report-only')), 'node pve1 is there twice: give each node\'s capture once');
+  refusedWith(await runMain(['--cluster', '--yes']), 'cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
+  refusedWith(await runMain(['--cluster', ...ROOTS]), '--cluster analyses the live cluster, --root captures: give one or the other');
+  refusedWith(await runMain(['--cluster', '--node-timeout', '0']), '--node-timeout 0: seconds, 1 to 3600');
 });
 
 test('the command another node runs: this pve-dm, as it was started, every word quoted', () => {

@@ -168,13 +168,22 @@ export function overlongLines(text: string): string[] {
 /** A line that is one command (a remedy kept whole), with its label. */
 const isWholeCommand = (line: string) => /^(?:remedy: |would run: |on \S+: )?(?:dmsetup|lvchange|qm|pct) /.test(line) && !line.includes(' && ');
 
-/** pve-dm's main() in this process, its output captured: for what a subprocess would prove nothing more about. */
-export async function runMain(argv: string[], live: LiveNode = {}): Promise<CliRun> {
+/**
+ * pve-dm's main() in this process, its output captured, for what a subprocess would prove nothing
+ * more about. The environment is the one runCli gives (this machine's without PVE_DM_*, plus `env`),
+ * set for the call: tests in a file run one at a time.
+ */
+export async function runMain(argv: string[], env: NodeJS.ProcessEnv = {}, live: LiveNode = {}): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const write = (add: (text: string) => void) => ({ write: (text: string) => (add(text), true) });
   const io = { stdout: write((t) => (stdout += t)), stderr: write((t) => (stderr += t)), isTty: false };
   const { main } = await import('../pve-dm.ts');
-  const code = await main(argv, io, live);
-  return { code, stdout, stderr };
+  const saved = process.env;
+  process.env = Object.fromEntries(Object.entries({ ...isolatedEnv(), ...env }).filter(([, value]) => value !== undefined));
+  try {
+    return { code: await main(argv, io, live), stdout, stderr };
+  } finally {
+    process.env = saved;
+  }
 }

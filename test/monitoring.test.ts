@@ -13,7 +13,7 @@ import {
   CHECKMK_SERVICE, classify, mangleDmName, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
   runPipeline, unjudgedSummary, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runCli, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
+import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runMain, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
 import { expectedSeries, problemsOf, readPrometheus, seriesKey } from './support/prometheus.ts';
 import { buildBundle } from './tools/build.ts';
 
@@ -306,7 +306,7 @@ for (const [name, state, code] of [['default-install', 'OK', 0], ['snapshots', '
     const dir = tempDir();
     const file = path.join(dir, 'pve-dm.prom');
     const before = Date.now() / 1000;
-    const run = await runCli(['--root', path.join(SAMPLES, name), '--report-only', '--format', 'nagios', '--prometheus', file]);
+    const run = await runMain(['--root', path.join(SAMPLES, name), '--report-only', '--format', 'nagios', '--prometheus', file]);
     const after = Date.now() / 1000;
     const { result, reports } = await sample(name);
     assert.is(run.code, code, describeRun(run));
@@ -320,7 +320,7 @@ for (const [name, state, code] of [['default-install', 'OK', 0], ['snapshots', '
     const at = series.get(lastRun) ?? NaN;
     assert.ok(at >= Math.floor(before) && at <= after, `the run's time: ${before} <= ${at} <= ${after}`);
     assert.equal(Object.fromEntries(series), Object.fromEntries(expectedSeries(name, result, at)));
-    const checkmk = await runCli(['--root', path.join(SAMPLES, name), '--report-only', '--format', 'checkmk']);
+    const checkmk = await runMain(['--root', path.join(SAMPLES, name), '--report-only', '--format', 'checkmk']);
     assert.is(checkmk.code, code, describeRun(checkmk));
     assert.is(checkmk.stdout, reports.checkmk);
     assert.is(readCheckmk(checkmk.stdout).state, code);
@@ -329,27 +329,27 @@ for (const [name, state, code] of [['default-install', 'OK', 0], ['snapshots', '
 
 test('could not analyse: UNKNOWN (nagios) or state 3 (checkmk) with the reason on stdout, one line on stderr, exit 3', async () => {
   const missing = path.join(tempDir(), 'no-such-capture');
-  const nagios = await runCli(['--root', missing, '--report-only', '--format', 'nagios']);
+  const nagios = await runMain(['--root', missing, '--report-only', '--format', 'nagios']);
   const message = refusedWith(nagios, `capture ${missing} does not exist`);
   assert.is(nagios.stdout, `UNKNOWN - ${message}\n`);
-  const checkmk = await runCli(['--root', missing, '--report-only', '--format=checkmk']);
+  const checkmk = await runMain(['--root', missing, '--report-only', '--format=checkmk']);
   refusedWith(checkmk, `capture ${missing} does not exist`);
   assert.is(checkmk.stdout, `3 "PVE DM health" - ${message}\n`);
   assert.is(readCheckmk(checkmk.stdout).state, 3);
-  const usage = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--format', 'nagios', '--vmid', 'abc']);
+  const usage = await runMain(['--root', path.join(SAMPLES, 'default-install'), '--format', 'nagios', '--vmid', 'abc']);
   refusedWith(usage, '--vmid abc: not a VMID (100 to 999999999)');
   assert.is(usage.stdout, 'UNKNOWN - --vmid abc: not a VMID (100 to 999999999)\n', 'a usage error is UNKNOWN too');
 }, SLOW);
 
 test('a broken capture with a hostile name in the error: UNKNOWN shows it as text, without |', async () => {
   const root = path.join(tempDir(), `cap|${ESC}[2J`);
-  const run = await runCli(['--root', root, '--report-only', '--format', 'nagios']);
+  const run = await runMain(['--root', root, '--report-only', '--format', 'nagios']);
   assert.is(run.code, 3, describeRun(run));
   assert.is(run.stdout, `UNKNOWN - capture ${path.dirname(root)}/cap\\x7c\\x1b[2J does not exist\n`);
 }, SLOW);
 
 test('--format and --prometheus: refused with a clear message where they do not fit', async () => {
-  refusedWith(await runCli(['--root', path.join(SAMPLES, 'default-install'), '--format', 'xml']), '--format xml: use console, json, nagios, checkmk');
+  refusedWith(await runMain(['--root', path.join(SAMPLES, 'default-install'), '--format', 'xml']), '--format xml: use console, json, nagios, checkmk');
   const refusals: [string[], string][] = [
     [['--json', '--format', 'nagios'], '--json is --format json: it does not go with --format nagios'],
     [['--format', 'nagios', '--yes'], '--format nagios is a monitoring check: it does not go with --yes or --dry-run'],
@@ -369,11 +369,11 @@ test('--format and --prometheus: refused with a clear message where they do not 
 test('--prometheus goes with the console report and with --json: the report is printed and the file written', async () => {
   const dir = tempDir();
   const file = path.join(dir, 'pve-dm.prom');
-  const consoleRun = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--prometheus', file, '--html', path.join(dir, 'r.html')]);
+  const consoleRun = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--prometheus', file, '--html', path.join(dir, 'r.html')]);
   assert.is(consoleRun.code, 2, describeRun(consoleRun));
   assert.ok(consoleRun.stdout.split('\n').includes('Summary'), 'the console report');
   assert.is(readPrometheus(readFileSync(file, 'utf8')).get(seriesKey('pve_dm_grade_info', { node: 'pve-prd-03', grade: 'F' })), 1);
-  const jsonRun = await runCli(['--root', path.join(SAMPLES, 'foreign'), '--report-only', '--json', '--prometheus', file]);
+  const jsonRun = await runMain(['--root', path.join(SAMPLES, 'foreign'), '--report-only', '--json', '--prometheus', file]);
   assert.is(jsonRun.code, 1, describeRun(jsonRun));
   assert.is(JSON.parse(jsonRun.stdout).grade, 'B');
   assert.is(readPrometheus(readFileSync(file, 'utf8')).get(seriesKey('pve_dm_grade_info', { node: 'pve-stor02', grade: 'B' })), 1, 'the file replaced');
@@ -394,7 +394,7 @@ test('a --prometheus file that cannot be written: exit 3, the reason, no report,
   ];
   for (const [file, expected] of cases) {
     for (const format of ['nagios', 'console']) {
-      const run = await runCli(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', format, '--prometheus', file, '--html', path.join(dir, 'r.html')]);
+      const run = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--format', format, '--prometheus', file, '--html', path.join(dir, 'r.html')]);
       const message = refusedWith(run, expected);
       noStackTrace(run);
       assert.is(run.stdout, format === 'nagios' ? `UNKNOWN - ${message}\n` : '', `${format}: nothing but UNKNOWN on stdout`);
@@ -408,11 +408,11 @@ test('the state printed is the exit code, also when an HTML report that cannot b
   const dir = tempDir();
   // A folder where the report should go: the rename over it fails after the analysis.
   mkdirSync(path.join(dir, 'a-folder'));
-  const run = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'nagios', '--html', path.join(dir, 'a-folder')]);
+  const run = await runMain(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'nagios', '--html', path.join(dir, 'a-folder')]);
   assert.is(run.code, 1, describeRun(run));
   assert.is(readNagios(run.stdout).state, 'WARNING');
   assert.match(run.stderr, /^pve-dm: cannot write the HTML report to .*: EISDIR\n$/);
-  const checkmk = await runCli(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'checkmk', '--html', path.join(dir, 'a-folder')]);
+  const checkmk = await runMain(['--root', path.join(SAMPLES, 'default-install'), '--report-only', '--format', 'checkmk', '--html', path.join(dir, 'a-folder')]);
   assert.is(checkmk.code, 1, describeRun(checkmk));
   assert.is(readCheckmk(checkmk.stdout).state, 1);
 }, SLOW);

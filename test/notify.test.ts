@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
-import { describeRun, isolatedEnv, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
+import { describeRun, isolatedEnv, noStackTrace, PROJECT, refusedWith, runCli, runMain, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
 import { refusedUrl, startServer, type TestServer } from './support/http-server.ts';
 
 const PVE_DM = path.join(PROJECT, 'pve-dm.ts');
@@ -43,7 +43,7 @@ function settingsFile(text: string, mode: number): string {
 }
 
 
-const run = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
+const run = (args: string[], env: Record<string, string> = {}) => runMain(args, env);
 const describe = describeRun;
 const refused = (r: CliRun) => refusedWith(r);
 

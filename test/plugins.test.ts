@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, loadPlugins, notificationSubject, notificationText, notifyAll, type HttpRequest, type Plugin } from '../pve-dm.ts';
-import { describeRun, noStackTrace, PROJECT, refusedWith, runCli, SAMPLES, tempDir, test, unwrapConsole, withTimeout, type CliRun } from './harness.ts';
+import { describeRun, noStackTrace, PROJECT, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole, withTimeout, type CliRun } from './harness.ts';
 import { startServer } from './support/http-server.ts';
 import { loadNotifier, sampleResult } from './support/notify.ts';
 
@@ -55,7 +55,7 @@ function pluginFolder(files: Record<string, Entry>, type: 'module' | 'commonjs' 
 }
 
 
-const run = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
+const run = (args: string[], env: Record<string, string> = {}) => runMain(args, env);
 const describe = describeRun;
 
 

@@ -11,7 +11,7 @@ import {
   classify, createRunner, execProcess, grade, main, mangleDmName, notificationText, parse, planCleanup, readCapture, renderConsole, renderHtml,
   renderPlan, report, terminalSafe, toJson, UserError, validateHtml, writeCapture, type Capture, type Exec, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, refusedWith, runCli, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { capture, config, describeRun, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, lvUuid, scenario, VG_PVE } from './support/fake-node.ts';
 import { hostileText, property } from './support/fuzz.ts';
 
@@ -99,7 +99,7 @@ test('the CLI\'s warnings on stderr and its report on stdout show a hostile capt
     configs: [...hostile.configs, config(102, `name: \u001b]8;;http://evil.example/\u0007click\u001b]8;;\u0007\nlock: \u001b[2J\u009b2J\nscsi0: local-lvm:vm-102-disk-0\n\u001b[31mgarbage\n`)],
   });
   for (const args of [['--json'], []]) {
-    const run = await runCli(['--root', dir, '--report-only', '--html', path.join(tempDir(), 'r.html'), ...args]);
+    const run = await runMain(['--root', dir, '--report-only', '--html', path.join(tempDir(), 'r.html'), ...args]);
     assert.ok(run.code === 1 || run.code === 2, describeRun(run));
     assert.not.match(run.stderr, CONTROL, describeRun(run));
     assert.not.match(run.stdout.replaceAll('\n', ''), CONTROL, describeRun(run));
@@ -186,7 +186,7 @@ function link(file: string, target: string): void {
 test('a required capture file that is a symbolic link out of the capture is refused, never read', async () => {
   const { dir, secret } = captureWithOutside();
   link(path.join(dir, 'etc/pve/storage.cfg'), secret);
-  const run = await runCli(['--root', dir, '--report-only', '--json']);
+  const run = await runMain(['--root', dir, '--report-only', '--json']);
   refusedWith(run, `capture ${dir}: cannot read etc/pve/storage.cfg: a symbolic link out of ${dir} (to ${secret}); not followed`);
   assert.not.ok(run.stdout.includes('secret-hash') || run.stderr.includes('secret-hash'));
 }, 30_000);
@@ -252,9 +252,9 @@ test('--root on a file, on a missing path, on a folder that is not a capture: on
   writeFileSync(file, 'x');
   const empty = path.join(base, 'empty');
   mkdirSync(empty);
-  refusedWith(await runCli(['--root', file, '--report-only']), `capture ${file} is not a directory`);
-  refusedWith(await runCli(['--root', path.join(base, 'missing'), '--report-only']), `capture ${path.join(base, 'missing')} does not exist`);
-  refusedWith(await runCli(['--root', empty, '--report-only']), `${empty} is not a capture: it holds none of hostname, dmsetup.txt, etc/pve/storage.cfg (pve-dm.ts capture DIR makes one)`);
+  refusedWith(await runMain(['--root', file, '--report-only']), `capture ${file} is not a directory`);
+  refusedWith(await runMain(['--root', path.join(base, 'missing'), '--report-only']), `capture ${path.join(base, 'missing')} does not exist`);
+  refusedWith(await runMain(['--root', empty, '--report-only']), `${empty} is not a capture: it holds none of hostname, dmsetup.txt, etc/pve/storage.cfg (pve-dm.ts capture DIR makes one)`);
 }, 30_000);
 
 test('main in process: a capture folder that is a file is a user error, not an internal one', async () => {

@@ -101,6 +101,7 @@ export async function buildBundle(outDir = path.join(ROOT, 'dist')): Promise<{ f
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
-  const { file, bytes, plugins } = await buildBundle();
+  // `npm run build [-- DIR]`: dist/ beside the project, or DIR.
+  const { file, bytes, plugins } = await buildBundle(process.argv[2] === undefined ? undefined : path.resolve(process.argv[2]));
   process.stdout.write(`${path.relative(process.cwd(), file)}: pve-dm ${VERSION}, ${(bytes / 1024).toFixed(0)} KiB; plugins: ${plugins.join(', ')}\n`);
 }
