@@ -1,6 +1,6 @@
 // `npm run build`: dist/pve-dm.mjs runs with plain node and no node_modules, its plugins beside it.
 // Built into a temporary folder outside the project, so that no node_modules can be found from it.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
@@ -25,6 +25,27 @@ test('plain node runs the bundle, with no node_modules in reach: the same report
   assert.is(fromBundle.code, 2, describeRun(fromBundle));
   assert.is(fromBundle.code, fromSource.code);
   assert.equal(withoutTime(fromBundle.stdout), withoutTime(fromSource.stdout));
+}, 60_000);
+
+test('--help names the bundle as it was run, in 80 columns', async () => {
+  const run = await bundle(['--help']);
+  assert.is(run.code, 0, describeRun(run));
+  assert.ok(run.stdout.startsWith('Usage: node pve-dm.mjs [OPTION...]\n'), run.stdout.slice(0, 200));
+  assert.equal(run.stdout.split('\n').filter((line) => line.length > 80), []);
+  const conf = path.join(path.dirname((await built).file), 'pve-dm.conf');
+  assert.ok(run.stdout.replace(/\s+/g, ' ').includes(`(default ${conf})`), 'its own settings file');
+}, 60_000);
+
+test('a console run writes its report into reports/ beside the bundle and keeps the newest --keep-reports', async () => {
+  const reports = path.join(path.dirname((await built).file), 'reports');
+  mkdirSync(reports, { recursive: true });
+  const old = ['pve-dm-pve-prd-03-20261101-000000Z.html', 'pve-dm-pve-prd-03-20261102-000000Z.html', 'pve-dm-pve-prd-03-20261103-000000Z.html'];
+  for (const name of old) writeFileSync(path.join(reports, name), 'old');
+  const run = await bundle(['--root', MULTI_POOL, '--report-only', '--keep-reports', '2']);
+  assert.is(run.code, 2, describeRun(run));
+  const written = /^HTML report: (.*)$/m.exec(run.stdout)?.[1] ?? '';
+  assert.is(path.dirname(written), reports);
+  assert.equal(readdirSync(reports).sort(), [old[2], path.basename(written)].sort());
 }, 60_000);
 
 test('the HTML report is rendered and validated inside the bundle (cheerio bundled)', async () => {

@@ -10,7 +10,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  CHECKMK_SERVICE, classify, mangleDmName, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderNagios, renderPrometheus,
+  CHECKMK_SERVICE, classify, mangleDmName, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderConsole, renderNagios, renderPrometheus,
   runPipeline, unjudgedSummary, writeAtomically, type Capture, type Result,
 } from '../pve-dm.ts';
 import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runMain, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
@@ -471,46 +471,60 @@ function readmeBlock(firstLine: string): string {
 
 const unitValue = (unit: string, key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(unit)?.[1];
 
-test('README: systemd-analyze verify accepts pve-dm.service and pve-dm.timer (pve-dm installed where this checkout is)', () => {
-  const service = readmeBlock('# /etc/systemd/system/pve-dm.service');
-  const timer = readmeBlock('# /etc/systemd/system/pve-dm.timer');
+const packaged = (name: string) => readFileSync(path.join(PROJECT, 'test/deb/package', name), 'utf8');
+
+test('README: the service and timer it shows are the package\'s; systemd-analyze verify accepts them', () => {
+  const service = readmeBlock('# /usr/lib/systemd/system/pve-dm.service');
+  const timer = readmeBlock('# /usr/lib/systemd/system/pve-dm.timer');
+  assert.is(service, `# /usr/lib/systemd/system/pve-dm.service\n${packaged('pve-dm.service')}`);
+  assert.is(timer, `# /usr/lib/systemd/system/pve-dm.timer\n${packaged('pve-dm.timer')}`);
   assert.is(unitValue(service, 'Type'), 'oneshot');
-  assert.ok(unitValue(service, 'ExecStart')?.includes(' --report-only --prometheus /var/lib/prometheus/node-exporter/pve-dm.prom'), 'report only, writing the textfile');
+  assert.is(unitValue(service, 'ExecStart'), '/usr/sbin/pve-dm --report-only --html /var/lib/pve-dm/report.html');
   assert.is(unitValue(timer, 'OnCalendar'), 'daily');
   assert.is(unitValue(timer, 'Persistent'), 'true');
   assert.ok(unitValue(timer, 'RandomizedDelaySec'));
   const dir = tempDir();
-  const here = (unit: string) => unit.replaceAll('/opt/pve-dm', PROJECT).replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `);
+  // Not installed here: the command is this checkout's, run by this node.
+  const here = (unit: string) => unit.replace('ExecStart=/usr/sbin/pve-dm ', `ExecStart=${process.execPath} ${PROJECT}/pve-dm.ts `);
   writeFileSync(path.join(dir, 'pve-dm.service'), here(service));
   writeFileSync(path.join(dir, 'pve-dm.timer'), timer);
-  const verify = spawnSync('systemd-analyze', ['verify', path.join(dir, 'pve-dm.service'), path.join(dir, 'pve-dm.timer')], { encoding: 'utf8', timeout: 20_000 });
-  assert.is(verify.error, undefined, 'systemd-analyze runs (package systemd)');
-  assert.is(`${verify.stdout}${verify.stderr}`, '', 'no warning: every key known, every value valid');
-  assert.is(verify.status, 0);
+  const verify = (...files: string[]) => spawnSync('systemd-analyze', ['verify', '--man=no', ...files], { encoding: 'utf8', timeout: 20_000 });
+  const verified = verify(path.join(dir, 'pve-dm.service'), path.join(dir, 'pve-dm.timer'));
+  assert.is(verified.error, undefined, 'systemd-analyze runs (package systemd)');
+  assert.is(`${verified.stdout}${verified.stderr}`, '', 'no warning: every key known, every value valid');
+  assert.is(verified.status, 0);
   // verify can fail: a misspelt key is reported.
   writeFileSync(path.join(dir, 'pve-dm.service'), here(service).replace('ProtectSystem=', 'ProtectSistem='));
-  const broken = spawnSync('systemd-analyze', ['verify', path.join(dir, 'pve-dm.service')], { encoding: 'utf8', timeout: 20_000 });
-  assert.match(broken.stderr, /Unknown key 'ProtectSistem'/);
+  assert.match(verify(path.join(dir, 'pve-dm.service')).stderr, /Unknown key 'ProtectSistem'/);
 });
 
 test("README: the service's command runs (against a sample) and exits as the unit expects; the cron line runs the same", async () => {
-  const service = readmeBlock('# /etc/systemd/system/pve-dm.service');
-  const cron = readmeBlock('# /etc/cron.d/pve-dm');
-  const [node = '', script = '', ...args] = (unitValue(service, 'ExecStart') ?? '').split(' ');
-  const cronCommand = /&& node dist\/pve-dm\.mjs (.*?) >>/.exec(cron)?.[1];
-  assert.is(cronCommand, args.join(' '), 'cron runs pve-dm with the same arguments');
-  assert.match(cron, /^\d+ \d+ \* \* \* root cd \/opt\/pve-dm && /m, 'daily, as root, in the install folder');
-  assert.is(node, '/usr/bin/node');
-  assert.is(script, '/opt/pve-dm/dist/pve-dm.mjs', 'the bundle, as the README advises for timers and cron');
+  const service = readmeBlock('# /usr/lib/systemd/system/pve-dm.service');
+  const cron = packaged('pve-dm.cron');
+  assert.ok(README.includes(`\`\`\`\n${cron}\`\`\``), 'the README shows the package\'s cron example');
+  const [program = '', ...args] = (unitValue(service, 'ExecStart') ?? '').split(' ');
+  assert.is(program, '/usr/sbin/pve-dm');
+  const cronCommand = /^\d+ \d+ \* \* \* root \/usr\/sbin\/pve-dm (.*?) >>/m.exec(cron)?.[1];
+  assert.is(cronCommand, args.join(' '), 'cron runs pve-dm with the same arguments, daily, as root');
   const dir = tempDir();
   const { file: bundle } = await buildBundle(path.join(tempDir(), 'dist'));
-  const moved = args.map((arg) => arg.replace('/var/lib/prometheus/node-exporter', dir).replace('/var/lib/pve-dm', dir));
+  const moved = args.map((arg) => arg.replace('/var/lib/pve-dm', dir));
   const run = await runNode([bundle, ...moved, '--root', path.join(SAMPLES, 'snapshots')]);
   assert.ok((unitValue(service, 'SuccessExitStatus') ?? '').split(' ').includes(String(run.code)), `exit ${run.code} counts as success: ${describeRun(run)}`);
   assert.ok(run.stdout.split('\n').includes('Summary'), 'the console report, for the journal');
-  assert.equal(readdirSync(dir).sort(), ['pve-dm.prom', 'report.html']);
-  assert.is(readPrometheus(readFileSync(path.join(dir, 'pve-dm.prom'), 'utf8')).get(seriesKey('pve_dm_grade_info', { node: 'pve-lab', grade: 'B' })), 1);
+  assert.equal(readdirSync(dir).sort(), ['report.html']);
 }, SLOW);
+
+test("README: the first run it shows is multi-pool's real console report (up to the guests)", async () => {
+  const { result } = await sample('multi-pool');
+  const command = '$ npx tsx pve-dm.ts --root samples/multi-pool --report-only\n';
+  const at = README.indexOf(command);
+  assert.ok(at >= 0, 'README shows the first run');
+  const shown = README.slice(at + command.length, README.indexOf('```', at));
+  const real = renderConsole({ ...result, root: 'samples/multi-pool' }, false).replace(result.generatedAt, '2026-12-06T06:34:04.610Z');
+  assert.ok(real.startsWith(shown), `the README's excerpt is the start of the real report:\n${real}`);
+  assert.ok(shown.includes('Tombstones (warning): 2\n'), 'and it reaches the tombstones');
+});
 
 test("README: the examples of the three outputs are multi-pool's real output", async () => {
   const { reports } = await sample('multi-pool');

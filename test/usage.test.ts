@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { CLI_OPTIONS, pathsFor, programName, pruneReports, usageText, wrapConsole } from '../pve-dm.ts';
-import { overlongLines, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { describeRun, overlongLines, PROJECT, runMain, runNode, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 
 const DEFAULT_INSTALL = path.join(SAMPLES, 'default-install');
 const refused = async (argv: string[], line: string) => {
@@ -86,6 +86,18 @@ test('a notifier with a syntax error: a warning naming its file and line; the re
   const json = await runMain(['--root', DEFAULT_INSTALL, '--plugins', dir, '--json', '--notify', 'always']);
   assert.equal(JSON.parse(json.stdout).notifications, [{ plugin: 'listener', ok: true, detail: 'heard' }]);
 });
+
+test('from another working directory, the project\'s tsx runs pve-dm.ts: plugins, settings and reports are found beside it', async () => {
+  const elsewhere = tempDir();
+  const tsx = path.join(PROJECT, 'node_modules/tsx/dist/cli.mjs');
+  const listed = await runNode([tsx, path.join(PROJECT, 'pve-dm.ts'), 'plugins'], { cwd: elsewhere });
+  assert.is(listed.code, 0, describeRun(listed));
+  assert.ok(listed.stdout.startsWith(`Plugins in ${path.join(PROJECT, 'plugins')}, in the order they load:`), listed.stdout);
+  const run = await runNode([tsx, path.join(PROJECT, 'pve-dm.ts'), '--root', DEFAULT_INSTALL, '--report-only', '--json'], { cwd: elsewhere });
+  assert.is(run.code, 0, describeRun(run));
+  assert.is(JSON.parse(run.stdout).grade, 'A+');
+  assert.equal(readdirSync(elsewhere), [], 'nothing written where it was run from');
+}, 60_000);
 
 test('the reports folder keeps the newest N reports pve-dm wrote, and nothing else is touched', () => {
   const dir = tempDir();
