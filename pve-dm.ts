@@ -10,7 +10,25 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, constants, type Dirent, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  type Dirent,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import fsPromises, { mkdir, open, readFile, readdir, writeFile, rename, unlink } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import os from 'node:os';
@@ -48,7 +66,11 @@ export function pathsFor(here: string): Paths {
     const plugins = [path.join(PACKAGE_DIR, 'plugins'), '/etc/pve-dm/plugins'];
     return { config: '/etc/pve-dm/pve-dm.conf', plugins, reports: '/var/lib/pve-dm/reports' };
   }
-  return { config: path.join(here, 'pve-dm.conf'), plugins: [path.join(here, 'plugins')], reports: path.join(here, 'reports') };
+  return {
+    config: path.join(here, 'pve-dm.conf'),
+    plugins: [path.join(here, 'plugins')],
+    reports: path.join(here, 'reports'),
+  };
 }
 const PATHS = pathsFor(HERE);
 
@@ -67,7 +89,10 @@ const PROGRAM = programName();
 
 /** A mistake of the user's or of the input's: printed as one line, never as a stack trace. */
 export class UserError extends Error {
-  constructor(message: string, readonly exitCode = 3) {
+  constructor(
+    message: string,
+    readonly exitCode = 3,
+  ) {
     super(message);
   }
 }
@@ -107,16 +132,27 @@ export interface CommandOptions {
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
 
 /** Runs one process: what the runner delegates to (tests give a fake node's commands). */
-export type Exec = (command: string, args: readonly string[], options: { timeoutMs: number; input?: string }) => Promise<CommandResult>;
+export type Exec = (
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs: number; input?: string },
+) => Promise<CommandResult>;
 
 export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
   new Promise((resolve) => {
     const child = execFile(
       command,
       args,
-      { timeout: timeoutMs, maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+      {
+        timeout: timeoutMs,
+        maxBuffer: LIMITS.commandOutputBytes,
+        encoding: 'utf8',
+        env: { ...process.env, LC_ALL: 'C' },
+      },
       (error, stdout, stderr) => {
-        const failure = error as (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null }) | null;
+        const failure = error as
+          | (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null })
+          | null;
         // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
         const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
         const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
@@ -163,10 +199,16 @@ export interface CaptureMeta {
   commands: Record<string, { exitCode: number; stderr: string }>;
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** A field of a JSON object of a given type, or null ("not known"); recorded in `wrong` when missing or of another type. */
-function field<T>(record: Record<string, unknown>, key: string, check: (value: unknown) => value is T, wrong: string[]): T | null {
+function field<T>(
+  record: Record<string, unknown>,
+  key: string,
+  check: (value: unknown) => value is T,
+  wrong: string[],
+): T | null {
   if (record[key] === null) return null;
   if (check(record[key])) return record[key] as T;
   wrong.push(key);
@@ -174,7 +216,8 @@ function field<T>(record: Record<string, unknown>, key: string, check: (value: u
 }
 const isText = (value: unknown): value is string => typeof value === 'string';
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value) && value >= 0;
-const isUsage = (value: unknown): value is { totalBytes: number; usedBytes: number } => isRecord(value) && isCount(value.totalBytes) && isCount(value.usedBytes);
+const isUsage = (value: unknown): value is { totalBytes: number; usedBytes: number } =>
+  isRecord(value) && isCount(value.totalBytes) && isCount(value.usedBytes);
 
 /** system.json, field by field: a field missing or of the wrong type is "not known". */
 export function systemFactsFrom(value: unknown, wrong: string[] = []): SystemFacts | null {
@@ -202,7 +245,9 @@ export function captureMetaFrom(value: unknown, wrong: string[] = []): CaptureMe
     pveDm: field(value, 'pveDm', isText, wrong),
     commands: Object.fromEntries(
       Object.entries(commands).flatMap(([name, result]) =>
-        isRecord(result) && isCount(result.exitCode) && isText(result.stderr) ? [[name, { exitCode: result.exitCode, stderr: result.stderr }]] : (wrong.push(`commands.${name}`), []),
+        isRecord(result) && isCount(result.exitCode) && isText(result.stderr)
+          ? [[name, { exitCode: result.exitCode, stderr: result.stderr }]]
+          : (wrong.push(`commands.${name}`), []),
       ),
     ),
   };
@@ -257,7 +302,17 @@ export const CAPTURE_FILES = {
  * dmsetup prints names unmangled by default (`odd name$x`, even `pipe|name`, which would break the
  * `|` columns): `--manglename none` prints them as the kernel holds them, `\xNN`-mangled.
  */
-export const DM_INFO_ARGS = ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid'];
+export const DM_INFO_ARGS = [
+  '--manglename',
+  'none',
+  'info',
+  '-c',
+  '--noheadings',
+  '--separator',
+  '|',
+  '-o',
+  'name,major,minor,open,attr,uuid',
+];
 export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
 export const LVS_ARGS = [
   '-a',
@@ -305,7 +360,9 @@ export interface DiscoverInput {
 }
 
 export async function discover(input: DiscoverInput): Promise<Capture> {
-  return input.root === undefined ? discoverLive(input.runner, input.liveRoot ?? '/', input.hostname ?? os.hostname().split('.')[0] ?? '') : readCapture(input.root);
+  return input.root === undefined
+    ? discoverLive(input.runner, input.liveRoot ?? '/', input.hostname ?? os.hostname().split('.')[0] ?? '')
+    : readCapture(input.root);
 }
 
 /** Why a file was not read (a file that does not exist is not refused: it is null). */
@@ -315,7 +372,8 @@ class Unreadable extends Error {}
 function realPathInside(root: string, file: string): string {
   const real = realpathSync.native(file);
   const inside = path.relative(root, real);
-  if (inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) throw new Unreadable(`a symbolic link out of ${root} (to ${real}); not followed`);
+  if (inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside))
+    throw new Unreadable(`a symbolic link out of ${root} (to ${real}); not followed`);
   return real;
 }
 
@@ -326,7 +384,8 @@ function unreadable(error: unknown): Unreadable | null {
   return code === 'ENOENT' || code === 'ENOTDIR' ? null : new Unreadable(code ?? (error as Error).message);
 }
 
-const tooLarge = (bytes: number, maxBytes: number) => new Unreadable(`${humanBytes(bytes)}, more than the ${humanBytes(maxBytes)} pve-dm reads (no node's is that large)`);
+const tooLarge = (bytes: number, maxBytes: number) =>
+  new Unreadable(`${humanBytes(bytes)}, more than the ${humanBytes(maxBytes)} pve-dm reads (no node's is that large)`);
 
 /**
  * The file `name` under `root` (a real path) as text, or null when it does not exist. Refused
@@ -372,7 +431,8 @@ function readListedFile(file: string, maxBytes: number, buffer: Buffer): string 
   const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   try {
     let length = 0;
-    for (let read = -1; read !== 0 && length < buffer.length; length += read) read = readSync(fd, buffer, length, buffer.length - length, null);
+    for (let read = -1; read !== 0 && length < buffer.length; length += read)
+      read = readSync(fd, buffer, length, buffer.length - length, null);
     if (length > maxBytes) throw tooLarge(fstatSync(fd).size, maxBytes);
     return buffer.toString('utf8', 0, length);
   } finally {
@@ -408,29 +468,40 @@ function readConfigs(base: string): ConfigFile[] {
       } catch {
         // A folder out of the capture: readUnder says so for each of its configs.
       }
-      files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).forEach((file) => {
-        const vmid = CONFIG_FILE_RE.exec(file.name)?.[1];
-        if (vmid === undefined) return;
-        const regular = realDir !== null && file.isFile() ? `${realDir}/${file.name}` : null;
-        listed.push({ path: `${dir}/${file.name}`, node, type, vmid: Number(vmid), regular });
-      });
+      files
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+        .forEach((file) => {
+          const vmid = CONFIG_FILE_RE.exec(file.name)?.[1];
+          if (vmid === undefined) return;
+          const regular = realDir !== null && file.isFile() ? `${realDir}/${file.name}` : null;
+          listed.push({ path: `${dir}/${file.name}`, node, type, vmid: Number(vmid), regular });
+        });
     }
   }
   const where = path.join(base, CAPTURE_FILES.nodes);
-  if (listed.length > LIMITS.guestConfigs) throw new UserError(`${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no cluster has that many guests)`);
+  if (listed.length > LIMITS.guestConfigs)
+    throw new UserError(
+      `${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no cluster has that many guests)`,
+    );
   let total = 0;
   return listed.map(({ regular, ...config }) => {
     let text: string | null = null;
     // Listed a moment ago: removed since (a guest deleted meanwhile).
     let readError = 'ENOENT';
     try {
-      text = regular === null ? readUnder(root, config.path, LIMITS.fileBytes) : readListedFile(regular, LIMITS.fileBytes, buffer);
+      text =
+        regular === null
+          ? readUnder(root, config.path, LIMITS.fileBytes)
+          : readListedFile(regular, LIMITS.fileBytes, buffer);
     } catch (error) {
       readError = unreadable(error)?.message ?? readError;
     }
     if (text === null) return { ...config, text, readError };
     total += text.length;
-    if (total > LIMITS.configBytes) throw new UserError(`the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve can (pmxcfs)`);
+    if (total > LIMITS.configBytes)
+      throw new UserError(
+        `the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve can (pmxcfs)`,
+      );
     return { ...config, text };
   });
 }
@@ -441,7 +512,9 @@ export async function readCapture(root: string): Promise<Capture> {
   if (!kind.isDirectory()) throw new UserError(`capture ${root} is not a directory`);
   const requiredFiles = [CAPTURE_FILES.hostname, CAPTURE_FILES.dmsetupInfo, CAPTURE_FILES.storageCfg];
   if (!requiredFiles.some((name) => existsSync(path.join(root, name)))) {
-    throw new UserError(`${root} is not a capture: it holds none of ${requiredFiles.join(', ')} (pve-dm.ts capture DIR makes one)`);
+    throw new UserError(
+      `${root} is not a capture: it holds none of ${requiredFiles.join(', ')} (pve-dm.ts capture DIR makes one)`,
+    );
   }
   const realRoot = realpathSync(root);
   const warnings: Warning[] = [];
@@ -450,7 +523,9 @@ export async function readCapture(root: string): Promise<Capture> {
     try {
       text = readUnder(realRoot, name, maxBytes);
     } catch (error) {
-      throw error instanceof Unreadable ? new UserError(`capture ${root}: cannot read ${name}: ${error.message}`) : error;
+      throw error instanceof Unreadable
+        ? new UserError(`capture ${root}: cannot read ${name}: ${error.message}`)
+        : error;
     }
     if (text === null) throw new UserError(`capture ${root}: required file ${name} is missing`);
     return text;
@@ -478,7 +553,8 @@ export async function readCapture(root: string): Promise<Capture> {
     const wrong: string[] = [];
     const result = shape(value, wrong);
     if (result === null) warnings.push(warn(name, null, 'not a JSON object; ignored'));
-    else if (wrong.length > 0) warnings.push(warn(name, null, `missing or of the wrong type, shown as not known: ${wrong.join(', ')}`));
+    else if (wrong.length > 0)
+      warnings.push(warn(name, null, `missing or of the wrong type, shown as not known: ${wrong.join(', ')}`));
     return result;
   };
   const hostname = required(CAPTURE_FILES.hostname, LIMITS.fileBytes);
@@ -514,13 +590,19 @@ async function liveSystemFacts(liveRoot: string, pveversion: CommandResult): Pro
   const fs = await fsPromises.statfs(liveRoot).catch(() => null);
   const totalMemory = kib('MemTotal');
   const availableMemory = kib('MemAvailable');
-  const busy = before && after && after.total > before.total ? 1 - (after.idle - before.idle) / (after.total - before.total) : null;
+  const busy =
+    before && after && after.total > before.total
+      ? 1 - (after.idle - before.idle) / (after.total - before.total)
+      : null;
   return {
     pveVersion: pveversion.exitCode === 0 ? parsePveVersion(pveversion.stdout) : null,
     kernel: os.release(),
     uptimeSeconds: Math.round(os.uptime()),
     cpuPercent: busy === null ? null : Math.round(busy * 1000) / 10,
-    memory: Number.isFinite(totalMemory) && Number.isFinite(availableMemory) ? { totalBytes: totalMemory, usedBytes: totalMemory - availableMemory } : null,
+    memory:
+      Number.isFinite(totalMemory) && Number.isFinite(availableMemory)
+        ? { totalBytes: totalMemory, usedBytes: totalMemory - availableMemory }
+        : null,
     rootfs: fs ? { totalBytes: fs.blocks * fs.bsize, usedBytes: (fs.blocks - fs.bfree) * fs.bsize } : null,
   };
 }
@@ -533,7 +615,9 @@ async function liveSystemFacts(liveRoot: string, pveversion: CommandResult): Pro
 export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
   const running = new Set<number>();
   const pidDir = path.join(liveRoot, 'run/qemu-server');
-  const pidFiles = (await readdir(pidDir).catch(() => [] as string[])).filter((file) => /^[1-9][0-9]{2,8}\.pid$/.test(file));
+  const pidFiles = (await readdir(pidDir).catch(() => [] as string[])).filter((file) =>
+    /^[1-9][0-9]{2,8}\.pid$/.test(file),
+  );
   await Promise.all(
     pidFiles.map(async (file) => {
       const pid = Number((await readOptional(path.join(pidDir, file)))?.trim());
@@ -541,7 +625,11 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
       const cmdline = (await readOptional(path.join(liveRoot, `proc/${pid}/cmdline`)))?.split('\0') ?? [];
       const pidfileAt = cmdline.indexOf('-pidfile');
       const program = path.basename(cmdline[0] ?? '');
-      if (pidfileAt >= 0 && cmdline[pidfileAt + 1] === `/var/run/qemu-server/${file}` && /^(kvm|qemu-.*)$/.test(program)) {
+      if (
+        pidfileAt >= 0 &&
+        cmdline[pidfileAt + 1] === `/var/run/qemu-server/${file}` &&
+        /^(kvm|qemu-.*)$/.test(program)
+      ) {
         running.add(Number(file.slice(0, -4)));
       }
     }),
@@ -556,9 +644,14 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   try {
     storageCfg = readUnder(realpathSync(liveRoot), CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
   } catch (error) {
-    throw error instanceof Unreadable ? new UserError(`cannot read /${CAPTURE_FILES.storageCfg}: ${error.message}`) : error;
+    throw error instanceof Unreadable
+      ? new UserError(`cannot read /${CAPTURE_FILES.storageCfg}: ${error.message}`)
+      : error;
   }
-  if (storageCfg === null) throw new UserError(`/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`);
+  if (storageCfg === null)
+    throw new UserError(
+      `/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`,
+    );
   const warnings: Warning[] = [];
   const [info, table, lvs, pveversion, configs, running] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
@@ -575,7 +668,13 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   }
   const known = (name: string, result: CommandResult) => {
     if (result.exitCode === 0) return result.stdout;
-    warnings.push(warn(name, null, `failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n')[0] ?? ''}; treated as not known`));
+    warnings.push(
+      warn(
+        name,
+        null,
+        `failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n')[0] ?? ''}; treated as not known`,
+      ),
+    );
     return null;
   };
   return {
@@ -588,7 +687,9 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     meta: {
       capturedAt: new Date().toISOString(),
       pveDm: VERSION,
-      commands: Object.fromEntries(Object.entries(commands).map(([name, result]) => [name, { exitCode: result.exitCode, stderr: result.stderr }])),
+      commands: Object.fromEntries(
+        Object.entries(commands).map(([name, result]) => [name, { exitCode: result.exitCode, stderr: result.stderr }]),
+      ),
     },
     storageCfg,
     configs,
@@ -603,7 +704,8 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
  * writes through a symbolic link someone else put in the directory.
  */
 export async function writeCapture(dir: string, capture: Capture): Promise<void> {
-  if (lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) throw new UserError(`capture directory ${dir} is a symbolic link: give the directory itself`);
+  if (lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink())
+    throw new UserError(`capture directory ${dir} is a symbolic link: give the directory itself`);
   const existing = await readdir(dir).catch(() => null);
   if (existing !== null && existing.length > 0) throw new UserError(`capture directory ${dir} is not empty`);
   await mkdir(dir, { recursive: true });
@@ -613,13 +715,18 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
       await make();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      throw new UserError(`${target} appeared while the capture was written (something else writes in ${dir}); stopped`);
+      throw new UserError(
+        `${target} appeared while the capture was written (something else writes in ${dir}); stopped`,
+      );
     }
   };
   const put = async (name: string, text: string | null) => {
     if (text === null) return;
     let folder = dir;
-    for (const part of path.dirname(name).split('/').filter((p) => p !== '.')) {
+    for (const part of path
+      .dirname(name)
+      .split('/')
+      .filter((p) => p !== '.')) {
       folder = path.join(folder, part);
       if (!made.has(folder)) await create(folder, () => mkdir(folder));
       made.add(folder);
@@ -637,15 +744,13 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
   for (const config of capture.configs) await put(config.path, config.text);
 }
 
-/**
- * Replaces, consistently across the whole capture, what identifies a site: node and guest
- * names, descriptions, ssh keys, cloud-init passwords, IP and MAC addresses, iSCSI names.
- * Volume names, VMIDs and storage IDs stay: they are what a bug report is about.
- */
-export function anonymiseCapture(capture: Capture): Capture {
+/** The same replacement for the same value, numbered per kind (node1, guest1, iqn...:target1). */
+type Alias = (kind: string, value: string, make: (n: number) => string) => string;
+
+function aliasing(): Alias {
   const aliases = new Map<string, string>();
   const counts = new Map<string, number>();
-  const alias = (kind: string, value: string, make: (n: number) => string) => {
+  return (kind, value, make) => {
     const key = `${kind}\0${value}`;
     let replacement = aliases.get(key);
     if (replacement === undefined) {
@@ -656,52 +761,94 @@ export function anonymiseCapture(capture: Capture): Capture {
     }
     return replacement;
   };
-  const nodeNames = new Set([capture.hostname, ...capture.configs.map((config) => config.node)]);
+}
+
+const hexByte = (n: number) => (n & 255).toString(16).padStart(2, '0').toUpperCase();
+
+/** IP and MAC addresses, iSCSI and EUI names in a text, each replaced by its alias. */
+const scrubAddresses = (alias: Alias, text: string) =>
+  text
+    .replace(/\biqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+/g, (iqn) =>
+      alias('iqn', iqn, (n) => `iqn.2000-01.org.example:target${n}`),
+    )
+    .replace(/\beui\.[0-9A-Fa-f]{16}\b/g, (eui) => alias('eui', eui, (n) => `eui.${n.toString(16).padStart(16, '0')}`))
+    .replace(/\b([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\b/g, (mac) =>
+      alias('mac', mac.toUpperCase(), (n) => `02:00:00:00:${hexByte(n >> 8)}:${hexByte(n)}`),
+    )
+    .replace(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, (ip) =>
+      isIPv4(ip) ? alias('ip4', ip, (n) => `198.${18 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`) : ip,
+    )
+    .replace(/(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g, (ip) =>
+      isIPv6(ip) ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip,
+    );
+
+/** A guest config line with what identifies a site replaced: name, description, keys, addresses. */
+function scrubConfigLine(alias: Alias, type: GuestType, line: string): string {
+  if (line.startsWith('#')) return '#anonymised description';
+  const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/s.exec(line);
+  if (entry === null) return scrubAddresses(alias, line);
+  const [, key = '', value = ''] = entry;
+  if (key === 'description') return `${key}: anonymised description`;
+  if ((type === 'qemu' && key === 'name') || (type === 'lxc' && key === 'hostname'))
+    return `${key}: ${alias('guest', value, (n) => `guest${n}`)}`;
+  if (key === 'sshkeys' || key === 'ssh-public-keys' || key === 'cipassword') return `${key}: anonymised`;
+  if (key === 'searchdomain') return `${key}: example.org`;
+  return `${key}: ${scrubAddresses(alias, value)}`;
+}
+
+/** A storage.cfg line with node lists, hosts and credentials replaced. */
+function scrubStorageLine(alias: Alias, line: string): string {
   const nodeAlias = (name: string) => alias('node', name, (n) => `node${n}`);
+  // `s` on each: `.` takes U+2028 and `\r`, which `\s` takes too (see CONFIG_KEY_RE).
+  const nodesLine = /^(\s+nodes\s+)(.*)$/s.exec(line);
+  if (nodesLine) {
+    const nodes = (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim()));
+    return `${nodesLine[1]}${nodes.join(',')}`;
+  }
+  const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/s.exec(line);
+  if (hostLine) {
+    // Split with its separators kept: the odd items are the separators.
+    const hosts = (hostLine[2] ?? '')
+      .split(/([\s,;]+)/)
+      .map((host, i) =>
+        i % 2 === 1 || isIPv4(host.split(':')[0] ?? '')
+          ? scrubAddresses(alias, host)
+          : alias('host', host, (n) => `host${n}.example.org`),
+      );
+    return `${hostLine[1]}${hosts.join('')}`;
+  }
+  const secret = /^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/s;
+  return scrubAddresses(alias, line.replace(secret, '$1anonymised'));
+}
+
+/**
+ * Replaces, consistently across the whole capture, what identifies a site: node and guest
+ * names, descriptions, ssh keys, cloud-init passwords, IP and MAC addresses, iSCSI names.
+ * Volume names, VMIDs and storage IDs stay: they are what a bug report is about.
+ */
+export function anonymiseCapture(capture: Capture): Capture {
+  const alias = aliasing();
+  const nodeAlias = (name: string) => alias('node', name, (n) => `node${n}`);
+  const nodeNames = new Set([capture.hostname, ...capture.configs.map((config) => config.node)]);
+  // Numbered in name order, whatever order the configs come in.
   for (const name of [...nodeNames].sort()) nodeAlias(name);
-  const scrubAddresses = (text: string) =>
+  const scrubConfig = (type: GuestType, text: string) =>
     text
-      .replace(/\biqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+/g, (iqn) => alias('iqn', iqn, (n) => `iqn.2000-01.org.example:target${n}`))
-      .replace(/\beui\.[0-9A-Fa-f]{16}\b/g, (eui) => alias('eui', eui, (n) => `eui.${n.toString(16).padStart(16, '0')}`))
-      .replace(/\b([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\b/g, (mac) => alias('mac', mac.toUpperCase(), (n) => `02:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`.toUpperCase()))
-      .replace(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, (ip) => (isIPv4(ip) ? alias('ip4', ip, (n) => `198.${18 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`) : ip))
-      .replace(/(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g, (ip) => (isIPv6(ip) ? alias('ip6', ip.toLowerCase(), (n) => `2001:db8::${n.toString(16)}`) : ip));
-  const scrubConfigLine = (type: GuestType, line: string): string => {
-    if (line.startsWith('#')) return '#anonymised description';
-    const entry = /^([a-z][a-z_-]*\d*):\s*(.*)$/s.exec(line);
-    if (entry === null) return scrubAddresses(line);
-    const [, key = '', value = ''] = entry;
-    if (key === 'description') return `${key}: anonymised description`;
-    if ((type === 'qemu' && key === 'name') || (type === 'lxc' && key === 'hostname')) return `${key}: ${alias('guest', value, (n) => `guest${n}`)}`;
-    if (key === 'sshkeys' || key === 'ssh-public-keys') return `${key}: anonymised`;
-    if (key === 'cipassword') return `${key}: anonymised`;
-    if (key === 'searchdomain') return `${key}: example.org`;
-    return `${key}: ${scrubAddresses(value)}`;
-  };
-  const renamePath = (file: string, node: string) => file.replace(`/nodes/${node}/`, `/nodes/${nodeAlias(node)}/`);
-  const storageCfg = capture.storageCfg
-    .split('\n')
-    .map((line) => {
-      // `s` on each: `.` takes U+2028 and `\r`, which `\s` takes too (see CONFIG_KEY_RE).
-      const nodesLine = /^(\s+nodes\s+)(.*)$/s.exec(line);
-      if (nodesLine) return nodesLine[1] + (nodesLine[2] ?? '').split(',').map((name) => nodeAlias(name.trim())).join(',');
-      const hostLine = /^(\s+(?:server2?|portal|monhost|domain)\s+)(.*)$/s.exec(line);
-      if (hostLine) {
-        const hosts = (hostLine[2] ?? '').split(/([\s,;]+)/);
-        return hostLine[1] + hosts.map((host, i) => (i % 2 === 1 || isIPv4(host.split(':')[0] ?? '') ? scrubAddresses(host) : alias('host', host, (n) => `host${n}.example.org`))).join('');
-      }
-      return scrubAddresses(line.replace(/^(\s+(?:username|password|fingerprint|keyring|encryption-key|master-pubkey)\s+).*$/s, '$1anonymised'));
-    })
-    .join('\n');
+      .split('\n')
+      .map((line) => scrubConfigLine(alias, type, line))
+      .join('\n');
   return {
     ...capture,
     hostname: nodeAlias(capture.hostname),
-    storageCfg,
+    storageCfg: capture.storageCfg
+      .split('\n')
+      .map((line) => scrubStorageLine(alias, line))
+      .join('\n'),
     configs: capture.configs.map((config) => ({
       ...config,
       node: nodeAlias(config.node),
-      path: renamePath(config.path, config.node),
-      text: config.text === null ? null : config.text.split('\n').map((line) => scrubConfigLine(config.type, line)).join('\n'),
+      path: config.path.replace(`/nodes/${config.node}/`, `/nodes/${nodeAlias(config.node)}/`),
+      text: config.text === null ? null : scrubConfig(config.type, config.text),
     })),
   };
 }
@@ -808,7 +955,10 @@ const unquoteLvmPart = (part: string) => (part.includes('--') ? part.replaceAll(
 const DM_INFO_LINE_RE = /^([^|]*)\|(\d+)\|(\d+)\|(\d+)\|([L-][I-][s-][rw-])\|(.*)$/s;
 const DIGITS_RE = /^\d+$/;
 const dmInfoColumnsAt = (fields: string[], i: number) =>
-  DIGITS_RE.test(fields[i] ?? '') && DIGITS_RE.test(fields[i + 1] ?? '') && DIGITS_RE.test(fields[i + 2] ?? '') && DM_ATTR_RE.test(fields[i + 3] ?? '');
+  DIGITS_RE.test(fields[i] ?? '') &&
+  DIGITS_RE.test(fields[i + 1] ?? '') &&
+  DIGITS_RE.test(fields[i + 2] ?? '') &&
+  DM_ATTR_RE.test(fields[i + 3] ?? '');
 /** dmsetup's attr column: live table, inactive table, suspended, read-only or writable. */
 const DM_ATTR_RE = /^[L-][I-][s-][rw-]$/;
 
@@ -979,7 +1129,12 @@ function sameLvmId(compact: string, at: number, shown: string): boolean {
  */
 export function mapsLv(lv: LogicalVolume, dmUuid: string): boolean | null {
   if (lv.lvUuid === null || lv.vgUuid === null) return null;
-  return dmUuid.length === 68 && dmUuid.startsWith('LVM-') && sameLvmId(dmUuid, 4, lv.vgUuid) && sameLvmId(dmUuid, 36, lv.lvUuid);
+  return (
+    dmUuid.length === 68 &&
+    dmUuid.startsWith('LVM-') &&
+    sameLvmId(dmUuid, 4, lv.vgUuid) &&
+    sameLvmId(dmUuid, 36, lv.lvUuid)
+  );
 }
 
 /**
@@ -1015,8 +1170,14 @@ export function parseLvs(
     const lv = hidden ? name.slice(1, -1) : name;
     const pool = fields[6] || null;
     lvs.set(vg, lv, {
-      vg, lv, attr, tags: tags === '' ? NO_TAGS : tags.split(','), hidden,
-      lvUuid: withUuids ? lvUuid : null, vgUuid: withUuids ? vgUuid : null, pool,
+      vg,
+      lv,
+      attr,
+      tags: tags === '' ? NO_TAGS : tags.split(','),
+      hidden,
+      lvUuid: withUuids ? lvUuid : null,
+      vgUuid: withUuids ? vgUuid : null,
+      pool,
     });
   });
   return { lvs, warnings };
@@ -1039,7 +1200,23 @@ export interface Storage {
 }
 
 /** Storage types Proxmox VE ships (pve-storage's plugin list). */
-const KNOWN_STORAGE_TYPES = new Set(['dir', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'rbd', 'cephfs', 'lvm', 'lvmthin', 'zfs', 'zfspool', 'pbs', 'btrfs', 'esxi']);
+const KNOWN_STORAGE_TYPES = new Set([
+  'dir',
+  'nfs',
+  'cifs',
+  'glusterfs',
+  'iscsi',
+  'iscsidirect',
+  'rbd',
+  'cephfs',
+  'lvm',
+  'lvmthin',
+  'zfs',
+  'zfspool',
+  'pbs',
+  'btrfs',
+  'esxi',
+]);
 /** pve-storage's `pve-storage-id` format (PVE::JSONSchema parse_id). */
 export const STORAGE_ID_RE = /^[a-z][a-z0-9\-_.]*[a-z0-9]$/i;
 
@@ -1404,7 +1581,8 @@ export function stripCopySuffix(lv: string): string | null {
 }
 
 /** An LV name holding an LVM component marker is one of LVM's own sub-LVs (lvm.8 VALID NAMES). */
-const LVM_SUB_LV_RE = /_(?:cdata|cmeta|corig|cpool|cvol|wcorig|mimage_\d+|mlog|rimage_\d+|rmeta_\d+|tdata|tmeta|vdata|imeta|iorig|pmspare|vorigin)(?:$|_)/;
+const LVM_SUB_LV_RE =
+  /_(?:cdata|cmeta|corig|cpool|cvol|wcorig|mimage_\d+|mlog|rimage_\d+|rmeta_\d+|tdata|tmeta|vdata|imeta|iorig|pmspare|vorigin)(?:$|_)/;
 
 export interface ParsedState {
   node: string;
@@ -1642,8 +1820,10 @@ export function identify(entry: Pick<DmEntry, 'realName' | 'uuid'>): Identity {
   const volume = parseGuestVolumeName(lv);
   const copyOf = lvmOwned ? null : stripCopySuffix(lv);
   // A hand-made `vm-169-disk-0-dup` also matches the loose `other` pattern: the copy reading wins.
-  if (volume !== null && !(copyOf !== null && volume.kind === 'other')) return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null };
-  if (copyOf !== null) return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf };
+  if (volume !== null && !(copyOf !== null && volume.kind === 'other'))
+    return { kind: 'guest-volume', vg, lv, volume, lvmOwned, copyOf: null };
+  if (copyOf !== null)
+    return { kind: 'guest-volume', vg, lv, volume: parseGuestVolumeName(copyOf) as GuestVolume, lvmOwned, copyOf };
   return lvmOwned ? { kind: 'lvm-volume', vg, lv } : { kind: 'foreign' };
 }
 
@@ -1675,7 +1855,11 @@ const NO_REFS: readonly GuestRef[] = Object.freeze([]);
 function referencesByVolume(guests: readonly GuestConfig[], vgOfStorage: Map<string, string>): ByVolume<GuestRef[]> {
   const refsByVolume = new ByVolume<GuestRef[]>();
   guests.forEach((guest) =>
-    guest.refs.forEach((ref) => volumesOfRef(ref.volume, vgOfStorage).forEach((volume) => pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref }))),
+    guest.refs.forEach((ref) =>
+      volumesOfRef(ref.volume, vgOfStorage).forEach((volume) =>
+        pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref }),
+      ),
+    ),
   );
   return refsByVolume;
 }
@@ -2297,7 +2481,8 @@ export const removalText = (entry: Pick<Classified, 'name' | 'lvmKnown' | 'vg' |
 const NO_DATA_SEGMENT_RE = /^\d+ \d+ (?:error|zero)\b/;
 /** `error` and `zero` tables map no data: two of them are not two views of the same extents. */
 const isDataTable = (table: string) =>
-  !(table.includes('error') || table.includes('zero')) || table.split('\n').every((segment) => !NO_DATA_SEGMENT_RE.test(segment));
+  !(table.includes('error') || table.includes('zero')) ||
+  table.split('\n').every((segment) => !NO_DATA_SEGMENT_RE.test(segment));
 
 const DEVICE_PATH_RE = /^\/dev\/([^/]+)\/([^/]+)$/;
 /** The (vg, lv) pairs a config's volume string names: `storeid:volname` through storage.cfg, or a device path. */
@@ -2518,10 +2703,12 @@ export function toJson(result: Result) {
 export type Severity = 'ok' | 'warning' | 'critical';
 
 /** critical: duplicates or grade F; warning: tombstones or warnings; ok otherwise. */
-export const severityOf = (result: Pick<Result, 'exitCode'>): Severity => (result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok');
+export const severityOf = (result: Pick<Result, 'exitCode'>): Severity =>
+  result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok';
 
 /** A cluster run's shared LVs active on several nodes while their guest runs (Proxmox bug 4997). */
-const sharedActiveCount = (result: Pick<Result, 'warnings'>) => result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
+const sharedActiveCount = (result: Pick<Result, 'warnings'>) =>
+  result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
 
 /** How many entries could not be judged, and why, in words (null: every entry was judged). */
 export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): string | null {
@@ -2603,7 +2790,10 @@ const terminalSafeJson = (value: unknown) => {
   // ASCII (as many bytes as characters) holds none of them but DEL: two quick looks spare the
   // regex a run over megabytes at 5,000 guests.
   if (Buffer.byteLength(json, 'utf8') === json.length && !json.includes('\u007f')) return json;
-  return json.replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return json.replace(
+    /[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 };
 
 // ─── The console: 80 columns, colour only on a terminal ─────────────────────────────────────
@@ -2613,7 +2803,11 @@ const ANSI_RE = /\u001b\[[0-9;]*m/g;
 const visibleLength = (text: string) => text.replace(ANSI_RE, '').length;
 /** Joins a command's words so that wrapConsole never breaks a line inside it (wrapConsole parts them again). */
 const WORD_GLUE = '\u0000';
-const whole = (command: string) => command.split(' && ').map((part) => part.split(' ').join(WORD_GLUE)).join(' && ');
+const whole = (command: string) =>
+  command
+    .split(' && ')
+    .map((part) => part.split(' ').join(WORD_GLUE))
+    .join(' && ');
 
 /** Text broken at spaces into lines of `width` columns (`first` for the first); a longer word stays whole. */
 export function wrapWords(text: string, width: number, first = width): string[] {
@@ -2635,14 +2829,19 @@ export function wrapConsole(text: string): string {
     if (visibleLength(line) <= CONSOLE_WIDTH) return [line];
     const lead = /^ */.exec(line)?.[0] ?? '';
     const indent = ' '.repeat(Math.min(lead.length + 4, 40));
-    const [head = '', ...rest] = wrapWords(line.slice(lead.length), CONSOLE_WIDTH - indent.length, CONSOLE_WIDTH - lead.length);
+    const [head = '', ...rest] = wrapWords(
+      line.slice(lead.length),
+      CONSOLE_WIDTH - indent.length,
+      CONSOLE_WIDTH - lead.length,
+    );
     return [`${lead}${head}`, ...rest.map((part) => `${indent}${part}`)];
   });
   return wrapped.join('\n').split(WORD_GLUE).join(' ');
 }
 
 const COLORS = { red: 31, green: 32, yellow: 33, blue: 34, dim: 2, bold: 1 } as const;
-const painter = (color: boolean) => (style: keyof typeof COLORS, text: string) => (color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text);
+const painter = (color: boolean) => (style: keyof typeof COLORS, text: string) =>
+  color ? `\u001b[${COLORS[style]}m${text}\u001b[0m` : text;
 
 const humanBytes = (bytes: number) => {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -2666,7 +2865,9 @@ const humanDuration = (seconds: number) => {
 export function systemRows(system: SystemFacts | null): [string, string][] {
   if (system === null) return [];
   const usage = (u: { totalBytes: number; usedBytes: number } | null) =>
-    u === null || u.totalBytes <= 0 ? 'not known' : `${humanBytes(u.usedBytes)} of ${humanBytes(u.totalBytes)} (${Math.round((u.usedBytes / u.totalBytes) * 100)}%)`;
+    u === null || u.totalBytes <= 0
+      ? 'not known'
+      : `${humanBytes(u.usedBytes)} of ${humanBytes(u.totalBytes)} (${Math.round((u.usedBytes / u.totalBytes) * 100)}%)`;
   return [
     ['Proxmox VE', system.pveVersion ?? 'not known'],
     ['Kernel', system.kernel ?? 'not known'],
@@ -2805,16 +3006,25 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
 function consoleGuests(result: Result): string[] {
   if (result.guests.length === 0) return [];
   const rows = result.guests.map((guest) => [
-    String(guest.vmid), guest.type === 'qemu' ? 'VM' : 'CT', terminalSafe(guest.name ?? '-').slice(0, 32),
-    guest.running === null ? '?' : guest.running ? 'running' : 'stopped', terminalSafe(guest.lock ?? '-'),
+    String(guest.vmid),
+    guest.type === 'qemu' ? 'VM' : 'CT',
+    terminalSafe(guest.name ?? '-').slice(0, 32),
+    guest.running === null ? '?' : guest.running ? 'running' : 'stopped',
+    terminalSafe(guest.lock ?? '-'),
     guest.readable ? guest.health : 'unreadable',
   ]);
   return table(['VMID', 'TYPE', 'NAME', 'STATUS', 'LOCK', 'DM HEALTH'], rows).map((line) => `  ${line}`);
 }
 
 function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)];
 }
 
@@ -2903,8 +3113,15 @@ function monitoringDetails(result: Result, limit: number): string[] {
  * the range 0..N: an alert above N. The state is severityOf's, and the exit code is the state.
  */
 export function renderNagios(result: Result, limit = 20): string {
-  const perfdata = measures(result).map(({ label, value, warnAbove, critAbove }) => `${label}=${value};${warnAbove ?? ''};${critAbove ?? ''};0`);
-  return [`${severityOf(result).toUpperCase()} - ${monitoringSummary(result)} | ${perfdata.join(' ')}`, ...monitoringDetails(result, limit)].map((line) => `${line}\n`).join('');
+  const perfdata = measures(result).map(
+    ({ label, value, warnAbove, critAbove }) => `${label}=${value};${warnAbove ?? ''};${critAbove ?? ''};0`,
+  );
+  return [
+    `${severityOf(result).toUpperCase()} - ${monitoringSummary(result)} | ${perfdata.join(' ')}`,
+    ...monitoringDetails(result, limit),
+  ]
+    .map((line) => `${line}\n`)
+    .join('');
 }
 
 /** `pve-dm` could not analyse: Nagios's UNKNOWN (exit 3). */
@@ -2919,7 +3136,9 @@ export const renderNagiosUnknown = (message: string) => `UNKNOWN - ${monitoringS
  */
 export function renderCheckmk(result: Result, limit = 20): string {
   const level = (above: number | null) => (above === null ? '' : String(above + 1));
-  const metrics = measures(result).map(({ label, value, warnAbove, critAbove }) => `${label}=${value};${level(warnAbove)};${level(critAbove)};0`);
+  const metrics = measures(result).map(
+    ({ label, value, warnAbove, critAbove }) => `${label}=${value};${level(warnAbove)};${level(critAbove)};0`,
+  );
   return `${result.exitCode} "${CHECKMK_SERVICE}" ${metrics.join('|')} ${[monitoringSummary(result), ...monitoringDetails(result, limit)].join('\\n')}\n`;
 }
 
@@ -2931,7 +3150,11 @@ export const prometheusLabel = (value: string) => value.replace(/[\\"\n]/g, (c) 
 
 const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'];
 
-const prometheusFamily = (name: string, help: string, samples: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...samples.map((sample) => `${name}${sample}`)];
+const prometheusFamily = (name: string, help: string, samples: string[]) => [
+  `# HELP ${name} ${help}`,
+  `# TYPE ${name} gauge`,
+  ...samples.map((sample) => `${name}${sample}`),
+];
 
 /** The families every run writes, with a series per node analysed (`node` label). */
 function prometheusNodeFamilies(results: readonly Result[]): string[] {
@@ -2984,9 +3207,21 @@ export function renderClusterPrometheus(cluster: ClusterResult): string {
     `{kind="${f.kind}",severity="${f.severity}",vg="${prometheusLabel(f.vg)}",lv="${prometheusLabel(f.lv)}",vmid="${f.vmid}",active_on="${prometheusLabel(f.activeOn.map((a) => a.node).join(','))}"} 1`;
   return `${[
     ...prometheusNodeFamilies(cluster.nodes),
-    ...prometheusFamily('pve_dm_cluster_grade_info', 'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its guest runs; always 1.', [`{grade="${cluster.grade}"} 1`]),
-    ...prometheusFamily('pve_dm_cluster_finding_info', 'A shared LV active on several nodes, or a disk active off its guest\'s node: kind, severity, VG, LV, VMID, nodes; always 1.', cluster.findings.map(finding)),
-    ...prometheusFamily('pve_dm_cluster_node_unreachable', 'A member of the cluster that could not be analysed in the run; always 1.', cluster.unreachable.map((u) => `{node="${prometheusLabel(u.node)}"} 1`)),
+    ...prometheusFamily(
+      'pve_dm_cluster_grade_info',
+      'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its guest runs; always 1.',
+      [`{grade="${cluster.grade}"} 1`],
+    ),
+    ...prometheusFamily(
+      'pve_dm_cluster_finding_info',
+      "A shared LV active on several nodes, or a disk active off its guest's node: kind, severity, VG, LV, VMID, nodes; always 1.",
+      cluster.findings.map(finding),
+    ),
+    ...prometheusFamily(
+      'pve_dm_cluster_node_unreachable',
+      'A member of the cluster that could not be analysed in the run; always 1.',
+      cluster.unreachable.map((u) => `{node="${prometheusLabel(u.node)}"} 1`),
+    ),
   ].join('\n')}\n`;
 }
 
@@ -3000,7 +3235,13 @@ const STATUS_COLORS: Record<Status, string> = {
   ignored: '#6c757d',
   unjudged: '#8a4baf',
 };
-const GRADE_COLORS: Record<GradeLetter, string> = { 'A+': '#28a745', B: '#17a2b8', C: '#ffc107', D: '#fd7e14', F: '#dc3545' };
+const GRADE_COLORS: Record<GradeLetter, string> = {
+  'A+': '#28a745',
+  B: '#17a2b8',
+  C: '#ffc107',
+  D: '#fd7e14',
+  F: '#dc3545',
+};
 
 /** Sections every HTML report holds exactly once, in this order. */
 export const HTML_SECTIONS = ['summary', 'problems', 'unjudged', 'guests', 'missing', 'system', 'warnings'] as const;
@@ -3085,7 +3326,25 @@ ${section('warnings', `Warnings (${result.warnings.length})${result.notes.length
 `;
 }
 
-const HTML_TAGS = new Set(['html', 'head', 'meta', 'title', 'body', 'div', 'h1', 'h2', 'p', 'span', 'strong', 'table', 'tr', 'th', 'td', 'code', 'br']);
+const HTML_TAGS = new Set([
+  'html',
+  'head',
+  'meta',
+  'title',
+  'body',
+  'div',
+  'h1',
+  'h2',
+  'p',
+  'span',
+  'strong',
+  'table',
+  'tr',
+  'th',
+  'td',
+  'code',
+  'br',
+]);
 const HTML_ATTRIBUTES = /^(?:style|lang|charset|name|content|colspan|data-[a-z-]+)$/;
 
 /** Checks a rendered report against its data with cheerio; returns the problems found. */
@@ -3120,7 +3379,8 @@ export async function validateHtml(html: string, result: Result): Promise<string
   );
   for (const guest of result.guests) {
     const shown = shownNames.get(String(guest.vmid));
-    if (shown !== (guest.name ?? '—')) problems.push(`${guestLabel(guest.vmid, guest.type)}: name shown as ${JSON.stringify(shown)}`);
+    if (shown !== (guest.name ?? '—'))
+      problems.push(`${guestLabel(guest.vmid, guest.type)}: name shown as ${JSON.stringify(shown)}`);
   }
   if ($('[data-field="node"]').text() !== result.node) problems.push('node name altered');
   if ($('[data-field="grade"]').text() !== result.grade) problems.push('grade altered');
@@ -3167,7 +3427,6 @@ export interface CleanupPlan {
   actions: PlannedAction[];
 }
 
-
 /**
  * Why an entry must be left alone: held open (but by devices planned to go before it), its guest
  * locked (on any node) or running here.
@@ -3180,7 +3439,8 @@ function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>,
   return null;
 }
 
-const isProblem = (entry: Classified): entry is Classified & { status: ProblemStatus } => entry.status === 'duplicate' || entry.status === 'tombstone';
+const isProblem = (entry: Classified): entry is Classified & { status: ProblemStatus } =>
+  entry.status === 'duplicate' || entry.status === 'tombstone';
 
 /** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
 export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
@@ -3302,7 +3562,8 @@ export type Release = () => Promise<void>;
 export type Locker = (file: string, waitSeconds: number) => Promise<Release | null>;
 
 /** The lock file Proxmox takes for a guest's config (QemuConfig / LXC::Config config_file_lock). */
-export const guestLockFile = (vmid: number, type: GuestType) => (type === 'lxc' ? `/run/lock/lxc/pve-config-${vmid}.lock` : `/var/lock/qemu-server/lock-${vmid}.conf`);
+export const guestLockFile = (vmid: number, type: GuestType) =>
+  type === 'lxc' ? `/run/lock/lxc/pve-config-${vmid}.lock` : `/var/lock/qemu-server/lock-${vmid}.conf`;
 export const PVE_DM_LOCK = '/run/lock/pve-dm.lock';
 
 /**
@@ -3312,7 +3573,9 @@ export const PVE_DM_LOCK = '/run/lock/pve-dm.lock';
 export const flockLocker: Locker = async (file, waitSeconds) => {
   await mkdir(path.dirname(file), { recursive: true });
   const holder = "process.stdout.write('locked\\n');process.stdin.resume();process.stdin.on('end',()=>process.exit(0))";
-  const child = spawn('flock', ['-w', String(waitSeconds), file, process.execPath, '-e', holder], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const child = spawn('flock', ['-w', String(waitSeconds), file, process.execPath, '-e', holder], {
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
   const got = await new Promise<boolean>((resolve) => {
     child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve(true));
     child.on('error', () => resolve(false));
@@ -3446,17 +3709,26 @@ export interface CleanupOutcome {
  * The entry as it is now: its dm line read again, every guest config and the running guests
  * read again, and the whole classification run again with them. Null when the entry is gone.
  */
-async function recheck(name: string, context: CleanupContext): Promise<{ entry: Classified; guests: Map<number, GuestSummary> } | null> {
+async function recheck(
+  name: string,
+  context: CleanupContext,
+): Promise<{ entry: Classified; guests: Map<number, GuestSummary> } | null> {
   const info = await context.runner('dmsetup', [...DM_INFO_ARGS, name]);
   if (info.exitCode !== 0) return null;
   const fresh = parseDmsetupInfo(info.stdout).entries[0];
   if (fresh === undefined || fresh.name !== name) return null;
   const running = await liveRunningGuests(context.liveRoot);
-  const state = parse({ ...context.capture, configs: readConfigs(context.liveRoot), running: running.map((vmid) => `${vmid}\n`).join('') });
+  const state = parse({
+    ...context.capture,
+    configs: readConfigs(context.liveRoot),
+    running: running.map((vmid) => `${vmid}\n`).join(''),
+  });
   state.entries = state.entries.map((entry) => (entry.name === name ? fresh : entry));
   const classification = classify(state);
   const entry = classification.entries.find((candidate) => candidate.name === name);
-  return entry === undefined ? null : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])) };
+  return entry === undefined
+    ? null
+    : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])) };
 }
 
 /** Every planned action that may go, in order; one failure never stops the rest. */
@@ -3579,7 +3851,10 @@ async function stillThere(name: string, runner: Runner): Promise<boolean> {
 }
 
 /** The table lines of `dmsetup table NAME`, without the name (what `dmsetup create` reads back). */
-const tableText = (stdout: string) => lines(stdout).map((line) => line.replace(/^.+?: (?=\d+ \d+ )/, '').trimEnd()).join('\n');
+const tableText = (stdout: string) =>
+  lines(stdout)
+    .map((line) => line.replace(/^.+?: (?=\d+ \d+ )/, '').trimEnd())
+    .join('\n');
 
 export interface RestoreOutcome {
   restored: string[];
@@ -3632,7 +3907,11 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
   const [command, args, input]: [string, string[], string | undefined] =
     record.action === 'lvchange -an'
       ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
-      : ['dmsetup', ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])], `${record.table}\n`];
+      : [
+          'dmsetup',
+          ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])],
+          `${record.table}\n`,
+        ];
   let result: CommandResult;
   try {
     result = await runner(command, args, { mutates: true, input });
@@ -3640,7 +3919,11 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
     return void outcome.refused.push({ name: record.name, why: (error as Error).message });
   }
   if (result.exitCode === 0) outcome.restored.push(record.name);
-  else outcome.failed.push({ name: record.name, error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`) });
+  else
+    outcome.failed.push({
+      name: record.name,
+      error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`),
+    });
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -3652,7 +3935,9 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
 export type StageName = keyof Stages;
 
 /** A stage override: replace the stage (ignore `next`) or wrap it (call `next` with the input). */
-export type StageHook<K extends StageName> = (...args: [...Parameters<Stages[K]>, next: Stages[K]]) => ReturnType<Stages[K]>;
+export type StageHook<K extends StageName> = (
+  ...args: [...Parameters<Stages[K]>, next: Stages[K]]
+) => ReturnType<Stages[K]>;
 
 /** What a notifier sends: the reports as rendered, and the subject and text every channel shares. */
 export interface NotifyReports {
@@ -3694,7 +3979,11 @@ export const definePlugin = (plugin: Plugin): Plugin => plugin;
 
 /** An error a plugin's hook raised, attributed to the plugin and the hook. */
 export class PluginError extends UserError {
-  constructor(readonly plugin: string, readonly hook: string, cause: unknown) {
+  constructor(
+    readonly plugin: string,
+    readonly hook: string,
+    cause: unknown,
+  ) {
     super(`plugin ${plugin}, hook ${hook}: ${cause instanceof Error ? cause.message : String(cause)}`, 3);
   }
 }
@@ -3712,9 +4001,14 @@ const PLUGIN_FILE_RE = /\.(?:ts|mts|js|mjs)$/;
  */
 function checkPluginOwnership(target: string, kind: 'file' | 'folder'): void {
   const stat = statSync(target);
-  if (stat.uid !== 0) throw new UserError(`refusing plugin ${kind} ${target}: it is not owned by root (uid ${stat.uid}), and pve-dm runs as root`);
+  if (stat.uid !== 0)
+    throw new UserError(
+      `refusing plugin ${kind} ${target}: it is not owned by root (uid ${stat.uid}), and pve-dm runs as root`,
+    );
   if ((stat.mode & 0o022) !== 0) {
-    throw new UserError(`refusing plugin ${kind} ${target}: it is writable by group or others (mode ${(stat.mode & 0o777).toString(8)}); chmod go-w it`);
+    throw new UserError(
+      `refusing plugin ${kind} ${target}: it is writable by group or others (mode ${(stat.mode & 0o777).toString(8)}); chmod go-w it`,
+    );
   }
 }
 
@@ -3740,13 +4034,20 @@ class PluginProblem extends Error {
  * goes on without it (a notifier with a typo must not silence the report); but one that overrides a
  * stage stops the run (exit 3): without it, the analysis would not be the one the administrator set up.
  */
-export async function loadPlugins(dir: string, { asRoot = process.getuid?.() === 0, required = false } = {}): Promise<PluginsLoaded> {
+export async function loadPlugins(
+  dir: string,
+  { asRoot = process.getuid?.() === 0, required = false } = {},
+): Promise<PluginsLoaded> {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((file) => PLUGIN_FILE_RE.test(file) && !/\.d\.m?ts$/.test(file)).sort();
+    files = readdirSync(dir)
+      .filter((file) => PLUGIN_FILE_RE.test(file) && !/\.d\.m?ts$/.test(file))
+      .sort();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return { loaded: [], warnings: [] };
-    throw new UserError(`cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new UserError(
+      `cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
   }
   // Every file is checked before any is run.
   if (asRoot && files.length > 0) {
@@ -3795,7 +4096,8 @@ function overridesStages(file: string): boolean {
 /** One plugin file imported and checked; a PluginProblem names the file (and the line when known). */
 async function loadPluginFile(full: string): Promise<Plugin> {
   if (BUNDLED && /\.m?ts$/.test(full)) {
-    const why = 'a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those `npm run build` writes to dist/plugins/';
+    const why =
+      'a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those `npm run build` writes to dist/plugins/';
     throw new PluginProblem(`cannot load plugin ${full}: ${why}`, why);
   }
   let module: { default?: unknown };
@@ -3803,8 +4105,13 @@ async function loadPluginFile(full: string): Promise<Plugin> {
     module = await import(pathToFileURL(full).href);
   } catch (error) {
     // esbuild's first line only says that it failed; the next one says where and why.
-    const text = (error as Error).message.split('\n').filter((line) => line.trim() !== '').slice(0, 2).join(' ');
-    const where = errorLine(error as Error, full) ?? (error instanceof SyntaxError ? await syntaxErrorLine(full) : null);
+    const text = (error as Error).message
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .slice(0, 2)
+      .join(' ');
+    const where =
+      errorLine(error as Error, full) ?? (error instanceof SyntaxError ? await syntaxErrorLine(full) : null);
     const named = where === null || text.includes(`:${where}`) ? full : `${full}:${where}`;
     throw new PluginProblem(`cannot load plugin ${named}: ${text}`, text.replace(`${full}:`, 'line '), where);
   }
@@ -3814,7 +4121,8 @@ async function loadPluginFile(full: string): Promise<Plugin> {
     throw new PluginProblem(`plugin ${full}: ${why}`, why);
   }
   const problem = pluginShapeProblem(plugin);
-  if (problem !== null) throw new PluginProblem(`plugin ${full}: ${problem.message}`, problem.message, lineOf(full, problem.word));
+  if (problem !== null)
+    throw new PluginProblem(`plugin ${full}: ${problem.message}`, problem.message, lineOf(full, problem.word));
   return plugin;
 }
 
@@ -3832,14 +4140,18 @@ function errorLine(error: Error, file: string): number | null {
 /** The line of a JavaScript syntax error, which V8 does not put in the error: `node --check` prints it first. */
 async function syntaxErrorLine(file: string): Promise<number | null> {
   const checked = await execProcess(process.execPath, ['--check', file], { timeoutMs: 10_000 });
-  const line = checked.stderr.startsWith(`${file}:`) ? /^:(\d+)/.exec(checked.stderr.slice(file.length))?.[1] : undefined;
+  const line = checked.stderr.startsWith(`${file}:`)
+    ? /^:(\d+)/.exec(checked.stderr.slice(file.length))?.[1]
+    : undefined;
   return line === undefined ? null : Number(line);
 }
 
 /** The first line of a file that holds a word (a misspelt hook), or null. */
 function lineOf(file: string, word: string | null): number | null {
   if (word === null) return null;
-  const at = readFileSync(file, 'utf8').split('\n').findIndex((line) => line.includes(word));
+  const at = readFileSync(file, 'utf8')
+    .split('\n')
+    .findIndex((line) => line.includes(word));
   return at < 0 ? null : at + 1;
 }
 
@@ -3855,13 +4167,18 @@ function pluginShapeProblem(plugin: Plugin): { message: string; word: string | n
     return { message, word: unknown[0] ?? null };
   }
   for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
-    if (!STAGE_NAMES.includes(name as StageName)) return { message: `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`, word: name };
+    if (!STAGE_NAMES.includes(name as StageName))
+      return { message: `unknown stage "${name}" (stages: ${STAGE_NAMES.join(', ')})`, word: name };
     if (typeof hook !== 'function') return { message: `stage ${name} is not a function`, word: name };
   }
   for (const hook of ['notify', 'configured'] as const) {
-    if (plugin[hook] !== undefined && typeof plugin[hook] !== 'function') return { message: `${hook} is not a function`, word: hook };
+    if (plugin[hook] !== undefined && typeof plugin[hook] !== 'function')
+      return { message: `${hook} is not a function`, word: hook };
   }
-  if (plugin.settings !== undefined && !(Array.isArray(plugin.settings) && plugin.settings.every((key) => typeof key === 'string'))) {
+  if (
+    plugin.settings !== undefined &&
+    !(Array.isArray(plugin.settings) && plugin.settings.every((key) => typeof key === 'string'))
+  ) {
     return { message: 'settings is not a list of setting names', word: 'settings' };
   }
   return null;
@@ -3888,7 +4205,9 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
         }
       };
       const attribute = (error: unknown): never => {
-        throw error instanceof PluginError || (typeof error === 'object' && error !== null && fromNext.has(error)) ? error : new PluginError(plugin.name, name, error);
+        throw error instanceof PluginError || (typeof error === 'object' && error !== null && fromNext.has(error))
+          ? error
+          : new PluginError(plugin.name, name, error);
       };
       stages[name] = (...args: unknown[]) => {
         try {
@@ -3923,13 +4242,22 @@ export function unknownSettings(settings: Settings, plugins: readonly Plugin[]):
   const known = [...CORE_SETTINGS, ...plugins.flatMap((plugin) => plugin.settings ?? [])];
   return [...(settings.origins ?? [])]
     .filter(([key]) => key.startsWith('PVE_DM_') && !known.includes(key))
-    .map(([key, { source, line }]) => warn(source, line, `${key}: no loaded plugin reads this setting${didYouMean(key, known)}`));
+    .map(([key, { source, line }]) =>
+      warn(source, line, `${key}: no loaded plugin reads this setting${didYouMean(key, known)}`),
+    );
 }
 
 /** Settings from sources in order of precedence (the first that has a non-empty value wins). */
 export function settingsFrom(...sources: ReadonlyMap<string, string>[]): Settings {
-  const lookup = (key: string) => sources.map((source) => source.get(key)).find((value) => value !== undefined && value !== '');
-  const secrets = [...new Set(sources.flatMap((source) => [...source].filter(([key, value]) => SECRET_KEY_RE.test(key) && value.length >= 4).map(([, value]) => value)))];
+  const lookup = (key: string) =>
+    sources.map((source) => source.get(key)).find((value) => value !== undefined && value !== '');
+  const secrets = [
+    ...new Set(
+      sources.flatMap((source) =>
+        [...source].filter(([key, value]) => SECRET_KEY_RE.test(key) && value.length >= 4).map(([, value]) => value),
+      ),
+    ),
+  ];
   return Object.assign(lookup, { secrets });
 }
 
@@ -3939,7 +4267,12 @@ const SECRET_KEY_RE = /KEY|SECRET|TOKEN|PASSWORD|WEBHOOK/;
  * `KEY=value` lines (`#` comments, optional quotes). A file holding a secret must be mode 0600:
  * anything else is refused, so a secret is never left readable by others.
  */
-export function parseSettingsFile(text: string, file: string, mode: number, lineOfKey = new Map<string, number>()): Map<string, string> {
+export function parseSettingsFile(
+  text: string,
+  file: string,
+  mode: number,
+  lineOfKey = new Map<string, number>(),
+): Map<string, string> {
   const settings = new Map<string, string>();
   for (const [index, line] of lines(text).entries()) {
     if (line.trim() === '' || line.trimStart().startsWith('#')) continue;
@@ -3951,7 +4284,9 @@ export function parseSettingsFile(text: string, file: string, mode: number, line
   }
   const secrets = [...settings.keys()].filter((key) => SECRET_KEY_RE.test(key));
   if (secrets.length > 0 && (mode & 0o077) !== 0) {
-    throw new UserError(`${file} holds secrets (${secrets.join(', ')}) but is mode ${(mode & 0o777).toString(8)}: chmod 600 ${file}`);
+    throw new UserError(
+      `${file} holds secrets (${secrets.join(', ')}) but is mode ${(mode & 0o777).toString(8)}: chmod 600 ${file}`,
+    );
   }
   return settings;
 }
@@ -3964,7 +4299,9 @@ export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = 
   } catch (error) {
     if (error instanceof UserError) throw error;
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || required) {
-      throw new UserError(`cannot read the settings file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      throw new UserError(
+        `cannot read the settings file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      );
     }
   }
   const fromEnv = new Map(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
@@ -3976,7 +4313,9 @@ export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = 
 
 /** A text with every secret value blotted out: what a service echoes back never reaches a log. */
 export function redactSecrets(text: string, secrets: readonly string[]): string {
-  return [...secrets].sort((a, b) => b.length - a.length).reduce((clean, secret) => clean.split(secret).join('[secret]'), text);
+  return [...secrets]
+    .sort((a, b) => b.length - a.length)
+    .reduce((clean, secret) => clean.split(secret).join('[secret]'), text);
 }
 
 // ─── HTTP for notifiers ──────────────────────────────────────────────────────────────────────
@@ -4005,13 +4344,15 @@ export function settingUrl(key: string, value: string, example: string): URL {
   } catch {
     throw new Error(`${key} is not a URL (expected e.g. ${example})`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`${key} must be http or https, not ${url.protocol}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new Error(`${key} must be http or https, not ${url.protocol}`);
   return url;
 }
 
 /** A secret that travels in an HTTP header: printable ASCII only, so it can neither break nor add a header. */
 export function headerSecret(key: string, value: string): string {
-  if (!/^[\x21-\x7e]+$/.test(value)) throw new Error(`${key} holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)`);
+  if (!/^[\x21-\x7e]+$/.test(value))
+    throw new Error(`${key} holds characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)`);
   return value;
 }
 
@@ -4019,8 +4360,13 @@ export function headerSecret(key: string, value: string): string {
 export function serviceMessage(body: string): string {
   try {
     const data = JSON.parse(body) as Record<string, unknown>;
-    const nested = (data.Messages as { Errors?: { ErrorMessage?: string }[] }[] | undefined)?.[0]?.Errors?.[0]?.ErrorMessage;
-    const found = nested ?? [data.ErrorMessage, data.error_description, data.errorDescription, data.message, data.error].find((v) => typeof v === 'string' && v !== '');
+    const nested = (data.Messages as { Errors?: { ErrorMessage?: string }[] }[] | undefined)?.[0]?.Errors?.[0]
+      ?.ErrorMessage;
+    const found =
+      nested ??
+      [data.ErrorMessage, data.error_description, data.errorDescription, data.message, data.error].find(
+        (v) => typeof v === 'string' && v !== '',
+      );
     if (typeof found === 'string') return clipLine(found);
   } catch {
     // not JSON: the text itself
@@ -4086,7 +4432,8 @@ export async function httpSend(request: HttpRequest): Promise<HttpResponse> {
     if (status < 400) return { status, body };
     if ((status === 429 || status >= 500) && attempt < attempts) {
       const seconds = Number(Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
-      const delay = Number.isFinite(seconds) && seconds >= 0 ? Math.min(seconds * 1000, 30_000) : 500 * 2 ** (attempt - 1);
+      const delay =
+        Number.isFinite(seconds) && seconds >= 0 ? Math.min(seconds * 1000, 30_000) : 500 * 2 ** (attempt - 1);
       await new Promise((resolve) => setTimeout(resolve, delay));
       continue;
     }
@@ -4100,12 +4447,20 @@ export type NotifyMode = 'always' | 'problems' | 'change';
 
 /** What a notification is about: the grade, the problem entries and the warnings. */
 export function resultFingerprint(result: Result): string {
-  const problems = result.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone').map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
-  return createHash('sha256').update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()])).digest('hex');
+  const problems = result.entries
+    .filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone')
+    .map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
+  return createHash('sha256')
+    .update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()]))
+    .digest('hex');
 }
 
 /** Whether to notify, and the state to keep if the notifications go out (for `change`). */
-export function shouldNotify(mode: NotifyMode, result: Result, stateFile: string): { send: boolean; fingerprint: string } {
+export function shouldNotify(
+  mode: NotifyMode,
+  result: Result,
+  stateFile: string,
+): { send: boolean; fingerprint: string } {
   const fingerprint = resultFingerprint(result);
   if (mode === 'always') return { send: true, fingerprint };
   if (mode === 'problems') return { send: severityOf(result) !== 'ok', fingerprint };
@@ -4134,30 +4489,46 @@ export function isActiveNotifier(plugin: Plugin, setting: (key: string) => strin
 }
 
 /** Every configured notifier, each with a time limit; one failing never stops the others. */
-export async function notifyAll(plugins: readonly Plugin[], result: Result, reports: NotifyReports, context: NotifyContext, limitMs = 120_000): Promise<Notification[]> {
+export async function notifyAll(
+  plugins: readonly Plugin[],
+  result: Result,
+  reports: NotifyReports,
+  context: NotifyContext,
+  limitMs = 120_000,
+): Promise<Notification[]> {
   const secrets = (context.setting as Partial<Settings>).secrets ?? [];
   return Promise.all(
-    plugins.filter((plugin) => isActiveNotifier(plugin, context.setting)).map(async (plugin): Promise<Notification> => {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        plugin.configured?.(context.setting);
-      } catch (error) {
-        return { plugin: plugin.name, ok: false, detail: redactSecrets(new PluginError(plugin.name, 'configured', error).message, secrets) };
-      }
-      try {
-        const detail = await Promise.race([
-          (plugin.notify as NonNullable<Plugin['notify']>)(result, reports, context),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs);
-          }),
-        ]);
-        return { plugin: plugin.name, ok: true, detail: redactSecrets(detail || 'sent', secrets) };
-      } catch (error) {
-        return { plugin: plugin.name, ok: false, detail: redactSecrets(new PluginError(plugin.name, 'notify', error).message, secrets) };
-      } finally {
-        clearTimeout(timer);
-      }
-    }),
+    plugins
+      .filter((plugin) => isActiveNotifier(plugin, context.setting))
+      .map(async (plugin): Promise<Notification> => {
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          plugin.configured?.(context.setting);
+        } catch (error) {
+          return {
+            plugin: plugin.name,
+            ok: false,
+            detail: redactSecrets(new PluginError(plugin.name, 'configured', error).message, secrets),
+          };
+        }
+        try {
+          const detail = await Promise.race([
+            (plugin.notify as NonNullable<Plugin['notify']>)(result, reports, context),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`no result within ${limitMs / 1000} s`)), limitMs);
+            }),
+          ]);
+          return { plugin: plugin.name, ok: true, detail: redactSecrets(detail || 'sent', secrets) };
+        } catch (error) {
+          return {
+            plugin: plugin.name,
+            ok: false,
+            detail: redactSecrets(new PluginError(plugin.name, 'notify', error).message, secrets),
+          };
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
   );
 }
 
@@ -4200,7 +4571,8 @@ export interface ClusterResult extends Graded {
 
 const CAPTURE_FORMAT = 1;
 
-export const captureToJson = (capture: Capture) => `${JSON.stringify({ pveDmCapture: CAPTURE_FORMAT, ...capture, root: null })}\n`;
+export const captureToJson = (capture: Capture) =>
+  `${JSON.stringify({ pveDmCapture: CAPTURE_FORMAT, ...capture, root: null })}\n`;
 
 /** A capture another node sent, checked field by field: what arrives is data, never trusted. */
 export function captureFromJson(text: string, source: string): Capture {
@@ -4210,21 +4582,45 @@ export function captureFromJson(text: string, source: string): Capture {
   } catch {
     throw new UserError(`${source}: not a pve-dm capture (not JSON; it began ${clip(text.slice(0, 60))})`);
   }
-  if (!isRecord(value) || value.pveDmCapture !== CAPTURE_FORMAT) throw new UserError(`${source}: not a pve-dm capture of format ${CAPTURE_FORMAT} (an older or newer pve-dm there?)`);
+  if (!isRecord(value) || value.pveDmCapture !== CAPTURE_FORMAT)
+    throw new UserError(
+      `${source}: not a pve-dm capture of format ${CAPTURE_FORMAT} (an older or newer pve-dm there?)`,
+    );
   const wrong: string[] = [];
   const record = value;
   const requiredText = (key: string) => (isText(record[key]) ? record[key] : (wrong.push(key), ''));
   const textOrNull = (key: string) => (record[key] === null ? null : requiredText(key));
-  const configs = Array.isArray(value.configs) ? value.configs.flatMap((config, index): ConfigFile[] => {
-    const fine =
-      isRecord(config) && typeof config.node === 'string' && NODE_NAME_RE.test(config.node) && (config.type === 'qemu' || config.type === 'lxc') &&
-      typeof config.vmid === 'number' && CONFIG_FILE_RE.test(`${config.vmid}.conf`) && (config.text === null || isText(config.text)) &&
-      config.path === `${CAPTURE_FILES.nodes}/${config.node}/${GUEST_DIRS[config.type]}/${config.vmid}.conf`;
-    if (!fine) wrong.push(`configs[${index}]`);
-    return fine ? [{ path: config.path as string, node: config.node as string, type: config.type as GuestType, vmid: config.vmid as number, text: config.text as string | null, ...(isText(config.readError) ? { readError: config.readError } : {}) }] : [];
-  }) : (wrong.push('configs'), []);
+  const configs = Array.isArray(value.configs)
+    ? value.configs.flatMap((config, index): ConfigFile[] => {
+        const fine =
+          isRecord(config) &&
+          typeof config.node === 'string' &&
+          NODE_NAME_RE.test(config.node) &&
+          (config.type === 'qemu' || config.type === 'lxc') &&
+          typeof config.vmid === 'number' &&
+          CONFIG_FILE_RE.test(`${config.vmid}.conf`) &&
+          (config.text === null || isText(config.text)) &&
+          config.path === `${CAPTURE_FILES.nodes}/${config.node}/${GUEST_DIRS[config.type]}/${config.vmid}.conf`;
+        if (!fine) wrong.push(`configs[${index}]`);
+        return fine
+          ? [
+              {
+                path: config.path as string,
+                node: config.node as string,
+                type: config.type as GuestType,
+                vmid: config.vmid as number,
+                text: config.text as string | null,
+                ...(isText(config.readError) ? { readError: config.readError } : {}),
+              },
+            ]
+          : [];
+      })
+    : (wrong.push('configs'), []);
   const warnings = Array.isArray(value.warnings)
-    ? value.warnings.filter((w): w is Warning => isRecord(w) && isText(w.source) && isText(w.message) && (w.line === null || isCount(w.line)))
+    ? value.warnings.filter(
+        (w): w is Warning =>
+          isRecord(w) && isText(w.source) && isText(w.message) && (w.line === null || isCount(w.line)),
+      )
     : [];
   const capture: Capture = {
     hostname: requiredText('hostname'),
@@ -4240,7 +4636,8 @@ export function captureFromJson(text: string, source: string): Capture {
     warnings,
   };
   if (capture.hostname !== '' && !NODE_NAME_RE.test(capture.hostname)) wrong.push('hostname');
-  if (wrong.length > 0) throw new UserError(`${source}: not a usable pve-dm capture (wrong or missing: ${wrong.slice(0, 5).join(', ')})`);
+  if (wrong.length > 0)
+    throw new UserError(`${source}: not a usable pve-dm capture (wrong or missing: ${wrong.slice(0, 5).join(', ')})`);
   return capture;
 }
 
@@ -4270,7 +4667,10 @@ export async function clusterMembers(liveRoot: string): Promise<ClusterMember[]>
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
-  return readdirSafe(path.join(liveRoot, CAPTURE_FILES.nodes)).filter((name) => NODE_NAME_RE.test(name)).sort().map((name) => ({ name, ip: null, online: null }));
+  return readdirSafe(path.join(liveRoot, CAPTURE_FILES.nodes))
+    .filter((name) => NODE_NAME_RE.test(name))
+    .sort()
+    .map((name) => ({ name, ip: null, online: null }));
 }
 
 /**
@@ -4278,24 +4678,56 @@ export async function clusterMembers(liveRoot: string): Promise<ClusterMember[]>
  * process was started: the same node binary, its flags (`--import tsx`) and script, from the
  * script's folder. Every word is quoted.
  */
-export function remoteCaptureCommand(script = process.argv[1] ?? '', execArgv = process.execArgv, nodeBinary = process.execPath): string {
+export function remoteCaptureCommand(
+  script = process.argv[1] ?? '',
+  execArgv = process.execArgv,
+  nodeBinary = process.execPath,
+): string {
   return `cd ${shellQuote(path.dirname(script))} && exec ${shellLine([nodeBinary, ...execArgv, script, 'capture', '-'])}`;
 }
 
 export const SSH_CONNECT_TIMEOUT_S = 10;
 
 /** Another node's capture, over the ssh trust Proxmox sets up between its nodes (as PVE::SSHInfo connects: by IP, the node name as host key alias). */
-export async function fetchRemoteCapture(runner: Runner, member: ClusterMember, command: string, timeoutMs: number): Promise<Capture> {
+export async function fetchRemoteCapture(
+  runner: Runner,
+  member: ClusterMember,
+  command: string,
+  timeoutMs: number,
+): Promise<Capture> {
   const target = `root@${member.ip ?? member.name}`;
-  const result = await runner('ssh', ['-e', 'none', '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${SSH_CONNECT_TIMEOUT_S}`, '-o', `HostKeyAlias=${member.name}`, target, command], { timeoutMs });
-  if (result.exitCode !== 0) throw new UserError(`ssh ${target} failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-1)[0] || 'no message'}`);
+  const result = await runner(
+    'ssh',
+    [
+      '-e',
+      'none',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `ConnectTimeout=${SSH_CONNECT_TIMEOUT_S}`,
+      '-o',
+      `HostKeyAlias=${member.name}`,
+      target,
+      command,
+    ],
+    { timeoutMs },
+  );
+  if (result.exitCode !== 0)
+    throw new UserError(
+      `ssh ${target} failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-1)[0] || 'no message'}`,
+    );
   const capture = captureFromJson(result.stdout, `node ${member.name}`);
-  if (capture.hostname !== member.name) throw new UserError(`node ${member.name}: answered as ${clip(capture.hostname)}`);
+  if (capture.hostname !== member.name)
+    throw new UserError(`node ${member.name}: answered as ${clip(capture.hostname)}`);
   return capture;
 }
 
 /** Runs `work` on every item, at most `limit` at a time, keeping the items' order. */
-export async function mapWithLimit<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+export async function mapWithLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<R>,
+): Promise<R[]> {
   const results: R[] = new Array(items.length);
   let next = 0;
   const worker = async () => {
@@ -4337,7 +4769,12 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
   }
   if (on.length > 1 && running === true) {
     const harm = `two nodes writing one LV corrupt it (Proxmox bug 4997); ${then('deactivate it where the guest does not run')}`;
-    return { kind: several, severity: 'critical', ...base, message: `${where} while ${label} runs on ${home}: ${harm}` };
+    return {
+      kind: several,
+      severity: 'critical',
+      ...base,
+      message: `${where} while ${label} runs on ${home}: ${harm}`,
+    };
   }
   if (on.length > 1) {
     const guest = home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
@@ -4501,19 +4938,25 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
   // Each node's report is wrapped already: wrapping it again would break a command it kept whole.
   const nodes = cluster.nodes.map((result) => `${renderConsole(result, color)}\n`).join('');
   const out: string[] = [];
-  out.push(paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`));
+  out.push(
+    paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`),
+  );
   const s = cluster.summary;
   const unjudged = s.unjudged > 0 ? `, ${s.unjudged} not judged` : '';
   out.push(
     `  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ` +
       `${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored${unjudged}`,
   );
-  for (const { node, error } of cluster.unreachable) out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
+  for (const { node, error } of cluster.unreachable)
+    out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
   if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
   for (const finding of cluster.findings) {
-    out.push(`  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())}  ${terminalSafe(finding.message)}`);
+    out.push(
+      `  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())}  ${terminalSafe(finding.message)}`,
+    );
     for (const activation of finding.activeOn) {
-      if (activation.remedy !== null) out.push(`           on ${terminalSafe(activation.node)}: ${whole(terminalSafe(activation.remedy))}`);
+      if (activation.remedy !== null)
+        out.push(`           on ${terminalSafe(activation.node)}: ${whole(terminalSafe(activation.remedy))}`);
     }
   }
   return `${nodes}${wrapConsole(`${out.join('\n')}\n`)}`;
@@ -4602,17 +5045,23 @@ export interface ClusterRunOptions extends RunOptions {
 
 const CLUSTER_PARALLEL = 4;
 
-export async function runCluster(stages: Stages, options: ClusterRunOptions): Promise<RunOutput & { cluster: ClusterResult }> {
+export async function runCluster(
+  stages: Stages,
+  options: ClusterRunOptions,
+): Promise<RunOutput & { cluster: ClusterResult }> {
   // This node's settings and plugins: their warnings belong to the first node, not to every one.
   const nodeOptions = { ...options, json: false, console: false, html: false, warnings: [] };
   const runs: NodeRun[] = [];
   const unreachable: ClusterResult['unreachable'] = [];
   if (options.live) {
     runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined, warnings: options.warnings }));
-    const others = (await clusterMembers(options.liveRoot ?? '/')).filter((member) => member.name !== runs[0]?.result.node);
+    const others = (await clusterMembers(options.liveRoot ?? '/')).filter(
+      (member) => member.name !== runs[0]?.result.node,
+    );
     const command = remoteCaptureCommand();
     const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
-      if (member.online === false) return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
+      if (member.online === false)
+        return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
       return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
         if (error instanceof UserError) return { node: member.name, error: error.message };
         throw error;
@@ -4627,7 +5076,8 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
       runs.push(await runPipeline(stages, { ...nodeOptions, root, warnings: i === 0 ? options.warnings : [] }));
   }
   const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
-  if (twice !== undefined) throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
+  if (twice !== undefined)
+    throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
   const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
   const result = clusterAsResult(cluster);
   // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
@@ -4656,10 +5106,22 @@ export interface CliOption {
 }
 
 export const CLI_COMMANDS: readonly { name: string; usage: string; help: string }[] = [
-  { name: 'capture', usage: 'capture DIR', help: "write this node's state to DIR (-: as JSON on stdout), for a bug report or an analysis elsewhere" },
-  { name: 'plugins', usage: 'plugins', help: 'list the plugins loaded, their hooks and whether each notifier is configured' },
+  {
+    name: 'capture',
+    usage: 'capture DIR',
+    help: "write this node's state to DIR (-: as JSON on stdout), for a bug report or an analysis elsewhere",
+  },
+  {
+    name: 'plugins',
+    usage: 'plugins',
+    help: 'list the plugins loaded, their hooks and whether each notifier is configured',
+  },
   { name: 'journal', usage: 'journal', help: 'list what cleanup removed' },
-  { name: 'restore', usage: 'restore --last | ID...', help: 'bring back what the last cleanup run (or those journal entries) removed' },
+  {
+    name: 'restore',
+    usage: 'restore --last | ID...',
+    help: 'bring back what the last cleanup run (or those journal entries) removed',
+  },
 ];
 
 const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
@@ -4669,25 +5131,74 @@ const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'c
 const DEFAULT_KEEP_REPORTS = 30;
 
 export const CLI_OPTIONS: readonly CliOption[] = [
-  { name: 'root', arg: 'DIR', multiple: true, complete: 'dir', help: 'analyse the capture in DIR instead of the live node; several: one cluster' },
+  {
+    name: 'root',
+    arg: 'DIR',
+    multiple: true,
+    complete: 'dir',
+    help: 'analyse the capture in DIR instead of the live node; several: one cluster',
+  },
   { name: 'cluster', help: 'analyse every node of this cluster: this one live, the others over ssh' },
   { name: 'node-timeout', arg: 'S', help: 'with --cluster: give up on a node after S seconds (default 120)' },
   { name: 'report-only', help: 'never prompt, never change anything (cron, timers)' },
-  { name: 'format', arg: 'FORMAT', values: OUTPUT_FORMATS, help: 'what stdout carries: console (default), json, nagios (a Nagios or Icinga plugin: the exit code is its state) or checkmk (a Checkmk local check)' },
+  {
+    name: 'format',
+    arg: 'FORMAT',
+    values: OUTPUT_FORMATS,
+    help: 'what stdout carries: console (default), json, nagios (a Nagios or Icinga plugin: the exit code is its state) or checkmk (a Checkmk local check)',
+  },
   { name: 'json', help: 'the same as --format json' },
-  { name: 'prometheus', arg: 'FILE', complete: 'file', help: "also write the metrics for node_exporter's textfile collector to FILE" },
-  { name: 'html', arg: 'FILE', complete: 'file', help: 'write the HTML report to FILE; console runs otherwise write one to the reports folder' },
-  { name: 'keep-reports', arg: 'N', help: `console runs keep the newest N reports in the reports folder (default ${DEFAULT_KEEP_REPORTS})` },
+  {
+    name: 'prometheus',
+    arg: 'FILE',
+    complete: 'file',
+    help: "also write the metrics for node_exporter's textfile collector to FILE",
+  },
+  {
+    name: 'html',
+    arg: 'FILE',
+    complete: 'file',
+    help: 'write the HTML report to FILE; console runs otherwise write one to the reports folder',
+  },
+  {
+    name: 'keep-reports',
+    arg: 'N',
+    help: `console runs keep the newest N reports in the reports folder (default ${DEFAULT_KEEP_REPORTS})`,
+  },
   { name: 'vmid', arg: 'N', multiple: true, help: 'narrow the report and the cleanup to guest N (repeatable)' },
   { name: 'no-color', help: 'no colour (NO_COLOR is honoured too)' },
-  { name: 'yes', short: 'y', help: 'carry the cleanup out without asking: every problem that passes the safety checks' },
+  {
+    name: 'yes',
+    short: 'y',
+    help: 'carry the cleanup out without asking: every problem that passes the safety checks',
+  },
   { name: 'dry-run', help: 'go through the cleanup, changing nothing: show what it would run' },
   { name: 'only', arg: 'KIND', values: ['duplicates', 'tombstones'], help: 'cleanup: duplicates or tombstones only' },
-  { name: 'name', arg: 'DMNAME', multiple: true, help: 'cleanup: this entry only, by its kernel name or as pve-dm shows it (repeatable)' },
-  { name: 'journal', arg: 'FILE', complete: 'file', help: 'the cleanup journal (default /var/lib/pve-dm/journal.jsonl)' },
+  {
+    name: 'name',
+    arg: 'DMNAME',
+    multiple: true,
+    help: 'cleanup: this entry only, by its kernel name or as pve-dm shows it (repeatable)',
+  },
+  {
+    name: 'journal',
+    arg: 'FILE',
+    complete: 'file',
+    help: 'the cleanup journal (default /var/lib/pve-dm/journal.jsonl)',
+  },
   { name: 'last', help: 'with restore: every entry the last cleanup run removed' },
-  { name: 'notify', arg: 'MODE', values: NOTIFY_MODES, help: 'always, problems (default) or change: when configured notifiers send (monitoring formats send only with --notify)' },
-  { name: 'state', arg: 'FILE', complete: 'file', help: 'where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)' },
+  {
+    name: 'notify',
+    arg: 'MODE',
+    values: NOTIFY_MODES,
+    help: 'always, problems (default) or change: when configured notifiers send (monitoring formats send only with --notify)',
+  },
+  {
+    name: 'state',
+    arg: 'FILE',
+    complete: 'file',
+    help: 'where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)',
+  },
   { name: 'config', arg: 'FILE', complete: 'file', help: 'the settings file (default {config})' },
   { name: 'plugins', arg: 'DIR', complete: 'dir', help: 'load plugins from DIR instead of {plugins}' },
   { name: 'no-plugins', help: 'load no plugin' },
@@ -4724,18 +5235,26 @@ export function usageText(program: string = PROGRAM, paths: Paths = PATHS): stri
     `Usage: ${program} [OPTION...]`,
     `       ${program} COMMAND [OPTION...]`,
     '',
-    ...wrapWords('Analyses this node (or the captures given with --root), reports, and cleans up only when asked.', CONSOLE_WIDTH),
+    ...wrapWords(
+      'Analyses this node (or the captures given with --root), reports, and cleans up only when asked.',
+      CONSOLE_WIDTH,
+    ),
     '',
     'Commands:',
-    ...column(CLI_COMMANDS.map((command) => [command.usage, command.help]), 22),
+    ...column(
+      CLI_COMMANDS.map((command) => [command.usage, command.help]),
+      22,
+    ),
     '',
     'Options:',
-    ...column(options.map((option) => [optionLabel(option), optionHelp(option, paths)]), 17),
+    ...column(
+      options.map((option) => [optionLabel(option), optionHelp(option, paths)]),
+      17,
+    ),
     '',
     ...wrapWords(EXIT_CODES, CONSOLE_WIDTH),
   ].join('\n');
 }
-
 
 interface CliOptions {
   command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'help' | 'version';
@@ -4828,20 +5347,29 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   if (!NOTIFY_MODES.includes(notify)) throw new UserError(`--notify ${notify}: use always, problems or change`);
   const format = (text('format') ?? (flag('json') ? 'json' : 'console')) as OutputFormat;
   if (!OUTPUT_FORMATS.includes(format)) throw new UserError(`--format ${format}: use ${OUTPUT_FORMATS.join(', ')}`);
-  if (flag('json') && format !== 'json') throw new UserError(`--json is --format json: it does not go with --format ${format}`);
+  if (flag('json') && format !== 'json')
+    throw new UserError(`--json is --format json: it does not go with --format ${format}`);
   const [command, ...rest] = positionals;
   const commands = CLI_COMMANDS.map((known) => known.name);
-  if (command !== undefined && !commands.includes(command)) throw new UserError(`unknown command "${command}"${didYouMean(command, commands)} (see --help)`);
+  if (command !== undefined && !commands.includes(command))
+    throw new UserError(`unknown command "${command}"${didYouMean(command, commands)} (see --help)`);
   checkCombinations(values, command, rest, format);
   const nodeTimeout = Number(text('node-timeout') ?? '120');
-  if (!(nodeTimeout > 0 && nodeTimeout <= 3600)) throw new UserError(`--node-timeout ${text('node-timeout')}: seconds, 1 to 3600`);
+  if (!(nodeTimeout > 0 && nodeTimeout <= 3600))
+    throw new UserError(`--node-timeout ${text('node-timeout')}: seconds, 1 to 3600`);
   const keepReports = text('keep-reports') ?? String(DEFAULT_KEEP_REPORTS);
-  if (!/^(?:0|[1-9][0-9]{0,5})$/.test(keepReports)) throw new UserError(`--keep-reports ${keepReports}: a number of reports, 0 to 999999`);
+  if (!/^(?:0|[1-9][0-9]{0,5})$/.test(keepReports))
+    throw new UserError(`--keep-reports ${keepReports}: a number of reports, 0 to 999999`);
   const only = text('only');
-  if (only !== undefined && only !== 'duplicates' && only !== 'tombstones') throw new UserError(`--only ${only}: use duplicates or tombstones`);
+  if (only !== undefined && only !== 'duplicates' && only !== 'tombstones')
+    throw new UserError(`--only ${only}: use duplicates or tombstones`);
   const roots = list('root');
   return {
-    command: flag('help') ? 'help' : flag('version') ? 'version' : ((command as CliOptions['command'] | undefined) ?? 'analyse'),
+    command: flag('help')
+      ? 'help'
+      : flag('version')
+        ? 'version'
+        : ((command as CliOptions['command'] | undefined) ?? 'analyse'),
     captureDir: command === 'capture' ? (rest[0] ?? null) : null,
     root: roots.length === 1 ? roots[0] : undefined,
     roots,
@@ -4871,20 +5399,34 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
 
 /** Options that do not go together, or with that command. */
 function checkCombinations(values: CliValues, command: string | undefined, rest: string[], format: OutputFormat): void {
-  const has = (name: string) => values[name] !== undefined && values[name] !== false && !(Array.isArray(values[name]) && (values[name] as unknown[]).length === 0);
+  const has = (name: string) =>
+    values[name] !== undefined &&
+    values[name] !== false &&
+    !(Array.isArray(values[name]) && (values[name] as unknown[]).length === 0);
   const cleanup = has('yes') || has('dry-run');
   if (command !== undefined && (isMonitoringFormat(format) || has('prometheus'))) {
-    throw new UserError(`${has('prometheus') ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`);
+    throw new UserError(
+      `${has('prometheus') ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`,
+    );
   }
-  if (command === 'capture' && rest.length !== 1) throw new UserError(`capture needs exactly one directory (or - for stdout): ${PROGRAM} capture DIR`);
-  if (command === 'restore' && rest.length > 0 === has('last')) throw new UserError(`restore needs --last or journal entry IDs (see ${PROGRAM} journal), not both`);
-  if (command !== 'capture' && command !== 'restore' && rest.length > 0) throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
-  if (cleanup && has('root')) throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
-  if (cleanup && has('cluster')) throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
-  if (has('cluster') && has('root')) throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
-  if (has('report-only') && (has('yes') || command === 'restore')) throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
-  if (isMonitoringFormat(format) && cleanup) throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
-  if ((has('anonymise') || has('anonymize')) && command !== 'capture') throw new UserError('--anonymise only goes with the capture command');
+  if (command === 'capture' && rest.length !== 1)
+    throw new UserError(`capture needs exactly one directory (or - for stdout): ${PROGRAM} capture DIR`);
+  if (command === 'restore' && rest.length > 0 === has('last'))
+    throw new UserError(`restore needs --last or journal entry IDs (see ${PROGRAM} journal), not both`);
+  if (command !== 'capture' && command !== 'restore' && rest.length > 0)
+    throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
+  if (cleanup && has('root'))
+    throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
+  if (cleanup && has('cluster'))
+    throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
+  if (has('cluster') && has('root'))
+    throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
+  if (has('report-only') && (has('yes') || command === 'restore'))
+    throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
+  if (isMonitoringFormat(format) && cleanup)
+    throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
+  if ((has('anonymise') || has('anonymize')) && command !== 'capture')
+    throw new UserError('--anonymise only goes with the capture command');
   if (has('plugins') && has('no-plugins')) throw new UserError('--plugins and --no-plugins exclude each other');
 }
 
@@ -4895,7 +5437,10 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dirs: readonly
   if (loaded.length === 0) return `No plugins in ${where}.\n`;
   const rows = loaded.map(({ plugin, file }) => {
     const state = isActiveNotifier(plugin, settings) ? 'configured' : 'not configured';
-    const hooks = [...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`), ...(plugin.notify ? [`notify (${state})`] : [])];
+    const hooks = [
+      ...Object.keys(plugin.stages ?? {}).map((stage) => `stage ${stage}`),
+      ...(plugin.notify ? [`notify (${state})`] : []),
+    ];
     const shown = dirs.length > 1 ? file : path.basename(file);
     return [plugin.name, shown, hooks.join(', ') || '(nothing)'].map(terminalSafe);
   });
@@ -4906,7 +5451,11 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dirs: readonly
 /** A report pve-dm wrote into the reports folder: `pve-dm-<node>-<yyyymmdd>-<hhmmss>Z.html`. */
 const REPORT_FILE_RE = /^pve-dm-[A-Za-z0-9._-]+-\d{8}-\d{6}Z\.html$/;
 const reportFileName = (node: string, at: Date) =>
-  `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-')}.html`;
+  `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
+    .replace('T', '-')}.html`;
 
 /**
  * Writes a file whole or not at all: a temporary file in the same folder, fsynced, then renamed
@@ -4937,7 +5486,9 @@ function describeCandidate(action: PlannedAction, result: Result): string {
   const entry = result.entries.find((candidate) => candidate.name === action.name);
   const owner = ownerOf(action.vmid, entry, result);
   const volume = entry?.vg && entry.lv ? `${entry.vg}/${entry.lv}` : 'no LVM volume';
-  return terminalSafe(`${owner} · ${volume} · ${action.reason} · open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`);
+  return terminalSafe(
+    `${owner} · ${volume} · ${action.reason} · open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`,
+  );
 }
 
 /**
@@ -5012,7 +5563,9 @@ export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds. Each entry's
   // name goes on a line of its own (80 columns); the times are in `journal --json`.
-  const rows = records.map((r) => [r.id, r.outcome ?? '?', r.action, r.reason].map((cell) => terminalSafe(String(cell))));
+  const rows = records.map((r) =>
+    [r.id, r.outcome ?? '?', r.action, r.reason].map((cell) => terminalSafe(String(cell))),
+  );
   const [header = '', ...lines] = table(['ID', 'OUTCOME', 'ACTION', 'REASON'], rows);
   const named = lines.flatMap((line, i) => [line, `  ${mangleDmName(String(records[i]?.name))}`]);
   return wrapConsole(`${[`${header}\n  NAME`, ...named].join('\n')}\n`);
@@ -5088,8 +5641,13 @@ export async function main(
     if (options.command === 'help') return (io.stdout.write(`${usageText()}\n`), 0);
     if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
     const interactive =
-      io.isTty && Boolean(process.stdin.isTTY) && options.command === 'analyse' && options.format === 'console' &&
-      !options.yes && !options.reportOnly && !options.dryRun;
+      io.isTty &&
+      Boolean(process.stdin.isTTY) &&
+      options.command === 'analyse' &&
+      options.format === 'console' &&
+      !options.yes &&
+      !options.reportOnly &&
+      !options.dryRun;
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
     const allowChanges =
       (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
@@ -5137,7 +5695,9 @@ async function captureCommand(options: CliOptions, { runner, live, io }: RunCont
 }
 
 async function loadSetup(options: CliOptions): Promise<Setup> {
-  const settings = loadSettings(options.configFile ?? PATHS.config, process.env, { required: options.configFile !== null });
+  const settings = loadSettings(options.configFile ?? PATHS.config, process.env, {
+    required: options.configFile !== null,
+  });
   const { loaded, warnings } = await loadPluginFolders(options.pluginDirs, { required: options.pluginsDirGiven });
   const plugins = loaded.map(({ plugin }) => plugin);
   return { settings, loaded, plugins, warnings: [...warnings, ...unknownSettings(settings, plugins)] };
@@ -5153,7 +5713,8 @@ function checkOutputFolder(option: string, file: string | null): void {
   } catch {
     // isFolder stays false: missing, or not reachable.
   }
-  if (!isFolder) throw new UserError(`--${option} ${file}: the folder ${folder} does not exist (pve-dm does not create it)`);
+  if (!isFolder)
+    throw new UserError(`--${option} ${file}: the folder ${folder} does not exist (pve-dm does not create it)`);
 }
 
 /** Analyse, then act (notify, clean up), then render what is left to render: the analysis commands. */
@@ -5233,15 +5794,22 @@ async function analysisRun(
     prometheus: options.prometheusFile !== null,
   };
   if (options.cluster || options.roots.length > 1) {
-    const clusterOptions = { ...runOptions, roots: options.roots, live: options.cluster, nodeTimeoutMs: options.nodeTimeoutMs };
+    const clusterOptions = {
+      ...runOptions,
+      roots: options.roots,
+      live: options.cluster,
+      nodeTimeoutMs: options.nodeTimeoutMs,
+    };
     const run = await runCluster(stages, clusterOptions);
     const jsonOf = async (final: Result) => `${terminalSafeJson(clusterToJson(run.cluster, final.notifications))}\n`;
     return { ...run, jsonOf };
   }
   const run = await runPipeline(stages, runOptions);
   // Holders are looked up only for a plan that may be carried out, on the live node.
-  const plan = options.root === undefined && !options.reportOnly ? await withHolders(run.plan, run.result, liveRoot) : run.plan;
-  const jsonOf = async (final: Result) => (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
+  const plan =
+    options.root === undefined && !options.reportOnly ? await withHolders(run.plan, run.result, liveRoot) : run.plan;
+  const jsonOf = async (final: Result) =>
+    (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
   return { ...run, plan, jsonOf };
 }
 
@@ -5252,12 +5820,22 @@ async function writePrometheus(file: string, text: string): Promise<void> {
   });
 }
 
-async function sendNotifications(options: CliOptions, setup: Setup, run: AnalysisRun, { io, runner }: RunContext): Promise<Notification[]> {
+async function sendNotifications(
+  options: CliOptions,
+  setup: Setup,
+  run: AnalysisRun,
+  { io, runner }: RunContext,
+): Promise<Notification[]> {
   const mode = options.notify as NotifyMode;
   const { result, reports } = run;
   const decision = shouldNotify(mode, result, options.stateFile);
   if (!decision.send) return [];
-  const sent = { json: reports.json ?? '', html: reports.html ?? '', subject: notificationSubject(result), text: notificationText(result) };
+  const sent = {
+    json: reports.json ?? '',
+    html: reports.html ?? '',
+    subject: notificationSubject(result),
+    text: notificationText(result),
+  };
   const timeoutMs = Number(setup.settings('PVE_DM_HTTP_TIMEOUT_MS')) || undefined;
   const http = (request: HttpRequest) => httpSend({ timeoutMs, ...request });
   const notifications = await notifyAll(setup.plugins, result, sent, { setting: setup.settings, http, runner });
@@ -5265,10 +5843,14 @@ async function sendNotifications(options: CliOptions, setup: Setup, run: Analysi
     io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failedOne.detail)}\n`);
   // A change nobody was told about is still a change next time.
   if (mode === 'change' && notifications.some((n) => n.ok)) {
-    await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: NodeJS.ErrnoException) => {
-      const why = error.code ?? error.message;
-      io.stderr.write(`pve-dm: cannot save the notification state to ${options.stateFile}: ${why}; the next run will notify again\n`);
-    });
+    await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch(
+      (error: NodeJS.ErrnoException) => {
+        const why = error.code ?? error.message;
+        io.stderr.write(
+          `pve-dm: cannot save the notification state to ${options.stateFile}: ${why}; the next run will notify again\n`,
+        );
+      },
+    );
   }
   return notifications;
 }
@@ -5300,11 +5882,19 @@ export function pruneReports(dir: string, keep: number): void {
 }
 
 /** The cleanup a run asked for: interactive, --yes or --dry-run; or its plan, shown. Null when nothing ran. */
-async function cleanupStep(options: CliOptions, run: AnalysisRun, context: RunContext, now: Date): Promise<CleanupOutcome | null> {
+async function cleanupStep(
+  options: CliOptions,
+  run: AnalysisRun,
+  context: RunContext,
+  now: Date,
+): Promise<CleanupOutcome | null> {
   const { io, runner, liveRoot, interactive } = context;
   const { plan, result, capture } = run;
   const consoleRun = options.format === 'console';
-  const id = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const id = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run: id };
   if (options.reportOnly || plan.actions.length === 0) return null;
   if (interactive && options.root !== undefined) {
@@ -5321,7 +5911,9 @@ async function cleanupStep(options: CliOptions, run: AnalysisRun, context: RunCo
     return null;
   }
   const dryRun = options.dryRun ? 'dry run, ' : '';
-  const cleanup = await executeCleanup(plan, cleanupContext, (step) => io.stderr.write(`pve-dm: ${dryRun}${terminalSafe(step)}\n`));
+  const cleanup = await executeCleanup(plan, cleanupContext, (step) =>
+    io.stderr.write(`pve-dm: ${dryRun}${terminalSafe(step)}\n`),
+  );
   if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
   for (const failedOne of cleanup.failed)
     io.stderr.write(`pve-dm: could not remove ${mangleDmName(failedOne.name)}: ${failedOne.error}\n`);
@@ -5333,7 +5925,8 @@ async function cleanupStep(options: CliOptions, run: AnalysisRun, context: RunCo
 /** Lines of a text file, with CRLF and a final newline tolerated. */
 function lines(text: string): string[] {
   const all = text.split('\n');
-  if (text.includes('\r')) for (let i = 0; i < all.length; i++) if (all[i]?.endsWith('\r')) all[i] = (all[i] as string).slice(0, -1);
+  if (text.includes('\r'))
+    for (let i = 0; i < all.length; i++) if (all[i]?.endsWith('\r')) all[i] = (all[i] as string).slice(0, -1);
   if (all.length > 0 && all[all.length - 1] === '') all.pop();
   return all;
 }
@@ -5349,7 +5942,10 @@ const clip = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0
 // A plugin outside a `"type": "module"` package gets a second (CommonJS) copy of this file from
 // tsx: only the first copy may run the command line.
 const FIRST_COPY = Symbol.for('pve-dm.main');
-const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)) && !(FIRST_COPY in globalThis);
+const invokedDirectly =
+  process.argv[1] !== undefined &&
+  realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)) &&
+  !(FIRST_COPY in globalThis);
 if (invokedDirectly) {
   Object.assign(globalThis, { [FIRST_COPY]: true });
   // `pve-dm.ts | head` closes the pipe early: the rest of the output is dropped, and a cleanup in

@@ -17,16 +17,24 @@ const recipients = (setting: Setting) =>
 
 const present = (value: string | undefined) => value !== undefined && value.trim() !== '';
 
-
 interface MailjetAnswer {
   Messages?: { Status?: string; Errors?: { ErrorMessage?: string }[] }[];
 }
 
 export default definePlugin({
   name: 'mailjet',
-  settings: ['PVE_DM_MAILJET_KEY', 'PVE_DM_MAILJET_SECRET', 'PVE_DM_MAILJET_FROM', 'PVE_DM_MAILJET_TO', 'PVE_DM_MAILJET_URL'],
+  settings: [
+    'PVE_DM_MAILJET_KEY',
+    'PVE_DM_MAILJET_SECRET',
+    'PVE_DM_MAILJET_FROM',
+    'PVE_DM_MAILJET_TO',
+    'PVE_DM_MAILJET_URL',
+  ],
   configured: (setting) =>
-    present(setting('PVE_DM_MAILJET_KEY')) && present(setting('PVE_DM_MAILJET_SECRET')) && present(setting('PVE_DM_MAILJET_FROM')) && recipients(setting).length > 0,
+    present(setting('PVE_DM_MAILJET_KEY')) &&
+    present(setting('PVE_DM_MAILJET_SECRET')) &&
+    present(setting('PVE_DM_MAILJET_FROM')) &&
+    recipients(setting).length > 0,
   async notify(_result, reports, { setting, http }) {
     const key = (setting('PVE_DM_MAILJET_KEY') ?? '').trim();
     const secret = (setting('PVE_DM_MAILJET_SECRET') ?? '').trim();
@@ -61,11 +69,18 @@ export default definePlugin({
     try {
       answer = JSON.parse(response.body) as MailjetAnswer;
     } catch {
-      throw new Error(redactSecrets(`HTTP ${response.status} but not a Mailjet answer: ${serviceMessage(response.body)}`, secrets));
+      throw new Error(
+        redactSecrets(`HTTP ${response.status} but not a Mailjet answer: ${serviceMessage(response.body)}`, secrets),
+      );
     }
     const status = answer?.Messages?.[0]?.Status;
     if (status !== 'success') {
-      throw new Error(redactSecrets(`HTTP ${response.status} but Mailjet did not send (status ${status ?? 'missing'}): ${serviceMessage(response.body)}`, secrets));
+      throw new Error(
+        redactSecrets(
+          `HTTP ${response.status} but Mailjet did not send (status ${status ?? 'missing'}): ${serviceMessage(response.body)}`,
+          secrets,
+        ),
+      );
     }
     return `sent to ${to.length} recipient${to.length === 1 ? '' : 's'}`;
   },

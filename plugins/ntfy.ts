@@ -8,7 +8,15 @@
 // reliably, so it travels as RFC 2047 encoded-words (`=?UTF-8?B?...?=`), which ntfy decodes
 // (ntfy 2.4.0 and later). Priority and tags follow the severity. ntfy turns a message over
 // 4096 bytes into an attachment, so a longer summary is cut (at a line) to fit.
-import { definePlugin, headerSecret, mimeEncodedWords, settingUrl, severityOf, type HttpRequest, type Severity } from '../pve-dm.ts';
+import {
+  definePlugin,
+  headerSecret,
+  mimeEncodedWords,
+  settingUrl,
+  severityOf,
+  type HttpRequest,
+  type Severity,
+} from '../pve-dm.ts';
 
 /** ntfy's default message limit; a longer body becomes an `attachment.txt`. */
 const NTFY_MESSAGE_LIMIT = 4096;
@@ -44,7 +52,8 @@ function fitMessage(text: string, limit = NTFY_MESSAGE_LIMIT): string {
 function topicUrl(raw: string): string {
   const url = settingUrl('PVE_DM_NTFY_URL', raw, 'https://ntfy.sh/mytopic');
   const topicPath = url.pathname.replace(/\/+$/, '');
-  if (topicPath === '') throw new Error('PVE_DM_NTFY_URL names no topic (expected the server and topic, e.g. https://ntfy.sh/mytopic)');
+  if (topicPath === '')
+    throw new Error('PVE_DM_NTFY_URL names no topic (expected the server and topic, e.g. https://ntfy.sh/mytopic)');
   url.pathname = topicPath;
   return url.href;
 }

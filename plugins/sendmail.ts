@@ -19,7 +19,8 @@ const DEFAULT_SENDMAIL = '/usr/sbin/sendmail';
 const SENDMAIL_TIMEOUT_MS = 60_000;
 
 /** A plain address: `root`, `admin`, `admin@example.org` (no display names, quotes or spaces). */
-const ADDRESS_RE = /^[A-Za-z0-9_%+=][A-Za-z0-9._%+=-]*(?:@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)?$/;
+const ADDRESS_RE =
+  /^[A-Za-z0-9_%+=][A-Za-z0-9._%+=-]*(?:@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)?$/;
 
 const enabled = (value: string | undefined) => /^(?:1|yes|true)$/i.test(value?.trim() ?? '');
 
@@ -27,11 +28,16 @@ const enabled = (value: string | undefined) => /^(?:1|yes|true)$/i.test(value?.t
 function recipients(setting: (key: string) => string | undefined): string[] {
   const raw = setting('PVE_DM_MAIL_TO');
   if (!raw) return ['root'];
-  const list = raw.split(',').map((address) => address.trim()).filter((address) => address !== '');
+  const list = raw
+    .split(',')
+    .map((address) => address.trim())
+    .filter((address) => address !== '');
   if (list.length === 0) throw new Error('PVE_DM_MAIL_TO names no recipient (e.g. root, or admin@example.org)');
   for (const address of list) {
     if (!ADDRESS_RE.test(address) || address.length > 254) {
-      throw new Error(`PVE_DM_MAIL_TO: "${terminalSafe(address)}" is not a plain address (e.g. root, or admin@example.org); nothing was sent`);
+      throw new Error(
+        `PVE_DM_MAIL_TO: "${terminalSafe(address)}" is not a plain address (e.g. root, or admin@example.org); nothing was sent`,
+      );
     }
   }
   return list;
@@ -53,18 +59,41 @@ function addressHeader(name: string, addresses: string[]): string {
   return lines.join('\n');
 }
 
-const base64Lines = (text: string) => (Buffer.from(text, 'utf8').toString('base64').match(/.{1,76}/g) ?? []).join('\n');
+const base64Lines = (text: string) =>
+  (
+    Buffer.from(text, 'utf8')
+      .toString('base64')
+      .match(/.{1,76}/g) ?? []
+  ).join('\n');
 
 /** RFC 5322 date, in UTC: `Tue, 02 Jan 2024 15:04:05 +0000`. */
 const mailDate = (date: Date) => date.toUTCString().replace(/GMT$/, '+0000');
 
 /** The whole message, with LF line endings (sendmail's local input; it makes them CRLF for SMTP). */
-function composeMessage({ to, subject, text, html, date = new Date() }: { to: string[]; subject: string; text: string; html: string; date?: Date }): string {
+function composeMessage({
+  to,
+  subject,
+  text,
+  html,
+  date = new Date(),
+}: {
+  to: string[];
+  subject: string;
+  text: string;
+  html: string;
+  date?: Date;
+}): string {
   // "=_" never occurs in base64, the only thing inside the parts: the boundary cannot occur in the content.
   const boundary = `=_pve-dm_${randomBytes(12).toString('hex')}`;
   const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
   const part = (type: string, content: string) =>
-    [`--${boundary}`, `Content-Type: ${type}; charset=utf-8`, 'Content-Transfer-Encoding: base64', '', base64Lines(content)].join('\n');
+    [
+      `--${boundary}`,
+      `Content-Type: ${type}; charset=utf-8`,
+      'Content-Transfer-Encoding: base64',
+      '',
+      base64Lines(content),
+    ].join('\n');
   return [
     addressHeader('To', to),
     `Subject: ${mimeEncodedWords(subject).join('\n ')}`,
@@ -83,7 +112,8 @@ function composeMessage({ to, subject, text, html, date = new Date() }: { to: st
   ].join('\n');
 }
 
-const firstLine = (text: string) => terminalSafe((text.split('\n').find((line) => line.trim() !== '') ?? '').trim().slice(0, 200));
+const firstLine = (text: string) =>
+  terminalSafe((text.split('\n').find((line) => line.trim() !== '') ?? '').trim().slice(0, 200));
 
 export default definePlugin({
   name: 'sendmail',
@@ -93,13 +123,19 @@ export default definePlugin({
     const to = recipients(setting);
     const program = setting('PVE_DM_SENDMAIL') || DEFAULT_SENDMAIL;
     const message = composeMessage({ to, subject: reports.subject, text: reports.text, html: reports.html });
-    const { exitCode, stderr } = await runner(program, ['-t', '-oi'], { input: message, timeoutMs: SENDMAIL_TIMEOUT_MS });
+    const { exitCode, stderr } = await runner(program, ['-t', '-oi'], {
+      input: message,
+      timeoutMs: SENDMAIL_TIMEOUT_MS,
+    });
     if (exitCode === 0) return `handed to ${terminalSafe(program)} for ${to.join(', ')}`;
     const timedOut = /timed out after \d+ ms$/.exec(stderr);
     if (timedOut) throw new Error(`${terminalSafe(program)}: no result within ${SENDMAIL_TIMEOUT_MS / 1000} s`);
     const spawnFailure = exitCode === 127 ? /(?:^|\n)spawn \S.* (E[A-Z]+)$/.exec(stderr) : null;
     if (spawnFailure) {
-      const why = spawnFailure[1] === 'ENOENT' ? 'no such program (install a mail transport such as postfix, or set PVE_DM_SENDMAIL)' : spawnFailure[1];
+      const why =
+        spawnFailure[1] === 'ENOENT'
+          ? 'no such program (install a mail transport such as postfix, or set PVE_DM_SENDMAIL)'
+          : spawnFailure[1];
       throw new Error(`cannot run ${terminalSafe(program)}: ${why}`);
     }
     const said = firstLine(stderr);
