@@ -52,6 +52,7 @@ if [ -s "$cache/bookworm.tar" ]; then base=$cache/bookworm.tar; else base=$cache
 if [ ! -s "$base" ]; then
     echo "# debootstrap bookworm (no cached root in $cache)"
     mkdir -p "$cache"
+    command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
     debootstrap bookworm "$work/base" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
         { show "$work/debootstrap.log"; not_ok "debootstrap bookworm"; summary; exit 1; }
     rm -f "$work"/base/var/cache/apt/archives/*.deb
