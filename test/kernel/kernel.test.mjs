@@ -112,6 +112,22 @@ const count = (status) => Object.values(EXPECTED).filter((e) => e.status === sta
 const totals = { passed: 0, failed: 0 };
 let part = { name: '', passed: 0, failed: 0 };
 const say = (line) => process.stdout.write(`${line}\n`);
+
+/** The console's logical lines: pve-dm wraps at 80 columns, a continuation four columns further in (test/harness.ts). */
+function unwrapConsole(text) {
+  const out = [];
+  let lead = -1;
+  for (const line of text.split('\n')) {
+    const indent = /^ */.exec(line)[0].length;
+    if (out.length > 0 && line.trim() !== '' && lead >= 0 && indent === Math.min(lead + 4, 40)) {
+      out[out.length - 1] += ` ${line.trimStart()}`;
+      continue;
+    }
+    out.push(line);
+    lead = line.trim() === '' ? -1 : indent;
+  }
+  return out.join('\n');
+}
 const clip = (text, lines = 40) => {
   const all = String(text).split('\n');
   return all.length > lines ? [...all.slice(0, lines), `... (${all.length - lines} more lines)`].join('\n') : String(text);
@@ -222,7 +238,8 @@ function startPveDm(args) {
   return new Promise((resolve) => {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      const run = { args, code, signal, stdout, stderr, output: `${stdout}\n${stderr}`, trace: readTrace(), ms: Date.now() - started };
+      const output = `${unwrapConsole(stdout)}\n${stderr}`;
+      const run = { args, code, signal, stdout, stderr, output, trace: readTrace(), ms: Date.now() - started };
       say(`\n$ pve-dm.ts ${args.join(' ')}\n  -> exit ${signal ?? code} in ${(run.ms / 1000).toFixed(1)} s; spawned ${run.trace.length} command(s)` +
         `${run.trace.some(mutating) ? `, changing: ${run.trace.filter(mutating).map((c) => c.text).join('; ')}` : ''}`);
       if (run.trace.length > 0) say(clip(run.trace.map((c) => c.text).join('\n'), 40).replace(/^/gm, '  spawned| '));
@@ -359,9 +376,9 @@ async function cleanup() {
     assert.ok(plan.code !== null && plan.signal === null, `killed (${plan.signal}): a prompt waiting on a closed stdin?`);
     for (const [name, how] of Object.entries(REMOVED)) {
       const command = how.how === 'lvchange' ? `lvchange -an ${how.lv}` : `dmsetup --manglename none remove ${quote(name)}`;
-      assert.ok(plan.stdout.includes(command), `plan lacks "${command}"`);
+      assert.ok(plan.output.includes(command), `plan lacks "${command}"`);
     }
-    assert.ok(plan.stdout.split('\n').some((l) => l.includes(HELD) && /open|busy/i.test(l)), `plan does not say ${HELD} is open`);
+    assert.ok(plan.output.split('\n').some((l) => l.includes(HELD) && /open|busy/i.test(l)), `plan does not say ${HELD} is open`);
     noChanges(plan);
     sameState(before, s3);
   });
