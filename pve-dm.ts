@@ -319,8 +319,12 @@ export const LVS_ARGS = [
   '--noheadings',
   '--separator',
   '|',
+  // Sizes in bytes, without a unit: `1073741824`.
+  '--units',
+  'b',
+  '--nosuffix',
   '-o',
-  'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv',
+  'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size',
 ];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
@@ -1064,6 +1068,8 @@ export interface LogicalVolume {
   vgUuid: string | null;
   /** A thin LV's pool (null: none, or not known). */
   pool: string | null;
+  /** Its size in bytes (null: an lvs.txt without sizes). */
+  sizeBytes: number | null;
 }
 
 export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
@@ -1158,12 +1164,21 @@ export function parseLvs(
     const tags = fields[3] ?? '';
     const lvUuid = fields[4] ?? '';
     const vgUuid = fields[5] ?? '';
-    const withUuids = fields.length === 7;
+    // Older captures have no sizes (7 fields), the oldest no uuids either (4).
+    const withUuids = fields.length === 7 || fields.length === 8;
+    const size = fields.length === 8 ? (fields[7] ?? '') : null;
     const uuidsFine = !withUuids || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid));
-    if ((fields.length !== 4 && !withUuids) || vg === '' || name === '' || !LV_ATTR_RE.test(attr) || !uuidsFine) {
-      warnings.push(
-        warn(source, index + 1, `not a "vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv" line: ${clip(line)}; skipped`),
-      );
+    const sizeFine = size === null || DIGITS_RE.test(size);
+    if (
+      (fields.length !== 4 && !withUuids) ||
+      vg === '' ||
+      name === '' ||
+      !LV_ATTR_RE.test(attr) ||
+      !uuidsFine ||
+      !sizeFine
+    ) {
+      const expected = 'vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size';
+      warnings.push(warn(source, index + 1, `not a "${expected}" line: ${clip(line)}; skipped`));
       return;
     }
     const hidden = name.startsWith('[') && name.endsWith(']');
@@ -1178,6 +1193,7 @@ export function parseLvs(
       lvUuid: withUuids ? lvUuid : null,
       vgUuid: withUuids ? vgUuid : null,
       pool,
+      sizeBytes: size === null ? null : Number(size),
     });
   });
   return { lvs, warnings };
@@ -1766,9 +1782,34 @@ export interface GuestSummary {
   node?: string;
 }
 
+/**
+ * A guest volume LVM knows that no config references: active or not, it blocks its name
+ * (`lvcreate: Logical Volume "vm-100-disk-0" already exists`), and it holds space.
+ */
+export interface OrphanLv {
+  vg: string;
+  lv: string;
+  vmid: number;
+  reason: 'guest-missing' | 'volume-unreferenced' | 'guest-on-other-node';
+  active: boolean;
+  sizeBytes: number | null;
+  /** On a shared VG (one LV that every node sees), or on this node's own. */
+  shared: boolean;
+  /** The node whose guest references it, for guest-on-other-node. */
+  otherNode: string | null;
+  /** What it blocks, in words: `VM 100 cannot create vm-100-disk-0 on local-lvm`. */
+  blocks: string;
+  /** A command that works as printed and changes no data (a rescan), or null. */
+  remedy: string | null;
+  /** What to do by hand, with its warning: pve-dm never removes an LV. */
+  advice: string;
+}
+
 export interface Classification {
   node: string;
   entries: Classified[];
+  /** Guest volumes LVM knows (active or not) that no config references. */
+  orphanLvs: OrphanLv[];
   duplicates: DuplicateSet[];
   /** The guests of this node. */
   guests: GuestSummary[];
@@ -1930,6 +1971,7 @@ export function classify(state: ParsedState): Classification {
   return {
     node: state.node,
     entries,
+    orphanLvs: orphanLvsOf(j),
     duplicates: sets.duplicates,
     guests: guestSummaries(j, entries, sets.keptMembers),
     missingGuests: missingGuestsOf(entries),
@@ -2399,6 +2441,94 @@ export function lockAdvice(lock: string, vmid: number, type: GuestType | null): 
 }
 
 /** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
+// ─── Orphan LVs: guest volumes LVM knows and no config references ───────────────────────────
+
+/** Every LV of a storage's VG named as a guest volume that no config references (none in flight). */
+function orphanLvsOf(j: Judging): OrphanLv[] {
+  const orphans: OrphanLv[] = [];
+  for (const lv of j.state.lvs?.values() ?? []) {
+    // LVM's own sub-LVs and thin pools are no guest volume, whatever their name.
+    if (lv.hidden || lv.attr[0] === 't' || !j.storageVgs.has(lv.vg)) continue;
+    const volume = parseGuestVolumeName(lv.lv);
+    const orphan = volume === null ? null : judgeLv(j, lv, volume);
+    if (orphan !== null) orphans.push(orphan);
+  }
+  return orphans;
+}
+
+/** An LV read as an entry is (every section, linked clones, snapshots): an orphan, or null when in use or not judged. */
+function judgeLv(j: Judging, lv: LogicalVolume, volume: GuestVolume): OrphanLv | null {
+  const snapshotRefs = volume.kind === 'snapshot' ? snapshotRefsOf(j, lv.vg, volume) : NO_REFS;
+  const refs = [...j.refsOf(lv.vg, lv.lv), ...snapshotRefs];
+  // On a shared VG, a guest of any node uses the one LV; on a local VG, only this node's guests.
+  const shared = j.state.storages.some((storage) => storage.vg === lv.vg && storage.shared);
+  if (refs.some((ref) => shared || j.fromHere(ref))) return null;
+  const { vmid } = volume;
+  const configs = j.guestsById.get(vmid) ?? [];
+  // Not judged: a config that cannot be read may reference it; a lock means work in flight.
+  if (configs.some((g) => !g.readable || g.partial)) return null;
+  const lock = j.locks.get(vmid);
+  if (lock !== undefined && !SETTLED_LOCKS.has(lock)) return null;
+  const elsewhere = refs.find((ref) => !j.local(ref.guest));
+  const reason = elsewhere ? 'guest-on-other-node' : configs.length === 0 ? 'guest-missing' : 'volume-unreferenced';
+  const label = guestLabel(vmid, typeOf(j, vmid));
+  const storages = storagesOf(j, lv).map((storage) => storage.id);
+  const on = storages.length > 0 ? storages.join(', ') : `VG ${lv.vg}`;
+  const what = volume.kind === 'snapshot' ? `take snapshot ${volume.snapshot} of ${volume.origin}` : `create ${lv.lv}`;
+  const active = lv.attr[4] === 'a';
+  const orphan = { vg: lv.vg, lv: lv.lv, vmid, reason, active, sizeBytes: lv.sizeBytes } as const;
+  // A snapshot's LV is no volume pvesm frees: it goes by its LVM name.
+  const storage = volume.kind === 'snapshot' ? null : (storages[0] ?? null);
+  return {
+    ...orphan,
+    shared,
+    otherNode: elsewhere?.guest.node ?? null,
+    blocks: `${label} cannot ${what} on ${on}`,
+    ...orphanAction(j, orphan, storage),
+  };
+}
+
+/** The storages of this node an LV belongs to: lvmthin ones for a thin LV of their pool, lvm ones for the rest. */
+const storagesOf = (j: Judging, lv: LogicalVolume) =>
+  j.state.storages.filter((storage) => {
+    const here = !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
+    const thin = lv.attr[0] === 'V';
+    const kind = thin
+      ? storage.type === 'lvmthin' && (lv.pool === null || lv.pool === storage.thinpool)
+      : storage.type === 'lvm';
+    return here && storage.vg === lv.vg && kind;
+  });
+
+/**
+ * A rescan when the guest is here and would find it (it becomes an unusedN disk, the Proxmox way);
+ * otherwise the steps by hand, never run by pve-dm: look at the data first, then free it.
+ */
+function orphanAction(
+  j: Judging,
+  orphan: Pick<OrphanLv, 'vg' | 'lv' | 'vmid' | 'reason' | 'active'>,
+  storage: string | null,
+): { remedy: string | null; advice: string } {
+  const { vg, lv, vmid } = orphan;
+  const guest = j.guestsById.get(vmid)?.find(j.local);
+  const facts: VolumeFacts = { vg, lv, kind: 'disk', lvmKnown: true, relatedTo: null, otherNode: null };
+  const deactivate = orphan.active ? ' Deactivating it (lvchange -an) alone does not free the name.' : '';
+  if (orphan.reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
+    const remedy = guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
+    return {
+      remedy,
+      advice: `attaches it to ${guestLabel(vmid, guest.type)} as an unused disk, to keep or remove there.${deactivate}`,
+    };
+  }
+  const free =
+    storage === null ? shellLine(['lvremove', `${vg}/${lv}`]) : shellLine(['pvesm', 'free', `${storage}:${lv}`]);
+  const elsewhere =
+    orphan.reason === 'guest-on-other-node' ? ' Its guest lives on another node: this copy was left here.' : '';
+  return {
+    remedy: null,
+    advice: `look at its data first (it may be the only copy); if nothing needs it: ${free}.${elsewhere}${deactivate}`,
+  };
+}
+
 function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): Action {
   const lock = j.locks.get(vmid);
   if (lock !== undefined) return adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid)));
@@ -2515,6 +2645,8 @@ export interface Summary {
   ignored: number;
   /** Entries pve-dm should judge and cannot (their guest's config cannot be read). */
   unjudged: number;
+  /** Guest volumes LVM knows that no config references (not dm entries: see OrphanLv). */
+  orphanLvs: number;
 }
 
 export interface Graded {
@@ -2532,7 +2664,16 @@ export const MAX_TOMBSTONES_BEFORE_F = 50;
  * 2 for F; 1 for tombstones, warnings, or entries that could not be judged (such a node is never
  * shown as healthy); 0 otherwise.
  */
-export function grade(classification: Pick<Classification, 'entries' | 'warnings'>): Graded {
+/**
+ * The grade counts what blocks a guest's next disk: tombstones, and the orphan LVs that have no
+ * tombstone of their own (an inactive LV has no dm entry). Orphan LVs block a name and hold space;
+ * they endanger no running guest, so they weigh as tombstones do, and never make an F alone but by
+ * their number. Any duplicate is an F.
+ */
+export function grade(
+  classification: Pick<Classification, 'entries' | 'warnings'> & { orphanLvs?: readonly OrphanLv[] },
+): Graded {
+  const orphans = classification.orphanLvs ?? [];
   const summary: Summary = {
     entries: classification.entries.length,
     valid: 0,
@@ -2540,24 +2681,25 @@ export function grade(classification: Pick<Classification, 'entries' | 'warnings
     tombstone: 0,
     ignored: 0,
     unjudged: 0,
+    orphanLvs: orphans.length,
   };
   for (const entry of classification.entries) summary[entry.status]++;
   const { duplicate, tombstone } = summary;
+  const blocked = tombstone + orphans.filter((orphan) => !orphan.active).length;
   const letter: GradeLetter =
     duplicate > 0
       ? 'F'
-      : tombstone === 0
+      : blocked === 0
         ? 'A+'
-        : tombstone <= 5
+        : blocked <= 5
           ? 'B'
-          : tombstone <= 20
+          : blocked <= 20
             ? 'C'
-            : tombstone <= MAX_TOMBSTONES_BEFORE_F
+            : blocked <= MAX_TOMBSTONES_BEFORE_F
               ? 'D'
               : 'F';
-  const exitCode =
-    letter === 'F' ? 2 : tombstone > 0 || summary.unjudged > 0 || classification.warnings.length > 0 ? 1 : 0;
-  return { grade: letter, summary, exitCode };
+  const warned = blocked > 0 || orphans.length > 0 || summary.unjudged > 0 || classification.warnings.length > 0;
+  return { grade: letter, summary, exitCode: letter === 'F' ? 2 : warned ? 1 : 0 };
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -2585,7 +2727,7 @@ export function narrowToGuests(
   configured: ReadonlySet<number> = new Set(),
 ): Classification {
   const wanted = new Set(vmids);
-  const seen = new Set(classification.entries.map((entry) => entry.vmid));
+  const seen = new Set([...classification.entries, ...classification.orphanLvs].map((found) => found.vmid));
   const unknown = vmids.filter((vmid) => !configured.has(vmid) && !seen.has(vmid));
   const guestEntries = new Set(
     classification.entries.filter((entry) => entry.vmid !== null && wanted.has(entry.vmid)).map((entry) => entry.name),
@@ -2601,6 +2743,7 @@ export function narrowToGuests(
     duplicates: classification.duplicates.filter(
       (set) => names.has(set.kept) || set.extras.some((name) => names.has(name)),
     ),
+    orphanLvs: classification.orphanLvs.filter((orphan) => wanted.has(orphan.vmid)),
     guests: classification.guests.filter((guest) => wanted.has(guest.vmid)),
     missingGuests: classification.missingGuests.filter((missing) => wanted.has(missing.vmid)),
     warnings: [
@@ -2681,6 +2824,7 @@ export function toJson(result: Result) {
       return json;
     }),
     duplicates: result.duplicates,
+    orphanLvs: result.orphanLvs,
     guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({
       vmid,
       type,
@@ -2939,6 +3083,10 @@ export function renderConsole(result: Result, color: boolean): string {
     for (const entry of notJudged)
       out.push(`  ${mangleDmName(entry.name)}  ${entry.reason}: ${terminalSafe(entry.advice ?? describeEntry(entry))}`);
   }
+  if (result.orphanLvs.length > 0) {
+    heading(`Orphan LVs (warning): ${result.orphanLvs.length}`);
+    out.push(...consoleOrphans(result, paint));
+  }
   heading(`Guests on ${terminalSafe(result.node)}: ${result.guests.length}`);
   out.push(...consoleGuests(result));
   if (result.missingGuests.length > 0) {
@@ -3001,6 +3149,26 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
     }
   }
   return out;
+}
+
+/** The commands an orphan's advice names, kept whole on a line. */
+const ORPHAN_COMMAND_RE = /\b(?:pvesm free \S+|lvremove \S+|lvchange -an)/g;
+
+/** Each orphan LV: what it blocks, and the rescan or the steps by hand. */
+function consoleOrphans(result: Result, paint: ReturnType<typeof painter>): string[] {
+  return result.orphanLvs.flatMap((orphan) => {
+    const facts = [
+      orphan.active ? 'active' : 'inactive',
+      ...(orphan.sizeBytes === null ? [] : [humanBytes(orphan.sizeBytes)]),
+    ];
+    const volume = `${terminalSafe(orphan.vg)}/${terminalSafe(orphan.lv)}`;
+    return [
+      `  ${paint('yellow', volume)}  ${orphan.reason} (${facts.join(', ')}): ${terminalSafe(orphan.blocks)}`,
+      orphan.remedy === null
+        ? `    by hand: ${terminalSafe(orphan.advice).replace(ORPHAN_COMMAND_RE, whole)}`
+        : `    remedy: ${whole(terminalSafe(orphan.remedy))}: ${terminalSafe(orphan.advice)}`,
+    ];
+  });
 }
 
 function consoleGuests(result: Result): string[] {
@@ -3072,6 +3240,7 @@ function measures(result: Result): Measure[] {
     { label: 'tombstones', value: tombstone, warnAbove: 0, critAbove: MAX_TOMBSTONES_BEFORE_F },
     { label: 'ignored', value: ignored, warnAbove: null, critAbove: null },
     { label: 'unjudged', value: result.summary.unjudged, warnAbove: 0, critAbove: null },
+    { label: 'orphan_lvs', value: result.summary.orphanLvs, warnAbove: 0, critAbove: null },
     { label: 'warnings', value: result.warnings.length, warnAbove: 0, critAbove: null },
   ];
 }
@@ -3085,8 +3254,9 @@ function monitoringSummary(result: Result): string {
   const unjudged = unjudgedSummary(result);
   const incomplete = unjudged === null ? '' : `; ${unjudged}`;
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
+  const orphans = result.orphanLvs.length > 0 ? `, ${result.orphanLvs.length} orphan LV(s)` : '';
   return monitoringSafe(
-    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${incomplete}${warnings}`,
+    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${orphans}${incomplete}${warnings}`,
   );
 }
 
@@ -3102,6 +3272,13 @@ function monitoringDetails(result: Result, limit: number): string[] {
           `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`,
       ),
     ...more(problems.length, 'problem entries'),
+    ...result.orphanLvs
+      .slice(0, limit)
+      .map(
+        (o) =>
+          `orphan LV ${o.vg}/${o.lv}: ${o.reason}, ${o.blocks}; ${o.remedy === null ? `by hand: ${o.advice}` : `remedy: ${o.remedy}`}`,
+      ),
+    ...more(result.orphanLvs.length, 'orphan LVs'),
     ...result.warnings.slice(0, limit).map((w) => `warning: ${formatWarning(w)}`),
     ...more(result.warnings.length, 'warnings'),
   ].map(monitoringSafe);
@@ -3177,6 +3354,11 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
       'pve_dm_problem_info',
       'A duplicate or tombstoned dm entry: its name, VMID, status and reason; always 1.',
       each((r) => r.entries.filter(isProblem).map((entry) => problem(r, entry))),
+    ),
+    ...prometheusFamily(
+      'pve_dm_orphan_lvs',
+      'Guest volumes LVM knows (active or not) that no config references: each blocks its name.',
+      each((r) => [`{${node(r)}} ${r.summary.orphanLvs}`]),
     ),
     ...prometheusFamily(
       'pve_dm_warnings',
@@ -4846,7 +5028,7 @@ export function analyseCluster(
   );
 
   const results = runs.map(({ result }) => result);
-  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
+  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
   for (const result of results)
     for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
   const critical = findings.some((finding) => finding.severity === 'critical');
@@ -4858,7 +5040,18 @@ export function analyseCluster(
     ...results.map((result) => result.exitCode),
     critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0,
   ) as Graded['exitCode'];
-  return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
+  const cluster = {
+    nodes: results,
+    unreachable,
+    findings,
+    grade: critical ? 'F' : worst,
+    summary,
+    exitCode,
+    generatedAt,
+  };
+  // An orphan LV of a shared VG is one LV, however many nodes see it.
+  summary.orphanLvs = clusterOrphans(cluster).length;
+  return cluster;
 }
 
 // ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
@@ -4881,6 +5074,18 @@ export function clusterToJson(cluster: ClusterResult, notifications: readonly No
   };
 }
 
+/** Every node's orphan LVs: one of a shared VG once (every node sees it), one of a node's own VG with its node. */
+function clusterOrphans(cluster: Pick<ClusterResult, 'nodes'>): OrphanLv[] {
+  const seen = new Set<string>();
+  return cluster.nodes.flatMap((result) =>
+    result.orphanLvs.flatMap((orphan) => {
+      if (!orphan.shared) return [{ ...orphan, blocks: `on ${result.node}: ${orphan.blocks}` }];
+      const key = lvKey(orphan.vg, orphan.lv);
+      return seen.has(key) ? [] : (seen.add(key), [orphan]);
+    }),
+  );
+}
+
 /**
  * The cluster as one Result: every node's entries, guests and warnings (named `node:...`), the
  * findings and the unreachable nodes as warnings, the cluster's grade. The HTML page, the
@@ -4897,6 +5102,7 @@ export function clusterAsResult(cluster: ClusterResult): Result {
         realName: onNode(result.node, entry.realName),
       })),
     ),
+    orphanLvs: clusterOrphans(cluster),
     duplicates: cluster.nodes.flatMap((result) =>
       result.duplicates.map((set) => ({
         ...set,

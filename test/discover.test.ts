@@ -70,7 +70,7 @@ test('live discovery spawns the same four commands for 3 guests and for 300', as
 test('the live dmsetup commands ask for kernel (mangled) names, never through a shell', () => {
   assert.equal(DM_INFO_ARGS, ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid']);
   assert.equal(DM_TABLE_ARGS, ['--manglename', 'none', 'table']);
-  assert.equal(LVS_ARGS, ['-a', '--noheadings', '--separator', '|', '-o', 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv']);
+  assert.equal(LVS_ARGS, ['-a', '--noheadings', '--separator', '|', '--units', 'b', '--nosuffix', '-o', 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size']);
 });
 
 test('running guests: QEMU pid files checked against a live kvm started with that pid file; LXC command sockets', async () => {

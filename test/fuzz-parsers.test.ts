@@ -122,21 +122,25 @@ const lvmDisplayUuid = fc.stringMatching(/^[A-Za-z0-9]{32}$/).map((u) => [u.slic
 const logicalVolume = fc.record({
   vg: vgName, lv: lvName, hidden: fc.boolean(), attr: fc.stringMatching(/^[-a-zA-Z]{10}$/), tags: fc.array(lvTag, { maxLength: 3 }),
   uuids: fc.option(fc.tuple(lvmDisplayUuid, lvmDisplayUuid, fc.option(lvName, { nil: null })), { nil: null }),
+  // lv_size in bytes; null: a capture from before sizes (or from before uuids).
+  size: fc.option(fc.nat({ max: 2 ** 50 }), { nil: null }),
 }, { noNullPrototype: true });
 
-property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids and pool or without (earlier captures), parse back to the same LVs', 500,
+property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids, pool and size or without (earlier captures), parse back to the same LVs', 500,
   fc.property(fc.uniqueArray(logicalVolume, { selector: (l) => `${l.vg}/${l.lv}`, maxLength: 30 }), (volumes) => {
     const text = volumes.map((l) => {
       const columns = [l.vg, l.hidden ? `[${l.lv}]` : l.lv, l.attr, l.tags.join(',')];
       if (l.uuids !== null) columns.push(l.uuids[0], l.uuids[1], l.uuids[2] ?? '');
+      if (l.uuids !== null && l.size !== null) columns.push(String(l.size));
       return `  ${columns.join('|')}`;
     }).join('\n');
     const parsed = parseLvs(`${text}\n`);
     assert.equal(parsed.warnings, []);
     assert.is(parsed.lvs.size, volumes.length);
-    for (const { vg, lv, attr, tags, hidden, uuids } of volumes) {
+    for (const { vg, lv, attr, tags, hidden, uuids, size } of volumes) {
       const parsedLv = parsed.lvs.get(vg, lv);
-      assert.equal(parsedLv, { vg, lv, attr, tags, hidden, lvUuid: uuids?.[0] ?? null, vgUuid: uuids?.[1] ?? null, pool: uuids?.[2] ?? null });
+      const sizeBytes = uuids === null ? null : size;
+      assert.equal(parsedLv, { vg, lv, attr, tags, hidden, lvUuid: uuids?.[0] ?? null, vgUuid: uuids?.[1] ?? null, pool: uuids?.[2] ?? null, sizeBytes });
       // The LV's own mapping: LVM- + VG uuid + LV uuid, dashes left out (build_dm_uuid); not another's.
       if (uuids === null || parsedLv === undefined) continue;
       const own = `LVM-${uuids[1].replaceAll('-', '')}${uuids[0].replaceAll('-', '')}`;

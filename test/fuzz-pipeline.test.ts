@@ -63,7 +63,10 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   const count = (status: string) => result.entries.filter((e) => e.status === status).length;
   assert.equal(result.summary, {
     entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'), unjudged: count('unjudged'),
+    orphanLvs: result.orphanLvs.length,
   });
+  // An orphan LV is a guest volume no config references: never one a config here references.
+  for (const orphan of result.orphanLvs) assert.ok(!['valid', 'duplicate'].includes(result.entries.find((e) => e.vg === orphan.vg && e.lv === orphan.lv)?.status ?? ''), `${orphan.vg}/${orphan.lv}: an orphan whose entry is in use`);
   // Valid JSON holding the result; the console report; a valid HTML page.
   assert.equal(JSON.parse(JSON.stringify(toJson(result))).summary, result.summary);
   assert.type(renderConsole(result, false), 'string');

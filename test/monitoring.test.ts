@@ -140,20 +140,24 @@ for (const name of SAMPLE_NAMES) {
     assert.is(nagios.state, STATES[expected.exitCode]);
     const warnings = expected.warnings.length > 0 ? `, ${expected.warnings.length} warning(s)` : '';
     const unjudged = expected.summary.unjudged > 0 ? `; ${unjudgedSummary(result)}` : '';
-    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${unjudged}${warnings}`);
+    const orphans = expected.summary.orphanLvs > 0 ? `, ${expected.summary.orphanLvs} orphan LV(s)` : '';
+    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${orphans}${unjudged}${warnings}`);
     const count = (value: number, warn = '', crit = '') => ({ value, warn, crit, min: '0', max: '' });
     assert.equal(Object.fromEntries(nagios.perfdata), {
       entries: count(expected.summary.entries), valid: count(expected.summary.valid), duplicates: count(expected.summary.duplicate, '', '0'),
       tombstones: count(expected.summary.tombstone, '0', '50'), ignored: count(expected.summary.ignored), unjudged: count(expected.summary.unjudged, '0'),
-      warnings: count(expected.warnings.length, '0'),
+      orphan_lvs: count(expected.summary.orphanLvs, '0'), warnings: count(expected.warnings.length, '0'),
     });
     assert.is(perfdataState(nagios.perfdata), expected.exitCode, 'the perfdata thresholds give the state printed');
     const problems = [...problemsOf(expected), ...Object.entries(expected.entries).filter(([, v]) => v.status === 'unjudged')];
-    assert.is(nagios.details.length, problems.length + expected.warnings.length);
+    const orphanLvs = Object.keys(expected.orphanLvs ?? {});
+    assert.is(nagios.details.length, problems.length + orphanLvs.length + expected.warnings.length);
+    const orphanLines = nagios.details.slice(problems.length, problems.length + orphanLvs.length);
+    assert.equal(orphanLines.map((line) => /^orphan LV (\S+): /.exec(line)?.[1]), orphanLvs, 'one line per orphan LV');
     const shown = nagios.details.slice(0, problems.length).map((line) => /^(duplicate|tombstone|unjudged) (\S+): ([a-z-]+), .+?; (?:remedy: (.+)|no command now: .+)$/.exec(line));
     assert.equal(shown.map((m) => m && `${m[2]} ${m[1]} ${m[3]}`).sort(), problems.map(([entry, v]) => `${entry} ${v.status} ${v.reason}`).sort());
     for (const m of shown) assert.is(m?.[4] ?? null, result.entries.find((entry) => entry.name === m?.[2])?.remedy, `remedy of ${m?.[2]}`);
-    const warned = nagios.details.slice(problems.length).map((line) => /^warning: ([^:]+)(?::(\d+))?: /.exec(line)?.slice(1).join(':'));
+    const warned = nagios.details.slice(problems.length + orphanLvs.length).map((line) => /^warning: ([^:]+)(?::(\d+))?: /.exec(line)?.slice(1).join(':'));
     assert.equal(warned.sort(), expected.warnings.map((w) => `${w.file}:${w.line ?? ''}`).sort());
   });
 
@@ -167,7 +171,7 @@ for (const name of SAMPLE_NAMES) {
     assert.equal(Object.fromEntries(checkmk.metrics), {
       entries: metric(expected.summary.entries), valid: metric(expected.summary.valid), duplicates: metric(expected.summary.duplicate, '', '1'),
       tombstones: metric(expected.summary.tombstone, '1', '51'), ignored: metric(expected.summary.ignored), unjudged: metric(expected.summary.unjudged, '1'),
-      warnings: metric(expected.warnings.length, '1'),
+      orphan_lvs: metric(expected.summary.orphanLvs, '1'), warnings: metric(expected.warnings.length, '1'),
     });
     assert.is(checkmkLevelState(checkmk.metrics), expected.exitCode, 'the levels give the state printed');
     const nagios = readNagios(reports.nagios as string);
@@ -187,10 +191,11 @@ test('multi-pool: the three outputs, exactly', async () => {
     'duplicate ssd--ha01-vm--169--disk--0-dup: duplicate-name, VM 169 db-pg02 on pve-prd-03; remedy: dmsetup remove ssd--ha01-vm--169--disk--0-dup',
     'tombstone ssd--ha01-vm--170--disk--2: volume-unreferenced, VM 170 mail01 on pve-prd-03; remedy: qm disk rescan --vmid 170',
     'tombstone ssd--ha01-vm--888--disk--0: guest-missing, VMID 888 (no config on any node); remedy: dmsetup remove ssd--ha01-vm--888--disk--0',
+    'orphan LV ssd-ha01/vm-170-disk-2: volume-unreferenced, VM 170 cannot create vm-170-disk-2 on SSD-HA01; remedy: qm disk rescan --vmid 170',
   ];
-  const summary = 'pve-prd-03: grade F, 2 duplicate and 2 tombstoned of 20 dm entries';
-  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 unjudged=0;0;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
-  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|unjudged=0;1;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
+  const summary = 'pve-prd-03: grade F, 2 duplicate and 2 tombstoned of 20 dm entries, 1 orphan LV(s)';
+  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 unjudged=0;0;;0 orphan_lvs=1;0;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
+  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|unjudged=0;1;;0|orphan_lvs=1;1;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
   const node = 'node="pve-prd-03"';
   const help = (name: string, text: string) => [`# HELP ${name} ${text}`, `# TYPE ${name} gauge`];
   assert.is(reports.prometheus, `${[
@@ -203,6 +208,8 @@ test('multi-pool: the three outputs, exactly', async () => {
     `pve_dm_problem_info{${node},name="ssd--ha01-vm--169--disk--0-dup",vmid="169",status="duplicate",reason="duplicate-name"} 1`,
     `pve_dm_problem_info{${node},name="ssd--ha01-vm--170--disk--2",vmid="170",status="tombstone",reason="volume-unreferenced"} 1`,
     `pve_dm_problem_info{${node},name="ssd--ha01-vm--888--disk--0",vmid="888",status="tombstone",reason="guest-missing"} 1`,
+    ...help('pve_dm_orphan_lvs', 'Guest volumes LVM knows (active or not) that no config references: each blocks its name.'),
+    `pve_dm_orphan_lvs{${node}} 1`,
     ...help('pve_dm_warnings', 'Input lines or commands pve-dm could not read in the run.'),
     `pve_dm_warnings{${node}} 0`,
     ...help('pve_dm_last_run_timestamp_seconds', 'When pve-dm last analysed the node, in seconds since the epoch.'),
@@ -291,7 +298,7 @@ test('hostile names: the Prometheus file escapes \\\\, " and line feeds, and the
   assert.is(series.get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: HOSTILE_DM_SHOWN, vmid: '100', status: 'tombstone', reason: 'volume-unreferenced' })), 1);
   assert.is(series.get(seriesKey('pve_dm_problem_info', { node: HOSTILE_NODE, name: 'pve-vm--777--disk--0', vmid: '777', status: 'tombstone', reason: 'guest-missing' })), 1);
   assert.is(series.get(seriesKey('pve_dm_entries', { node: HOSTILE_NODE, status: 'tombstone' })), 2);
-  assert.is(series.size, 5 + 1 + 2 + 1 + 1);
+  assert.is(series.size, 5 + 1 + 2 + 1 + 1 + 1);
   // A name as a plugin's classify stage could hand over, raw: every character the format escapes.
   const raw = 'a\\b"c\nd';
   assert.is(prometheusLabel(raw), 'a\\\\b\\"c\\nd');

@@ -48,7 +48,7 @@ test('npm run gen-capture writes a capture pve-dm reads back to the same result'
   const made = spawnSync(process.execPath, ['--import', 'tsx', path.join(PROJECT, 'test/tools/gen-capture.ts'), '--guests', '50', '--out', out], { encoding: 'utf8' });
   assert.is(made.status, 0, made.stderr);
   const { generated, graded } = analyse(50);
-  assert.is(made.stdout, `${out}: 50 guests, ${generated.expected.entries} dm entries (${generated.expected.valid} valid, ${generated.expected.duplicate} duplicate, ${generated.expected.tombstone} tombstone, ${generated.expected.ignored} ignored)\n`);
+  assert.is(made.stdout, `${out}: 50 guests, ${generated.expected.entries} dm entries (${generated.expected.valid} valid, ${generated.expected.duplicate} duplicate, ${generated.expected.tombstone} tombstone, ${generated.expected.ignored} ignored, ${generated.expected.orphanLvs} orphan LVs)\n`);
   const run = await runCli(['--root', out, '--report-only', '--json']);
   const report = JSON.parse(run.stdout);
   assert.equal(report.summary, generated.expected);

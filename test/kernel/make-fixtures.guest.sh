@@ -23,7 +23,7 @@ sectors() { blockdev --getsz "/dev/mapper/$1"; }
 # pve-dm's own commands (DM_INFO_ARGS, DM_TABLE_ARGS, LVS_ARGS): kernel names as the kernel holds them.
 INFO="dmsetup --manglename none info -c --noheadings --separator | -o name,major,minor,open,attr,uuid"
 TABLE="dmsetup --manglename none table"
-LVS="lvs -a --noheadings --separator | -o vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv"
+LVS="lvs -a --noheadings --separator | --units b --nosuffix -o vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size"
 # dmsetup's default (auto) mode, which shows names unmangled
 INFO_DEFAULT="dmsetup info -c --noheadings --separator | -o name,major,minor,open,attr,uuid"
 

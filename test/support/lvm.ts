@@ -23,6 +23,6 @@ export const lvmUuid = (vg: string, lv: string, layer = '') => `LVM-${lvmId(`vg:
 /** An LVM id as lvs prints it: 6-4-4-4-4-4-6 characters (lib/uuid/uuid.c id_write_format). */
 const displayId = (id: string) => [id.slice(0, 6), id.slice(6, 10), id.slice(10, 14), id.slice(14, 18), id.slice(18, 22), id.slice(22, 26), id.slice(26)].join('-');
 
-/** An `lvs` line as LVS_ARGS asks for it (vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv), its uuids those of lvmUuid. */
-export const lvsLine = (vg: string, lv: string, attr: string, tags = '', pool = '') =>
-  `  ${vg}|${lv}|${attr}|${tags}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${pool}`;
+/** An `lvs` line as LVS_ARGS asks for it (vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size), its uuids those of lvmUuid. */
+export const lvsLine = (vg: string, lv: string, attr: string, tags = '', pool = '', size = 4_294_967_296) =>
+  `  ${vg}|${lv}|${attr}|${tags}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${pool}|${size}`;

@@ -44,6 +44,7 @@ export function expectedSeries(name: string, result: Result, lastRun: number): M
     const vmid = result.entries.find((candidate) => candidate.name === entry)?.vmid;
     series.set(seriesKey('pve_dm_problem_info', { node, name: entry, vmid: vmid === null || vmid === undefined ? '' : String(vmid), status, reason }), 1);
   }
+  series.set(seriesKey('pve_dm_orphan_lvs', { node }), expected.summary.orphanLvs);
   series.set(seriesKey('pve_dm_warnings', { node }), expected.warnings.length);
   series.set(seriesKey('pve_dm_last_run_timestamp_seconds', { node }), lastRun);
   return series;

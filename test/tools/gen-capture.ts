@@ -103,7 +103,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   const lvs: string[] = [];
   const running: number[] = [];
   const configs: ConfigFile[] = [];
-  const expected: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0 };
+  const expected: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
   let minor = 0;
   const sectorsAt = new Map<string, number>();
 
@@ -210,10 +210,13 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     }
     // Leftovers, a few percent of guests each.
     const leftover = rng.int(0, 999);
+    // A leftover LVM still knows is an orphan LV too: it blocks its name.
     if (leftover < 15 && thin && !template) {
       volume(storage, `snap_${made[0]}_old-kernel`, { active: true, status: 'tombstone' });
+      expected.orphanLvs++;
     } else if (leftover < 35 && !template) {
       volume(storage, `${prefix}-${vmid}-disk-${disks + 5}`, { active: true, status: 'tombstone', tags });
+      expected.orphanLvs++;
     } else if (leftover < 45 && active && !template) {
       const original = lvmDmName(storage.vg, made[0] as string);
       const table = dmTable.find((line) => line.startsWith(`${original}: `))?.slice(original.length + 2) as string;
@@ -230,6 +233,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
       volume(SAN, `vm-${vmid + 200000}-disk-0`, { active: true, status: 'tombstone', inLvs: false });
     } else if (leftover < 65) {
       volume(storage, `vm-${vmid + 300000}-disk-0`, { active: true, status: 'tombstone', tags });
+      expected.orphanLvs++;
     }
 
     const description = rng.chance(0.2) ? `#Owner%3A team-${rng.int(1, 40)}%0A#Ticket OPS-${rng.int(1000, 9999)}\n` : '';
@@ -280,5 +284,5 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathS
   }
   const { capture, expected } = generateCapture({ guests, seed: Number(values.seed) });
   await writeCapture(values.out, capture);
-  process.stdout.write(`${values.out}: ${guests} guests, ${expected.entries} dm entries (${expected.valid} valid, ${expected.duplicate} duplicate, ${expected.tombstone} tombstone, ${expected.ignored} ignored)\n`);
+  process.stdout.write(`${values.out}: ${guests} guests, ${expected.entries} dm entries (${expected.valid} valid, ${expected.duplicate} duplicate, ${expected.tombstone} tombstone, ${expected.ignored} ignored, ${expected.orphanLvs} orphan LVs)\n`);
 }
