@@ -517,4 +517,93 @@ test('a container is CT <id>, a VM VM <id>, a VMID without config VMID <id>, in 
   assert.ok(text.includes('VMID 777 has no config on any node'), text);
 });
 
+// ── Orphan LVs: guest volumes LVM knows that no config references ───────────────────────────
+
+const SAN_CFG = '\nlvm: san\n\tvgname san01\n\tcontent images\n\tshared 1\n\nlvm: thick\n\tvgname vmdata\n\tcontent images,rootdir\n';
+/** A node with only lvs lines (no dm entries): the LVs, active or not, as lvs prints them. */
+const lvsNode = (lines: string[], parts: Partial<Capture> = {}) =>
+  node([], { lvs: `${lines.join('\n')}\n`, storageCfg: `${capture({}).storageCfg}${SAN_CFG}`, ...parts });
+const orphansOf = (c: Capture) => {
+  const result = run(c);
+  assert.equal(result.warnings.filter((w) => w.source === 'lvs.txt'), [], 'every lvs line read');
+  return result.orphanLvs.map((o) => [`${o.vg}/${o.lv}`, o.reason, o.active]);
+};
+const POOL = [lvsLineOf('pve', 'data', 'twi-aotz--'), lvsLineOf('pve', '[data_tdata]', 'Twi-ao----')];
+
+test('orphan LVs: an inactive LV of a deleted guest and one of a failed clone are found; what a config uses is not', () => {
+  const c = lvsNode([
+    ...POOL,
+    lvsLineOf('pve', 'vm-100-disk-0', 'Vwi---tz--', '', 'data'),
+    lvsLineOf('pve', 'vm-100-disk-1', 'Vwi---tz--', '', 'data', 34359738368),
+    lvsLineOf('pve', 'vm-555-disk-0', 'Vwi---tz--', '', 'data'),
+    lvsLineOf('pve', 'root', '-wi-ao----'),
+  ], { configs: [VM100] });
+  const result = run(c);
+  assert.equal(orphansOf(c), [['pve/vm-100-disk-1', 'volume-unreferenced', false], ['pve/vm-555-disk-0', 'guest-missing', false]]);
+  const [unreferenced, missing] = result.orphanLvs;
+  assert.is(unreferenced?.sizeBytes, 34359738368);
+  assert.is(unreferenced?.blocks, 'VM 100 cannot create vm-100-disk-1 on local-lvm');
+  assert.is(unreferenced?.remedy, 'qm disk rescan --vmid 100', 'the guest is here and its storage lists the volume: a rescan attaches it');
+  assert.is(missing?.blocks, 'VMID 555 cannot create vm-555-disk-0 on local-lvm');
+  assert.is(missing?.remedy, null, 'pve-dm never removes an LV');
+  assert.is(missing?.advice, 'look at its data first (it may be the only copy); if nothing needs it: pvesm free local-lvm:vm-555-disk-0.');
+  // Inactive: no dm entry, so no tombstone; the orphans alone grade the node.
+  assert.equal([result.entries.length, grade(result).grade, grade(result).exitCode, grade(result).summary.orphanLvs], [0, 'B', 1, 2]);
+});
+
+test('orphan LVs: an active one is both a tombstone and an orphan, counted once, and says that deactivating does not free the name', () => {
+  const c = node([lvm('pve', 'vm-555-disk-0')], { lvs: `${[...POOL, lvsLineOf('pve', 'vm-555-disk-0', 'Vwi-a-tz--', '', 'data')].join('\n')}\n` });
+  const result = run(c);
+  assert.is(verdict(result, 'pve-vm--555--disk--0'), 'tombstone/guest-missing');
+  assert.equal(result.orphanLvs.map((o) => [o.reason, o.active]), [['guest-missing', true]]);
+  assert.match(result.orphanLvs[0]?.advice ?? '', /Deactivating it \(lvchange -an\) alone does not free the name\.$/);
+  const graded = grade(result);
+  assert.equal([graded.grade, graded.summary.tombstone, graded.summary.orphanLvs], ['B', 1, 1]);
+});
+
+test('orphan LVs: on a shared VG a guest of another node uses the LV; on a node\'s own VG its copy here is left over', () => {
+  const elsewhere = config(300, 'scsi0: san:vm-300-disk-0,size=8G\nscsi1: thick:vm-300-disk-1,size=8G\n', { node: 'pve2' });
+  const c = lvsNode([lvsLineOf('san01', 'vm-300-disk-0', '-wi-------'), lvsLineOf('vmdata', 'vm-300-disk-1', '-wi-------')], { configs: [elsewhere] });
+  const result = run(c);
+  assert.equal(orphansOf(c), [['vmdata/vm-300-disk-1', 'guest-on-other-node', false]]);
+  assert.is(result.orphanLvs[0]?.otherNode, 'pve2');
+  assert.match(result.orphanLvs[0]?.advice ?? '', /pvesm free thick:vm-300-disk-1\. Its guest lives on another node: this copy was left here\.$/);
+});
+
+test('orphan LVs: never work in flight, never a guest whose config cannot be read, never LVM\'s own LVs or a storage pve-dm does not see', () => {
+  const cloning = config(200, 'lock: clone\nscsi0: local-lvm:vm-200-disk-0,size=8G\n');
+  const unreadable = config(201, 'scsi0: local-lvm:vm-201-disk-0\n\u0000\u0000\u0001\n');
+  const c = lvsNode([
+    ...POOL,
+    lvsLineOf('pve', 'vm-200-disk-1', 'Vwi---tz--', '', 'data'),
+    lvsLineOf('pve', 'vm-201-disk-1', 'Vwi---tz--', '', 'data'),
+    lvsLineOf('pve', '[vm-202-disk-0_rimage_0]', 'iwi-------'),
+    lvsLineOf('other', 'vm-203-disk-0', '-wi-------'),
+    lvsLineOf('pve', 'vm-204-extra', 'Vwi---tz--', '', 'data'),
+  ], { configs: [cloning, unreadable] });
+  assert.equal(orphansOf(c), [['pve/vm-204-extra', 'guest-missing', false]], 'a clone in flight, a partial config, a sub-LV and a VG no storage names are left alone');
+});
+
+test('orphan LVs: a snapshot volume no snapshot section names blocks taking that snapshot, and goes by its LVM name', () => {
+  const vm = config(112, 'scsi0: local-lvm:vm-112-disk-0,size=8G\nparent: before\n\n[before]\nscsi0: local-lvm:vm-112-disk-0,size=8G\nsnaptime: 1\n');
+  const c = lvsNode([
+    ...POOL,
+    lvsLineOf('pve', 'vm-112-disk-0', 'Vwi-a-tz--', '', 'data'),
+    lvsLineOf('pve', 'snap_vm-112-disk-0_before', 'Vri---tz-k', '', 'data'),
+    lvsLineOf('pve', 'snap_vm-112-disk-0_gone', 'Vri---tz-k', '', 'data'),
+  ], { configs: [vm] });
+  const result = run(c);
+  assert.equal(orphansOf(c), [['pve/snap_vm-112-disk-0_gone', 'volume-unreferenced', false]]);
+  assert.is(result.orphanLvs[0]?.blocks, 'VM 112 cannot take snapshot gone of vm-112-disk-0 on local-lvm');
+  assert.match(result.orphanLvs[0]?.advice ?? '', /lvremove pve\/snap_vm-112-disk-0_gone\.$/);
+});
+
+test('orphan LVs: --vmid narrows them too; the console shows each with what it blocks', () => {
+  const c = lvsNode([...POOL, lvsLineOf('pve', 'vm-555-disk-0', 'Vwi---tz--', '', 'data'), lvsLineOf('pve', 'vm-556-disk-0', 'Vwi---tz--', '', 'data')]);
+  const result = run(c);
+  const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
+  assert.ok(text.includes('\nOrphan LVs (warning): 2\n  pve/vm-555-disk-0  guest-missing (inactive, 4.0 GiB): VMID 555 cannot create vm-555-disk-0 on local-lvm\n'), text);
+  assert.ok(text.includes('\n    by hand: look at its data first (it may be the only copy); if nothing needs it: pvesm free local-lvm:vm-555-disk-0.\n'), text);
+});
+
 test.run();
