@@ -3426,7 +3426,36 @@ const GRADE_COLORS: Record<GradeLetter, string> = {
 };
 
 /** Sections every HTML report holds exactly once, in this order. */
-export const HTML_SECTIONS = ['summary', 'problems', 'unjudged', 'guests', 'missing', 'system', 'warnings'] as const;
+export const HTML_SECTIONS = [
+  'summary',
+  'problems',
+  'unjudged',
+  'orphans',
+  'guests',
+  'missing',
+  'system',
+  'warnings',
+] as const;
+
+/** A guest's dm health in the HTML report, in its status's colour. */
+const HEALTH_COLORS = {
+  clean: STATUS_COLORS.valid,
+  duplicate: STATUS_COLORS.duplicate,
+  tombstone: STATUS_COLORS.tombstone,
+};
+
+/** An orphan LV's row of the HTML report: the LV, why, what it blocks, its state and size, what to do. */
+function orphanHtmlRow(
+  o: OrphanLv,
+  td: (content: string) => string,
+  e: (value: string | number | null) => string,
+): string {
+  const facts = `${e(o.reason)}<br><span style="color:#6c757d">${e(o.blocks)}</span>`;
+  const action = o.remedy === null ? `by hand: ${e(o.advice)}` : `<code>${e(o.remedy)}</code>: ${e(o.advice)}`;
+  const size = o.sizeBytes === null ? '—' : humanBytes(o.sizeBytes);
+  const cells = [`<code>${e(`${o.vg}/${o.lv}`)}</code>`, facts, o.active ? 'active' : 'inactive', size, action];
+  return `<tr data-orphan>${cells.map((cell) => td(cell)).join('')}</tr>`;
+}
 
 export function renderHtml(result: Result): string {
   const e = (value: string | number | null) => escapeHtml(value === null ? '—' : String(value));
@@ -3460,15 +3489,11 @@ export function renderHtml(result: Result): string {
       td(e(entry.advice ?? describeEntry(entry))),
     ].join('');
   const notJudgedRows = notJudged.map((entry) => `<tr data-unjudged>${notJudgedRow(entry)}</tr>`);
-  const healthColour = {
-    clean: STATUS_COLORS.valid,
-    duplicate: STATUS_COLORS.duplicate,
-    tombstone: STATUS_COLORS.tombstone,
-  };
   const guestRows = result.guests.map(
     (guest) =>
-      `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', healthColour[guest.health])}</tr>`,
+      `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', HEALTH_COLORS[guest.health])}</tr>`,
   );
+  const orphanRows = result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e));
   const missingRows = result.missingGuests.map(
     (missing) =>
       `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`,
@@ -3499,6 +3524,7 @@ export function renderHtml(result: Result): string {
 ${section('summary', 'Device-mapper entries', summary)}
 ${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
 ${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
+${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ['LV', 'Reason', 'State', 'Size', 'What to do'], orphanRows))}
 ${section('guests', `Guests on ${result.node} (${result.guests.length})`, rowsTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], guestRows))}
 ${section('missing', `VMIDs that exist nowhere (${result.missingGuests.length})`, rowsTable('missing', ['VMID', 'Entries'], missingRows))}
 ${section('system', 'Host', rowsTable('system', ['Fact', 'Value'], systemTableRows))}
@@ -3552,6 +3578,7 @@ export async function validateHtml(html: string, result: Result): Promise<string
   expectRows('tr[data-unjudged]', result.entries.filter(isNotJudged).length, 'entries not judged');
   expectRows('tr[data-note]', result.notes.length, 'notes');
   expectRows('tr[data-guest]', result.guests.length, 'guests');
+  expectRows('tr[data-orphan]', result.orphanLvs.length, 'orphan LVs');
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
   const shownNames = new Map(
@@ -5028,9 +5055,7 @@ export function analyseCluster(
   );
 
   const results = runs.map(({ result }) => result);
-  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
-  for (const result of results)
-    for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
+  const summary = clusterSummary(results);
   const critical = findings.some((finding) => finding.severity === 'critical');
   const worst = results.reduce(
     (letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter),
@@ -5040,18 +5065,15 @@ export function analyseCluster(
     ...results.map((result) => result.exitCode),
     critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0,
   ) as Graded['exitCode'];
-  const cluster = {
-    nodes: results,
-    unreachable,
-    findings,
-    grade: critical ? 'F' : worst,
-    summary,
-    exitCode,
-    generatedAt,
-  };
-  // An orphan LV of a shared VG is one LV, however many nodes see it.
-  summary.orphanLvs = clusterOrphans(cluster).length;
-  return cluster;
+  return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
+}
+
+/** The nodes' counts added up; an orphan LV of a shared VG is one LV, however many nodes see it. */
+function clusterSummary(results: Result[]): Summary {
+  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
+  for (const result of results)
+    for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
+  return { ...summary, orphanLvs: clusterOrphans({ nodes: results }).length };
 }
 
 // ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
