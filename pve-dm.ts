@@ -2908,6 +2908,10 @@ export function notificationText(result: Result, limit = 20): string {
       .slice(0, limit)
       .map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
     ...(problems.length > limit ? [`- ... and ${problems.length - limit} more`] : []),
+    ...result.orphanLvs
+      .slice(0, limit)
+      .map((o) => `- orphan LV ${o.vg}/${o.lv}: ${o.reason}; ${o.blocks}; ${o.remedy === null ? 'by hand' : o.remedy}`),
+    ...(result.orphanLvs.length > limit ? [`- ... and ${result.orphanLvs.length - limit} more orphan LVs`] : []),
     ...(result.warnings.length > 0
       ? [`${result.warnings.length} warning(s), first: ${formatWarning(result.warnings[0] as Warning)}`]
       : []),

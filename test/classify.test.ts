@@ -1,6 +1,6 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
-import { classify, grade, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
+import { classify, grade, notificationText, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test, unwrapConsole } from './harness.ts';
 import { lvmDmName, lvmUuid, lvsLine as lvsLineOf } from './support/lvm.ts';
 
@@ -604,6 +604,8 @@ test('orphan LVs: --vmid narrows them too; the console shows each with what it b
   const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
   assert.ok(text.includes('\nOrphan LVs (warning): 2\n  pve/vm-555-disk-0  guest-missing (inactive, 4.0 GiB): VMID 555 cannot create vm-555-disk-0 on local-lvm\n'), text);
   assert.ok(text.includes('\n    by hand: look at its data first (it may be the only copy); if nothing needs it: pvesm free local-lvm:vm-555-disk-0.\n'), text);
+  const told = notificationText({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  assert.ok(told.includes('\n- orphan LV pve/vm-555-disk-0: guest-missing; VMID 555 cannot create vm-555-disk-0 on local-lvm; by hand\n'), told);
 });
 
 test.run();
