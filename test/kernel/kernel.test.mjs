@@ -91,6 +91,14 @@ const GUESTS = {
   9000: { type: 'qemu', name: 'tmpl-debian', running: false, health: 'clean', template: true, lock: null },
 };
 const MISSING = [777, 888, 889];
+// Guest volumes LVM knows that no config uses (vg/lv, reason, active, MiB): vm-300-disk-0 is not one,
+// since VM 300 on pve2 uses it on the shared VG.
+const ORPHANS = [
+  ['pve/vm-100-disk-7', 'volume-unreferenced', true, 1024],
+  ['pve/vm-888-disk-0', 'guest-missing', true, 1024],
+  ['ssd-ha01/vm-777-disk-0', 'guest-missing', true, 16],
+  ['ssd-ha01/vm-778-disk-0', 'guest-missing', false, 16],
+];
 // what --yes must remove (and restore bring back), and how
 const REMOVED = {
   'ssd--ha01-vm--119--disk--0-dup': { how: 'dmsetup', vmid: 119 },
@@ -305,9 +313,15 @@ async function classification() {
   test(`summary: ${Object.keys(EXPECTED).length} entries, ${count('valid')} valid, ${count('duplicate')} duplicate, ${count('tombstone')} tombstones, ${count('ignored')} ignored; grade F`, () => {
     assert.deepEqual(report.summary, {
       entries: Object.keys(EXPECTED).length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
-      unjudged: 0,
+      unjudged: 0, orphanLvs: ORPHANS.length,
     });
     assert.equal(report.grade, 'F');
+  });
+  test(`orphan LVs from real lvs output: ${ORPHANS.length}, the inactive vm-778-disk-0 among them (no dm entry of its own); sizes from lv_size`, () => {
+    const got = report.orphanLvs.map((o) => [`${o.vg}/${o.lv}`, o.reason, o.active, o.sizeBytes]).sort();
+    assert.deepEqual(got, ORPHANS.map(([lv, reason, active, mib]) => [lv, reason, active, mib * 1048576]).sort());
+    assert.equal(report.orphanLvs.find((o) => o.lv === 'vm-100-disk-7')?.remedy, 'qm disk rescan --vmid 100');
+    assert.ok(report.orphanLvs.every((o) => o.remedy === null || /^qm disk rescan /.test(o.remedy)), 'pve-dm never removes an LV');
   });
   test('duplicate sets: ssd-ha01 vm-119-disk-0 kept, -dup the extra; vm-889-disk-0 kept, its raw-named copy and its mangled twin the extras', () => {
     assert.deepEqual(report.duplicates.map((d) => [d.kept, d.extras.sort()]), [
