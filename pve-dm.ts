@@ -2883,6 +2883,9 @@ export function notificationSubject(
     return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
   if (tombstone === 0 && unjudged !== null)
     return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
+  const orphans = result.summary.orphanLvs;
+  if (tombstone === 0 && orphans > 0)
+    return `⚠️ [${result.node}] Proxmox DM Health: ${orphans} orphan LV(s) block guest volume names - Grade ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10)
     return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
@@ -3130,6 +3133,7 @@ function consoleSummary(result: Result, paint: ReturnType<typeof painter>): stri
   ];
   return [
     `  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${counts.join(', ')}`,
+    ...(s.orphanLvs === 0 ? [] : [paint('yellow', `  Orphan LVs: ${s.orphanLvs} (LVM volumes no config uses: below)`)]),
     ...(unjudged === null ? [] : [paint('yellow', `  Incomplete: ${terminalSafe(unjudged)}`)]),
   ];
 }
@@ -3480,7 +3484,7 @@ export function renderHtml(result: Result): string {
   const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
   const metric = (label: string, value: number, colour: string) =>
     `<td style="padding:8px;text-align:center;border:1px solid #dee2e6"><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div><div style="font-size:12px;color:#495057">${label}</div></td>`;
-  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}${s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : ''}</tr></table>`;
+  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}${s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : ''}${s.orphanLvs > 0 ? metric('orphan LVs', s.orphanLvs, STATUS_COLORS.tombstone) : ''}</tr></table>`;
   const problemRows = problems.map(
     (entry) =>
       `<tr data-entry>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`)}</tr>`,
@@ -3513,9 +3517,11 @@ export function renderHtml(result: Result): string {
       ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`
       : s.tombstone > 0
         ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation`
-        : unjudged !== null
-          ? `Incomplete: ${unjudged}`
-          : 'No problems found';
+        : s.orphanLvs > 0
+          ? `${s.orphanLvs} orphan LV${s.orphanLvs === 1 ? '' : 's'} will block disk creation`
+          : unjudged !== null
+            ? `Incomplete: ${unjudged}`
+            : 'No problems found';
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
 <body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">

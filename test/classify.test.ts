@@ -1,6 +1,6 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
-import { classify, grade, notificationText, parse, planCleanup, renderConsole, type Capture, type Classification } from '../pve-dm.ts';
+import { classify, grade, notificationSubject, notificationText, parse, planCleanup, renderConsole, renderHtml, type Capture, type Classification } from '../pve-dm.ts';
 import { capture, config, test, unwrapConsole } from './harness.ts';
 import { lvmDmName, lvmUuid, lvsLine as lvsLineOf } from './support/lvm.ts';
 
@@ -602,6 +602,10 @@ test('orphan LVs: --vmid narrows them too; the console shows each with what it b
   const c = lvsNode([...POOL, lvsLineOf('pve', 'vm-555-disk-0', 'Vwi---tz--', '', 'data'), lvsLineOf('pve', 'vm-556-disk-0', 'Vwi---tz--', '', 'data')]);
   const result = run(c);
   const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
+  assert.ok(text.includes('\n  Grade B   0 dm entries: 0 valid, 0 duplicate, 0 tombstone, 0 ignored\n  Orphan LVs: 2 (LVM volumes no config uses: below)\n'), text);
+  const graded = { ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null };
+  assert.is(notificationSubject(graded), '⚠️ [pve1] Proxmox DM Health: 2 orphan LV(s) block guest volume names - Grade B', 'never "EXCELLENT" over orphans');
+  assert.ok(renderHtml(graded).includes('<strong>2 orphan LVs will block disk creation</strong>'), 'the HTML headline names them');
   assert.ok(text.includes('\nOrphan LVs (warning): 2\n  pve/vm-555-disk-0  guest-missing (inactive, 4.0 GiB): VMID 555 cannot create vm-555-disk-0 on local-lvm\n'), text);
   assert.ok(text.includes('\n    by hand: look at its data first (it may be the only copy); if nothing needs it: pvesm free local-lvm:vm-555-disk-0.\n'), text);
   const told = notificationText({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
