@@ -142,24 +142,7 @@ export function config(vmid: number, text: string, { node = 'pve1', type = 'qemu
   return { path: `etc/pve/nodes/${node}/${type === 'qemu' ? 'qemu-server' : 'lxc'}/${vmid}.conf`, node, type, vmid, text };
 }
 
-/**
- * A console text with the lines pve-dm wrapped at 80 columns joined again: a continuation is
- * indented four columns further than the line it continues (pve-dm.ts wrapConsole).
- */
-export function unwrapConsole(text: string): string {
-  const out: string[] = [];
-  let lead = -1;
-  for (const line of text.split('\n')) {
-    const indent = /^ */.exec(line)?.[0].length ?? 0;
-    if (out.length > 0 && line.trim() !== '' && lead >= 0 && indent === Math.min(lead + 4, 40)) {
-      out[out.length - 1] += ` ${line.trimStart()}`;
-      continue;
-    }
-    out.push(line);
-    lead = line.trim() === '' ? -1 : indent;
-  }
-  return out.join('\n');
-}
+export { unwrapConsole } from './support/console.mjs';
 
 /** The lines of a console text wider than 80 columns that are more than one word (a dm name or command stays whole). */
 export function overlongLines(text: string): string[] {

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { unwrapConsole } from '../support/console.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PVE_DM = path.join(ROOT, 'pve-dm.ts');
@@ -121,21 +122,6 @@ const totals = { passed: 0, failed: 0 };
 let part = { name: '', passed: 0, failed: 0 };
 const say = (line) => process.stdout.write(`${line}\n`);
 
-/** The console's logical lines: pve-dm wraps at 80 columns, a continuation four columns further in (test/harness.ts). */
-function unwrapConsole(text) {
-  const out = [];
-  let lead = -1;
-  for (const line of text.split('\n')) {
-    const indent = /^ */.exec(line)[0].length;
-    if (out.length > 0 && line.trim() !== '' && lead >= 0 && indent === Math.min(lead + 4, 40)) {
-      out[out.length - 1] += ` ${line.trimStart()}`;
-      continue;
-    }
-    out.push(line);
-    lead = line.trim() === '' ? -1 : indent;
-  }
-  return out.join('\n');
-}
 const clip = (text, lines = 40) => {
   const all = String(text).split('\n');
   return all.length > lines ? [...all.slice(0, lines), `... (${all.length - lines} more lines)`].join('\n') : String(text);
