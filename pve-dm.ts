@@ -1914,8 +1914,9 @@ interface Judging {
   fromHere: (ref: GuestRef) => boolean;
   refsOf: (vg: string, lv: string) => readonly GuestRef[];
   guestsById: Map<number, GuestConfig[]>;
-  /** Volume groups an lvm or lvmthin storage names. */
+  /** Volume groups an lvm or lvmthin storage names, and those of them a `shared 1` storage names. */
   storageVgs: Set<string>;
+  sharedVgs: Set<string>;
   /** Storage types in storage.cfg that pve-dm does not know (third-party plugins). */
   pluginTypes: string[];
   /** The `lock:` of each guest that has one (the first config of its VMID that does). */
@@ -1940,6 +1941,7 @@ function judging(state: ParsedState): Judging {
     refsOf: (vg, lv) => refsByVolume.get(vg, lv) ?? NO_REFS,
     guestsById,
     storageVgs: new Set(vgOfStorage.values()),
+    sharedVgs: new Set(state.storages.filter((s) => s.shared && s.vg !== null).map((s) => s.vg as string)),
     pluginTypes: [...new Set(state.storages.filter((s) => !KNOWN_STORAGE_TYPES.has(s.type)).map((s) => s.type))],
     locks,
   };
@@ -2461,7 +2463,7 @@ function judgeLv(j: Judging, lv: LogicalVolume, volume: GuestVolume): OrphanLv |
   const snapshotRefs = volume.kind === 'snapshot' ? snapshotRefsOf(j, lv.vg, volume) : NO_REFS;
   const refs = [...j.refsOf(lv.vg, lv.lv), ...snapshotRefs];
   // On a shared VG, a guest of any node uses the one LV; on a local VG, only this node's guests.
-  const shared = j.state.storages.some((storage) => storage.vg === lv.vg && storage.shared);
+  const shared = j.sharedVgs.has(lv.vg);
   if (refs.some((ref) => shared || j.fromHere(ref))) return null;
   const { vmid } = volume;
   const configs = j.guestsById.get(vmid) ?? [];
@@ -2491,7 +2493,7 @@ function judgeLv(j: Judging, lv: LogicalVolume, volume: GuestVolume): OrphanLv |
 /** The storages of this node an LV belongs to: lvmthin ones for a thin LV of their pool, lvm ones for the rest. */
 const storagesOf = (j: Judging, lv: LogicalVolume) =>
   j.state.storages.filter((storage) => {
-    const here = !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
+    const here = enabledHere(j, storage);
     const thin = lv.attr[0] === 'V';
     const kind = thin
       ? storage.type === 'lvmthin' && (lv.pool === null || lv.pool === storage.thinpool)
@@ -2509,14 +2511,14 @@ function orphanAction(
   storage: string | null,
 ): { remedy: string | null; advice: string } {
   const { vg, lv, vmid } = orphan;
-  const guest = j.guestsById.get(vmid)?.find(j.local);
   const facts: VolumeFacts = { vg, lv, kind: 'disk', lvmKnown: true, relatedTo: null, otherNode: null };
   const deactivate = orphan.active ? ' Deactivating it (lvchange -an) alone does not free the name.' : '';
-  if (orphan.reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
-    const remedy = guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
+  const rescan = orphan.reason === 'volume-unreferenced' ? rescanCommand(j, facts, vmid) : null;
+  if (rescan !== null) {
+    const label = guestLabel(vmid, typeOf(j, vmid));
     return {
-      remedy,
-      advice: `attaches it to ${guestLabel(vmid, guest.type)} as an unused disk, to keep or remove there.${deactivate}`,
+      remedy: rescan,
+      advice: `attaches it to ${label} as an unused disk, to keep or remove there.${deactivate}`,
     };
   }
   const free =
@@ -2532,15 +2534,20 @@ function orphanAction(
 function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): Action {
   const lock = j.locks.get(vmid);
   if (lock !== undefined) return adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid)));
-  const guest = j.guestsById.get(vmid)?.find(j.local);
-  if (reason === 'volume-unreferenced' && guest !== undefined && rescanFinds(j, facts, guest)) {
-    return {
-      remedy: guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`,
-      advice: null,
-    };
-  }
-  return { remedy: removalText({ name: entry.name, reason, ...facts }), advice: null };
+  const rescan = reason === 'volume-unreferenced' ? rescanCommand(j, facts, vmid) : null;
+  return { remedy: rescan ?? removalText({ name: entry.name, reason, ...facts }), advice: null };
 }
+
+/** `qm disk rescan` / `pct rescan` when the volume's guest is on this node and rescan would find it (it becomes unusedN). */
+function rescanCommand(j: Judging, facts: VolumeFacts, vmid: number): string | null {
+  const guest = j.guestsById.get(vmid)?.find(j.local);
+  if (guest === undefined || !rescanFinds(j, facts, guest)) return null;
+  return guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
+}
+
+/** A storage this node uses: not disabled, and not limited to other nodes. */
+const enabledHere = (j: Judging, storage: Storage) =>
+  !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
 
 /** lvm and lvmthin storages' content when storage.cfg gives none (LVMPlugin / LvmThinPlugin plugindata). */
 const DEFAULT_CONTENT: Readonly<Record<string, readonly string[]>> = {
@@ -2567,8 +2574,7 @@ function rescanFinds(j: Judging, facts: VolumeFacts, guest: GuestConfig): boolea
   const owner = /^(?:vm|base)-(\d+)-/.exec(name);
   if (owner === null || Number(owner[1]) !== guest.vmid) return false;
   return j.state.storages.some((storage) => {
-    const enabled =
-      storage.vg === vg && !storage.disabled && (storage.nodes === null || storage.nodes.includes(j.state.node));
+    const enabled = storage.vg === vg && enabledHere(j, storage);
     if (!enabled || !(storage.content ?? DEFAULT_CONTENT[storage.type] ?? []).includes(content)) return false;
     if (storage.type === 'lvm') {
       const tagged = !storage.taggedOnly || lv === undefined || lv.tags.includes(`pve-vm-${guest.vmid}`);
