@@ -5373,6 +5373,7 @@ const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
 export type OutputFormat = 'console' | 'json' | 'nagios' | 'checkmk';
 const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'checkmk'];
 const DEFAULT_KEEP_REPORTS = 30;
+const ONLY_KINDS: readonly string[] = ['duplicates', 'tombstones'];
 
 export const CLI_OPTIONS: readonly CliOption[] = [
   {
@@ -5417,7 +5418,7 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     help: 'carry the cleanup out without asking: every problem that passes the safety checks',
   },
   { name: 'dry-run', help: 'go through the cleanup, changing nothing: show what it would run' },
-  { name: 'only', arg: 'KIND', values: ['duplicates', 'tombstones'], help: 'cleanup: duplicates or tombstones only' },
+  { name: 'only', arg: 'KIND', values: ONLY_KINDS, help: 'cleanup: duplicates or tombstones only' },
   {
     name: 'name',
     arg: 'DMNAME',
@@ -5557,9 +5558,12 @@ function parseArgv(argv: readonly string[]): { values: CliValues; positionals: s
   // `--vmid -5`: a negative number is the option's value (refused as such), not an unknown option.
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    const [arg = '', next] = [argv[i], argv[i + 1]];
-    if (takesValue.has(arg) && next !== undefined && /^-\d/.test(next)) args.push(`${arg}=${argv[++i]}`);
-    else args.push(arg);
+    const arg = argv[i] as string;
+    const next = argv[i + 1];
+    if (takesValue.has(arg) && next !== undefined && /^-\d/.test(next)) {
+      args.push(`${arg}=${next}`);
+      i++;
+    } else args.push(arg);
   }
   const options = Object.fromEntries(
     CLI_OPTIONS.map(({ name, arg, short, multiple }) => {
@@ -5605,7 +5609,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
   if (!/^(?:0|[1-9][0-9]{0,5})$/.test(keepReports))
     throw new UserError(`--keep-reports ${keepReports}: a number of reports, 0 to 999999`);
   const only = text('only');
-  if (only !== undefined && only !== 'duplicates' && only !== 'tombstones')
+  if (only !== undefined && !ONLY_KINDS.includes(only))
     throw new UserError(`--only ${only}: use duplicates or tombstones`);
   const roots = list('root');
   return {
@@ -5643,10 +5647,8 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
 
 /** Options that do not go together, or with that command. */
 function checkCombinations(values: CliValues, command: string | undefined, rest: string[], format: OutputFormat): void {
-  const has = (name: string) =>
-    values[name] !== undefined &&
-    values[name] !== false &&
-    !(Array.isArray(values[name]) && (values[name] as unknown[]).length === 0);
+  // parseArgv gives no defaults: an option not given is undefined, whatever its type.
+  const has = (name: string) => values[name] !== undefined;
   const cleanup = has('yes') || has('dry-run');
   if (command !== undefined && (isMonitoringFormat(format) || has('prometheus'))) {
     throw new UserError(
