@@ -2903,7 +2903,14 @@ const remedyLine = (entry: Classified) =>
   entry.remedy !== null ? `remedy: ${entry.remedy}` : `no command now: ${entry.advice ?? 'none'}`;
 /** The remedy as the console shows it: the command kept whole on its line. */
 const consoleRemedy = (entry: Classified) =>
-  entry.remedy !== null ? `remedy: ${whole(terminalSafe(entry.remedy))}` : terminalSafe(remedyLine(entry));
+  entry.remedy !== null ? `remedy: ${whole(terminalSafe(entry.remedy))}` : consoleAdvice(remedyLine(entry));
+
+/** The commands advice names (classify's lockAdvice, heldAdvice, orphanAction...), kept whole on a console line. */
+const ADVICE_COMMAND_RE =
+  /\b(?:(?:qm|pct) unlock \d+|pct unmount \d+|(?:qm disk|pct) rescan --vmid \d+|fuser -vm \S+|pvesh get \S+|pvesm free \S+|lvremove \S+|dmsetup remove \S+|lvchange -an(?: [^\s)]+)?)/g;
+
+/** Advice as the console shows it: as text, its commands whole. */
+const consoleAdvice = (advice: string) => terminalSafe(advice).replace(ADVICE_COMMAND_RE, whole);
 
 /** A plain-text summary for notifications: the counts, then the problem entries (at most `limit`). */
 export function notificationText(result: Result, limit = 20): string {
@@ -3094,7 +3101,9 @@ export function renderConsole(result: Result, color: boolean): string {
   if (notJudged.length > 0) {
     heading(`Not judged: ${notJudged.length}`);
     for (const entry of notJudged)
-      out.push(`  ${mangleDmName(entry.name)}  ${entry.reason}: ${terminalSafe(entry.advice ?? describeEntry(entry))}`);
+      out.push(
+        `  ${mangleDmName(entry.name)}  ${entry.reason}: ${consoleAdvice(entry.advice ?? describeEntry(entry))}`,
+      );
   }
   if (result.orphanLvs.length > 0) {
     heading(`Orphan LVs (warning): ${result.orphanLvs.length}`);
@@ -3165,9 +3174,6 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
   return out;
 }
 
-/** The commands an orphan's advice names, kept whole on a line. */
-const ORPHAN_COMMAND_RE = /\b(?:pvesm free \S+|lvremove \S+|lvchange -an)/g;
-
 /** Each orphan LV: what it blocks, and the rescan or the steps by hand. */
 function consoleOrphans(result: Result, paint: ReturnType<typeof painter>): string[] {
   return result.orphanLvs.flatMap((orphan) => {
@@ -3179,8 +3185,8 @@ function consoleOrphans(result: Result, paint: ReturnType<typeof painter>): stri
     return [
       `  ${paint('yellow', volume)}  ${orphan.reason} (${facts.join(', ')}): ${terminalSafe(orphan.blocks)}`,
       orphan.remedy === null
-        ? `    by hand: ${terminalSafe(orphan.advice).replace(ORPHAN_COMMAND_RE, whole)}`
-        : `    remedy: ${whole(terminalSafe(orphan.remedy))}: ${terminalSafe(orphan.advice)}`,
+        ? `    by hand: ${consoleAdvice(orphan.advice)}`
+        : `    remedy: ${whole(terminalSafe(orphan.remedy))}: ${consoleAdvice(orphan.advice)}`,
     ];
   });
 }
