@@ -5701,7 +5701,7 @@ export function renderPluginList(loaded: readonly LoadedPlugin[], dirs: readonly
 }
 
 /** A report pve-dm wrote into the reports folder: `pve-dm-<node>-<yyyymmdd>-<hhmmss>Z.html`. */
-const REPORT_FILE_RE = /^pve-dm-[A-Za-z0-9._-]+-\d{8}-\d{6}Z\.html$/;
+const REPORT_FILE_RE = /^pve-dm-[A-Za-z0-9._-]+-(\d{8}-\d{6}Z)\.html$/;
 const reportFileName = (node: string, at: Date) =>
   `pve-dm-${node.replace(/[^A-Za-z0-9.-]/g, '_')}-${at
     .toISOString()
@@ -6127,10 +6127,13 @@ async function writeHtml(options: CliOptions, run: AnalysisRun, now: Date, io: I
 
 /** The reports folder keeps the newest `keep` reports pve-dm wrote there: a daily run must not fill the disk. */
 export function pruneReports(dir: string, keep: number): void {
-  const reports = readdirSync(dir).filter((name) => REPORT_FILE_RE.test(name));
-  // The names hold the node and a UTC time; by time, then name, the newest come last.
-  const byAge = reports.sort((a, b) => a.slice(-21).localeCompare(b.slice(-21)) || a.localeCompare(b));
-  for (const name of byAge.slice(0, Math.max(0, byAge.length - keep))) unlinkSync(path.join(dir, name));
+  const reports = readdirSync(dir).flatMap((name) => {
+    const time = REPORT_FILE_RE.exec(name)?.[1];
+    return time === undefined ? [] : [{ name, time }];
+  });
+  // By the UTC time in the name, then by name: the newest come last.
+  const byAge = reports.sort((a, b) => a.time.localeCompare(b.time) || a.name.localeCompare(b.name));
+  for (const { name } of byAge.slice(0, Math.max(0, byAge.length - keep))) unlinkSync(path.join(dir, name));
 }
 
 /** The cleanup a run asked for: interactive, --yes or --dry-run; or its plan, shown. Null when nothing ran. */
