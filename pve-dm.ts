@@ -2443,7 +2443,7 @@ export function lockAdvice(lock: string, vmid: number, type: GuestType | null): 
 }
 
 /** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
-// ─── Orphan LVs: guest volumes LVM knows and no config references ───────────────────────────
+// ─── Orphan LVs: guest volumes LVM knows and no config references ──────────────────────
 
 /** Every LV of a storage's VG named as a guest volume that no config references (none in flight). */
 function orphanLvsOf(j: Judging): OrphanLv[] {
@@ -2458,7 +2458,10 @@ function orphanLvsOf(j: Judging): OrphanLv[] {
   return orphans;
 }
 
-/** An LV read as an entry is (every section, linked clones, snapshots): an orphan, or null when in use or not judged. */
+/**
+ * An LV read as an entry is (every section, linked clones, snapshots): an orphan, or null when it
+ * is in use or cannot be judged.
+ */
 function judgeLv(j: Judging, lv: LogicalVolume, volume: GuestVolume): OrphanLv | null {
   const snapshotRefs = volume.kind === 'snapshot' ? snapshotRefsOf(j, lv.vg, volume) : NO_REFS;
   const refs = [...j.refsOf(lv.vg, lv.lv), ...snapshotRefs];
@@ -2538,7 +2541,7 @@ function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts
   return { remedy: rescan ?? removalText({ name: entry.name, reason, ...facts }), advice: null };
 }
 
-/** `qm disk rescan` / `pct rescan` when the volume's guest is on this node and rescan would find it (it becomes unusedN). */
+/** `qm disk rescan` / `pct rescan` when the guest is on this node and rescan finds the volume (as unusedN). */
 function rescanCommand(j: Judging, facts: VolumeFacts, vmid: number): string | null {
   const guest = j.guestsById.get(vmid)?.find(j.local);
   if (guest === undefined || !rescanFinds(j, facts, guest)) return null;
@@ -2906,8 +2909,18 @@ const consoleRemedy = (entry: Classified) =>
   entry.remedy !== null ? `remedy: ${whole(terminalSafe(entry.remedy))}` : consoleAdvice(remedyLine(entry));
 
 /** The commands advice names (classify's lockAdvice, heldAdvice, orphanAction...), kept whole on a console line. */
-const ADVICE_COMMAND_RE =
-  /\b(?:(?:qm|pct) unlock \d+|pct unmount \d+|(?:qm disk|pct) rescan --vmid \d+|fuser -vm \S+|pvesh get \S+|pvesm free \S+|lvremove \S+|dmsetup remove \S+|lvchange -an(?: [^\s)]+)?)/g;
+const ADVICE_COMMAND_RE = new RegExp(
+  [
+    String.raw`(?:qm|pct) unlock \d+`,
+    String.raw`pct unmount \d+`,
+    String.raw`(?:qm disk|pct) rescan --vmid \d+`,
+    String.raw`(?:fuser -vm|pvesh get|pvesm free|lvremove|dmsetup remove) \S+`,
+    String.raw`lvchange -an(?: [^\s)]+)?`,
+  ]
+    .map((command) => `\\b${command}`)
+    .join('|'),
+  'g',
+);
 
 /** Advice as the console shows it: as text, its commands whole. */
 const consoleAdvice = (advice: string) => terminalSafe(advice).replace(ADVICE_COMMAND_RE, whole);
@@ -3464,6 +3477,8 @@ const HEALTH_COLORS = {
   tombstone: STATUS_COLORS.tombstone,
 };
 
+const ORPHAN_COLUMNS = ['LV', 'Reason', 'State', 'Size', 'What to do'];
+
 /** An orphan LV's row of the HTML report: the LV, why, what it blocks, its state and size, what to do. */
 function orphanHtmlRow(
   o: OrphanLv,
@@ -3546,7 +3561,7 @@ export function renderHtml(result: Result): string {
 ${section('summary', 'Device-mapper entries', summary)}
 ${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
 ${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
-${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ['LV', 'Reason', 'State', 'Size', 'What to do'], orphanRows))}
+${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ORPHAN_COLUMNS, orphanRows))}
 ${section('guests', `Guests on ${result.node} (${result.guests.length})`, rowsTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], guestRows))}
 ${section('missing', `VMIDs that exist nowhere (${result.missingGuests.length})`, rowsTable('missing', ['VMID', 'Entries'], missingRows))}
 ${section('system', 'Host', rowsTable('system', ['Fact', 'Value'], systemTableRows))}
@@ -4303,7 +4318,7 @@ export async function loadPlugins(
   return result;
 }
 
-/** The plugins of several folders; a later folder's plugin replaces an earlier one of the same name (the admin's own copy). */
+/** The plugins of several folders; a later folder's plugin replaces an earlier one of its name (the admin's copy). */
 export async function loadPluginFolders(dirs: readonly string[], { required = false } = {}): Promise<PluginsLoaded> {
   const all: PluginsLoaded = { loaded: [], warnings: [] };
   for (const dir of dirs) {
@@ -4468,7 +4483,7 @@ export interface Settings {
 /** The settings pve-dm itself reads; plugins list theirs in `settings`. */
 const CORE_SETTINGS: readonly string[] = ['PVE_DM_DEBUG', 'PVE_DM_HTTP_TIMEOUT_MS'];
 
-/** A PVE_DM_* key that nothing loaded reads: a warning naming the closest known key (a typo must not silence a notifier). */
+/** A PVE_DM_* key nothing loaded reads: a warning naming the closest known key (a typo must not mute a notifier). */
 export function unknownSettings(settings: Settings, plugins: readonly Plugin[]): Warning[] {
   const known = [...CORE_SETTINGS, ...plugins.flatMap((plugin) => plugin.settings ?? [])];
   return [...(settings.origins ?? [])]
@@ -6107,7 +6122,7 @@ async function sendNotifications(
   return notifications;
 }
 
-/** The HTML report: to --html FILE, or for a console run into the reports folder (the newest N kept). 1 if it failed. */
+/** The HTML report: to --html FILE, or a console run's into the reports folder (the newest N kept). 1: failed. */
 async function writeHtml(options: CliOptions, run: AnalysisRun, now: Date, io: Io): Promise<number> {
   const consoleRun = options.format === 'console';
   if (run.reports.html === undefined || (options.htmlFile === null && !consoleRun)) return 0;
