@@ -274,6 +274,8 @@ export interface Capture {
   dmsetupTable: string | null;
   /** `lvs` as LVS_ARGS asks for it; null: not known. */
   lvs: string | null;
+  /** `dmsetup status` of the thin pools (POOL_STATUS_ARGS); null or absent: not known (a capture of an older pve-dm). */
+  poolStatus?: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
   system: SystemFacts | null;
@@ -291,6 +293,7 @@ export const CAPTURE_FILES = {
   dmsetupInfo: 'dmsetup.txt',
   dmsetupTable: 'dmsetup-table.txt',
   lvs: 'lvs.txt',
+  poolStatus: 'dmsetup-status.txt',
   running: 'running.txt',
   system: 'system.json',
   meta: 'meta.json',
@@ -324,8 +327,11 @@ export const LVS_ARGS = [
   'b',
   '--nosuffix',
   '-o',
-  'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size',
+  'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size,' +
+    'data_percent,metadata_percent,lv_metadata_size,vg_attr,vg_free',
 ];
+/** The kernel's own view of every thin pool (mode, needs_check, Fail), which lvs does not fully show. */
+export const POOL_STATUS_ARGS = ['--manglename', 'none', 'status', '--target', 'thin-pool'];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
@@ -344,13 +350,14 @@ export const LIMITS = {
   /** All guest configs together. */
   configBytes: 128 * 1024 * 1024,
   guestConfigs: 50_000,
-  /** dmsetup.txt, dmsetup-table.txt and lvs.txt, and what a live command may print. */
+  /** dmsetup.txt, dmsetup-table.txt, dmsetup-status.txt and lvs.txt, and what a live command may print. */
   commandOutputBytes: 64 * 1024 * 1024,
 } as const;
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
-// number of processes: one dmsetup info, one dmsetup table, one lvs, one pveversion.
+// number of processes: one dmsetup info, one dmsetup table, one dmsetup status of the thin pools,
+// one lvs, one pveversion.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
 export interface DiscoverInput {
@@ -566,13 +573,27 @@ export async function readCapture(root: string): Promise<Capture> {
   const storageCfg = required(CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
   const dmsetupTable = optional(CAPTURE_FILES.dmsetupTable, LIMITS.commandOutputBytes);
   const lvs = optional(CAPTURE_FILES.lvs, LIMITS.commandOutputBytes);
+  const poolStatus = optional(CAPTURE_FILES.poolStatus, LIMITS.commandOutputBytes);
   const running = optional(CAPTURE_FILES.running, LIMITS.fileBytes);
   const system = json(CAPTURE_FILES.system, systemFactsFrom);
   const meta = json(CAPTURE_FILES.meta, captureMetaFrom);
   const configs = readConfigs(root);
   const node = hostname.trim();
   if (!NODE_NAME_RE.test(node)) throw new UserError(`capture ${root}: hostname file does not hold a node name`);
-  return { hostname: node, dmsetupInfo, dmsetupTable, lvs, running, system, meta, storageCfg, configs, root, warnings };
+  return {
+    hostname: node,
+    dmsetupInfo,
+    dmsetupTable,
+    lvs,
+    poolStatus,
+    running,
+    system,
+    meta,
+    storageCfg,
+    configs,
+    root,
+    warnings,
+  };
 }
 
 /** `pveversion` prints `pve-manager/9.1.2/9d436f37a0ac4172 (running kernel: 6.14.11-4-pve)`. */
@@ -657,15 +678,16 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
       `/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`,
     );
   const warnings: Warning[] = [];
-  const [info, table, lvs, pveversion, configs, running] = await Promise.all([
+  const [info, table, poolStatus, lvs, pveversion, configs, running] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
     runner('dmsetup', DM_TABLE_ARGS),
+    runner('dmsetup', POOL_STATUS_ARGS),
     runner('lvs', LVS_ARGS),
     runner('pveversion', []),
     readConfigs(liveRoot),
     liveRunningGuests(liveRoot),
   ]);
-  const commands = { 'dmsetup info': info, 'dmsetup table': table, lvs, pveversion };
+  const commands = { 'dmsetup info': info, 'dmsetup table': table, 'dmsetup status': poolStatus, lvs, pveversion };
   const noDevices = info.exitCode !== 0 && /No devices found/.test(info.stdout + info.stderr);
   if (info.exitCode !== 0 && !noDevices) {
     throw new UserError(`dmsetup info failed (exit ${info.exitCode}): ${info.stderr.trim() || 'no message'}`);
@@ -686,6 +708,10 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     dmsetupInfo: noDevices ? 'No devices found\n' : info.stdout,
     dmsetupTable: known('dmsetup table', table),
     lvs: known('lvs', lvs),
+    // No device at all, so no pool: nothing to know, not a failure.
+    poolStatus: /No devices found/.test(poolStatus.stdout + poolStatus.stderr)
+      ? ''
+      : known('dmsetup status', poolStatus),
     running: running.map((vmid) => `${vmid}\n`).join(''),
     system: await liveSystemFacts(liveRoot, pveversion),
     meta: {
@@ -741,6 +767,7 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
   await put(CAPTURE_FILES.dmsetupInfo, capture.dmsetupInfo);
   await put(CAPTURE_FILES.dmsetupTable, capture.dmsetupTable);
   await put(CAPTURE_FILES.lvs, capture.lvs);
+  await put(CAPTURE_FILES.poolStatus, capture.poolStatus ?? null);
   await put(CAPTURE_FILES.running, capture.running);
   await put(CAPTURE_FILES.system, capture.system && `${JSON.stringify(capture.system, null, 2)}\n`);
   await put(CAPTURE_FILES.meta, capture.meta && `${JSON.stringify(capture.meta, null, 2)}\n`);
@@ -1035,7 +1062,7 @@ const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/s;
 /** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
 export function parseDmsetupTable(
   text: string,
-  source = CAPTURE_FILES.dmsetupTable,
+  source: string = CAPTURE_FILES.dmsetupTable,
 ): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
   const warnings: Warning[] = [];
@@ -1056,6 +1083,77 @@ export function parseDmsetupTable(
   return { tables, warnings };
 }
 
+/** A thin pool as the kernel reports it: `dmsetup status` of its thin-pool target. */
+export interface PoolStatus {
+  /**
+   * The kernel's mode (`rw`; `ro`: metadata switched read-only after an error; `out_of_data_space`),
+   * `fail` (it printed `Fail`: the pool failed), or `error` (it printed `Error`: no status to read).
+   */
+  mode: 'rw' | 'ro' | 'out_of_data_space' | 'fail' | 'error';
+  /** The metadata is flagged for a check (thin_check) before the next activation. */
+  needsCheck: boolean;
+  dataPercent: number | null;
+  metadataPercent: number | null;
+}
+
+// Linux Documentation/admin-guide/device-mapper/thin-provisioning.rst, "Status": <transaction id>
+// <used>/<total metadata blocks> <used>/<total data blocks> <held root> ro|rw|out_of_data_space
+// [no_]discard_passdown error|queue_if_no_space needs_check|- [metadata_low_watermark]
+const POOL_STATUS_RE =
+  /^thin-pool \d+ (\d+)\/(\d+) (\d+)\/(\d+) \S+ (rw|ro|out_of_data_space) \S+ \S+ (needs_check|-)(?: |$)/;
+const POOL_FAILED_RE = /^thin-pool (Fail|Error)\s*$/;
+
+/**
+ * `dmsetup status --target thin-pool`: one line per pool, `<name>: <start> <length> thin-pool ...`,
+ * by the pool's VG and LV (its dm name is `<vg>-<lv>-tpool`, or `<vg>-<lv>` for a pool no thin LV uses).
+ */
+export function parsePoolStatus(
+  text: string,
+  source = CAPTURE_FILES.poolStatus,
+): { pools: ByVolume<PoolStatus>; warnings: Warning[] } {
+  const pools = new ByVolume<PoolStatus>();
+  const warnings: Warning[] = [];
+  lines(text).forEach((line, index) => {
+    if (line.trim() === '' || line.trim() === 'No devices found') return;
+    const [, name = '', segment = ''] = TABLE_LINE_RE.exec(line) ?? [];
+    const split = splitLvmName(name);
+    const pool = poolStatusOf(segment.replace(/^\d+ \d+ /, '').trim());
+    if (split === null || (split.layer !== '' && split.layer !== 'tpool') || pool === null)
+      warnings.push(
+        warn(
+          source,
+          index + 1,
+          `not a thin pool's "<name>: <start> <length> thin-pool ..." line: ${clip(line)}; skipped`,
+        ),
+      );
+    else pools.set(split.vg, split.lv, pool);
+  });
+  return { pools, warnings };
+}
+
+function poolStatusOf(status: string): PoolStatus | null {
+  const failed = POOL_FAILED_RE.exec(status);
+  if (failed !== null)
+    return {
+      mode: failed[1] === 'Fail' ? 'fail' : 'error',
+      needsCheck: false,
+      dataPercent: null,
+      metadataPercent: null,
+    };
+  const fields = POOL_STATUS_RE.exec(status);
+  if (fields === null) return null;
+  const [, metaUsed, metaTotal, dataUsed, dataTotal, mode, check] = fields.map(String);
+  // As lvs shows it: two decimals (lib/metadata/lv.c, dm_make_percent).
+  const percent = (used: string, total: string) =>
+    Number(total) === 0 ? null : Math.round((10000 * Number(used)) / Number(total)) / 100;
+  return {
+    mode: mode as PoolStatus['mode'],
+    needsCheck: check === 'needs_check',
+    dataPercent: percent(dataUsed, dataTotal),
+    metadataPercent: percent(metaUsed, metaTotal),
+  };
+}
+
 export interface LogicalVolume {
   vg: string;
   lv: string;
@@ -1070,6 +1168,14 @@ export interface LogicalVolume {
   pool: string | null;
   /** Its size in bytes (null: an lvs.txt without sizes). */
   sizeBytes: number | null;
+  /** A thin pool's data and metadata use in percent (null: not a pool, not active, or not known). */
+  dataPercent: number | null;
+  metadataPercent: number | null;
+  /** A thin pool's metadata size in bytes (null: not a pool, or not known). */
+  metadataBytes: number | null;
+  /** Its VG's attributes (`wz--n-`; the fourth `p`: a PV is missing) and free bytes; null: not known. */
+  vgAttr: string | null;
+  vgFreeBytes: number | null;
 }
 
 export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
@@ -1143,9 +1249,16 @@ export function mapsLv(lv: LogicalVolume, dmUuid: string): boolean | null {
   );
 }
 
+/** The columns of lvs.txt: LVS_ARGS's, and the fewer that captures of earlier pve-dm versions have. */
+const LVS_COLUMNS = 'vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size|data%|metadata%|metadata_size|vg_attr|vg_free';
+const LVS_FIELD_COUNTS: ReadonlySet<number> = new Set([4, 7, 8, 13]);
+const PERCENT_RE = /^\d{1,3}(?:\.\d+)?$/;
+const VG_ATTR_RE = /^[-a-zA-Z]{6}$/;
+
 /**
- * `lvs` as LVS_ARGS asks for it: `vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv`. A capture of an earlier
- * pve-dm has the first four columns only: then the uuids and pools are not known.
+ * `lvs` as LVS_ARGS asks for it (LVS_COLUMNS). Captures of earlier pve-dm versions have fewer
+ * columns: 8 (no pool use, no VG state), 7 (no sizes) or 4 (no uuids either); what they lack is
+ * not known, never zero.
  */
 export function parseLvs(
   text: string,
@@ -1156,47 +1269,49 @@ export function parseLvs(
   lines(text).forEach((raw, index) => {
     const line = raw.trim();
     if (line === '') return;
-    const fields = line.split('|');
-    // Indexed, not destructured: destructuring runs the iterator protocol until the function is optimised.
-    const vg = fields[0] ?? '';
-    const name = fields[1] ?? '';
-    const attr = fields[2] ?? '';
-    const tags = fields[3] ?? '';
-    const lvUuid = fields[4] ?? '';
-    const vgUuid = fields[5] ?? '';
-    // Older captures have no sizes (7 fields), the oldest no uuids either (4).
-    const withUuids = fields.length === 7 || fields.length === 8;
-    const size = fields.length === 8 ? (fields[7] ?? '') : null;
-    const uuidsFine = !withUuids || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid));
-    const sizeFine = size === null || DIGITS_RE.test(size);
-    if (
-      (fields.length !== 4 && !withUuids) ||
-      vg === '' ||
-      name === '' ||
-      !LV_ATTR_RE.test(attr) ||
-      !uuidsFine ||
-      !sizeFine
-    ) {
-      const expected = 'vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size';
-      warnings.push(warn(source, index + 1, `not a "${expected}" line: ${clip(line)}; skipped`));
-      return;
-    }
-    const hidden = name.startsWith('[') && name.endsWith(']');
-    const lv = hidden ? name.slice(1, -1) : name;
-    const pool = fields[6] || null;
-    lvs.set(vg, lv, {
-      vg,
-      lv,
-      attr,
-      tags: tags === '' ? NO_TAGS : tags.split(','),
-      hidden,
-      lvUuid: withUuids ? lvUuid : null,
-      vgUuid: withUuids ? vgUuid : null,
-      pool,
-      sizeBytes: size === null ? null : Number(size),
-    });
+    const lv = lvFrom(line.split('|'));
+    if (lv === null) warnings.push(warn(source, index + 1, `not a "${LVS_COLUMNS}" line: ${clip(line)}; skipped`));
+    else lvs.set(lv.vg, lv.lv, lv);
   });
   return { lvs, warnings };
+}
+
+/** One lvs.txt line's fields as an LV, or null when they are not what lvs prints. */
+function lvFrom(fields: readonly string[]): LogicalVolume | null {
+  const at = (i: number) => (fields.length > i ? (fields[i] ?? '') : null);
+  const [vg = '', name = '', attr = '', tags = ''] = fields;
+  const [lvUuid, vgUuid, size] = [at(4), at(5), at(7)];
+  const [data, metadata, metadataSize, vgAttr, vgFree] = [at(8), at(9), at(10), at(11), at(12)];
+  const fine =
+    LVS_FIELD_COUNTS.has(fields.length) &&
+    vg !== '' &&
+    name !== '' &&
+    LV_ATTR_RE.test(attr) &&
+    (lvUuid === null || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid ?? ''))) &&
+    [size, vgFree].every((bytes) => bytes === null || DIGITS_RE.test(bytes)) &&
+    [data, metadata].every((percent) => percent === null || percent === '' || PERCENT_RE.test(percent)) &&
+    (metadataSize === null || metadataSize === '' || DIGITS_RE.test(metadataSize)) &&
+    (vgAttr === null || VG_ATTR_RE.test(vgAttr));
+  if (!fine) return null;
+  const hidden = name.startsWith('[') && name.endsWith(']');
+  // An empty column is one lvs leaves blank: not a pool, or not active.
+  const number = (text: string | null) => (text === null || text === '' ? null : Number(text));
+  return {
+    vg,
+    lv: hidden ? name.slice(1, -1) : name,
+    attr,
+    tags: tags === '' ? NO_TAGS : tags.split(','),
+    hidden,
+    lvUuid,
+    vgUuid,
+    pool: at(6) || null,
+    sizeBytes: number(size),
+    dataPercent: number(data),
+    metadataPercent: number(metadata),
+    metadataBytes: number(metadataSize),
+    vgAttr,
+    vgFreeBytes: number(vgFree),
+  };
 }
 
 export interface Storage {
@@ -1607,6 +1722,10 @@ export interface ParsedState {
   tables: Map<string, string> | null;
   /** LVM's LVs by VG and LV name; null = not known. */
   lvs: ByVolume<LogicalVolume> | null;
+  /** The kernel's status of each active thin pool, by VG and pool name; null = not known. */
+  poolStatus: ByVolume<PoolStatus> | null;
+  /** Where a thin pool's use turns into a warning and a critical finding (percent); defaults when absent. */
+  poolThresholds?: PoolThresholds;
   storages: Storage[];
   guests: GuestConfig[];
   running: Set<number> | null;
@@ -1622,6 +1741,7 @@ export function parse(capture: Capture): ParsedState {
   const info = parseDmsetupInfo(capture.dmsetupInfo);
   const table = capture.dmsetupTable === null ? null : parseDmsetupTable(capture.dmsetupTable);
   const lvs = capture.lvs === null ? null : parseLvs(capture.lvs);
+  const poolStatus = capture.poolStatus == null ? null : parsePoolStatus(capture.poolStatus);
   const storage = parseStorageCfg(capture.storageCfg);
   const guests = capture.configs.map(parseGuestConfig);
   const runningWarnings: Warning[] = [];
@@ -1651,6 +1771,7 @@ export function parse(capture: Capture): ParsedState {
     entries: info.entries,
     tables: table?.tables ?? null,
     lvs: lvs?.lvs ?? null,
+    poolStatus: poolStatus?.pools ?? null,
     storages: storage.storages,
     guests: guests.map((g) => g.config),
     running,
@@ -1662,6 +1783,7 @@ export function parse(capture: Capture): ParsedState {
       ...info.warnings,
       ...(table?.warnings ?? []),
       ...(lvs?.warnings ?? []),
+      ...(poolStatus?.warnings ?? []),
       ...storage.warnings,
       ...guests.flatMap((g) => g.warnings),
       ...runningWarnings,
@@ -1810,6 +1932,9 @@ export interface Classification {
   entries: Classified[];
   /** Guest volumes LVM knows (active or not) that no config references. */
   orphanLvs: OrphanLv[];
+  /** Every thin pool LVM knows, with its problems; and the VGs with a PV missing. */
+  pools: ThinPool[];
+  volumeGroups: VolumeGroupProblem[];
   duplicates: DuplicateSet[];
   /** The guests of this node. */
   guests: GuestSummary[];
@@ -1974,6 +2099,8 @@ export function classify(state: ParsedState): Classification {
     node: state.node,
     entries,
     orphanLvs: orphanLvsOf(j),
+    pools: thinPoolsOf(j),
+    volumeGroups: volumeGroupProblemsOf(j),
     duplicates: sets.duplicates,
     guests: guestSummaries(j, entries, sets.keptMembers),
     missingGuests: missingGuestsOf(entries),
@@ -2442,7 +2569,6 @@ export function lockAdvice(lock: string, vmid: number, type: GuestType | null): 
   );
 }
 
-/** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
 // ─── Orphan LVs: guest volumes LVM knows and no config references ──────────────────────
 
 /** Every LV of a storage's VG named as a guest volume that no config references (none in flight). */
@@ -2534,6 +2660,358 @@ function orphanAction(
   };
 }
 
+// ─── Thin pools and volume groups: what stops every guest on them at once ──────────────────
+
+export interface PoolThresholds {
+  warning: number;
+  critical: number;
+}
+/** Percent of a thin pool's data or metadata in use (settings PVE_DM_POOL_WARNING, PVE_DM_POOL_CRITICAL). */
+export const DEFAULT_POOL_THRESHOLDS: PoolThresholds = { warning: 80, critical: 90 };
+
+export type PoolState = 'ok' | 'out_of_data_space' | 'read_only' | 'needs_check' | 'fail' | 'error';
+export type PoolProblemKind =
+  | 'inactive'
+  | 'failed'
+  | 'needs-check'
+  | 'read-only'
+  | 'out-of-data-space'
+  | 'metadata-use'
+  | 'data-use';
+
+export interface PoolProblem {
+  kind: PoolProblemKind;
+  severity: 'warning' | 'critical';
+  message: string;
+  /** One command that works as printed; pve-dm prints it and never runs it. null: none does. */
+  remedy: string | null;
+  /** What to do, with LVM's steps where one command is not enough. */
+  advice: string;
+}
+
+/** A thin pool LVM knows, with what is wrong with it (nothing, mostly). */
+export interface ThinPool {
+  vg: string;
+  lv: string;
+  active: boolean;
+  /** Percent in use, from the kernel's status (or lvs); null: not active, or not known. */
+  dataPercent: number | null;
+  metadataPercent: number | null;
+  /** What the kernel says of it; null: not active, or not known (a capture without dmsetup-status.txt). */
+  state: PoolState | null;
+  severity: Severity;
+  /** Its worst problem's message, or how it is. */
+  message: string;
+  /** VMIDs of this node's guests with volumes on it. */
+  guests: number[];
+  problems: PoolProblem[];
+  /** Metadata a repair kept (`<pool>_meta0`, lvconvert --repair): space to free once the pool is checked. */
+  leftovers: { lv: string; sizeBytes: number | null; advice: string }[];
+  /** In a cluster report: the node it is on. */
+  node?: string;
+}
+
+/** A volume group with a physical volume missing: LVM marks it partial (vg_attr `p`). */
+export interface VolumeGroupProblem {
+  vg: string;
+  severity: 'warning' | 'critical';
+  message: string;
+  guests: number[];
+  advice: string;
+  /** In a cluster report: the node that sees it so. */
+  node?: string;
+}
+
+/** What the pool rules read of one pool. */
+interface PoolFacts {
+  vg: string;
+  lv: string;
+  active: boolean;
+  state: PoolState | null;
+  dataPercent: number | null;
+  metadataPercent: number | null;
+  sizeBytes: number | null;
+  metadataBytes: number | null;
+  vgFreeBytes: number | null;
+  vgPartial: boolean;
+  guests: number[];
+  /** `VM 100, CT 200`. */
+  guestsText: string;
+  thresholds: PoolThresholds;
+}
+
+/** The pool rules in the order the README gives them; each one problem or none. */
+const POOL_RULES: readonly ((pool: PoolFacts) => PoolProblem | null)[] = [
+  inactivePool,
+  failedPool,
+  needsCheckPool,
+  readOnlyPool,
+  outOfDataPool,
+  (pool) => poolUse(pool, 'metadata'),
+  (pool) => poolUse(pool, 'data'),
+];
+
+function thinPoolsOf(j: Judging): ThinPool[] {
+  const guests = poolGuests(j);
+  const pools: ThinPool[] = [];
+  for (const lv of j.state.lvs?.values() ?? [])
+    if (lv.attr[0] === 't' && !lv.hidden) pools.push(judgePool(j, lv, guests.get(lvKey(lv.vg, lv.lv)) ?? []));
+  return pools;
+}
+
+/** This node's guests by the pool their volumes are on (`vg/pool`). */
+function poolGuests(j: Judging): Map<string, number[]> {
+  const byPool = new Map<string, Set<number>>();
+  for (const lv of j.state.lvs?.values() ?? []) {
+    if (lv.pool === null) continue;
+    for (const ref of j.refsOf(lv.vg, lv.lv))
+      if (j.fromHere(ref)) pushToSet(byPool, lvKey(lv.vg, lv.pool), ref.guest.vmid);
+  }
+  return new Map([...byPool].map(([key, vmids]) => [key, [...vmids].sort((a, b) => a - b)]));
+}
+
+function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
+  const status = j.state.poolStatus?.get(lv.vg, lv.lv) ?? null;
+  const active = lv.attr[4] === 'a';
+  const facts: PoolFacts = {
+    vg: lv.vg,
+    lv: lv.lv,
+    active,
+    state: active ? poolState(status, lv.attr) : null,
+    dataPercent: active ? (status?.dataPercent ?? lv.dataPercent) : null,
+    metadataPercent: active ? (status?.metadataPercent ?? lv.metadataPercent) : null,
+    sizeBytes: lv.sizeBytes,
+    metadataBytes: lv.metadataBytes,
+    vgFreeBytes: lv.vgFreeBytes,
+    vgPartial: lv.vgAttr?.[3] === 'p',
+    guests,
+    guestsText: guests.map((vmid) => guestLabel(vmid, typeOf(j, vmid))).join(', '),
+    thresholds: j.state.poolThresholds ?? DEFAULT_POOL_THRESHOLDS,
+  };
+  const problems = POOL_RULES.flatMap((rule) => rule(facts) ?? []);
+  const worst = problems.find((p) => p.severity === 'critical') ?? problems[0];
+  const { vg, dataPercent, metadataPercent, state } = facts;
+  return {
+    vg,
+    lv: lv.lv,
+    active,
+    dataPercent,
+    metadataPercent,
+    state,
+    severity: worst?.severity ?? 'ok',
+    message: worst?.message ?? poolHealthText(facts),
+    guests,
+    problems,
+    leftovers: repairLeftovers(j, lv),
+  };
+}
+
+/** The kernel's word first; without it, lv_attr's health (F failed, D out of data, M metadata read-only). */
+function poolState(status: PoolStatus | null, attr: string): PoolState | null {
+  if (status === null) return ({ F: 'fail', D: 'out_of_data_space', M: 'read_only' } as const)[attr[8] ?? ''] ?? null;
+  if (status.mode === 'fail' || status.mode === 'error') return status.mode;
+  if (status.needsCheck) return 'needs_check';
+  return status.mode === 'ro' ? 'read_only' : status.mode === 'out_of_data_space' ? status.mode : 'ok';
+}
+
+const percentText = (percent: number) => `${percent.toFixed(1)}%`;
+
+function poolHealthText(pool: PoolFacts): string {
+  if (!pool.active) return 'not active; no guest of this node has a volume on it';
+  const use = [
+    pool.dataPercent === null ? null : `data ${percentText(pool.dataPercent)}`,
+    pool.metadataPercent === null ? null : `metadata ${percentText(pool.metadataPercent)}`,
+  ].filter((part) => part !== null);
+  return use.length > 0 ? `active, ${use.join(', ')} used` : 'active';
+}
+
+const REPAIR_STEPS = (vg: string, pool: string) =>
+  `repair its metadata while the pool is inactive (lvmthin(7), Metadata check and repair): stop the guests on it, ` +
+  `lvchange -an ${vg}/${pool}, lvconvert --repair ${vg}/${pool}, lvchange -ay ${vg}/${pool}; keep ` +
+  `${vg}/${pool}_meta0, the metadata before the repair, until the guests are checked`;
+
+function inactivePool(pool: PoolFacts): PoolProblem | null {
+  if (pool.active || pool.guests.length === 0) return null;
+  const name = `${pool.vg}/${pool.lv}`;
+  const message = `thin pool ${name} is not active: the disks of ${pool.guestsText} on it cannot be used`;
+  if (pool.vgPartial)
+    return {
+      kind: 'inactive',
+      severity: 'critical',
+      message,
+      remedy: null,
+      advice: `VG ${pool.vg} misses a disk: bring it back first`,
+    };
+  return {
+    kind: 'inactive',
+    severity: 'critical',
+    message,
+    remedy: shellLine(['lvchange', '-ay', name]),
+    advice:
+      `activates the pool. If it fails with "Check of pool ${name} failed (status:1). Manual repair required!", ` +
+      REPAIR_STEPS(pool.vg, pool.lv),
+  };
+}
+
+function failedPool(pool: PoolFacts): PoolProblem | null {
+  if (pool.state !== 'fail' && pool.state !== 'error') return null;
+  const name = `${pool.vg}/${pool.lv}`;
+  const message =
+    pool.state === 'fail'
+      ? `the kernel failed thin pool ${name}: every read and write of the volumes on it fails`
+      : `the kernel could not report the status of thin pool ${name} (Error)`;
+  const advice = `read why in the kernel log (journalctl -k), then ${REPAIR_STEPS(pool.vg, pool.lv)}`;
+  return { kind: 'failed', severity: 'critical', message, remedy: null, advice };
+}
+
+function needsCheckPool(pool: PoolFacts): PoolProblem | null {
+  if (pool.state !== 'needs_check') return null;
+  return {
+    kind: 'needs-check',
+    severity: 'critical',
+    message: `the kernel flagged the metadata of thin pool ${pool.vg}/${pool.lv} as damaged (needs_check): it will not activate again unrepaired`,
+    remedy: null,
+    advice: REPAIR_STEPS(pool.vg, pool.lv),
+  };
+}
+
+function readOnlyPool(pool: PoolFacts): PoolProblem | null {
+  if (pool.state !== 'read_only') return null;
+  const full = (pool.metadataPercent ?? 0) >= 99;
+  return {
+    kind: 'read-only',
+    severity: 'critical',
+    message: `the metadata of thin pool ${pool.vg}/${pool.lv} is read-only${full ? ' (it is full)' : ''}: writes that need new blocks fail`,
+    remedy: null,
+    advice: `${full ? 'grow its metadata (see the metadata finding), then ' : ''}${REPAIR_STEPS(pool.vg, pool.lv)}`,
+  };
+}
+
+function outOfDataPool(pool: PoolFacts): PoolProblem | null {
+  if (pool.state !== 'out_of_data_space') return null;
+  return {
+    kind: 'out-of-data-space',
+    severity: 'critical',
+    message: `thin pool ${pool.vg}/${pool.lv} is out of data space: writes to new blocks wait or fail, and its guests stop with I/O errors`,
+    ...poolGrowth(pool, 'data'),
+  };
+}
+
+/** Data or metadata use over the thresholds. Metadata is the one that corrupts: a full metadata device damages the pool. */
+function poolUse(pool: PoolFacts, part: 'data' | 'metadata'): PoolProblem | null {
+  const percent = part === 'data' ? pool.dataPercent : pool.metadataPercent;
+  if (percent === null || percent < pool.thresholds.warning) return null;
+  // Out of data space has its own finding, with the same remedy.
+  if (part === 'data' && pool.state === 'out_of_data_space') return null;
+  const severity = percent >= pool.thresholds.critical ? 'critical' : 'warning';
+  const name = `${pool.vg}/${pool.lv}`;
+  const what =
+    part === 'metadata'
+      ? 'when it runs out, the pool fails and its metadata can be damaged, with every volume on it (lvmthin(7), Metadata space exhaustion)'
+      : 'when it is full, writes to new blocks wait or fail and its guests stop with I/O errors';
+  return {
+    kind: part === 'data' ? 'data-use' : 'metadata-use',
+    severity,
+    message: `thin pool ${name}: ${part} ${percentText(percent)} used; ${what}`,
+    ...poolGrowth(pool, part),
+  };
+}
+
+// The kernel's largest thin-pool metadata device (dm-thin-metadata.h: 255 index entries of 16 Ki 4 KiB blocks).
+const MAX_POOL_METADATA_BYTES = 255 * 16384 * 4096;
+const GIB = 2 ** 30;
+const LVM_EXTENT_BYTES = 4 * 2 ** 20;
+
+/** `+8G`, or `+516M` below 1 GiB (whole 4 MiB extents): at least `bytes`. */
+function lvmGrowth(bytes: number): { text: string; bytes: number } {
+  if (bytes >= GIB) {
+    const gib = Math.ceil(bytes / GIB);
+    return { text: `+${gib}G`, bytes: gib * GIB };
+  }
+  const rounded = Math.max(1, Math.ceil(bytes / LVM_EXTENT_BYTES)) * LVM_EXTENT_BYTES;
+  return { text: `+${rounded / 2 ** 20}M`, bytes: rounded };
+}
+
+/**
+ * The lvextend that brings use back under the warning threshold less 10 points, when the VG has
+ * the space (for metadata twice: LVM grows its spare metadata LV along); otherwise what to do.
+ */
+function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: string | null; advice: string } {
+  const name = `${pool.vg}/${pool.lv}`;
+  const free =
+    'or free blocks: discard inside the guests (fstrim, with discard=on on their disks), remove snapshots and volumes no one needs';
+  const size = part === 'data' ? pool.sizeBytes : pool.metadataBytes;
+  const percent =
+    pool.state === 'out_of_data_space' && part === 'data'
+      ? 100
+      : part === 'data'
+        ? pool.dataPercent
+        : pool.metadataPercent;
+  if (size === null || percent === null || pool.vgFreeBytes === null)
+    return { remedy: null, advice: `grow it if VG ${pool.vg} has free space (vgs ${pool.vg}: VFree), ${free}` };
+  const target = Math.max(10, pool.thresholds.warning - 10);
+  let wanted = (size * percent) / target - size;
+  if (part === 'metadata') wanted = Math.min(wanted, MAX_POOL_METADATA_BYTES - size);
+  if (wanted < LVM_EXTENT_BYTES)
+    return { remedy: null, advice: `its metadata is at the largest size the kernel allows (about 16 GiB): ${free}` };
+  const growth = lvmGrowth(wanted);
+  const needed = part === 'metadata' ? 2 * growth.bytes : growth.bytes;
+  const flag = part === 'data' ? ['-L', growth.text] : ['--poolmetadatasize', growth.text];
+  if (needed > pool.vgFreeBytes)
+    return {
+      remedy: null,
+      advice:
+        `VG ${pool.vg} has ${humanBytes(pool.vgFreeBytes)} free, ${humanBytes(needed)} are needed: add a disk ` +
+        `(pvcreate /dev/DISK; vgextend ${pool.vg} /dev/DISK), then ${shellLine(['lvextend', ...flag, name])}; ${free}`,
+    };
+  return {
+    remedy: shellLine(['lvextend', ...flag, name]),
+    advice: `grows its ${part} by ${humanBytes(growth.bytes)} to bring its use under ${target}% (VG ${pool.vg} has ${humanBytes(pool.vgFreeBytes)} free)`,
+  };
+}
+
+const REPAIR_LEFTOVER_RE = /^(.+)_meta\d+$/;
+
+/** LVs a repair left beside the pool (`data_meta0`): lvconvert --repair keeps the old metadata under that name. */
+function repairLeftovers(j: Judging, pool: LogicalVolume): ThinPool['leftovers'] {
+  const leftovers: ThinPool['leftovers'] = [];
+  for (const lv of j.state.lvs?.values() ?? []) {
+    if (lv.vg !== pool.vg || lv.hidden || lv.attr[0] !== '-' || REPAIR_LEFTOVER_RE.exec(lv.lv)?.[1] !== pool.lv)
+      continue;
+    const space = lv.sizeBytes === null ? '' : ` frees ${humanBytes(lv.sizeBytes)}`;
+    leftovers.push({
+      lv: lv.lv,
+      sizeBytes: lv.sizeBytes,
+      advice: `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, lvremove ${pool.vg}/${lv.lv}${space}`,
+    });
+  }
+  return leftovers;
+}
+
+/** VGs with a missing PV (vg_attr `p`): critical when this node's guests have volumes on them. */
+function volumeGroupProblemsOf(j: Judging): VolumeGroupProblem[] {
+  const partial = new Map<string, Set<number>>();
+  for (const lv of j.state.lvs?.values() ?? []) {
+    if (lv.vgAttr?.[3] !== 'p') continue;
+    if (!partial.has(lv.vg)) partial.set(lv.vg, new Set());
+    for (const ref of j.refsOf(lv.vg, lv.lv)) if (j.fromHere(ref)) pushToSet(partial, lv.vg, ref.guest.vmid);
+  }
+  return [...partial].map(([vg, vmids]) => {
+    const guests = [...vmids].sort((a, b) => a - b);
+    const whose = guests.map((vmid) => guestLabel(vmid, typeOf(j, vmid))).join(', ');
+    return {
+      vg,
+      severity: guests.length > 0 ? 'critical' : 'warning',
+      message: `VG ${vg} misses a physical volume (partial): LVs with extents on it cannot be activated${guests.length > 0 ? `, disks of ${whose} among them` : ''}`,
+      guests,
+      advice:
+        `find the missing disk (pvs shows it as [unknown]), reconnect it (cable, iSCSI session, multipath), then pvscan --cache. ` +
+        `Only when it is gone for good: vgreduce --removemissing ${vg} drops every LV with extents on it (vgreduce(8))`,
+    };
+  });
+}
+
+/** The remedy that works for a problem entry now, or, when no command may touch it, what to do instead. */
 function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts, vmid: number): Action {
   const lock = j.locks.get(vmid);
   if (lock !== undefined) return adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid)));
@@ -2656,6 +3134,8 @@ export interface Summary {
   unjudged: number;
   /** Guest volumes LVM knows that no config references (not dm entries: see OrphanLv). */
   orphanLvs: number;
+  /** Thin pools and VGs with a problem (warning or critical; see ThinPool, VolumeGroupProblem). */
+  poolProblems: number;
 }
 
 export interface Graded {
@@ -2669,20 +3149,20 @@ export interface Graded {
 export const MAX_TOMBSTONES_BEFORE_F = 50;
 
 /**
- * Any duplicate grades F, as more than 50 tombstones do; tombstones grade B to D. The exit code is
- * 2 for F; 1 for tombstones, warnings, or entries that could not be judged (such a node is never
- * shown as healthy); 0 otherwise.
- */
-/**
  * The grade counts what blocks a guest's next disk: tombstones, and the orphan LVs that have no
  * tombstone of their own (an inactive LV has no dm entry). Orphan LVs block a name and hold space;
  * they endanger no running guest, so they weigh as tombstones do, and never make an F alone but by
- * their number. Any duplicate is an F.
+ * their number. Any duplicate is an F, as is any critical pool or VG finding (its guests are down
+ * or about to fail); a warning one (a pool filling up) makes a B at best. The exit code is 2 for
+ * F; 1 for tombstones, orphan LVs, pool warnings, warnings, or entries that could not be judged
+ * (such a node is never shown as healthy); 0 otherwise.
  */
 export function grade(
-  classification: Pick<Classification, 'entries' | 'warnings'> & { orphanLvs?: readonly OrphanLv[] },
+  classification: Pick<Classification, 'entries' | 'warnings'> &
+    Partial<Pick<Classification, 'orphanLvs' | 'pools' | 'volumeGroups'>>,
 ): Graded {
   const orphans = classification.orphanLvs ?? [];
+  const poolFindings = [...(classification.pools ?? []), ...(classification.volumeGroups ?? [])];
   const summary: Summary = {
     entries: classification.entries.length,
     valid: 0,
@@ -2691,23 +3171,20 @@ export function grade(
     ignored: 0,
     unjudged: 0,
     orphanLvs: orphans.length,
+    poolProblems: poolFindings.filter((finding) => finding.severity !== 'ok').length,
   };
   for (const entry of classification.entries) summary[entry.status]++;
-  const { duplicate, tombstone } = summary;
-  const blocked = tombstone + orphans.filter((orphan) => !orphan.active).length;
-  const letter: GradeLetter =
-    duplicate > 0
-      ? 'F'
-      : blocked === 0
-        ? 'A+'
-        : blocked <= 5
-          ? 'B'
-          : blocked <= 20
-            ? 'C'
-            : blocked <= MAX_TOMBSTONES_BEFORE_F
-              ? 'D'
-              : 'F';
-  const warned = blocked > 0 || orphans.length > 0 || summary.unjudged > 0 || classification.warnings.length > 0;
+  const critical = summary.duplicate > 0 || poolFindings.some((finding) => finding.severity === 'critical');
+  const blocked = summary.tombstone + orphans.filter((orphan) => !orphan.active).length;
+  const byCount: GradeLetter =
+    blocked === 0 ? 'A+' : blocked <= 5 ? 'B' : blocked <= 20 ? 'C' : blocked <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
+  const letter: GradeLetter = critical ? 'F' : byCount === 'A+' && summary.poolProblems > 0 ? 'B' : byCount;
+  const warned =
+    blocked > 0 ||
+    orphans.length > 0 ||
+    summary.poolProblems > 0 ||
+    summary.unjudged > 0 ||
+    classification.warnings.length > 0;
   return { grade: letter, summary, exitCode: letter === 'F' ? 2 : warned ? 1 : 0 };
 }
 
@@ -2753,6 +3230,9 @@ export function narrowToGuests(
       (set) => names.has(set.kept) || set.extras.some((name) => names.has(name)),
     ),
     orphanLvs: classification.orphanLvs.filter((orphan) => wanted.has(orphan.vmid)),
+    // The pools and VGs these guests' disks are on.
+    pools: classification.pools.filter((pool) => pool.guests.some((vmid) => wanted.has(vmid))),
+    volumeGroups: classification.volumeGroups.filter((vg) => vg.guests.some((vmid) => wanted.has(vmid))),
     guests: classification.guests.filter((guest) => wanted.has(guest.vmid)),
     missingGuests: classification.missingGuests.filter((missing) => wanted.has(missing.vmid)),
     warnings: [
@@ -2834,6 +3314,8 @@ export function toJson(result: Result) {
     }),
     duplicates: result.duplicates,
     orphanLvs: result.orphanLvs,
+    pools: result.pools,
+    volumeGroups: result.volumeGroups,
     guests: result.guests.map(({ vmid, type, name, running, lock, health, template, readable }) => ({
       vmid,
       type,
@@ -4873,6 +5355,8 @@ export function captureFromJson(text: string, source: string): Capture {
     dmsetupInfo: requiredText('dmsetupInfo'),
     dmsetupTable: textOrNull('dmsetupTable'),
     lvs: textOrNull('lvs'),
+    // A node running an older pve-dm sends none: not known.
+    poolStatus: record.poolStatus === undefined ? null : textOrNull('poolStatus'),
     running: textOrNull('running'),
     system: value.system === null ? null : systemFactsFrom(value.system, wrong),
     meta: value.meta === null ? null : captureMetaFrom(value.meta, wrong),
@@ -5107,7 +5591,16 @@ export function analyseCluster(
 
 /** The nodes' counts added up; an orphan LV of a shared VG is one LV, however many nodes see it. */
 function clusterSummary(results: Result[]): Summary {
-  const summary: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
+  const summary: Summary = {
+    entries: 0,
+    valid: 0,
+    duplicate: 0,
+    tombstone: 0,
+    ignored: 0,
+    unjudged: 0,
+    orphanLvs: 0,
+    poolProblems: 0,
+  };
   for (const result of results)
     for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
   return { ...summary, orphanLvs: clusterOrphans({ nodes: results }).length };
@@ -5162,6 +5655,13 @@ export function clusterAsResult(cluster: ClusterResult): Result {
       })),
     ),
     orphanLvs: clusterOrphans(cluster),
+    // A thin pool is a node's own; a partial VG is what one node sees.
+    pools: cluster.nodes.flatMap((result) =>
+      result.pools.map((pool) => ({ ...pool, node: result.node, message: `on ${result.node}: ${pool.message}` })),
+    ),
+    volumeGroups: cluster.nodes.flatMap((result) =>
+      result.volumeGroups.map((vg) => ({ ...vg, node: result.node, message: `on ${result.node}: ${vg.message}` })),
+    ),
     duplicates: cluster.nodes.flatMap((result) =>
       result.duplicates.map((set) => ({
         ...set,
@@ -6199,6 +6699,12 @@ function lines(text: string): string[] {
     for (let i = 0; i < all.length; i++) if (all[i]?.endsWith('\r')) all[i] = (all[i] as string).slice(0, -1);
   if (all.length > 0 && all[all.length - 1] === '') all.pop();
   return all;
+}
+
+function pushToSet<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
+  const set = map.get(key);
+  if (set === undefined) map.set(key, new Set([value]));
+  else set.add(value);
 }
 
 function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {

@@ -26,7 +26,7 @@ test('three nodes: each a section of its own, the sums and the worst grade, F fo
   const result = await cluster();
   // On pve2, VM 117's disk is the target of its migration (lock: migrate): in flight, not a tombstone.
   assert.equal(result.nodes.map((node) => [node.node, node.grade, node.exitCode]), [['pve1', 'B', 1], ['pve2', 'B', 1], ['pve3', 'B', 1]]);
-  assert.equal(result.summary, { entries: 36, valid: 11, duplicate: 0, tombstone: 6, ignored: 19, unjudged: 0, orphanLvs: 1 });
+  assert.equal(result.summary, { entries: 36, valid: 11, duplicate: 0, tombstone: 6, ignored: 19, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
 });

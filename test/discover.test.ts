@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  anonymiseCapture, createRunner, discover, main, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, readCapture, UserError, writeCapture,
+  anonymiseCapture, createRunner, discover, main, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, POOL_STATUS_ARGS, readCapture, UserError, writeCapture,
   type Runner,
 } from '../pve-dm.ts';
 import { REAL, SAMPLES, tempDir, test } from './harness.ts';
@@ -47,22 +47,24 @@ function recordingRunner(calls: string[][]): Runner {
     calls.push([command, ...args]);
     if (command === 'dmsetup' && args.includes('info')) return { exitCode: 0, stdout: real('dmsetup.txt'), stderr: '' };
     if (command === 'dmsetup' && args.includes('table')) return { exitCode: 0, stdout: real('dmsetup-table.txt'), stderr: '' };
+    if (command === 'dmsetup' && args.includes('status')) return { exitCode: 0, stdout: '', stderr: '' };
     if (command === 'lvs') return { exitCode: 0, stdout: real('lvs.txt'), stderr: '' };
     if (command === 'pveversion') return { exitCode: 0, stdout: 'pve-manager/9.1.2/9d436f37a0ac4172 (running kernel: 6.14.11-4-pve)\n', stderr: '' };
     return { exitCode: 127, stdout: '', stderr: `${command}: not expected` };
   };
 }
 
-test('live discovery spawns the same four commands for 3 guests and for 300', async () => {
+test('live discovery spawns the same five commands for 3 guests and for 300', async () => {
   for (const guests of [3, 300]) {
     const root = fakeNode(guests);
     const calls: string[][] = [];
     const capture = await discover({ runner: recordingRunner(calls), liveRoot: root });
-    assert.equal(calls.sort(), [['dmsetup', ...DM_INFO_ARGS], ['dmsetup', ...DM_TABLE_ARGS], ['lvs', ...LVS_ARGS], ['pveversion']].sort(), `${guests} guests`);
+    const expected = [['dmsetup', ...DM_INFO_ARGS], ['dmsetup', ...DM_TABLE_ARGS], ['dmsetup', ...POOL_STATUS_ARGS], ['lvs', ...LVS_ARGS], ['pveversion']];
+    assert.equal(calls.sort(), expected.sort(), `${guests} guests`);
     assert.is(capture.configs.length, guests);
     assert.is(capture.system?.pveVersion, '9.1.2');
     assert.equal(capture.system?.memory, { totalBytes: 65536000 * 1024, usedBytes: (65536000 - 32768000) * 1024 });
-    assert.equal(Object.keys(capture.meta?.commands ?? {}), ['dmsetup info', 'dmsetup table', 'lvs', 'pveversion']);
+    assert.equal(Object.keys(capture.meta?.commands ?? {}), ['dmsetup info', 'dmsetup table', 'dmsetup status', 'lvs', 'pveversion']);
     rmSync(root, { recursive: true });
   }
 });
@@ -70,7 +72,9 @@ test('live discovery spawns the same four commands for 3 guests and for 300', as
 test('the live dmsetup commands ask for kernel (mangled) names, never through a shell', () => {
   assert.equal(DM_INFO_ARGS, ['--manglename', 'none', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,major,minor,open,attr,uuid']);
   assert.equal(DM_TABLE_ARGS, ['--manglename', 'none', 'table']);
-  assert.equal(LVS_ARGS, ['-a', '--noheadings', '--separator', '|', '--units', 'b', '--nosuffix', '-o', 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size']);
+  assert.equal(POOL_STATUS_ARGS, ['--manglename', 'none', 'status', '--target', 'thin-pool']);
+  const columns = 'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size,data_percent,metadata_percent,lv_metadata_size,vg_attr,vg_free';
+  assert.equal(LVS_ARGS, ['-a', '--noheadings', '--separator', '|', '--units', 'b', '--nosuffix', '-o', columns]);
 });
 
 test('running guests: QEMU pid files checked against a live kvm started with that pid file; LXC command sockets', async () => {
@@ -203,7 +207,7 @@ test('pve-dm.ts capture DIR writes the live node\'s capture, which --root then a
   const calls: string[][] = [];
   const captured = await mainOn(['capture', dir], root, calls);
   assert.is(captured.code, 0, captured.stderr);
-  assert.is(calls.length, 4);
+  assert.is(calls.length, 5);
   assert.match(captured.stderr, /capture of \S+ written to /);
   const live = await mainOn(['--json', '--report-only'], root);
   const offline = await mainOn(['--json', '--report-only', '--root', dir], root);

@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
-  dmsetupTakesAsIs, mangleDmName, mapsLv, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parseStorageCfg, splitLvmName,
+  dmsetupTakesAsIs, mangleDmName, mapsLv, parseDmsetupInfo, parseDmsetupTable, parseGuestConfig, parseGuestVolumeName, parseLvs, parsePoolStatus, parseStorageCfg, splitLvmName,
   stripCopySuffix, unmangleDmName, volumesOfPropertyString, volumesOfRef, type VolumeRef,
 } from '../pve-dm.ts';
 import { config, test } from './harness.ts';
@@ -124,7 +124,17 @@ const logicalVolume = fc.record({
   uuids: fc.option(fc.tuple(lvmDisplayUuid, lvmDisplayUuid, fc.option(lvName, { nil: null })), { nil: null }),
   // lv_size in bytes; null: a capture from before sizes (or from before uuids).
   size: fc.option(fc.nat({ max: 2 ** 50 }), { nil: null }),
+  // A thin pool's use (two decimals, as lvs prints it; empty for any other LV) and the VG's state;
+  // null: a capture from before these columns.
+  pool: fc.option(fc.record({
+    data: fc.option(fc.integer({ min: 0, max: 10000 }), { nil: null }),
+    metadata: fc.option(fc.integer({ min: 0, max: 10000 }), { nil: null }),
+    metadataSize: fc.option(fc.nat({ max: 2 ** 34 }), { nil: null }),
+    vgAttr: fc.stringMatching(/^[-a-zA-Z]{6}$/),
+    vgFree: fc.nat({ max: 2 ** 50 }),
+  }, { noNullPrototype: true }), { nil: null }),
 }, { noNullPrototype: true });
+const percentColumn = (hundredths: number | null) => (hundredths === null ? '' : (hundredths / 100).toFixed(2));
 
 property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids, pool and size or without (earlier captures), parse back to the same LVs', 500,
   fc.property(fc.uniqueArray(logicalVolume, { selector: (l) => `${l.vg}/${l.lv}`, maxLength: 30 }), (volumes) => {
@@ -132,15 +142,24 @@ property('parseLvs: `lvs -a --noheadings --separator |` lines, with uuids, pool 
       const columns = [l.vg, l.hidden ? `[${l.lv}]` : l.lv, l.attr, l.tags.join(',')];
       if (l.uuids !== null) columns.push(l.uuids[0], l.uuids[1], l.uuids[2] ?? '');
       if (l.uuids !== null && l.size !== null) columns.push(String(l.size));
+      if (l.uuids !== null && l.size !== null && l.pool !== null) {
+        const { data, metadata, metadataSize, vgAttr, vgFree } = l.pool;
+        columns.push(percentColumn(data), percentColumn(metadata), metadataSize === null ? '' : String(metadataSize), vgAttr, String(vgFree));
+      }
       return `  ${columns.join('|')}`;
     }).join('\n');
     const parsed = parseLvs(`${text}\n`);
     assert.equal(parsed.warnings, []);
     assert.is(parsed.lvs.size, volumes.length);
-    for (const { vg, lv, attr, tags, hidden, uuids, size } of volumes) {
+    for (const { vg, lv, attr, tags, hidden, uuids, size, pool } of volumes) {
       const parsedLv = parsed.lvs.get(vg, lv);
       const sizeBytes = uuids === null ? null : size;
-      assert.equal(parsedLv, { vg, lv, attr, tags, hidden, lvUuid: uuids?.[0] ?? null, vgUuid: uuids?.[1] ?? null, pool: uuids?.[2] ?? null, sizeBytes });
+      const use = uuids === null || size === null ? null : pool;
+      assert.equal(parsedLv, {
+        vg, lv, attr, tags, hidden, lvUuid: uuids?.[0] ?? null, vgUuid: uuids?.[1] ?? null, pool: uuids?.[2] ?? null, sizeBytes,
+        dataPercent: use?.data == null ? null : use.data / 100, metadataPercent: use?.metadata == null ? null : use.metadata / 100,
+        metadataBytes: use?.metadataSize ?? null, vgAttr: use?.vgAttr ?? null, vgFreeBytes: use?.vgFree ?? null,
+      });
       // The LV's own mapping: LVM- + VG uuid + LV uuid, dashes left out (build_dm_uuid); not another's.
       if (uuids === null || parsedLv === undefined) continue;
       const own = `LVM-${uuids[1].replaceAll('-', '')}${uuids[0].replaceAll('-', '')}`;
@@ -404,6 +423,7 @@ property('the other parsers: any text, never a throw, every warning naming its f
     const count = t.split('\n').length;
     const results: [string, { warnings: { source: string; line: number | null }[] }][] = [
       ['dmsetup-table.txt', parseDmsetupTable(t)], ['lvs.txt', parseLvs(t)], ['etc/pve/storage.cfg', parseStorageCfg(t)],
+      ['dmsetup-status.txt', parsePoolStatus(t)],
       ['etc/pve/nodes/pve1/qemu-server/100.conf', parseGuestConfig(config(100, t, { type }))],
     ];
     for (const [file, { warnings }] of results) {

@@ -64,7 +64,15 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   assert.equal(result.summary, {
     entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'), unjudged: count('unjudged'),
     orphanLvs: result.orphanLvs.length,
+    poolProblems: [...result.pools, ...result.volumeGroups].filter((p) => p.severity !== 'ok').length,
   });
+  // A pool is as bad as its worst problem; any critical one is an F; every problem says what to do.
+  for (const pool of result.pools) {
+    const worst = pool.problems.some((p) => p.severity === 'critical') ? 'critical' : pool.problems.length > 0 ? 'warning' : 'ok';
+    assert.is(pool.severity, worst, `${pool.vg}/${pool.lv}`);
+    for (const problem of pool.problems) assert.ok(problem.advice.length > 0 && (problem.remedy === null || problem.remedy.startsWith('lv')));
+  }
+  if ([...result.pools, ...result.volumeGroups].some((p) => p.severity === 'critical')) assert.is(result.grade, 'F');
   // An orphan LV is a guest volume no config references: its own entry (a duplicate names the volume it copies) is never valid.
   for (const orphan of result.orphanLvs) {
     const own = result.entries.find((e) => e.vg === orphan.vg && e.lv === orphan.lv && e.status !== 'duplicate');

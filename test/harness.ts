@@ -17,7 +17,7 @@ export interface Expected {
   node: string;
   grade: string;
   exitCode: number;
-  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged' | 'orphanLvs', number>;
+  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged' | 'orphanLvs' | 'poolProblems', number>;
   /** Orphan LVs by `vg/lv`, in lvs order. */
   orphanLvs?: Record<string, { reason: string; active: boolean }>;
   entries: Record<string, { status: string; reason: string }>;

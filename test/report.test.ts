@@ -55,8 +55,8 @@ function hostileCapture(parts: Partial<Capture> = {}): Capture {
 
 // ── JSON ─────────────────────────────────────────────────────────────────────────────────────
 
-const TOP_KEYS = ['version', 'node', 'grade', 'summary', 'entries', 'orphanLvs', 'guests', 'warnings'];
-const SUMMARY_KEYS = ['entries', 'valid', 'duplicate', 'tombstone', 'ignored', 'unjudged', 'orphanLvs'];
+const TOP_KEYS = ['version', 'node', 'grade', 'summary', 'entries', 'orphanLvs', 'pools', 'volumeGroups', 'guests', 'warnings'];
+const SUMMARY_KEYS = ['entries', 'valid', 'duplicate', 'tombstone', 'ignored', 'unjudged', 'orphanLvs', 'poolProblems'];
 const ENTRY_KEYS = ['name', 'status', 'reason', 'remedy', 'advice', 'vmid', 'guestType', 'vg', 'lv', 'open', 'lock', 'holders'];
 const GUEST_KEYS = ['vmid', 'type', 'name', 'running', 'lock', 'health'];
 
@@ -95,6 +95,7 @@ for (const name of SAMPLE_NAMES) {
     assert.equal(json.summary, {
       entries: json.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
       unjudged: count('unjudged'), orphanLvs: json.orphanLvs.length,
+      poolProblems: [...json.pools, ...json.volumeGroups].filter((p: { severity: string }) => p.severity !== 'ok').length,
     });
     assert.equal(json.summary, expectedOf(name).summary);
     const orphans = json.orphanLvs.map((o: { vg: string; lv: string; reason: string; active: boolean }) => [`${o.vg}/${o.lv}`, { reason: o.reason, active: o.active }]);
@@ -128,7 +129,7 @@ test('JSON: what is not known is null, never missing (no running.txt, lvs.txt, s
   assert.is(json.vmids, null);
   for (const entry of json.entries) assertKeys(entry, ENTRY_KEYS, entry.name);
   // VM 100's lock is no value qemu-server knows: as for any lock of an operation, its unreferenced disk-5 is in flight.
-  assert.equal(json.summary, { entries: 5, valid: 2, duplicate: 0, tombstone: 1, ignored: 2, unjudged: 0, orphanLvs: 0 });
+  assert.equal(json.summary, { entries: 5, valid: 2, duplicate: 0, tombstone: 1, ignored: 2, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.is(json.entries.find((e: { name: string }) => e.name === 'pve-vm--100--disk--5').reason, 'in-flight');
 });
 
@@ -353,7 +354,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
   assert.is(full.result.summary.entries, 20);
   assert.equal(result.entries.map((e) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
   assert.ok(result.entries.every((e) => e.vmid === 169));
-  assert.equal(result.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 });
+  assert.equal(result.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
   assert.equal(result.duplicates.map((d) => d.kept), ['ssd--ha01-vm--169--disk--0']);
@@ -371,7 +372,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
 
 test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowhere keeps its missing entry; a partition follows its parent', async () => {
   const vm170 = (await sample('multi-pool', [170])).result;
-  assert.equal(vm170.summary, { entries: 3, valid: 2, duplicate: 0, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1 });
+  assert.equal(vm170.summary, { entries: 3, valid: 2, duplicate: 0, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   assert.equal([vm170.grade, vm170.exitCode], ['B', 1]);
   assert.equal(vm170.duplicates, []);
   const vm888 = (await sample('multi-pool', [888])).result;
@@ -382,7 +383,7 @@ test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowher
   assert.equal(vm150.entries.map((e) => `${e.name} ${e.reason}`).sort(), ['pve-vm--150--disk--0 guest-missing', 'pve-vm--150--disk--0p1 partition-of-problem']);
   assert.equal(vm150.summary.tombstone, 2);
   const two = (await sample('multi-pool', [169, 170])).result;
-  assert.equal(two.summary, { entries: 5, valid: 3, duplicate: 1, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1 });
+  assert.equal(two.summary, { entries: 5, valid: 3, duplicate: 1, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
 });
 
 test.run();

@@ -3,20 +3,62 @@
 # boots the dm-vm.sh guest once and runs make-fixtures.guest.sh in it (about 30-60 s
 # under TCG). Needs root and apt-get for the first `dm-vm.sh setup`.
 #
-#   test/kernel/make-fixtures.sh [OUTDIR]     (default: test/fixtures/real)
+#   test/kernel/make-fixtures.sh [OUTDIR]         (default: test/fixtures/real)
+#   test/kernel/make-fixtures.sh pools [OUTDIR]   only OUTDIR/pools: thin pools and VGs in
+#                                                 trouble (make-pool-fixtures.guest.sh)
 #
-# Only empty/ and full/ are replaced; README.md next to them is kept.
+# Only the set made (empty/ and full/, or pools/) is replaced; README.md next to them, and
+# pools/README.md, are kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+set_=default
+if [ "${1:-}" = pools ]; then set_=pools; shift; fi
 out=${1:-$root/test/fixtures/real}
 mkdir -p "$out"
 out=$(readlink -f "$out")
+
+# thin_check/thin_repair for the pools guest: Debian's thin-provisioning-tools, unpacked (not
+# installed) next to dm-vm.sh's cache, with the libraries pdata_tools needs (the initramfs
+# does not have libexpat). Without it the guest skips the repair scenarios.
+thin_tools() {
+    local dir=${DMVM_CACHE:-${XDG_CACHE_HOME:-/var/tmp}/pve-dm-kernel}/thin-tools t lib
+    if ! [ -x "$dir/usr/sbin/pdata_tools" ]; then
+        t=$(mktemp -d)
+        if (cd "$t" && apt-get -o APT::Sandbox::User=root download -qq thin-provisioning-tools) >&2 &&
+           dpkg -x "$t"/thin-provisioning-tools_*.deb "$t/x"; then
+            mkdir -p "$t/x/lib"
+            for lib in $(ldd "$t/x/usr/sbin/pdata_tools" | awk '/=> \//{print $3}'); do
+                cp -L "$lib" "$t/x/lib/"
+            done
+            rm -rf "$dir"; mv "$t/x" "$dir"
+        fi
+        rm -rf "$t"
+    fi
+    [ -x "$dir/usr/sbin/pdata_tools" ] && echo "$dir"
+    return 0
+}
 
 "$here/dm-vm.sh" setup
 tmp=$(mktemp -d "$out/.new.XXXX")
 trap 'rm -rf "$tmp"' EXIT
 rc=0
+if [ $set_ = pools ]; then
+    tools=$(thin_tools)
+    [ -n "$tools" ] || echo "make-fixtures: no thin-provisioning-tools; repair scenarios skipped" >&2
+    # ~1.2 GB of pool data lands in the guest's tmpfs
+    DMVM_SHARE=$tmp${tools:+:$tools} DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} DMVM_MEM=${DMVM_MEM:-3072} \
+        "$here/dm-vm.sh" run "$here/make-pool-fixtures.guest.sh" "$tmp/pools" ${tools:+"$tools"} || rc=$?
+    if [ "$rc" != 0 ] || ! [ -s "$tmp/pools/lvs.txt" ]; then
+        echo "make-fixtures: guest failed (rc=$rc); $out left unchanged" >&2
+        exit 1
+    fi
+    [ ! -f "$out/pools/README.md" ] || cp -p "$out/pools/README.md" "$tmp/pools/"
+    rm -rf "$out/pools"
+    mv "$tmp/pools" "$out/"
+    echo "make-fixtures: wrote $out/pools" >&2
+    exit 0
+fi
 DMVM_SHARE=$tmp DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} \
     "$here/dm-vm.sh" run "$here/make-fixtures.guest.sh" "$tmp" || rc=$?
 if [ "$rc" != 0 ] || ! [ -s "$tmp/full/dmsetup.txt" ]; then

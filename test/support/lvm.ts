@@ -23,6 +23,19 @@ export const lvmUuid = (vg: string, lv: string, layer = '') => `LVM-${lvmId(`vg:
 /** An LVM id as lvs prints it: 6-4-4-4-4-4-6 characters (lib/uuid/uuid.c id_write_format). */
 const displayId = (id: string) => [id.slice(0, 6), id.slice(6, 10), id.slice(10, 14), id.slice(14, 18), id.slice(18, 22), id.slice(22, 26), id.slice(26)].join('-');
 
-/** An `lvs` line as LVS_ARGS asks for it (vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size), its uuids those of lvmUuid. */
-export const lvsLine = (vg: string, lv: string, attr: string, tags = '', pool = '', size = 4_294_967_296) =>
-  `  ${vg}|${lv}|${attr}|${tags}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${pool}|${size}`;
+/** A thin pool's use and its VG's state, as the last five lvs columns print them. */
+export interface LvsExtra {
+  data?: string;
+  metadata?: string;
+  metadataSize?: string;
+  vgAttr?: string;
+  vgFree?: number;
+}
+
+/**
+ * An `lvs` line as LVS_ARGS asks for it (vg|lv|attr|tags|lv_uuid|vg_uuid|pool_lv|lv_size|data%|
+ * metadata%|metadata_size|vg_attr|vg_free), its uuids those of lvmUuid.
+ */
+export const lvsLine = (vg: string, lv: string, attr: string, tags = '', pool = '', size = 4_294_967_296, extra: LvsExtra = {}) =>
+  `  ${vg}|${lv}|${attr}|${tags}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${pool}|${size}` +
+  `|${extra.data ?? ''}|${extra.metadata ?? ''}|${extra.metadataSize ?? ''}|${extra.vgAttr ?? 'wz--n-'}|${extra.vgFree ?? 17_179_869_184}`;

@@ -103,7 +103,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   const lvs: string[] = [];
   const running: number[] = [];
   const configs: ConfigFile[] = [];
-  const expected: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0 };
+  const expected: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 };
   let minor = 0;
   const sectorsAt = new Map<string, number>();
 
@@ -140,18 +140,26 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     entry(lvmDmName(vg, lv), lvmUuid(vg, lv), `0 ${lv === 'root' ? 201326592 : 16777216} linear 8:3 ${lv === 'root' ? 34816 : 201361408}`, 1, 'ignored');
   }
   const poolMinor = new Map<string, number>();
+  const poolStatus: string[] = [];
   for (const storage of [THIN_LOCAL, THIN_NVME]) {
     const pool = storage.pool as string;
-    lvs.push(`  ${storage.vg}|${pool}|twi-aotz--|`, `  ${storage.vg}|[${pool}_tdata]|Twi-ao----|`, `  ${storage.vg}|[${pool}_tmeta]|ewi-ao----|`);
+    const size = 1_900_000_000_000;
+    lvs.push(
+      lvsLine(storage.vg, pool, 'twi-aotz--', '', '', size, { data: '41.27', metadata: '12.83', metadataSize: '4294967296' }),
+      lvsLine(storage.vg, `[${pool}_tdata]`, 'Twi-ao----', '', '', size),
+      lvsLine(storage.vg, `[${pool}_tmeta]`, 'ewi-ao----', '', '', 4294967296),
+    );
     entry(lvmDmName(storage.vg, `${pool}_tmeta`), lvmUuid(storage.vg, pool, 'tmeta'), '0 8388608 linear 8:3 218138624', 1, 'ignored');
     entry(lvmDmName(storage.vg, `${pool}_tdata`), lvmUuid(storage.vg, pool, 'tdata'), '0 3710937088 linear 8:3 226527232', 1, 'ignored');
     poolMinor.set(storage.vg, minor);
     entry(lvmDmName(storage.vg, pool, 'tpool'), lvmUuid(storage.vg, pool, 'tpool'), `0 3710937088 thin-pool 252:${minor - 2} 252:${minor - 1} 128 0 1 skip_block_zeroing`, 2 * guests, 'ignored');
     entry(lvmDmName(storage.vg, pool), lvmUuid(storage.vg, pool, 'pool'), `0 3710937088 linear 252:${minor - 1} 0`, 0, 'ignored');
+    // As the kernel prints it: 41.27% of the data blocks, 12.83% of the metadata blocks in use.
+    poolStatus.push(`${lvmDmName(storage.vg, pool, 'tpool')}: 0 3710937088 thin-pool 7 134521/1048576 11964877/28991696 - rw no_discard_passdown queue_if_no_space - 1024`);
   }
   const osd = `osd-block-${rng.hex(8)}-${rng.hex(4)}-${rng.hex(4)}-${rng.hex(4)}-${rng.hex(12)}`;
   const cephVg = `ceph-${rng.hex(8)}-${rng.hex(4)}-${rng.hex(4)}-${rng.hex(4)}-${rng.hex(12)}`;
-  lvs.push(`  ${cephVg}|${osd}|-wi-ao----|ceph.osd_id=0`);
+  lvs.push(lvsLine(cephVg, osd, '-wi-ao----', 'ceph.osd_id=0', '', 2_000_381_018_112));
   entry(lvmDmName(cephVg, osd), lvmUuid(cephVg, osd), '0 3907018752 linear 8:48 2048', 1, 'ignored');
 
   const configFile = (node: string, type: 'qemu' | 'lxc', vmid: number, text: string) =>
@@ -261,6 +269,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     dmsetupInfo: `${sortedInfo.map(([line]) => line).join('\n')}\n`,
     dmsetupTable: `${sortedInfo.map(([, line]) => line).join('\n')}\n`,
     lvs: `${lvs.join('\n')}\n`,
+    poolStatus: `${poolStatus.join('\n')}\n`,
     running: `${running.join('\n')}\n`,
     system: {
       pveVersion: '9.1.2', kernel: '6.14.11-4-pve', uptimeSeconds: 8_640_000, cpuPercent: 41.5,
