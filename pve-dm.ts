@@ -1181,6 +1181,12 @@ export interface LogicalVolume {
 export const lvKey = (vg: string, lv: string) => `${vg}/${lv}`;
 
 /**
+ * lv_attr's fifth character: `-` not active, `h` historical, `X` not known; any other is a mapping
+ * (`a`, `s` suspended, `c` a thin pool whose check is needed, `d`/`i` tables missing or inactive...).
+ */
+export const lvActive = (lv: Pick<LogicalVolume, 'attr'>) => !'-hX'.includes(lv.attr[4] ?? '-');
+
+/**
  * Values by volume group, then LV name: lookups with the strings in hand, where a `vg/lv` key
  * would be a new string to build, flatten and hash on every lookup (tens of thousands on a large node).
  */
@@ -2606,7 +2612,7 @@ function judgeLv(j: Judging, lv: LogicalVolume, volume: GuestVolume): OrphanLv |
   const storages = storagesOf(j, lv).map((storage) => storage.id);
   const on = storages.length > 0 ? storages.join(', ') : `VG ${lv.vg}`;
   const what = volume.kind === 'snapshot' ? `take snapshot ${volume.snapshot} of ${volume.origin}` : `create ${lv.lv}`;
-  const active = lv.attr[4] === 'a';
+  const active = lvActive(lv);
   const orphan = { vg: lv.vg, lv: lv.lv, vmid, reason, active, sizeBytes: lv.sizeBytes } as const;
   // A snapshot's LV is no volume pvesm frees: it goes by its LVM name.
   const storage = volume.kind === 'snapshot' ? null : (storages[0] ?? null);
@@ -2762,17 +2768,24 @@ function thinPoolsOf(j: Judging): ThinPool[] {
 /** This node's guests by the pool their volumes are on (`vg/pool`). */
 function poolGuests(j: Judging): Map<string, number[]> {
   const byPool = new Map<string, Set<number>>();
+  // An lvs.txt without pool_lv (earlier captures): a thin LV is in the one pool its VG's lvmthin storages name.
+  const thinpools = new Map<string, Set<string>>();
+  for (const storage of j.state.storages)
+    if (storage.type === 'lvmthin' && storage.vg !== null && storage.thinpool !== null)
+      pushToSet(thinpools, storage.vg, storage.thinpool);
   for (const lv of j.state.lvs?.values() ?? []) {
-    if (lv.pool === null) continue;
+    const only = lv.attr[0] === 'V' ? thinpools.get(lv.vg) : undefined;
+    const pool = lv.pool ?? (only?.size === 1 ? [...only][0] : null);
+    if (pool === null || pool === undefined) continue;
     for (const ref of j.refsOf(lv.vg, lv.lv))
-      if (j.fromHere(ref)) pushToSet(byPool, lvKey(lv.vg, lv.pool), ref.guest.vmid);
+      if (j.fromHere(ref)) pushToSet(byPool, lvKey(lv.vg, pool), ref.guest.vmid);
   }
   return new Map([...byPool].map(([key, vmids]) => [key, [...vmids].sort((a, b) => a - b)]));
 }
 
 function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
   const status = j.state.poolStatus?.get(lv.vg, lv.lv) ?? null;
-  const active = lv.attr[4] === 'a';
+  const active = lvActive(lv);
   const facts: PoolFacts = {
     vg: lv.vg,
     lv: lv.lv,
@@ -2806,9 +2819,15 @@ function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
   };
 }
 
-/** The kernel's word first; without it, lv_attr's health (F failed, D out of data, M metadata read-only). */
+/**
+ * The kernel's word first; without it, lv_attr's (state `c`: check needed; health `F` failed,
+ * `D` out of data space, `M` metadata read-only).
+ */
 function poolState(status: PoolStatus | null, attr: string): PoolState | null {
-  if (status === null) return ({ F: 'fail', D: 'out_of_data_space', M: 'read_only' } as const)[attr[8] ?? ''] ?? null;
+  if (status === null) {
+    if (attr[4] === 'c' || attr[4] === 'C') return 'needs_check';
+    return ({ F: 'fail', D: 'out_of_data_space', M: 'read_only' } as const)[attr[8] ?? ''] ?? null;
+  }
   if (status.mode === 'fail' || status.mode === 'error') return status.mode;
   if (status.needsCheck) return 'needs_check';
   return status.mode === 'ro' ? 'read_only' : status.mode === 'out_of_data_space' ? status.mode : 'ok';
@@ -2900,7 +2919,9 @@ function outOfDataPool(pool: PoolFacts): PoolProblem | null {
 /** Data or metadata use over the thresholds. Metadata is the one that corrupts: a full metadata device damages the pool. */
 function poolUse(pool: PoolFacts, part: 'data' | 'metadata'): PoolProblem | null {
   const percent = part === 'data' ? pool.dataPercent : pool.metadataPercent;
-  if (percent === null || percent < pool.thresholds.warning) return null;
+  if (percent === null) return null;
+  const refusing = part === 'metadata' && pool.metadataBytes !== null && percent >= lvmCreateLimit(pool.metadataBytes);
+  if (percent < pool.thresholds.warning && !refusing) return null;
   // Out of data space has its own finding, with the same remedy.
   if (part === 'data' && pool.state === 'out_of_data_space') return null;
   const severity = percent >= pool.thresholds.critical ? 'critical' : 'warning';
@@ -2909,13 +2930,21 @@ function poolUse(pool: PoolFacts, part: 'data' | 'metadata'): PoolProblem | null
     part === 'metadata'
       ? 'when it runs out, the pool fails and its metadata can be damaged, with every volume on it (lvmthin(7), Metadata space exhaustion)'
       : 'when it is full, writes to new blocks wait or fail and its guests stop with I/O errors';
+  const refused = refusing ? '; LVM already refuses new disks, snapshots and clones on it' : '';
   return {
     kind: part === 'data' ? 'data-use' : 'metadata-use',
     severity,
-    message: `thin pool ${name}: ${part} ${percentText(percent)} used; ${what}`,
+    message: `thin pool ${name}: ${part} ${percentText(percent)} used${refused}; ${what}`,
     ...poolGrowth(pool, part),
   };
 }
+
+/**
+ * Metadata use from which LVM creates no thin volume on a pool ("Cannot create new thin volume,
+ * free space in thin pool ... reached threshold"): it keeps 4 MiB or 25% of the metadata free,
+ * whichever is less (lvm2 lib/metadata/thin_manip.c, pool_metadata_min_threshold).
+ */
+const lvmCreateLimit = (metadataBytes: number) => 100 - Math.min(25, (100 * 4 * 2 ** 20) / metadataBytes);
 
 // The kernel's largest thin-pool metadata device (dm-thin-metadata.h: 255 index entries of 16 Ki 4 KiB blocks).
 const MAX_POOL_METADATA_BYTES = 255 * 16384 * 4096;
@@ -3397,7 +3426,11 @@ const ADVICE_COMMAND_RE = new RegExp(
     String.raw`pct unmount \d+`,
     String.raw`(?:qm disk|pct) rescan --vmid \d+`,
     String.raw`(?:fuser -vm|pvesh get|pvesm free|lvremove|dmsetup remove) \S+`,
-    String.raw`lvchange -an(?: [^\s)]+)?`,
+    String.raw`lvchange -a[ny](?: [^\s),;]+)?`,
+    String.raw`(?:lvconvert --repair|vgreduce --removemissing|vgs) [^\s),;:]+`,
+    String.raw`lvextend (?:-L|--poolmetadatasize) \+\w+ [^\s),;]+`,
+    String.raw`(?:pvcreate|vgextend [^\s),;]+) /dev/DISK`,
+    String.raw`(?:pvscan --cache|journalctl -k)`,
   ]
     .map((command) => `\\b${command}`)
     .join('|'),
@@ -3578,6 +3611,12 @@ export function renderConsole(result: Result, color: boolean): string {
   if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
   heading('Summary');
   out.push(...consoleSummary(result, paint));
+  // A pool or VG in trouble stops all its guests at once: before the entries.
+  const pools = result.pools.filter((pool) => pool.problems.length > 0 || pool.leftovers.length > 0);
+  if (pools.length > 0 || result.volumeGroups.length > 0) {
+    heading(`Thin pools and volume groups: ${result.summary.poolProblems} with problems`);
+    out.push(...consolePools(pools, result.volumeGroups, paint));
+  }
   heading(`Duplicates (critical): ${result.duplicates.length}`);
   out.push(...consoleDuplicates(result, paint));
   const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
@@ -3643,9 +3682,64 @@ function consoleSummary(result: Result, paint: ReturnType<typeof painter>): stri
   ];
   return [
     `  Grade ${paint(gradeStyle, result.grade)}   ${s.entries} dm entries: ${counts.join(', ')}`,
+    ...(s.poolProblems === 0 ? [] : [paint(poolStyle(result), `  Thin pools and VGs: ${poolCounts(result)} (below)`)]),
     ...(s.orphanLvs === 0 ? [] : [paint('yellow', `  Orphan LVs: ${s.orphanLvs} (LVM volumes no config uses: below)`)]),
     ...(unjudged === null ? [] : [paint('yellow', `  Incomplete: ${terminalSafe(unjudged)}`)]),
   ];
+}
+
+/** `1 critical, 1 warning`: the pools and VGs with problems. */
+const poolCounts = (result: Pick<Result, 'pools' | 'volumeGroups'>) => {
+  const findings = [...result.pools, ...result.volumeGroups];
+  return (['critical', 'warning'] as const)
+    .map((severity) => [severity, findings.filter((finding) => finding.severity === severity).length] as const)
+    .filter(([, count]) => count > 0)
+    .map(([severity, count]) => `${count} ${severity}`)
+    .join(', ');
+};
+const poolStyle = (result: Pick<Result, 'pools' | 'volumeGroups'>) =>
+  [...result.pools, ...result.volumeGroups].some((finding) => finding.severity === 'critical') ? 'red' : 'yellow';
+
+/** Each pool with a problem or a leftover, each partial VG: what is wrong, and what to do. */
+function consolePools(
+  pools: readonly ThinPool[],
+  volumeGroups: readonly VolumeGroupProblem[],
+  paint: ReturnType<typeof painter>,
+): string[] {
+  const out: string[] = [];
+  const style = (severity: Severity) => (severity === 'critical' ? 'red' : severity === 'warning' ? 'yellow' : 'dim');
+  for (const vg of volumeGroups) {
+    out.push(
+      `  ${paint(style(vg.severity), `VG ${terminalSafe(vg.vg)}`)}  ${vg.severity}: ${terminalSafe(vg.message)}`,
+    );
+    out.push(`    by hand: ${consoleAdvice(vg.advice)}`);
+  }
+  for (const pool of pools) {
+    const where = pool.node === undefined ? '' : ` on ${terminalSafe(pool.node)}`;
+    const name = `${terminalSafe(pool.vg)}/${terminalSafe(pool.lv)}`;
+    out.push(`  ${paint(style(pool.severity), name)}${where}  ${terminalSafe(poolFactsText(pool))}`);
+    for (const problem of pool.problems) {
+      out.push(`    ${paint(style(problem.severity), problem.severity)}: ${terminalSafe(problem.message)}`);
+      out.push(
+        problem.remedy === null
+          ? `      by hand: ${consoleAdvice(problem.advice)}`
+          : `      remedy: ${whole(terminalSafe(problem.remedy))}: ${consoleAdvice(problem.advice)}`,
+      );
+    }
+    for (const leftover of pool.leftovers) out.push(`    note: ${consoleAdvice(leftover.advice)}`);
+  }
+  return out;
+}
+
+/** `active, data 41.3%, metadata 93.2%, guests VM 100, CT 200`. */
+function poolFactsText(pool: ThinPool): string {
+  return [
+    pool.active ? 'active' : 'not active',
+    ...(pool.state !== null && pool.state !== 'ok' ? [pool.state] : []),
+    ...(pool.dataPercent === null ? [] : [`data ${percentText(pool.dataPercent)}`]),
+    ...(pool.metadataPercent === null ? [] : [`metadata ${percentText(pool.metadataPercent)}`]),
+    pool.guests.length === 0 ? 'no guest' : `VMIDs ${pool.guests.join(', ')}`,
+  ].join(', ');
 }
 
 function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): string[] {
@@ -3756,9 +3850,15 @@ function measures(result: Result): Measure[] {
     { label: 'ignored', value: ignored, warnAbove: null, critAbove: null },
     { label: 'unjudged', value: result.summary.unjudged, warnAbove: 0, critAbove: null },
     { label: 'orphan_lvs', value: result.summary.orphanLvs, warnAbove: 0, critAbove: null },
+    { label: 'pools_critical', value: poolsWith(result, 'critical'), warnAbove: null, critAbove: 0 },
+    { label: 'pools_warning', value: poolsWith(result, 'warning'), warnAbove: 0, critAbove: null },
     { label: 'warnings', value: result.warnings.length, warnAbove: 0, critAbove: null },
   ];
 }
+
+/** Thin pools and VGs of a severity. */
+const poolsWith = (result: Pick<Result, 'pools' | 'volumeGroups'>, severity: Severity) =>
+  [...result.pools, ...result.volumeGroups].filter((finding) => finding.severity === severity).length;
 
 /** One line for a monitoring system's overview: node, grade and counts (and what makes a cluster critical). */
 function monitoringSummary(result: Result): string {
@@ -3770,8 +3870,9 @@ function monitoringSummary(result: Result): string {
   const incomplete = unjudged === null ? '' : `; ${unjudged}`;
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
   const orphans = result.orphanLvs.length > 0 ? `, ${result.orphanLvs.length} orphan LV(s)` : '';
+  const pools = result.summary.poolProblems > 0 ? `, thin pools and VGs: ${poolCounts(result)}` : '';
   return monitoringSafe(
-    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${orphans}${incomplete}${warnings}`,
+    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${pools}${orphans}${incomplete}${warnings}`,
   );
 }
 
@@ -3779,7 +3880,19 @@ function monitoringSummary(result: Result): string {
 function monitoringDetails(result: Result, limit: number): string[] {
   const problems = result.entries.filter((entry) => isProblem(entry) || entry.status === 'unjudged');
   const more = (count: number, what: string) => (count > limit ? [`... and ${count - limit} more ${what}`] : []);
+  const poolLines = [
+    ...result.volumeGroups.map((vg) => `VG ${vg.vg} ${vg.severity}: ${vg.message}; by hand: ${vg.advice}`),
+    ...result.pools.flatMap((pool) =>
+      pool.problems.map(
+        (p) =>
+          `pool ${pool.vg}/${pool.lv} ${p.severity}: ${p.message}; ${p.remedy === null ? `by hand: ${p.advice}` : `remedy: ${p.remedy}`}`,
+      ),
+    ),
+  ];
+  // What stops every guest of a pool at once comes first.
   return [
+    ...poolLines.slice(0, limit),
+    ...more(poolLines.length, 'pool problems'),
     ...problems
       .slice(0, limit)
       .map(
@@ -3876,6 +3989,17 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
       each((r) => [`{${node(r)}} ${r.summary.orphanLvs}`]),
     ),
     ...prometheusFamily(
+      'pve_dm_orphan_lv_info',
+      'A guest volume LVM knows that no config references: its VG, LV, VMID, reason and state; always 1.',
+      each((r) =>
+        r.orphanLvs.map(
+          (o) =>
+            `{${node(r)},vg="${prometheusLabel(o.vg)}",lv="${prometheusLabel(o.lv)}",vmid="${o.vmid}",reason="${o.reason}",active="${o.active}"} 1`,
+        ),
+      ),
+    ),
+    ...prometheusPoolFamilies(results, node),
+    ...prometheusFamily(
       'pve_dm_warnings',
       'Input lines or commands pve-dm could not read in the run.',
       each((r) => [`{${node(r)}} ${r.warnings.length}`]),
@@ -3884,6 +4008,48 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
       'pve_dm_last_run_timestamp_seconds',
       'When pve-dm last analysed the node, in seconds since the epoch.',
       each((r) => [`{${node(r)}} ${Date.parse(r.generatedAt) / 1000}`]),
+    ),
+  ];
+}
+
+/** Each thin pool's state and use, its problems, and the VGs with a PV missing. */
+function prometheusPoolFamilies(results: readonly Result[], node: (result: Result) => string): string[] {
+  const pools = results.flatMap((r) =>
+    r.pools.map((pool) => ({
+      pool,
+      labels: `${node(r)},vg="${prometheusLabel(pool.vg)}",pool="${prometheusLabel(pool.lv)}"`,
+    })),
+  );
+  const percent = (value: number | null, labels: string) => (value === null ? [] : [`{${labels}} ${value}`]);
+  return [
+    ...prometheusFamily(
+      'pve_dm_thin_pool_active',
+      'A thin pool LVM knows: 1 active, 0 not.',
+      pools.map(({ pool, labels }) => `{${labels}} ${pool.active ? 1 : 0}`),
+    ),
+    ...prometheusFamily(
+      'pve_dm_thin_pool_data_percent',
+      "Percent of an active thin pool's data space in use.",
+      pools.flatMap(({ pool, labels }) => percent(pool.dataPercent, labels)),
+    ),
+    ...prometheusFamily(
+      'pve_dm_thin_pool_metadata_percent',
+      "Percent of an active thin pool's metadata space in use (full metadata damages the pool).",
+      pools.flatMap(({ pool, labels }) => percent(pool.metadataPercent, labels)),
+    ),
+    ...prometheusFamily(
+      'pve_dm_thin_pool_problem_info',
+      'A problem of a thin pool: its kind and severity; always 1.',
+      pools.flatMap(({ pool, labels }) =>
+        pool.problems.map((p) => `{${labels},kind="${p.kind}",severity="${p.severity}"} 1`),
+      ),
+    ),
+    ...prometheusFamily(
+      'pve_dm_volume_group_partial_info',
+      'A volume group with a physical volume missing, and the severity of that; always 1.',
+      results.flatMap((r) =>
+        r.volumeGroups.map((vg) => `{${node(r)},vg="${prometheusLabel(vg.vg)}",severity="${vg.severity}"} 1`),
+      ),
     ),
   ];
 }

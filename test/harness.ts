@@ -20,6 +20,12 @@ export interface Expected {
   summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged' | 'orphanLvs' | 'poolProblems', number>;
   /** Orphan LVs by `vg/lv`, in lvs order. */
   orphanLvs?: Record<string, { reason: string; active: boolean }>;
+  /** Thin pools by `vg/pool`: severity, the kinds of their problems, their guests, their repair leftovers, their use (null: not known). */
+  pools: Record<string, {
+    active: boolean; severity: string; problems: string[]; guests: number[]; leftovers: string[]; dataPercent: number | null; metadataPercent: number | null;
+  }>;
+  /** VGs with a PV missing, by name. */
+  volumeGroups?: Record<string, { severity: string; guests: number[] }>;
   entries: Record<string, { status: string; reason: string }>;
   guests: Record<string, string>;
   warnings: { file: string; line: number | null }[];

@@ -132,6 +132,10 @@ const checkmkLevelState = (metrics: Map<string, CheckmkMetric>) =>
 
 // ── Every sample against its expected.json ──────────────────────────────────────────────────
 
+/** Thin pools and VGs of a severity in expected.json. */
+const findingsOf = (expected: ReturnType<typeof expectedOf>, severity: string) =>
+  [...Object.values(expected.pools), ...Object.values(expected.volumeGroups ?? {})].filter((f) => f.severity === severity).length;
+
 for (const name of SAMPLE_NAMES) {
   test(`${name}: nagios state, summary, perfdata (values and thresholds), one detail line per problem and warning`, async () => {
     const expected = expectedOf(name);
@@ -141,14 +145,25 @@ for (const name of SAMPLE_NAMES) {
     const warnings = expected.warnings.length > 0 ? `, ${expected.warnings.length} warning(s)` : '';
     const unjudged = expected.summary.unjudged > 0 ? `; ${unjudgedSummary(result)}` : '';
     const orphans = expected.summary.orphanLvs > 0 ? `, ${expected.summary.orphanLvs} orphan LV(s)` : '';
-    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${orphans}${unjudged}${warnings}`);
+    const bySeverity = (severity: string) => findingsOf(expected, severity);
+    const poolCount = [['critical', bySeverity('critical')], ['warning', bySeverity('warning')]].filter(([, n]) => n !== 0).map(([s, n]) => `${n} ${s}`).join(', ');
+    const pools = poolCount === '' ? '' : `, thin pools and VGs: ${poolCount}`;
+    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${pools}${orphans}${unjudged}${warnings}`);
     const count = (value: number, warn = '', crit = '') => ({ value, warn, crit, min: '0', max: '' });
     assert.equal(Object.fromEntries(nagios.perfdata), {
       entries: count(expected.summary.entries), valid: count(expected.summary.valid), duplicates: count(expected.summary.duplicate, '', '0'),
       tombstones: count(expected.summary.tombstone, '0', '50'), ignored: count(expected.summary.ignored), unjudged: count(expected.summary.unjudged, '0'),
-      orphan_lvs: count(expected.summary.orphanLvs, '0'), warnings: count(expected.warnings.length, '0'),
+      orphan_lvs: count(expected.summary.orphanLvs, '0'), pools_critical: count(bySeverity('critical'), '', '0'),
+      pools_warning: count(bySeverity('warning'), '0'), warnings: count(expected.warnings.length, '0'),
     });
     assert.is(perfdataState(nagios.perfdata), expected.exitCode, 'the perfdata thresholds give the state printed');
+    // First one line per pool problem and partial VG: what stops every guest on them at once.
+    const poolProblems = [
+      ...Object.keys(expected.volumeGroups ?? {}).map((vg) => `VG ${vg}`),
+      ...Object.entries(expected.pools).flatMap(([pool, p]) => p.problems.map(() => `pool ${pool}`)),
+    ];
+    assert.equal(nagios.details.slice(0, poolProblems.length).map((line) => /^((?:VG|pool) \S+) (?:critical|warning): /.exec(line)?.[1]), poolProblems);
+    nagios.details.splice(0, poolProblems.length);
     const problems = [...problemsOf(expected), ...Object.entries(expected.entries).filter(([, v]) => v.status === 'unjudged')];
     const orphanLvs = Object.keys(expected.orphanLvs ?? {});
     assert.is(nagios.details.length, problems.length + orphanLvs.length + expected.warnings.length);
@@ -171,7 +186,8 @@ for (const name of SAMPLE_NAMES) {
     assert.equal(Object.fromEntries(checkmk.metrics), {
       entries: metric(expected.summary.entries), valid: metric(expected.summary.valid), duplicates: metric(expected.summary.duplicate, '', '1'),
       tombstones: metric(expected.summary.tombstone, '1', '51'), ignored: metric(expected.summary.ignored), unjudged: metric(expected.summary.unjudged, '1'),
-      orphan_lvs: metric(expected.summary.orphanLvs, '1'), warnings: metric(expected.warnings.length, '1'),
+      orphan_lvs: metric(expected.summary.orphanLvs, '1'), pools_critical: metric(findingsOf(expected, 'critical'), '', '1'),
+      pools_warning: metric(findingsOf(expected, 'warning'), '1'), warnings: metric(expected.warnings.length, '1'),
     });
     assert.is(checkmkLevelState(checkmk.metrics), expected.exitCode, 'the levels give the state printed');
     const nagios = readNagios(reports.nagios as string);
@@ -194,8 +210,8 @@ test('multi-pool: the three outputs, exactly', async () => {
     'orphan LV ssd-ha01/vm-170-disk-2: volume-unreferenced, VM 170 cannot create vm-170-disk-2 on SSD-HA01; remedy: qm disk rescan --vmid 170',
   ];
   const summary = 'pve-prd-03: grade F, 2 duplicate and 2 tombstoned of 20 dm entries, 1 orphan LV(s)';
-  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 unjudged=0;0;;0 orphan_lvs=1;0;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
-  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|unjudged=0;1;;0|orphan_lvs=1;1;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
+  assert.is(reports.nagios, `CRITICAL - ${summary} | entries=20;;;0 valid=8;;;0 duplicates=2;;0;0 tombstones=2;0;50;0 ignored=8;;;0 unjudged=0;0;;0 orphan_lvs=1;0;;0 pools_critical=0;;0;0 pools_warning=0;0;;0 warnings=0;0;;0\n${details.join('\n')}\n`);
+  assert.is(reports.checkmk, `2 "PVE DM health" entries=20;;;0|valid=8;;;0|duplicates=2;;1;0|tombstones=2;1;51;0|ignored=8;;;0|unjudged=0;1;;0|orphan_lvs=1;1;;0|pools_critical=0;;1;0|pools_warning=0;1;;0|warnings=0;1;;0 ${[summary, ...details].join('\\n')}\n`);
   const node = 'node="pve-prd-03"';
   const help = (name: string, text: string) => [`# HELP ${name} ${text}`, `# TYPE ${name} gauge`];
   assert.is(reports.prometheus, `${[

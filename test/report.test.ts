@@ -100,6 +100,18 @@ for (const name of SAMPLE_NAMES) {
     assert.equal(json.summary, expectedOf(name).summary);
     const orphans = json.orphanLvs.map((o: { vg: string; lv: string; reason: string; active: boolean }) => [`${o.vg}/${o.lv}`, { reason: o.reason, active: o.active }]);
     assert.equal(Object.fromEntries(orphans), expectedOf(name).orphanLvs ?? {}, 'the orphan LVs of expected.json');
+    type PoolJson = {
+      vg: string; lv: string; active: boolean; severity: string; problems: { kind: string }[]; guests: number[]; leftovers: { lv: string }[];
+      dataPercent: number | null; metadataPercent: number | null;
+    };
+    const pools = json.pools.map((p: PoolJson) => [`${p.vg}/${p.lv}`, {
+      active: p.active, severity: p.severity, problems: p.problems.map((x) => x.kind), guests: p.guests, leftovers: p.leftovers.map((l) => l.lv),
+      dataPercent: p.dataPercent, metadataPercent: p.metadataPercent,
+    }]);
+    // Samples with a 4-column lvs.txt (earlier captures): their pools are known, their use is not (null).
+    assert.equal(Object.fromEntries(pools), expectedOf(name).pools, 'the thin pools of expected.json');
+    const vgs = json.volumeGroups.map((v: { vg: string; severity: string; guests: number[] }) => [v.vg, { severity: v.severity, guests: v.guests }]);
+    assert.equal(Object.fromEntries(vgs), expectedOf(name).volumeGroups ?? {}, 'the partial VGs of expected.json');
     for (const guest of json.guests) {
       assertKeys(guest, GUEST_KEYS, `guest ${guest.vmid}`);
       assert.ok(guest.type === 'qemu' || guest.type === 'lxc', `guest ${guest.vmid} type ${guest.type}`);

@@ -132,11 +132,11 @@ x lvchange -q -an pve/data3
 
 # ---- nvme: metadata past 90 % (VG with 1 MiB extents, so the metadata LV can be 2 MiB) ---
 # Metadata fills the Proxmox way: a template with many linked clones, each clone then
-# written all over. A clone shares the template's mapping btree; its first write into each
-# leaf copies that leaf (4 KiB of metadata per 64 KiB chunk written). The kernel keeps 10 %
-# of the metadata in reserve: the first allocation with less free goes out-of-metadata-space
-# (read-only). LVM refuses new thin LVs/clones once metadata is >= 75 % on a small metadata
-# LV, so all clones come first.
+# written all over. A clone shares the template's mapping btree; its first write into a
+# leaf copies that leaf (4 KiB of metadata for one 64 KiB chunk). The used count in the
+# pool's status includes the kernel's metadata reserve (10 % of a small metadata device):
+# at total/total the pool goes out-of-metadata-space (read-only). LVM refuses new thin
+# LVs/clones once metadata is >= 75 % on a small metadata LV, so all clones come first.
 x pvcreate -q "$L_NVME"
 x vgcreate -q -s 1M nvme "$L_NVME"
 # meta_pool POOL TEMPLATE_ID FIRST_CLONE_ID: pool, template (320 MiB written = 5120 chunks),
@@ -154,11 +154,10 @@ meta_pool() {
         c=$((c + 1))
     done
 }
-# fill_meta TPOOL STOP FIRST_CLONE_ID: write 4 KiB into every 224th chunk (about one per
-# btree leaf) of each clone in turn. STOP=reserve: stop once the used blocks reach the
-# reserve (pool still rw; every write is fsync'd, so the count is the committed one);
-# STOP=ro: go on until the kernel refuses (out of metadata space). The status is read
-# only every few writes while the reserve is far (a write costs a few blocks at most).
+# fill_meta TPOOL PCT FIRST_CLONE_ID: write 4 KiB into every 224th chunk (about one per
+# btree leaf) of each clone in turn, until the status shows PCT % metadata used (each write
+# is fsync'd: the count read is the committed one) or, PCT=100, the pool is no longer rw.
+# The status is read only every few writes while PCT is far (a write costs a few blocks).
 fill_meta() {
     c=$3 n=0 next=0
     while [ "$c" -lt $(($3 + 20)) ]; do
@@ -167,10 +166,10 @@ fill_meta() {
             if [ $n -ge $next ]; then
                 pstat "$1"
                 [ "$mode" = rw ] || { log "$1: mode $mode after $n writes, $used/$total"; return 0; }
-                if [ "$2" = reserve ] && [ "$used" -ge $((total - total / 10)) ]; then
+                if [ "$2" -lt 100 ] && [ $((used * 100)) -ge $(($2 * total)) ]; then
                     log "$1: $used/$total metadata blocks used after $n writes"; return 0
                 fi
-                next=$((n + (total - total / 10 - used) / 8))
+                next=$((n + ($2 * total / 100 - used) / 8))
             fi
             w4k "/dev/nvme/vm-$c-disk-0" $((i * 16)) || next=0
             i=$((i + 224)) n=$((n + 1))
@@ -181,10 +180,10 @@ fill_meta() {
 }
 meta_pool data 9000 201
 meta_pool data2 9001 221
-fill_meta nvme-data-tpool reserve 201
+fill_meta nvme-data-tpool 93 201
 # a further clone at >= 75 % metadata: what LVM says
 cap lvcreate-clone-metadata-full lvcreate -n vm-299-disk-0 -prw -kn -s nvme/base-9000-disk-0
-fill_meta nvme-data2-tpool ro 221
+fill_meta nvme-data2-tpool 100 221
 sleep 2
 
 # ---- hdd: needs_check, and a failed pool -------------------------------------------------

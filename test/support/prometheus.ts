@@ -45,6 +45,23 @@ export function expectedSeries(name: string, result: Result, lastRun: number): M
     series.set(seriesKey('pve_dm_problem_info', { node, name: entry, vmid: vmid === null || vmid === undefined ? '' : String(vmid), status, reason }), 1);
   }
   series.set(seriesKey('pve_dm_orphan_lvs', { node }), expected.summary.orphanLvs);
+  for (const [volume, { reason, active }] of Object.entries(expected.orphanLvs ?? {})) {
+    const [vg = '', lv = ''] = volume.split('/');
+    const vmid = String(result.orphanLvs.find((o) => o.vg === vg && o.lv === lv)?.vmid);
+    series.set(seriesKey('pve_dm_orphan_lv_info', { node, vg, lv, vmid, reason, active: String(active) }), 1);
+  }
+  for (const [name, pool] of Object.entries(expected.pools)) {
+    const [vg = '', lv = ''] = name.split('/');
+    const labels = { node, vg, pool: lv };
+    series.set(seriesKey('pve_dm_thin_pool_active', labels), pool.active ? 1 : 0);
+    if (pool.dataPercent !== null) series.set(seriesKey('pve_dm_thin_pool_data_percent', labels), pool.dataPercent);
+    if (pool.metadataPercent !== null) series.set(seriesKey('pve_dm_thin_pool_metadata_percent', labels), pool.metadataPercent);
+    for (const kind of pool.problems) {
+      const severity = result.pools.find((p) => p.vg === vg && p.lv === lv)?.problems.find((p) => p.kind === kind)?.severity ?? '';
+      series.set(seriesKey('pve_dm_thin_pool_problem_info', { ...labels, kind, severity }), 1);
+    }
+  }
+  for (const [vg, { severity }] of Object.entries(expected.volumeGroups ?? {})) series.set(seriesKey('pve_dm_volume_group_partial_info', { node, vg, severity }), 1);
   series.set(seriesKey('pve_dm_warnings', { node }), expected.warnings.length);
   series.set(seriesKey('pve_dm_last_run_timestamp_seconds', { node }), lastRun);
   return series;
