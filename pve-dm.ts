@@ -3392,13 +3392,17 @@ export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): st
 
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
 export function notificationSubject(
-  result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'>,
+  result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'> &
+    Partial<Pick<Result, 'pools' | 'volumeGroups'>>,
 ): string {
   const { duplicate, tombstone } = result.summary;
   const sharedActive = sharedActiveCount(result);
   const unjudged = unjudgedSummary(result);
+  const pools = { pools: result.pools ?? [], volumeGroups: result.volumeGroups ?? [] };
   if (duplicate > 0)
     return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
+  if (poolsWith(pools, 'critical') > 0)
+    return `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; their guests are down or about to fail! Grade: ${result.grade}`;
   if (sharedActive > 0)
     return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
   if (tombstone === 0 && unjudged !== null)
@@ -3406,6 +3410,8 @@ export function notificationSubject(
   const orphans = result.summary.orphanLvs;
   if (tombstone === 0 && orphans > 0)
     return `⚠️ [${result.node}] Proxmox DM Health: ${orphans} orphan LV(s) block guest volume names - Grade ${result.grade}`;
+  if (tombstone === 0 && poolsWith(pools, 'warning') > 0)
+    return `⚠️ [${result.node}] Proxmox DM Health: ${poolsWith(pools, 'warning')} thin pool(s) filling up - Grade ${result.grade}`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10)
     return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
@@ -3448,6 +3454,10 @@ export function notificationText(result: Result, limit = 20): string {
   const lines = [
     `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
     ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
+    ...result.volumeGroups.map((vg) => `- VG ${vg.vg}: ${vg.severity}: ${vg.message}`),
+    ...result.pools.flatMap((pool) =>
+      pool.problems.map((p) => `- pool ${pool.vg}/${pool.lv}: ${p.severity}: ${p.message}; ${p.remedy ?? 'by hand'}`),
+    ),
     ...problems
       .slice(0, limit)
       .map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
@@ -4109,6 +4119,7 @@ const GRADE_COLORS: Record<GradeLetter, string> = {
 /** Sections every HTML report holds exactly once, in this order. */
 export const HTML_SECTIONS = [
   'summary',
+  'pools',
   'problems',
   'unjudged',
   'orphans',
@@ -4138,6 +4149,50 @@ function orphanHtmlRow(
   const size = o.sizeBytes === null ? '—' : humanBytes(o.sizeBytes);
   const cells = [`<code>${e(`${o.vg}/${o.lv}`)}</code>`, facts, o.active ? 'active' : 'inactive', size, action];
   return `<tr data-orphan>${cells.map((cell) => td(cell)).join('')}</tr>`;
+}
+
+const POOL_COLUMNS = ['Pool or VG', 'State', 'Data', 'Metadata', 'Guests', 'Problems and what to do'];
+const SEVERITY_COLORS: Record<Severity, string> = { ok: '#495057', warning: '#8a6100', critical: '#b02a37' };
+
+/** A thin pool's or a partial VG's row: its state and use, its guests, each problem with its remedy or steps. */
+function poolHtmlRow(
+  finding: ThinPool | VolumeGroupProblem,
+  td: (content: string, colour?: string) => string,
+  e: (value: string | number | null) => string,
+): string {
+  const where = finding.node === undefined ? '' : ` on ${e(finding.node)}`;
+  const guests = e(finding.guests.join(', ') || 'none');
+  const severity = (level: Severity, message: string) =>
+    `<strong style="color:${SEVERITY_COLORS[level]}">${level}</strong>: ${e(message)}`;
+  const action = (remedy: string | null, advice: string) =>
+    remedy === null ? `by hand: ${e(advice)}` : `<code>${e(remedy)}</code>: ${e(advice)}`;
+  if (!('lv' in finding)) {
+    const problem = `${severity(finding.severity, finding.message)}<br>${action(null, finding.advice)}`;
+    const cells = [
+      td(`<code>VG ${e(finding.vg)}</code>${where}`),
+      td('partial'),
+      td('—'),
+      td('—'),
+      td(guests),
+      td(problem),
+    ];
+    return `<tr data-vg>${cells.join('')}</tr>`;
+  }
+  const percent = (value: number | null) => (value === null ? '—' : percentText(value));
+  const problems = [
+    ...finding.problems.map((p) => `${severity(p.severity, p.message)}<br>${action(p.remedy, p.advice)}`),
+    ...finding.leftovers.map((leftover) => `note: ${e(leftover.advice)}`),
+  ];
+  const state = `${finding.active ? 'active' : 'not active'}${finding.state !== null && finding.state !== 'ok' ? `, ${finding.state}` : ''}`;
+  const cells = [
+    td(`<code>${e(`${finding.vg}/${finding.lv}`)}</code>${where}`),
+    td(e(state), SEVERITY_COLORS[finding.severity]),
+    td(percent(finding.dataPercent)),
+    td(percent(finding.metadataPercent)),
+    td(guests),
+    td(problems.length === 0 ? 'none' : problems.join('<br>')),
+  ];
+  return `<tr data-pool>${cells.join('')}</tr>`;
 }
 
 export function renderHtml(result: Result): string {
@@ -4177,6 +4232,10 @@ export function renderHtml(result: Result): string {
       `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', HEALTH_COLORS[guest.health])}</tr>`,
   );
   const orphanRows = result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e));
+  const poolRows = [...result.volumeGroups, ...result.pools].map((finding) => poolHtmlRow(finding, td, e));
+  const criticalPool = [...result.volumeGroups, ...result.pools.flatMap((pool) => pool.problems)].find(
+    (finding) => finding.severity === 'critical',
+  );
   const missingRows = result.missingGuests.map(
     (missing) =>
       `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`,
@@ -4190,13 +4249,17 @@ export function renderHtml(result: Result): string {
   const headline =
     s.duplicate > 0
       ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`
-      : s.tombstone > 0
-        ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation`
-        : s.orphanLvs > 0
-          ? `${s.orphanLvs} orphan LV${s.orphanLvs === 1 ? '' : 's'} will block disk creation`
-          : unjudged !== null
-            ? `Incomplete: ${unjudged}`
-            : 'No problems found';
+      : criticalPool !== undefined
+        ? criticalPool.message
+        : s.tombstone > 0
+          ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation`
+          : s.orphanLvs > 0
+            ? `${s.orphanLvs} orphan LV${s.orphanLvs === 1 ? '' : 's'} will block disk creation`
+            : s.poolProblems > 0
+              ? `${s.poolProblems} thin pool${s.poolProblems === 1 ? '' : 's'} or VG${s.poolProblems === 1 ? '' : 's'} need attention`
+              : unjudged !== null
+                ? `Incomplete: ${unjudged}`
+                : 'No problems found';
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
 <body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
@@ -4207,6 +4270,7 @@ export function renderHtml(result: Result): string {
 <p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${gradeColour}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
 </div>
 ${section('summary', 'Device-mapper entries', summary)}
+${section('pools', `Thin pools and volume groups (${s.poolProblems} with problems)`, rowsTable('pools', POOL_COLUMNS, poolRows))}
 ${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
 ${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
 ${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ORPHAN_COLUMNS, orphanRows))}
@@ -5129,7 +5193,43 @@ export interface Settings {
 }
 
 /** The settings pve-dm itself reads; plugins list theirs in `settings`. */
-const CORE_SETTINGS: readonly string[] = ['PVE_DM_DEBUG', 'PVE_DM_HTTP_TIMEOUT_MS'];
+const CORE_SETTINGS: readonly string[] = [
+  'PVE_DM_DEBUG',
+  'PVE_DM_HTTP_TIMEOUT_MS',
+  'PVE_DM_POOL_WARNING',
+  'PVE_DM_POOL_CRITICAL',
+];
+
+/**
+ * The thin-pool thresholds (percent of data or metadata in use) of PVE_DM_POOL_WARNING and
+ * PVE_DM_POOL_CRITICAL; a value that is not a whole percent, or a warning above the critical
+ * level, is a warning naming where it was set, and the defaults stand.
+ */
+export function poolThresholdsFrom(settings: Settings): { thresholds: PoolThresholds; warnings: Warning[] } {
+  const warnings: Warning[] = [];
+  const read = (key: string, fallback: number) => {
+    const value = settings(key);
+    if (value === undefined) return fallback;
+    if (/^\d{1,3}$/.test(value.trim()) && Number(value) >= 1 && Number(value) <= 100) return Number(value);
+    const origin = settings.origins?.get(key) ?? { source: 'environment', line: null };
+    warnings.push(
+      warn(origin.source, origin.line, `${key}=${clip(value)}: not a percent from 1 to 100; ${fallback} used`),
+    );
+    return fallback;
+  };
+  const warning = read('PVE_DM_POOL_WARNING', DEFAULT_POOL_THRESHOLDS.warning);
+  const critical = read('PVE_DM_POOL_CRITICAL', DEFAULT_POOL_THRESHOLDS.critical);
+  if (warning <= critical) return { thresholds: { warning, critical }, warnings };
+  const origin = settings.origins?.get('PVE_DM_POOL_WARNING') ?? { source: 'environment', line: null };
+  warnings.push(
+    warn(
+      origin.source,
+      origin.line,
+      `PVE_DM_POOL_WARNING=${warning} is above PVE_DM_POOL_CRITICAL=${critical}; the defaults used`,
+    ),
+  );
+  return { thresholds: DEFAULT_POOL_THRESHOLDS, warnings };
+}
 
 /** A PVE_DM_* key nothing loaded reads: a warning naming the closest known key (a typo must not mute a notifier). */
 export function unknownSettings(settings: Settings, plugins: readonly Plugin[]): Warning[] {
@@ -5921,6 +6021,8 @@ export interface RunOptions extends ReportOptions {
   selection?: CleanupSelection;
   /** What was wrong before the analysis (a plugin that did not load, an unknown setting): the report carries it. */
   warnings?: readonly Warning[];
+  /** PVE_DM_POOL_WARNING and PVE_DM_POOL_CRITICAL; DEFAULT_POOL_THRESHOLDS when absent. */
+  poolThresholds?: PoolThresholds;
 }
 
 export interface RunOutput {
@@ -5937,7 +6039,8 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
     liveRoot: options.liveRoot,
     hostname: options.hostname,
   });
-  const state = stages.parse(capture);
+  const parsed = stages.parse(capture);
+  const state = options.poolThresholds === undefined ? parsed : { ...parsed, poolThresholds: options.poolThresholds };
   const full = stages.classify(state);
   const classification =
     options.vmids.length > 0
@@ -6558,6 +6661,7 @@ interface RunContext {
 /** Settings and plugins, and what was wrong with them (warnings the report carries). */
 interface Setup {
   settings: Settings;
+  poolThresholds: PoolThresholds;
   loaded: LoadedPlugin[];
   plugins: Plugin[];
   warnings: Warning[];
@@ -6633,7 +6737,14 @@ async function loadSetup(options: CliOptions): Promise<Setup> {
   });
   const { loaded, warnings } = await loadPluginFolders(options.pluginDirs, { required: options.pluginsDirGiven });
   const plugins = loaded.map(({ plugin }) => plugin);
-  return { settings, loaded, plugins, warnings: [...warnings, ...unknownSettings(settings, plugins)] };
+  const pools = poolThresholdsFrom(settings);
+  return {
+    settings,
+    poolThresholds: pools.thresholds,
+    loaded,
+    plugins,
+    warnings: [...warnings, ...unknownSettings(settings, plugins), ...pools.warnings],
+  };
 }
 
 /** A file pve-dm is told to write goes into a folder that exists: a mistyped folder is loud, never created. */
@@ -6719,6 +6830,7 @@ async function analysisRun(
     color: options.color,
     selection: options.selection,
     warnings: setup.warnings,
+    poolThresholds: setup.poolThresholds,
     json: options.format === 'json' || notifying,
     console: consoleRun,
     html: options.htmlFile !== null || consoleRun || notifying,
