@@ -2979,11 +2979,10 @@ function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: strin
   if (size === null || percent === null || pool.vgFreeBytes === null)
     return { remedy: null, advice: `grow it if VG ${pool.vg} has free space (vgs ${pool.vg}: VFree), ${free}` };
   const target = Math.max(10, pool.thresholds.warning - 10);
-  let wanted = (size * percent) / target - size;
-  if (part === 'metadata') wanted = Math.min(wanted, MAX_POOL_METADATA_BYTES - size);
-  if (wanted < LVM_EXTENT_BYTES)
+  const room = part === 'metadata' ? MAX_POOL_METADATA_BYTES - size : Infinity;
+  if (room < LVM_EXTENT_BYTES)
     return { remedy: null, advice: `its metadata is at the largest size the kernel allows (about 16 GiB): ${free}` };
-  const growth = lvmGrowth(wanted);
+  const growth = lvmGrowth(Math.min((size * percent) / target - size, room));
   const needed = part === 'metadata' ? 2 * growth.bytes : growth.bytes;
   const flag = part === 'data' ? ['-L', growth.text] : ['--poolmetadatasize', growth.text];
   if (needed > pool.vgFreeBytes)
@@ -5978,6 +5977,16 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
     `  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ` +
       `${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored${unjudged}`,
   );
+  const pools = {
+    pools: cluster.nodes.flatMap((result) => result.pools),
+    volumeGroups: cluster.nodes.flatMap((result) => result.volumeGroups),
+  };
+  if (s.poolProblems > 0) {
+    const where = cluster.nodes.filter((result) => result.summary.poolProblems > 0).map((result) => result.node);
+    out.push(
+      paint(poolStyle(pools), `  Thin pools and VGs: ${poolCounts(pools)} (on ${terminalSafe(where.join(', '))})`),
+    );
+  }
   for (const { node, error } of cluster.unreachable)
     out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
   if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
