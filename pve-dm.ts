@@ -1284,24 +1284,22 @@ export function parseLvs(
 
 /** One lvs.txt line's fields as an LV, or null when they are not what lvs prints. */
 function lvFrom(fields: readonly string[]): LogicalVolume | null {
-  const at = (i: number) => (fields.length > i ? (fields[i] ?? '') : null);
-  const [vg = '', name = '', attr = '', tags = ''] = fields;
-  const [lvUuid, vgUuid, size] = [at(4), at(5), at(7)];
-  const [data, metadata, metadataSize, vgAttr, vgFree] = [at(8), at(9), at(10), at(11), at(12)];
-  const fine =
-    LVS_FIELD_COUNTS.has(fields.length) &&
-    vg !== '' &&
-    name !== '' &&
-    LV_ATTR_RE.test(attr) &&
-    (lvUuid === null || (LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid ?? ''))) &&
-    [size, vgFree].every((bytes) => bytes === null || DIGITS_RE.test(bytes)) &&
-    [data, metadata].every((percent) => percent === null || percent === '' || PERCENT_RE.test(percent)) &&
-    (metadataSize === null || metadataSize === '' || DIGITS_RE.test(metadataSize)) &&
-    (vgAttr === null || VG_ATTR_RE.test(vgAttr));
-  if (!fine) return null;
+  const count = fields.length;
+  if (!LVS_FIELD_COUNTS.has(count)) return null;
+  const vg = fields[0] ?? '';
+  const name = fields[1] ?? '';
+  const attr = fields[2] ?? '';
+  const tags = fields[3] ?? '';
+  if (vg === '' || name === '' || !LV_ATTR_RE.test(attr)) return null;
+  // Columns an earlier pve-dm did not ask for are null: not known.
+  const lvUuid = count >= 7 ? (fields[4] ?? '') : null;
+  const vgUuid = count >= 7 ? (fields[5] ?? '') : null;
+  if (lvUuid !== null && !(LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid ?? ''))) return null;
+  const size = count >= 8 ? (fields[7] ?? '') : null;
+  if (size !== null && !DIGITS_RE.test(size)) return null;
+  const use = count === 13 ? poolColumns(fields) : NO_POOL_COLUMNS;
+  if (use === null) return null;
   const hidden = name.startsWith('[') && name.endsWith(']');
-  // An empty column is one lvs leaves blank: not a pool, or not active.
-  const number = (text: string | null) => (text === null || text === '' ? null : Number(text));
   return {
     vg,
     lv: hidden ? name.slice(1, -1) : name,
@@ -1310,13 +1308,41 @@ function lvFrom(fields: readonly string[]): LogicalVolume | null {
     hidden,
     lvUuid,
     vgUuid,
-    pool: at(6) || null,
-    sizeBytes: number(size),
-    dataPercent: number(data),
-    metadataPercent: number(metadata),
-    metadataBytes: number(metadataSize),
+    pool: (count >= 7 && fields[6]) || null,
+    sizeBytes: size === null ? null : Number(size),
+    ...use,
+  };
+}
+
+type PoolColumns = Pick<LogicalVolume, 'dataPercent' | 'metadataPercent' | 'metadataBytes' | 'vgAttr' | 'vgFreeBytes'>;
+const NO_POOL_COLUMNS: PoolColumns = {
+  dataPercent: null,
+  metadataPercent: null,
+  metadataBytes: null,
+  vgAttr: null,
+  vgFreeBytes: null,
+};
+
+/** The last five columns: data%, metadata% and metadata size (empty: not a pool, or not active), vg_attr, vg_free. */
+function poolColumns(fields: readonly string[]): PoolColumns | null {
+  const data = fields[8] ?? '';
+  const metadata = fields[9] ?? '';
+  const metadataSize = fields[10] ?? '';
+  const vgAttr = fields[11] ?? '';
+  const vgFree = fields[12] ?? '';
+  const fine =
+    (data === '' || PERCENT_RE.test(data)) &&
+    (metadata === '' || PERCENT_RE.test(metadata)) &&
+    (metadataSize === '' || DIGITS_RE.test(metadataSize)) &&
+    VG_ATTR_RE.test(vgAttr) &&
+    DIGITS_RE.test(vgFree);
+  if (!fine) return null;
+  return {
+    dataPercent: data === '' ? null : Number(data),
+    metadataPercent: metadata === '' ? null : Number(metadata),
+    metadataBytes: metadataSize === '' ? null : Number(metadataSize),
     vgAttr,
-    vgFreeBytes: number(vgFree),
+    vgFreeBytes: Number(vgFree),
   };
 }
 

@@ -1,10 +1,12 @@
 # kernel.guest.sh PROJECT [MODE] - runs INSIDE the dm-vm.sh guest (busybox sh, real kernel, real
 # dmsetup/lvm). Started by kernel-test.sh (npm run test:kernel); do not run it on a real host.
 #
-# Builds a Proxmox VE node "pve1" on loop devices: VG pve (root, swap, thin pool data) and the
-# shared thick VG ssd-ha01, real LVs for the guests of /etc/pve (written here), stale and
-# hand-made entries, a running VM and a running container (stand-ins: fake-guest.mjs), a
-# stand-in pveversion; then runs kernel.test.mjs, which runs pve-dm against this live system.
+# Builds a Proxmox VE node "pve1" on loop devices: VG pve (root, swap, thin pool data), the
+# shared thick VG ssd-ha01, and VG tank with three thin pools in trouble (data 92 % used, metadata
+# past 90 % from linked clones, one left inactive) and an orphan thin LV; real LVs for the guests
+# of /etc/pve (written here), stale and hand-made entries, a running VM and a running container
+# (stand-ins: fake-guest.mjs), a stand-in pveversion; then runs kernel.test.mjs, which runs
+# pve-dm against this live system.
 # MODE: all (default), classify (classification only) or cleanup.
 ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE]}
 MODE=${2:-all}
@@ -12,6 +14,7 @@ MODE=${2:-all}
 log() { echo ">>> $*" >&2; }
 # x CMD...: a setup step; the whole run fails when it does
 x() { "$@" || { echo "KERNEL-SETUP FAILED (rc=$?): $*" >&2; exit 1; }; }
+die() { echo "KERNEL-SETUP FAILED: $*" >&2; exit 1; }
 
 t0=$(cut -d' ' -f1 /proc/uptime)
 x modprobe -a dm_mod dm_thin_pool dm_zero dm_snapshot loop
@@ -25,6 +28,7 @@ mkloop() {  # mkloop N FILE SIZE (busybox losetup has no --show)
 }
 x mkloop 0 pve.img 1G
 x mkloop 1 ssd-ha01.img 256M
+x mkloop 2 tank.img 2G
 
 # VG pve as the Proxmox installer makes it: swap, root, thin pool data (storage local-lvm)
 x pvcreate -q /dev/loop0
@@ -79,6 +83,73 @@ x lvcreate -q -an -Zn --yes --size 16M --name vm-778-disk-0 --setautoactivation 
 VGUUID=$(vgs --noheadings -o vg_uuid ssd-ha01 | tr -d ' -') || exit 1
 x dmsetup create ssd--ha01-vm--778--disk--0 --uuid "LVM-${VGUUID}stalestalestalestalestalestale12" --table '0 32768 zero'
 
+# VG tank: three lvmthin storages in trouble (the techniques of make-pool-fixtures.guest.sh). 1 MiB
+# extents, so that a metadata LV can be 2 MiB.
+x pvcreate -q /dev/loop2
+x vgcreate -q -s 1M tank /dev/loop2
+tthin() {  # tthin POOL NAME SIZE: as the lvmthin plugin allocates a disk
+    x lvcreate -q -aly -V "$3" --name "$2" --setautoactivation n --thinpool "tank/$1"
+}
+# tank/full: 64 MiB, 59 MiB of VM 160's disk written: data 92 % used. Guest 950 exists nowhere:
+# its disk, deactivated, is an orphan LV with no dm entry.
+x lvcreate -q -L 64M --chunksize 64K -T tank/full
+tthin full vm-160-disk-0 1G
+tthin full vm-950-disk-0 1G
+x lvchange -q -an tank/vm-950-disk-0
+dd if=/dev/zero of=/dev/tank/vm-160-disk-0 bs=1M count=59 oflag=direct 2>/dev/null || die "dd vm-160-disk-0"
+# tank/cold: left inactive (its thin LV first, then the pool) with CT 170's rootfs on it
+x lvcreate -q -L 32M --chunksize 64K -T tank/cold
+tthin cold vm-170-disk-0 1G
+dd if=/dev/zero of=/dev/tank/vm-170-disk-0 bs=1M count=4 oflag=direct 2>/dev/null || die "dd vm-170-disk-0"
+x lvchange -q -an tank/vm-170-disk-0
+x lvchange -q -an tank/cold
+# ... and repaired while inactive (lvconvert --repair keeps the old metadata as tank/cold_meta0),
+# when the host has the thin-provisioning-tools `make-fixtures.sh pools` unpacks into dm-vm.sh's
+# default cache (the guest sees the host's / at /host); without them no leftover is made
+TT=/host/var/tmp/pve-dm-kernel/thin-tools
+if LD_LIBRARY_PATH=$TT/lib "$TT/usr/sbin/pdata_tools" thin_repair -V >/dev/null 2>&1; then
+    mkdir -p /run/thin
+    for t in thin_repair thin_dump; do
+        printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/lib exec %s/usr/sbin/pdata_tools %s "$@"\n' "$TT" "$TT" "$t" >"/run/thin/$t"
+        chmod 755 "/run/thin/$t"
+    done
+    x lvconvert -q --repair --config 'global { thin_repair_executable = "/run/thin/thin_repair" thin_dump_executable = "/run/thin/thin_dump" }' tank/cold
+    echo "$TT" > /run/tank-cold-repaired
+else
+    log "no thin-provisioning-tools at $TT (make-fixtures.sh pools fetches them): tank/cold is not repaired, no cold_meta0"
+fi
+# tank/clones: metadata past 90 % the way linked clones fill it. 2 MiB metadata; template 9100
+# (320 MiB written: about 23 btree leaves of mappings), 20 linked clones (VMs 210-229, created as
+# qm clone does, in one lvm process: twice as fast under TCG); then 4 KiB written into every
+# leaf of one clone after the other (each write copies a shared leaf: about one metadata block)
+# until the kernel counts 91 % of the metadata blocks used. At 100 % the pool turns read-only.
+x lvcreate -q -L 1G --poolmetadatasize 2M --chunksize 64K -T tank/clones
+tthin clones vm-9100-disk-0 2G
+dd if=/dev/zero of=/dev/tank/vm-9100-disk-0 bs=1M count=320 oflag=direct 2>/dev/null || die "dd vm-9100-disk-0"
+x lvrename -q tank vm-9100-disk-0 base-9100-disk-0
+x lvchange -q -an tank/base-9100-disk-0
+x lvchange -q -pr -ky tank/base-9100-disk-0
+c=210
+while [ $c -lt 230 ]; do echo "lvcreate -q -n vm-$c-disk-0 -prw -kn -s tank/base-9100-disk-0"; c=$((c + 1)); done |
+    lvm >/tmp/clones.log 2>&1
+meta() {  # "full" once tank/clones has 91 % of its metadata blocks used, else used/total
+    dmsetup status tank-clones-tpool | awk '{ split($5, m, "/"); print (m[1] * 100 >= 91 * m[2]) ? "full" : $5 }'
+}
+c=210
+while [ "$(meta)" != full ]; do
+    [ $c -lt 230 ] || die "tank/clones metadata at $(meta) after all clones"
+    [ -b /dev/tank/vm-$c-disk-0 ] || { cat /tmp/clones.log >&2; die "clone vm-$c-disk-0 missing"; }
+    i=0
+    while [ $i -lt 5120 ]; do
+        dd if=/dev/zero of=/dev/tank/vm-$c-disk-0 bs=4k count=1 seek=$((i * 16)) oflag=direct conv=notrunc 2>/dev/null ||
+            die "write into vm-$c-disk-0"
+        i=$((i + 224))
+    done
+    c=$((c + 1))
+done
+sync
+log "tank: $(dmsetup status --target thin-pool | grep '^tank' | tr '\n' ';')"
+
 # ---- /etc/pve ------------------------------------------------------------------------------
 P=/etc/pve/nodes
 x mkdir -p $P/pve1/qemu-server $P/pve1/lxc $P/pve2/qemu-server $P/pve2/lxc
@@ -97,6 +168,21 @@ lvm: ssd-ha01
 	content images,rootdir
 	saferemove 0
 	shared 1
+
+lvmthin: tank-full
+	thinpool full
+	vgname tank
+	content images,rootdir
+
+lvmthin: tank-cold
+	thinpool cold
+	vgname tank
+	content images,rootdir
+
+lvmthin: tank-clones
+	thinpool clones
+	vgname tank
+	content images,rootdir
 
 EOF
 cat > $P/pve1/qemu-server/100.conf <<'EOF'
@@ -158,6 +244,35 @@ ostype: debian
 rootfs: local-lvm:vm-200-disk-0,size=2G
 swap: 512
 EOF
+cat > $P/pve1/qemu-server/160.conf <<'EOF'
+cores: 2
+memory: 2048
+name: db160
+scsi0: tank-full:vm-160-disk-0,size=1G
+scsihw: virtio-scsi-single
+EOF
+cat > $P/pve1/lxc/170.conf <<'EOF'
+arch: amd64
+cores: 1
+hostname: ct170
+memory: 512
+ostype: debian
+rootfs: tank-cold:vm-170-disk-0,size=1G
+EOF
+cat > $P/pve1/qemu-server/9100.conf <<'EOF'
+cores: 1
+memory: 1024
+name: tmpl-clones
+scsi0: tank-clones:base-9100-disk-0,size=2G
+scsihw: virtio-scsi-single
+template: 1
+EOF
+c=210
+while [ $c -lt 230 ]; do
+    printf 'cores: 1\nmemory: 1024\nname: clone%s\nscsi0: tank-clones:base-9100-disk-0/vm-%s-disk-0,size=2G\nscsihw: virtio-scsi-single\n' \
+        $c $c > $P/pve1/qemu-server/$c.conf
+    c=$((c + 1))
+done
 cat > $P/pve2/qemu-server/300.conf <<'EOF'
 cores: 1
 memory: 1024

@@ -2,9 +2,10 @@
 // has built node pve1 (see there for what exists). Runs pve-dm against the live system, no
 // capture, and checks what it says and what it does to the kernel's device-mapper table.
 //
-// Two parts, each with its own totals: classification (read-only), then cleanup (the --yes /
-// journal / restore contract of issue 4). The last line is `N passed, N failed`; the exit code is
-// 1 when anything failed.
+// Three parts, each with its own totals: classification (read-only), then cleanup (the --yes /
+// journal / restore contract of issue 4), then pool remedies (the commands pve-dm printed for the
+// thin pools of VG tank, run as printed; with cleanup in mode `cleanup`). The last line is
+// `N passed, N failed`; the exit code is 1 when anything failed.
 //
 // Every command pve-dm starts goes through a logging wrapper on PATH (/tmp/trace-bin), so the
 // tests see exactly which commands each run spawned, in order.
@@ -84,12 +85,27 @@ const EXPECTED = {
     remedy: "dmsetup remove 'ssd--ha01-vm--889--disk--0-a\\x20b'",
   },
 };
+// VG tank: the layers of its two active pools, VM 160's disk on tank/full and the 20 linked clones
+// of template 9100 on tank/clones. tank/cold is inactive and so are vm-950-disk-0 and the template's
+// base volume: no dm entries.
+const CLONES = Array.from({ length: 20 }, (_, i) => 210 + i);
+for (const pool of ['full', 'clones']) {
+  for (const layer of ['', '-tpool', '_tdata', '_tmeta']) EXPECTED[`tank-${pool}${layer}`] = { status: 'ignored', reason: 'lvm-internal' };
+}
+EXPECTED['tank-vm--160--disk--0'] = { status: 'valid', reason: 'referenced', ...LVM('tank', 'vm-160-disk-0', 160), open: 0 };
+for (const vmid of CLONES) {
+  EXPECTED[`tank-vm--${vmid}--disk--0`] = { status: 'valid', reason: 'referenced', ...LVM('tank', `vm-${vmid}-disk-0`, vmid), open: 0 };
+}
 const GUESTS = {
   100: { type: 'qemu', name: 'web01', running: false, health: 'tombstone', template: false, lock: null },
   101: { type: 'qemu', name: 'clone101', running: true, health: 'clean', template: false, lock: null },
   119: { type: 'qemu', name: 'fs119', running: false, health: 'duplicate', template: false, lock: null },
   200: { type: 'lxc', name: 'ct200', running: true, health: 'clean', template: false, lock: null },
   9000: { type: 'qemu', name: 'tmpl-debian', running: false, health: 'clean', template: true, lock: null },
+  160: { type: 'qemu', name: 'db160', running: false, health: 'clean', template: false, lock: null },
+  170: { type: 'lxc', name: 'ct170', running: false, health: 'clean', template: false, lock: null },
+  9100: { type: 'qemu', name: 'tmpl-clones', running: false, health: 'clean', template: true, lock: null },
+  ...Object.fromEntries(CLONES.map((vmid) => [vmid, { type: 'qemu', name: `clone${vmid}`, running: false, health: 'clean', template: false, lock: null }])),
 };
 const MISSING = [777, 888, 889];
 // Guest volumes LVM knows that no config uses (vg/lv, reason, active, MiB): vm-300-disk-0 is not one,
@@ -99,7 +115,22 @@ const ORPHANS = [
   ['pve/vm-888-disk-0', 'guest-missing', true, 1024],
   ['ssd-ha01/vm-777-disk-0', 'guest-missing', true, 16],
   ['ssd-ha01/vm-778-disk-0', 'guest-missing', false, 16],
+  ['tank/vm-950-disk-0', 'guest-missing', false, 1024],
 ];
+// Every thin pool LVM knows, and what pve-dm must say of it: severity, the kinds of its problems (in
+// pve-dm's rule order), the VMIDs of pve1's configs with volumes on it, and the remedy of each problem.
+// tank/full's data grows by 24 MiB to 88 MiB (59 MiB used: under 70 %); tank/clones' 2 MiB of
+// metadata by one 4 MiB extent (+ the spare: 8 MiB of VG tank's free space).
+const POOLS = {
+  'pve/data': { active: true, state: 'ok', severity: 'ok', kinds: [], guests: [100, 101, 200, 9000], remedies: [] },
+  'tank/full': { active: true, state: 'ok', severity: 'critical', kinds: ['data-use'], guests: [160], remedies: ['lvextend -L +24M tank/full'] },
+  'tank/clones': {
+    active: true, state: 'ok', severity: 'critical', kinds: ['metadata-use'], guests: [...CLONES, 9100], remedies: ['lvextend --poolmetadatasize +4M tank/clones'],
+  },
+  'tank/cold': { active: false, state: null, severity: 'critical', kinds: ['inactive'], guests: [170], remedies: ['lvchange -ay tank/cold'] },
+};
+/** kernel.guest.sh repaired tank/cold (lvconvert --repair: leftover cold_meta0) when the host had the thin tools. */
+const REPAIRED = fs.existsSync('/run/tank-cold-repaired');
 // what --yes must remove (and restore bring back), and how
 const REMOVED = {
   'ssd--ha01-vm--119--disk--0-dup': { how: 'dmsetup', vmid: 119 },
@@ -175,7 +206,21 @@ function state() {
     const at = line.indexOf(': ');
     if (at > 0) (tables[line.slice(0, at)] ??= []).push(line.slice(at + 2));
   }
+  // Each thin pool as LVM and the kernel see it: attr, sizes, use; the kernel's status line.
+  const pools = {};
+  const poolColumns = ['--noheadings', '--separator', '|', '--units', 'b', '--nosuffix', '-o', 'vg_name,lv_name,lv_attr,lv_size,lv_metadata_size,data_percent,metadata_percent'];
+  for (const line of lines(sh('lvs', ['-a', ...poolColumns]).stdout)) {
+    const [vg, lv, attr, ...rest] = line.split('|');
+    if (attr.startsWith('t')) pools[`${vg}/${lv}`] = [attr, ...rest].join('|');
+  }
+  const kernelPools = {};
+  for (const line of lines(sh('dmsetup', ['--manglename', 'none', 'status', '--target', 'thin-pool']).stdout)) {
+    const at = line.indexOf(': ');
+    if (at > 0) kernelPools[line.slice(0, at).replace(/-tpool$/, '')] = line.slice(at + 2);
+  }
   return {
+    pools,
+    kernelPools,
     ls: lines(sh('dmsetup', ['--manglename', 'none', 'ls']).stdout),
     table: lines(sh('dmsetup', ['--manglename', 'none', 'table']).stdout),
     nameUuid: Object.entries(uuids).map(([n, u]) => `${n}|${u}`).sort(),
@@ -187,6 +232,16 @@ function state() {
   };
 }
 const active = (attr) => attr?.[4] === 'a';
+/**
+ * A pool's data and metadata use as the kernel counts it (`dmsetup status`: used/total blocks), to
+ * two decimals as lvs shows it; null when the pool has no status (inactive). By `vg-lv` dm name.
+ */
+function kernelUse(s, dmName) {
+  const m = /^\d+ \d+ thin-pool \d+ (\d+)\/(\d+) (\d+)\/(\d+) /.exec(s.kernelPools[dmName] ?? '');
+  const percent = (used, total) => Math.round((10000 * Number(used)) / Number(total)) / 100;
+  return m === null ? { data: null, metadata: null } : { metadata: percent(m[1], m[2]), data: percent(m[3], m[4]) };
+}
+const TANK_POOLS = ['tank/full', 'tank/cold', 'tank/clones'];
 
 // ── pve-dm, as an administrator runs it, with every command it starts logged ────────────────
 const TRACED = ['dmsetup', 'lvm', 'lvs', 'vgs', 'pvs', 'lvchange', 'lvremove', 'lvcreate', 'lvrename', 'lvconvert', 'lvextend',
@@ -296,10 +351,11 @@ async function classification() {
   test('open counts are the kernel\'s', () => {
     for (const [name, entry] of entries) assert.equal(entry.open, before.open[name], name);
   });
-  test(`summary: ${Object.keys(EXPECTED).length} entries, ${count('valid')} valid, ${count('duplicate')} duplicate, ${count('tombstone')} tombstones, ${count('ignored')} ignored; grade F`, () => {
+  const poolProblems = Object.values(POOLS).filter((p) => p.severity !== 'ok').length;
+  test(`summary: ${Object.keys(EXPECTED).length} entries, ${count('valid')} valid, ${count('duplicate')} duplicate, ${count('tombstone')} tombstones, ${count('ignored')} ignored, ${poolProblems} pool problems; grade F`, () => {
     assert.deepEqual(report.summary, {
       entries: Object.keys(EXPECTED).length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
-      unjudged: 0, orphanLvs: ORPHANS.length,
+      unjudged: 0, orphanLvs: ORPHANS.length, poolProblems,
     });
     assert.equal(report.grade, 'F');
   });
@@ -330,16 +386,74 @@ async function classification() {
     assert.equal(report.system.kernel, os.release());
     assert.deepEqual(report.warnings, []);
   });
-  test('discovery started exactly four commands: dmsetup info, dmsetup table, lvs, pveversion', () => {
-    const got = run.trace.map((c) => `${c.prog} ${c.args.find((a) => ['info', 'table'].includes(a)) ?? ''}`.trim()).sort();
-    assert.deepEqual(got, ['dmsetup info', 'dmsetup table', 'lvs', 'pveversion'], run.trace.map((c) => c.text).join('\n'));
+  test('discovery started exactly five commands: dmsetup info, dmsetup table, dmsetup status --target thin-pool, lvs (pool use and VG state), pveversion', () => {
+    const got = run.trace.map((c) => `${c.prog} ${c.args.find((a) => ['info', 'table', 'status'].includes(a)) ?? ''}`.trim()).sort();
+    assert.deepEqual(got, ['dmsetup info', 'dmsetup status', 'dmsetup table', 'lvs', 'pveversion'], run.trace.map((c) => c.text).join('\n'));
     assert.ok(run.trace.filter((c) => c.prog === 'dmsetup').every((c) => c.args.includes('--manglename') && c.args.includes('none')), 'dmsetup without --manglename none');
+    assert.deepEqual(run.trace.find((c) => c.args.includes('status'))?.args, ['--manglename', 'none', 'status', '--target', 'thin-pool']);
+    const columns = run.trace.find((c) => c.prog === 'lvs')?.args.join(' ') ?? '';
+    for (const column of ['data_percent', 'metadata_percent', 'lv_metadata_size', 'vg_attr', 'vg_free']) assert.ok(columns.includes(column), `lvs without ${column}: ${columns}`);
   });
-  test('--report-only changed nothing (dmsetup ls, table and lvs before and after equal; no changing command)', () => {
+  test('--report-only changed nothing (dmsetup ls, table and lvs before and after equal, VG tank included; thin pools\' size and use too; no changing command)', () => {
     noChanges(run);
     sameState(before, after);
+    for (const lv of [...TANK_POOLS, 'tank/vm-950-disk-0', 'tank/vm-170-disk-0', 'tank/base-9100-disk-0']) assert.ok(lv in before.lvs, `${lv} not in the lvs compared`);
+    assert.deepEqual(Object.keys(before.pools).sort(), [...Object.keys(POOLS)].sort(), 'the pools compared');
+    assert.deepEqual(after.pools, before.pools, 'lvs of the thin pools (attr, size, metadata size, data and metadata percent)');
+    assert.deepEqual(after.kernelPools, before.kernelPools, 'dmsetup status --target thin-pool');
   });
+  poolTests(report, before);
   end();
+}
+
+/** What the classification says of the thin pools of pve1 (`s`: the system as it was when pve-dm ran). */
+function poolTests(report, s) {
+  const pools = new Map((report.pools ?? []).map((pool) => [`${pool.vg}/${pool.lv}`, pool]));
+  test(`thin pools: every one LVM knows is in the report (${Object.keys(POOLS).join(', ')}); no partial VG`, () => {
+    assert.deepEqual([...pools.keys()].sort(), Object.keys(POOLS).sort());
+    assert.deepEqual(report.volumeGroups, []);
+  });
+  for (const [name, want] of Object.entries(POOLS)) {
+    test(`${name}: ${want.severity}${want.kinds.length > 0 ? ` (${want.kinds.join(', ')})` : ''}, ${want.active ? 'active' : 'not active'}, guests ${want.guests.length > 3 ? `${want.guests.length} VMIDs` : want.guests.join(', ')}; use as the kernel counts it`, () => {
+      const got = pools.get(name);
+      assert.ok(got, 'not in the report');
+      assert.deepEqual(
+        { active: got.active, state: got.state, severity: got.severity, kinds: got.problems.map((p) => p.kind), guests: got.guests },
+        { active: want.active, state: want.state, severity: want.severity, kinds: want.kinds, guests: want.guests },
+      );
+      for (const p of got.problems) assert.equal(p.severity, want.severity, `${p.kind}: severity`);
+      assert.equal(got.message, got.problems.find((p) => p.severity === 'critical')?.message ?? got.problems[0]?.message ?? got.message, 'message: the worst problem\'s');
+      const kernel = kernelUse(s, name.replace('/', '-'));
+      assert.deepEqual({ data: got.dataPercent, metadata: got.metadataPercent }, kernel, 'data and metadata percent: the kernel\'s (dmsetup status)');
+    });
+  }
+  test('the real numbers: tank/full data 90-95 %, tank/clones metadata 90-99 % (and LVM already refuses new clones there: 2 MiB of metadata, limit 75 %), pve/data under 80 %', () => {
+    const full = pools.get('tank/full');
+    const clones = pools.get('tank/clones');
+    assert.ok(full.dataPercent >= 90 && full.dataPercent < 95, `tank/full data ${full.dataPercent}`);
+    assert.ok(full.metadataPercent < 75, `tank/full metadata ${full.metadataPercent}`);
+    assert.ok(clones.metadataPercent >= 90 && clones.metadataPercent < 99, `tank/clones metadata ${clones.metadataPercent}`);
+    assert.ok(clones.dataPercent < 80, `tank/clones data ${clones.dataPercent}`);
+    assert.match(clones.problems[0].message, /metadata \d+\.\d% used; LVM already refuses new disks/);
+    const data = pools.get('pve/data');
+    assert.ok(data.dataPercent < 80 && data.metadataPercent < 75, `pve/data ${data.dataPercent}/${data.metadataPercent}`);
+  });
+  test('tank/cold (not active): no use, no state; its message names CT 170', () => {
+    const cold = pools.get('tank/cold');
+    assert.deepEqual([cold.dataPercent, cold.metadataPercent, cold.state], [null, null, null]);
+    assert.match(cold.message, /tank\/cold is not active: the disks of CT 170 on it cannot be used/);
+  });
+  for (const [name, want] of Object.entries(POOLS).filter(([, w]) => w.remedies.length > 0)) {
+    test(`${name}: remedy ${want.remedies.map((r) => `"${r}"`).join(', ')}`, () => {
+      const got = pools.get(name);
+      assert.deepEqual(got.problems.map((p) => p.remedy), want.remedies, `advice: ${got.problems.map((p) => p.advice).join(' | ')}`);
+    });
+  }
+  test(REPAIRED ? 'tank/cold: the repair\'s leftover cold_meta0 (2 MiB, lvremove once checked); no other pool has one' : 'leftovers: none (tank/cold was not repaired: no thin-provisioning-tools on the host)', () => {
+    const leftovers = Object.fromEntries([...pools].map(([name, pool]) => [name, pool.leftovers.map((l) => [l.lv, l.sizeBytes])]));
+    assert.deepEqual(leftovers, { ...Object.fromEntries(Object.keys(POOLS).map((name) => [name, []])), ...(REPAIRED ? { 'tank/cold': [['cold_meta0', 2097152]] } : {}) });
+    if (REPAIRED) assert.match(pools.get('tank/cold').leftovers[0].advice, /lvremove tank\/cold_meta0/);
+  });
 }
 
 // ══ part 2: cleanup, journal, restore (the issue 4 contract) ═════════════════════════════════
