@@ -125,8 +125,8 @@ export interface CommandOptions {
   timeoutMs?: number;
   /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
   input?: string;
-  /** For a removal: the journal line appended (and fsynced) before the command runs. */
-  journal?: { file: string; record: JournalRecord };
+  /** For a removal or a rescan: the journal line appended (and fsynced) before the command runs. */
+  journal?: { file: string; record: JournalRecord | RescanRecord };
 }
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
@@ -4610,10 +4610,28 @@ export interface JournalOutcome {
   detail: string | null;
 }
 
+/**
+ * A rescan the interactive cleanup ran (`qm disk rescan`): journalled, never restored (it removed
+ * nothing; an unusedN disk it added is detached from the guest's page), with its outcome line.
+ */
+export interface RescanRecord {
+  kind: 'rescan';
+  id: string;
+  run: string;
+  at: string;
+  node: string;
+  vmid: number;
+  command: string[];
+  /** The orphan LVs (`vg/lv`) it was run for. */
+  volumes: string[];
+  outcome?: 'rescanned' | 'failed';
+  detail?: string | null;
+}
+
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
 export const DEFAULT_STATE = '/var/lib/pve-dm/notify-state.json';
 
-export function appendJournal(file: string, record: JournalRecord | JournalOutcome): void {
+export function appendJournal(file: string, record: JournalRecord | JournalOutcome | RescanRecord): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const fd = openSync(file, 'a', 0o600);
   try {
@@ -4645,6 +4663,9 @@ export function readJournal(file: string): JournalRecord[] {
     } catch {
       // reported below
     }
+    // A rescan removed nothing: nothing to list or restore (its lines stay in the file).
+    const rescan = value !== null && (value as { kind?: unknown }).kind === 'rescan';
+    if (rescan && typeof value?.id === 'string' && typeof value.run === 'string') return;
     if (
       value === null ||
       typeof value.id !== 'string' ||
@@ -4686,6 +4707,15 @@ export interface CleanupOutcome {
   removed: { name: string; command: string[]; journal: string }[];
   skipped: { name: string; why: string }[];
   failed: { name: string; error: string }[];
+  /** The rescans the interactive cleanup ran (absent: none was offered or picked). */
+  rescans?: RescanOutcome;
+}
+
+/** Rescans by guest: run, not run (and why), or failed (and LVM's or Proxmox's message). */
+export interface RescanOutcome {
+  rescanned: { vmid: number; command: string[] }[];
+  skipped: { vmid: number; why: string }[];
+  failed: { vmid: number; error: string }[];
 }
 
 /**
@@ -6574,6 +6604,9 @@ export async function interactiveCleanup(
 ): Promise<CleanupOutcome | null> {
   const clack = await import('@clack/prompts');
   clack.intro('pve-dm cleanup');
+  const rescanned = await offerRescans(rescanOffers(result), context, clack);
+  const rescans = rescanned === null ? null : { removed: [], skipped: [], failed: [], rescans: rescanned };
+  if (plan.actions.length === 0) return rescans;
   const picked = await clack.multiselect({
     message: 'Entries to remove (space toggles, enter goes on; duplicates first, then tombstones)',
     options: plan.actions.map((action) => ({
@@ -6585,9 +6618,10 @@ export async function interactiveCleanup(
     initialValues: plan.actions.filter((action) => action.blockedBy === null).map((action) => action.name),
     required: false,
   });
+  const unchanged = rescans === null ? 'nothing was changed' : 'no entry was removed';
   if (clack.isCancel(picked) || picked.length === 0) {
-    clack.cancel(clack.isCancel(picked) ? 'Cancelled: nothing was changed.' : 'Nothing picked: nothing was changed.');
-    return null;
+    clack.cancel(clack.isCancel(picked) ? `Cancelled: ${unchanged}.` : `Nothing picked: ${unchanged}.`);
+    return rescans;
   }
   const chosen = plan.actions.filter((action) => picked.includes(action.name));
   const summary = chosen
@@ -6599,8 +6633,8 @@ export async function interactiveCleanup(
     initialValue: false,
   });
   if (clack.isCancel(go) || !go) {
-    clack.cancel('Cancelled: nothing was changed.');
-    return null;
+    clack.cancel(`Cancelled: ${unchanged}.`);
+    return rescans;
   }
   const stop = new AbortController();
   const spin = clack.spinner({ onCancel: () => stop.abort(), cancelMessage: 'Stopping after the entry in hand' });
@@ -6610,7 +6644,106 @@ export async function interactiveCleanup(
   );
   spin.stop(stop.signal.aborted ? 'Stopped' : 'Done');
   clack.outro(`${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed`);
+  return rescanned === null ? outcome : { ...outcome, rescans: rescanned };
+}
+
+/** A guest of this node whose orphan LVs its rescan would attach (the orphans' remedy). */
+export interface RescanOffer {
+  vmid: number;
+  command: string[];
+  volumes: string[];
+}
+
+export function rescanOffers(result: Pick<Result, 'orphanLvs'>): RescanOffer[] {
+  const offers = new Map<number, RescanOffer>();
+  for (const orphan of result.orphanLvs) {
+    if (orphan.remedy === null) continue;
+    const offer = offers.get(orphan.vmid) ?? { vmid: orphan.vmid, command: orphan.remedy.split(' '), volumes: [] };
+    offer.volumes.push(`${orphan.vg}/${orphan.lv}`);
+    offers.set(orphan.vmid, offer);
+  }
+  return [...offers.values()];
+}
+
+/** The rescans picked (none by default): they add unusedN disks and remove nothing, so no removal is ever offered here. */
+async function offerRescans(
+  offers: readonly RescanOffer[],
+  context: CleanupContext,
+  clack: typeof import('@clack/prompts'),
+): Promise<RescanOutcome | null> {
+  if (offers.length === 0) return null;
+  const picked = await clack.multiselect({
+    message: 'Orphan LVs to attach to their guests as unused disks (rescan; nothing is removed)',
+    options: offers.map((offer) => ({
+      value: offer.vmid,
+      label: terminalSafe(shellLine(offer.command)),
+      hint: terminalSafe(offer.volumes.join(', ')),
+    })),
+    initialValues: [],
+    required: false,
+  });
+  if (clack.isCancel(picked) || picked.length === 0) return null;
+  return runRescans(
+    offers.filter((offer) => picked.includes(offer.vmid)),
+    context,
+  );
+}
+
+/**
+ * Each rescan through the one runner, journalled first, after checking again that its LVs are
+ * still there and that its guest's config, read again, still references none of them and holds no lock.
+ */
+export async function runRescans(offers: readonly RescanOffer[], context: CleanupContext): Promise<RescanOutcome> {
+  const outcome: RescanOutcome = { rescanned: [], skipped: [], failed: [] };
+  for (const offer of offers) {
+    const why = await rescanBlocker(offer, context);
+    if (why !== null) {
+      outcome.skipped.push({ vmid: offer.vmid, why });
+      continue;
+    }
+    const at = (context.now?.() ?? new Date()).toISOString();
+    const record: RescanRecord = {
+      kind: 'rescan',
+      id: `${context.run}-rescan-${offer.vmid}`,
+      run: context.run,
+      at,
+      node: context.capture.hostname,
+      vmid: offer.vmid,
+      command: offer.command,
+      volumes: offer.volumes,
+    };
+    const [command = '', ...args] = offer.command;
+    const ran = await context.runner(command, args, {
+      mutates: true,
+      timeoutMs: 120_000,
+      journal: { file: context.journal, record },
+    });
+    const detail = ran.exitCode === 0 ? null : ran.stderr.trim().split('\n')[0] || `exit ${ran.exitCode}`;
+    appendJournal(context.journal, { ...record, outcome: ran.exitCode === 0 ? 'rescanned' : 'failed', detail });
+    if (ran.exitCode === 0) outcome.rescanned.push({ vmid: offer.vmid, command: offer.command });
+    else outcome.failed.push({ vmid: offer.vmid, error: detail ?? '' });
+  }
   return outcome;
+}
+
+/** Why a rescan must not run now, or null: read again right before it. */
+async function rescanBlocker(offer: RescanOffer, context: CleanupContext): Promise<string | null> {
+  const config = context.capture.configs.find((c) => c.vmid === offer.vmid && c.node === context.capture.hostname);
+  if (config === undefined) return 'its config is not on this node';
+  let text: string;
+  try {
+    text = readFileSync(path.join(context.liveRoot, config.path), 'utf8');
+  } catch {
+    return `its config ${config.path} cannot be read now`;
+  }
+  const now = parseGuestConfig({ ...config, text }).config;
+  if (now.lock !== null) return `${guestLabel(offer.vmid, config.type)} is locked (${now.lock})`;
+  const referenced = now.refs.map((ref) => ref.volume.replace(/^[^:]*:/, ''));
+  const taken = offer.volumes.find((volume) => referenced.includes(volume.split('/')[1] ?? ''));
+  if (taken !== undefined) return `${taken} is referenced by its config now`;
+  const lvs = await context.runner('lvs', ['--noheadings', '-o', 'lv_name', ...offer.volumes]);
+  if (lvs.exitCode !== 0) return `LVM no longer lists ${offer.volumes.join(', ')}`;
+  return null;
 }
 
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
@@ -6623,6 +6756,13 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
     lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
   for (const failed of outcome.failed)
     lines.push(`  FAILED   ${mangleDmName(failed.name)}: ${terminalSafe(failed.error)}`);
+  const rescans = outcome.rescans ?? { rescanned: [], skipped: [], failed: [] };
+  for (const done of rescans.rescanned)
+    lines.push(`  rescanned  VMID ${done.vmid}  (${whole(shellLine(done.command))})`);
+  for (const skipped of rescans.skipped)
+    lines.push(`  rescan skipped  VMID ${skipped.vmid}: ${terminalSafe(skipped.why)}`);
+  for (const failed of rescans.failed)
+    lines.push(`  rescan FAILED  VMID ${failed.vmid}: ${terminalSafe(failed.error)}`);
   lines.push(
     `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
   );
@@ -6821,7 +6961,7 @@ async function analyse(options: CliOptions, setup: Setup, context: RunContext): 
   const cleanup = await cleanupStep(options, run, context, now);
   if (cleanup !== null) {
     final = { ...final, cleanup };
-    if (cleanup.failed.length > 0) exitCode = Math.max(exitCode, 1);
+    if (cleanup.failed.length > 0 || (cleanup.rescans?.failed.length ?? 0) > 0) exitCode = Math.max(exitCode, 1);
   }
   if (options.format === 'json') {
     const changed = final.notifications.length > 0 || final.cleanup !== null;
@@ -6979,7 +7119,8 @@ async function cleanupStep(
     .replace(/[-:]/g, '')
     .replace(/\.\d+Z$/, 'Z');
   const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run: id };
-  if (options.reportOnly || plan.actions.length === 0) return null;
+  const offersRescan = interactive && rescanOffers(result).length > 0;
+  if (options.reportOnly || (plan.actions.length === 0 && !offersRescan)) return null;
   if (interactive && options.root !== undefined) {
     io.stdout.write(renderPlan(plan, 'Cleanup plan (a capture: cleanup acts only on the live node):'));
     return null;

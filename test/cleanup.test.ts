@@ -1,9 +1,9 @@
 // Cleanup against a model node (test/support/fake-node.ts): the real runner, journal, locks
 // (flock on files of a temporary tree) and re-checks.
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, restoreEntries, runPipeline, UserError } from '../pve-dm.ts';
+import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, rescanOffers, restoreEntries, runPipeline, runRescans, UserError } from '../pve-dm.ts';
 import { changing, lvUuid, put, scenario, VG_PVE, VG_SSD } from './support/fake-node.ts';
 import { test } from './harness.ts';
 
@@ -274,6 +274,36 @@ test('restore ID restores one entry; an unknown ID is a clear error', async () =
     assert.match(unknown.stderr, /^pve-dm: no journal entry nope-1 in .*journal\.jsonl \(see npx tsx \S+ journal\)\n$/);
   } finally {
     done();
+  }
+});
+
+test('rescans: offered for orphan LVs a guest here would list; re-checked right before (a lock, a config that took the volume); journalled, never restored', async () => {
+  const s = scenario({ thin: true });
+  try {
+    const runner = createRunner({ allowChanges: true, exec: s.node.exec });
+    const { capture, result } = await runPipeline(defaultStages, { vmids: [], json: false, console: false, html: false, color: false, runner, liveRoot: s.root, hostname: 'pve1' });
+    const offers = rescanOffers(result);
+    assert.equal(offers.map((o) => [o.vmid, o.command.join(' '), o.volumes]), [[100, 'qm disk rescan --vmid 100', ['pve/vm-100-disk-7']], [200, 'pct rescan --vmid 200', ['pve/vm-200-disk-3']]]);
+    // CT 200 took a lock since the report; VM 100 is as it was.
+    appendFileSync(path.join(s.root, 'etc/pve/nodes/pve1/lxc/200.conf'), 'lock: backup\n');
+    const context = { runner, capture, liveRoot: s.root, journal: s.journal, run: 'r9' };
+    const outcome = await runRescans(offers, context);
+    assert.equal(outcome, { rescanned: [{ vmid: 100, command: ['qm', 'disk', 'rescan', '--vmid', '100'] }], skipped: [{ vmid: 200, why: 'CT 200 is locked (backup)' }], failed: [] });
+    assert.equal(changing(s.node.calls), ['qm disk rescan --vmid 100']);
+    const lines = readFileSync(s.journal, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    assert.equal(lines.map((l) => [l.kind, l.vmid, l.outcome ?? null]), [['rescan', 100, null], ['rescan', 100, 'rescanned']]);
+    assert.equal(readJournal(s.journal), [], 'nothing to list or restore');
+    // Run again: VM 100's config now references the volume (unused0): not rescanned twice.
+    const again = await runRescans(offers.slice(0, 1), context);
+    assert.equal(again.skipped, [{ vmid: 100, why: 'pve/vm-100-disk-7 is referenced by its config now' }]);
+    // Under --report-only the runner refuses it.
+    const refusing = createRunner({ allowChanges: false, exec: s.node.exec });
+    await runRescans([{ vmid: 100, command: ['qm', 'disk', 'rescan', '--vmid', '100'], volumes: ['pve/vm-100-disk-9'] }], { ...context, runner: refusing }).then(
+      () => assert.unreachable('a report-only runner ran a rescan'),
+      (error) => assert.instance(error, UserError),
+    );
+  } finally {
+    s.done();
   }
 });
 

@@ -10,11 +10,11 @@ import { buildBundle } from './tools/build.ts';
 const stripAnsi = (text: string) => text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '');
 
 /** pve-dm (or the module given) on a terminal: read what it shows, type keys, and see what became of the node. */
-function terminal(module = '') {
+function terminal(module = '', env: NodeJS.ProcessEnv = {}) {
   const out = path.join(tempDir('pve-dm-tty-'), 'state.json');
   // A terminal of a real size (a fresh pseudo-terminal has none), then pve-dm on it.
   const command = `stty cols 200 rows 60; exec ${process.execPath} --import tsx test/support/interactive-node.ts ${out} ${module}`;
-  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: PROJECT, env: { ...process.env, NO_COLOR: '1', COLUMNS: '200', LINES: '60' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: PROJECT, env: { ...process.env, NO_COLOR: '1', COLUMNS: '200', LINES: '60', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let screen = '';
   child.stdout.on('data', (chunk) => (screen += stripAnsi(chunk.toString())));
   child.stderr.on('data', (chunk) => (screen += stripAnsi(chunk.toString())));
@@ -35,7 +35,7 @@ function terminal(module = '') {
       child.stdin.write(keys);
       await new Promise((resolve) => setTimeout(resolve, 300));
     },
-    async finish(): Promise<{ code: number; changes: string[]; devices: string[] }> {
+    async finish(): Promise<{ code: number; changes: string[]; devices: string[]; journal: { kind?: string; vmid: number; command: string[]; volumes: string[]; outcome?: string }[]; config100: string }> {
       await exited;
       return JSON.parse(readFileSync(out, 'utf8'));
     },
@@ -43,6 +43,7 @@ function terminal(module = '') {
 }
 
 const ENTER = '\r';
+const SPACE = ' ';
 const CTRL_C = '\u0003';
 const ESCAPE = '\u001b';
 
@@ -101,5 +102,24 @@ test('the bundle, with @clack/prompts compiled when first used: pick, confirm, a
   await tty.waitFor('Cancelled: nothing was changed.');
   assert.equal((await tty.finish()).changes, []);
 }, 90_000);
+
+test('the rescan offer: nothing picked by default; picked, qm disk rescan runs (journalled), and no entry is removed unless picked too', async () => {
+  const tty = terminal('', { FAKE_NODE_THIN: '1' });
+  await tty.waitFor('Orphan LVs to attach to their guests as unused disks (rescan; nothing is removed)');
+  assert.match(tty.screen(), /qm disk rescan --vmid 100 \(pve\/vm-100-disk-7\)/);
+  await tty.type(SPACE);
+  await tty.type(ENTER);
+  await tty.waitFor('Entries to remove');
+  await tty.type(CTRL_C);
+  await tty.waitFor('Cancelled: no entry was removed.');
+  await tty.waitFor('rescanned  VMID 100  (qm disk rescan --vmid 100)');
+  const node = await tty.finish();
+  assert.equal(node.changes, ['qm disk rescan --vmid 100']);
+  assert.equal(node.journal.filter((line) => line.kind === 'rescan').map((line) => [line.vmid, line.command.join(' '), line.volumes, line.outcome ?? 'before']), [
+    [100, 'qm disk rescan --vmid 100', ['pve/vm-100-disk-7'], 'before'],
+    [100, 'qm disk rescan --vmid 100', ['pve/vm-100-disk-7'], 'rescanned'],
+  ]);
+  assert.match(node.config100, /^unused0: local-lvm:vm-100-disk-7$/m);
+}, 60_000);
 
 test.run();

@@ -1,6 +1,6 @@
 // A model node for cleanup tests: a temporary /etc/pve, /run and /proc tree, and dmsetup, lvs and
 // lvchange answered from a model of the kernel's and LVM's state (changed by the commands run).
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { main, readJournal, type CommandResult, type Exec } from '../../pve-dm.ts';
 import { tempDir, unwrapConsole } from '../harness.ts';
@@ -21,6 +21,8 @@ interface Device {
 export class FakeNode {
   dm = new Map<string, Device>();
   lvs = new Set<string>();
+  /** lvs lists VG pve's LVs as thin LVs of pool data. */
+  thin = false;
   inactive = new Map<string, Device>();
   calls: string[][] = [];
   /** Journal lines present when each changing command ran. */
@@ -64,7 +66,9 @@ export class FakeNode {
     }
     // No thin pool in this node's tables: nothing to report.
     if (command === 'dmsetup' && a[0] === 'status') return ok('');
-    if (command === 'lvs') return ok([...this.lvs].map((key) => `  ${key.replace('/', '|')}|-wi-a-----|`).join('\n') + '\n');
+    // Thin LVs of local-lvm when asked (then rescan would list VM 100's disk), thick ones otherwise.
+    const attr = (key: string) => (this.thin && key.startsWith('pve/') ? 'Vwi-a-tz--' : '-wi-a-----');
+    if (command === 'lvs') return ok([...this.lvs].map((key) => `  ${key.replace('/', '|')}|${attr(key)}|`).join('\n') + '\n');
     if (command === 'pveversion') return ok('pve-manager/9.1.2/0123456789abcdef (running kernel: 6.14.11-4-pve)\n');
     this.journalAtChange.push(readJournal(this.journal).length);
     if (command === 'lvchange' && a[0] === '-an') {
@@ -93,6 +97,12 @@ export class FakeNode {
       this.release(d);
       return ok();
     }
+    // qm disk rescan: the guest's config gains its unreferenced volume as unused0 (the fake knows one).
+    if (command === 'qm' && a[0] === 'disk' && a[1] === 'rescan') {
+      const file = path.join(this.root, `etc/pve/nodes/pve1/qemu-server/${a[3]}.conf`);
+      writeFileSync(file, `${readFileSync(file, 'utf8')}unused0: local-lvm:vm-${a[3]}-disk-7\n`);
+      return ok();
+    }
     if (command === 'dmsetup' && a[0] === 'create') {
       const name = a[1] ?? '';
       if (this.dm.has(name)) return fail(1, `device-mapper: create ioctl on ${name}  failed: Device or resource busy\n`);
@@ -110,10 +120,11 @@ export function put(root: string, file: string, text: string): void {
 }
 
 /** A node pve1 with the problems cleanup must handle, and the ones it must leave alone. */
-export function scenario() {
+export function scenario({ thin = false } = {}) {
   const root = tempDir('pve-dm-cleanup-');
   const journal = path.join(root, 'var/lib/pve-dm/journal.jsonl');
   const node = new FakeNode(root, journal);
+  node.thin = thin;
   put(root, 'etc/pve/storage.cfg', 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\nlvm: ssd-ha01\n\tvgname ssd-ha01\n\tshared 1\n');
   put(root, 'etc/pve/nodes/pve1/qemu-server/100.conf', 'name: web\nscsi0: local-lvm:vm-100-disk-0,size=8G\n');
   put(root, 'etc/pve/nodes/pve1/qemu-server/119.conf', 'name: app\nscsi0: ssd-ha01:vm-119-disk-0,size=8G\n');
@@ -145,4 +156,6 @@ export function scenario() {
 
 /** The commands of a run that change the system. */
 export const changing = (calls: string[][]) =>
-  calls.filter(([command, ...args]) => command === 'lvchange' || (command === 'dmsetup' && (args.includes('remove') || args.includes('create')))).map((call) => call.join(' '));
+  calls
+    .filter(([command, ...args]) => command === 'lvchange' || command === 'qm' || (command === 'dmsetup' && (args.includes('remove') || args.includes('create'))))
+    .map((call) => call.join(' '));
