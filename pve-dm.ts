@@ -274,7 +274,7 @@ export interface Capture {
   dmsetupTable: string | null;
   /** `lvs` as LVS_ARGS asks for it; null: not known. */
   lvs: string | null;
-  /** `dmsetup status` of the thin pools (POOL_STATUS_ARGS); null or absent: not known (a capture of an older pve-dm). */
+  /** `dmsetup status` of the thin pools (POOL_STATUS_ARGS); null or absent: not known (an older capture). */
   poolStatus?: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
@@ -2692,7 +2692,7 @@ function orphanAction(
   };
 }
 
-// ─── Thin pools and volume groups: what stops every guest on them at once ──────────────────
+// ─── Thin pools and volume groups: what stops every guest on them at once ───────────────
 
 export interface PoolThresholds {
   warning: number;
@@ -2914,7 +2914,9 @@ function needsCheckPool(pool: PoolFacts): PoolProblem | null {
   return {
     kind: 'needs-check',
     severity: 'critical',
-    message: `the kernel flagged the metadata of thin pool ${pool.vg}/${pool.lv} as damaged (needs_check): it will not activate again unrepaired`,
+    message:
+      `the kernel flagged the metadata of thin pool ${pool.vg}/${pool.lv} as damaged (needs_check): ` +
+      'it will not activate again unrepaired',
     remedy: null,
     advice: REPAIR_STEPS(pool.vg, pool.lv),
   };
@@ -2926,7 +2928,9 @@ function readOnlyPool(pool: PoolFacts): PoolProblem | null {
   return {
     kind: 'read-only',
     severity: 'critical',
-    message: `the metadata of thin pool ${pool.vg}/${pool.lv} is read-only${full ? ' (it is full)' : ''}: writes that need new blocks fail`,
+    message:
+      `the metadata of thin pool ${pool.vg}/${pool.lv} is read-only${full ? ' (it is full)' : ''}: ` +
+      'writes that need new blocks fail',
     remedy: null,
     advice: `${full ? 'grow its metadata (see the metadata finding), then ' : ''}${REPAIR_STEPS(pool.vg, pool.lv)}`,
   };
@@ -2937,12 +2941,14 @@ function outOfDataPool(pool: PoolFacts): PoolProblem | null {
   return {
     kind: 'out-of-data-space',
     severity: 'critical',
-    message: `thin pool ${pool.vg}/${pool.lv} is out of data space: writes to new blocks wait or fail, and its guests stop with I/O errors`,
+    message:
+      `thin pool ${pool.vg}/${pool.lv} is out of data space: ` +
+      'writes to new blocks wait or fail, and its guests stop with I/O errors',
     ...poolGrowth(pool, 'data'),
   };
 }
 
-/** Data or metadata use over the thresholds. Metadata is the one that corrupts: a full metadata device damages the pool. */
+/** Data or metadata use over the thresholds. Metadata is the one that corrupts: when full, it damages the pool. */
 function poolUse(pool: PoolFacts, part: 'data' | 'metadata'): PoolProblem | null {
   const percent = part === 'data' ? pool.dataPercent : pool.metadataPercent;
   if (percent === null) return null;
@@ -2954,7 +2960,8 @@ function poolUse(pool: PoolFacts, part: 'data' | 'metadata'): PoolProblem | null
   const name = `${pool.vg}/${pool.lv}`;
   const what =
     part === 'metadata'
-      ? 'when it runs out, the pool fails and its metadata can be damaged, with every volume on it (lvmthin(7), Metadata space exhaustion)'
+      ? 'when it runs out, the pool fails and its metadata can be damaged, with every volume on it ' +
+        '(lvmthin(7), Metadata space exhaustion)'
       : 'when it is full, writes to new blocks wait or fail and its guests stop with I/O errors';
   const refused = refusing ? '; LVM already refuses new disks, snapshots and clones on it' : '';
   return {
@@ -2994,7 +3001,8 @@ function lvmGrowth(bytes: number): { text: string; bytes: number } {
 function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: string | null; advice: string } {
   const name = `${pool.vg}/${pool.lv}`;
   const free =
-    'or free blocks: discard inside the guests (fstrim, with discard=on on their disks), remove snapshots and volumes no one needs';
+    'or free blocks: discard inside the guests (fstrim, with discard=on on their disks), ' +
+    'remove snapshots and volumes no one needs';
   const size = part === 'data' ? pool.sizeBytes : pool.metadataBytes;
   const percent =
     pool.state === 'out_of_data_space' && part === 'data'
@@ -3020,7 +3028,9 @@ function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: strin
     };
   return {
     remedy: shellLine(['lvextend', ...flag, name]),
-    advice: `grows its ${part} by ${humanBytes(growth.bytes)} to bring its use under ${target}% (VG ${pool.vg} has ${humanBytes(pool.vgFreeBytes)} free)`,
+    advice:
+      `grows its ${part} by ${humanBytes(growth.bytes)} to bring its use under ${target}% ` +
+      `(VG ${pool.vg} has ${humanBytes(pool.vgFreeBytes)} free)`,
   };
 }
 
@@ -3036,7 +3046,9 @@ function repairLeftovers(j: Judging, pool: LogicalVolume): ThinPool['leftovers']
     leftovers.push({
       lv: lv.lv,
       sizeBytes: lv.sizeBytes,
-      advice: `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, lvremove ${pool.vg}/${lv.lv}${space}`,
+      advice:
+        `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, ` +
+        `lvremove ${pool.vg}/${lv.lv}${space}`,
     });
   }
   return leftovers;
@@ -3056,10 +3068,13 @@ function volumeGroupProblemsOf(j: Judging): VolumeGroupProblem[] {
     return {
       vg,
       severity: guests.length > 0 ? 'critical' : 'warning',
-      message: `VG ${vg} misses a physical volume (partial): LVs with extents on it cannot be activated${guests.length > 0 ? `, disks of ${whose} among them` : ''}`,
+      message:
+        `VG ${vg} misses a physical volume (partial): LVs with extents on it cannot be activated` +
+        (guests.length > 0 ? `, disks of ${whose} among them` : ''),
       guests,
       advice:
-        `find the missing disk (pvs shows it as [unknown]), reconnect it (cable, iSCSI session, multipath), then pvscan --cache. ` +
+        'find the missing disk (pvs shows it as [unknown]), reconnect it (cable, iSCSI session, multipath), ' +
+        'then pvscan --cache. ' +
         `Only when it is gone for good: vgreduce --removemissing ${vg} drops every LV with extents on it (vgreduce(8))`,
     };
   });
@@ -3427,7 +3442,10 @@ export function notificationSubject(
   if (duplicate > 0)
     return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (poolsWith(pools, 'critical') > 0)
-    return `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; their guests are down or about to fail! Grade: ${result.grade}`;
+    return (
+      `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; ` +
+      `their guests are down or about to fail! Grade: ${result.grade}`
+    );
   if (sharedActive > 0)
     return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
   if (tombstone === 0 && unjudged !== null)
@@ -3436,7 +3454,9 @@ export function notificationSubject(
   if (tombstone === 0 && orphans > 0)
     return `⚠️ [${result.node}] Proxmox DM Health: ${orphans} orphan LV(s) block guest volume names - Grade ${result.grade}`;
   if (tombstone === 0 && poolsWith(pools, 'warning') > 0)
-    return `⚠️ [${result.node}] Proxmox DM Health: ${poolsWith(pools, 'warning')} thin pool(s) filling up - Grade ${result.grade}`;
+    return `⚠️ [${result.node}] Proxmox DM Health: ${poolsWith(pools, 'warning')} thin pool(s) filling up - Grade ${
+      result.grade
+    }`;
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10)
     return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
@@ -3907,7 +3927,9 @@ function monitoringSummary(result: Result): string {
   const orphans = result.orphanLvs.length > 0 ? `, ${result.orphanLvs.length} orphan LV(s)` : '';
   const pools = result.summary.poolProblems > 0 ? `, thin pools and VGs: ${poolCounts(result)}` : '';
   return monitoringSafe(
-    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned of ${entries} dm entries${shared}${pools}${orphans}${incomplete}${warnings}`,
+    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
+      `of ${entries} dm entries` +
+      `${shared}${pools}${orphans}${incomplete}${warnings}`,
   );
 }
 
@@ -3920,7 +3942,8 @@ function monitoringDetails(result: Result, limit: number): string[] {
     ...result.pools.flatMap((pool) =>
       pool.problems.map(
         (p) =>
-          `pool ${pool.vg}/${pool.lv} ${p.severity}: ${p.message}; ${p.remedy === null ? `by hand: ${p.advice}` : `remedy: ${p.remedy}`}`,
+          `pool ${pool.vg}/${pool.lv} ${p.severity}: ${p.message}; ` +
+          (p.remedy === null ? `by hand: ${p.advice}` : `remedy: ${p.remedy}`),
       ),
     ),
   ];
@@ -4029,7 +4052,8 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
       each((r) =>
         r.orphanLvs.map(
           (o) =>
-            `{${node(r)},vg="${prometheusLabel(o.vg)}",lv="${prometheusLabel(o.lv)}",vmid="${o.vmid}",reason="${o.reason}",active="${o.active}"} 1`,
+            `{${node(r)},vg="${prometheusLabel(o.vg)}",lv="${prometheusLabel(o.lv)}",` +
+            `vmid="${o.vmid}",reason="${o.reason}",active="${o.active}"} 1`,
         ),
       ),
     ),
@@ -4208,7 +4232,8 @@ function poolHtmlRow(
     ...finding.problems.map((p) => `${severity(p.severity, p.message)}<br>${action(p.remedy, p.advice)}`),
     ...finding.leftovers.map((leftover) => `note: ${e(leftover.advice)}`),
   ];
-  const state = `${finding.active ? 'active' : 'not active'}${finding.state !== null && finding.state !== 'ok' ? `, ${finding.state}` : ''}`;
+  const trouble = finding.state !== null && finding.state !== 'ok' ? `, ${finding.state}` : '';
+  const state = `${finding.active ? 'active' : 'not active'}${trouble}`;
   const cells = [
     td(`<code>${e(`${finding.vg}/${finding.lv}`)}</code>${where}`),
     td(e(state), SEVERITY_COLORS[finding.severity]),
@@ -4218,6 +4243,20 @@ function poolHtmlRow(
     td(problems.length === 0 ? 'none' : problems.join('<br>')),
   ];
   return `<tr data-pool>${cells.join('')}</tr>`;
+}
+
+/** The page's first line: the worst of what was found, named. */
+function htmlHeadline(result: Result, unjudged: string | null): string {
+  const s = result.summary;
+  const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
+  const poolProblems = [...result.volumeGroups, ...result.pools.flatMap((pool) => pool.problems)];
+  const criticalPool = poolProblems.find((finding) => finding.severity === 'critical');
+  if (s.duplicate > 0) return `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`;
+  if (criticalPool !== undefined) return criticalPool.message;
+  if (s.tombstone > 0) return `${plural(s.tombstone, 'tombstone')} will block disk creation`;
+  if (s.orphanLvs > 0) return `${plural(s.orphanLvs, 'orphan LV')} will block disk creation`;
+  if (s.poolProblems > 0) return `${plural(s.poolProblems, 'thin pool or VG')} need attention`;
+  return unjudged !== null ? `Incomplete: ${unjudged}` : 'No problems found';
 }
 
 export function renderHtml(result: Result): string {
@@ -4258,9 +4297,7 @@ export function renderHtml(result: Result): string {
   );
   const orphanRows = result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e));
   const poolRows = [...result.volumeGroups, ...result.pools].map((finding) => poolHtmlRow(finding, td, e));
-  const criticalPool = [...result.volumeGroups, ...result.pools.flatMap((pool) => pool.problems)].find(
-    (finding) => finding.severity === 'critical',
-  );
+  const poolTable = rowsTable('pools', POOL_COLUMNS, poolRows);
   const missingRows = result.missingGuests.map(
     (missing) =>
       `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`,
@@ -4271,20 +4308,7 @@ export function renderHtml(result: Result): string {
   const warningRow = (kind: 'warning' | 'note') => (w: Warning) =>
     `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
   const warningRows = [...result.warnings.map(warningRow('warning')), ...result.notes.map(warningRow('note'))];
-  const headline =
-    s.duplicate > 0
-      ? `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`
-      : criticalPool !== undefined
-        ? criticalPool.message
-        : s.tombstone > 0
-          ? `${s.tombstone} tombstone${s.tombstone === 1 ? '' : 's'} will block disk creation`
-          : s.orphanLvs > 0
-            ? `${s.orphanLvs} orphan LV${s.orphanLvs === 1 ? '' : 's'} will block disk creation`
-            : s.poolProblems > 0
-              ? `${s.poolProblems} thin pool${s.poolProblems === 1 ? '' : 's'} or VG${s.poolProblems === 1 ? '' : 's'} need attention`
-              : unjudged !== null
-                ? `Incomplete: ${unjudged}`
-                : 'No problems found';
+  const headline = htmlHeadline(result, unjudged);
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
 <body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
@@ -4295,7 +4319,7 @@ export function renderHtml(result: Result): string {
 <p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${gradeColour}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
 </div>
 ${section('summary', 'Device-mapper entries', summary)}
-${section('pools', `Thin pools and volume groups (${s.poolProblems} with problems)`, rowsTable('pools', POOL_COLUMNS, poolRows))}
+${section('pools', `Thin pools and volume groups (${s.poolProblems} with problems)`, poolTable)}
 ${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
 ${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
 ${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ORPHAN_COLUMNS, orphanRows))}
@@ -6665,7 +6689,7 @@ export function rescanOffers(result: Pick<Result, 'orphanLvs'>): RescanOffer[] {
   return [...offers.values()];
 }
 
-/** The rescans picked (none by default): they add unusedN disks and remove nothing, so no removal is ever offered here. */
+/** The rescans picked (none by default): they add unusedN disks and remove nothing; no removal is offered here. */
 async function offerRescans(
   offers: readonly RescanOffer[],
   context: CleanupContext,
