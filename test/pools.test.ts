@@ -4,11 +4,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
+import { load } from 'cheerio/slim';
 import {
-  classify, DEFAULT_POOL_THRESHOLDS, grade, lvActive, parse, parseLvs, parsePoolStatus, poolThresholdsFrom, settingsFrom,
-  type ThinPool,
+  classify, createRunner, DEFAULT_POOL_THRESHOLDS, defaultStages, grade, lvActive, notificationSubject, notificationText, parse, parseLvs,
+  parsePoolStatus, poolThresholdsFrom, renderConsole, renderHtml, runPipeline, settingsFrom, validateHtml, type ThinPool,
 } from '../pve-dm.ts';
-import { capture, config, REAL, test } from './harness.ts';
+import { capture, config, overlongLines, REAL, SAMPLES, test, unwrapConsole } from './harness.ts';
 
 const POOLS = path.join(REAL, 'pools');
 const real = (file: string) => readFileSync(path.join(POOLS, file), 'utf8');
@@ -174,6 +175,43 @@ test('thresholds from the settings: PVE_DM_POOL_WARNING / PVE_DM_POOL_CRITICAL; 
   assert.equal(bad.warnings.map((w) => [w.source, w.line]), [['/etc/pve-dm/pve-dm.conf', 1]]);
   const crossed = poolThresholdsFrom(file({ PVE_DM_POOL_WARNING: '95', PVE_DM_POOL_CRITICAL: '85' }));
   assert.equal([crossed.thresholds, crossed.warnings.length], [DEFAULT_POOL_THRESHOLDS, 1]);
+});
+
+/** The thin-pools sample through the real pipeline. */
+const thinPools = (vmids: number[] = []) =>
+  runPipeline(defaultStages, {
+    root: path.join(SAMPLES, 'thin-pools'), vmids, json: false, console: false, html: false, color: false, runner: createRunner({ allowChanges: false }),
+  });
+
+test('thin-pools sample: the console names each pool\'s problem and its remedy before the entries, within 80 columns', async () => {
+  const { result } = await thinPools();
+  const text = renderConsole(result, false);
+  assert.equal(overlongLines(text), []);
+  const plain = unwrapConsole(text);
+  assert.match(plain, /Thin pools and VGs: 2 critical \(below\)/);
+  assert.ok(plain.indexOf('Thin pools and volume groups: 2 with problems') < plain.indexOf('Duplicates (critical)'), 'pools before entries');
+  assert.match(plain, /nvme\/fast  not active, VMIDs 110, 111\n    critical: thin pool nvme\/fast is not active: the disks of VM 110, VM 111 on it cannot be used\n      remedy: lvchange -ay nvme\/fast: /);
+  assert.match(plain, /remedy: lvextend --poolmetadatasize \+344M pve\/data: grows its metadata by 344\.0 MiB to bring its use under 70% \(VG pve has 8\.0 GiB free\)/);
+  assert.match(plain, /note: the metadata of pve\/data before a repair: once the pool and its guests are checked, lvremove pve\/data_meta0 frees 1\.0 GiB/);
+});
+
+test('thin-pools sample: the HTML page leads with the critical pool, a row per pool, valid as cheerio checks it', async () => {
+  const { result } = await thinPools();
+  const html = renderHtml(result);
+  assert.equal(await validateHtml(html, result), []);
+  const $ = load(html);
+  assert.is($('[data-header] strong').text(), 'thin pool nvme/fast is not active: the disks of VM 110, VM 111 on it cannot be used');
+  assert.equal($('[data-pool] code').map((_, el) => $(el).text()).get().filter((t) => !t.startsWith('lv')), ['nvme/fast', 'pve/data']);
+  assert.match($('[data-pool]').last().text(), /lvextend --poolmetadatasize \+344M pve\/data/);
+});
+
+test('thin-pools sample: notifiers say it in the subject and list each problem; --vmid keeps the pools of those guests', async () => {
+  const { result } = await thinPools();
+  assert.is(notificationSubject(result), '🚨 [pve-thin] CRITICAL: thin pools and VGs: 2 critical; their guests are down or about to fail! Grade: F');
+  assert.match(notificationText(result), /- pool nvme\/fast: critical: thin pool nvme\/fast is not active[^\n]*; lvchange -ay nvme\/fast/);
+  const narrowed = (await thinPools([111])).result;
+  assert.equal(narrowed.pools.map((p) => `${p.vg}/${p.lv}`), ['nvme/fast']);
+  assert.equal([narrowed.grade, narrowed.summary.poolProblems], ['F', 1]);
 });
 
 test.run();
