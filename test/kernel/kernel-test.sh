@@ -20,13 +20,17 @@ case $mode in all|classify|cleanup) ;; *) echo "usage: $0 [all|classify|cleanup]
 t0=$(date +%s)
 [ -d "$root/node_modules/tsx" ] || { echo "kernel-test: $root/node_modules/tsx missing: run npm ci first" >&2; exit 2; }
 "$here/dm-vm.sh" setup
+# lvconvert --repair in the guest (tank/cold's leftover cold_meta0) needs thin_repair
+. "$here/thin-tools.sh"
+tools=$(thin_tools)
+[ -n "$tools" ] || { echo "kernel-test: could not fetch thin-provisioning-tools (apt-get download)" >&2; exit 2; }
 t1=$(date +%s)
 
 out=$(mktemp "${TMPDIR:-/tmp}/kernel-test.XXXX")
 trap 'rm -f "$out"' EXIT
 set +e
 DMVM_SHARE_LOOSE=$root DMVM_MEM=${DMVM_MEM:-1536} DMVM_TIMEOUT=${DMVM_TIMEOUT:-1800} \
-    "$here/dm-vm.sh" run "$here/kernel.guest.sh" "$root" "$mode" 2>&1 | tee "$out"
+    "$here/dm-vm.sh" run "$here/kernel.guest.sh" "$root" "$mode" "$tools" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 t2=$(date +%s)

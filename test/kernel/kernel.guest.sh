@@ -8,8 +8,10 @@
 # (stand-ins: fake-guest.mjs), a stand-in pveversion; then runs kernel.test.mjs, which runs
 # pve-dm against this live system.
 # MODE: all (default), classify (classification only) or cleanup.
-ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE]}
+ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE] [THIN_TOOLS]}
 MODE=${2:-all}
+# the host's unpacked thin-provisioning-tools (kernel-test.sh), seen through /host
+THIN_TOOLS=${3:-}
 
 log() { echo ">>> $*" >&2; }
 # x CMD...: a setup step; the whole run fails when it does
@@ -87,8 +89,8 @@ x dmsetup create ssd--ha01-vm--778--disk--0 --uuid "LVM-${VGUUID}stalestalestale
 # extents, so that a metadata LV can be 2 MiB.
 x pvcreate -q /dev/loop2
 x vgcreate -q -s 1M tank /dev/loop2
-tthin() {  # tthin POOL NAME SIZE: as the lvmthin plugin allocates a disk
-    x lvcreate -q -aly -V "$3" --name "$2" --setautoactivation n --thinpool "tank/$1"
+tthin() {  # tthin POOL NAME SIZE: as the lvmthin plugin allocates a disk (lvcreate refuses --setautoactivation for thin LVs)
+    x lvcreate -q -aly -V "$3" --name "$2" --thinpool "tank/$1"
 }
 # tank/full: 64 MiB, 59 MiB of VM 160's disk written: data 92 % used. Guest 950 exists nowhere:
 # its disk, deactivated, is an orphan LV with no dm entry.
@@ -104,20 +106,16 @@ dd if=/dev/zero of=/dev/tank/vm-170-disk-0 bs=1M count=4 oflag=direct 2>/dev/nul
 x lvchange -q -an tank/vm-170-disk-0
 x lvchange -q -an tank/cold
 # ... and repaired while inactive (lvconvert --repair keeps the old metadata as tank/cold_meta0),
-# when the host has the thin-provisioning-tools `make-fixtures.sh pools` unpacks into dm-vm.sh's
-# default cache (the guest sees the host's / at /host); without them no leftover is made
-TT=/host/var/tmp/pve-dm-kernel/thin-tools
-if LD_LIBRARY_PATH=$TT/lib "$TT/usr/sbin/pdata_tools" thin_repair -V >/dev/null 2>&1; then
-    mkdir -p /run/thin
-    for t in thin_repair thin_dump; do
-        printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/lib exec %s/usr/sbin/pdata_tools %s "$@"\n' "$TT" "$TT" "$t" >"/run/thin/$t"
-        chmod 755 "/run/thin/$t"
-    done
-    x lvconvert -q --repair --config 'global { thin_repair_executable = "/run/thin/thin_repair" thin_dump_executable = "/run/thin/thin_dump" }' tank/cold
-    echo "$TT" > /run/tank-cold-repaired
-else
-    log "no thin-provisioning-tools at $TT (make-fixtures.sh pools fetches them): tank/cold is not repaired, no cold_meta0"
-fi
+# with the thin-provisioning-tools kernel-test.sh unpacked on the host
+TT=/host$THIN_TOOLS
+LD_LIBRARY_PATH=$TT/lib "$TT/usr/sbin/pdata_tools" thin_repair -V >/dev/null 2>&1 ||
+    die "no thin-provisioning-tools at $TT (kernel-test.sh fetches them)"
+mkdir -p /run/thin
+for t in thin_repair thin_dump; do
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/lib exec %s/usr/sbin/pdata_tools %s "$@"\n' "$TT" "$TT" "$t" >"/run/thin/$t"
+    chmod 755 "/run/thin/$t"
+done
+x lvconvert -q --repair --config 'global { thin_repair_executable = "/run/thin/thin_repair" thin_dump_executable = "/run/thin/thin_dump" }' tank/cold
 # tank/clones: metadata past 90 % the way linked clones fill it. 2 MiB metadata; template 9100
 # (320 MiB written: about 23 btree leaves of mappings), 20 linked clones (VMs 210-229, created as
 # qm clone does, in one lvm process: twice as fast under TCG); then 4 KiB written into every
@@ -148,7 +146,7 @@ while [ "$(meta)" != full ]; do
     c=$((c + 1))
 done
 sync
-log "tank: $(dmsetup status --target thin-pool | grep '^tank' | tr '\n' ';')"
+log "tank: $(dmsetup --manglename none status --target thin-pool | grep '^tank' | tr '\n' ';')"
 
 # ---- /etc/pve ------------------------------------------------------------------------------
 P=/etc/pve/nodes

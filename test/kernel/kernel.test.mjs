@@ -129,8 +129,6 @@ const POOLS = {
   },
   'tank/cold': { active: false, state: null, severity: 'critical', kinds: ['inactive'], guests: [170], remedies: ['lvchange -ay tank/cold'] },
 };
-/** kernel.guest.sh repaired tank/cold (lvconvert --repair: leftover cold_meta0) when the host had the thin tools. */
-const REPAIRED = fs.existsSync('/run/tank-cold-repaired');
 // what --yes must remove (and restore bring back), and how
 const REMOVED = {
   'ssd--ha01-vm--119--disk--0-dup': { how: 'dmsetup', vmid: 119 },
@@ -406,9 +404,14 @@ async function classification() {
   end();
 }
 
+/** `tank/full critical data 92.19% metadata 12.30% [data-use]; ...` */
+const showPools = (report) =>
+  (report.pools ?? []).map((p) => `${p.vg}/${p.lv} ${p.severity} data ${p.dataPercent ?? '-'}% metadata ${p.metadataPercent ?? '-'}% [${p.problems.map((q) => q.kind).join(', ')}]`).join('; ');
+
 /** What the classification says of the thin pools of pve1 (`s`: the system as it was when pve-dm ran). */
 function poolTests(report, s) {
   const pools = new Map((report.pools ?? []).map((pool) => [`${pool.vg}/${pool.lv}`, pool]));
+  say(`\nthin pools: ${showPools(report)}`);
   test(`thin pools: every one LVM knows is in the report (${Object.keys(POOLS).join(', ')}); no partial VG`, () => {
     assert.deepEqual([...pools.keys()].sort(), Object.keys(POOLS).sort());
     assert.deepEqual(report.volumeGroups, []);
@@ -422,7 +425,7 @@ function poolTests(report, s) {
         { active: want.active, state: want.state, severity: want.severity, kinds: want.kinds, guests: want.guests },
       );
       for (const p of got.problems) assert.equal(p.severity, want.severity, `${p.kind}: severity`);
-      assert.equal(got.message, got.problems.find((p) => p.severity === 'critical')?.message ?? got.problems[0]?.message ?? got.message, 'message: the worst problem\'s');
+      if (got.problems.length > 0) assert.equal(got.message, (got.problems.find((p) => p.severity === 'critical') ?? got.problems[0]).message, 'message: the worst problem\'s');
       const kernel = kernelUse(s, name.replace('/', '-'));
       assert.deepEqual({ data: got.dataPercent, metadata: got.metadataPercent }, kernel, 'data and metadata percent: the kernel\'s (dmsetup status)');
     });
@@ -449,10 +452,10 @@ function poolTests(report, s) {
       assert.deepEqual(got.problems.map((p) => p.remedy), want.remedies, `advice: ${got.problems.map((p) => p.advice).join(' | ')}`);
     });
   }
-  test(REPAIRED ? 'tank/cold: the repair\'s leftover cold_meta0 (2 MiB, lvremove once checked); no other pool has one' : 'leftovers: none (tank/cold was not repaired: no thin-provisioning-tools on the host)', () => {
+  test('tank/cold: the repair\'s leftover cold_meta0 (2 MiB, lvremove once checked); no other pool has one', () => {
     const leftovers = Object.fromEntries([...pools].map(([name, pool]) => [name, pool.leftovers.map((l) => [l.lv, l.sizeBytes])]));
-    assert.deepEqual(leftovers, { ...Object.fromEntries(Object.keys(POOLS).map((name) => [name, []])), ...(REPAIRED ? { 'tank/cold': [['cold_meta0', 2097152]] } : {}) });
-    if (REPAIRED) assert.match(pools.get('tank/cold').leftovers[0].advice, /lvremove tank\/cold_meta0/);
+    assert.deepEqual(leftovers, { ...Object.fromEntries(Object.keys(POOLS).map((name) => [name, []])), 'tank/cold': [['cold_meta0', 2097152]] });
+    assert.match(pools.get('tank/cold').leftovers[0].advice, /lvremove tank\/cold_meta0/);
   });
 }
 
@@ -576,6 +579,22 @@ async function cleanup() {
     }
     assert.equal(new Set(records.map((r) => JSON.stringify(r.run))).size, 1, 'all lines belong to one run');
   });
+  test('--yes never touches a thin pool: no lvextend / lvconvert / lvchange -ay, nothing naming a pool in its plan, its commands or the journal; pools as before', () => {
+    const poolWords = [...Object.keys(POOLS), ...Object.keys(POOLS).map((name) => name.replace('/', '-'))];
+    const namesPool = (text) => poolWords.some((word) => text.split(/[\s'"]+/).some((w) => w === word || w.startsWith(`${word}-`) || w.startsWith(`${word}_`)));
+    const planLines = (run) => run.output.split('\n').filter((l) => /^\s*(would run|would skip)/.test(l));
+    for (const [what, run] of [['plan', plan], ['--dry-run --yes', dry], ['--yes', yes]]) {
+      const bad = planLines(run).filter((l) => /lvextend|lvconvert|lvresize|lvchange -ay/.test(l) || namesPool(l));
+      assert.deepEqual(bad, [], `${what}: plan lines about pools`);
+    }
+    assert.ok(planLines(plan).length > 0, 'no plan lines found (format changed?)');
+    const bad = yes.trace.filter((c) => ['lvextend', 'lvconvert', 'lvresize'].includes(c.prog) || (c.prog === 'lvchange' && !c.args.includes('-an')) || namesPool(c.args.join(' ')));
+    assert.deepEqual(bad.map((c) => c.text), [], '--yes: commands about pools');
+    const journal = (journalText ?? '').split('\n').filter(Boolean);
+    assert.deepEqual(journal.filter((line) => /lvextend|lvconvert|lvchange.{0,5}-ay/.test(line) || namesPool(line.replace(/[{}\[\],:]/g, ' '))), [], 'journal lines about pools');
+    assert.deepEqual(s4.pools, before.pools, 'lvs of the thin pools');
+    assert.deepEqual(s4.kernelPools, before.kernelPools, 'dmsetup status --target thin-pool');
+  });
 
   const listed = await pveDm(['journal', '--journal', JOURNAL]);
   test('pve-dm.ts journal lists every removed entry, each as pve-dm shows it (the raw name as its bash word)', () => {
@@ -613,6 +632,97 @@ async function cleanup() {
 
   // ── a guest lock held by someone else (as qm start or a migration would) ──
   await lockTest();
+  end();
+}
+
+// ══ part 3: the remedies pve-dm printed for the thin pools, run as printed ═══════════════════════
+async function poolRemedies() {
+  begin('pool remedies');
+  installTraceWrappers();
+  // The classification's report (cleanup left the pools as they were: checked there), or a new one.
+  let source = report;
+  if (source === null) {
+    const run = await pveDm(['--report-only', '--json']);
+    try {
+      source = JSON.parse(run.stdout);
+    } catch {
+      say(`  (no JSON on stdout:)\n${clip(run.stdout, 20)}`);
+      end();
+      return;
+    }
+  }
+  const before = state();
+  const printed = source.pools.flatMap((pool) => pool.problems.filter((p) => p.remedy !== null).map((p) => ({ pool: `${pool.vg}/${pool.lv}`, kind: p.kind, remedy: p.remedy })));
+  say(`\nremedies printed: ${printed.map((r) => `${r.remedy} (${r.pool} ${r.kind})`).join('; ') || 'none'}`);
+  // (A remedy missing from the report fails in the classification part, by pool.)
+  test('the remedies printed are the ones the classification expects, tank/full\'s and tank/cold\'s among them', () => {
+    for (const r of printed) assert.ok(POOLS[r.pool]?.remedies.includes(r.remedy), `unexpected: ${r.remedy} (${r.pool} ${r.kind})`);
+    for (const name of ['tank/full', 'tank/cold']) assert.ok(printed.some((r) => r.pool === name), `no remedy for ${name}`);
+  });
+  const ran = [];
+  for (const r of printed) {
+    test(`${r.pool} ${r.kind}: "${r.remedy}" works as printed (split on spaces, no shell): exit 0`, () => {
+      assert.match(r.remedy, /^(lvchange -ay|lvextend -L \+\d+[MG]|lvextend --poolmetadatasize \+\d+[MG]) [\w.+-]+\/[\w.+-]+$/, 'one LVM command on VG/POOL');
+      const [command, ...args] = r.remedy.split(' ');
+      const result = sh(command, args);
+      say(`  $ ${r.remedy}\n${clip(`${result.stdout}${result.stderr}`.trim(), 8).replace(/^/gm, '  | ')}`);
+      assert.equal(result.code, 0, result.stderr.trim());
+      ran.push(r);
+    });
+  }
+  const after = state();
+  const again = await pveDm(['--report-only', '--json']);
+  let report2 = null;
+  test('pve-dm --report-only --json afterwards: a JSON report, no changing command', () => {
+    usable(again);
+    report2 = JSON.parse(again.stdout);
+    noChanges(again);
+  });
+  if (report2 === null) {
+    end();
+    return;
+  }
+  const pools = new Map(report2.pools.map((pool) => [`${pool.vg}/${pool.lv}`, pool]));
+  say(`\nthin pools afterwards: ${showPools(report2)}`);
+  test('each problem a remedy was run for is gone (the inactive pool active; data and metadata use under 70 %, as the kernel counts it)', () => {
+    assert.ok(ran.length > 0, 'no remedy was run');
+    for (const r of ran) {
+      const pool = pools.get(r.pool);
+      assert.deepEqual(pool.problems.map((p) => p.kind), [], `${r.pool}: problems left after "${r.remedy}"`);
+      assert.equal(pool.severity, 'ok', r.pool);
+      const use = kernelUse(after, r.pool.replace('/', '-'));
+      assert.deepEqual({ data: pool.dataPercent, metadata: pool.metadataPercent }, use, `${r.pool}: use as the kernel counts it`);
+      if (r.kind === 'data-use' || r.kind === 'out-of-data-space') assert.ok(use.data < 70, `${r.pool}: data ${use.data}`);
+      if (r.kind === 'metadata-use') assert.ok(use.metadata < 70, `${r.pool}: metadata ${use.metadata}`);
+    }
+    const left = report2.pools.filter((pool) => pool.severity !== 'ok').length + report2.volumeGroups.filter((vg) => vg.severity !== 'ok').length;
+    assert.equal(report2.summary.poolProblems, left, 'summary.poolProblems');
+  });
+  test('lvs agrees: tank/full 24 MiB larger, tank/clones\' metadata 4 MiB larger and the spare metadata LV as large, tank/cold active', () => {
+    const field = (s, name, i) => Number(s.pools[name]?.split('|')[i]);
+    for (const r of ran) {
+      const grown = /\+(\d+)M/.exec(r.remedy);
+      if (r.remedy.startsWith('lvextend -L')) assert.equal(field(after, r.pool, 1) - field(before, r.pool, 1), Number(grown[1]) * 1048576, `${r.pool}: lv_size`);
+      if (r.remedy.startsWith('lvextend --poolmetadatasize')) {
+        assert.equal(field(after, r.pool, 2) - field(before, r.pool, 2), Number(grown[1]) * 1048576, `${r.pool}: lv_metadata_size`);
+        // LVM grew its spare metadata LV along (why pve-dm wants twice the growth free in the VG)
+        const vg = r.pool.split('/')[0];
+        const spare = sh('lvs', ['-a', '--noheadings', '--units', 'b', '--nosuffix', '-o', 'lv_size', '-S', 'lv_name=~_pmspare', vg]).stdout.trim();
+        assert.equal(Number(spare), field(after, r.pool, 2), `${vg}'s spare metadata LV`);
+      }
+      if (r.remedy.startsWith('lvchange -ay')) assert.ok(active(after.lvs[r.pool]), `${r.pool}: ${after.lvs[r.pool]}`);
+    }
+  });
+  if (ran.some((r) => r.pool === 'tank/cold')) {
+    const entries = new Map(report2.entries.map((entry) => [entry.name, entry]));
+    test('tank/cold, active with no thin LV of it active: its dm entries (-pool, -tpool, _tdata, _tmeta) are ignored / lvm-internal; CT 170\'s disk still inactive, its guest listed', () => {
+      const cold = after.names.filter((n) => n.startsWith('tank-cold'));
+      assert.deepEqual(cold, ['tank-cold', 'tank-cold-tpool', 'tank-cold_tdata', 'tank-cold_tmeta']);
+      for (const name of cold) assert.deepEqual([entries.get(name)?.status, entries.get(name)?.reason], ['ignored', 'lvm-internal'], name);
+      assert.ok(!active(after.lvs['tank/vm-170-disk-0']), `tank/vm-170-disk-0: ${after.lvs['tank/vm-170-disk-0']}`);
+      assert.deepEqual(pools.get('tank/cold').guests, [170]);
+    });
+  }
   end();
 }
 
@@ -665,6 +775,7 @@ async function lockTest() {
 const t0 = Date.now();
 if (MODE === 'all' || MODE === 'classify') await classification();
 if (MODE === 'all' || MODE === 'cleanup') await cleanup();
+if (MODE === 'all' || MODE === 'cleanup') await poolRemedies();
 say(`\n(kernel tests: ${((Date.now() - t0) / 1000).toFixed(1)} s in the guest)`);
 say(`${totals.passed} passed, ${totals.failed} failed`);
 process.exitCode = totals.failed === 0 && totals.passed > 0 ? 0 : 1;

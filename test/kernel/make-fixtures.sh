@@ -18,26 +18,8 @@ out=${1:-$root/test/fixtures/real}
 mkdir -p "$out"
 out=$(readlink -f "$out")
 
-# thin_check/thin_repair for the pools guest: Debian's thin-provisioning-tools, unpacked (not
-# installed) next to dm-vm.sh's cache, with the libraries pdata_tools needs (the initramfs
-# does not have libexpat). Without it the guest skips the repair scenarios.
-thin_tools() {
-    local dir=${DMVM_CACHE:-${XDG_CACHE_HOME:-/var/tmp}/pve-dm-kernel}/thin-tools t lib
-    if ! [ -x "$dir/usr/sbin/pdata_tools" ]; then
-        t=$(mktemp -d)
-        if (cd "$t" && apt-get -o APT::Sandbox::User=root download -qq thin-provisioning-tools) >&2 &&
-           dpkg -x "$t"/thin-provisioning-tools_*.deb "$t/x"; then
-            mkdir -p "$t/x/lib"
-            for lib in $(ldd "$t/x/usr/sbin/pdata_tools" | awk '/=> \//{print $3}'); do
-                cp -L "$lib" "$t/x/lib/"
-            done
-            rm -rf "$dir"; mv "$t/x" "$dir"
-        fi
-        rm -rf "$t"
-    fi
-    [ -x "$dir/usr/sbin/pdata_tools" ] && echo "$dir"
-    return 0
-}
+# thin_tools: Debian's thin-provisioning-tools for the pools guest (thin-tools.sh)
+. "$here/thin-tools.sh"
 
 "$here/dm-vm.sh" setup
 tmp=$(mktemp -d "$out/.new.XXXX")
