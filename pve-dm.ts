@@ -1297,8 +1297,13 @@ function lvFrom(fields: readonly string[]): LogicalVolume | null {
   if (lvUuid !== null && !(LVM_DISPLAY_UUID_RE.test(lvUuid) && LVM_DISPLAY_UUID_RE.test(vgUuid ?? ''))) return null;
   const size = count >= 8 ? (fields[7] ?? '') : null;
   if (size !== null && !DIGITS_RE.test(size)) return null;
-  const use = count === 13 ? poolColumns(fields) : NO_POOL_COLUMNS;
-  if (use === null) return null;
+  // A thin pool's use and metadata size (empty for other LVs, and inactive pools), its VG's attributes and free space.
+  const data = count === 13 ? (fields[8] ?? '') : '';
+  const metadata = count === 13 ? (fields[9] ?? '') : '';
+  const metadataSize = count === 13 ? (fields[10] ?? '') : '';
+  const vgAttr = count === 13 ? (fields[11] ?? '') : null;
+  const vgFree = count === 13 ? (fields[12] ?? '') : null;
+  if (!poolColumnsFine(data, metadata, metadataSize, vgAttr, vgFree)) return null;
   const hidden = name.startsWith('[') && name.endsWith(']');
   return {
     vg,
@@ -1310,41 +1315,20 @@ function lvFrom(fields: readonly string[]): LogicalVolume | null {
     vgUuid,
     pool: (count >= 7 && fields[6]) || null,
     sizeBytes: size === null ? null : Number(size),
-    ...use,
-  };
-}
-
-type PoolColumns = Pick<LogicalVolume, 'dataPercent' | 'metadataPercent' | 'metadataBytes' | 'vgAttr' | 'vgFreeBytes'>;
-const NO_POOL_COLUMNS: PoolColumns = {
-  dataPercent: null,
-  metadataPercent: null,
-  metadataBytes: null,
-  vgAttr: null,
-  vgFreeBytes: null,
-};
-
-/** The last five columns: data%, metadata% and metadata size (empty: not a pool, or not active), vg_attr, vg_free. */
-function poolColumns(fields: readonly string[]): PoolColumns | null {
-  const data = fields[8] ?? '';
-  const metadata = fields[9] ?? '';
-  const metadataSize = fields[10] ?? '';
-  const vgAttr = fields[11] ?? '';
-  const vgFree = fields[12] ?? '';
-  const fine =
-    (data === '' || PERCENT_RE.test(data)) &&
-    (metadata === '' || PERCENT_RE.test(metadata)) &&
-    (metadataSize === '' || DIGITS_RE.test(metadataSize)) &&
-    VG_ATTR_RE.test(vgAttr) &&
-    DIGITS_RE.test(vgFree);
-  if (!fine) return null;
-  return {
     dataPercent: data === '' ? null : Number(data),
     metadataPercent: metadata === '' ? null : Number(metadata),
     metadataBytes: metadataSize === '' ? null : Number(metadataSize),
     vgAttr,
-    vgFreeBytes: Number(vgFree),
+    vgFreeBytes: vgFree === null ? null : Number(vgFree),
   };
 }
+
+const poolColumnsFine = (data: string, metadata: string, size: string, vgAttr: string | null, vgFree: string | null) =>
+  (data === '' || PERCENT_RE.test(data)) &&
+  (metadata === '' || PERCENT_RE.test(metadata)) &&
+  (size === '' || DIGITS_RE.test(size)) &&
+  (vgAttr === null || VG_ATTR_RE.test(vgAttr)) &&
+  (vgFree === null || DIGITS_RE.test(vgFree));
 
 export interface Storage {
   id: string;
@@ -2767,8 +2751,8 @@ interface PoolFacts {
   vgFreeBytes: number | null;
   vgPartial: boolean;
   guests: number[];
-  /** `VM 100, CT 200`. */
-  guestsText: string;
+  /** `VM 100, CT 200`: made when a message names them. */
+  guestsText: () => string;
   thresholds: PoolThresholds;
 }
 
@@ -2783,33 +2767,48 @@ const POOL_RULES: readonly ((pool: PoolFacts) => PoolProblem | null)[] = [
   (pool) => poolUse(pool, 'data'),
 ];
 
+/** Every thin pool, with its guests and its repair leftovers: one pass over the LVs. */
 function thinPoolsOf(j: Judging): ThinPool[] {
-  const guests = poolGuests(j);
-  const pools: ThinPool[] = [];
-  for (const lv of j.state.lvs?.values() ?? [])
-    if (lv.attr[0] === 't' && !lv.hidden) pools.push(judgePool(j, lv, guests.get(lvKey(lv.vg, lv.lv)) ?? []));
-  return pools;
+  const pools: LogicalVolume[] = [];
+  const guests = new Map<string, Set<number>>();
+  const leftovers = new Map<string, LogicalVolume[]>();
+  const poolOf = thinPoolOf(j);
+  for (const lv of j.state.lvs?.values() ?? []) {
+    if (lv.hidden) continue;
+    if (lv.attr[0] === 't') pools.push(lv);
+    else if (lv.attr[0] === 'V') {
+      const pool = poolOf(lv);
+      for (const ref of pool === null ? NO_REFS : j.refsOf(lv.vg, lv.lv))
+        if (j.fromHere(ref)) pushToSet(guests, lvKey(lv.vg, pool as string), ref.guest.vmid);
+    } else if (lv.attr[0] === '-') {
+      // lvconvert --repair keeps the old metadata as a plain LV `<pool>_meta<N>`.
+      const of = REPAIR_LEFTOVER_RE.exec(lv.lv)?.[1];
+      if (of !== undefined) pushTo(leftovers, lvKey(lv.vg, of), lv);
+    }
+  }
+  return pools.map((pool) => {
+    const key = lvKey(pool.vg, pool.lv);
+    const vmids = [...(guests.get(key) ?? [])].sort((a, b) => a - b);
+    return judgePool(j, pool, vmids, repairLeftovers(pool, leftovers.get(key) ?? []));
+  });
 }
 
-/** This node's guests by the pool their volumes are on (`vg/pool`). */
-function poolGuests(j: Judging): Map<string, number[]> {
-  const byPool = new Map<string, Set<number>>();
-  // An lvs.txt without pool_lv (earlier captures): a thin LV is in the one pool its VG's lvmthin storages name.
+/**
+ * A thin LV's pool: lvs's pool_lv, or for an lvs.txt without it (earlier captures) the one pool
+ * its VG's lvmthin storages name.
+ */
+function thinPoolOf(j: Judging): (lv: LogicalVolume) => string | null {
   const thinpools = new Map<string, Set<string>>();
   for (const storage of j.state.storages)
     if (storage.type === 'lvmthin' && storage.vg !== null && storage.thinpool !== null)
       pushToSet(thinpools, storage.vg, storage.thinpool);
-  for (const lv of j.state.lvs?.values() ?? []) {
-    const only = lv.attr[0] === 'V' ? thinpools.get(lv.vg) : undefined;
-    const pool = lv.pool ?? (only?.size === 1 ? [...only][0] : null);
-    if (pool === null || pool === undefined) continue;
-    for (const ref of j.refsOf(lv.vg, lv.lv))
-      if (j.fromHere(ref)) pushToSet(byPool, lvKey(lv.vg, pool), ref.guest.vmid);
-  }
-  return new Map([...byPool].map(([key, vmids]) => [key, [...vmids].sort((a, b) => a - b)]));
+  return (lv) => {
+    const only = thinpools.get(lv.vg);
+    return lv.pool ?? (only?.size === 1 ? ([...only][0] ?? null) : null);
+  };
 }
 
-function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
+function judgePool(j: Judging, lv: LogicalVolume, guests: number[], leftovers: ThinPool['leftovers']): ThinPool {
   const status = j.state.poolStatus?.get(lv.vg, lv.lv) ?? null;
   const active = lvActive(lv);
   const facts: PoolFacts = {
@@ -2824,7 +2823,7 @@ function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
     vgFreeBytes: lv.vgFreeBytes,
     vgPartial: lv.vgAttr?.[3] === 'p',
     guests,
-    guestsText: guests.map((vmid) => guestLabel(vmid, typeOf(j, vmid))).join(', '),
+    guestsText: () => guests.map((vmid) => guestLabel(vmid, typeOf(j, vmid))).join(', '),
     thresholds: j.state.poolThresholds ?? DEFAULT_POOL_THRESHOLDS,
   };
   const problems = POOL_RULES.flatMap((rule) => rule(facts) ?? []);
@@ -2841,7 +2840,7 @@ function judgePool(j: Judging, lv: LogicalVolume, guests: number[]): ThinPool {
     message: worst?.message ?? poolHealthText(facts),
     guests,
     problems,
-    leftovers: repairLeftovers(j, lv),
+    leftovers,
   };
 }
 
@@ -2878,7 +2877,7 @@ const REPAIR_STEPS = (vg: string, pool: string) =>
 function inactivePool(pool: PoolFacts): PoolProblem | null {
   if (pool.active || pool.guests.length === 0) return null;
   const name = `${pool.vg}/${pool.lv}`;
-  const message = `thin pool ${name} is not active: the disks of ${pool.guestsText} on it cannot be used`;
+  const message = `thin pool ${name} is not active: the disks of ${pool.guestsText()} on it cannot be used`;
   if (pool.vgPartial)
     return {
       kind: 'inactive',
@@ -3037,21 +3036,14 @@ function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: strin
 const REPAIR_LEFTOVER_RE = /^(.+)_meta\d+$/;
 
 /** LVs a repair left beside the pool (`data_meta0`): lvconvert --repair keeps the old metadata under that name. */
-function repairLeftovers(j: Judging, pool: LogicalVolume): ThinPool['leftovers'] {
-  const leftovers: ThinPool['leftovers'] = [];
-  for (const lv of j.state.lvs?.values() ?? []) {
-    if (lv.vg !== pool.vg || lv.hidden || lv.attr[0] !== '-' || REPAIR_LEFTOVER_RE.exec(lv.lv)?.[1] !== pool.lv)
-      continue;
-    const space = lv.sizeBytes === null ? '' : ` frees ${humanBytes(lv.sizeBytes)}`;
-    leftovers.push({
-      lv: lv.lv,
-      sizeBytes: lv.sizeBytes,
-      advice:
-        `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, ` +
-        `lvremove ${pool.vg}/${lv.lv}${space}`,
-    });
-  }
-  return leftovers;
+function repairLeftovers(pool: LogicalVolume, lvs: readonly LogicalVolume[]): ThinPool['leftovers'] {
+  return lvs.map((lv) => ({
+    lv: lv.lv,
+    sizeBytes: lv.sizeBytes,
+    advice:
+      `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, ` +
+      `lvremove ${pool.vg}/${lv.lv}${lv.sizeBytes === null ? '' : ` frees ${humanBytes(lv.sizeBytes)}`}`,
+  }));
 }
 
 /** VGs with a missing PV (vg_attr `p`): critical when this node's guests have volumes on them. */
