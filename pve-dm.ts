@@ -7,6 +7,21 @@
  * Each stage is a plain function from a typed input to a typed output (see `Stages`), so that a
  * plugin can replace or wrap it. Facts this file relies on are referenced to their Proxmox / LVM
  * source in README.md ("How pve-dm decides").
+ *
+ * Sections, in this order:
+ *   The pipeline       Stages, runPipeline, runCluster, main
+ *   Errors             UserError, warnings with file and line
+ *   Capture            the node's state as data, and its files
+ *   Stage 1 discover   a capture directory, or the live node with a fixed number of processes
+ *   Stage 2 parse      one parser per format
+ *   Stage 3 classify   entries, duplicate sets, orphan LVs, thin pools and VGs
+ *   Stage 4 grade      A+ to F and the exit code
+ *   Stage 5 report     console, JSON, HTML, Nagios, Checkmk, Prometheus
+ *   Stage 6 cleanup    plan, journal, execute, restore
+ *   Plugins            definePlugin, stage hooks, settings, notifiers
+ *   Command runner     the one runner every command that changes the system goes through
+ *   Cluster            several nodes' results and what only the cluster shows
+ *   Command line       options, parsing, and main's steps
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -84,6 +99,175 @@ export function programName(here = HERE, script = process.argv[1] ?? '', cwd = p
 const PROGRAM = programName();
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
+// The pipeline: the stages a plugin may replace or wrap, run in order; main, the command line's
+// entry, around them. Each stage's section follows in pipeline order.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface Stages {
+  discover: (input: DiscoverInput) => Promise<Capture>;
+  parse: (capture: Capture) => ParsedState;
+  classify: (state: ParsedState) => Classification;
+  grade: (classification: Classification) => Graded;
+  report: (result: Result, options: ReportOptions) => Promise<Reports>;
+  cleanup: (result: Result, selection: CleanupSelection) => CleanupPlan;
+}
+
+export const defaultStages: Stages = { discover, parse, classify, grade, report, cleanup: planCleanup };
+
+/** What to analyse, and which reports to render (ReportOptions). */
+export interface RunOptions extends ReportOptions {
+  root?: string;
+  /** Where the live node keeps its files, and its name (tests point them at a fake node). */
+  liveRoot?: string;
+  hostname?: string;
+  vmids: number[];
+  runner: Runner;
+  now?: Date;
+  /** Which problems cleanup considers (--only, --vmid, --name); all of them by default. */
+  selection?: CleanupSelection;
+  /** What was wrong before the analysis (a plugin that did not load, an unknown setting): the report carries it. */
+  warnings?: readonly Warning[];
+  /** PVE_DM_POOL_WARNING and PVE_DM_POOL_CRITICAL; DEFAULT_POOL_THRESHOLDS when absent. */
+  poolThresholds?: PoolThresholds;
+}
+
+export interface RunOutput {
+  capture: Capture;
+  result: Result;
+  reports: Reports;
+  plan: CleanupPlan;
+}
+
+export async function runPipeline(stages: Stages, options: RunOptions): Promise<RunOutput> {
+  const capture = await stages.discover({
+    root: options.root,
+    runner: options.runner,
+    liveRoot: options.liveRoot,
+    hostname: options.hostname,
+  });
+  const parsed = stages.parse(capture);
+  const state = options.poolThresholds === undefined ? parsed : { ...parsed, poolThresholds: options.poolThresholds };
+  const full = stages.classify(state);
+  const classification =
+    options.vmids.length > 0
+      ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid)))
+      : full;
+  const warned = { ...classification, warnings: [...(options.warnings ?? []), ...classification.warnings] };
+  const graded = stages.grade(warned);
+  const result: Result = {
+    ...warned,
+    ...graded,
+    generatedAt: (options.now ?? new Date()).toISOString(),
+    vmids: options.vmids.length > 0 ? options.vmids : null,
+    notifications: [],
+    cleanup: null,
+  };
+  const { json, html, color, nagios, checkmk, prometheus } = options;
+  const reports = await stages.report(result, {
+    json,
+    console: options.console,
+    html,
+    color,
+    nagios,
+    checkmk,
+    prometheus,
+  });
+  return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
+}
+
+/** Several nodes (captures, or the live cluster over ssh) analysed together; cleanup stays per node. */
+export interface ClusterRunOptions extends RunOptions {
+  roots: string[];
+  /** The live cluster: this node, then every member over ssh. */
+  live: boolean;
+  nodeTimeoutMs: number;
+}
+
+const CLUSTER_PARALLEL = 4;
+
+export async function runCluster(
+  stages: Stages,
+  options: ClusterRunOptions,
+): Promise<RunOutput & { cluster: ClusterResult }> {
+  // This node's settings and plugins: their warnings belong to the first node, not to every one.
+  const nodeOptions = { ...options, json: false, console: false, html: false, warnings: [] };
+  const runs: NodeRun[] = [];
+  const unreachable: ClusterResult['unreachable'] = [];
+  if (options.live) {
+    runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined, warnings: options.warnings }));
+    const others = (await clusterMembers(options.liveRoot ?? '/')).filter(
+      (member) => member.name !== runs[0]?.result.node,
+    );
+    const command = remoteCaptureCommand();
+    const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
+      if (member.online === false)
+        return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
+      return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
+        if (error instanceof UserError) return { node: member.name, error: error.message };
+        throw error;
+      });
+    });
+    for (const item of fetched) {
+      if ('error' in item) unreachable.push(item);
+      else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
+    }
+  } else {
+    for (const [i, root] of options.roots.entries())
+      runs.push(await runPipeline(stages, { ...nodeOptions, root, warnings: i === 0 ? options.warnings : [] }));
+  }
+  const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
+  if (twice !== undefined)
+    throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
+  const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
+  const result = clusterAsResult(cluster);
+  // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
+  const reports = await stages.report(result, { ...options, json: false, console: false, prometheus: false });
+  if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
+  if (options.console) reports.console = renderClusterConsole(cluster, options.color);
+  if (options.prometheus) reports.prometheus = renderClusterPrometheus(cluster);
+  return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
+}
+
+/** The command line: analyse (the pipeline), act (cleanup, when asked), render; the exit code. */
+export async function main(
+  argv: string[],
+  io: Io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
+  live: LiveNode = {},
+): Promise<number> {
+  const asked = formatAsked(argv);
+  try {
+    const options = parseCli(argv, process.env, io.isTty);
+    if (options.command === 'help') return (io.stdout.write(`${usageText()}\n`), 0);
+    if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
+    const interactive =
+      io.isTty &&
+      Boolean(process.stdin.isTTY) &&
+      options.command === 'analyse' &&
+      options.format === 'console' &&
+      !options.yes &&
+      !options.reportOnly &&
+      !options.dryRun;
+    // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
+    const allowChanges =
+      (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
+    const runner = createRunner({ allowChanges, exec: live.exec });
+    const context: RunContext = { io, runner, live, liveRoot: live.liveRoot ?? '/', interactive };
+    if (options.command === 'journal')
+      return (io.stdout.write(renderJournal(readJournal(options.journal), options.format === 'json')), 0);
+    if (options.command === 'restore') return await restoreCommand(options, runner, context.liveRoot, io);
+    if (options.command === 'capture') return await captureCommand(options, context);
+    const setup = await loadSetup(options);
+    if (options.command === 'plugins') {
+      for (const w of setup.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
+      return (io.stdout.write(renderPluginList(setup.loaded, options.pluginDirs, setup.settings)), 0);
+    }
+    return await analyse(options, setup, context);
+  } catch (error) {
+    return failed(error, asked, io);
+  }
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
 // Errors and diagnostics
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -107,78 +291,6 @@ export interface Warning {
 
 const warn = (source: string, line: number | null, message: string): Warning => ({ source, line, message });
 export const formatWarning = (w: Warning) => `${w.source}${w.line === null ? '' : `:${w.line}`}: ${w.message}`;
-
-// ════════════════════════════════════════════════════════════════════════════════════════════
-// The one command runner: argument arrays, never a shell; a time limit on every command;
-// commands that change the system are refused unless the run allows changes.
-// ════════════════════════════════════════════════════════════════════════════════════════════
-
-export interface CommandResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface CommandOptions {
-  /** The command changes the system (removes a mapping, deactivates an LV...). */
-  mutates?: boolean;
-  timeoutMs?: number;
-  /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
-  input?: string;
-  /** For a removal or a rescan: the journal line appended (and fsynced) before the command runs. */
-  journal?: { file: string; record: JournalRecord | RescanRecord };
-}
-
-export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
-
-/** Runs one process: what the runner delegates to (tests give a fake node's commands). */
-export type Exec = (
-  command: string,
-  args: readonly string[],
-  options: { timeoutMs: number; input?: string },
-) => Promise<CommandResult>;
-
-export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
-  new Promise((resolve) => {
-    const child = execFile(
-      command,
-      args,
-      {
-        timeout: timeoutMs,
-        maxBuffer: LIMITS.commandOutputBytes,
-        encoding: 'utf8',
-        env: { ...process.env, LC_ALL: 'C' },
-      },
-      (error, stdout, stderr) => {
-        const failure = error as
-          | (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null })
-          | null;
-        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
-        const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
-        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
-        const why =
-          failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
-            ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
-            : failure?.killed
-              ? `timed out after ${timeoutMs} ms`
-              : typeof failure?.code === 'string'
-                ? failure.message
-                : '';
-        resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
-      },
-    );
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(input);
-  });
-
-export function createRunner({ allowChanges, exec = execProcess }: { allowChanges: boolean; exec?: Exec }): Runner {
-  return async (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
-    if (mutates && !allowChanges)
-      throw new UserError(`refused to run "${shellLine([command, ...args])}": this run may not change the system`);
-    if (journal !== undefined) appendJournal(journal.file, journal.record);
-    return exec(command, args, { timeoutMs, input });
-  };
-}
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Capture: the node's state as data. A capture directory holds exactly what discover produces.
@@ -5598,6 +5710,78 @@ export async function notifyAll(
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
+// The one command runner: argument arrays, never a shell; a time limit on every command;
+// commands that change the system are refused unless the run allows changes.
+// ════════════════════════════════════════════════════════════════════════════════════════════
+
+export interface CommandResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CommandOptions {
+  /** The command changes the system (removes a mapping, deactivates an LV...). */
+  mutates?: boolean;
+  timeoutMs?: number;
+  /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
+  input?: string;
+  /** For a removal or a rescan: the journal line appended (and fsynced) before the command runs. */
+  journal?: { file: string; record: JournalRecord | RescanRecord };
+}
+
+export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
+
+/** Runs one process: what the runner delegates to (tests give a fake node's commands). */
+export type Exec = (
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs: number; input?: string },
+) => Promise<CommandResult>;
+
+export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
+  new Promise((resolve) => {
+    const child = execFile(
+      command,
+      args,
+      {
+        timeout: timeoutMs,
+        maxBuffer: LIMITS.commandOutputBytes,
+        encoding: 'utf8',
+        env: { ...process.env, LC_ALL: 'C' },
+      },
+      (error, stdout, stderr) => {
+        const failure = error as
+          | (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null })
+          | null;
+        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
+        const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
+        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
+        const why =
+          failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
+            ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
+            : failure?.killed
+              ? `timed out after ${timeoutMs} ms`
+              : typeof failure?.code === 'string'
+                ? failure.message
+                : '';
+        resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
+      },
+    );
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
+  });
+
+export function createRunner({ allowChanges, exec = execProcess }: { allowChanges: boolean; exec?: Exec }): Runner {
+  return async (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
+    if (mutates && !allowChanges)
+      throw new UserError(`refused to run "${shellLine([command, ...args])}": this run may not change the system`);
+    if (journal !== undefined) appendJournal(journal.file, journal.record);
+    return exec(command, args, { timeoutMs, input });
+  };
+}
+
+// ════════════════════════════════════════════════════════════════════════════════════════════
 // Cluster: the nodes' results side by side, and what only the cluster shows — a shared LV active
 // on several nodes at once (the Proxmox bug 4997 pattern), a guest's disk active off its node.
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -6075,135 +6259,9 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
-// The pipeline: the stages a plugin may replace or wrap, and the command line.
+// The command line: one table for parsing, --help, and the package's man page and completion;
+// main's steps (setup, analyse, act, render), one function each.
 // ════════════════════════════════════════════════════════════════════════════════════════════
-
-export interface Stages {
-  discover: (input: DiscoverInput) => Promise<Capture>;
-  parse: (capture: Capture) => ParsedState;
-  classify: (state: ParsedState) => Classification;
-  grade: (classification: Classification) => Graded;
-  report: (result: Result, options: ReportOptions) => Promise<Reports>;
-  cleanup: (result: Result, selection: CleanupSelection) => CleanupPlan;
-}
-
-export const defaultStages: Stages = { discover, parse, classify, grade, report, cleanup: planCleanup };
-
-/** What to analyse, and which reports to render (ReportOptions). */
-export interface RunOptions extends ReportOptions {
-  root?: string;
-  /** Where the live node keeps its files, and its name (tests point them at a fake node). */
-  liveRoot?: string;
-  hostname?: string;
-  vmids: number[];
-  runner: Runner;
-  now?: Date;
-  /** Which problems cleanup considers (--only, --vmid, --name); all of them by default. */
-  selection?: CleanupSelection;
-  /** What was wrong before the analysis (a plugin that did not load, an unknown setting): the report carries it. */
-  warnings?: readonly Warning[];
-  /** PVE_DM_POOL_WARNING and PVE_DM_POOL_CRITICAL; DEFAULT_POOL_THRESHOLDS when absent. */
-  poolThresholds?: PoolThresholds;
-}
-
-export interface RunOutput {
-  capture: Capture;
-  result: Result;
-  reports: Reports;
-  plan: CleanupPlan;
-}
-
-export async function runPipeline(stages: Stages, options: RunOptions): Promise<RunOutput> {
-  const capture = await stages.discover({
-    root: options.root,
-    runner: options.runner,
-    liveRoot: options.liveRoot,
-    hostname: options.hostname,
-  });
-  const parsed = stages.parse(capture);
-  const state = options.poolThresholds === undefined ? parsed : { ...parsed, poolThresholds: options.poolThresholds };
-  const full = stages.classify(state);
-  const classification =
-    options.vmids.length > 0
-      ? narrowToGuests(full, options.vmids, new Set(state.guests.map((guest) => guest.vmid)))
-      : full;
-  const warned = { ...classification, warnings: [...(options.warnings ?? []), ...classification.warnings] };
-  const graded = stages.grade(warned);
-  const result: Result = {
-    ...warned,
-    ...graded,
-    generatedAt: (options.now ?? new Date()).toISOString(),
-    vmids: options.vmids.length > 0 ? options.vmids : null,
-    notifications: [],
-    cleanup: null,
-  };
-  const { json, html, color, nagios, checkmk, prometheus } = options;
-  const reports = await stages.report(result, {
-    json,
-    console: options.console,
-    html,
-    color,
-    nagios,
-    checkmk,
-    prometheus,
-  });
-  return { capture, result, reports, plan: stages.cleanup(result, options.selection ?? SELECT_ALL) };
-}
-
-/** Several nodes (captures, or the live cluster over ssh) analysed together; cleanup stays per node. */
-export interface ClusterRunOptions extends RunOptions {
-  roots: string[];
-  /** The live cluster: this node, then every member over ssh. */
-  live: boolean;
-  nodeTimeoutMs: number;
-}
-
-const CLUSTER_PARALLEL = 4;
-
-export async function runCluster(
-  stages: Stages,
-  options: ClusterRunOptions,
-): Promise<RunOutput & { cluster: ClusterResult }> {
-  // This node's settings and plugins: their warnings belong to the first node, not to every one.
-  const nodeOptions = { ...options, json: false, console: false, html: false, warnings: [] };
-  const runs: NodeRun[] = [];
-  const unreachable: ClusterResult['unreachable'] = [];
-  if (options.live) {
-    runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined, warnings: options.warnings }));
-    const others = (await clusterMembers(options.liveRoot ?? '/')).filter(
-      (member) => member.name !== runs[0]?.result.node,
-    );
-    const command = remoteCaptureCommand();
-    const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
-      if (member.online === false)
-        return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
-      return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
-        if (error instanceof UserError) return { node: member.name, error: error.message };
-        throw error;
-      });
-    });
-    for (const item of fetched) {
-      if ('error' in item) unreachable.push(item);
-      else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
-    }
-  } else {
-    for (const [i, root] of options.roots.entries())
-      runs.push(await runPipeline(stages, { ...nodeOptions, root, warnings: i === 0 ? options.warnings : [] }));
-  }
-  const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
-  if (twice !== undefined)
-    throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
-  const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
-  const result = clusterAsResult(cluster);
-  // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
-  const reports = await stages.report(result, { ...options, json: false, console: false, prometheus: false });
-  if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
-  if (options.console) reports.console = renderClusterConsole(cluster, options.color);
-  if (options.prometheus) reports.prometheus = renderClusterPrometheus(cluster);
-  return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
-}
-
-// ─── The command line: one table for parsing, --help, and the package's man page and completion ───
 
 /** A command-line option. parseCli, `--help` and the Debian package's man page and bash completion read this table. */
 export interface CliOption {
@@ -6856,44 +6914,6 @@ interface Setup {
   loaded: LoadedPlugin[];
   plugins: Plugin[];
   warnings: Warning[];
-}
-
-export async function main(
-  argv: string[],
-  io: Io = { stdout: process.stdout, stderr: process.stderr, isTty: Boolean(process.stdout.isTTY) },
-  live: LiveNode = {},
-): Promise<number> {
-  const asked = formatAsked(argv);
-  try {
-    const options = parseCli(argv, process.env, io.isTty);
-    if (options.command === 'help') return (io.stdout.write(`${usageText()}\n`), 0);
-    if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
-    const interactive =
-      io.isTty &&
-      Boolean(process.stdin.isTTY) &&
-      options.command === 'analyse' &&
-      options.format === 'console' &&
-      !options.yes &&
-      !options.reportOnly &&
-      !options.dryRun;
-    // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
-    const allowChanges =
-      (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
-    const runner = createRunner({ allowChanges, exec: live.exec });
-    const context: RunContext = { io, runner, live, liveRoot: live.liveRoot ?? '/', interactive };
-    if (options.command === 'journal')
-      return (io.stdout.write(renderJournal(readJournal(options.journal), options.format === 'json')), 0);
-    if (options.command === 'restore') return await restoreCommand(options, runner, context.liveRoot, io);
-    if (options.command === 'capture') return await captureCommand(options, context);
-    const setup = await loadSetup(options);
-    if (options.command === 'plugins') {
-      for (const w of setup.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-      return (io.stdout.write(renderPluginList(setup.loaded, options.pluginDirs, setup.settings)), 0);
-    }
-    return await analyse(options, setup, context);
-  } catch (error) {
-    return failed(error, asked, io);
-  }
 }
 
 /** A run that could not be done: one line on stderr, and the format's own error on stdout. */
