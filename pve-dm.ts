@@ -292,6 +292,11 @@ export interface Warning {
 const warn = (source: string, line: number | null, message: string): Warning => ({ source, line, message });
 export const formatWarning = (w: Warning) => `${w.source}${w.line === null ? '' : `:${w.line}`}: ${w.message}`;
 
+/** An error's errno code (`ENOENT`, `EACCES`), or undefined for any other error. */
+export const errnoOf = (error: unknown): string | undefined => (error as NodeJS.ErrnoException | null)?.code;
+/** An error in one word or line, as a message shows it: its errno code, else its own message. */
+export const errorText = (error: unknown): string => errnoOf(error) ?? (error as Error).message;
+
 // ════════════════════════════════════════════════════════════════════════════════════════════
 // Capture: the node's state as data. A capture directory holds exactly what discover produces.
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -503,8 +508,8 @@ function realPathInside(root: string, file: string): string {
 /** A read error as the reason a file was not read, or null when the file does not exist. */
 function unreadable(error: unknown): Unreadable | null {
   if (error instanceof Unreadable) return error;
-  const code = (error as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ENOTDIR' ? null : new Unreadable(code ?? (error as Error).message);
+  const code = errnoOf(error);
+  return code === 'ENOENT' || code === 'ENOTDIR' ? null : new Unreadable(errorText(error));
 }
 
 const tooLarge = (bytes: number, maxBytes: number) =>
@@ -539,7 +544,7 @@ async function readOptional(file: string): Promise<string | null> {
   try {
     return await readFile(file, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (errnoOf(error) === 'ENOENT') return null;
     throw error;
   }
 }
@@ -856,7 +861,7 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
     try {
       await make();
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (errnoOf(error) !== 'EEXIST') throw error;
       throw new UserError(
         `${target} appeared while the capture was written (something else writes in ${dir}); stopped`,
       );
@@ -4776,10 +4781,8 @@ export function readJournal(file: string): JournalRecord[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new UserError(
-      `cannot read the journal ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-    );
+    if (errnoOf(error) === 'ENOENT') return [];
+    throw new UserError(`cannot read the journal ${file}: ${errorText(error)}`);
   }
   const records: JournalRecord[] = [];
   const byId = new Map<string, JournalRecord>();
@@ -5185,10 +5188,8 @@ export async function loadPlugins(
       .filter((file) => PLUGIN_FILE_RE.test(file) && !/\.d\.m?ts$/.test(file))
       .sort();
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return { loaded: [], warnings: [] };
-    throw new UserError(
-      `cannot read the plugin folder ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-    );
+    if (errnoOf(error) === 'ENOENT' && !required) return { loaded: [], warnings: [] };
+    throw new UserError(`cannot read the plugin folder ${dir}: ${errorText(error)}`);
   }
   // Every file is checked before any is run.
   if (asRoot && files.length > 0) {
@@ -5475,10 +5476,8 @@ export function loadSettings(file: string, env: NodeJS.ProcessEnv, { required = 
     fromFile = parseSettingsFile(readFileSync(file, 'utf8'), file, statSync(file).mode, lineOfKey);
   } catch (error) {
     if (error instanceof UserError) throw error;
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || required) {
-      throw new UserError(
-        `cannot read the settings file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-      );
+    if (errnoOf(error) !== 'ENOENT' || required) {
+      throw new UserError(`cannot read the settings file ${file}: ${errorText(error)}`);
     }
   }
   const fromEnv = new Map(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
@@ -5601,7 +5600,7 @@ export async function httpSend(request: HttpRequest): Promise<HttpResponse> {
       body = await response.body.text();
       retryAfter = response.headers['retry-after'];
     } catch (error) {
-      const code = String((error as NodeJS.ErrnoException).code ?? (error as Error).name);
+      const code = String(errnoOf(error) ?? (error as Error).name);
       const timedOut = deadline.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
       const why = timedOut ? `no answer within ${timeoutMs} ms` : `${code}: ${(error as Error).message}`;
       throw new Error(`${new URL(request.url).host}: ${terminalSafe(why)}`);
@@ -7071,8 +7070,8 @@ async function analysisRun(
 
 /** Before anything is printed: a Prometheus file that cannot be written is a run that failed (exit 3). */
 async function writePrometheus(file: string, text: string): Promise<void> {
-  await writeAtomically(file, text, 0o644).catch((error: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot write the Prometheus file ${file}: ${error.code ?? error.message}`);
+  await writeAtomically(file, text, 0o644).catch((error: unknown) => {
+    throw new UserError(`cannot write the Prometheus file ${file}: ${errorText(error)}`);
   });
 }
 
@@ -7099,14 +7098,12 @@ async function sendNotifications(
     io.stderr.write(`pve-dm: notification failed: ${terminalSafe(failedOne.detail)}\n`);
   // A change nobody was told about is still a change next time.
   if (mode === 'change' && notifications.some((n) => n.ok)) {
-    await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch(
-      (error: NodeJS.ErrnoException) => {
-        const why = error.code ?? error.message;
-        io.stderr.write(
-          `pve-dm: cannot save the notification state to ${options.stateFile}: ${why}; the next run will notify again\n`,
-        );
-      },
-    );
+    await saveNotifyState(options.stateFile, decision.fingerprint, result.generatedAt).catch((error: unknown) => {
+      const why = errorText(error);
+      io.stderr.write(
+        `pve-dm: cannot save the notification state to ${options.stateFile}: ${why}; the next run will notify again\n`,
+      );
+    });
   }
   return notifications;
 }
@@ -7123,7 +7120,7 @@ async function writeHtml(options: CliOptions, run: AnalysisRun, now: Date, io: I
     if (consoleRun) io.stdout.write(`\nHTML report: ${file}\n`);
     return 0;
   } catch (error) {
-    const why = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    const why = errorText(error);
     io.stderr.write(`pve-dm: cannot write the HTML report to ${file}: ${why}\n`);
     return 1;
   }
