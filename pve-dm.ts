@@ -235,10 +235,14 @@ export async function main(
   live: LiveNode = {},
 ): Promise<number> {
   const asked = formatAsked(argv);
+  const print = (text: string) => {
+    io.stdout.write(text);
+    return 0;
+  };
   try {
     const options = parseCli(argv, process.env, io.isTty);
-    if (options.command === 'help') return (io.stdout.write(`${usageText()}\n`), 0);
-    if (options.command === 'version') return (io.stdout.write(`pve-dm ${VERSION}\n`), 0);
+    if (options.command === 'help') return print(`${usageText()}\n`);
+    if (options.command === 'version') return print(`pve-dm ${VERSION}\n`);
     const interactive =
       io.isTty &&
       Boolean(process.stdin.isTTY) &&
@@ -253,13 +257,13 @@ export async function main(
     const runner = createRunner({ allowChanges, exec: live.exec });
     const context: RunContext = { io, runner, live, liveRoot: live.liveRoot ?? '/', interactive };
     if (options.command === 'journal')
-      return (io.stdout.write(renderJournal(readJournal(options.journal), options.format === 'json')), 0);
+      return print(renderJournal(readJournal(options.journal), options.format === 'json'));
     if (options.command === 'restore') return await restoreCommand(options, runner, context.liveRoot, io);
     if (options.command === 'capture') return await captureCommand(options, context);
     const setup = await loadSetup(options);
     if (options.command === 'plugins') {
       for (const w of setup.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
-      return (io.stdout.write(renderPluginList(setup.loaded, options.pluginDirs, setup.settings)), 0);
+      return print(renderPluginList(setup.loaded, options.pluginDirs, setup.settings));
     }
     return await analyse(options, setup, context);
   } catch (error) {
@@ -361,11 +365,12 @@ export function captureMetaFrom(value: unknown, wrong: string[] = []): CaptureMe
     capturedAt: field(value, 'capturedAt', isText, wrong),
     pveDm: field(value, 'pveDm', isText, wrong),
     commands: Object.fromEntries(
-      Object.entries(commands).flatMap(([name, result]) =>
-        isRecord(result) && isCount(result.exitCode) && isText(result.stderr)
-          ? [[name, { exitCode: result.exitCode, stderr: result.stderr }]]
-          : (wrong.push(`commands.${name}`), []),
-      ),
+      Object.entries(commands).flatMap(([name, result]) => {
+        if (isRecord(result) && isCount(result.exitCode) && isText(result.stderr))
+          return [[name, { exitCode: result.exitCode, stderr: result.stderr }]];
+        wrong.push(`commands.${name}`);
+        return [];
+      }),
     ),
   };
 }
@@ -5836,8 +5841,13 @@ export function captureFromJson(text: string, source: string): Capture {
     );
   const wrong: string[] = [];
   const record = value;
-  const requiredText = (key: string) => (isText(record[key]) ? record[key] : (wrong.push(key), ''));
+  const requiredText = (key: string) => {
+    if (isText(record[key])) return record[key];
+    wrong.push(key);
+    return '';
+  };
   const textOrNull = (key: string) => (record[key] === null ? null : requiredText(key));
+  if (!Array.isArray(value.configs)) wrong.push('configs');
   const configs = Array.isArray(value.configs)
     ? value.configs.flatMap((config, index): ConfigFile[] => {
         const fine =
@@ -5863,7 +5873,7 @@ export function captureFromJson(text: string, source: string): Capture {
             ]
           : [];
       })
-    : (wrong.push('configs'), []);
+    : [];
   const warnings = Array.isArray(value.warnings)
     ? value.warnings.filter(
         (w): w is Warning =>
@@ -6153,7 +6163,9 @@ function clusterOrphans(cluster: Pick<ClusterResult, 'nodes'>): OrphanLv[] {
     result.orphanLvs.flatMap((orphan) => {
       if (!orphan.shared) return [{ ...orphan, blocks: `on ${result.node}: ${orphan.blocks}` }];
       const key = lvKey(orphan.vg, orphan.lv);
-      return seen.has(key) ? [] : (seen.add(key), [orphan]);
+      if (seen.has(key)) return [];
+      seen.add(key);
+      return [orphan];
     }),
   );
 }
@@ -6933,7 +6945,10 @@ function failed(error: unknown, asked: OutputFormat, io: Io): number {
 async function captureCommand(options: CliOptions, { runner, live, io }: RunContext): Promise<number> {
   const discovered = await discover({ runner, liveRoot: live.liveRoot, hostname: live.hostname });
   const capture = options.anonymise ? anonymiseCapture(discovered) : discovered;
-  if (options.captureDir === '-') return (io.stdout.write(captureToJson(capture)), 0);
+  if (options.captureDir === '-') {
+    io.stdout.write(captureToJson(capture));
+    return 0;
+  }
   await writeCapture(options.captureDir as string, capture);
   for (const w of capture.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
   const anonymised = options.anonymise ? ' (anonymised)' : '';
