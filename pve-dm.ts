@@ -601,14 +601,12 @@ function readConfigs(base: string): ConfigFile[] {
       } catch {
         // A folder out of the capture: readUnder says so for each of its configs.
       }
-      files
-        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-        .forEach((file) => {
-          const vmid = CONFIG_FILE_RE.exec(file.name)?.[1];
-          if (vmid === undefined) return;
-          const regular = realDir !== null && file.isFile() ? `${realDir}/${file.name}` : null;
-          listed.push({ path: `${dir}/${file.name}`, node, type, vmid: Number(vmid), regular });
-        });
+      for (const file of files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+        const vmid = CONFIG_FILE_RE.exec(file.name)?.[1];
+        if (vmid === undefined) continue;
+        const regular = realDir !== null && file.isFile() ? `${realDir}/${file.name}` : null;
+        listed.push({ path: `${dir}/${file.name}`, node, type, vmid: Number(vmid), regular });
+      }
     }
   }
   const where = path.join(base, CAPTURE_FILES.nodes);
@@ -1137,29 +1135,29 @@ export function parseDmsetupInfo(
   const warnings: Warning[] = [];
   const seen = new Set<string>();
   const notUtf8 = text.includes('\ufffd');
-  lines(text).forEach((line, index) => {
+  for (const [index, line] of lines(text).entries()) {
     const lineNo = index + 1;
     const trimmed = line.trim();
-    if (trimmed === '' || trimmed === 'No devices found') return;
+    if (trimmed === '' || trimmed === 'No devices found') continue;
     // Bytes that are not UTF-8 (a raw name dmsetup printed unmangled) were read as U+FFFD: the
     // name would not be the kernel's, and a cleanup would name another device.
     if (notUtf8 && line.includes('\ufffd')) {
       warnings.push(
         warn(source, lineNo, `bytes that are not UTF-8: the device's name cannot be known exactly; entry skipped`),
       );
-      return;
+      continue;
     }
     const fields = dmInfoFields(line);
     if (fields === null) {
       warnings.push(warn(source, lineNo, `not a "name|major|minor|open|attr|uuid" line: ${clip(line)}; entry skipped`));
-      return;
+      continue;
     }
     // The kernel's name as it is: two names dmsetup's default mode would show alike (`a b` and
     // `a\x20b`) stay two entries, each addressed by its own.
     const name = fields[0] as string;
     if (seen.has(name)) {
       warnings.push(warn(source, lineNo, `device ${mangleDmName(name)} listed twice; second line skipped`));
-      return;
+      continue;
     }
     seen.add(name);
     entries.push({
@@ -1172,7 +1170,7 @@ export function parseDmsetupInfo(
       uuid: fields[5] as string,
       line: lineNo,
     });
-  });
+  }
   return { entries, warnings };
 }
 
@@ -1188,20 +1186,20 @@ export function parseDmsetupTable(
 ): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
   const warnings: Warning[] = [];
-  lines(text).forEach((line, index) => {
-    if (line.trim() === '' || line.trim() === 'No devices found') return;
+  for (const [index, line] of lines(text).entries()) {
+    if (line.trim() === '' || line.trim() === 'No devices found') continue;
     const segmentLine = TABLE_LINE_RE.exec(line) ?? EMPTY_TABLE_LINE_RE.exec(line);
     if (segmentLine === null) {
       warnings.push(
         warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`),
       );
-      return;
+      continue;
     }
     const name = segmentLine[1] ?? '';
     const segment = (segmentLine[2] ?? '').trim();
     const previous = tables.get(name);
     tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
-  });
+  }
   return { tables, warnings };
 }
 
@@ -1235,8 +1233,8 @@ export function parsePoolStatus(
 ): { pools: ByVolume<PoolStatus>; warnings: Warning[] } {
   const pools = new ByVolume<PoolStatus>();
   const warnings: Warning[] = [];
-  lines(text).forEach((line, index) => {
-    if (line.trim() === '' || line.trim() === 'No devices found') return;
+  for (const [index, line] of lines(text).entries()) {
+    if (line.trim() === '' || line.trim() === 'No devices found') continue;
     const [, name = '', segment = ''] = TABLE_LINE_RE.exec(line) ?? [];
     const split = splitLvmName(name);
     const pool = poolStatusOf(segment.replace(/^\d+ \d+ /, '').trim());
@@ -1249,7 +1247,7 @@ export function parsePoolStatus(
         ),
       );
     else pools.set(split.vg, split.lv, pool);
-  });
+  }
   return { pools, warnings };
 }
 
@@ -1337,17 +1335,11 @@ export class ByVolume<T> {
   }
 }
 
-/** Appends to the list kept for a volume, and returns that list. */
-function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): V[] {
+/** Appends to the list kept for a volume. */
+function pushToVolume<V>(map: ByVolume<V[]>, vg: string, lv: string, value: V): void {
   const list = map.get(vg, lv);
-  if (list !== undefined) {
-    list.push(value);
-    return list;
-  }
-  // A literal: an array grown from [] by push reserves 17 slots, and most volumes have one value.
-  const created = [value];
-  map.set(vg, lv, created);
-  return created;
+  if (list === undefined) map.set(vg, lv, [value]);
+  else list.push(value);
 }
 
 const LV_ATTR_RE = /^[-a-zA-Z]{10}$/;
@@ -1394,13 +1386,13 @@ export function parseLvs(
 ): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
-  lines(text).forEach((raw, index) => {
+  for (const [index, raw] of lines(text).entries()) {
     const line = raw.trim();
-    if (line === '') return;
+    if (line === '') continue;
     const lv = lvFrom(line.split('|'));
     if (lv === null) warnings.push(warn(source, index + 1, `not a "${LVS_COLUMNS}" line: ${clip(line)}; skipped`));
     else lvs.set(lv.vg, lv.lv, lv);
-  });
+  }
   return { lvs, warnings };
 }
 
@@ -1542,9 +1534,9 @@ export function parseStorageCfg(
     storages.push(storageFrom(current));
     current = null;
   };
-  lines(text).forEach((line, index) => {
+  for (const [index, line] of lines(text).entries()) {
     const lineNo = index + 1;
-    if (line.trim() === '' || /^\s*#/.test(line)) return;
+    if (line.trim() === '' || /^\s*#/.test(line)) continue;
     // SectionConfig's header `^(\S+):\s*(\S+)\s*$`, as two linear regexes (with and without the
     // space): as one, its first `\S+` backtracks over every `:` of a long line, each time scanning
     // the rest of it (quadratic).
@@ -1555,7 +1547,10 @@ export function parseStorageCfg(
       const type = (header[1] ?? '').toLowerCase();
       const id = header[2] ?? '';
       skipping = !STORAGE_ID_RE.test(id);
-      if (skipping) return void warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
+      if (skipping) {
+        warnings.push(warn(source, lineNo, `invalid storage ID ${clip(id)}; section skipped`));
+        continue;
+      }
       if (!KNOWN_STORAGE_TYPES.has(type)) {
         notes.push(
           warn(
@@ -1567,13 +1562,13 @@ export function parseStorageCfg(
         );
       }
       current = { section: { id, type, line: lineNo }, props: new Map() };
-      return;
+      continue;
     }
     // SectionConfig's `^\s+(\S+)(\s+(.*\S))?\s*$` on the line without its trailing space: as one
     // regex, `\s+` and `.*\S` share a long run of trailing spaces and backtrack quadratically over
     // it. `s`: `.` takes U+2028 and `\r` as Perl's does (see CONFIG_KEY_RE).
     const property = /^\s+(\S+)(?:\s+(.*))?$/s.exec(trimmed);
-    if (property && skipping) return;
+    if (property && skipping) continue;
     if (property && current !== null) {
       const { section, props } = current as StorageSection;
       const key = property[1] ?? '';
@@ -1587,10 +1582,10 @@ export function parseStorageCfg(
           ),
         );
       else props.set(key, property[2] ?? '1');
-      return;
+      continue;
     }
     warnings.push(warn(source, lineNo, `cannot parse line: ${clip(line)}`));
-  });
+  }
   finish();
   return { storages, warnings, notes };
 }
@@ -1715,13 +1710,13 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
   const binary = BINARY_LINE_RE.test(file.text);
   let section = 'current';
   let keyLines = 0;
-  lines(file.text).forEach((line, index) => {
+  for (const [index, line] of lines(file.text).entries()) {
     const lineNo = index + 1;
-    if (line.trim() === '' || line.startsWith('#')) return;
+    if (line.trim() === '' || line.startsWith('#')) continue;
     if (binary && BINARY_LINE_RE.test(line)) {
       config.partial = true;
       warnings.push(warn(file.path, lineNo, 'binary bytes (NUL, control characters or invalid UTF-8); line skipped'));
-      return;
+      continue;
     }
     if (line.startsWith('[')) {
       const snapshot = SNAPSHOT_SECTION_RE.exec(line)?.[1];
@@ -1732,13 +1727,13 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
         warnings.push(warn(file.path, lineNo, `unknown section ${clip(line)}; its lines are read as a snapshot's`));
         section = line.trim();
       }
-      return;
+      continue;
     }
     if (!CONFIG_KEY_RE.test(line)) {
-      if (file.type === 'lxc' && LXC_RAW_KEY_RE.test(line)) return;
+      if (file.type === 'lxc' && LXC_RAW_KEY_RE.test(line)) continue;
       config.partial = true;
       warnings.push(warn(file.path, lineNo, `cannot parse line: ${clip(line)}`));
-      return;
+      continue;
     }
     keyLines++;
     const colon = line.indexOf(':');
@@ -1750,7 +1745,7 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
     }
     for (const volume of volumesOfLine(line, colon, key, section, volumeKeys))
       config.refs.push({ volume, key, section, line: lineNo });
-  });
+  }
   if (keyLines === 0) {
     warnings.push(
       warn(file.path, null, 'no "key: value" line: not a guest config; the guest\'s entries are not judged'),
@@ -1896,14 +1891,14 @@ export function parse(capture: Capture): ParsedState {
         );
   const storageIds = new Set(storage.storages.map((s) => s.id));
   const unknownStorages = new Map<string, Warning>();
-  guests.forEach(({ config }) =>
-    config.refs.forEach((ref) => {
+  for (const { config } of guests) {
+    for (const ref of config.refs) {
       const id = storeIdOf(ref.volume);
       if (id !== null && !storageIds.has(id) && !unknownStorages.has(id)) {
         unknownStorages.set(id, warn(config.path, ref.line, `storage ${id} is not defined in storage.cfg`));
       }
-    }),
-  );
+    }
+  }
   return {
     node: capture.hostname,
     entries: info.entries,
@@ -2152,19 +2147,12 @@ interface GuestRef {
 }
 const NO_REFS: readonly GuestRef[] = Object.freeze([]);
 
-/**
- * Every `vg/lv` any config references, with who references it. Tens of thousands of references
- * run through forEach: a `for...of` allocates an iterator result per step until its function is optimised.
- */
+/** Every `vg/lv` any config references, with who references it. */
 function referencesByVolume(guests: readonly GuestConfig[], vgOfStorage: Map<string, string>): ByVolume<GuestRef[]> {
   const refsByVolume = new ByVolume<GuestRef[]>();
-  guests.forEach((guest) =>
-    guest.refs.forEach((ref) =>
-      volumesOfRef(ref.volume, vgOfStorage).forEach((volume) =>
-        pushToVolume(refsByVolume, volume[0], volume[1], { guest, ref }),
-      ),
-    ),
-  );
+  for (const guest of guests)
+    for (const ref of guest.refs)
+      for (const [vg, lv] of volumesOfRef(ref.volume, vgOfStorage)) pushToVolume(refsByVolume, vg, lv, { guest, ref });
   return refsByVolume;
 }
 
@@ -2190,13 +2178,13 @@ function judging(state: ParsedState): Judging {
   const local = (guest: GuestConfig) => guest.node === state.node;
   const vgOfStorage = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
   const guestsById = new Map<number, GuestConfig[]>();
-  state.guests.forEach((guest) => pushTo(guestsById, guest.vmid, guest));
+  for (const guest of state.guests) pushTo(guestsById, guest.vmid, guest);
   const refsByVolume = referencesByVolume(state.guests, vgOfStorage);
   // Few guests hold a lock at any time.
   const locks = new Map<number, string>();
-  state.guests.forEach((guest) => {
+  for (const guest of state.guests) {
     if (guest.lock !== null && !locks.has(guest.vmid)) locks.set(guest.vmid, guest.lock);
-  });
+  }
   return {
     state,
     local,
@@ -2219,18 +2207,18 @@ export function classify(state: ParsedState): Classification {
   const sets = duplicateSets(j, identities, tables, state.entries);
   const entries: Classified[] = [];
   const partitions: { index: number; parentUuid: string }[] = [];
-  state.entries.forEach((entry, index) => {
+  for (const [index, entry] of state.entries.entries()) {
     const id = identities[index] as Identity;
     const extra = sets.extraOf[index];
     if (extra !== undefined) {
       const kept = identities[extra.kept] as GuestVolumeIdentity;
       entries.push(duplicateVerdict(j, entry, extra.how, kept, (state.entries[extra.kept] as DmEntry).name));
-      return;
+      continue;
     }
     if (id.kind === 'partition') partitions.push({ index, parentUuid: id.parentUuid });
     // Most entries are guest volumes: they go straight to their rules, the rest through the matcher.
     entries.push(id.kind === 'guest-volume' ? judgeGuestVolume(j, entry, id) : judgeOther(j, entry, id));
-  });
+  }
   judgePartitions(state.entries, entries, partitions);
   settleHeldEntries(entries, tables);
   return {
@@ -2433,9 +2421,9 @@ function judgePartitions(
   if (partitions.length === 0) return;
   const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
   const parentByUuid = new Map<string, number>();
-  dm.forEach((entry, index) => {
+  for (const [index, entry] of dm.entries()) {
     if (parentUuids.has(entry.uuid)) parentByUuid.set(entry.uuid, index);
-  });
+  }
   for (const { index, parentUuid } of partitions) {
     const parentIndex = parentByUuid.get(parentUuid);
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
@@ -2467,15 +2455,15 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
   if (!entries.some(isHeld)) return;
   const indexOfDevice = new Map(entries.map((entry, index) => [`${entry.major}:${entry.minor}`, index]));
   const holders = new Map<number, number[]>();
-  tables.forEach((table, holder) => {
+  for (const [holder, table] of tables.entries()) {
     for (const [, major, minor] of table?.matchAll(TABLE_DEVICE_RE) ?? []) {
       const target = indexOfDevice.get(`${major}:${minor}`);
       if (target !== undefined && target !== holder && !holders.get(target)?.includes(holder))
         pushTo(holders, target, holder);
     }
-  });
-  entries.forEach((entry, index) => {
-    if (!isHeld(entry)) return;
+  }
+  for (const [index, entry] of entries.entries()) {
+    if (!isHeld(entry)) continue;
     const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
     const freeing =
       stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
@@ -2483,7 +2471,7 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
     entries[index] = freeing
       ? { ...entry, holders: names, remedy: [...stacked.map((h) => h.remedy), entry.remedy].join(' && ') }
       : { ...entry, holders: names, remedy: null, advice: heldAdvice(entry, stacked) };
-  });
+  }
 }
 
 /** What holds an open entry, in words: the devices stacked on it, and the opens no device explains. */
@@ -2503,12 +2491,12 @@ function heldAdvice(entry: Classified, stacked: readonly Classified[]): string {
 /** This node's guests, each with the worst status among its entries. */
 function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers: ReadonlySet<number>): GuestSummary[] {
   const health = new Map<number, GuestSummary['health']>();
-  entries.forEach((entry, index) => {
-    if (entry.vmid === null) return;
+  for (const [index, entry] of entries.entries()) {
+    if (entry.vmid === null) continue;
     if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
     else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate')
       health.set(entry.vmid, 'tombstone');
-  });
+  }
   const running = j.state.running;
   return j.state.guests
     .filter(j.local)
@@ -2527,9 +2515,9 @@ function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers:
 
 function missingGuestsOf(entries: readonly Classified[]): Classification['missingGuests'] {
   const missing = new Map<number, string[]>();
-  entries.forEach((entry) => {
+  for (const entry of entries) {
     if (entry.reason === 'guest-missing' && entry.vmid !== null) pushTo(missing, entry.vmid, entry.name);
-  });
+  }
   return [...missing].sort(([a], [b]) => a - b).map(([vmid, names]) => ({ vmid, entries: names }));
 }
 
@@ -2544,7 +2532,7 @@ const NO_ACTION: Action = { remedy: null, advice: null };
 const adviceOnly = (advice: string | null): Action => ({ remedy: null, advice });
 const NO_HOLDERS: readonly string[] = Object.freeze([]);
 
-// One object of one fixed shape per entry, built once, field by field: tens of thousands of entries stay cheap.
+// An entry's verdict with every field set: what a rule does not decide keeps its "not known" default.
 const judged = (
   entry: DmEntry,
   status: Status,
@@ -2604,8 +2592,8 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
     return group;
   };
   const volumeEntryByTable = new Map<string, number>();
-  identities.forEach((id, index) => {
-    if (id.kind !== 'guest-volume') return;
+  for (const [index, id] of identities.entries()) {
+    if (id.kind !== 'guest-volume') continue;
     const lv = volumeLvOf(id);
     const first = firstOfVolume.get(id.vg, lv);
     if (first === undefined) firstOfVolume.set(id.vg, lv, index);
@@ -2614,16 +2602,16 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
     if (id.copyOf === null && table !== null && isDataTable(table) && (id.lvmOwned || !volumeEntryByTable.has(table))) {
       volumeEntryByTable.set(table, index);
     }
-  });
-  identities.forEach((id, index) => {
-    if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) return;
+  }
+  for (const [index, id] of identities.entries()) {
+    if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
     const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
-    if (original === undefined || original === index) return;
+    if (original === undefined || original === index) continue;
     // The original is an entry of its own volume, never moved: alone there, it is that volume's first.
     const mirrored = groupFrom(original);
     const current = groupOf[index];
-    if (current === mirrored) return;
+    if (current === mirrored) continue;
     // A hand-made copy may sit in its own volume's group: it moves to the one it mirrors.
     if (current !== undefined)
       current.splice(
@@ -2632,7 +2620,7 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
       );
     mirrored.push({ index, how: 'table' });
     groupOf[index] = mirrored;
-  });
+  }
   return groups.sort((a, b) => a.first - b.first);
 }
 
@@ -4791,8 +4779,8 @@ export function readJournal(file: string): JournalRecord[] {
   }
   const records: JournalRecord[] = [];
   const byId = new Map<string, JournalRecord>();
-  lines(text).forEach((line, index) => {
-    if (line.trim() === '') return;
+  for (const [index, line] of lines(text).entries()) {
+    if (line.trim() === '') continue;
     let value: Partial<JournalRecord & JournalOutcome> | null = null;
     try {
       value = JSON.parse(line) as Partial<JournalRecord & JournalOutcome>;
@@ -4801,7 +4789,7 @@ export function readJournal(file: string): JournalRecord[] {
     }
     // A rescan removed nothing: nothing to list or restore (its lines stay in the file).
     const rescan = value !== null && (value as { kind?: unknown }).kind === 'rescan';
-    if (rescan && typeof value?.id === 'string' && typeof value.run === 'string') return;
+    if (rescan && typeof value?.id === 'string' && typeof value.run === 'string') continue;
     if (
       value === null ||
       typeof value.id !== 'string' ||
@@ -4813,11 +4801,11 @@ export function readJournal(file: string): JournalRecord[] {
     const action = byId.get(value.id);
     if (value.outcome === 'removed' || value.outcome === 'failed') {
       if (action !== undefined) Object.assign(action, { outcome: value.outcome, detail: value.detail ?? null });
-      return;
+      continue;
     }
     records.push(value as JournalRecord);
     byId.set(value.id, value as JournalRecord);
-  });
+  }
   return records;
 }
 
@@ -6477,10 +6465,10 @@ const isMonitoringFormat = (format: OutputFormat) => format === 'nagios' || form
 /** The format asked for, read before parseCli so that its own errors are printed in that format too. */
 function formatAsked(argv: readonly string[]): OutputFormat {
   let asked = argv.includes('--json') ? 'json' : 'console';
-  argv.forEach((arg, i) => {
+  for (const [i, arg] of argv.entries()) {
     if (arg === '--format') asked = argv[i + 1] ?? asked;
     else if (arg.startsWith('--format=')) asked = arg.slice('--format='.length);
-  });
+  }
   return OUTPUT_FORMATS.find((format) => format === asked) ?? 'console';
 }
 
