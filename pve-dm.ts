@@ -1135,7 +1135,9 @@ export function parseDmsetupInfo(
   const warnings: Warning[] = [];
   const seen = new Set<string>();
   const notUtf8 = text.includes('\ufffd');
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     const lineNo = index + 1;
     const trimmed = line.trim();
     if (trimmed === '' || trimmed === 'No devices found') continue;
@@ -1186,7 +1188,9 @@ export function parseDmsetupTable(
 ): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
   const warnings: Warning[] = [];
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     if (line.trim() === '' || line.trim() === 'No devices found') continue;
     const segmentLine = TABLE_LINE_RE.exec(line) ?? EMPTY_TABLE_LINE_RE.exec(line);
     if (segmentLine === null) {
@@ -1233,7 +1237,9 @@ export function parsePoolStatus(
 ): { pools: ByVolume<PoolStatus>; warnings: Warning[] } {
   const pools = new ByVolume<PoolStatus>();
   const warnings: Warning[] = [];
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     if (line.trim() === '' || line.trim() === 'No devices found') continue;
     const [, name = '', segment = ''] = TABLE_LINE_RE.exec(line) ?? [];
     const split = splitLvmName(name);
@@ -1386,7 +1392,9 @@ export function parseLvs(
 ): { lvs: ByVolume<LogicalVolume>; warnings: Warning[] } {
   const lvs = new ByVolume<LogicalVolume>();
   const warnings: Warning[] = [];
-  for (const [index, raw] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const raw = all[index] as string;
     const line = raw.trim();
     if (line === '') continue;
     const lv = lvFrom(line.split('|'));
@@ -1534,7 +1542,9 @@ export function parseStorageCfg(
     storages.push(storageFrom(current));
     current = null;
   };
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     const lineNo = index + 1;
     if (line.trim() === '' || /^\s*#/.test(line)) continue;
     // SectionConfig's header `^(\S+):\s*(\S+)\s*$`, as two linear regexes (with and without the
@@ -1710,7 +1720,9 @@ export function parseGuestConfig(file: ConfigFile): { config: GuestConfig; warni
   const binary = BINARY_LINE_RE.test(file.text);
   let section = 'current';
   let keyLines = 0;
-  for (const [index, line] of lines(file.text).entries()) {
+  const all = lines(file.text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     const lineNo = index + 1;
     if (line.trim() === '' || line.startsWith('#')) continue;
     if (binary && BINARY_LINE_RE.test(line)) {
@@ -2207,7 +2219,8 @@ export function classify(state: ParsedState): Classification {
   const sets = duplicateSets(j, identities, tables, state.entries);
   const entries: Classified[] = [];
   const partitions: { index: number; parentUuid: string }[] = [];
-  for (const [index, entry] of state.entries.entries()) {
+  for (let index = 0; index < state.entries.length; index++) {
+    const entry = state.entries[index] as DmEntry;
     const id = identities[index] as Identity;
     const extra = sets.extraOf[index];
     if (extra !== undefined) {
@@ -2421,7 +2434,8 @@ function judgePartitions(
   if (partitions.length === 0) return;
   const parentUuids = new Set(partitions.map((partition) => partition.parentUuid));
   const parentByUuid = new Map<string, number>();
-  for (const [index, entry] of dm.entries()) {
+  for (let index = 0; index < dm.length; index++) {
+    const entry = dm[index] as DmEntry;
     if (parentUuids.has(entry.uuid)) parentByUuid.set(entry.uuid, index);
   }
   for (const { index, parentUuid } of partitions) {
@@ -2455,14 +2469,16 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
   if (!entries.some(isHeld)) return;
   const indexOfDevice = new Map(entries.map((entry, index) => [`${entry.major}:${entry.minor}`, index]));
   const holders = new Map<number, number[]>();
-  for (const [holder, table] of tables.entries()) {
+  for (let holder = 0; holder < tables.length; holder++) {
+    const table = tables[holder] ?? null;
     for (const [, major, minor] of table?.matchAll(TABLE_DEVICE_RE) ?? []) {
       const target = indexOfDevice.get(`${major}:${minor}`);
       if (target !== undefined && target !== holder && !holders.get(target)?.includes(holder))
         pushTo(holders, target, holder);
     }
   }
-  for (const [index, entry] of entries.entries()) {
+  for (let index = 0; index < entries.length; index++) {
+    const entry = entries[index] as Classified;
     if (!isHeld(entry)) continue;
     const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
     const freeing =
@@ -2491,7 +2507,8 @@ function heldAdvice(entry: Classified, stacked: readonly Classified[]): string {
 /** This node's guests, each with the worst status among its entries. */
 function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers: ReadonlySet<number>): GuestSummary[] {
   const health = new Map<number, GuestSummary['health']>();
-  for (const [index, entry] of entries.entries()) {
+  for (let index = 0; index < entries.length; index++) {
+    const entry = entries[index] as Classified;
     if (entry.vmid === null) continue;
     if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
     else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate')
@@ -2592,7 +2609,8 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
     return group;
   };
   const volumeEntryByTable = new Map<string, number>();
-  for (const [index, id] of identities.entries()) {
+  for (let index = 0; index < identities.length; index++) {
+    const id = identities[index] as Identity;
     if (id.kind !== 'guest-volume') continue;
     const lv = volumeLvOf(id);
     const first = firstOfVolume.get(id.vg, lv);
@@ -2603,7 +2621,8 @@ function volumeGroups(identities: readonly Identity[], tables: readonly (string 
       volumeEntryByTable.set(table, index);
     }
   }
-  for (const [index, id] of identities.entries()) {
+  for (let index = 0; index < identities.length; index++) {
+    const id = identities[index] as Identity;
     if (!(id.kind === 'foreign' || (id.kind === 'guest-volume' && !id.lvmOwned))) continue;
     const table = tables[index] ?? null;
     const original = table === null ? undefined : volumeEntryByTable.get(table);
@@ -4779,7 +4798,9 @@ export function readJournal(file: string): JournalRecord[] {
   }
   const records: JournalRecord[] = [];
   const byId = new Map<string, JournalRecord>();
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     if (line.trim() === '') continue;
     let value: Partial<JournalRecord & JournalOutcome> | null = null;
     try {
@@ -5445,7 +5466,9 @@ export function parseSettingsFile(
   lineOfKey = new Map<string, number>(),
 ): Map<string, string> {
   const settings = new Map<string, string>();
-  for (const [index, line] of lines(text).entries()) {
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
     if (line.trim() === '' || line.trimStart().startsWith('#')) continue;
     const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
     if (m === null) throw new UserError(`${file}:${index + 1}: not a KEY=value line`);
