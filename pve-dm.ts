@@ -4380,77 +4380,169 @@ function htmlHeadline(result: Result, unjudged: string | null): string {
   return unjudged !== null ? `Incomplete: ${unjudged}` : 'No problems found';
 }
 
-export function renderHtml(result: Result): string {
-  const e = (value: string | number | null) => escapeHtml(value === null ? '—' : String(value));
-  const td = (content: string, colour?: string, attributes = '') =>
-    `<td${attributes} style="padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top${colour ? `;color:${colour}` : ''}">${content}</td>`;
-  const th = 'style="padding:4px 8px;border-bottom:2px solid #adb5bd;text-align:left;background:#f1f3f5"';
-  const tableStyle = 'style="border-collapse:collapse;width:100%;font-size:13px"';
-  const section = (id: (typeof HTML_SECTIONS)[number], title: string, body: string) =>
-    `<div data-section="${id}" style="margin:16px 0"><h2 style="font-size:17px;margin:0 0 8px;color:#212529">${escapeHtml(title)}</h2>${body}</div>`;
-  const rowsTable = (id: string, header: string[], rows: string[]) =>
-    rows.length === 0
-      ? `<p style="color:#6c757d;margin:0">None.</p>`
-      : `<table data-table="${id}" ${tableStyle}><tr>${header.map((h) => `<th ${th}>${escapeHtml(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
-  const problems = result.entries.filter(isProblem);
-  const notJudged = result.entries.filter(isNotJudged);
-  const s = result.summary;
-  const unjudged = unjudgedSummary(result);
-  const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
+/** Inline styles: e-mail clients drop a page's <style>, so each element carries its own. */
+const HTML_STYLES = {
+  cell: 'padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top',
+  header: 'style="padding:4px 8px;border-bottom:2px solid #adb5bd;text-align:left;background:#f1f3f5"',
+  table: 'style="border-collapse:collapse;width:100%;font-size:13px"',
+  metric: 'style="padding:8px;text-align:center;border:1px solid #dee2e6"',
+  body: 'style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529"',
+  page: 'style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px"',
+  grade: 'display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff',
+  footer: 'style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px"',
+} as const;
+
+type Td = (content: string, colour?: string, attributes?: string) => string;
+type Escape = (value: string | number | null) => string;
+
+const htmlTd: Td = (content, colour, attributes = '') =>
+  `<td${attributes} style="${HTML_STYLES.cell}${colour ? `;color:${colour}` : ''}">${content}</td>`;
+const htmlEscape: Escape = (value) => escapeHtml(value === null ? '—' : String(value));
+
+const htmlSection = (id: (typeof HTML_SECTIONS)[number], title: string, body: string) =>
+  `<div data-section="${id}" style="margin:16px 0">` +
+  `<h2 style="font-size:17px;margin:0 0 8px;color:#212529">${escapeHtml(title)}</h2>${body}</div>`;
+
+const htmlTable = (id: string, header: readonly string[], rows: readonly string[]) =>
+  rows.length === 0
+    ? `<p style="color:#6c757d;margin:0">None.</p>`
+    : `<table data-table="${id}" ${HTML_STYLES.table}>` +
+      `<tr>${header.map((h) => `<th ${HTML_STYLES.header}>${escapeHtml(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
+
+/** The counts at the top of the page, each in its status's colour. */
+function htmlSummary(s: Summary): string {
   const metric = (label: string, value: number, colour: string) =>
-    `<td style="padding:8px;text-align:center;border:1px solid #dee2e6"><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div><div style="font-size:12px;color:#495057">${label}</div></td>`;
-  const summary = `<table ${tableStyle}><tr>${metric('entries', s.entries, '#212529')}${metric('valid', s.valid, STATUS_COLORS.valid)}${metric('duplicate', s.duplicate, STATUS_COLORS.duplicate)}${metric('tombstone', s.tombstone, STATUS_COLORS.tombstone)}${metric('ignored', s.ignored, STATUS_COLORS.ignored)}${s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : ''}${s.orphanLvs > 0 ? metric('orphan LVs', s.orphanLvs, STATUS_COLORS.tombstone) : ''}</tr></table>`;
-  const problemRows = problems.map(
-    (entry) =>
-      `<tr data-entry>${td(`<code>${e(mangleDmName(entry.name))}</code>`)}${td(e(entry.status), STATUS_COLORS[entry.status])}${td(`${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`)}${td(e(entry.vmid))}${td(e(entry.open))}${td(entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`)}</tr>`,
-  );
-  const notJudgedRow = (entry: Classified) =>
-    [
+    `<td ${HTML_STYLES.metric}><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div>` +
+    `<div style="font-size:12px;color:#495057">${label}</div></td>`;
+  const metrics = [
+    metric('entries', s.entries, '#212529'),
+    metric('valid', s.valid, STATUS_COLORS.valid),
+    metric('duplicate', s.duplicate, STATUS_COLORS.duplicate),
+    metric('tombstone', s.tombstone, STATUS_COLORS.tombstone),
+    metric('ignored', s.ignored, STATUS_COLORS.ignored),
+    s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : '',
+    s.orphanLvs > 0 ? metric('orphan LVs', s.orphanLvs, STATUS_COLORS.tombstone) : '',
+  ];
+  return `<table ${HTML_STYLES.table}><tr>${metrics.join('')}</tr></table>`;
+}
+
+/** The table rows of the page, one list per section, from the result as it is. */
+function htmlRows(result: Result, td: Td, e: Escape) {
+  const problem = (entry: Classified) => {
+    const reason = `${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`;
+    const remedy = entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`;
+    const cells = [td(`<code>${e(mangleDmName(entry.name))}</code>`), td(e(entry.status), STATUS_COLORS[entry.status])];
+    return `<tr data-entry>${[...cells, td(reason), td(e(entry.vmid)), td(e(entry.open)), td(remedy)].join('')}</tr>`;
+  };
+  const notJudged = (entry: Classified) =>
+    `<tr data-unjudged>${[
       td(`<code>${e(mangleDmName(entry.name))}</code>`),
       td(e(entry.reason), STATUS_COLORS[entry.status]),
       td(e(entry.vmid)),
       td(e(entry.advice ?? describeEntry(entry))),
-    ].join('');
-  const notJudgedRows = notJudged.map((entry) => `<tr data-unjudged>${notJudgedRow(entry)}</tr>`);
-  const guestRows = result.guests.map(
-    (guest) =>
-      `<tr data-guest="${guest.vmid}">${td(String(guest.vmid))}${td(guest.type === 'qemu' ? 'VM' : 'CT')}${td(e(guest.name), undefined, ' data-field="name"')}${td(guest.running === null ? 'not known' : guest.running ? 'running' : 'stopped')}${td(e(guest.lock))}${td(guest.readable ? guest.health : 'unreadable', HEALTH_COLORS[guest.health])}</tr>`,
-  );
-  const orphanRows = result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e));
-  const poolRows = [...result.volumeGroups, ...result.pools].map((finding) => poolHtmlRow(finding, td, e));
-  const poolTable = rowsTable('pools', POOL_COLUMNS, poolRows);
-  const missingRows = result.missingGuests.map(
-    (missing) =>
-      `<tr data-missing>${td(String(missing.vmid))}${td(missing.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`,
-  );
-  const systemTableRows = systemRows(result.system).map(
-    ([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`,
-  );
-  const warningRow = (kind: 'warning' | 'note') => (w: Warning) =>
-    `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
-  const warningRows = [...result.warnings.map(warningRow('warning')), ...result.notes.map(warningRow('note'))];
-  const headline = htmlHeadline(result, unjudged);
-  return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>pve-dm report: ${e(result.node)} grade ${e(result.grade)}</title></head>
-<body style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529">
-<div style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px">
-<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">
-<h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>
-<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : ''}${result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : ''}</p>
-<p style="margin:8px 0 0"><span data-field="grade" style="display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff;background:${gradeColour}">${e(result.grade)}</span> <strong>${escapeHtml(headline)}</strong></p>
-</div>
-${section('summary', 'Device-mapper entries', summary)}
-${section('pools', `Thin pools and volume groups (${s.poolProblems} with problems)`, poolTable)}
-${section('problems', `Problem entries (${problems.length})`, rowsTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], problemRows))}
-${section('unjudged', `Not judged (${notJudged.length})`, rowsTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], notJudgedRows))}
-${section('orphans', `Orphan LVs (${result.orphanLvs.length})`, rowsTable('orphans', ORPHAN_COLUMNS, orphanRows))}
-${section('guests', `Guests on ${result.node} (${result.guests.length})`, rowsTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], guestRows))}
-${section('missing', `VMIDs that exist nowhere (${result.missingGuests.length})`, rowsTable('missing', ['VMID', 'Entries'], missingRows))}
-${section('system', 'Host', rowsTable('system', ['Fact', 'Value'], systemTableRows))}
-${section('warnings', `Warnings (${result.warnings.length})${result.notes.length > 0 ? ` and notes (${result.notes.length})` : ''}`, rowsTable('warnings', ['Where', 'Message'], warningRows))}
-<p style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px">pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: pve-dm's own cleanup re-checks every entry before it acts.</p>
-</div></body></html>
-`;
+    ].join('')}</tr>`;
+  const guest = (g: GuestSummary) =>
+    `<tr data-guest="${g.vmid}">${[
+      td(String(g.vmid)),
+      td(g.type === 'qemu' ? 'VM' : 'CT'),
+      td(e(g.name), undefined, ' data-field="name"'),
+      td(g.running === null ? 'not known' : g.running ? 'running' : 'stopped'),
+      td(e(g.lock)),
+      td(g.readable ? g.health : 'unreadable', HEALTH_COLORS[g.health]),
+    ].join('')}</tr>`;
+  const missing = (m: Classification['missingGuests'][number]) =>
+    `<tr data-missing>${td(String(m.vmid))}${td(m.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`;
+  const warning = (kind: 'warning' | 'note') => (w: Warning) =>
+    `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}` +
+    `${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
+  return {
+    problems: result.entries.filter(isProblem).map(problem),
+    notJudged: result.entries.filter(isNotJudged).map(notJudged),
+    pools: [...result.volumeGroups, ...result.pools].map((finding) => poolHtmlRow(finding, td, e)),
+    orphans: result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e)),
+    guests: result.guests.map(guest),
+    missing: result.missingGuests.map(missing),
+    system: systemRows(result.system).map(
+      ([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`,
+    ),
+    warnings: [...result.warnings.map(warning('warning')), ...result.notes.map(warning('note'))],
+  };
+}
+
+/** The page's head: node, when, what it was narrowed to, the grade and the headline. */
+function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
+  const captured = result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : '';
+  const narrowed = result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : '';
+  const grade = `<span data-field="grade" style="${HTML_STYLES.grade};background:${gradeColour}">${e(result.grade)}</span>`;
+  return [
+    `<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">`,
+    `<h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>`,
+    `<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${captured}${narrowed}</p>`,
+    `<p style="margin:8px 0 0">${grade} <strong>${escapeHtml(htmlHeadline(result, unjudgedSummary(result)))}</strong></p>`,
+    '</div>',
+  ];
+}
+
+export function renderHtml(result: Result): string {
+  const [td, e] = [htmlTd, htmlEscape];
+  const s = result.summary;
+  const unjudged = unjudgedSummary(result);
+  const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
+  const rows = htmlRows(result, td, e);
+  const notes = result.notes.length > 0 ? ` and notes (${result.notes.length})` : '';
+  const sections = [
+    htmlSection('summary', 'Device-mapper entries', htmlSummary(s)),
+    htmlSection(
+      'pools',
+      `Thin pools and volume groups (${s.poolProblems} with problems)`,
+      htmlTable('pools', POOL_COLUMNS, rows.pools),
+    ),
+    htmlSection(
+      'problems',
+      `Problem entries (${rows.problems.length})`,
+      htmlTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], rows.problems),
+    ),
+    htmlSection(
+      'unjudged',
+      `Not judged (${rows.notJudged.length})`,
+      htmlTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], rows.notJudged),
+    ),
+    htmlSection(
+      'orphans',
+      `Orphan LVs (${result.orphanLvs.length})`,
+      htmlTable('orphans', ORPHAN_COLUMNS, rows.orphans),
+    ),
+    htmlSection(
+      'guests',
+      `Guests on ${result.node} (${result.guests.length})`,
+      htmlTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], rows.guests),
+    ),
+    htmlSection(
+      'missing',
+      `VMIDs that exist nowhere (${result.missingGuests.length})`,
+      htmlTable('missing', ['VMID', 'Entries'], rows.missing),
+    ),
+    htmlSection('system', 'Host', htmlTable('system', ['Fact', 'Value'], rows.system)),
+    htmlSection(
+      'warnings',
+      `Warnings (${result.warnings.length})${notes}`,
+      htmlTable('warnings', ['Where', 'Message'], rows.warnings),
+    ),
+  ];
+  const title = `pve-dm report: ${e(result.node)} grade ${e(result.grade)}`;
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
+      `<title>${title}</title></head>`,
+    `<body ${HTML_STYLES.body}>`,
+    `<div ${HTML_STYLES.page}>`,
+    ...htmlHeader(result, e, gradeColour),
+    ...sections,
+    `<p ${HTML_STYLES.footer}>pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: ` +
+      "pve-dm's own cleanup re-checks every entry before it acts.</p>",
+    '</div></body></html>',
+    '',
+  ].join('\n');
 }
 
 const HTML_TAGS = new Set([
