@@ -323,7 +323,7 @@ export interface CaptureMeta {
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
-/** A field of a JSON object of a given type, or null ("not known"); recorded in `wrong` when missing or of another type. */
+/** A field of a JSON object of a given type, or null ("not known"); noted in `wrong` if missing or of another type. */
 function field<T>(
   record: Record<string, unknown>,
   key: string,
@@ -612,7 +612,8 @@ function readConfigs(base: string): ConfigFile[] {
   const where = path.join(base, CAPTURE_FILES.nodes);
   if (listed.length > LIMITS.guestConfigs)
     throw new UserError(
-      `${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no cluster has that many guests)`,
+      `${where} holds ${listed.length} guest configs, more than the ${LIMITS.guestConfigs} pve-dm reads (no ` +
+        `cluster has that many guests)`,
     );
   let total = 0;
   return listed.map(({ regular, ...config }) => {
@@ -631,7 +632,8 @@ function readConfigs(base: string): ConfigFile[] {
     total += text.length;
     if (total > LIMITS.configBytes)
       throw new UserError(
-        `the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve can (pmxcfs)`,
+        `the guest configs in ${where} hold more than ${humanBytes(LIMITS.configBytes)}, more than /etc/pve ` +
+          `can (pmxcfs)`,
       );
     return { ...config, text };
   });
@@ -795,7 +797,8 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   }
   if (storageCfg === null)
     throw new UserError(
-      `/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a capture with --root DIR)`,
+      `/${CAPTURE_FILES.storageCfg} is missing: not a Proxmox VE node, or /etc/pve is not mounted (analyse a ` +
+        `capture with --root DIR)`,
     );
   const warnings: Warning[] = [];
   const [info, table, poolStatus, lvs, pveversion, configs, running] = await Promise.all([
@@ -1857,8 +1860,12 @@ export function stripCopySuffix(lv: string): string | null {
 }
 
 /** An LV name holding an LVM component marker is one of LVM's own sub-LVs (lvm.8 VALID NAMES). */
-const LVM_SUB_LV_RE =
-  /_(?:cdata|cmeta|corig|cpool|cvol|wcorig|mimage_\d+|mlog|rimage_\d+|rmeta_\d+|tdata|tmeta|vdata|imeta|iorig|pmspare|vorigin)(?:$|_)/;
+// prettier-ignore
+const LVM_SUB_LV_MARKERS = [
+  'cdata', 'cmeta', 'corig', 'cpool', 'cvol', 'wcorig', String.raw`mimage_\d+`, 'mlog', String.raw`rimage_\d+`,
+  String.raw`rmeta_\d+`, 'tdata', 'tmeta', 'vdata', 'imeta', 'iorig', 'pmspare', 'vorigin',
+];
+const LVM_SUB_LV_RE = new RegExp(`_(?:${LVM_SUB_LV_MARKERS.join('|')})(?:$|_)`);
 
 export interface ParsedState {
   node: string;
@@ -3568,12 +3575,18 @@ export function notificationSubject(
       `their guests are down or about to fail! Grade: ${result.grade}`
     );
   if (sharedActive > 0)
-    return `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest runs! Grade: ${result.grade}`;
+    return (
+      `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest ` +
+      `runs! Grade: ${result.grade}`
+    );
   if (tombstone === 0 && unjudged !== null)
     return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
   const orphans = result.summary.orphanLvs;
   if (tombstone === 0 && orphans > 0)
-    return `⚠️ [${result.node}] Proxmox DM Health: ${orphans} orphan LV(s) block guest volume names - Grade ${result.grade}`;
+    return (
+      `⚠️ [${result.node}] Proxmox DM Health: ${orphans} orphan LV(s) block guest volume names - ` +
+      `Grade ${result.grade}`
+    );
   if (tombstone === 0 && poolsWith(pools, 'warning') > 0)
     return `⚠️ [${result.node}] Proxmox DM Health: ${poolsWith(pools, 'warning')} thin pool(s) filling up - Grade ${
       result.grade
@@ -3581,7 +3594,10 @@ export function notificationSubject(
   if (tombstone === 0) return `✅ [${result.node}] Proxmox DM Health: EXCELLENT - Grade ${result.grade} (No issues)`;
   if (tombstone <= 10)
     return `⚠️ [${result.node}] Proxmox DM Health: ${tombstone} tombstones detected - Grade ${result.grade}`;
-  return `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - Grade ${result.grade}`;
+  return (
+    `🚨 [${result.node}] Proxmox DM WARNING: ${tombstone} tombstones blocking VM operations - ` +
+    `Grade ${result.grade}`
+  );
 }
 
 /** A problem's remedy, or why it has none now and what to do instead. */
@@ -3618,7 +3634,8 @@ export function notificationText(result: Result, limit = 20): string {
   const problems = result.entries.filter(isProblem);
   const unjudged = unjudgedSummary(result);
   const lines = [
-    `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
+    `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
+      `entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
     ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
     ...result.volumeGroups.map((vg) => `- VG ${vg.vg}: ${vg.severity}: ${vg.message}`),
     ...result.pools.flatMap((pool) =>
@@ -3735,7 +3752,8 @@ export function systemRows(system: SystemFacts | null): [string, string][] {
   const usage = (u: { totalBytes: number; usedBytes: number } | null) =>
     u === null || u.totalBytes <= 0
       ? 'not known'
-      : `${humanBytes(u.usedBytes)} of ${humanBytes(u.totalBytes)} (${Math.round((u.usedBytes / u.totalBytes) * 100)}%)`;
+      : `${humanBytes(u.usedBytes)} of ${humanBytes(u.totalBytes)} ` +
+        `(${Math.round((u.usedBytes / u.totalBytes) * 100)}%)`;
   return [
     ['Proxmox VE', system.pveVersion ?? 'not known'],
     ['Kernel', system.kernel ?? 'not known'],
@@ -3781,7 +3799,8 @@ export function renderConsole(result: Result, color: boolean): string {
     out.push(
       paint(
         'dim',
-        `capture ${terminalSafe(result.root)}${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`,
+        `capture ${terminalSafe(result.root)}` +
+          `${result.meta?.capturedAt ? `, taken ${terminalSafe(result.meta.capturedAt)}` : ''}`,
       ),
     );
   if (result.vmids !== null) out.push(paint('dim', `narrowed to VMID ${result.vmids.join(', ')}`));
@@ -3803,7 +3822,9 @@ export function renderConsole(result: Result, color: boolean): string {
       entry.lock ? `guest locked: ${entry.lock}` : '',
     ].filter(Boolean);
     out.push(
-      `  ${paint('yellow', mangleDmName(entry.name))}  ${entry.reason}: ${terminalSafe(describeEntry(entry))}${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
+      `  ${paint('yellow', mangleDmName(entry.name))} ` +
+        ` ${entry.reason}: ${terminalSafe(describeEntry(entry))}` +
+        `${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
     );
     out.push(`    ${consoleRemedy(entry)}`);
   }
@@ -3825,7 +3846,8 @@ export function renderConsole(result: Result, color: boolean): string {
     heading(`VMIDs that exist nowhere: ${result.missingGuests.length}`);
     for (const missing of result.missingGuests)
       out.push(
-        `  VMID ${missing.vmid}: ${missing.entries.length} tombstone(s): ${missing.entries.map(mangleDmName).join(', ')}`,
+        `  VMID ${missing.vmid}: ${missing.entries.length} ` +
+          `tombstone(s): ${missing.entries.map(mangleDmName).join(', ')}`,
       );
   }
   const system = systemRows(result.system);
@@ -3924,7 +3946,8 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
   for (const set of result.duplicates) {
     const kept = byName.get(set.kept);
     out.push(
-      `  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} (${guestLabel(set.vmid, kept?.guestType ?? null)}) has ${set.extras.length + 1} entries`,
+      `  ${paint('red', `${terminalSafe(set.vg)}/${terminalSafe(set.lv)}`)} ` +
+        `(${guestLabel(set.vmid, kept?.guestType ?? null)}) has ${set.extras.length + 1} entries`,
     );
     out.push(
       `    keep    ${mangleDmName(set.kept)}${kept ? `  ${kept.status}: ${kept.reason}, open ${kept.open}` : ''}`,
@@ -3932,7 +3955,9 @@ function consoleDuplicates(result: Result, paint: ReturnType<typeof painter>): s
     for (const name of set.extras) {
       const extra = byName.get(name);
       out.push(
-        `    extra   ${mangleDmName(name)}${extra ? `  ${extra.reason}, open ${extra.open}\n            ${consoleRemedy(extra)}` : ''}`,
+        `    extra  ` +
+          ` ${mangleDmName(name)}` +
+          `${extra ? `  ${extra.reason}, open ${extra.open}\n            ${consoleRemedy(extra)}` : ''}`,
       );
     }
   }
@@ -4076,14 +4101,16 @@ function monitoringDetails(result: Result, limit: number): string[] {
       .slice(0, limit)
       .map(
         (entry) =>
-          `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`,
+          `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ` +
+          `${remedyLine(entry)}`,
       ),
     ...more(problems.length, 'problem entries'),
     ...result.orphanLvs
       .slice(0, limit)
       .map(
         (o) =>
-          `orphan LV ${o.vg}/${o.lv}: ${o.reason}, ${o.blocks}; ${o.remedy === null ? `by hand: ${o.advice}` : `remedy: ${o.remedy}`}`,
+          `orphan LV ${o.vg}/${o.lv}: ${o.reason}, ${o.blocks}; ` +
+          `${o.remedy === null ? `by hand: ${o.advice}` : `remedy: ${o.remedy}`}`,
       ),
     ...more(result.orphanLvs.length, 'orphan LVs'),
     ...result.warnings.slice(0, limit).map((w) => `warning: ${formatWarning(w)}`),
@@ -4123,7 +4150,11 @@ export function renderCheckmk(result: Result, limit = 20): string {
   const metrics = measures(result).map(
     ({ label, value, warnAbove, critAbove }) => `${label}=${value};${level(warnAbove)};${level(critAbove)};0`,
   );
-  return `${result.exitCode} "${CHECKMK_SERVICE}" ${metrics.join('|')} ${[monitoringSummary(result), ...monitoringDetails(result, limit)].join('\\n')}\n`;
+  return (
+    `${result.exitCode} ` +
+    `"${CHECKMK_SERVICE}" ${metrics.join('|')} ` +
+    `${[monitoringSummary(result), ...monitoringDetails(result, limit)].join('\\n')}\n`
+  );
 }
 
 /** `pve-dm` could not analyse: the service goes UNKNOWN rather than vanishing. */
@@ -4145,7 +4176,8 @@ function prometheusNodeFamilies(results: readonly Result[]): string[] {
   const node = (result: Result) => `node="${prometheusLabel(result.node)}"`;
   const each = (sample: (result: Result) => string[]) => results.flatMap(sample);
   const problem = (result: Result, entry: Classified) =>
-    `{${node(result)},name="${prometheusLabel(mangleDmName(entry.name))}",vmid="${entry.vmid ?? ''}",status="${entry.status}",reason="${entry.reason}"} 1`;
+    `{${node(result)},name="${prometheusLabel(mangleDmName(entry.name))}",vmid="${entry.vmid ?? ''}",status="` +
+    `${entry.status}",reason="${entry.reason}"} 1`;
   return [
     ...prometheusFamily(
       'pve_dm_entries',
@@ -4247,17 +4279,21 @@ export const renderPrometheus = (result: Result): string => `${prometheusNodeFam
  */
 export function renderClusterPrometheus(cluster: ClusterResult): string {
   const finding = (f: ClusterFinding) =>
-    `{kind="${f.kind}",severity="${f.severity}",vg="${prometheusLabel(f.vg)}",lv="${prometheusLabel(f.lv)}",vmid="${f.vmid}",active_on="${prometheusLabel(f.activeOn.map((a) => a.node).join(','))}"} 1`;
+    `{kind="${f.kind}",severity="${f.severity}",vg="${prometheusLabel(f.vg)}",lv="` +
+    `${prometheusLabel(f.lv)}",vmid="${f.vmid}",active_on="` +
+    `${prometheusLabel(f.activeOn.map((a) => a.node).join(','))}"} 1`;
   return `${[
     ...prometheusNodeFamilies(cluster.nodes),
     ...prometheusFamily(
       'pve_dm_cluster_grade_info',
-      'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its guest runs; always 1.',
+      'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its ' +
+        'guest runs; always 1.',
       [`{grade="${cluster.grade}"} 1`],
     ),
     ...prometheusFamily(
       'pve_dm_cluster_finding_info',
-      "A shared LV active on several nodes, or a disk active off its guest's node: kind, severity, VG, LV, VMID, nodes; always 1.",
+      "A shared LV active on several nodes, or a disk active off its guest's node: kind, severity, VG, LV, VMID, " +
+        'nodes; always 1.',
       cluster.findings.map(finding),
     ),
     ...prometheusFamily(
@@ -4407,7 +4443,8 @@ const htmlTable = (id: string, header: readonly string[], rows: readonly string[
   rows.length === 0
     ? `<p style="color:#6c757d;margin:0">None.</p>`
     : `<table data-table="${id}" ${HTML_STYLES.table}>` +
-      `<tr>${header.map((h) => `<th ${HTML_STYLES.header}>${escapeHtml(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
+      `<tr>${header.map((h) => `<th ${HTML_STYLES.header}>${escapeHtml(h)}</th>`).join('')}</tr>` +
+      `${rows.join('')}</table>`;
 
 /** The counts at the top of the page, each in its status's colour. */
 function htmlSummary(s: Summary): string {
@@ -4451,7 +4488,8 @@ function htmlRows(result: Result, td: Td, e: Escape) {
       td(g.readable ? g.health : 'unreadable', HEALTH_COLORS[g.health]),
     ].join('')}</tr>`;
   const missing = (m: Classification['missingGuests'][number]) =>
-    `<tr data-missing>${td(String(m.vmid))}${td(m.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`;
+    `<tr data-missing>${td(String(m.vmid))}` +
+    `${td(m.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`;
   const warning = (kind: 'warning' | 'note') => (w: Warning) =>
     `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}` +
     `${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
@@ -4473,12 +4511,14 @@ function htmlRows(result: Result, td: Td, e: Escape) {
 function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
   const captured = result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : '';
   const narrowed = result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : '';
-  const grade = `<span data-field="grade" style="${HTML_STYLES.grade};background:${gradeColour}">${e(result.grade)}</span>`;
+  const grade =
+    `<span data-field="grade" ` + `style="${HTML_STYLES.grade};background:${gradeColour}">${e(result.grade)}</span>`;
   return [
     `<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">`,
     `<h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>`,
     `<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${captured}${narrowed}</p>`,
-    `<p style="margin:8px 0 0">${grade} <strong>${escapeHtml(htmlHeadline(result, unjudgedSummary(result)))}</strong></p>`,
+    `<p style="margin:8px 0 0">${grade} ` +
+      `<strong>${escapeHtml(htmlHeadline(result, unjudgedSummary(result)))}</strong></p>`,
     '</div>',
   ];
 }
@@ -5012,7 +5052,9 @@ export async function executeCleanup(
       if (releaseGuest === null) {
         outcome.skipped.push({
           name: action.name,
-          why: `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone else (${guestLock})`,
+          why:
+            `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone ` +
+            `else (${guestLock})`,
         });
         continue;
       }
@@ -5133,7 +5175,9 @@ export async function restoreEntries(
       if (releaseGuest === null) {
         outcome.refused.push({
           name: record.name,
-          why: `${guestLabel(record.vmid ?? 0, record.guestType ?? null)}'s lock is held by someone else (${guestLock})`,
+          why:
+            `${guestLabel(record.vmid ?? 0, record.guestType ?? null)}'s lock is held by someone else ` +
+            `(${guestLock})`,
         });
         continue;
       }
@@ -5257,7 +5301,8 @@ function checkPluginOwnership(target: string, kind: 'file' | 'folder'): void {
     );
   if ((stat.mode & 0o022) !== 0) {
     throw new UserError(
-      `refusing plugin ${kind} ${target}: it is writable by group or others (mode ${(stat.mode & 0o777).toString(8)}); chmod go-w it`,
+      `refusing plugin ${kind} ${target}: it is writable by group or others ` +
+        `(mode ${(stat.mode & 0o777).toString(8)}); chmod go-w it`,
     );
   }
 }
@@ -5345,7 +5390,8 @@ function overridesStages(file: string): boolean {
 async function loadPluginFile(full: string): Promise<Plugin> {
   if (BUNDLED && /\.m?ts$/.test(full)) {
     const why =
-      'a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those `npm run build` writes to dist/plugins/';
+      'a TypeScript plugin needs tsx (npx tsx pve-dm.ts); the bundle loads .js and .mjs plugins, like those `npm ' +
+      'run build` writes to dist/plugins/';
     throw new PluginProblem(`cannot load plugin ${full}: ${why}`, why);
   }
   let module: { default?: unknown };
@@ -5411,7 +5457,8 @@ const PLUGIN_KEYS: readonly string[] = ['name', 'stages', 'settings', 'configure
 function pluginShapeProblem(plugin: Plugin): { message: string; word: string | null } | null {
   const unknown = Object.keys(plugin).filter((key) => !PLUGIN_KEYS.includes(key));
   if (unknown.length > 0) {
-    const message = `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (a plugin has ${PLUGIN_KEYS.join(', ')})`;
+    const message =
+      `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (a plugin ` + `has ${PLUGIN_KEYS.join(', ')})`;
     return { message, word: unknown[0] ?? null };
   }
   for (const [name, hook] of Object.entries(plugin.stages ?? {})) {
@@ -5861,7 +5908,8 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
         const failure = error as
           | (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null })
           | null;
-        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
+        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one
+        // that could not start.
         const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
         const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
         const why =
@@ -6011,7 +6059,10 @@ export interface ClusterMember {
   online: boolean | null;
 }
 
-/** The cluster's nodes: `/etc/pve/.members` (pmxcfs: `{"nodename", "nodelist": {name: {id, online, ip}}}`), else the folders of `/etc/pve/nodes`. */
+/**
+ * The cluster's nodes: `/etc/pve/.members` (pmxcfs: `{"nodename", "nodelist": {name: {id, online, ip}}}`),
+ * else the folders of `/etc/pve/nodes`.
+ */
 export async function clusterMembers(liveRoot: string): Promise<ClusterMember[]> {
   const text = await readOptional(path.join(liveRoot, 'etc/pve/.members')).catch(() => null);
   let list: unknown = null;
@@ -6046,12 +6097,18 @@ export function remoteCaptureCommand(
   execArgv = process.execArgv,
   nodeBinary = process.execPath,
 ): string {
-  return `cd ${shellQuote(path.dirname(script))} && exec ${shellLine([nodeBinary, ...execArgv, script, 'capture', '-'])}`;
+  return (
+    `cd ${shellQuote(path.dirname(script))} && ` +
+    `exec ${shellLine([nodeBinary, ...execArgv, script, 'capture', '-'])}`
+  );
 }
 
 export const SSH_CONNECT_TIMEOUT_S = 10;
 
-/** Another node's capture, over the ssh trust Proxmox sets up between its nodes (as PVE::SSHInfo connects: by IP, the node name as host key alias). */
+/**
+ * Another node's capture, over the ssh trust Proxmox sets up between its nodes
+ * (as PVE::SSHInfo connects: by IP, the node name as host key alias).
+ */
 export async function fetchRemoteCapture(
   runner: Runner,
   member: ClusterMember,
@@ -6077,7 +6134,8 @@ export async function fetchRemoteCapture(
   );
   if (result.exitCode !== 0)
     throw new UserError(
-      `ssh ${target} failed (exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-1)[0] || 'no message'}`,
+      `ssh ${target} failed ` +
+        `(exit ${result.exitCode}): ${result.stderr.trim().split('\n').slice(-1)[0] || 'no message'}`,
     );
   const capture = captureFromJson(result.stdout, `node ${member.name}`);
   if (capture.hostname !== member.name)
@@ -6127,11 +6185,15 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
   const then = (act: string) => (lock === null ? act : `once ${label}'s operation has ended (lock: ${lock}), ${act}`);
   const several = 'active-on-several-nodes';
   if (on.length > 1 && lock === 'migrate') {
-    const message = `${where} while ${label} migrates (lock: migrate): expected during a migration; look again once it has ended`;
+    const message =
+      `${where} while ${label} migrates (lock: migrate): expected during a migration; look again ` +
+      `once it has ended`;
     return { kind: several, severity: 'warning', ...base, message };
   }
   if (on.length > 1 && running === true) {
-    const harm = `two nodes writing one LV corrupt it (Proxmox bug 4997); ${then('deactivate it where the guest does not run')}`;
+    const harm =
+      `two nodes writing one LV corrupt it (Proxmox bug ` +
+      `4997); ${then('deactivate it where the guest does not run')}`;
     return {
       kind: several,
       severity: 'critical',
@@ -6145,7 +6207,9 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
     return { kind: several, severity: 'warning', ...base, message };
   }
   if (home === null || nodes.includes(home)) return null;
-  const message = `${vg}/${lv} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the guest does not live`;
+  const message =
+    `${vg}/${lv} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the ` +
+    `guest does not live`;
   return { kind: 'active-off-home-node', severity: 'warning', ...base, message };
 }
 
@@ -6362,7 +6426,8 @@ export function renderClusterConsole(cluster: ClusterResult, color: boolean): st
   if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
   for (const finding of cluster.findings) {
     out.push(
-      `  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())}  ${terminalSafe(finding.message)}`,
+      `  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())} ` +
+        ` ${terminalSafe(finding.message)}`,
     );
     for (const activation of finding.activeOn) {
       if (activation.remedy !== null)
@@ -6433,7 +6498,9 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     name: 'format',
     arg: 'FORMAT',
     values: OUTPUT_FORMATS,
-    help: 'what stdout carries: console (default), json, nagios (a Nagios or Icinga plugin: the exit code is its state) or checkmk (a Checkmk local check)',
+    help:
+      'what stdout carries: console (default), json, nagios (a Nagios or Icinga plugin: the exit code is its ' +
+      'state) or checkmk (a Checkmk local check)',
   },
   { name: 'json', help: 'the same as --format json' },
   {
@@ -6479,7 +6546,9 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     name: 'notify',
     arg: 'MODE',
     values: NOTIFY_MODES,
-    help: 'always, problems (default) or change: when configured notifiers send (monitoring formats send only with --notify)',
+    help:
+      'always, problems (default) or change: when configured notifiers send (monitoring formats send only ' +
+      'with --notify)',
   },
   {
     name: 'state',
@@ -6695,7 +6764,8 @@ function checkCombinations(values: CliValues, command: string | undefined, rest:
   const cleanup = has('yes') || has('dry-run');
   if (command !== undefined && (isMonitoringFormat(format) || has('prometheus'))) {
     throw new UserError(
-      `${has('prometheus') ? '--prometheus' : `--format ${format}`} goes with an analysis, not with the ${command} command`,
+      `${has('prometheus') ? '--prometheus' : `--format ${format}`} goes with an analysis, not with ` +
+        `the ${command} command`,
     );
   }
   if (command === 'capture' && rest.length !== 1)
@@ -6776,7 +6846,8 @@ function describeCandidate(action: PlannedAction, result: Result): string {
   const owner = ownerOf(action.vmid, entry, result);
   const volume = entry?.vg && entry.lv ? `${entry.vg}/${entry.lv}` : 'no LVM volume';
   return terminalSafe(
-    `${owner} · ${volume} · ${action.reason} · open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`,
+    `${owner} · ${volume} · ${action.reason} · ` +
+      `open ${action.open}${action.blockedBy ? ` · cannot: ${action.blockedBy}` : ''}`,
   );
 }
 
@@ -6938,7 +7009,8 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
   for (const removed of outcome.removed)
     lines.push(
-      `  removed  ${mangleDmName(removed.name)}  (${whole(terminalSafe(shellLine(removed.command)))}; journal ${removed.journal})`,
+      `  removed  ${mangleDmName(removed.name)}  (${whole(terminalSafe(shellLine(removed.command)))}; ` +
+        `journal ${removed.journal})`,
     );
   for (const skipped of outcome.skipped)
     lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
@@ -6952,7 +7024,8 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
   for (const failed of rescans.failed)
     lines.push(`  rescan FAILED  VMID ${failed.vmid}: ${terminalSafe(failed.error)}`);
   lines.push(
-    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
+    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} ` +
+      `failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
   );
   return wrapConsole(`${lines.join('\n')}\n`);
 }

@@ -77,7 +77,8 @@ export default definePlugin({
     if (status !== 'success') {
       throw new Error(
         redactSecrets(
-          `HTTP ${response.status} but Mailjet did not send (status ${status ?? 'missing'}): ${serviceMessage(response.body)}`,
+          `HTTP ${response.status} but Mailjet did not send (status ${status ?? 'missing'}): ` +
+            `${serviceMessage(response.body)}`,
           secrets,
         ),
       );

@@ -18,9 +18,11 @@ import { definePlugin, mimeEncodedWords, terminalSafe } from '../pve-dm.ts';
 const DEFAULT_SENDMAIL = '/usr/sbin/sendmail';
 const SENDMAIL_TIMEOUT_MS = 60_000;
 
+const LOCAL_PART = '[A-Za-z0-9_%+=][A-Za-z0-9._%+=-]*';
+/** A DNS label: letters, digits and inner hyphens. */
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
 /** A plain address: `root`, `admin`, `admin@example.org` (no display names, quotes or spaces). */
-const ADDRESS_RE =
-  /^[A-Za-z0-9_%+=][A-Za-z0-9._%+=-]*(?:@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)?$/;
+const ADDRESS_RE = new RegExp(`^${LOCAL_PART}(?:@${LABEL}(?:\\.${LABEL})*)?$`);
 
 const enabled = (value: string | undefined) => /^(?:1|yes|true)$/i.test(value?.trim() ?? '');
 
@@ -36,7 +38,8 @@ function recipients(setting: (key: string) => string | undefined): string[] {
   for (const address of list) {
     if (!ADDRESS_RE.test(address) || address.length > 254) {
       throw new Error(
-        `PVE_DM_MAIL_TO: "${terminalSafe(address)}" is not a plain address (e.g. root, or admin@example.org); nothing was sent`,
+        `PVE_DM_MAIL_TO: "${terminalSafe(address)}" is not a plain address (e.g. root, or admin@example.org); ` +
+          `nothing was sent`,
       );
     }
   }

@@ -76,7 +76,8 @@ function slackMessage(result: Result, subject: string) {
   const more = problems.length - shown.length;
   const closing = [
     more > 0
-      ? `…and ${more} more problem ${more === 1 ? 'entry' : 'entries'} (${problems.length} in all): see the full report on the node.`
+      ? `…and ${more} more problem ${more === 1 ? 'entry' : 'entries'} (${problems.length} in all): see the full ` +
+        `report on the node.`
       : null,
     problems.length === 0 ? 'No duplicate or tombstoned entries.' : null,
     problems.length > 0 && more === 0
@@ -99,7 +100,8 @@ function slackMessage(result: Result, subject: string) {
     {
       type: 'section',
       text: mrkdwn(
-        `*${entries}* dm entries: *${valid}* valid, *${duplicate}* duplicate, *${tombstone}* tombstone, *${ignored}* ignored${unjudged > 0 ? `, *${unjudged}* not judged` : ''}`,
+        `*${entries}* dm entries: *${valid}* valid, *${duplicate}* duplicate, *${tombstone}* tombstone, *` +
+          `${ignored}* ignored${unjudged > 0 ? `, *${unjudged}* not judged` : ''}`,
       ),
     },
     ...shown.map((entry) => ({ type: 'section', text: mrkdwn(entryText(entry, result)) })),
