@@ -254,7 +254,7 @@ export async function main(
     // The one place changes are allowed: an explicit --yes or restore, never --report-only or --dry-run.
     const allowChanges =
       (options.yes || interactive || options.command === 'restore') && !options.dryRun && !options.reportOnly;
-    const runner = createRunner({ allowChanges, exec: live.exec });
+    const runner = createRunner({ allowChanges, dryRun: options.dryRun, exec: live.exec });
     const context: RunContext = { io, runner, live, liveRoot: live.liveRoot ?? '/', interactive };
     if (options.command === 'journal')
       return print(renderJournal(readJournal(options.journal), options.format === 'json'));
@@ -4830,6 +4830,9 @@ export const PVE_DM_LOCK = '/run/lock/pve-dm.lock';
  * flock(1) holds the lock for as long as its child runs; the child, a node that reads its stdin,
  * says when it has the lock and ends when we close its stdin. Null: not had within the wait.
  */
+/** A dry run's locker: every lock is free, nothing is created. */
+const noLock: Locker = async () => async () => undefined;
+
 export const flockLocker: Locker = async (file, waitSeconds) => {
   await mkdir(path.dirname(file), { recursive: true });
   const holder = "process.stdout.write('locked\\n');process.stdin.resume();process.stdin.on('end',()=>process.exit(0))";
@@ -4965,8 +4968,10 @@ export function readJournal(file: string): JournalRecord[] {
 // ─── Carrying a plan out ────────────────────────────────────────────────────────────────────
 
 export interface CleanupContext {
-  /** The one runner; it refuses changes under --report-only and --dry-run. */
+  /** The one runner; it refuses changes under --report-only, and does not run them under --dry-run. */
   runner: Runner;
+  /** --dry-run: the runner answers for each change without running it; no lock is taken. */
+  dryRun?: boolean;
   /** The capture the plan came from; re-checks re-read what can change under it. */
   capture: Capture;
   liveRoot: string;
@@ -4982,6 +4987,8 @@ export interface CleanupContext {
 
 export interface CleanupOutcome {
   removed: { name: string; command: string[]; journal: string }[];
+  /** A dry run: what it would have removed, and with which command. */
+  wouldRemove?: { name: string; command: string[] }[];
   skipped: { name: string; why: string }[];
   failed: { name: string; error: string }[];
   /** The rescans the interactive cleanup ran (absent: none was offered or picked). */
@@ -5027,9 +5034,15 @@ export async function executeCleanup(
   context: CleanupContext,
   onStep: (text: string) => void = () => undefined,
 ): Promise<CleanupOutcome> {
-  const lock = context.lock ?? flockLocker;
+  // A dry run takes no lock: it waits for no one and keeps no one waiting.
+  const lock = context.dryRun ? noLock : (context.lock ?? flockLocker);
   const root = (file: string) => path.join(context.liveRoot, file);
-  const outcome: CleanupOutcome = { removed: [], skipped: [], failed: [] };
+  const outcome: CleanupOutcome = {
+    removed: [],
+    skipped: [],
+    failed: [],
+    ...(context.dryRun ? { wouldRemove: [] } : {}),
+  };
   const releaseRun = await lock(root(PVE_DM_LOCK), 0);
   if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
   try {
@@ -5079,11 +5092,13 @@ async function removeOne(
   const now = await recheck(action.name, context);
   if (now === null) return void outcome.skipped.push({ name: action.name, why: 'gone already' });
   const { entry, guests } = now;
+  // In a dry run the leftovers stacked on it that it would have removed first are still there.
+  const wouldBeGone = new Set((outcome.wouldRemove ?? []).map((would) => would.name));
   const why = !isProblem(entry)
     ? `now ${entry.status} (${entry.reason})`
     : entry.uuid !== action.uuid
       ? 'it is not the same device any more (its uuid changed)'
-      : blockerOf(entry, guests);
+      : blockerOf(entry, guests, entry.holders.filter((holder) => wouldBeGone.has(holder)).length);
   if (why !== null) return void outcome.skipped.push({ name: action.name, why });
   const command = removalCommand(entry);
   const stamp = () => (context.now?.() ?? new Date()).toISOString();
@@ -5106,15 +5121,11 @@ async function removeOne(
     guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
   onStep(shellLine(command));
-  let result: CommandResult;
-  try {
-    result = await context.runner(command[0] as string, command.slice(1), {
-      mutates: true,
-      journal: { file: context.journal, record },
-    });
-  } catch (error) {
-    return void outcome.skipped.push({ name: action.name, why: (error as Error).message });
-  }
+  const result = await context.runner(command[0] as string, command.slice(1), {
+    mutates: true,
+    journal: { file: context.journal, record },
+  });
+  if (result.dryRun) return void (outcome.wouldRemove ??= []).push({ name: entry.name, command });
   // A command can succeed and change nothing (lvchange -an of an LV that is not this mapping):
   // the entry is looked for again, and only an entry that is gone was removed.
   const error =
@@ -5150,6 +5161,8 @@ const tableText = (stdout: string) =>
 
 export interface RestoreOutcome {
   restored: string[];
+  /** `restore --dry-run`: what it would bring back, and with which command. */
+  wouldRestore?: { name: string; command: string[] }[];
   refused: { name: string; why: string }[];
   failed: { name: string; error: string }[];
 }
@@ -5212,7 +5225,8 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
   } catch (error) {
     return void outcome.refused.push({ name: record.name, why: (error as Error).message });
   }
-  if (result.exitCode === 0) outcome.restored.push(record.name);
+  if (result.dryRun) (outcome.wouldRestore ??= []).push({ name: record.name, command: [command, ...args] });
+  else if (result.exitCode === 0) outcome.restored.push(record.name);
   else
     outcome.failed.push({
       name: record.name,
@@ -5872,6 +5886,8 @@ export interface CommandResult {
   exitCode: number;
   stdout: string;
   stderr: string;
+  /** A dry run's answer: the command was not run. */
+  dryRun?: true;
 }
 
 export interface CommandOptions {
@@ -5927,8 +5943,21 @@ export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
     child.stdin?.end(input);
   });
 
-export function createRunner({ allowChanges, exec = execProcess }: { allowChanges: boolean; exec?: Exec }): Runner {
+/**
+ * The runner of a run: under `dryRun` a command that changes the system is not run, not journalled,
+ * and answers `dryRun: true`; without `allowChanges` (--report-only) it is refused.
+ */
+export function createRunner({
+  allowChanges,
+  dryRun = false,
+  exec = execProcess,
+}: {
+  allowChanges: boolean;
+  dryRun?: boolean;
+  exec?: Exec;
+}): Runner {
   return async (command, args, { mutates = false, timeoutMs = 30_000, input, journal } = {}) => {
+    if (mutates && dryRun) return { exitCode: 0, stdout: '', stderr: '', dryRun: true };
     if (mutates && !allowChanges)
       throw new UserError(`refused to run "${shellLine([command, ...args])}": this run may not change the system`);
     if (journal !== undefined) appendJournal(journal.file, journal.record);
@@ -7007,6 +7036,8 @@ async function rescanBlocker(offer: RescanOffer, context: CleanupContext): Promi
 
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
+  for (const would of outcome.wouldRemove ?? [])
+    lines.push(`  would remove  ${mangleDmName(would.name)}  (${whole(terminalSafe(shellLine(would.command)))})`);
   for (const removed of outcome.removed)
     lines.push(
       `  removed  ${mangleDmName(removed.name)}  (${whole(terminalSafe(shellLine(removed.command)))}; ` +
@@ -7023,8 +7054,12 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
     lines.push(`  rescan skipped  VMID ${skipped.vmid}: ${terminalSafe(skipped.why)}`);
   for (const failed of rescans.failed)
     lines.push(`  rescan FAILED  VMID ${failed.vmid}: ${terminalSafe(failed.error)}`);
+  const done =
+    outcome.wouldRemove === undefined
+      ? `${outcome.removed.length} removed`
+      : `${outcome.wouldRemove.length} would be removed`;
   lines.push(
-    `  ${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} ` +
+    `  ${done}, ${outcome.skipped.length} skipped, ${outcome.failed.length} ` +
       `failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
   );
   return wrapConsole(`${lines.join('\n')}\n`);
@@ -7061,8 +7096,11 @@ async function restoreCommand(
   // A removal that failed left its entry where it was: there is nothing to bring back.
   const removed = (records as JournalRecord[]).filter((record) => record.outcome !== 'failed');
   const notRemoved = (records as JournalRecord[]).filter((record) => record.outcome === 'failed');
-  const outcome = await restoreEntries(removed, { runner, liveRoot });
+  const outcome = await restoreEntries(removed, { runner, liveRoot, ...(options.dryRun ? { lock: noLock } : {}) });
   const lines = [
+    ...(outcome.wouldRestore ?? []).map(
+      ({ name, command }) => `would restore ${mangleDmName(name)}  (${whole(terminalSafe(shellLine(command)))})`,
+    ),
     ...outcome.restored.map((name) => `restored ${mangleDmName(name)}`),
     ...notRemoved.map((record) => `kept     ${mangleDmName(record.name)}: its removal failed, it was never removed`),
     ...outcome.refused.map(({ name, why }) => `refused  ${mangleDmName(name)}: ${terminalSafe(why)}`),
@@ -7342,7 +7380,14 @@ async function cleanupStep(
     .toISOString()
     .replace(/[-:]/g, '')
     .replace(/\.\d+Z$/, 'Z');
-  const cleanupContext: CleanupContext = { runner, capture, liveRoot, journal: options.journal, run: id };
+  const cleanupContext: CleanupContext = {
+    runner,
+    capture,
+    liveRoot,
+    journal: options.journal,
+    run: id,
+    dryRun: options.dryRun,
+  };
   const offersRescan = interactive && rescanOffers(result).length > 0;
   if (options.reportOnly || (plan.actions.length === 0 && !offersRescan)) return null;
   if (interactive && options.root !== undefined) {

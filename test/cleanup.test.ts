@@ -1,6 +1,6 @@
 // Cleanup against a model node (test/support/fake-node.ts): the real runner, journal, locks
 // (flock on files of a temporary tree) and re-checks.
-import { appendFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, rescanOffers, restoreEntries, runPipeline, runRescans, UserError } from '../pve-dm.ts';
@@ -49,13 +49,23 @@ test('--yes removes exactly the stale entries that pass the checks, in order, jo
 });
 
 test('without --yes nothing changes and the plan is printed; --dry-run and --report-only change nothing either', async () => {
-  const { node, cli, journal, done } = scenario();
+  const { node, cli, journal, done, root } = scenario();
   try {
     const plain = await cli();
     assert.match(plain.stdout, /would run: lvchange -an pve\/vm-888-disk-0/);
     const dry = await cli('--yes', '--dry-run');
     assert.match(dry.stdout, /Cleanup, dry run \(nothing was changed\):/);
-    assert.match(dry.stdout, /skipped  pve-vm--888--disk--0: refused to run "lvchange -an pve\/vm-888-disk-0": this run may not change the system/);
+    // A real dry run: each entry checked again as --yes would, its command named, not run, not refused.
+    assert.match(dry.stdout, /would remove  pve-vm--888--disk--0  \(lvchange -an pve\/vm-888-disk-0\)/);
+    assert.match(dry.stdout, /would remove  ssd--ha01-vm--119--disk--0-dup \(dmsetup --manglename none remove ssd--ha01-vm--119--disk--0-dup\)/);
+    // Held open only by its partition, which it would remove first: as --yes, it would go too.
+    assert.match(dry.stdout, /would remove  pve-vm--150--disk--0  \(lvchange -an pve\/vm-150-disk-0\)/);
+    assert.match(dry.stdout, /skipped  pve-vm--889--disk--0: open 1 time\(s\)/);
+    assert.match(dry.stdout, /6 would be removed, 2 skipped, 0 failed/);
+    assert.not.match(dry.stdout + dry.stderr, /refused to run/);
+    // ... and it takes no lock: neither pve-dm's own nor a guest's was created.
+    assert.not.ok(existsSync(path.join(root, PVE_DM_LOCK)), 'no run lock file');
+    assert.not.ok(existsSync(path.join(root, guestLockFile(100, 'qemu'))), 'no guest lock file');
     const reportOnly = await cli('--report-only', '--yes');
     assert.is(reportOnly.code, 3);
     assert.match(reportOnly.stderr, /--report-only changes nothing/);

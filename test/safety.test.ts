@@ -153,16 +153,18 @@ test('cleanup passes a dm name holding `;`, `$(...)`, backquotes or a space to l
   }
 }, 60_000);
 
-test('restore --dry-run: a journal entry with a hostile name is refused, and the refusal is printed as text', async () => {
+test('restore --dry-run: a journal entry with a hostile name is named with the command it would run, as text; nothing runs', async () => {
   const root = tempDir('pve-dm-restore-');
   const journal = path.join(root, 'journal.jsonl');
   const name = 'evil\u001b[2J\u001b]8;;http://x\u0007name';
   writeFileSync(journal, `${JSON.stringify({ id: 'r-1', run: 'r', at: '2026-11-25T10:00:00Z', node: 'pve1', name, uuid: '', open: 0, table: '0 8 zero', status: 'tombstone', reason: 'guest-missing', action: 'dmsetup remove', vg: null, lv: null, vmid: null, guestType: null })}\n`);
   let stdout = '';
   const io = { stdout: { write: (t: string) => ((stdout += t), true) }, stderr: { write: () => true }, isTty: false };
-  const exec: Exec = async () => ({ exitCode: 1, stdout: '', stderr: 'Device does not exist.\n' });
-  assert.is(await main(['restore', '--last', '--dry-run', '--journal', journal], io as never, { exec, liveRoot: root }), 1);
-  assert.match(unwrapConsole(stdout), /^refused  \$'evil\\x1b\\x5b2J\\x1b\\x5d8\\x3b\\x3bhttp:\\x2f\\x2fx\\x07name': refused to run "dmsetup --manglename none create \$'evil\\x1b/);
+  const calls: string[][] = [];
+  const exec: Exec = async (command, args) => (calls.push([command, ...args]), { exitCode: 1, stdout: '', stderr: 'Device does not exist.\n' });
+  assert.is(await main(['restore', '--last', '--dry-run', '--journal', journal], io as never, { exec, liveRoot: root }), 0);
+  assert.match(unwrapConsole(stdout), /^would restore \$'evil\\x1b\\x5b2J\\x1b\\x5d8\\x3b\\x3bhttp:\\x2f\\x2fx\\x07name'\s+\(dmsetup --manglename none create \$'evil\\x1b/);
+  assert.equal(calls.map((call) => call.includes('create')), [false], 'only the look for the device ran');
   assert.not.match(stdout.replaceAll('\n', ''), CONTROL, JSON.stringify(stdout));
 }, 30_000);
 

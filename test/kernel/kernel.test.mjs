@@ -479,9 +479,11 @@ async function cleanup() {
 
   const dry = await pveDm(['--dry-run', '--yes', '--html', HTML]);
   const s2 = state();
-  test('--dry-run --yes: runs, names every entry it would remove, changes nothing', () => {
+  test('--dry-run --yes: runs, names every entry it would remove (and how), changes nothing, takes no lock', () => {
     usable(dry);
     for (const name of removable) assert.ok(dry.output.includes(name), `${name} not in the output`);
+    assert.ok(/would remove/.test(dry.output) && !/refused to run/.test(dry.output), 'a real dry run, not refusals');
+    assert.ok(!fs.existsSync('/run/lock/pve-dm.lock'), 'a dry run takes no lock');
     noChanges(dry);
     sameState(before, s2);
   });
@@ -582,7 +584,7 @@ async function cleanup() {
   test('--yes never touches a thin pool: no lvextend / lvconvert / lvchange -ay, nothing naming a pool in its plan, its commands or the journal; pools as before', () => {
     const poolWords = [...Object.keys(POOLS), ...Object.keys(POOLS).map((name) => name.replace('/', '-'))];
     const namesPool = (text) => poolWords.some((word) => text.split(/[\s'"]+/).some((w) => w === word || w.startsWith(`${word}-`) || w.startsWith(`${word}_`)));
-    const planLines = (run) => run.output.split('\n').filter((l) => /^\s*(would run|would skip)/.test(l));
+    const planLines = (run) => run.output.split("\n").filter((l) => /^\s*(would run|would skip|would remove)/.test(l));
     for (const [what, run] of [['plan', plan], ['--dry-run --yes', dry], ['--yes', yes]]) {
       const bad = planLines(run).filter((l) => /lvextend|lvconvert|lvresize|lvchange -ay/.test(l) || namesPool(l));
       assert.deepEqual(bad, [], `${what}: plan lines about pools`);

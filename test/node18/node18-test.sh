@@ -122,7 +122,7 @@ check "live run under tsx: exit 2, the sample's verdicts from the stand-ins $(he
     live_ok "$code" "$work/live.json"
 check "live run of the bundle: exit 2, the same verdicts $(head -c 300 "$work/bundle.err")" \
     live_ok "$bundle_code" "$work/bundle.json"
-check "dry-run cleanup: exit 2, every change refused, nothing journalled" \
+check "dry-run cleanup: exit 2, no change run, nothing journalled" \
     bash -c '[ "$0" = 2 ] && grep -q "Cleanup, dry run (nothing was changed):" "$1" && [ ! -s "$2" ]' \
     "$dry_code" "$work/dry.out" "$work/journal.jsonl"
 check "dry-run cleanup: the stand-ins were asked nothing that changes the system" \
