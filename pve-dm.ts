@@ -7006,6 +7006,10 @@ export async function runRescans(offers: readonly RescanOffer[], context: Cleanu
       timeoutMs: 120_000,
       journal: { file: context.journal, record },
     });
+    if (ran.dryRun) {
+      outcome.skipped.push({ vmid: offer.vmid, why: `a dry run: ${shellLine(offer.command)} not run` });
+      continue;
+    }
     const detail = ran.exitCode === 0 ? null : ran.stderr.trim().split('\n')[0] || `exit ${ran.exitCode}`;
     appendJournal(context.journal, { ...record, outcome: ran.exitCode === 0 ? 'rescanned' : 'failed', detail });
     if (ran.exitCode === 0) outcome.rescanned.push({ vmid: offer.vmid, command: offer.command });

@@ -306,6 +306,13 @@ test('rescans: offered for orphan LVs a guest here would list; re-checked right 
     // Run again: VM 100's config now references the volume (unused0): not rescanned twice.
     const again = await runRescans(offers.slice(0, 1), context);
     assert.equal(again.skipped, [{ vmid: 100, why: 'pve/vm-100-disk-7 is referenced by its config now' }]);
+    // A dry run names it and runs nothing, journals nothing.
+    const before = readFileSync(s.journal, 'utf8');
+    const dryRunner = createRunner({ allowChanges: false, dryRun: true, exec: s.node.exec });
+    const dry = await runRescans([{ vmid: 100, command: ['qm', 'disk', 'rescan', '--vmid', '100'], volumes: ['pve/vm-100-disk-9'] }], { ...context, runner: dryRunner });
+    assert.equal(dry, { rescanned: [], skipped: [{ vmid: 100, why: 'a dry run: qm disk rescan --vmid 100 not run' }], failed: [] });
+    assert.is(readFileSync(s.journal, 'utf8'), before, 'nothing journalled');
+    assert.equal(changing(s.node.calls), ['qm disk rescan --vmid 100'], 'only the one real rescan ran');
     // Under --report-only the runner refuses it.
     const refusing = createRunner({ allowChanges: false, exec: s.node.exec });
     await runRescans([{ vmid: 100, command: ['qm', 'disk', 'rescan', '--vmid', '100'], volumes: ['pve/vm-100-disk-9'] }], { ...context, runner: refusing }).then(
