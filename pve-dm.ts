@@ -2459,7 +2459,8 @@ function judgePartitions(
     // A parent no command may touch now (its guest is locked) holds back its partitions too.
     const action =
       parent.lock === null ? { remedy: dmRemoveText(entry.name), advice: null } : adviceOnly(parent.advice);
-    entries[index] = judged(entry, parent.status, 'partition-of-problem', parent, facts, action);
+    // A tombstone whatever its parent is (REASONS): it is a leftover stacked on a problem, not a second copy.
+    entries[index] = judged(entry, REASONS['partition-of-problem'][0], 'partition-of-problem', parent, facts, action);
   }
 }
 
@@ -4705,13 +4706,19 @@ const isProblem = (entry: Classified): entry is Classified & { status: ProblemSt
 /** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
 export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
   const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
+  const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
+  // A partition goes with its parent, just before it: duplicates and theirs first, then tombstones.
+  const parentOf = (entry: Classified) =>
+    entry.reason === 'partition-of-problem' && entry.relatedTo !== null
+      ? (byName.get(entry.relatedTo) ?? entry)
+      : entry;
   const order = (entry: Classified) =>
-    (entry.status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
+    (parentOf(entry).status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
   // By the kernel's name or as pve-dm shows it.
   const named = (entry: Classified) =>
     selection.names.includes(entry.name) || selection.names.includes(mangleDmName(entry.name));
   const selected = (entry: Classified & { status: ProblemStatus }) =>
-    (selection.only === null || selection.only === `${entry.status}s`) &&
+    (selection.only === null || selection.only === `${parentOf(entry).status}s`) &&
     (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
     (selection.names.length === 0 || named(entry));
   const chosen = result.entries
@@ -5792,9 +5799,7 @@ export type NotifyMode = 'always' | 'problems' | 'change';
 
 /** What a notification is about: the grade, the problem entries and the warnings. */
 export function resultFingerprint(result: Result): string {
-  const problems = result.entries
-    .filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone')
-    .map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
+  const problems = result.entries.filter(isProblem).map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
   return createHash('sha256')
     .update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()]))
     .digest('hex');

@@ -77,6 +77,22 @@ test('multipath, LUKS, Ceph OSD, root and swap are ignored with their own reason
   assert.is(verdict(result, 'stratis-1-private'), 'ignored/foreign');
 });
 
+test('a kpartx partition of a duplicate is a tombstone (REASONS says so), removed just before its parent, with it under --only duplicates', () => {
+  const good = lvm('pve', 'vm-100-disk-0');
+  // A hand-made copy of VM 100's disk (the same table) given a uuid, and kpartx's partition of it.
+  const copy = { name: 'rescue100', uuid: 'CUSTOM-rescue100', table: good.table };
+  const result = run(node([good, copy, { name: 'rescue100p1', uuid: `part1-${copy.uuid}`, table: '0 100 linear 252:1 2048' }], { configs: [VM100] }));
+  assert.is(verdict(result, 'rescue100'), 'duplicate/duplicate-table');
+  assert.is(verdict(result, 'rescue100p1'), 'tombstone/partition-of-problem');
+  const graded = grade(result);
+  assert.equal([graded.summary.duplicate, graded.summary.tombstone, graded.grade], [1, 1, 'F']);
+  const full = { ...result, ...graded, generatedAt: '', vmids: null, notifications: [], cleanup: null };
+  assert.equal(planCleanup(full).actions.map((a) => a.name), ['rescue100p1', 'rescue100']);
+  const onlyDuplicates = planCleanup(full, { only: 'duplicates', vmids: [], names: [] });
+  assert.equal(onlyDuplicates.actions.map((a) => a.name), ['rescue100p1', 'rescue100'], 'the partition goes with its duplicate parent');
+  assert.equal(planCleanup(full, { only: 'tombstones', vmids: [], names: [] }).actions, []);
+});
+
 test('a kpartx partition follows a problem parent (and goes first); of a valid parent it is ignored', () => {
   const stale = lvm('pve', 'vm-150-disk-0');
   const good = lvm('pve', 'vm-100-disk-0');

@@ -32,7 +32,7 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   assert.equal(result.entries.map((e) => e.name), state.entries.map((e) => e.name), 'one classified entry per dm entry, in order');
   for (const entry of result.entries) {
     const [status] = REASONS[entry.reason];
-    assert.ok(entry.status === status || (entry.reason === 'partition-of-problem' && entry.status === 'duplicate'), `${entry.name}: ${entry.status} for ${entry.reason}`);
+    assert.is(entry.status, status, `${entry.name}: ${entry.status} for ${entry.reason}`);
   }
   // A volume a guest of this node references is never a tombstone.
   const vgOf = new Map(state.storages.filter((s) => s.vg !== null).map((s) => [s.id, s.vg as string]));
