@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { buildBundle } from './tools/build.ts';
 import { describeRun, refusedWith, runCli, runNode, SAMPLES, tempDir, test } from './harness.ts';
-import { startServer } from './support/http-server.ts';
+import { withServer } from './support/http-server.ts';
 
 const dist = path.join(tempDir('pve-dm-bundle-'), 'dist');
 const built = buildBundle(dist);
@@ -60,16 +60,13 @@ test('the shipped notifiers load from dist/plugins and send through the bundled 
   const listed = await bundle(['plugins']);
   assert.is(listed.code, 0, describeRun(listed));
   for (const name of ['gotify', 'mailjet', 'ntfy', 'sendmail', 'slack', 'webhook']) assert.match(listed.stdout, new RegExp(`^  ${name} +${name}\\.mjs `, 'm'));
-  const server = await startServer();
-  try {
+  await withServer([{ status: 200, body: '{}' }], async (server) => {
     const run = await bundle(['--root', MULTI_POOL, '--report-only', '--json', '--notify', 'always'], { PVE_DM_WEBHOOK_URL: `${server.url}/hook` });
     assert.is(run.code, 2, describeRun(run));
     assert.equal(JSON.parse(run.stdout).notifications, [{ plugin: 'webhook', ok: true, detail: 'HTTP 200' }]);
     assert.is(server.received.length, 1);
     assert.is(JSON.parse(server.received[0]?.body ?? '').node, 'pve-prd-03');
-  } finally {
-    await server.close();
-  }
+  });
 }, 60_000);
 
 /** A plugin folder as an administrator would have it: root's, writable by nobody else. */

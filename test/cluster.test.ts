@@ -10,7 +10,7 @@ import {
 } from '../pve-dm.ts';
 import { describeRun, overlongLines, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
-import { startServer } from './support/http-server.ts';
+import { withServer } from './support/http-server.ts';
 import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.ts';
 
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
@@ -124,8 +124,7 @@ test('--root twice, one node with a guest config it cannot read: the cluster\'s 
 });
 
 test('a cluster run notifies once, for the cluster: its JSON, its grade, a subject naming the critical finding', async () => {
-  const server = await startServer();
-  try {
+  await withServer([{ status: 200, body: '{}' }], async (server) => {
     const run = await runMain([...ROOTS, '--report-only', '--json', '--notify', 'always'], { PVE_DM_WEBHOOK_URL: `${server.url}/hook` });
     const report = JSON.parse(run.stdout);
     assert.equal(report.notifications, [{ plugin: 'webhook', ok: true, detail: 'HTTP 200' }]);
@@ -133,9 +132,7 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
     assert.is(server.received.length, 1);
     assert.is(server.received[0]?.headers['x-pve-dm-severity'], 'critical');
     assert.is(JSON.parse(server.received[0]?.body ?? '').cluster.grade, 'F');
-  } finally {
-    await server.close();
-  }
+  });
   assert.is(notificationSubject(clusterAsResult(await cluster())), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
 });
 

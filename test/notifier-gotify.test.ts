@@ -3,7 +3,7 @@
 // modes (Gotify's own error description, 500, 429 then 200, no answer, connection refused).
 import * as assert from 'uvu/assert';
 import { notificationSubject, notificationText } from '../pve-dm.ts';
-import { startServer } from './support/http-server.ts';
+import { withServer } from './support/http-server.ts';
 import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
@@ -20,8 +20,7 @@ test('gotify: not configured without PVE_DM_GOTIFY_URL (a token alone is not eno
 });
 
 test('gotify: POSTs {title, message, priority 8, extras} to <base>/message, the token in X-Gotify-Key only', async () => {
-  const server = await startServer([{ status: 200, body: '{"id":25,"appid":3,"message":"...","title":"...","priority":8,"date":"2025-01-01T00:00:00Z"}' }]);
-  try {
+  await withServer([{ status: 200, body: '{"id":25,"appid":3,"message":"...","title":"...","priority":8,"date":"2025-01-01T00:00:00Z"}' }], async (server) => {
     const { result } = await sampleResult('multi-pool');
     const outcome = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: `${server.url}/`, PVE_DM_GOTIFY_TOKEN: TOKEN });
     assert.equal(outcome, [{ plugin: 'gotify', ok: true, detail: 'HTTP 200' }]);
@@ -43,14 +42,11 @@ test('gotify: POSTs {title, message, priority 8, extras} to <base>/message, the 
       extras: PLAIN,
     });
     assert.match(JSON.parse(request?.body ?? '').title, /🚨/, 'the title keeps its emoji');
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('gotify: a base with a path prefix and no slash; warning → priority 5, ok → priority 2', async () => {
-  const server = await startServer([{ status: 200, body: '{}' }]);
-  try {
+  await withServer([{ status: 200, body: '{}' }], async (server) => {
     const settings = { PVE_DM_GOTIFY_URL: `${server.url}/gotify`, PVE_DM_GOTIFY_TOKEN: TOKEN };
     assert.equal(await runNotifier(gotify, settings, 'cluster-migrated'), [{ plugin: 'gotify', ok: true, detail: 'HTTP 200' }]);
     assert.equal(await runNotifier(gotify, settings, 'default-install'), [{ plugin: 'gotify', ok: true, detail: 'HTTP 200' }]);
@@ -61,47 +57,36 @@ test('gotify: a base with a path prefix and no slash; warning → priority 5, ok
     assert.is(JSON.parse(warning?.body ?? '').title, notificationSubject((await sampleResult('cluster-migrated')).result));
     assert.is(ok?.path, '/gotify/message');
     assert.is(JSON.parse(ok?.body ?? '').priority, 2);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('gotify: no PVE_DM_GOTIFY_TOKEN: a clear failure, no request', async () => {
-  const server = await startServer([{ status: 200, body: '{}' }]);
-  try {
+  await withServer([{ status: 200, body: '{}' }], async (server) => {
     const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url });
     assert.is(outcome?.detail, 'plugin gotify, hook notify: PVE_DM_GOTIFY_TOKEN is not set (an application token from the Gotify server)');
     assert.is(server.received.length, 0);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('gotify: 401 with Gotify\'s error: not retried, the detail carries the description, never the token', async () => {
   const description = 'you need to provide a valid access token or user credentials to access this api';
-  const server = await startServer([{ status: 401, body: gotifyError(401, 'Unauthorized', description) }]);
-  try {
+  await withServer([{ status: 401, body: gotifyError(401, 'Unauthorized', description) }], async (server) => {
     const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url, PVE_DM_GOTIFY_TOKEN: TOKEN });
     assert.is(outcome?.ok, false);
     assert.match(outcome?.detail ?? '', /^plugin gotify, hook notify: HTTP 401: /);
     assert.ok((outcome?.detail ?? '').includes(description), `the description is missing: ${outcome?.detail}`);
     assert.is(server.received.length, 1);
     noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('gotify: a service that echoes the token in its error never gets it into the detail', async () => {
-  const server = await startServer([{ status: 400, body: gotifyError(400, 'Bad Request', `token ${TOKEN} is not an application token`) }]);
-  try {
+  await withServer([{ status: 400, body: gotifyError(400, 'Bad Request', `token ${TOKEN} is not an application token`) }], async (server) => {
     const [outcome] = await runNotifier(gotify, { PVE_DM_GOTIFY_URL: server.url, PVE_DM_GOTIFY_TOKEN: TOKEN });
     assert.is(outcome?.ok, false);
     assert.match(outcome?.detail ?? '', /^plugin gotify, hook notify: HTTP 400: /);
     noToken(outcome?.detail);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 httpFailureModes(test, 'gotify', (url) => ({ PVE_DM_GOTIFY_URL: url, PVE_DM_GOTIFY_TOKEN: TOKEN }), { answer: { status: 200, body: '{"id":1}' }, detail: 'HTTP 200' });

@@ -2,7 +2,7 @@
 // Mailjet's own error shapes, credentials kept out of every message, and the HTTP failure modes.
 import * as assert from 'uvu/assert';
 import { notificationSubject, notificationText, notifyAll } from '../pve-dm.ts';
-import { startServer, type Received } from './support/http-server.ts';
+import { withServer, type Received } from './support/http-server.ts';
 import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
@@ -54,8 +54,7 @@ const noSecret = (detail: string) => {
 };
 
 test('mailjet: not configured (each setting missing in turn, or only empty recipients), so not called', async () => {
-  const server = await startServer([SUCCESS]);
-  try {
+  await withServer([SUCCESS], async (server) => {
     const full = settings(server.url);
     for (const missing of ['PVE_DM_MAILJET_KEY', 'PVE_DM_MAILJET_SECRET', 'PVE_DM_MAILJET_FROM', 'PVE_DM_MAILJET_TO']) {
       const partial = { ...full };
@@ -67,14 +66,11 @@ test('mailjet: not configured (each setting missing in turn, or only empty recip
     assert.is(server.received.length, 0, 'nothing reached the server');
     // The same settings with every field present are configured: the checks above are not vacuous.
     assert.is((await runNotifier(mailjet, full)).length, 1);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: POSTs the v3.1 send request, exactly (auth, headers, every field of the body)', async () => {
-  const server = await startServer([SUCCESS]);
-  try {
+  await withServer([SUCCESS], async (server) => {
     const outcome = await runNotifier(mailjet, settings(server.url));
     assert.equal(outcome, [{ plugin: 'mailjet', ok: true, detail: 'sent to 1 recipient' }]);
     assert.is(server.received.length, 1);
@@ -104,21 +100,16 @@ test('mailjet: POSTs the v3.1 send request, exactly (auth, headers, every field 
     assert.match(message.HTMLPart, /Generated \d{4}-\d\d-\d\dT[\d:.]+Z from a capture/);
     assert.is(untimed(message.HTMLPart), untimed(html));
     assert.ok(message.HTMLPart.length > 1000 && message.HTMLPart.includes('data-section="problems"'), 'the rendered HTML report');
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: several recipients, trimmed, empty ones ignored', async () => {
-  const server = await startServer([SUCCESS]);
-  try {
+  await withServer([SUCCESS], async (server) => {
     const outcome = await runNotifier(mailjet, settings(server.url, ' ops@example.org, ,dba@example.org,  oncall@example.net ,'));
     assert.equal(outcome, [{ plugin: 'mailjet', ok: true, detail: 'sent to 3 recipients' }]);
     const body = JSON.parse(server.received[0]?.body ?? '');
     assert.equal(body.Messages[0].To, [{ Email: 'ops@example.org' }, { Email: 'dba@example.org' }, { Email: 'oncall@example.net' }]);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: without PVE_DM_MAILJET_URL it posts to the public v3.1 send API', async () => {
@@ -139,8 +130,7 @@ test('mailjet: without PVE_DM_MAILJET_URL it posts to the public v3.1 send API',
 }, 10_000);
 
 test('mailjet: 401 with Mailjet\'s own error gives one line with its message, no credential', async () => {
-  const server = await startServer([UNAUTHORIZED]);
-  try {
+  await withServer([UNAUTHORIZED], async (server) => {
     const [outcome] = await runNotifier(mailjet, settings(server.url));
     assert.is(outcome?.ok, false);
     assert.is(
@@ -150,55 +140,41 @@ test('mailjet: 401 with Mailjet\'s own error gives one line with its message, no
     assert.not.match(outcome?.detail ?? '', /\n/);
     noSecret(outcome?.detail ?? '');
     assert.is(server.received.length, 1, '401 is not retried');
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: 400 with a per-message error gives its ErrorMessage', async () => {
-  const server = await startServer([{ status: 400, body: INVALID_EMAIL }]);
-  try {
+  await withServer([{ status: 400, body: INVALID_EMAIL }], async (server) => {
     const [outcome] = await runNotifier(mailjet, settings(server.url, 'x'));
     assert.equal(outcome, { plugin: 'mailjet', ok: false, detail: 'plugin mailjet, hook notify: HTTP 400: "x" is an invalid email address.' });
     assert.is(server.received.length, 1, '400 is not retried');
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: a 200 whose message status is not success is a failure naming the service\'s error', async () => {
-  const server = await startServer([{ status: 200, body: INVALID_EMAIL }]);
-  try {
+  await withServer([{ status: 200, body: INVALID_EMAIL }], async (server) => {
     const [outcome] = await runNotifier(mailjet, settings(server.url));
     assert.equal(outcome, {
       plugin: 'mailjet',
       ok: false,
       detail: 'plugin mailjet, hook notify: HTTP 200 but Mailjet did not send (status error): "x" is an invalid email address.',
     });
-  } finally {
-    await server.close();
-  }
-  const odd = await startServer([{ status: 200, body: '<html>proxy login</html>' }]);
-  try {
+  });
+  await withServer([{ status: 200, body: '<html>proxy login</html>' }], async (odd) => {
     const [outcome] = await runNotifier(mailjet, settings(odd.url));
     assert.equal(outcome, { plugin: 'mailjet', ok: false, detail: 'plugin mailjet, hook notify: HTTP 200 but not a Mailjet answer: <html>proxy login</html>' });
-  } finally {
-    await odd.close();
-  }
+  });
 }, 10_000);
 
 test('mailjet: a server that echoes the credentials in its error never gets them into the detail', async () => {
   const echo = `bad request from ${KEY}:${SECRET} (${BASIC})`;
   for (const status of [400, 200]) {
-    const server = await startServer([{ status, body: JSON.stringify({ Messages: [{ Status: 'error', Errors: [{ ErrorMessage: echo }] }] }) }]);
-    try {
+    await withServer([{ status, body: JSON.stringify({ Messages: [{ Status: 'error', Errors: [{ ErrorMessage: echo }] }] }) }], async (server) => {
       const [outcome] = await runNotifier(mailjet, settings(server.url));
       assert.is(outcome?.ok, false);
       assert.ok(outcome?.detail.includes('bad request from [secret]:[secret] (Basic [secret])'), outcome?.detail);
       noSecret(outcome?.detail ?? '');
-    } finally {
-      await server.close();
-    }
+    });
   }
 }, 10_000);
 

@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import {
   mangleDmName, createRunner, httpSend, notificationSubject, notificationText, notifyAll, type Classified, type Notification, type Result,
 } from '../pve-dm.ts';
-import { startServer, type Received } from './support/http-server.ts';
+import { withServer, type Received } from './support/http-server.ts';
 import { httpFailureModes, loadNotifier, runNotifier, sampleResult } from './support/notify.ts';
 import { test } from './harness.ts';
 
@@ -63,8 +63,7 @@ test('slack: not configured without PVE_DM_SLACK_WEBHOOK (or with a blank one), 
 }, 10_000);
 
 test('slack: POSTs the blocks and the text fallback, exactly', async () => {
-  const server = await startServer([{ status: 200, headers: { 'content-type': 'text/html' }, body: 'ok' }]);
-  try {
+  await withServer([{ status: 200, headers: { 'content-type': 'text/html' }, body: 'ok' }], async (server) => {
     const outcome = await runNotifier(slack, settings(server.url));
     assert.equal(outcome, [{ plugin: 'slack', ok: true, detail: 'HTTP 200: ok' }]);
     assert.is(server.received.length, 1);
@@ -118,9 +117,7 @@ test('slack: POSTs the blocks and the text fallback, exactly', async () => {
       },
       { type: 'context', elements: [{ type: 'mrkdwn', text: 'All 4 problem entries shown.', verbatim: true }] },
     ]);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('slack: hostile node, entry, guest names and remedies are escaped in every block: no ping, no link', async () => {
@@ -135,8 +132,7 @@ test('slack: hostile node, entry, guest names and remedies are escaped in every 
     entries: sample.entries.map((entry) => (rename[entry.name] ? { ...entry, ...rename[entry.name] } : entry)),
     guests: sample.guests.map((guest) => (guest.vmid === 171 ? { ...guest, name: '<@U0123|boss> & <!here>' } : guest)),
   };
-  const server = await startServer([{ status: 200, body: 'ok' }]);
-  try {
+  await withServer([{ status: 200, body: 'ok' }], async (server) => {
     const outcome = await deliver(result, server.url);
     assert.equal(outcome, [{ plugin: 'slack', ok: true, detail: 'HTTP 200: ok' }]);
     const payload = payloadOf(server.received[0]);
@@ -164,9 +160,7 @@ test('slack: hostile node, entry, guest names and remedies are escaped in every 
     const shown = texts.map(unescapeSlack).join('\n');
     for (const raw of ['<@U0123|boss> & <!here>', 'pve<!everyone>&co']) assert.ok(shown.includes(raw), raw);
     for (const name of ['<!channel> rescue', '<http://evil|click>']) assert.ok(shown.includes(mangleDmName(name)), name);
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('slack: 60 problem entries with huge hostile names: at most 50 blocks, every text within Slack\'s limits', async () => {
@@ -188,8 +182,7 @@ test('slack: 60 problem entries with huge hostile names: at most 50 blocks, ever
     grade: 'D',
     exitCode: 1,
   };
-  const server = await startServer([{ status: 200, body: 'ok' }]);
-  try {
+  await withServer([{ status: 200, body: 'ok' }], async (server) => {
     const outcome = await deliver(result, server.url);
     assert.equal(outcome, [{ plugin: 'slack', ok: true, detail: 'HTTP 200: ok' }]);
     const payload = payloadOf(server.received[0]);
@@ -214,38 +207,27 @@ test('slack: 60 problem entries with huge hostile names: at most 50 blocks, ever
       assert.not.match(text, UNESCAPED, 'no entity cut in half, nothing unescaped');
     }
     assert.ok(server.received[0]!.body.length < 40_000, 'the whole message stays small');
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('slack: 400 invalid_payload is reported with Slack\'s own words, on one line', async () => {
-  const server = await startServer([{ status: 400, headers: { 'content-type': 'text/html' }, body: 'invalid_payload' }]);
-  try {
+  await withServer([{ status: 400, headers: { 'content-type': 'text/html' }, body: 'invalid_payload' }], async (server) => {
     const [outcome] = await runNotifier(slack, settings(server.url));
     assert.equal(outcome, { plugin: 'slack', ok: false, detail: 'plugin slack, hook notify: HTTP 400: invalid_payload' });
     assert.is(server.received.length, 1, '400 is not retried');
-  } finally {
-    await server.close();
-  }
+  });
 }, 10_000);
 
 test('slack: 404 no_service and a redirect are failures; the webhook path never appears', async () => {
-  const gone = await startServer([{ status: 404, body: 'no_service' }]);
-  try {
+  await withServer([{ status: 404, body: 'no_service' }], async (gone) => {
     const [outcome] = await runNotifier(slack, settings(gone.url));
     assert.equal(outcome, { plugin: 'slack', ok: false, detail: 'plugin slack, hook notify: HTTP 404: no_service' });
-  } finally {
-    await gone.close();
-  }
-  const moved = await startServer([{ status: 302, headers: { location: `https://example.org${HOOK_PATH}` }, body: '' }]);
-  try {
+  });
+  await withServer([{ status: 302, headers: { location: `https://example.org${HOOK_PATH}` }, body: '' }], async (moved) => {
     const [outcome] = await runNotifier(slack, settings(moved.url));
     assert.equal(outcome, { plugin: 'slack', ok: false, detail: 'plugin slack, hook notify: HTTP 302: not delivered (Slack answers 200 ok)' });
     assert.not.ok(outcome?.detail.includes('XXXXXXXX'));
-  } finally {
-    await moved.close();
-  }
+  });
 }, 10_000);
 
 httpFailureModes(test, 'slack', settings, { answer: { status: 200, headers: { 'content-type': 'text/html' }, body: 'ok' }, detail: 'HTTP 200: ok' });

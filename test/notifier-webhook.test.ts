@@ -1,7 +1,7 @@
 // The generic webhook notifier against a real HTTP server on 127.0.0.1, and the HTTP failure
 // modes every notifier shares (500, 429 then 200, no answer, connection refused).
 import * as assert from 'uvu/assert';
-import { startServer } from './support/http-server.ts';
+import { withServer } from './support/http-server.ts';
 import { httpFailureModes, loadNotifier, runNotifier } from './support/notify.ts';
 import { test } from './harness.ts';
 
@@ -12,8 +12,7 @@ test('webhook: not configured without PVE_DM_WEBHOOK_URL, so not called', async 
 });
 
 test('webhook: POSTs the JSON report, exactly', async () => {
-  const server = await startServer([{ status: 204 }]);
-  try {
+  await withServer([{ status: 204 }], async (server) => {
     const outcome = await runNotifier(webhook, { PVE_DM_WEBHOOK_URL: `${server.url}/hooks/pve-dm?site=a` });
     assert.equal(outcome, [{ plugin: 'webhook', ok: true, detail: 'HTTP 204' }]);
     assert.is(server.received.length, 1);
@@ -27,9 +26,7 @@ test('webhook: POSTs the JSON report, exactly', async () => {
     assert.is(body.node, 'pve-prd-03');
     assert.is(body.grade, 'F');
     assert.equal(body.summary, { entries: 20, valid: 8, duplicate: 2, tombstone: 2, ignored: 8, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 httpFailureModes(test, 'webhook', (url) => ({ PVE_DM_WEBHOOK_URL: url }), { answer: { status: 200, body: 'ok' }, detail: 'HTTP 200' });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { describeRun, isolatedEnv, noStackTrace, PROJECT, refusedWith, runCli, runMain, SAMPLES, tempDir, test, withTimeout, type CliRun } from './harness.ts';
-import { refusedUrl, startServer, type TestServer } from './support/http-server.ts';
+import { refusedUrl, withServer, type TestServer } from './support/http-server.ts';
 
 const PVE_DM = path.join(PROJECT, 'pve-dm.ts');
 const DEFAULT_INSTALL = path.join(SAMPLES, 'default-install');
@@ -64,14 +64,9 @@ const stderrLines = (r: CliRun) => r.stderr.split('\n').filter(Boolean);
 const analyse = (sample: string, folder: string, state: string, extra: string[] = [], env: Record<string, string> = {}) =>
   run(['--root', sample, '--json', '--plugins', folder, '--state', state, ...extra], env);
 
-async function withServer(body: (server: TestServer) => Promise<void>, script?: Parameters<typeof startServer>[0]): Promise<void> {
-  const server = await startServer(script ?? [{ status: 200, body: 'ok' }]);
-  try {
-    await body(server);
-  } finally {
-    await server.close();
-  }
-}
+/** A webhook server answering `ok` (or the script given), for the length of `body`. */
+const withWebhook = (body: (server: TestServer) => Promise<void>, script?: Parameters<typeof withServer>[0]) =>
+  withServer(script ?? [{ status: 200, body: 'ok' }], body);
 
 const SENT = { plugin: 'webhook', ok: true, detail: 'HTTP 200' };
 
@@ -79,7 +74,7 @@ const SENT = { plugin: 'webhook', ok: true, detail: 'HTTP 200' };
 
 test('--config FILE with PVE_DM_WEBHOOK_URL activates the webhook: it delivers to a local server', async () => {
   const folder = webhookFolder();
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     const config = settingsFile(`# pve-dm settings\n\nPVE_DM_HTTP_TIMEOUT_MS=5000\nPVE_DM_WEBHOOK_URL="${server.url}/hooks/pve-dm"\n`, 0o600);
     const state = path.join(tmp(), 'state.json');
     const without = await analyse(MULTI_POOL, folder, state);
@@ -101,8 +96,8 @@ test('--config FILE with PVE_DM_WEBHOOK_URL activates the webhook: it delivers t
 
 test('the environment overrides the settings file', async () => {
   const folder = webhookFolder();
-  await withServer(async (fromFile) => {
-    await withServer(async (fromEnv) => {
+  await withWebhook(async (fromFile) => {
+    await withWebhook(async (fromEnv) => {
       const config = settingsFile(`PVE_DM_WEBHOOK_URL=${fromFile.url}/file\n`, 0o600);
       const r = await analyse(MULTI_POOL, folder, path.join(tmp(), 'state.json'), ['--config', config], { PVE_DM_WEBHOOK_URL: `${fromEnv.url}/env` });
       assert.is(r.code, 2, describe(r));
@@ -116,7 +111,7 @@ test('the environment overrides the settings file', async () => {
 test('a settings file holding a secret must be 0600 (or stricter): 0644, 0640 and 0604 are refused with "chmod 600"', async () => {
   const folder = webhookFolder();
   const secret = 'mj-secret-5e8f21c7d0';
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     for (const key of ['PVE_DM_MAILJET_SECRET', 'PVE_DM_SLACK_WEBHOOK', 'PVE_DM_WEBHOOK_URL']) {
       const value = key === 'PVE_DM_WEBHOOK_URL' ? `${server.url}/${secret}` : secret;
       for (const mode of [0o644, 0o640, 0o604, 0o660]) {
@@ -177,7 +172,7 @@ test('a malformed settings line is refused naming FILE:LINE, without echoing the
 
 test('--notify problems (the default) sends for a sample with problems, not for a healthy one (grade A+)', async () => {
   const folder = webhookFolder();
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     const env = { PVE_DM_WEBHOOK_URL: server.url };
     for (const mode of [[], ['--notify', 'problems']]) {
       const state = path.join(tmp(), 'state.json');
@@ -198,7 +193,7 @@ test('--notify problems (the default) sends for a sample with problems, not for 
 
 test('--notify always sends for both', async () => {
   const folder = webhookFolder();
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     const env = { PVE_DM_WEBHOOK_URL: server.url };
     const state = path.join(tmp(), 'state.json');
     const healthy = await analyse(DEFAULT_INSTALL, folder, state, ['--notify', 'always'], env);
@@ -217,7 +212,7 @@ test('--notify change: sends first, not again for the same result, again when it
   cpSync(MULTI_POOL, sample, { recursive: true });
   const state = path.join(tmp(), 'not-yet', 'notify-state.json');
   const refusedAt = await refusedUrl();
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     const up = { PVE_DM_WEBHOOK_URL: server.url };
     const change = (env: Record<string, string>, root = sample) => analyse(root, folder, state, ['--notify', 'change'], env);
 
@@ -305,7 +300,7 @@ test('a state file that cannot be written does not lose the report (nor turn it 
   const folder = webhookFolder();
   const notADir = path.join(tmp(), 'a-file');
   writeFileSync(notADir, 'x');
-  await withServer(async (server) => {
+  await withWebhook(async (server) => {
     const r = await analyse(MULTI_POOL, folder, path.join(notADir, 'sub', 'state.json'), ['--notify', 'change'], { PVE_DM_WEBHOOK_URL: server.url });
     assert.is(server.received.length, 1, 'the notification went out');
     assert.is(r.code, 2, describe(r));

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import * as assert from 'uvu/assert';
 import { createRunner, httpSend, loadPlugins, notificationSubject, notificationText, notifyAll, type HttpRequest, type Plugin } from '../pve-dm.ts';
 import { describeRun, noStackTrace, PROJECT, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole, withTimeout, type CliRun } from './harness.ts';
-import { startServer } from './support/http-server.ts';
+import { withServer } from './support/http-server.ts';
 import { loadNotifier, sampleResult } from './support/notify.ts';
 
 const FIXTURES = path.join(PROJECT, 'test', 'fixtures', 'plugins');
@@ -189,15 +189,12 @@ test('--no-plugins loads none (not even the default folder\'s); --plugins and --
   assert.is(none.stdout, 'No plugins (--no-plugins).\n');
 
   // With the webhook configured, the default folder would send; --no-plugins sends nothing.
-  const server = await startServer([{ status: 200 }]);
-  try {
+  await withServer([{ status: 200 }], async (server) => {
     const r = await run(['--root', MULTI_POOL, '--json', '--no-plugins', '--notify', 'always', '--state', path.join(tmp(), 'state.json')], { PVE_DM_WEBHOOK_URL: server.url });
     assert.is(r.code, 2, describe(r));
     assert.equal(report(r).notifications, []);
     assert.is(server.received.length, 0, 'nothing was sent');
-  } finally {
-    await server.close();
-  }
+  });
   const both = await run(['--root', MULTI_POOL, '--plugins', pluginFolder({ 'grade-c.ts': 'grade-c.ts' }), '--no-plugins']);
   refusedWith(both, /^pve-dm: --plugins and --no-plugins exclude each other/);
 });
@@ -233,16 +230,13 @@ test('a .ts plugin in a folder outside the project (no "type": "module" above it
   // As /etc/pve-dm/plugins would be: Node takes its .ts files for CommonJS, so `import ... from
   // '/opt/pve-dm/pve-dm.ts'` there must not start a second pve-dm (a second report, a second notification).
   const dir = pluginFolder({ 'webhook.ts': 'plugins/webhook.ts' }, 'commonjs');
-  const server = await startServer([{ status: 200 }]);
-  try {
+  await withServer([{ status: 200 }], async (server) => {
     const r = await run(['--root', MULTI_POOL, '--json', '--plugins', dir, '--state', path.join(tmp(), 'state.json')], { PVE_DM_WEBHOOK_URL: server.url });
     assert.is(r.code, 2, describe(r));
     assert.is(r.stdout.match(/^\{$/gm)?.length, 1, `one JSON report on stdout, not two: ${describe(r)}`);
     assert.equal(report(r).notifications, [{ plugin: 'webhook', ok: true, detail: 'HTTP 200' }]);
     assert.is(server.received.length, 1, 'one notification, not two');
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 // ─── Plugins that cannot be loaded: exit 3, one line naming the file ─────────────────────────
@@ -364,8 +358,7 @@ test('a notifier that throws: the report is printed, the exit code unchanged, th
   const dir = pluginFolder({ '20-webhook.ts': 'plugins/webhook.ts', '10-notify-throws.ts': 'notify-throws.ts' });
   const failed = { plugin: 'notify-throws', ok: false, detail: 'plugin notify-throws, hook notify: the relay refused the message' };
   const failureLine = `pve-dm: notification failed: ${failed.detail}`;
-  const server = await startServer([{ status: 200, body: 'ok' }]);
-  try {
+  await withServer([{ status: 200, body: 'ok' }], async (server) => {
     const env = { PVE_DM_WEBHOOK_URL: `${server.url}/hook` };
     const state = ['--state', path.join(tmp(), 'state.json')];
     // multi-pool has problems, so the default --notify problems sends.
@@ -396,16 +389,13 @@ test('a notifier that throws: the report is printed, the exit code unchanged, th
     assert.equal(console.stderr.split('\n').filter(Boolean), [failureLine]);
     assert.ok(existsSync(html));
     assert.is(server.received.length, 3);
-  } finally {
-    await server.close();
-  }
+  });
 }, 60_000);
 
 test('a notifier that never settles is cut off at the time limit, and the others still deliver', async () => {
   const hangs = ((await import('./fixtures/plugins/notify-hangs.ts')) as { default: Plugin }).default;
   const webhook = await loadNotifier('webhook');
-  const server = await startServer([{ status: 202 }]);
-  try {
+  await withServer([{ status: 202 }], async (server) => {
     const { result, json, html } = await sampleResult('multi-pool');
     const settings: Record<string, string> = { PVE_DM_WEBHOOK_URL: server.url };
     const started = Date.now();
@@ -427,9 +417,7 @@ test('a notifier that never settles is cut off at the time limit, and the others
     // The limit is each notifier's own, so it must leave a loaded machine's local request time to finish.
     assert.ok(elapsed >= 1_400 && elapsed < 8_000, `cut off at the limit, not before and not much after: ${elapsed} ms`);
     assert.is(server.received.length, 1);
-  } finally {
-    await server.close();
-  }
+  });
 }, 20_000);
 
 // ─── Types: tsc catches a hook that returns the wrong thing ─────────────────────────────────
@@ -491,8 +479,7 @@ test('--plugins DIR that does not exist is an error; a missing default folder is
 });
 
 test('a notifier whose configured() throws is reported against hook configured, and the others still run', async () => {
-  const server = await startServer([{ status: 200, body: 'ok' }]);
-  try {
+  await withServer([{ status: 200, body: 'ok' }], async (server) => {
     const { result, json, html } = await sampleResult();
     const broken: Plugin = { name: 'broken-config', configured: () => { throw new Error('no such setting table'); }, notify: async () => 'sent' };
     const webhook = await loadNotifier('webhook');
@@ -505,9 +492,7 @@ test('a notifier whose configured() throws is reported against hook configured, 
       { plugin: 'broken-config', ok: false, detail: 'plugin broken-config, hook configured: no such setting table' },
       { plugin: 'webhook', ok: true, detail: 'HTTP 200' },
     ]);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 // ─── Running as root: who may write the plugins ──────────────────────────────────────────────

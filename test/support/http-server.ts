@@ -51,6 +51,16 @@ export async function startServer(script: (Scripted | 'hang')[] = [{ status: 200
 }
 
 /** A port on 127.0.0.1 where nothing listens: connection refused. */
+/** A server for the length of `use`, closed however `use` ends. */
+export async function withServer<T>(script: (Scripted | 'hang')[], use: (server: TestServer) => Promise<T>): Promise<T> {
+  const server = await startServer(script);
+  try {
+    return await use(server);
+  } finally {
+    await server.close();
+  }
+}
+
 export async function refusedUrl(): Promise<string> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
