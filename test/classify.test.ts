@@ -1,7 +1,7 @@
 // One test (at least) per classification rule of the core issue, on small captures built here.
 import * as assert from 'uvu/assert';
 import { classify, grade, notificationSubject, notificationText, parse, planCleanup, renderConsole, renderHtml, type Capture, type Classification } from '../pve-dm.ts';
-import { capture, config, test, unwrapConsole } from './harness.ts';
+import { capture, config, resultOf, test, unwrapConsole } from './harness.ts';
 import { lvmDmName, lvmUuid, lvsLine as lvsLineOf } from './support/lvm.ts';
 
 interface Dm {
@@ -84,9 +84,8 @@ test('a kpartx partition of a duplicate is a tombstone (REASONS says so), remove
   const result = run(node([good, copy, { name: 'rescue100p1', uuid: `part1-${copy.uuid}`, table: '0 100 linear 252:1 2048' }], { configs: [VM100] }));
   assert.is(verdict(result, 'rescue100'), 'duplicate/duplicate-table');
   assert.is(verdict(result, 'rescue100p1'), 'tombstone/partition-of-problem');
-  const graded = grade(result);
-  assert.equal([graded.summary.duplicate, graded.summary.tombstone, graded.grade], [1, 1, 'F']);
-  const full = { ...result, ...graded, generatedAt: '', vmids: null, notifications: [], cleanup: null };
+  const full = resultOf(result);
+  assert.equal([full.summary.duplicate, full.summary.tombstone, full.grade], [1, 1, 'F']);
   assert.equal(planCleanup(full).actions.map((a) => a.name), ['rescue100p1', 'rescue100']);
   const onlyDuplicates = planCleanup(full, { only: 'duplicates', vmids: [], names: [] });
   assert.equal(onlyDuplicates.actions.map((a) => a.name), ['rescue100p1', 'rescue100'], 'the partition goes with its duplicate parent');
@@ -361,7 +360,7 @@ test('a guest with a lock: its unreferenced volumes are in flight, not judged, s
   const settled = result.entries.find((e) => e.name === 'pve-vm--101--disk--4');
   assert.equal([settled?.status, settled?.reason, settled?.remedy], ['tombstone', 'volume-unreferenced', null]);
   assert.match(settled?.advice ?? '', /^VM 101 is hibernated \(lock: suspended\)/);
-  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  const plan = planCleanup(resultOf(result));
   assert.equal(plan.actions.map((a) => [a.name, a.blockedBy]), [['pve-vm--101--disk--4', 'VM 101 is locked (suspended)']]);
 });
 
@@ -389,7 +388,7 @@ test('a migration in flight: the target\'s copy is in flight, carrying the remot
     configs: [config(300, 'lock: migrate\nscsi0: san:vm-300-disk-0\n', { node: 'pve2' }), config(301, 'scsi0: san:vm-301-disk-0\n', { node: 'pve2' })],
   }));
   assert.equal(result.entries.map((e) => [e.reason, e.lock]), [['in-flight', 'migrate'], ['guest-on-other-node', null]]);
-  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  const plan = planCleanup(resultOf(result));
   assert.equal(plan.actions.map((a) => [a.name, a.blockedBy, a.command.join(' ')]), [['san01-vm--301--disk--0', null, 'lvchange -an san01/vm-301-disk-0']]);
 });
 
@@ -451,7 +450,7 @@ test('an LV LVM knows but calls inactive, or whose uuid is not the entry\'s: lv-
   }
   const kept = result.entries.find((e) => e.name === 'pve-vm--100--disk-6' || e.name === 'pve-vm--100--disk--6');
   assert.equal([kept?.reason, kept?.lvmKnown, kept?.remedy], ['volume-unreferenced', true, 'lvchange -an pve/vm-100-disk-6'], 'LVM\'s own mapping: deactivated through LVM (a thick LV on lvmthin storage is not one rescan lists)');
-  const plan = planCleanup({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  const plan = planCleanup(resultOf(result));
   assert.equal(plan.actions.map((a) => a.command.join(' ')), [
     'dmsetup --manglename none remove pve-vm--100--disk--4', 'dmsetup --manglename none remove pve-vm--100--disk--5', 'lvchange -an pve/vm-100-disk-6',
   ]);
@@ -528,7 +527,7 @@ test('a container is CT <id>, a VM VM <id>, a VMID without config VMID <id>, in 
     ['qemu', 'lvchange -an pve/vm-300-disk-0'],
     [null, 'lvchange -an pve/vm-777-disk-0'],
   ]);
-  const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
+  const text = unwrapConsole(renderConsole(resultOf(result), false));
   assert.ok(text.includes('VM 300 lives on node pve2 and uses it there'), text);
   assert.ok(text.includes('VMID 777 has no config on any node'), text);
 });
@@ -617,14 +616,14 @@ test('orphan LVs: a snapshot volume no snapshot section names blocks taking that
 test('orphan LVs: --vmid narrows them too; the console shows each with what it blocks', () => {
   const c = lvsNode([...POOL, lvsLineOf('pve', 'vm-555-disk-0', 'Vwi---tz--', '', 'data'), lvsLineOf('pve', 'vm-556-disk-0', 'Vwi---tz--', '', 'data')]);
   const result = run(c);
-  const text = unwrapConsole(renderConsole({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null }, false));
+  const text = unwrapConsole(renderConsole(resultOf(result), false));
   assert.ok(text.includes('\n  Grade B   0 dm entries: 0 valid, 0 duplicate, 0 tombstone, 0 ignored\n  Orphan LVs: 2 (LVM volumes no config uses: below)\n'), text);
-  const graded = { ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null };
+  const graded = resultOf(result);
   assert.is(notificationSubject(graded), '⚠️ [pve1] Proxmox DM Health: 2 orphan LV(s) block guest volume names - Grade B', 'never "EXCELLENT" over orphans');
   assert.ok(renderHtml(graded).includes('<strong>2 orphan LVs will block disk creation</strong>'), 'the HTML headline names them');
   assert.ok(text.includes('\nOrphan LVs (warning): 2\n  pve/vm-555-disk-0  guest-missing (inactive, 4.0 GiB): VMID 555 cannot create vm-555-disk-0 on local-lvm\n'), text);
   assert.ok(text.includes('\n    by hand: look at its data first (it may be the only copy); if nothing needs it: pvesm free local-lvm:vm-555-disk-0.\n'), text);
-  const told = notificationText({ ...result, ...grade(result), generatedAt: '', vmids: null, notifications: [], cleanup: null });
+  const told = notificationText(resultOf(result));
   assert.ok(told.includes('\n- orphan LV pve/vm-555-disk-0: guest-missing; VMID 555 cannot create vm-555-disk-0 on local-lvm; by hand\n'), told);
 });
 

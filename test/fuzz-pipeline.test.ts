@@ -8,10 +8,10 @@ import path from 'node:path';
 import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
-  classify, grade, identify, lvKey, parse, planCleanup, readCapture, REASONS, renderConsole, renderHtml, toJson, validateHtml, volumesOfRef,
+  classify, identify, lvKey, parse, planCleanup, readCapture, REASONS, renderConsole, renderHtml, toJson, validateHtml, volumesOfRef,
   type Capture, type ParsedState, type Result,
 } from '../pve-dm.ts';
-import { SAMPLES, test } from './harness.ts';
+import { resultOf, SAMPLES, test } from './harness.ts';
 import { property } from './support/fuzz.ts';
 import { generateCapture } from './tools/gen-capture.ts';
 
@@ -22,8 +22,7 @@ interface Analysis {
 
 function analyse(c: Capture): Analysis {
   const state = parse(c);
-  const classification = classify(state);
-  return { state, result: { ...classification, ...grade(classification), generatedAt: '2026-11-25T10:00:00.000Z', vmids: null, notifications: [], cleanup: null } };
+  return { state, result: resultOf(classify(state)) };
 }
 
 /** What must hold of any analysis, whatever its input. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test as uvuTest } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Capture, LiveNode } from '../pve-dm.ts';
+import { classify, grade, narrowToGuests, parse, type Capture, type Classification, type LiveNode, type Result } from '../pve-dm.ts';
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SAMPLES = path.join(PROJECT, 'samples');
@@ -149,6 +149,20 @@ export function config(vmid: number, text: string, { node = 'pve1', type = 'qemu
 }
 
 export { unwrapConsole } from './support/console.mjs';
+
+/**
+ * A Result as runPipeline makes it, from a capture (parsed and classified) or a classification:
+ * graded, narrowed to `vmids` when given, no notification sent, no cleanup run.
+ */
+export function resultOf(
+  from: Capture | Classification,
+  { vmids = [] as number[], generatedAt = '2026-11-25T10:00:00.000Z' } = {},
+): Result {
+  const full = 'entries' in from ? from : classify(parse(from));
+  const classification = vmids.length > 0 ? narrowToGuests(full, vmids) : full;
+  const narrowed = vmids.length > 0 ? vmids : null;
+  return { ...classification, ...grade(classification), generatedAt, vmids: narrowed, notifications: [], cleanup: null };
+}
 
 /** The lines of a console text wider than 80 columns that are more than one word (a dm name or command stays whole). */
 export function overlongLines(text: string): string[] {

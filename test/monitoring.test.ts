@@ -10,10 +10,10 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  CHECKMK_SERVICE, classify, mangleDmName, createRunner, defaultStages, grade, parse, parseCli, prometheusLabel, renderCheckmk, renderConsole, renderNagios, renderPrometheus,
-  runPipeline, unjudgedSummary, writeAtomically, type Capture, type Result,
+  CHECKMK_SERVICE, mangleDmName, createRunner, defaultStages, parseCli, prometheusLabel, renderCheckmk, renderConsole, renderNagios, renderPrometheus,
+  runPipeline, unjudgedSummary, writeAtomically, type Result,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, runMain, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
+import { capture, config, describeRun, expectedOf, noStackTrace, PROJECT, refusedWith, resultOf, runMain, runNode, SAMPLE_NAMES, SAMPLES, tempDir, test } from './harness.ts';
 import { expectedSeries, problemsOf, readPrometheus, seriesKey } from './support/prometheus.ts';
 import { buildBundle } from './tools/build.ts';
 
@@ -31,11 +31,6 @@ async function sample(name: string) {
   });
 }
 
-/** A Result from an in-memory capture, the way runPipeline builds it. */
-function resultOf(c: Capture): Result {
-  const classification = classify(parse(c));
-  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: null, notifications: [], cleanup: null };
-}
 
 // ── Nagios: the Monitoring Plugins development guidelines ───────────────────────────────────
 

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { load } from 'cheerio/slim';
 import * as assert from 'uvu/assert';
 import {
-  classify, createRunner, defaultStages, grade, HTML_SECTIONS, narrowToGuests, parse, readCapture, renderConsole, renderHtml, report,
-  runPipeline, toJson, validateHtml, type Capture, type Classification, type Result,
+  createRunner, defaultStages, HTML_SECTIONS, readCapture, renderConsole, renderHtml, report,
+  runPipeline, toJson, validateHtml, type Capture,
 } from '../pve-dm.ts';
-import { capture, config, expectedOf, overlongLines, SAMPLE_NAMES, SAMPLES, test, unwrapConsole } from './harness.ts';
+import { capture, config, expectedOf, overlongLines, resultOf, SAMPLE_NAMES, SAMPLES, test, unwrapConsole } from './harness.ts';
 
 const NOW = new Date('2026-11-25T10:00:00.000Z');
 
@@ -20,12 +20,6 @@ async function sample(name: string, vmids: number[] = []) {
   });
 }
 
-/** A Result from an in-memory capture, the way runPipeline builds it. */
-function resultOf(c: Capture, vmids: number[] = []): Result {
-  const full = classify(parse(c));
-  const classification: Classification = vmids.length > 0 ? narrowToGuests(full, vmids) : full;
-  return { ...classification, ...grade(classification), generatedAt: NOW.toISOString(), vmids: vmids.length > 0 ? vmids : null, notifications: [], cleanup: null };
-}
 
 const uuid = (lv: string) => `LVM-${'V'.repeat(32)}${lv.padEnd(32, 'x').slice(0, 32)}`;
 const ESC = '\u001b';

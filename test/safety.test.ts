@@ -8,10 +8,10 @@ import { load } from 'cheerio/slim';
 import fc from 'fast-check';
 import * as assert from 'uvu/assert';
 import {
-  classify, createRunner, execProcess, grade, main, mangleDmName, notificationText, parse, planCleanup, readCapture, renderConsole, renderHtml,
-  renderPlan, report, terminalSafe, toJson, UserError, validateHtml, writeCapture, type Capture, type Exec, type Result,
+  createRunner, execProcess, main, mangleDmName, notificationText, parse, planCleanup, readCapture, renderConsole, renderHtml,
+  renderPlan, report, terminalSafe, toJson, UserError, validateHtml, writeCapture, type Capture, type Exec,
 } from '../pve-dm.ts';
-import { capture, config, describeRun, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { capture, config, describeRun, refusedWith, resultOf, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, lvUuid, scenario, VG_PVE } from './support/fake-node.ts';
 import { hostileText, property } from './support/fuzz.ts';
 
@@ -44,10 +44,6 @@ const hostileCapture = fc
     });
   });
 
-function resultOf(c: Capture): Result {
-  const classification = classify(parse(c));
-  return { ...classification, ...grade(classification), generatedAt: '2026-11-25T10:00:00.000Z', vmids: null, notifications: [], cleanup: null };
-}
 
 /** C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows. */
 const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
