@@ -3,7 +3,7 @@
 // PVE_DM_MAILJET_SECRET, PVE_DM_MAILJET_FROM, PVE_DM_MAILJET_TO (comma-separated) and
 // PVE_DM_MAILJET_URL (default the public API; set it for tests and proxies).
 // The key and secret travel only in the Authorization header and never appear in a detail or error.
-import { definePlugin, redactSecrets, serviceMessage } from '../pve-dm.ts';
+import { definePlugin, redactSecrets, serviceMessage, settingUrl } from '../pve-dm.ts';
 
 const DEFAULT_URL = 'https://api.mailjet.com/v3.1/send';
 
@@ -40,7 +40,11 @@ export default definePlugin({
     const secret = (setting('PVE_DM_MAILJET_SECRET') ?? '').trim();
     const from = (setting('PVE_DM_MAILJET_FROM') ?? '').trim();
     const to = recipients(setting);
-    const url = setting('PVE_DM_MAILJET_URL')?.trim() || DEFAULT_URL;
+    const url = settingUrl(
+      'PVE_DM_MAILJET_URL',
+      setting('PVE_DM_MAILJET_URL')?.trim() || DEFAULT_URL,
+      DEFAULT_URL,
+    ).href;
     const credentials = Buffer.from(`${key}:${secret}`).toString('base64');
     // pve-dm blots out the key and secret from every detail; the header made of them is this plugin's own.
     const secrets = [credentials, secret, key];

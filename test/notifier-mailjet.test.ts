@@ -112,6 +112,11 @@ test('mailjet: several recipients, trimmed, empty ones ignored', async () => {
   });
 }, 10_000);
 
+test('mailjet: a PVE_DM_MAILJET_URL that is not an http(s) URL is one line, and nothing is sent', async () => {
+  const [outcome] = await runNotifier(mailjet, settings('file:///etc/passwd'));
+  assert.equal(outcome, { plugin: 'mailjet', ok: false, detail: 'plugin mailjet, hook notify: PVE_DM_MAILJET_URL must be http or https, not file:' });
+});
+
 test('mailjet: without PVE_DM_MAILJET_URL it posts to the public v3.1 send API', async () => {
   // No network here: the context's http records the request instead of sending it.
   const { PVE_DM_MAILJET_URL: _unused, ...noUrl } = settings('http://unused');

@@ -11,6 +11,16 @@ test('webhook: not configured without PVE_DM_WEBHOOK_URL, so not called', async 
   assert.equal(await runNotifier(webhook, {}), []);
 });
 
+test('webhook: a PVE_DM_WEBHOOK_URL that is not an http(s) URL is one line, and nothing is sent', async () => {
+  for (const [value, detail] of [
+    ['no-scheme.example', 'PVE_DM_WEBHOOK_URL is not a URL (expected e.g. https://monitoring.example/pve-dm)'],
+    ['ftp://monitoring.example/pve-dm', 'PVE_DM_WEBHOOK_URL must be http or https, not ftp:'],
+  ]) {
+    const [outcome] = await runNotifier(webhook, { PVE_DM_WEBHOOK_URL: value as string });
+    assert.equal(outcome, { plugin: 'webhook', ok: false, detail: `plugin webhook, hook notify: ${detail}` });
+  }
+});
+
 test('webhook: POSTs the JSON report, exactly', async () => {
   await withServer([{ status: 204 }], async (server) => {
     const outcome = await runNotifier(webhook, { PVE_DM_WEBHOOK_URL: `${server.url}/hooks/pve-dm?site=a` });
