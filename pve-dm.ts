@@ -3221,8 +3221,12 @@ function remedyOf(j: Judging, entry: DmEntry, reason: Reason, facts: VolumeFacts
 function rescanCommand(j: Judging, facts: VolumeFacts, vmid: number): string | null {
   const guest = j.guestsById.get(vmid)?.find(j.local);
   if (guest === undefined || !rescanFinds(j, facts, guest)) return null;
-  return guest.type === 'qemu' ? `qm disk rescan --vmid ${vmid}` : `pct rescan --vmid ${vmid}`;
+  return shellLine(rescanArgv(guest.type, vmid));
 }
+
+/** The rescan of a guest's volumes, as an argument list: what the remedy prints and the interactive cleanup runs. */
+export const rescanArgv = (type: GuestType, vmid: number): string[] =>
+  type === 'qemu' ? ['qm', 'disk', 'rescan', '--vmid', String(vmid)] : ['pct', 'rescan', '--vmid', String(vmid)];
 
 /** A storage this node uses: not disabled, and not limited to other nodes. */
 const enabledHere = (j: Judging, storage: Storage) =>
@@ -6947,11 +6951,14 @@ export interface RescanOffer {
   volumes: string[];
 }
 
-export function rescanOffers(result: Pick<Result, 'orphanLvs'>): RescanOffer[] {
+/** An orphan LV with a remedy is one its guest's rescan lists: the offer is built from the guest, not the printed text. */
+export function rescanOffers(result: Pick<Result, 'orphanLvs' | 'guests'>): RescanOffer[] {
+  const typeOf = new Map(result.guests.map((guest) => [guest.vmid, guest.type]));
   const offers = new Map<number, RescanOffer>();
   for (const orphan of result.orphanLvs) {
-    if (orphan.remedy === null) continue;
-    const offer = offers.get(orphan.vmid) ?? { vmid: orphan.vmid, command: orphan.remedy.split(' '), volumes: [] };
+    const type = typeOf.get(orphan.vmid);
+    if (orphan.remedy === null || type === undefined) continue;
+    const offer = offers.get(orphan.vmid) ?? { vmid: orphan.vmid, command: rescanArgv(type, orphan.vmid), volumes: [] };
     offer.volumes.push(`${orphan.vg}/${orphan.lv}`);
     offers.set(orphan.vmid, offer);
   }
