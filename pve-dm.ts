@@ -3008,7 +3008,8 @@ function poolHealthText(pool: PoolFacts): string {
 
 const REPAIR_STEPS = (vg: string, pool: string) =>
   `repair its metadata while the pool is inactive (lvmthin(7), Metadata check and repair): stop the guests on it, ` +
-  `lvchange -an ${vg}/${pool}, lvconvert --repair ${vg}/${pool}, lvchange -ay ${vg}/${pool}; keep ` +
+  `${shellLine(['lvchange', '-an', `${vg}/${pool}`])}, ${shellLine(['lvconvert', '--repair', `${vg}/${pool}`])}, ` +
+  `${shellLine(['lvchange', '-ay', `${vg}/${pool}`])}; keep ` +
   `${vg}/${pool}_meta0, the metadata before the repair, until the guests are checked`;
 
 function inactivePool(pool: PoolFacts): PoolProblem | null {
@@ -3147,7 +3148,10 @@ function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: strin
         ? pool.dataPercent
         : pool.metadataPercent;
   if (size === null || percent === null || pool.vgFreeBytes === null)
-    return { remedy: null, advice: `grow it if VG ${pool.vg} has free space (vgs ${pool.vg}: VFree), ${free}` };
+    return {
+      remedy: null,
+      advice: `grow it if VG ${pool.vg} has free space (${shellLine(['vgs', pool.vg])}: VFree), ${free}`,
+    };
   const target = Math.max(10, pool.thresholds.warning - 10);
   const room = part === 'metadata' ? MAX_POOL_METADATA_BYTES - size : Infinity;
   if (room < LVM_EXTENT_BYTES)
@@ -3160,7 +3164,8 @@ function poolGrowth(pool: PoolFacts, part: 'data' | 'metadata'): { remedy: strin
       remedy: null,
       advice:
         `VG ${pool.vg} has ${humanBytes(pool.vgFreeBytes)} free, ${humanBytes(needed)} are needed: add a disk ` +
-        `(pvcreate /dev/DISK; vgextend ${pool.vg} /dev/DISK), then ${shellLine(['lvextend', ...flag, name])}; ${free}`,
+        `(pvcreate /dev/DISK; ${shellLine(['vgextend', pool.vg])} /dev/DISK), ` +
+        `then ${shellLine(['lvextend', ...flag, name])}; ${free}`,
     };
   return {
     remedy: shellLine(['lvextend', ...flag, name]),
@@ -3179,7 +3184,8 @@ function repairLeftovers(pool: LogicalVolume, lvs: readonly LogicalVolume[]): Th
     sizeBytes: lv.sizeBytes,
     advice:
       `the metadata of ${pool.vg}/${pool.lv} before a repair: once the pool and its guests are checked, ` +
-      `lvremove ${pool.vg}/${lv.lv}${lv.sizeBytes === null ? '' : ` frees ${humanBytes(lv.sizeBytes)}`}`,
+      shellLine(['lvremove', `${pool.vg}/${lv.lv}`]) +
+      (lv.sizeBytes === null ? '' : ` frees ${humanBytes(lv.sizeBytes)}`),
   }));
 }
 
@@ -3204,7 +3210,8 @@ function volumeGroupProblemsOf(j: Judging): VolumeGroupProblem[] {
       advice:
         'find the missing disk (pvs shows it as [unknown]), reconnect it (cable, iSCSI session, multipath), ' +
         'then pvscan --cache. ' +
-        `Only when it is gone for good: vgreduce --removemissing ${vg} drops every LV with extents on it (vgreduce(8))`,
+        `Only when it is gone for good: ${shellLine(['vgreduce', '--removemissing', vg])} ` +
+        'drops every LV with extents on it (vgreduce(8))',
     };
   });
 }
@@ -6951,7 +6958,7 @@ export interface RescanOffer {
   volumes: string[];
 }
 
-/** An orphan LV with a remedy is one its guest's rescan lists: the offer is built from the guest, not the printed text. */
+/** An orphan LV with a remedy is one its guest's rescan lists: the offer is built from the guest, not from text. */
 export function rescanOffers(result: Pick<Result, 'orphanLvs' | 'guests'>): RescanOffer[] {
   const typeOf = new Map(result.guests.map((guest) => [guest.vmid, guest.type]));
   const offers = new Map<number, RescanOffer>();

@@ -9,6 +9,7 @@ import {
   classify, createRunner, DEFAULT_POOL_THRESHOLDS, defaultStages, grade, lvActive, notificationSubject, notificationText, parse, parseLvs,
   parsePoolStatus, poolThresholdsFrom, renderConsole, renderHtml, runPipeline, settingsFrom, validateHtml, type ThinPool,
 } from '../pve-dm.ts';
+import { lvsLine } from './support/lvm.ts';
 import { capture, config, overlongLines, REAL, SAMPLES, test, unwrapConsole } from './harness.ts';
 
 const POOLS = path.join(REAL, 'pools');
@@ -175,6 +176,16 @@ test('thresholds from the settings: PVE_DM_POOL_WARNING / PVE_DM_POOL_CRITICAL; 
   assert.equal(bad.warnings.map((w) => [w.source, w.line]), [['/etc/pve-dm/pve-dm.conf', 1]]);
   const crossed = poolThresholdsFrom(file({ PVE_DM_POOL_WARNING: '95', PVE_DM_POOL_CRITICAL: '85' }));
   assert.equal([crossed.thresholds, crossed.warnings.length], [DEFAULT_POOL_THRESHOLDS, 1]);
+});
+
+test('names from lvs.txt are not trusted: the commands inside a pool\'s advice quote them as a shell would read them', () => {
+  const lvs = [
+    lvsLine('pve', 'da;ta x', 'twi---tz--', '', '', 4294967296, { metadataSize: '4194304' }),
+    lvsLine('pve', 'da;ta x_meta0', '-wi-------', '', '', 4194304),
+  ].join('\n');
+  const classification = classify(parse(capture({ lvs: `${lvs}\n`, poolStatus: '' })));
+  const pool = classification.pools.find((p) => p.lv === 'da;ta x') as ThinPool;
+  assert.match(pool.leftovers[0]?.advice ?? '', /lvremove 'pve\/da;ta x_meta0'/);
 });
 
 /** The thin-pools sample through the real pipeline. */
