@@ -2342,10 +2342,9 @@ function lvmView(lvs: ByVolume<LogicalVolume> | null, vg: string, lv: string, uu
   if (lvs === null) return null;
   const known = lvs.get(vg, lv);
   if (known === undefined) return 'missing';
-  // lv_attr's fifth character: `-` inactive, `h` historical, `X` unknown; any other a mapping LVM sees.
-  const state = known.attr[4];
-  if (state === 'X') return null;
-  if (state === '-' || state === 'h') return 'other';
+  // State `X`: LVM does not know whether it is active.
+  if (known.attr[4] === 'X') return null;
+  if (!lvActive(known)) return 'other';
   return mapsLv(known, uuid) === false ? 'other' : 'owned';
 }
 
