@@ -18,7 +18,7 @@
  *   Stage 4 grade      A+ to F and the exit code
  *   Stage 5 report     console, JSON, HTML, Nagios, Checkmk, Prometheus
  *   Stage 6 cleanup    plan, journal, execute, restore
- *   Plugins            definePlugin, stage hooks, settings, notifiers
+ *   Plugins            the Plugin type, stage hooks, settings, notifiers and their context
  *   Command runner     the one runner every command that changes the system goes through
  *   Cluster            several nodes' results and what only the cluster shows
  *   Command line       options, parsing, and main's steps
@@ -5252,9 +5252,9 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
-// Plugins: a file in plugins/ whose default export is `definePlugin({...})`. It may replace or
-// wrap any stage, and be told the finished result (notifiers). The notifiers pve-dm ships are
-// plugins on this same API.
+// Plugins: a file in plugins/ whose default export is a `Plugin` (`export default {...} satisfies
+// Plugin`, importing only types from pve-dm.ts). It may replace or wrap any stage, and be told the
+// finished result (notifiers), with what it needs in its context. pve-dm's own notifiers use this API.
 // ════════════════════════════════════════════════════════════════════════════════════════════
 
 export type StageName = keyof Stages;
@@ -5272,13 +5272,41 @@ export interface NotifyReports {
   text: string;
 }
 
-export interface NotifyContext {
+/** What pve-dm lends every notifier: its settings, HTTP and the one command runner. */
+export interface NotifyServices {
   /** A setting from the environment or pve-dm.conf (the environment wins). */
   setting(key: string): string | undefined;
   /** An HTTP request with a time limit and bounded retries (undici, loaded on first use). */
   http: (request: HttpRequest) => Promise<HttpResponse>;
   /** The one command runner (no shell, a time limit); a notifier never changes the system. */
   runner: Runner;
+}
+
+/**
+ * A notifier's third argument: the services, and the checks every notifier needs, so that a plugin
+ * imports only types from pve-dm.ts (as rollup hands its plugins their context).
+ */
+export interface NotifyContext extends NotifyServices {
+  /** The result's severity (ok, warning, critical), from its exit code. */
+  severity: Severity;
+  /** A URL setting (trimmed, else `fallback`), checked to be http or https; else one line naming the key. */
+  urlSetting(key: string, example: string, fallback?: string): URL;
+  /** A setting that travels in an HTTP header, checked to be printable ASCII; undefined when not set. */
+  headerSetting(key: string): string | undefined;
+  /** The text with every secret setting, and these values, blotted out. */
+  redact(text: string, secrets?: readonly string[]): string;
+  /** The service's own words from an error body: its JSON message field, else the start of the text. */
+  serviceMessage(body: string): string;
+  /** RFC 2047 encoded-words for a mail or HTTP header, at most `maxBytes` (default 39) of UTF-8 each. */
+  encodedWords(text: string, maxBytes?: number): string[];
+  /** The text with terminal control characters shown, not obeyed. */
+  terminalSafe(text: string): string;
+  /** A dm name as dmsetup takes it back (mangled when it holds bytes a shell or dmsetup would change). */
+  dmName(name: string): string;
+  /** `VM 100`, `CT 200`, or `VMID 888` for a guest without a config. */
+  guestLabel(vmid: number, type: GuestType | null): string;
+  /** What a classification reason means, in a sentence (REASONS). */
+  meaning(reason: string): string;
 }
 
 export interface Notification {
@@ -5298,9 +5326,6 @@ export interface Plugin {
   /** Told the finished result and its reports; its answer ends up in the JSON's `notifications`. */
   notify?: (result: Result, reports: NotifyReports, context: NotifyContext) => Promise<string | void>;
 }
-
-/** Declares a plugin with full types (the default export of a file in plugins/); a misspelt hook is a type error. */
-export const definePlugin = (plugin: Plugin): Plugin => plugin;
 
 /** An error a plugin's hook raised, attributed to the plugin and the hook. */
 export class PluginError extends UserError {
@@ -5442,7 +5467,7 @@ async function loadPluginFile(full: string): Promise<Plugin> {
   }
   const plugin = module.default as Plugin | undefined;
   if (typeof plugin !== 'object' || plugin === null || typeof plugin.name !== 'string' || plugin.name === '') {
-    const why = 'its default export is not definePlugin({ name, ... })';
+    const why = 'its default export is not a plugin ({ name, ... } satisfies Plugin)';
     throw new PluginProblem(`plugin ${full}: ${why}`, why);
   }
   const problem = pluginShapeProblem(plugin);
@@ -5848,14 +5873,41 @@ export function isActiveNotifier(plugin: Plugin, setting: (key: string) => strin
   }
 }
 
+/** A notifier's context for this result: the services and the checks, over the settings' secrets. */
+export function notifyContext(services: NotifyServices, result: Pick<Result, 'exitCode'>): NotifyContext {
+  const { setting } = services;
+  const secrets = (setting as Partial<Settings>).secrets ?? [];
+  return {
+    ...services,
+    severity: severityOf(result),
+    urlSetting: (key, example, fallback) => {
+      const value = setting(key)?.trim() || fallback;
+      if (value === undefined) throw new Error(`${key} is not set (expected e.g. ${example})`);
+      return settingUrl(key, value, example);
+    },
+    headerSetting: (key) => {
+      const value = setting(key);
+      return value === undefined ? undefined : headerSecret(key, value);
+    },
+    redact: (text, more = []) => redactSecrets(text, [...secrets, ...more]),
+    serviceMessage,
+    encodedWords: mimeEncodedWords,
+    terminalSafe,
+    dmName: mangleDmName,
+    guestLabel,
+    meaning: (reason) => (REASONS as Record<string, readonly [string, string]>)[reason]?.[1] ?? '',
+  };
+}
+
 /** Every configured notifier, each with a time limit; one failing never stops the others. */
 export async function notifyAll(
   plugins: readonly Plugin[],
   result: Result,
   reports: NotifyReports,
-  context: NotifyContext,
+  services: NotifyServices,
   limitMs = 120_000,
 ): Promise<Notification[]> {
+  const context = notifyContext(services, result);
   const secrets = (context.setting as Partial<Settings>).secrets ?? [];
   return Promise.all(
     plugins
@@ -7460,15 +7512,14 @@ function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
 
 const clip = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 
-// A plugin outside a `"type": "module"` package gets a second (CommonJS) copy of this file from
-// tsx: only the first copy may run the command line.
-const FIRST_COPY = Symbol.for('pve-dm.main');
+// The command line runs when this file is the program, as the ES module Node loaded. A plugin
+// outside a `"type": "module"` package that imports a value from it gets a CommonJS copy from tsx
+// (where `module` exists): that copy must not run a second pve-dm.
 const invokedDirectly =
   process.argv[1] !== undefined &&
   realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)) &&
-  !(FIRST_COPY in globalThis);
+  typeof module === 'undefined';
 if (invokedDirectly) {
-  Object.assign(globalThis, { [FIRST_COPY]: true });
   // `pve-dm.ts | head` closes the pipe early: the rest of the output is dropped, and a cleanup in
   // hand still finishes (it must never be cut between its journal line and its command).
   for (const stream of [process.stdout, process.stderr]) {

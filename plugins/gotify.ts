@@ -5,33 +5,32 @@
 //   PVE_DM_GOTIFY_TOKEN  an application token; sent in the X-Gotify-Key header, never in the URL
 //
 // Priority follows the severity (critical 8, warning 5, ok 2); the message is shown as plain text.
-import { definePlugin, headerSecret, settingUrl, severityOf, type Severity } from '../pve-dm.ts';
+import type { NotifyContext, Plugin, Severity } from '../pve-dm.ts';
 
 const PRIORITY: Record<Severity, number> = { critical: 8, warning: 5, ok: 2 };
 
 /** <base>/message, with or without a trailing slash (and any path prefix) on the base. */
-function messageUrl(raw: string): string {
-  const url = settingUrl('PVE_DM_GOTIFY_URL', raw, 'https://gotify.example');
+function messageUrl({ urlSetting }: NotifyContext): string {
+  const url = urlSetting('PVE_DM_GOTIFY_URL', 'https://gotify.example');
   url.pathname = `${url.pathname.replace(/\/+$/, '')}/message`;
   return url.href;
 }
 
-export default definePlugin({
+export default {
   name: 'gotify',
   settings: ['PVE_DM_GOTIFY_URL', 'PVE_DM_GOTIFY_TOKEN'],
   configured: (setting) => Boolean(setting('PVE_DM_GOTIFY_URL')),
-  async notify(result, reports, { setting, http }) {
-    const url = messageUrl(setting('PVE_DM_GOTIFY_URL') as string);
-    const token = setting('PVE_DM_GOTIFY_TOKEN');
+  async notify(_result, reports, context) {
+    const url = messageUrl(context);
+    const token = context.headerSetting('PVE_DM_GOTIFY_TOKEN');
     if (!token) throw new Error('PVE_DM_GOTIFY_TOKEN is not set (an application token from the Gotify server)');
-    headerSecret('PVE_DM_GOTIFY_TOKEN', token);
     const body = JSON.stringify({
       title: reports.subject,
       message: reports.text,
-      priority: PRIORITY[severityOf(result)],
+      priority: PRIORITY[context.severity],
       extras: { 'client::display': { contentType: 'text/plain' } },
     });
-    const response = await http({
+    const response = await context.http({
       url,
       method: 'POST',
       headers: { 'content-type': 'application/json', 'user-agent': 'pve-dm', 'x-gotify-key': token },
@@ -39,4 +38,4 @@ export default definePlugin({
     });
     return `HTTP ${response.status}`;
   },
-});
+} satisfies Plugin;

@@ -3,7 +3,7 @@
 // PVE_DM_MAILJET_SECRET, PVE_DM_MAILJET_FROM, PVE_DM_MAILJET_TO (comma-separated) and
 // PVE_DM_MAILJET_URL (default the public API; set it for tests and proxies).
 // The key and secret travel only in the Authorization header and never appear in a detail or error.
-import { definePlugin, redactSecrets, serviceMessage, settingUrl } from '../pve-dm.ts';
+import type { Plugin } from '../pve-dm.ts';
 
 const DEFAULT_URL = 'https://api.mailjet.com/v3.1/send';
 
@@ -21,7 +21,7 @@ interface MailjetAnswer {
   Messages?: { Status?: string; Errors?: { ErrorMessage?: string }[] }[];
 }
 
-export default definePlugin({
+export default {
   name: 'mailjet',
   settings: [
     'PVE_DM_MAILJET_KEY',
@@ -35,16 +35,12 @@ export default definePlugin({
     present(setting('PVE_DM_MAILJET_SECRET')) &&
     present(setting('PVE_DM_MAILJET_FROM')) &&
     recipients(setting).length > 0,
-  async notify(_result, reports, { setting, http }) {
+  async notify(_result, reports, { setting, http, urlSetting, redact, serviceMessage }) {
     const key = (setting('PVE_DM_MAILJET_KEY') ?? '').trim();
     const secret = (setting('PVE_DM_MAILJET_SECRET') ?? '').trim();
     const from = (setting('PVE_DM_MAILJET_FROM') ?? '').trim();
     const to = recipients(setting);
-    const url = settingUrl(
-      'PVE_DM_MAILJET_URL',
-      setting('PVE_DM_MAILJET_URL')?.trim() || DEFAULT_URL,
-      DEFAULT_URL,
-    ).href;
+    const url = urlSetting('PVE_DM_MAILJET_URL', DEFAULT_URL, DEFAULT_URL).href;
     const credentials = Buffer.from(`${key}:${secret}`).toString('base64');
     // pve-dm blots out the key and secret from every detail; the header made of them is this plugin's own.
     const secrets = [credentials, secret, key];
@@ -67,20 +63,20 @@ export default definePlugin({
         body,
       });
     } catch (error) {
-      throw new Error(redactSecrets(error instanceof Error ? error.message : String(error), secrets));
+      throw new Error(redact(error instanceof Error ? error.message : String(error), secrets));
     }
     let answer: MailjetAnswer;
     try {
       answer = JSON.parse(response.body) as MailjetAnswer;
     } catch {
       throw new Error(
-        redactSecrets(`HTTP ${response.status} but not a Mailjet answer: ${serviceMessage(response.body)}`, secrets),
+        redact(`HTTP ${response.status} but not a Mailjet answer: ${serviceMessage(response.body)}`, secrets),
       );
     }
     const status = answer?.Messages?.[0]?.Status;
     if (status !== 'success') {
       throw new Error(
-        redactSecrets(
+        redact(
           `HTTP ${response.status} but Mailjet did not send (status ${status ?? 'missing'}): ` +
             `${serviceMessage(response.body)}`,
           secrets,
@@ -89,4 +85,4 @@ export default definePlugin({
     }
     return `sent to ${to.length} recipient${to.length === 1 ? '' : 's'}`;
   },
-});
+} satisfies Plugin;

@@ -8,15 +8,7 @@
 // reliably, so it travels as RFC 2047 encoded-words (`=?UTF-8?B?...?=`), which ntfy decodes
 // (ntfy 2.4.0 and later). Priority and tags follow the severity. ntfy turns a message over
 // 4096 bytes into an attachment, so a longer summary is cut (at a line) to fit.
-import {
-  definePlugin,
-  headerSecret,
-  mimeEncodedWords,
-  settingUrl,
-  severityOf,
-  type HttpRequest,
-  type Severity,
-} from '../pve-dm.ts';
+import type { HttpRequest, NotifyContext, Plugin, Severity } from '../pve-dm.ts';
 
 /** ntfy's default message limit; a longer body becomes an `attachment.txt`. */
 const NTFY_MESSAGE_LIMIT = 4096;
@@ -49,8 +41,8 @@ function fitMessage(text: string, limit = NTFY_MESSAGE_LIMIT): string {
 }
 
 /** The topic URL, checked: http(s), and a topic after the server. */
-function topicUrl(raw: string): string {
-  const url = settingUrl('PVE_DM_NTFY_URL', raw, 'https://ntfy.sh/mytopic');
+function topicUrl({ urlSetting }: NotifyContext): string {
+  const url = urlSetting('PVE_DM_NTFY_URL', 'https://ntfy.sh/mytopic');
   const topicPath = url.pathname.replace(/\/+$/, '');
   if (topicPath === '')
     throw new Error('PVE_DM_NTFY_URL names no topic (expected the server and topic, e.g. https://ntfy.sh/mytopic)');
@@ -58,29 +50,28 @@ function topicUrl(raw: string): string {
   return url.href;
 }
 
-export default definePlugin({
+export default {
   name: 'ntfy',
   settings: ['PVE_DM_NTFY_URL', 'PVE_DM_NTFY_TOKEN'],
   configured: (setting) => Boolean(setting('PVE_DM_NTFY_URL')),
-  async notify(result, reports, { setting, http }) {
-    const url = topicUrl(setting('PVE_DM_NTFY_URL') as string);
-    const token = setting('PVE_DM_NTFY_TOKEN');
-    if (token !== undefined) headerSecret('PVE_DM_NTFY_TOKEN', token);
-    const severity = severityOf(result);
+  async notify(_result, reports, context) {
+    const url = topicUrl(context);
+    const token = context.headerSetting('PVE_DM_NTFY_TOKEN');
+    const { severity } = context;
     const request: HttpRequest = {
       url,
       method: 'POST',
       headers: {
         'content-type': 'text/plain; charset=utf-8',
         'user-agent': 'pve-dm',
-        title: mimeEncodedWords(reports.subject).join(' '),
+        title: context.encodedWords(reports.subject).join(' '),
         priority: PRIORITY[severity],
         tags: TAGS[severity],
         ...(token ? { authorization: `Bearer ${token}` } : {}),
       },
       body: fitMessage(reports.text),
     };
-    const response = await http(request);
+    const response = await context.http(request);
     return `HTTP ${response.status}`;
   },
-});
+} satisfies Plugin;

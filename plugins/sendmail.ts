@@ -13,7 +13,9 @@
 // base64 with lines of 76 characters, so no line comes near SMTP's limit of 998.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { definePlugin, mimeEncodedWords, terminalSafe } from '../pve-dm.ts';
+import type { NotifyContext, Plugin } from '../pve-dm.ts';
+
+type Helpers = Pick<NotifyContext, 'encodedWords' | 'terminalSafe'>;
 
 const DEFAULT_SENDMAIL = '/usr/sbin/sendmail';
 const SENDMAIL_TIMEOUT_MS = 60_000;
@@ -27,7 +29,7 @@ const ADDRESS_RE = new RegExp(`^${LOCAL_PART}(?:@${LABEL}(?:\\.${LABEL})*)?$`);
 const enabled = (value: string | undefined) => /^(?:1|yes|true)$/i.test(value?.trim() ?? '');
 
 /** The recipients, each checked: a value that is not a plain address (a line break...) is refused. */
-function recipients(setting: (key: string) => string | undefined): string[] {
+function recipients({ setting, terminalSafe }: Pick<NotifyContext, 'setting' | 'terminalSafe'>): string[] {
   const raw = setting('PVE_DM_MAIL_TO');
   if (!raw) return ['root'];
   const list = raw
@@ -73,19 +75,16 @@ const base64Lines = (text: string) =>
 const mailDate = (date: Date) => date.toUTCString().replace(/GMT$/, '+0000');
 
 /** The whole message, with LF line endings (sendmail's local input; it makes them CRLF for SMTP). */
-function composeMessage({
-  to,
-  subject,
-  text,
-  html,
-  date = new Date(),
-}: {
-  to: string[];
-  subject: string;
-  text: string;
-  html: string;
-  date?: Date;
-}): string {
+function composeMessage(
+  {
+    to,
+    subject,
+    text,
+    html,
+    date = new Date(),
+  }: { to: string[]; subject: string; text: string; html: string; date?: Date },
+  { encodedWords }: Pick<Helpers, 'encodedWords'>,
+): string {
   // "=_" never occurs in base64, the only thing inside the parts: the boundary cannot occur in the content.
   const boundary = `=_pve-dm_${randomBytes(12).toString('hex')}`;
   const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
@@ -99,7 +98,7 @@ function composeMessage({
     ].join('\n');
   return [
     addressHeader('To', to),
-    `Subject: ${mimeEncodedWords(subject).join('\n ')}`,
+    `Subject: ${encodedWords(subject).join('\n ')}`,
     `Date: ${mailDate(date)}`,
     `Message-ID: <pve-dm.${date.getTime()}.${randomBytes(6).toString('hex')}@${host}>`,
     'MIME-Version: 1.0',
@@ -115,17 +114,18 @@ function composeMessage({
   ].join('\n');
 }
 
-const firstLine = (text: string) =>
+const firstLine = (text: string, { terminalSafe }: Pick<Helpers, 'terminalSafe'>) =>
   terminalSafe((text.split('\n').find((line) => line.trim() !== '') ?? '').trim().slice(0, 200));
 
-export default definePlugin({
+export default {
   name: 'sendmail',
   settings: ['PVE_DM_MAIL_TO', 'PVE_DM_MAIL', 'PVE_DM_SENDMAIL'],
   configured: (setting) => Boolean(setting('PVE_DM_MAIL_TO')) || enabled(setting('PVE_DM_MAIL')),
-  async notify(_result, reports, { setting, runner }) {
-    const to = recipients(setting);
+  async notify(_result, reports, context) {
+    const { setting, runner, terminalSafe } = context;
+    const to = recipients(context);
     const program = setting('PVE_DM_SENDMAIL') || DEFAULT_SENDMAIL;
-    const message = composeMessage({ to, subject: reports.subject, text: reports.text, html: reports.html });
+    const message = composeMessage({ to, subject: reports.subject, text: reports.text, html: reports.html }, context);
     const { exitCode, stderr } = await runner(program, ['-t', '-oi'], {
       input: message,
       timeoutMs: SENDMAIL_TIMEOUT_MS,
@@ -141,7 +141,7 @@ export default definePlugin({
           : spawnFailure[1];
       throw new Error(`cannot run ${terminalSafe(program)}: ${why}`);
     }
-    const said = firstLine(stderr);
+    const said = firstLine(stderr, context);
     throw new Error(`${terminalSafe(program)} exited with code ${exitCode}${said ? `: ${said}` : ''}`);
   },
-});
+} satisfies Plugin;

@@ -6,19 +6,7 @@
 // cannot make a link; mrkdwn texts are `verbatim` (no auto-linked URLs or channel names) and
 // link previews are off. Every text is clipped to Slack's limits after escaping, never in the
 // middle of an entity. The webhook URL is a secret: it never appears in a detail or error.
-import {
-  definePlugin,
-  guestLabel,
-  mangleDmName,
-  REASONS,
-  redactSecrets,
-  serviceMessage,
-  settingUrl,
-  severityOf,
-  terminalSafe,
-  type Classified,
-  type Result,
-} from '../pve-dm.ts';
+import type { Classified, NotifyContext, Plugin, Result } from '../pve-dm.ts';
 
 /** Slack's limits (https://api.slack.com/reference/block-kit/blocks). */
 const SLACK_LIMITS = { headerText: 150, sectionText: 3000, contextText: 3000, blocks: 50, fallbackText: 3000 } as const;
@@ -27,15 +15,21 @@ const SLACK_MAX_ENTRIES = 10;
 
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;' };
 
-/** Slack's escaping, with control characters shown rather than obeyed (a newline cannot forge a line). */
-const escapeSlack = (text: string) => terminalSafe(text).replace(/[&<>]/g, (c) => ENTITIES[c] ?? c);
+/** Slack's text helpers over pve-dm's context: control characters are shown, not obeyed. */
+function slackText({ terminalSafe }: Pick<NotifyContext, 'terminalSafe'>) {
+  /** Escaped, and at most `limit` characters, cut between characters (never inside an entity) with `…`. */
+  const fit = (text: string, limit: number) => fitSlack(terminalSafe(text), limit);
+  /** Inline code: escaped and clipped; a backtick would close the span, so it is shown as `ˋ`. */
+  const code = (text: string, limit: number) => `\`${fit(text.replaceAll('`', 'ˋ'), limit)}\``;
+  return { fit, code };
+}
 
-/** Escaped, and at most `limit` characters, cut between characters (never inside an entity) with `…`. */
-function fitSlack(text: string, limit: number): string {
-  const escaped = escapeSlack(text);
+/** `safe` (control characters already shown) escaped as Slack requires, cut at `limit` outside entities. */
+function fitSlack(safe: string, limit: number): string {
+  const escaped = safe.replace(/[&<>]/g, (c) => ENTITIES[c] ?? c);
   if (escaped.length <= limit) return escaped;
   let out = '';
-  for (const char of terminalSafe(text)) {
+  for (const char of safe) {
     const piece = ENTITIES[char] ?? char;
     if (out.length + piece.length > limit - 1) break;
     out += piece;
@@ -43,30 +37,29 @@ function fitSlack(text: string, limit: number): string {
   return `${out}…`;
 }
 
-/** Inline code: escaped and clipped; a backtick would close the span, so it is shown as `ˋ`. */
-const code = (text: string, limit: number) => `\`${fitSlack(text.replaceAll('`', 'ˋ'), limit)}\``;
-
 const mrkdwn = (text: string) => ({ type: 'mrkdwn', text, verbatim: true });
 
 const SEVERITY_EMOJI = { critical: '🚨', warning: '⚠️', ok: '✅' } as const;
 
-function entryText(entry: Classified, result: Result): string {
+function entryText(entry: Classified, result: Result, context: NotifyContext): string {
+  const { fit, code } = slackText(context);
   const guest = entry.vmid === null ? undefined : result.guests.find((g) => g.vmid === entry.vmid);
   const who =
     entry.vmid === null
       ? ''
-      : ` · ${guestLabel(entry.vmid, entry.guestType)}${guest?.name ? ` ${code(guest.name, 200)}` : ''}`;
-  const reason = `${fitSlack(entry.reason, 100)}: ${fitSlack(REASONS[entry.reason]?.[1] ?? '', 300)}`;
+      : ` · ${context.guestLabel(entry.vmid, entry.guestType)}${guest?.name ? ` ${code(guest.name, 200)}` : ''}`;
+  const reason = `${fit(entry.reason, 100)}: ${fit(context.meaning(entry.reason), 300)}`;
   const remedy =
     entry.remedy === null
-      ? `no command now: ${fitSlack(entry.advice ?? 'see the report', 1500)}`
+      ? `no command now: ${fit(entry.advice ?? 'see the report', 1500)}`
       : `remedy ${code(entry.remedy, 1500)}`;
   // Each part is clipped, so the whole stays under 2,700 characters: within the section limit (3,000).
-  return `${code(mangleDmName(entry.name), 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
+  return `${code(context.dmName(entry.name), 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
 }
 
 /** The Slack message for a result: header, counts, the first problem entries, and how many more. */
-function slackMessage(result: Result, subject: string) {
+function slackMessage(result: Result, subject: string, context: NotifyContext) {
+  const { fit } = slackText(context);
   const { entries, valid, duplicate, tombstone, ignored, unjudged } = result.summary;
   const problems = [
     ...result.entries.filter((e) => e.status === 'duplicate'),
@@ -90,8 +83,8 @@ function slackMessage(result: Result, subject: string) {
       type: 'header',
       text: {
         type: 'plain_text',
-        text: fitSlack(
-          `${SEVERITY_EMOJI[severityOf(result)]} Grade ${result.grade} on ${result.node}`,
+        text: fit(
+          `${SEVERITY_EMOJI[context.severity]} Grade ${result.grade} on ${result.node}`,
           SLACK_LIMITS.headerText,
         ),
         emoji: true,
@@ -104,45 +97,42 @@ function slackMessage(result: Result, subject: string) {
           `${ignored}* ignored${unjudged > 0 ? `, *${unjudged}* not judged` : ''}`,
       ),
     },
-    ...shown.map((entry) => ({ type: 'section', text: mrkdwn(entryText(entry, result)) })),
-    { type: 'context', elements: [mrkdwn(fitSlack(closing.join(' '), SLACK_LIMITS.contextText))] },
+    ...shown.map((entry) => ({ type: 'section', text: mrkdwn(entryText(entry, result, context)) })),
+    { type: 'context', elements: [mrkdwn(fit(closing.join(' '), SLACK_LIMITS.contextText))] },
   ];
   return {
-    text: fitSlack(subject, SLACK_LIMITS.fallbackText),
+    text: fit(subject, SLACK_LIMITS.fallbackText),
     blocks: blocks.slice(0, SLACK_LIMITS.blocks),
     unfurl_links: false,
     unfurl_media: false,
   };
 }
 
-export default definePlugin({
+export default {
   name: 'slack',
   settings: ['PVE_DM_SLACK_WEBHOOK'],
   configured: (setting) => Boolean(setting('PVE_DM_SLACK_WEBHOOK')?.trim()),
-  async notify(result, reports, { setting, http }) {
-    const url = settingUrl(
-      'PVE_DM_SLACK_WEBHOOK',
-      (setting('PVE_DM_SLACK_WEBHOOK') ?? '').trim(),
-      'https://hooks.slack.com/services/T000/B000/XXXX',
-    );
+  async notify(result, reports, context) {
+    const url = context.urlSetting('PVE_DM_SLACK_WEBHOOK', 'https://hooks.slack.com/services/T000/B000/XXXX');
     let response;
     try {
-      response = await http({
+      response = await context.http({
         url: url.href,
         headers: { 'content-type': 'application/json', 'user-agent': 'pve-dm' },
-        body: JSON.stringify(slackMessage(result, reports.subject)),
+        body: JSON.stringify(slackMessage(result, reports.subject, context)),
       });
     } catch (error) {
       // The webhook URL is the credential: keep its path out of every message too.
+      const message = error instanceof Error ? error.message : String(error);
       throw new Error(
-        redactSecrets(
-          error instanceof Error ? error.message : String(error),
+        context.redact(
+          message,
           [url.href, url.pathname].filter((part) => part.length > 1),
         ),
       );
     }
     if (response.status < 200 || response.status > 299)
       throw new Error(`HTTP ${response.status}: not delivered (Slack answers 200 ok)`);
-    return `HTTP ${response.status}: ${serviceMessage(response.body)}`;
+    return `HTTP ${response.status}: ${context.serviceMessage(response.body)}`;
   },
-});
+} satisfies Plugin;

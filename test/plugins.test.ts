@@ -2,6 +2,7 @@
 // plugins (test/fixtures/plugins/): a stage replaced, a stage wrapped, load order and call order,
 // what `pve-dm.ts plugins` lists, every way a plugin can fail to load or fail at run time, the
 // root-ownership checks, notifiers that throw or never settle, and a hook's return type checked by tsc.
+import { transformSync } from 'esbuild';
 import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -35,6 +36,10 @@ function source(fixture: string): string {
 
 type Entry = string | { text: string };
 
+/** A TypeScript fixture copied as .js or .mjs is compiled first, as its author would (types stripped). */
+const asNamed = (name: string, text: string) =>
+  /\.m?js$/.test(name) ? transformSync(text, { loader: 'ts', format: 'esm' }).code : text;
+
 /**
  * A plugin folder as an administrator would have it (root's, 0755) holding these files (0644).
  * Its parent's package.json says `"type": "module"`, as the project's own does for plugins/: a .ts
@@ -48,7 +53,7 @@ function pluginFolder(files: Record<string, Entry>, type: 'module' | 'commonjs' 
   chmodSync(dir, 0o755);
   for (const [name, from] of Object.entries(files)) {
     const file = path.join(dir, name);
-    writeFileSync(file, typeof from === 'string' ? source(from) : from.text);
+    writeFileSync(file, typeof from === 'string' ? asNamed(name, source(from)) : from.text);
     chmodSync(file, 0o644);
   }
   return dir;
@@ -239,13 +244,24 @@ test('a .ts plugin in a folder outside the project (no "type": "module" above it
   });
 });
 
+test('a CommonJS-folder plugin that imports a value (not just types) from pve-dm.ts still runs pve-dm once', async () => {
+  // tsx gives such a plugin its own CommonJS copy of pve-dm.ts: that copy must not run a second report.
+  const text = `import { VERSION } from ${JSON.stringify(PVE_DM_URL)};
+export default { name: 'version-stamp', stages: { grade: (c, next) => ({ ...next(c), node: \`\${next(c).node} \${VERSION}\` }) } };
+`;
+  const dir = pluginFolder({ 'stamp.ts': { text } }, 'commonjs');
+  const r = await run(['--root', MULTI_POOL, '--json', '--plugins', dir]);
+  assert.is(r.stdout.match(/^\{$/gm)?.length, 1, `one JSON report on stdout, not two: ${describe(r)}`);
+  assert.match(report(r).node, / \d+\.\d+\.\d+$/, 'the plugin ran, with the value it imported');
+});
+
 // ─── Plugins that cannot be loaded: exit 3, one line naming the file ─────────────────────────
 
 test('a default export that is not a plugin, in a file that overrides stages: exit 3, one line naming the file', async () => {
   const dir = pluginFolder({ 'grade-c.ts': 'grade-c.ts', 'not-a-plugin.ts': 'broken/not-a-plugin.ts' });
   const file = path.join(dir, 'not-a-plugin.ts');
   const r = await run(['--root', DEFAULT_INSTALL, '--json', '--plugins', dir]);
-  const message = refusedWith(r, new RegExp(`^pve-dm: .*${file.replace(/[.]/g, '\\.')}.*definePlugin`));
+  const message = refusedWith(r, new RegExp(`^pve-dm: .*${file.replace(/[.]/g, '\\.')}.*not a plugin`));
   jsonError(r, message);
 });
 
@@ -256,9 +272,9 @@ test('a file that is no plugin and overrides no stage: a warning naming it, and 
   const json = report(r);
   assert.is(json.grade, 'C', 'the stage plugin beside it still runs');
   assert.equal(json.warnings.map((w: { text: string }) => w.text), [
-    `${path.join(dir, 'no-default.ts')}: its default export is not definePlugin({ name, ... }); not loaded, the run goes on without it`,
+    `${path.join(dir, 'no-default.ts')}: its default export is not a plugin ({ name, ... } satisfies Plugin); not loaded, the run goes on without it`,
   ]);
-  assert.match(r.stderr, /^pve-dm: warning: .*no-default\.ts: its default export is not definePlugin/m);
+  assert.match(r.stderr, /^pve-dm: warning: .*no-default\.ts: its default export is not a plugin/m);
 });
 
 test('a stage that does not exist, or a stage that is not a function: exit 3, one line naming the file', async () => {

@@ -257,8 +257,7 @@ administrator() {
     phase "the administrator's files"
     printf '# edited by the deb tier\nPVE_DM_HTTP_TIMEOUT_MS=5000\n' >>"$root/etc/pve-dm/pve-dm.conf"
     cat >"$root/etc/pve-dm/plugins/50-tier.mjs" <<'PLUGIN'
-import { definePlugin } from '/usr/lib/pve-dm/pve-dm.mjs';
-export default definePlugin({ name: 'tier', stages: { grade(classification, next) { return next(classification); } } });
+export default { name: 'tier', stages: { grade(classification, next) { return next(classification); } } };
 PLUGIN
     chmod 644 "$root/etc/pve-dm/plugins/50-tier.mjs"
     echo '{"tier":"a journal line"}' >"$root/var/lib/pve-dm/journal.jsonl"
