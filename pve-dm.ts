@@ -161,6 +161,7 @@ export async function runPipeline(stages: Stages, options: RunOptions): Promise<
     vmids: options.vmids.length > 0 ? options.vmids : null,
     notifications: [],
     cleanup: null,
+    cluster: null,
   };
   const { json, html, color, nagios, checkmk, prometheus } = options;
   const reports = await stages.report(result, {
@@ -185,14 +186,11 @@ export interface ClusterRunOptions extends RunOptions {
 
 const CLUSTER_PARALLEL = 4;
 
-export async function runCluster(
-  stages: Stages,
-  options: ClusterRunOptions,
-): Promise<RunOutput & { cluster: ClusterResult }> {
+export async function runCluster(stages: Stages, options: ClusterRunOptions): Promise<RunOutput> {
   // This node's settings and plugins: their warnings belong to the first node, not to every one.
   const nodeOptions = { ...options, json: false, console: false, html: false, warnings: [] };
   const runs: NodeRun[] = [];
-  const unreachable: ClusterResult['unreachable'] = [];
+  const unreachable: ClusterView['unreachable'] = [];
   if (options.live) {
     runs.push(await runPipeline(stages, { ...nodeOptions, root: undefined, warnings: options.warnings }));
     const others = (await clusterMembers(options.liveRoot ?? '/')).filter(
@@ -218,14 +216,9 @@ export async function runCluster(
   const twice = runs.find((run, index) => runs.findIndex((other) => other.result.node === run.result.node) !== index);
   if (twice !== undefined)
     throw new UserError(`node ${twice.result.node} is there twice: give each node's capture once`);
-  const cluster = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
-  const result = clusterAsResult(cluster);
-  // The HTML page and the monitoring formats render the cluster as one Result; JSON and console have their own shape.
-  const reports = await stages.report(result, { ...options, json: false, console: false, prometheus: false });
-  if (options.json) reports.json = `${terminalSafeJson(clusterToJson(cluster))}\n`;
-  if (options.console) reports.console = renderClusterConsole(cluster, options.color);
-  if (options.prometheus) reports.prometheus = renderClusterPrometheus(cluster);
-  return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] }, cluster };
+  const result = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
+  const reports = await stages.report(result, options);
+  return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] } };
 }
 
 /** The command line: analyse (the pipeline), act (cleanup, when asked), render; the exit code. */
@@ -291,10 +284,19 @@ export interface Warning {
   source: string;
   line: number | null;
   message: string;
+  /** In a cluster's result: the node it was found on. */
+  node?: string;
 }
 
 const warn = (source: string, line: number | null, message: string): Warning => ({ source, line, message });
-export const formatWarning = (w: Warning) => `${w.source}${w.line === null ? '' : `:${w.line}`}: ${w.message}`;
+/** Where a warning was found: `[node:]source[:line]`. */
+export const warningPlace = (w: Warning) =>
+  `${w.node === undefined ? '' : `${w.node}:`}${w.source}${w.line === null ? '' : `:${w.line}`}`;
+export const formatWarning = (w: Warning) => `${warningPlace(w)}: ${w.message}`;
+
+/** A dm name as shown: shell-safe (mangleDmName), after its node in a cluster's result. */
+export const shownName = (name: string, node?: string) =>
+  node === undefined ? mangleDmName(name) : `${node}:${mangleDmName(name)}`;
 
 /** An error's errno code (`ENOENT`, `EACCES`), or undefined for any other error. */
 export const errnoOf = (error: unknown): string | undefined => (error as NodeJS.ErrnoException | null)?.code;
@@ -2033,6 +2035,8 @@ export interface Classified {
   lock: string | null;
   /** For a problem held open: the dm entries stacked on it (their tables map it). */
   holders: readonly string[];
+  /** In a cluster's result: the node whose dm entry this is (its name stays the dm name). */
+  node?: string;
 }
 
 export interface DuplicateSet {
@@ -2041,6 +2045,8 @@ export interface DuplicateSet {
   vmid: number;
   kept: string;
   extras: string[];
+  /** In a cluster's result: the node of these entries. */
+  node?: string;
 }
 
 export interface GuestSummary {
@@ -2090,8 +2096,8 @@ export interface Classification {
   duplicates: DuplicateSet[];
   /** The guests of this node. */
   guests: GuestSummary[];
-  /** VMIDs with tombstones that have no config on any node. */
-  missingGuests: { vmid: number; entries: string[] }[];
+  /** VMIDs with tombstones that have no config on any node (in a cluster's result, with the entries' node). */
+  missingGuests: { vmid: number; entries: string[]; node?: string }[];
   system: SystemFacts | null;
   meta: CaptureMeta | null;
   root: string | null;
@@ -3409,6 +3415,8 @@ export interface Result extends Classification, Graded {
   notifications: Notification[];
   /** What cleanup did, when it ran (--yes, --dry-run). */
   cleanup: CleanupOutcome | null;
+  /** A cluster run's own findings beside its nodes' results; null for one node. */
+  cluster: ClusterView | null;
 }
 
 /**
@@ -3473,16 +3481,27 @@ export interface Reports {
 
 export async function report(result: Result, options: ReportOptions): Promise<Reports> {
   const reports: Reports = {};
-  if (options.json) reports.json = `${terminalSafeJson(toJson(result))}\n`;
-  if (options.console) reports.console = renderConsole(result, options.color);
+  // A cluster's JSON, console and Prometheus text have their own shape; HTML and monitoring read `cluster`.
+  const cluster = isCluster(result) ? result : null;
+  if (options.json) reports.json = `${terminalSafeJson(cluster ? clusterToJson(cluster) : toJson(result))}\n`;
+  if (options.console)
+    reports.console = cluster ? renderClusterConsole(cluster, options.color) : renderConsole(result, options.color);
   if (options.html) reports.html = await renderValidatedHtml(result);
   if (options.nagios) reports.nagios = renderNagios(result);
   if (options.checkmk) reports.checkmk = renderCheckmk(result);
-  if (options.prometheus) reports.prometheus = renderPrometheus(result);
+  if (options.prometheus) reports.prometheus = cluster ? renderClusterPrometheus(cluster) : renderPrometheus(result);
   return reports;
 }
 
-const warningJson = (w: Warning) => ({ source: w.source, line: w.line, message: w.message, text: formatWarning(w) });
+export const isCluster = (result: Result): result is ClusterResult => result.cluster !== null;
+
+const warningJson = (w: Warning) => ({
+  ...(w.node === undefined ? {} : { node: w.node }),
+  source: w.source,
+  line: w.line,
+  message: w.message,
+  text: formatWarning(w),
+});
 
 export function toJson(result: Result) {
   return {
@@ -3500,6 +3519,7 @@ export function toJson(result: Result) {
         realName?: string;
       } = {
         name: entry.name,
+        ...(entry.node === undefined ? {} : { node: entry.node }),
         status: entry.status,
         reason: entry.reason,
         remedy: entry.remedy,
@@ -3550,8 +3570,19 @@ export const severityOf = (result: Pick<Result, 'exitCode'>): Severity =>
   result.exitCode >= 2 ? 'critical' : result.exitCode === 1 ? 'warning' : 'ok';
 
 /** A cluster run's shared LVs active on several nodes while their guest runs (Proxmox bug 4997). */
-const sharedActiveCount = (result: Pick<Result, 'warnings'>) =>
-  result.warnings.filter((w) => w.source === CLUSTER_SOURCE && w.message.startsWith('critical:')).length;
+const sharedActiveCount = (result: Pick<Result, 'cluster'>) =>
+  result.cluster?.findings.filter((f) => f.kind === 'active-on-several-nodes' && f.severity === 'critical').length ?? 0;
+
+/** A cluster's findings (with the remedy on each node) and its unreachable nodes, one line each; none for one node. */
+function clusterLines(result: Pick<Result, 'cluster'>): string[] {
+  if (result.cluster === null) return [];
+  const remedies = (f: ClusterFinding) =>
+    f.activeOn.flatMap((a) => (a.remedy === null ? [] : [`on ${a.node}: ${a.remedy}`])).join('; ');
+  return [
+    ...result.cluster.findings.map((f) => `${f.severity}: ${f.message}${remedies(f) ? `; ${remedies(f)}` : ''}`),
+    ...result.cluster.unreachable.map(({ node, error }) => `warning: node ${node} not analysed: ${error}`),
+  ];
+}
 
 /** How many entries could not be judged, and why, in words (null: every entry was judged). */
 export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): string | null {
@@ -3572,10 +3603,10 @@ export function unjudgedSummary(result: Pick<Result, 'entries' | 'summary'>): st
 /** The subject the old script gave its e-mail (severity, node, counts, grade). */
 export function notificationSubject(
   result: Pick<Result, 'node' | 'grade' | 'summary' | 'warnings' | 'entries'> &
-    Partial<Pick<Result, 'pools' | 'volumeGroups'>>,
+    Partial<Pick<Result, 'pools' | 'volumeGroups' | 'cluster'>>,
 ): string {
   const { duplicate, tombstone } = result.summary;
-  const sharedActive = sharedActiveCount(result);
+  const sharedActive = sharedActiveCount({ cluster: result.cluster ?? null });
   const unjudged = unjudgedSummary(result);
   const pools = { pools: result.pools ?? [], volumeGroups: result.volumeGroups ?? [] };
   if (duplicate > 0)
@@ -3648,13 +3679,14 @@ export function notificationText(result: Result, limit = 20): string {
     `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
       `entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
     ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
+    ...clusterLines(result).map((line) => `- ${line}`),
     ...result.volumeGroups.map((vg) => `- VG ${vg.vg}: ${vg.severity}: ${vg.message}`),
     ...result.pools.flatMap((pool) =>
       pool.problems.map((p) => `- pool ${pool.vg}/${pool.lv}: ${p.severity}: ${p.message}; ${p.remedy ?? 'by hand'}`),
     ),
     ...problems
       .slice(0, limit)
-      .map((entry) => `- ${mangleDmName(entry.name)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
+      .map((entry) => `- ${shownName(entry.name, entry.node)}: ${entry.status}, ${entry.reason}; ${remedyLine(entry)}`),
     ...(problems.length > limit ? [`- ... and ${problems.length - limit} more`] : []),
     ...result.orphanLvs
       .slice(0, limit)
@@ -4080,13 +4112,15 @@ function monitoringSummary(result: Result): string {
     sharedActive > 0 ? `, ${sharedActive} shared LV(s) active on several nodes while their guest runs` : '';
   const unjudged = unjudgedSummary(result);
   const incomplete = unjudged === null ? '' : `; ${unjudged}`;
+  const unreachable = result.cluster?.unreachable.length ?? 0;
+  const notAnalysed = unreachable > 0 ? `, ${unreachable} node(s) not analysed` : '';
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
   const orphans = result.orphanLvs.length > 0 ? `, ${result.orphanLvs.length} orphan LV(s)` : '';
   const pools = result.summary.poolProblems > 0 ? `, thin pools and VGs: ${poolCounts(result)}` : '';
   return monitoringSafe(
     `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
       `of ${entries} dm entries` +
-      `${shared}${pools}${orphans}${incomplete}${warnings}`,
+      `${shared}${pools}${orphans}${incomplete}${notAnalysed}${warnings}`,
   );
 }
 
@@ -4104,16 +4138,19 @@ function monitoringDetails(result: Result, limit: number): string[] {
       ),
     ),
   ];
-  // What stops every guest of a pool at once comes first.
+  // What corrupts a disk shared by nodes, then what stops every guest of a pool at once, come first.
+  const cluster = clusterLines(result);
   return [
+    ...cluster.slice(0, limit),
+    ...more(cluster.length, 'cluster findings'),
     ...poolLines.slice(0, limit),
     ...more(poolLines.length, 'pool problems'),
     ...problems
       .slice(0, limit)
       .map(
         (entry) =>
-          `${entry.status} ${mangleDmName(entry.name)}: ${entry.reason}, ${ownerOf(entry.vmid, entry, result)}; ` +
-          `${remedyLine(entry)}`,
+          `${entry.status} ${shownName(entry.name, entry.node)}: ${entry.reason}, ` +
+          `${ownerOf(entry.vmid, entry, result)}; ${remedyLine(entry)}`,
       ),
     ...more(problems.length, 'problem entries'),
     ...result.orphanLvs
@@ -4288,7 +4325,8 @@ export const renderPrometheus = (result: Result): string => `${prometheusNodeFam
  * A cluster run: each node's series under its own `node` label (as each node's own timer would
  * write them), then what only the cluster shows: its grade, its findings, the nodes not analysed.
  */
-export function renderClusterPrometheus(cluster: ClusterResult): string {
+export function renderClusterPrometheus(result: ClusterResult): string {
+  const { cluster } = result;
   const finding = (f: ClusterFinding) =>
     `{kind="${f.kind}",severity="${f.severity}",vg="${prometheusLabel(f.vg)}",lv="` +
     `${prometheusLabel(f.lv)}",vmid="${f.vmid}",active_on="` +
@@ -4299,7 +4337,7 @@ export function renderClusterPrometheus(cluster: ClusterResult): string {
       'pve_dm_cluster_grade_info',
       'The grade of the cluster: the worst of its nodes, F for a shared LV active on several nodes while its ' +
         'guest runs; always 1.',
-      [`{grade="${cluster.grade}"} 1`],
+      [`{grade="${result.grade}"} 1`],
     ),
     ...prometheusFamily(
       'pve_dm_cluster_finding_info',
@@ -4366,6 +4404,34 @@ function orphanHtmlRow(
   const size = o.sizeBytes === null ? '—' : humanBytes(o.sizeBytes);
   const cells = [`<code>${e(`${o.vg}/${o.lv}`)}</code>`, facts, o.active ? 'active' : 'inactive', size, action];
   return `<tr data-orphan>${cells.map((cell) => td(cell)).join('')}</tr>`;
+}
+
+const CLUSTER_COLUMNS = ['Severity', 'Volume', 'Guest', 'Active on', 'Finding and what to do'];
+
+/** A cluster's findings and its unreachable nodes as rows (the page's first section in a cluster run). */
+function clusterHtmlRows(cluster: ClusterView, td: Td, e: Escape): string[] {
+  const finding = (f: ClusterFinding) => {
+    const guest =
+      `${e(guestLabel(f.vmid, f.guestType))}` +
+      `${f.home === null ? ', no config' : ` of ${e(f.home)}`}` +
+      `${f.running === null ? '' : f.running ? ', running' : ', stopped'}` +
+      `${f.lock === null ? '' : `, lock ${e(f.lock)}`}`;
+    const remedies = f.activeOn.flatMap((a) =>
+      a.remedy === null ? [] : [`<br>on ${e(a.node)}: <code>${e(a.remedy)}</code>`],
+    );
+    const cells = [
+      td(e(f.severity.toUpperCase()), SEVERITY_COLORS[f.severity]),
+      td(`<code>${e(`${f.vg}/${f.lv}`)}</code>`),
+      td(guest),
+      td(e(f.activeOn.map((a) => a.node).join(', '))),
+      td(`${e(f.message)}${remedies.join('')}`),
+    ];
+    return `<tr data-finding>${cells.join('')}</tr>`;
+  };
+  const unreachable = ({ node, error }: ClusterView['unreachable'][number]) =>
+    `<tr data-unreachable>${td(e('WARNING'), SEVERITY_COLORS.warning)}${td('')}${td('')}` +
+    `${td(e(node))}${td(`not analysed: ${e(error)}`)}</tr>`;
+  return [...cluster.findings.map(finding), ...cluster.unreachable.map(unreachable)];
 }
 
 const POOL_COLUMNS = ['Pool or VG', 'State', 'Data', 'Metadata', 'Guests', 'Problems and what to do'];
@@ -4446,7 +4512,7 @@ const htmlTd: Td = (content, colour, attributes = '') =>
   `<td${attributes} style="${HTML_STYLES.cell}${colour ? `;color:${colour}` : ''}">${content}</td>`;
 const htmlEscape: Escape = (value) => escapeHtml(value === null ? '—' : String(value));
 
-const htmlSection = (id: (typeof HTML_SECTIONS)[number], title: string, body: string) =>
+const htmlSection = (id: (typeof HTML_SECTIONS)[number] | 'cluster', title: string, body: string) =>
   `<div data-section="${id}" style="margin:16px 0">` +
   `<h2 style="font-size:17px;margin:0 0 8px;color:#212529">${escapeHtml(title)}</h2>${body}</div>`;
 
@@ -4479,12 +4545,15 @@ function htmlRows(result: Result, td: Td, e: Escape) {
   const problem = (entry: Classified) => {
     const reason = `${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`;
     const remedy = entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`;
-    const cells = [td(`<code>${e(mangleDmName(entry.name))}</code>`), td(e(entry.status), STATUS_COLORS[entry.status])];
+    const cells = [
+      td(`<code>${e(shownName(entry.name, entry.node))}</code>`),
+      td(e(entry.status), STATUS_COLORS[entry.status]),
+    ];
     return `<tr data-entry>${[...cells, td(reason), td(e(entry.vmid)), td(e(entry.open)), td(remedy)].join('')}</tr>`;
   };
   const notJudged = (entry: Classified) =>
     `<tr data-unjudged>${[
-      td(`<code>${e(mangleDmName(entry.name))}</code>`),
+      td(`<code>${e(shownName(entry.name, entry.node))}</code>`),
       td(e(entry.reason), STATUS_COLORS[entry.status]),
       td(e(entry.vmid)),
       td(e(entry.advice ?? describeEntry(entry))),
@@ -4500,9 +4569,9 @@ function htmlRows(result: Result, td: Td, e: Escape) {
     ].join('')}</tr>`;
   const missing = (m: Classification['missingGuests'][number]) =>
     `<tr data-missing>${td(String(m.vmid))}` +
-    `${td(m.entries.map((name) => `<code>${e(mangleDmName(name))}</code>`).join('<br>'))}</tr>`;
+    `${td(m.entries.map((name) => `<code>${e(shownName(name, m.node))}</code>`).join('<br>'))}</tr>`;
   const warning = (kind: 'warning' | 'note') => (w: Warning) =>
-    `<tr data-${kind}>${td(`<code>${e(w.source)}${w.line === null ? '' : `:${w.line}`}</code>`)}` +
+    `<tr data-${kind}>${td(`<code>${e(warningPlace(w))}</code>`)}` +
     `${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
   return {
     problems: result.entries.filter(isProblem).map(problem),
@@ -4541,7 +4610,17 @@ export function renderHtml(result: Result): string {
   const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
   const rows = htmlRows(result, td, e);
   const notes = result.notes.length > 0 ? ` and notes (${result.notes.length})` : '';
+  const cluster = result.cluster;
   const sections = [
+    ...(cluster === null
+      ? []
+      : [
+          htmlSection(
+            'cluster',
+            `Cluster findings (${cluster.findings.length}) and nodes not analysed (${cluster.unreachable.length})`,
+            htmlTable('cluster', CLUSTER_COLUMNS, clusterHtmlRows(cluster, td, e)),
+          ),
+        ]),
     htmlSection('summary', 'Device-mapper entries', htmlSummary(s)),
     htmlSection(
       'pools',
@@ -4643,6 +4722,8 @@ export async function validateHtml(html: string, result: Result): Promise<string
   expectRows('tr[data-orphan]', result.orphanLvs.length, 'orphan LVs');
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
+  expectRows('tr[data-finding]', result.cluster?.findings.length ?? 0, 'cluster findings');
+  expectRows('tr[data-unreachable]', result.cluster?.unreachable.length ?? 0, 'nodes not analysed');
   const shownNames = new Map(
     $('tr[data-guest]')
       .toArray()
@@ -5301,8 +5382,8 @@ export interface NotifyContext extends NotifyServices {
   encodedWords(text: string, maxBytes?: number): string[];
   /** The text with terminal control characters shown, not obeyed. */
   terminalSafe(text: string): string;
-  /** A dm name as dmsetup takes it back (mangled when it holds bytes a shell or dmsetup would change). */
-  dmName(name: string): string;
+  /** A dm name as dmsetup takes it back (mangled if a shell or dmsetup would change it), after its node. */
+  dmName(name: string, node?: string): string;
   /** `VM 100`, `CT 200`, or `VMID 888` for a guest without a config. */
   guestLabel(vmid: number, type: GuestType | null): string;
   /** What a classification reason means, in a sentence (REASONS). */
@@ -5834,9 +5915,18 @@ export type NotifyMode = 'always' | 'problems' | 'change';
 
 /** What a notification is about: the grade, the problem entries and the warnings. */
 export function resultFingerprint(result: Result): string {
-  const problems = result.entries.filter(isProblem).map((entry) => `${entry.name} ${entry.status} ${entry.reason}`);
+  const where = (entry: Classified) => (entry.node === undefined ? entry.name : `${entry.node}:${entry.name}`);
+  const problems = result.entries.filter(isProblem).map((entry) => `${where(entry)} ${entry.status} ${entry.reason}`);
   return createHash('sha256')
-    .update(JSON.stringify([result.node, result.grade, problems.sort(), result.warnings.map(formatWarning).sort()]))
+    .update(
+      JSON.stringify([
+        result.node,
+        result.grade,
+        problems.sort(),
+        result.warnings.map(formatWarning).sort(),
+        ...(result.cluster === null ? [] : [clusterLines(result)]),
+      ]),
+    )
     .digest('hex');
 }
 
@@ -5893,7 +5983,7 @@ export function notifyContext(services: NotifyServices, result: Pick<Result, 'ex
     serviceMessage,
     encodedWords: mimeEncodedWords,
     terminalSafe,
-    dmName: mangleDmName,
+    dmName: shownName,
     guestLabel,
     meaning: (reason) => (REASONS as Record<string, readonly [string, string]>)[reason]?.[1] ?? '',
   };
@@ -6050,6 +6140,7 @@ export interface ClusterFinding {
   vg: string;
   lv: string;
   vmid: number;
+  guestType: GuestType | null;
   /** The node whose config holds the guest; null when no config does. */
   home: string | null;
   /** The guest runs on its node (null: that node was not analysed). */
@@ -6059,13 +6150,17 @@ export interface ClusterFinding {
   message: string;
 }
 
-export interface ClusterResult extends Graded {
+export interface ClusterView {
+  /** Each node's own result; its entries, duplicate sets and warnings carry their `node`. */
   nodes: Result[];
+  /** What only the cluster shows: a volume active where it must not be. */
+  findings: ClusterFinding[];
   /** Nodes that could not be analysed, and why. */
   unreachable: { node: string; error: string }[];
-  findings: ClusterFinding[];
-  generatedAt: string;
 }
+
+/** A cluster run's result: every node's entries, guests and warnings in one Result, and the cluster's view. */
+export type ClusterResult = Result & { cluster: ClusterView };
 
 // ─── A node's capture over ssh: `pve-dm capture -` prints it as one JSON document ───────────────
 
@@ -6258,8 +6353,6 @@ export async function mapWithLimit<T, R>(
 }
 
 const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];
-/** The source of the warnings that carry cluster findings into a single Result. */
-const CLUSTER_SOURCE = 'cluster';
 
 /** A guest volume's activations across the cluster (local VGs: one node's). */
 interface Activation {
@@ -6276,7 +6369,7 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
   const { vg, lv, vmid, type, lock, on } = volume;
   const label = guestLabel(vmid, type);
   const nodes = on.map((a) => a.node);
-  const base = { vg, lv, vmid, home, running, lock, activeOn: on };
+  const base = { vg, lv, vmid, guestType: type, home, running, lock, activeOn: on };
   const where = `${vg}/${lv} is active on ${nodes.join(' and ')}`;
   const then = (act: string) => (lock === null ? act : `once ${label}'s operation has ended (lock: ${lock}), ${act}`);
   const several = 'active-on-several-nodes';
@@ -6311,9 +6404,26 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
 
 export function analyseCluster(
   runs: readonly NodeRun[],
-  unreachable: ClusterResult['unreachable'],
+  unreachable: ClusterView['unreachable'],
   generatedAt: string,
 ): ClusterResult {
+  const findings = clusterFindings(runs);
+  const nodes = runs.map(({ result }) => onNode(result));
+  const critical = findings.some((finding) => finding.severity === 'critical');
+  const worst = nodes.reduce(
+    (letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter),
+    'A+' as GradeLetter,
+  );
+  const exitCode = Math.max(
+    ...nodes.map((result) => result.exitCode),
+    critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0,
+  ) as Graded['exitCode'];
+  const graded = { grade: critical ? 'F' : worst, summary: clusterSummary(nodes), exitCode } as Graded;
+  return { ...clusterAsResult(nodes, graded, generatedAt), cluster: { nodes, findings, unreachable } };
+}
+
+/** What the nodes' activations of guest volumes show together, the critical first. */
+function clusterFindings(runs: readonly NodeRun[]): ClusterFinding[] {
   // /etc/pve is the cluster's: any capture's storage.cfg and configs say where guests live.
   const sharedVgs = new Set(
     runs.flatMap(({ capture }) =>
@@ -6364,26 +6474,26 @@ export function analyseCluster(
     const finding = clusterFinding(volume, home, running);
     if (finding !== null) findings.push(finding);
   }
-  findings.sort((a, b) =>
+  return findings.sort((a, b) =>
     a.severity === b.severity ? lvKey(a.vg, a.lv).localeCompare(lvKey(b.vg, b.lv)) : a.severity === 'critical' ? -1 : 1,
   );
+}
 
-  const results = runs.map(({ result }) => result);
-  const summary = clusterSummary(results);
-  const critical = findings.some((finding) => finding.severity === 'critical');
-  const worst = results.reduce(
-    (letter, result) => (GRADE_ORDER.indexOf(result.grade) > GRADE_ORDER.indexOf(letter) ? result.grade : letter),
-    'A+' as GradeLetter,
-  );
-  const exitCode = Math.max(
-    ...results.map((result) => result.exitCode),
-    critical ? 2 : findings.length > 0 || unreachable.length > 0 ? 1 : 0,
-  ) as Graded['exitCode'];
-  return { nodes: results, unreachable, findings, grade: critical ? 'F' : worst, summary, exitCode, generatedAt };
+/** A node's result with its node on every entry, duplicate set, missing guest, guest and warning. */
+function onNode(result: Result): Result {
+  const node = result.node;
+  return {
+    ...result,
+    entries: result.entries.map((entry) => ({ ...entry, node })),
+    duplicates: result.duplicates.map((set) => ({ ...set, node })),
+    missingGuests: result.missingGuests.map((missing) => ({ ...missing, node })),
+    guests: result.guests.map((guest) => ({ ...guest, node })),
+    warnings: result.warnings.map((w) => ({ ...w, node })),
+  };
 }
 
 /** The nodes' counts added up; an orphan LV of a shared VG is one LV, however many nodes see it. */
-function clusterSummary(results: Result[]): Summary {
+function clusterSummary(results: readonly Result[]): Summary {
   const summary: Summary = {
     entries: 0,
     valid: 0,
@@ -6396,33 +6506,34 @@ function clusterSummary(results: Result[]): Summary {
   };
   for (const result of results)
     for (const key of Object.keys(summary) as (keyof Summary)[]) summary[key] += result.summary[key];
-  return { ...summary, orphanLvs: clusterOrphans({ nodes: results }).length };
+  return { ...summary, orphanLvs: clusterOrphans(results).length };
 }
 
 // ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
 
-export function clusterToJson(cluster: ClusterResult, notifications: readonly Notification[] = []) {
+export function clusterToJson(result: ClusterResult) {
+  const { nodes, findings, unreachable } = result.cluster;
   return {
     version: 1,
     tool: { name: 'pve-dm', version: VERSION },
-    generatedAt: cluster.generatedAt,
+    generatedAt: result.generatedAt,
     cluster: {
-      nodes: cluster.nodes.map((result) => result.node),
-      grade: cluster.grade,
-      exitCode: cluster.exitCode,
-      summary: cluster.summary,
-      findings: cluster.findings,
-      unreachable: cluster.unreachable,
+      nodes: nodes.map((node) => node.node),
+      grade: result.grade,
+      exitCode: result.exitCode,
+      summary: result.summary,
+      findings,
+      unreachable,
     },
-    nodes: cluster.nodes.map(toJson),
-    notifications,
+    nodes: nodes.map(toJson),
+    notifications: result.notifications,
   };
 }
 
 /** Every node's orphan LVs: one of a shared VG once (every node sees it), one of a node's own VG with its node. */
-function clusterOrphans(cluster: Pick<ClusterResult, 'nodes'>): OrphanLv[] {
+function clusterOrphans(nodes: readonly Result[]): OrphanLv[] {
   const seen = new Set<string>();
-  return cluster.nodes.flatMap((result) =>
+  return nodes.flatMap((result) =>
     result.orphanLvs.flatMap((orphan) => {
       if (!orphan.shared) return [{ ...orphan, blocks: `on ${result.node}: ${orphan.blocks}` }];
       const key = lvKey(orphan.vg, orphan.lv);
@@ -6434,85 +6545,62 @@ function clusterOrphans(cluster: Pick<ClusterResult, 'nodes'>): OrphanLv[] {
 }
 
 /**
- * The cluster as one Result: every node's entries, guests and warnings (named `node:...`), the
- * findings and the unreachable nodes as warnings, the cluster's grade. The HTML page, the
- * notifiers and the monitoring formats take it as they take a node's.
+ * The nodes as one Result: every node's entries, guests and warnings (each with its node), its
+ * thin pools and VGs, its orphan LVs (a shared VG's once), the cluster's grade. The HTML page, the
+ * notifiers and the monitoring formats take it as they take a node's, and read `cluster` for what
+ * only the cluster shows.
  */
-export function clusterAsResult(cluster: ClusterResult): Result {
-  const onNode = (node: string, name: string) => `${node}:${name}`;
+function clusterAsResult(nodes: Result[], graded: Graded, generatedAt: string): Result {
   return {
-    node: cluster.nodes.map((result) => result.node).join(', ') || 'cluster',
-    entries: cluster.nodes.flatMap((result) =>
-      result.entries.map((entry) => ({
-        ...entry,
-        name: onNode(result.node, entry.name),
-        realName: onNode(result.node, entry.realName),
-      })),
-    ),
-    orphanLvs: clusterOrphans(cluster),
+    node: nodes.map((result) => result.node).join(', ') || 'cluster',
+    entries: nodes.flatMap((result) => result.entries),
+    orphanLvs: clusterOrphans(nodes),
     // A thin pool is a node's own; a partial VG is what one node sees.
-    pools: cluster.nodes.flatMap((result) =>
+    pools: nodes.flatMap((result) =>
       result.pools.map((pool) => ({ ...pool, node: result.node, message: `on ${result.node}: ${pool.message}` })),
     ),
-    volumeGroups: cluster.nodes.flatMap((result) =>
+    volumeGroups: nodes.flatMap((result) =>
       result.volumeGroups.map((vg) => ({ ...vg, node: result.node, message: `on ${result.node}: ${vg.message}` })),
     ),
-    duplicates: cluster.nodes.flatMap((result) =>
-      result.duplicates.map((set) => ({
-        ...set,
-        kept: onNode(result.node, set.kept),
-        extras: set.extras.map((name) => onNode(result.node, name)),
-      })),
-    ),
-    guests: cluster.nodes.flatMap((result) => result.guests.map((guest) => ({ ...guest, node: result.node }))),
-    missingGuests: cluster.nodes.flatMap((result) =>
-      result.missingGuests.map((missing) => ({
-        ...missing,
-        entries: missing.entries.map((name) => onNode(result.node, name)),
-      })),
-    ),
+    duplicates: nodes.flatMap((result) => result.duplicates),
+    guests: nodes.flatMap((result) => result.guests),
+    missingGuests: nodes.flatMap((result) => result.missingGuests),
     system: null,
     meta: null,
     root: null,
-    warnings: [
-      ...cluster.findings.map((finding) => warn(CLUSTER_SOURCE, null, `${finding.severity}: ${finding.message}`)),
-      ...cluster.unreachable.map(({ node, error }) => warn(`node ${node}`, null, `not analysed: ${error}`)),
-      ...cluster.nodes.flatMap((result) =>
-        result.warnings.map((w) => ({ ...w, source: onNode(result.node, w.source) })),
-      ),
-    ],
+    warnings: nodes.flatMap((result) => result.warnings),
     // /etc/pve is the cluster's: every node notes the same storage plugins.
-    notes: cluster.nodes[0]?.notes ?? [],
-    grade: cluster.grade,
-    summary: cluster.summary,
-    exitCode: cluster.exitCode,
-    generatedAt: cluster.generatedAt,
-    vmids: cluster.nodes[0]?.vmids ?? null,
+    notes: nodes[0]?.notes ?? [],
+    ...graded,
+    generatedAt,
+    vmids: nodes[0]?.vmids ?? null,
     notifications: [],
     cleanup: null,
+    cluster: null,
   };
 }
 
-export function renderClusterConsole(cluster: ClusterResult, color: boolean): string {
+export function renderClusterConsole(result: ClusterResult, color: boolean): string {
+  const { cluster } = result;
   const paint = painter(color);
   // Each node's report is wrapped already: wrapping it again would break a command it kept whole.
-  const nodes = cluster.nodes.map((result) => `${renderConsole(result, color)}\n`).join('');
+  const nodes = cluster.nodes.map((node) => `${renderConsole(node, color)}\n`).join('');
   const out: string[] = [];
   out.push(
-    paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${cluster.grade}`),
+    paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${result.grade}`),
   );
-  const s = cluster.summary;
+  const s = result.summary;
   const unjudged = s.unjudged > 0 ? `, ${s.unjudged} not judged` : '';
   out.push(
-    `  ${s.entries} dm entries on ${cluster.nodes.map((result) => terminalSafe(result.node)).join(', ')}: ` +
+    `  ${s.entries} dm entries on ${cluster.nodes.map((node) => terminalSafe(node.node)).join(', ')}: ` +
       `${s.valid} valid, ${s.duplicate} duplicate, ${s.tombstone} tombstone, ${s.ignored} ignored${unjudged}`,
   );
   const pools = {
-    pools: cluster.nodes.flatMap((result) => result.pools),
-    volumeGroups: cluster.nodes.flatMap((result) => result.volumeGroups),
+    pools: cluster.nodes.flatMap((node) => node.pools),
+    volumeGroups: cluster.nodes.flatMap((node) => node.volumeGroups),
   };
   if (s.poolProblems > 0) {
-    const where = cluster.nodes.filter((result) => result.summary.poolProblems > 0).map((result) => result.node);
+    const where = cluster.nodes.filter((node) => node.summary.poolProblems > 0).map((node) => node.node);
     out.push(
       paint(poolStyle(pools), `  Thin pools and VGs: ${poolCounts(pools)} (on ${terminalSafe(where.join(', '))})`),
     );
@@ -7274,7 +7362,7 @@ function checkOutputFolder(option: string, file: string | null): void {
     throw new UserError(`--${option} ${file}: the folder ${folder} does not exist (pve-dm does not create it)`);
 }
 
-/** Analyse, then act (notify, clean up), then render what is left to render: the analysis commands. */
+/** Analyse, act (notify, clean up), then render the final result once: the analysis commands. */
 async function analyse(options: CliOptions, setup: Setup, context: RunContext): Promise<number> {
   const { io } = context;
   checkOutputFolder('html', options.htmlFile);
@@ -7285,9 +7373,8 @@ async function analyse(options: CliOptions, setup: Setup, context: RunContext): 
   const run = await analysisRun(stages, options, setup, context, { notifying, now });
   if (options.prometheusFile !== null) await writePrometheus(options.prometheusFile, run.reports.prometheus ?? '');
   const notifications = notifying ? await sendNotifications(options, setup, run, context) : [];
-  let final: Result = { ...run.result, notifications };
   if (options.format === 'console') io.stdout.write(run.reports.console ?? '');
-  let exitCode = Math.max(run.result.exitCode, await writeHtml(options, run, now, io));
+  const htmlFailed = await writeHtml(options, run, now, io);
   if (options.format === 'console' && notifications.length > 0) {
     const told = notifications.map((n) => `${terminalSafe(n.plugin)} ${n.ok ? terminalSafe(n.detail) : 'FAILED'}`);
     io.stdout.write(wrapConsole(`\nNotifications: ${told.join('; ')}\n`));
@@ -7297,41 +7384,32 @@ async function analyse(options: CliOptions, setup: Setup, context: RunContext): 
     for (const note of run.result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
   }
   const cleanup = await cleanupStep(options, run, context, now);
-  if (cleanup !== null) {
-    final = { ...final, cleanup };
-    if (cleanup.failed.length > 0 || (cleanup.rescans?.failed.length ?? 0) > 0) exitCode = Math.max(exitCode, 1);
-  }
-  if (options.format === 'json') {
-    const changed = final.notifications.length > 0 || final.cleanup !== null;
-    io.stdout.write((changed ? await run.jsonOf(final) : run.reports.json) ?? '');
-  }
-  if (isMonitoringFormat(options.format)) {
-    const format = options.format as 'nagios' | 'checkmk';
-    // The state printed is the exit code, also when writing the HTML report raised it.
-    const monitored =
-      exitCode === run.result.exitCode
-        ? run.reports
-        : await stages.report(
-            { ...final, exitCode: exitCode as Result['exitCode'] },
-            { json: false, console: false, html: false, color: false, [format]: true },
-          );
-    io.stdout.write(monitored[format] ?? '');
-  }
+  const cleanupFailed = cleanup !== null && (cleanup.failed.length > 0 || (cleanup.rescans?.failed.length ?? 0) > 0);
+  const exitCode = Math.max(run.result.exitCode, htmlFailed, cleanupFailed ? 1 : 0) as Result['exitCode'];
+  await renderFinal(stages, options, { ...run.result, notifications, cleanup, exitCode }, io);
   return exitCode;
 }
 
-/** The pipeline's output, and the JSON of a result changed later (notifications, a cleanup). */
-interface AnalysisRun extends RunOutput {
-  jsonOf: (final: Result) => Promise<string | undefined>;
+/**
+ * JSON and the monitoring formats show the final result: its notifications, its cleanup, and the
+ * exit code (raised when the HTML report or a removal failed), which a monitoring state must match.
+ */
+async function renderFinal(stages: Stages, options: CliOptions, final: Result, io: Io): Promise<void> {
+  const format = options.format;
+  if (format !== 'json' && !isMonitoringFormat(format)) return;
+  const only = { json: false, console: false, html: false, color: false };
+  const reports = await stages.report(final, { ...only, [format]: true });
+  io.stdout.write(reports[format as 'json' | 'nagios' | 'checkmk'] ?? '');
 }
 
+/** The pipeline's run: what must exist before acting (the console, HTML and notifiers' reports, the plan). */
 async function analysisRun(
   stages: Stages,
   options: CliOptions,
   setup: Setup,
   { runner, live, liveRoot }: RunContext,
   { notifying, now }: { notifying: boolean; now: Date },
-): Promise<AnalysisRun> {
+): Promise<RunOutput> {
   const consoleRun = options.format === 'console';
   const runOptions: RunOptions = {
     root: options.root,
@@ -7344,31 +7422,21 @@ async function analysisRun(
     selection: options.selection,
     warnings: setup.warnings,
     poolThresholds: setup.poolThresholds,
-    json: options.format === 'json' || notifying,
+    // The notifiers send the JSON of the analysis; the JSON printed is the final result's (renderFinal).
+    json: notifying,
     console: consoleRun,
     html: options.htmlFile !== null || consoleRun || notifying,
-    nagios: options.format === 'nagios',
-    checkmk: options.format === 'checkmk',
     prometheus: options.prometheusFile !== null,
   };
   if (options.cluster || options.roots.length > 1) {
-    const clusterOptions = {
-      ...runOptions,
-      roots: options.roots,
-      live: options.cluster,
-      nodeTimeoutMs: options.nodeTimeoutMs,
-    };
-    const run = await runCluster(stages, clusterOptions);
-    const jsonOf = async (final: Result) => `${terminalSafeJson(clusterToJson(run.cluster, final.notifications))}\n`;
-    return { ...run, jsonOf };
+    const clusterOptions = { ...runOptions, roots: options.roots, live: options.cluster };
+    return runCluster(stages, { ...clusterOptions, nodeTimeoutMs: options.nodeTimeoutMs });
   }
   const run = await runPipeline(stages, runOptions);
   // Holders are looked up only for a plan that may be carried out, on the live node.
   const plan =
     options.root === undefined && !options.reportOnly ? await withHolders(run.plan, run.result, liveRoot) : run.plan;
-  const jsonOf = async (final: Result) =>
-    (await stages.report(final, { json: true, console: false, html: false, color: false })).json;
-  return { ...run, plan, jsonOf };
+  return { ...run, plan };
 }
 
 /** Before anything is printed: a Prometheus file that cannot be written is a run that failed (exit 3). */
@@ -7381,7 +7449,7 @@ async function writePrometheus(file: string, text: string): Promise<void> {
 async function sendNotifications(
   options: CliOptions,
   setup: Setup,
-  run: AnalysisRun,
+  run: RunOutput,
   { io, runner }: RunContext,
 ): Promise<Notification[]> {
   const mode = options.notify as NotifyMode;
@@ -7412,7 +7480,7 @@ async function sendNotifications(
 }
 
 /** The HTML report: to --html FILE, or a console run's into the reports folder (the newest N kept). 1: failed. */
-async function writeHtml(options: CliOptions, run: AnalysisRun, now: Date, io: Io): Promise<number> {
+async function writeHtml(options: CliOptions, run: RunOutput, now: Date, io: Io): Promise<number> {
   const consoleRun = options.format === 'console';
   if (run.reports.html === undefined || (options.htmlFile === null && !consoleRun)) return 0;
   const file = options.htmlFile ?? path.join(PATHS.reports, reportFileName(run.result.node, now));
@@ -7443,7 +7511,7 @@ export function pruneReports(dir: string, keep: number): void {
 /** The cleanup a run asked for: interactive, --yes or --dry-run; or its plan, shown. Null when nothing ran. */
 async function cleanupStep(
   options: CliOptions,
-  run: AnalysisRun,
+  run: RunOutput,
   context: RunContext,
   now: Date,
 ): Promise<CleanupOutcome | null> {

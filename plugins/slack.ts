@@ -54,7 +54,7 @@ function entryText(entry: Classified, result: Result, context: NotifyContext): s
       ? `no command now: ${fit(entry.advice ?? 'see the report', 1500)}`
       : `remedy ${code(entry.remedy, 1500)}`;
   // Each part is clipped, so the whole stays under 2,700 characters: within the section limit (3,000).
-  return `${code(context.dmName(entry.name), 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
+  return `${code(context.dmName(entry.name, entry.node), 600)} *${entry.status}*${who}\n${reason}\n${remedy}`;
 }
 
 /** The Slack message for a result: header, counts, the first problem entries, and how many more. */

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, clusterAsResult, clusterMembers, clusterToJson, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterMembers, clusterToJson, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
 import { describeRun, overlongLines, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
@@ -15,7 +15,7 @@ import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.
 
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
 
-async function cluster(roots = NODES, unreachable: ClusterResult['unreachable'] = []): Promise<ClusterResult> {
+async function cluster(roots = NODES, unreachable: ClusterResult['cluster']['unreachable'] = []): Promise<ClusterResult> {
   const runs = await Promise.all(
     roots.map((root) => runPipeline(defaultStages, { root, vmids: [], json: false, console: false, html: false, color: false, runner: createRunner({ allowChanges: false }) })),
   );
@@ -25,14 +25,14 @@ async function cluster(roots = NODES, unreachable: ClusterResult['unreachable'] 
 test('three nodes: each a section of its own, the sums and the worst grade, F for a critical finding', async () => {
   const result = await cluster();
   // On pve2, VM 117's disk is the target of its migration (lock: migrate): in flight, not a tombstone.
-  assert.equal(result.nodes.map((node) => [node.node, node.grade, node.exitCode]), [['pve1', 'B', 1], ['pve2', 'B', 1], ['pve3', 'B', 1]]);
+  assert.equal(result.cluster.nodes.map((node) => [node.node, node.grade, node.exitCode]), [['pve1', 'B', 1], ['pve2', 'B', 1], ['pve3', 'B', 1]]);
   assert.equal(result.summary, { entries: 36, valid: 11, duplicate: 0, tombstone: 6, ignored: 19, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
 });
 
 test('what only the cluster shows: shared LVs active on two nodes, and a disk active off its guest\'s node', async () => {
-  const { findings } = await cluster();
+  const { findings } = (await cluster()).cluster;
   const shown = findings.map((f) => [f.severity, f.kind, `${f.vg}/${f.lv}`, f.vmid, f.home, f.running, f.activeOn.map((a) => a.node).join(',')]);
   assert.equal(shown, [
     ['critical', 'active-on-several-nodes', 'san01/vm-300-disk-0', 300, 'pve2', true, 'pve1,pve2'],
@@ -63,23 +63,23 @@ test('a shared LV active on two nodes while its running guest holds a lock: crit
     writeFileSync(conf, `lock: backup\n${readFileSync(conf, 'utf8')}`);
     runs.push(await runPipeline(defaultStages, { root: copy, vmids: [], json: false, console: false, html: false, color: false, runner: createRunner({ allowChanges: false }) }));
   }
-  const finding = analyseCluster(runs, [], '2026-11-25T12:00:00.000Z').findings.find((f) => f.vmid === 300);
+  const finding = analyseCluster(runs, [], '2026-11-25T12:00:00.000Z').cluster.findings.find((f) => f.vmid === 300);
   assert.is(finding?.severity, 'critical');
   assert.is(finding?.message, 'san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2: two nodes writing one LV corrupt it (Proxmox bug 4997); once VM 300\'s operation has ended (lock: backup), deactivate it where the guest does not run');
   assert.equal(finding?.activeOn.map((a) => a.remedy), [null, null], 'no command for a locked guest\'s volume, on any node');
 });
 
 test('the local VG of each node is its own: pve/vm-302-disk-0 on pve2 is not "active on several nodes"', async () => {
-  const { findings } = await cluster();
+  const { findings } = (await cluster()).cluster;
   assert.not.ok(findings.some((f) => f.vg === 'pve'));
 });
 
 test('one node alone shows no cluster finding a missing neighbour would explain; an unreachable node is a warning', async () => {
   const alone = await cluster([NODES[1] as string]);
-  assert.equal(alone.findings.map((f) => `${f.kind} ${f.vg}/${f.lv}`), ['active-off-home-node san01/vm-117-disk-0']);
+  assert.equal(alone.cluster.findings.map((f) => `${f.kind} ${f.vg}/${f.lv}`), ['active-off-home-node san01/vm-117-disk-0']);
   const partial = await cluster([NODES[2] as string], [{ node: 'pve2', error: 'ssh: connect to host pve2 port 22: Connection timed out' }]);
   assert.is(partial.exitCode, 1);
-  assert.equal(partial.unreachable, [{ node: 'pve2', error: 'ssh: connect to host pve2 port 22: Connection timed out' }]);
+  assert.equal(partial.cluster.unreachable, [{ node: 'pve2', error: 'ssh: connect to host pve2 port 22: Connection timed out' }]);
 });
 
 
@@ -92,10 +92,21 @@ test('--root three times: one JSON for the cluster, each node\'s own JSON inside
   const report = JSON.parse(run.stdout);
   const expected = await cluster();
   assert.equal(report.notifications, []);
-  assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.findings, unreachable: [] })));
+  assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.cluster.findings, unreachable: [] })));
   for (const [index, root] of NODES.entries()) {
     const alone = JSON.parse((await runMain(['--root', root, '--report-only', '--json'])).stdout);
-    assert.equal({ ...report.nodes[index], generatedAt: null }, { ...alone, generatedAt: null });
+    // A node's section is its own JSON, each entry, duplicate set and warning with its node.
+    const node = alone.node as string;
+    const withNode = (item: object) => ({ ...item, node });
+    const expectedNode = {
+      ...alone,
+      entries: alone.entries.map(({ name, ...rest }: { name: string }) => ({ name, node, ...rest })),
+      duplicates: alone.duplicates.map(withNode),
+      missingGuests: alone.missingGuests.map(withNode),
+      warnings: alone.warnings.map((w: { text: string }) => ({ node, ...w, text: `${node}:${w.text}` })),
+    };
+    assert.equal({ ...report.nodes[index], generatedAt: null }, { ...expectedNode, generatedAt: null });
+    assert.ok(report.nodes[index].entries.every((entry: { node: string }) => entry.node === node));
   }
 });
 
@@ -113,7 +124,9 @@ test('--root three times: the console shows every node, then the cluster; the HT
   assert.is($('[data-field="node"]').text(), 'pve1, pve2, pve3');
   assert.is($('[data-field="grade"]').text(), 'F');
   assert.ok($('tr[data-entry]').text().includes('pve1:san01-vm--300--disk--0'));
-  assert.ok($('tr[data-warning]').text().includes('critical: san01/vm-300-disk-0 is active on pve1 and pve2'));
+  assert.ok($('tr[data-finding]').first().text().startsWith('CRITICALsan01/vm-300-disk-0VM 300 of pve2, running'));
+  assert.ok($('tr[data-finding]').first().text().includes('on pve1: lvchange -an san01/vm-300-disk-0'));
+  assert.is($('tr[data-finding]').length, 5);
 });
 
 test('--root twice, one node with a guest config it cannot read: the cluster\'s line counts the entries not judged', async () => {
@@ -133,14 +146,15 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
     assert.is(server.received[0]?.headers['x-pve-dm-severity'], 'critical');
     assert.is(JSON.parse(server.received[0]?.body ?? '').cluster.grade, 'F');
   });
-  assert.is(notificationSubject(clusterAsResult(await cluster())), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
+  assert.is(notificationSubject(await cluster()), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
 });
 
 test('Nagios for a cluster run: CRITICAL for a shared LV active on two nodes, each guest on its own node', async () => {
   const nagios = await runMain([...ROOTS, '--report-only', '--format', 'nagios']);
   assert.is(nagios.code, 2, describeRun(nagios));
-  assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 1 orphan LV(s), 5 warning(s) | entries=36;;;0 '), nagios.stdout);
-  assert.match(nagios.stdout, '\nwarning: cluster: critical: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2');
+  assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 1 orphan LV(s) | entries=36;;;0 '), nagios.stdout);
+  // The cluster's findings are the first detail lines, each with the remedy on each node.
+  assert.equal(nagios.stdout.split('\n')[1], 'critical: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run; on pve1: lvchange -an san01/vm-300-disk-0');
   assert.match(nagios.stdout, '\ntombstone pve1:san01-vm--300--disk--0: guest-on-other-node, VM 300 gitlab on pve2; remedy: lvchange -an san01/vm-300-disk-0\n', 'each guest on its own node');
 });
 
@@ -148,7 +162,7 @@ test('Prometheus for a cluster run: each node\'s series under its own name, as i
   const result = await cluster(NODES, [{ node: 'pve4', error: 'ssh root@192.0.2.4 failed (exit 255): Connection refused' }]);
   const series = readPrometheus(renderClusterPrometheus(result));
   const expected = new Map<string, number>();
-  for (const [index, node] of result.nodes.entries()) {
+  for (const [index, node] of result.cluster.nodes.entries()) {
     const own = expectedSeries(path.basename(NODES[index] as string), node, Date.parse(node.generatedAt) / 1000);
     assert.equal(Object.fromEntries(readPrometheus(renderPrometheus(node))), Object.fromEntries(own), `${node.node} alone`);
     for (const [key, value] of own) expected.set(key, value);

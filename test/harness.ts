@@ -161,7 +161,7 @@ export function resultOf(
   const full = 'entries' in from ? from : classify(parse(from));
   const classification = vmids.length > 0 ? narrowToGuests(full, vmids) : full;
   const narrowed = vmids.length > 0 ? vmids : null;
-  return { ...classification, ...grade(classification), generatedAt, vmids: narrowed, notifications: [], cleanup: null };
+  return { ...classification, ...grade(classification), generatedAt, vmids: narrowed, notifications: [], cleanup: null, cluster: null };
 }
 
 /** The lines of a console text wider than 80 columns that are more than one word (a dm name or command stays whole). */
