@@ -2357,51 +2357,95 @@ function lvmView(lvs: ByVolume<LogicalVolume> | null, vg: string, lv: string, uu
 /** Classified.lvmKnown from LVM's word. */
 const lvmKnownOf = (view: LvmView | null) => (view === null ? null : view === 'owned');
 
-/** A guest volume's entry: valid when a config here references it, else the first problem rule that holds. */
+/** What the rules for a guest volume's entry look at: the entry, LVM's view of it, the configs that name it. */
+interface GuestVolumeCase {
+  j: Judging;
+  entry: DmEntry;
+  id: GuestVolumeIdentity;
+  view: LvmView | null;
+  base: VolumeFacts;
+  /** Configs referencing the volume, and those holding it as a snapshot (none for a hand-made copy). */
+  refs: readonly GuestRef[];
+  snapshotRefs: readonly GuestRef[];
+  /** The guest a valid entry belongs to; a problem belongs to `vmid`, the VMID in its name. */
+  owner: number;
+  vmid: number;
+  configs: readonly GuestConfig[];
+}
+
+type GuestVolumeRule = (c: GuestVolumeCase) => Classified | null;
+
+/**
+ * A guest volume's rules, in the order they are tried (README "Reason codes" gives each its
+ * status and meaning): the first that holds decides. A config here makes it valid; a guest whose
+ * config cannot be read, or that an operation holds, is not judged; then LVM and the cluster speak.
+ */
+const GUEST_VOLUME_RULES: readonly GuestVolumeRule[] = [
+  function referenced(c) {
+    return c.refs.some(c.j.fromHere) ? verdict(c.j, c.entry, 'valid', 'referenced', c.owner, c.base) : null;
+  },
+  function snapshotInConfig(c) {
+    return c.snapshotRefs.some(c.j.fromHere)
+      ? verdict(c.j, c.entry, 'valid', 'snapshot-in-config', c.owner, c.base)
+      : null;
+  },
+  function configUnreadable({ j, entry, vmid, base, configs }) {
+    if (!configs.some((g) => !g.readable || (g.partial && j.local(g)))) return null;
+    const label = guestLabel(vmid, typeOf(j, vmid));
+    const advice = `${label}'s config cannot be read (see the warnings): fix it, then look again`;
+    return verdict(j, entry, 'unjudged', 'config-unreadable', vmid, base, adviceOnly(advice));
+  },
+  function inFlight({ j, entry, vmid, base }) {
+    const lock = j.locks.get(vmid);
+    if (lock === undefined || SETTLED_LOCKS.has(lock)) return null;
+    return verdict(j, entry, 'ignored', 'in-flight', vmid, base, adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid))));
+  },
+  function storageUnknown({ j, entry, id, vmid, base }) {
+    if (j.storageVgs.has(id.vg)) return null;
+    const notOurs = foreignVgWhy(j, entry, id.vg);
+    return notOurs === null
+      ? problem(j, 'tombstone', 'storage-unknown', entry, base, vmid)
+      : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, adviceOnly(notOurs));
+  },
+  function lvMissing({ j, entry, id, view, vmid, base }) {
+    return view === 'missing' && id.lvmOwned ? problem(j, 'tombstone', 'lv-missing', entry, base, vmid) : null;
+  },
+  function lvMismatch({ j, entry, view, vmid, base }) {
+    return view === 'other' ? problem(j, 'tombstone', 'lv-mismatch', entry, base, vmid) : null;
+  },
+  function guestOnOtherNode({ j, entry, refs, snapshotRefs, base }) {
+    const elsewhere = [...refs, ...snapshotRefs].find((r) => !j.local(r.guest));
+    if (elsewhere === undefined) return null;
+    const facts = { ...base, otherNode: elsewhere.guest.node };
+    return problem(j, 'tombstone', 'guest-on-other-node', entry, facts, elsewhere.guest.vmid);
+  },
+  function guestMissing({ j, entry, vmid, base, configs }) {
+    return configs.length === 0 ? problem(j, 'tombstone', 'guest-missing', entry, base, vmid) : null;
+  },
+  function volumeUnreferenced({ j, entry, vmid, base }) {
+    return problem(j, 'tombstone', 'volume-unreferenced', entry, base, vmid);
+  },
+];
+
+/** A guest volume's entry: the first of GUEST_VOLUME_RULES that holds (the last always does). */
 function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): Classified {
   const view = id.lvmOwned ? lvmView(j.state.lvs, id.vg, id.lv, entry.uuid) : 'missing';
-  const lvmKnown = lvmKnownOf(view);
   // A hand-made copy that is no duplicate (the volume's own entry is not here) is judged as
   // itself: no config references `vm-169-disk-0-dup`, whether or not one references the volume.
+  const lvmKnown = lvmKnownOf(view);
   const base: VolumeFacts = { vg: id.vg, lv: id.lv, kind: id.volume.kind, lvmKnown, relatedTo: null, otherNode: null };
   const refs = id.copyOf === null ? j.refsOf(id.vg, id.lv) : NO_REFS;
   const snapshotRefs =
     id.volume.kind === 'snapshot' && id.copyOf === null ? snapshotRefsOf(j, id.vg, id.volume) : NO_REFS;
   const owner = localOwner(j, snapshotRefs.length === 0 ? refs : [...refs, ...snapshotRefs], id.volume.vmid);
-  if (refs.some(j.fromHere)) return verdict(j, entry, 'valid', 'referenced', owner, base);
-  if (snapshotRefs.some(j.fromHere)) return verdict(j, entry, 'valid', 'snapshot-in-config', owner, base);
-  // No config here references it: it belongs to the VMID in its name.
   const vmid = id.volume.vmid;
-  const label = guestLabel(vmid, typeOf(j, vmid));
   const configs = j.guestsById.get(vmid) ?? [];
-  if (configs.some((g) => !g.readable || (g.partial && j.local(g)))) {
-    const advice = `${label}'s config cannot be read (see the warnings): fix it, then look again`;
-    return verdict(j, entry, 'unjudged', 'config-unreadable', vmid, base, adviceOnly(advice));
+  const c: GuestVolumeCase = { j, entry, id, view, base, refs, snapshotRefs, owner, vmid, configs };
+  for (const rule of GUEST_VOLUME_RULES) {
+    const judgedEntry = rule(c);
+    if (judgedEntry !== null) return judgedEntry;
   }
-  const lock = j.locks.get(vmid);
-  if (lock !== undefined && !SETTLED_LOCKS.has(lock)) {
-    return verdict(j, entry, 'ignored', 'in-flight', vmid, base, adviceOnly(lockAdvice(lock, vmid, typeOf(j, vmid))));
-  }
-  if (!j.storageVgs.has(id.vg)) {
-    const notOurs = foreignVgWhy(j, entry, id.vg);
-    return notOurs === null
-      ? problem(j, 'tombstone', 'storage-unknown', entry, base, vmid)
-      : verdict(j, entry, 'ignored', 'foreign-vg', vmid, base, adviceOnly(notOurs));
-  }
-  if (view === 'missing' && id.lvmOwned) return problem(j, 'tombstone', 'lv-missing', entry, base, vmid);
-  if (view === 'other') return problem(j, 'tombstone', 'lv-mismatch', entry, base, vmid);
-  const elsewhere = [...refs, ...snapshotRefs].find((r) => !j.local(r.guest));
-  if (elsewhere !== undefined)
-    return problem(
-      j,
-      'tombstone',
-      'guest-on-other-node',
-      entry,
-      { ...base, otherNode: elsewhere.guest.node },
-      elsewhere.guest.vmid,
-    );
-  if (configs.length === 0) return problem(j, 'tombstone', 'guest-missing', entry, base, vmid);
-  return problem(j, 'tombstone', 'volume-unreferenced', entry, base, vmid);
+  throw new Error('GUEST_VOLUME_RULES ends with a rule that always holds');
 }
 
 /** Why a guest volume in a VG no LVM storage names is not pve-dm's to judge; null when it is a tombstone. */
