@@ -575,12 +575,16 @@ function readListedFile(file: string, maxBytes: number, buffer: Buffer): string 
   }
 }
 
+/** A config file found in /etc/pve/nodes, and the regular file it is. */
+type ListedConfig = Omit<ConfigFile, 'text'> & { regular: string };
+
 /**
- * Every guest config of the cluster, as text; one that cannot be read keeps its error. Read
+ * Every guest config of the cluster, as text; one that cannot be read keeps its error. `unchanged`
+ * may give a regular file's text known already (recheck: the analysis's, for a file not changed since). Read
  * synchronously: thousands of small files cost a tenth of what the thread pool's round trips do.
  * Counted before any is read: more than any cluster has is refused, as is more text than pmxcfs holds.
  */
-function readConfigs(base: string): ConfigFile[] {
+function readConfigs(base: string, unchanged: (config: ListedConfig) => string | null = () => null): ConfigFile[] {
   const root = realpathSync(base);
   const nodesDir = path.join(root, CAPTURE_FILES.nodes);
   // `regular`: a regular file of a checked folder, read directly; anything else (a link, a FIFO, a
@@ -619,11 +623,11 @@ function readConfigs(base: string): ConfigFile[] {
     );
   let total = 0;
   return listed.map(({ regular, ...config }) => {
-    let text: string | null = null;
+    let text: string | null = regular === null ? null : unchanged({ ...config, regular });
     // Listed a moment ago: removed since (a guest deleted meanwhile).
     let readError = 'ENOENT';
     try {
-      text =
+      text ??=
         regular === null
           ? readUnder(root, config.path, LIMITS.fileBytes)
           : readListedFile(regular, LIMITS.fileBytes, buffer);
@@ -761,11 +765,11 @@ async function liveSystemFacts(liveRoot: string, pveversion: CommandResult): Pro
  * started with that pid file (qemu-server's check_running); a container when its LXC command
  * socket `@/var/lib/lxc/<vmid>/command` is bound (pve-container).
  */
-export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
+export async function liveRunningGuests(liveRoot: string, only?: ReadonlySet<number>): Promise<number[]> {
   const running = new Set<number>();
   const pidDir = path.join(liveRoot, 'run/qemu-server');
-  const pidFiles = (await readdir(pidDir).catch(() => [] as string[])).filter((file) =>
-    /^[1-9][0-9]{2,8}\.pid$/.test(file),
+  const pidFiles = (await readdir(pidDir).catch(() => [] as string[])).filter(
+    (file) => /^[1-9][0-9]{2,8}\.pid$/.test(file) && (only === undefined || only.has(Number(file.slice(0, -4)))),
   );
   await Promise.all(
     pidFiles.map(async (file) => {
@@ -784,7 +788,8 @@ export async function liveRunningGuests(liveRoot: string): Promise<number[]> {
     }),
   );
   const unix = (await readOptional(path.join(liveRoot, 'proc/net/unix'))) ?? '';
-  for (const [, vmid] of unix.matchAll(/@\/var\/lib\/lxc\/([1-9][0-9]{2,8})\/command$/gm)) running.add(Number(vmid));
+  for (const [, vmid] of unix.matchAll(/@\/var\/lib\/lxc\/([1-9][0-9]{2,8})\/command$/gm))
+    if (only === undefined || only.has(Number(vmid))) running.add(Number(vmid));
   return [...running].sort((a, b) => a - b);
 }
 
@@ -803,6 +808,8 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
         `capture with --root DIR)`,
     );
   const warnings: Warning[] = [];
+  // When reading began: a cleanup's recheck reads again every config changed since.
+  const capturedAt = new Date().toISOString();
   const [info, table, poolStatus, lvs, pveversion, configs, running] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
     runner('dmsetup', DM_TABLE_ARGS),
@@ -840,7 +847,7 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     running: running.map((vmid) => `${vmid}\n`).join(''),
     system: await liveSystemFacts(liveRoot, pveversion),
     meta: {
-      capturedAt: new Date().toISOString(),
+      capturedAt,
       pveDm: VERSION,
       commands: Object.fromEntries(
         Object.entries(commands).map(([name, result]) => [name, { exitCode: result.exitCode, stderr: result.stderr }]),
@@ -5144,24 +5151,43 @@ export interface RescanOutcome {
   failed: { vmid: number; error: string }[];
 }
 
+/** pmxcfs keeps a file's mtime in whole seconds: a file changed in the second the analysis began is read again. */
+const PMXCFS_MTIME_SLACK_MS = 2_000;
+
+/** The analysis's text of a config when its file was last changed before `since` (ms), else null: read it again. */
+function unchangedText(before: ConfigFile | undefined, file: string, since: number): string | null {
+  if (before?.text == null || !Number.isFinite(since)) return null;
+  const stat = lstatSync(file, { throwIfNoEntry: false });
+  return stat !== undefined && stat.isFile() && stat.mtimeMs < since ? before.text : null;
+}
+
 /**
- * The entry as it is now: its dm line read again, every guest config and the running guests
- * read again, and the whole classification run again with them. Null when the entry is gone.
+ * The entry as it is now, judged again from what can have changed: its dm line, its guest's
+ * configs and whether that guest runs, and every other config changed since the analysis began (a
+ * new reference, a lock). The rest is the analysis's; null when the entry is gone.
  */
 async function recheck(
-  name: string,
+  { name, vmid: owner }: Pick<PlannedAction, 'name' | 'vmid'>,
   context: CleanupContext,
 ): Promise<{ entry: Classified; guests: Map<number, GuestSummary> } | null> {
   const info = await context.runner('dmsetup', [...DM_INFO_ARGS, name]);
   if (info.exitCode !== 0) return null;
   const fresh = parseDmsetupInfo(info.stdout).entries[0];
   if (fresh === undefined || fresh.name !== name) return null;
-  const running = await liveRunningGuests(context.liveRoot);
-  const state = parse({
-    ...context.capture,
-    configs: readConfigs(context.liveRoot),
-    running: running.map((vmid) => `${vmid}\n`).join(''),
-  });
+  const { capture } = context;
+  const id = identify(fresh);
+  const guests = new Set([owner, id.kind === 'guest-volume' ? id.volume.vmid : null].filter((v) => v !== null));
+  // The analysis's text of a config not changed since it began; the entry's own guests' are read anew.
+  const before = new Map(capture.configs.map((config) => [config.path, config]));
+  const since = Date.parse(capture.meta?.capturedAt ?? '') - PMXCFS_MTIME_SLACK_MS;
+  const configs = readConfigs(context.liveRoot, (config) =>
+    guests.has(config.vmid) ? null : unchangedText(before.get(config.path), config.regular, since),
+  );
+  // Whether a guest runs decides only for its own entries: the others keep the analysis's word.
+  const running = new Set(capture.running === null ? [] : lines(capture.running).map(Number));
+  for (const vmid of guests) running.delete(vmid);
+  for (const vmid of await liveRunningGuests(context.liveRoot, guests)) running.add(vmid);
+  const state = parse({ ...capture, configs, running: [...running].map((id) => `${id}\n`).join('') });
   state.entries = state.entries.map((entry) => (entry.name === name ? fresh : entry));
   const classification = classify(state);
   const entry = classification.entries.find((candidate) => candidate.name === name);
@@ -5231,7 +5257,7 @@ async function removeOne(
   outcome: CleanupOutcome,
   onStep: (text: string) => void,
 ): Promise<void> {
-  const now = await recheck(action.name, context);
+  const now = await recheck(action, context);
   if (now === null) return void outcome.skipped.push({ name: action.name, why: 'gone already' });
   const { entry, guests } = now;
   // In a dry run the leftovers stacked on it that it would have removed first are still there.

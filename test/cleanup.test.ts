@@ -1,6 +1,6 @@
 // Cleanup against a model node (test/support/fake-node.ts): the real runner, journal, locks
 // (flock on files of a temporary tree) and re-checks.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { createRunner, defaultStages, executeCleanup, flockLocker, guestLockFile, planCleanup, PVE_DM_LOCK, readJournal, rescanOffers, restoreEntries, runPipeline, runRescans, UserError } from '../pve-dm.ts';
@@ -126,6 +126,32 @@ test('right before acting, each entry is classified again: referenced now, open 
       assert.ok(outcome.removed.length >= 3, `${what}: the others still go`);
     } finally {
       done();
+    }
+  }
+});
+
+test('the re-check reads again what can have changed: the entry\'s guest\'s configs, and any config changed since the analysis began', async () => {
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  const conf = (root: string, file: string) => path.join(root, 'etc/pve/nodes/pve1', file);
+  // VM 119 takes VM 888's disk (a borrowed disk) after the analysis: its config's mtime decides whether it is read again.
+  const borrow = 'name: app\nscsi0: ssd-ha01:vm-119-disk-0\nscsi1: local-lvm:vm-888-disk-0\n';
+  for (const [what, mtime, removed] of [['changed since (a new mtime)', null, false], ['untouched since (its mtime from before)', hourAgo, true]] as const) {
+    const s = scenario();
+    try {
+      for (const file of ['qemu-server/100.conf', 'qemu-server/119.conf', 'lxc/200.conf']) utimesSync(conf(s.root, file), hourAgo, hourAgo);
+      const runner = createRunner({ allowChanges: true, exec: s.node.exec });
+      const { capture, plan } = await runPipeline(defaultStages, { vmids: [], json: false, console: false, html: false, color: false, runner, liveRoot: s.root, hostname: 'pve1' });
+      put(s.root, 'etc/pve/nodes/pve1/qemu-server/119.conf', borrow);
+      if (mtime !== null) utimesSync(conf(s.root, 'qemu-server/119.conf'), mtime, mtime);
+      // VM 100's own config is always read again, whatever its mtime: it now references its disk 7.
+      put(s.root, 'etc/pve/nodes/pve1/qemu-server/100.conf', 'name: web\nscsi0: local-lvm:vm-100-disk-0\nscsi1: local-lvm:vm-100-disk-7\n');
+      utimesSync(conf(s.root, 'qemu-server/100.conf'), hourAgo, hourAgo);
+      const outcome = await executeCleanup(plan, { runner, capture, liveRoot: s.root, journal: s.journal, run: 'r1', lockWaitSeconds: 1 });
+      assert.equal(outcome.skipped.find((x) => x.name === 'pve-vm--100--disk--7')?.why, 'now valid (referenced)', `${what}: the entry's own guest`);
+      assert.is(outcome.removed.some((x) => x.name === 'pve-vm--888--disk--0'), removed, `${what}: ${JSON.stringify(outcome)}`);
+      if (!removed) assert.equal(outcome.skipped.find((x) => x.name === 'pve-vm--888--disk--0')?.why, 'now valid (referenced)');
+    } finally {
+      s.done();
     }
   }
 });
