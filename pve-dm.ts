@@ -197,14 +197,19 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
       (member) => member.name !== runs[0]?.result.node,
     );
     const command = remoteCaptureCommand();
-    const fetched = await mapWithLimit(others, CLUSTER_PARALLEL, async (member) => {
-      if (member.online === false)
-        return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
-      return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
-        if (error instanceof UserError) return { node: member.name, error: error.message };
-        throw error;
-      });
-    });
+    const limit = (await import('p-limit')).default(CLUSTER_PARALLEL);
+    const fetched = await Promise.all(
+      others.map((member) =>
+        limit(async () => {
+          if (member.online === false)
+            return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
+          return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
+            if (error instanceof UserError) return { node: member.name, error: error.message };
+            throw error;
+          });
+        }),
+      ),
+    );
     for (const item of fetched) {
       if ('error' in item) unreachable.push(item);
       else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
@@ -6402,24 +6407,6 @@ export async function fetchRemoteCapture(
   if (capture.hostname !== member.name)
     throw new UserError(`node ${member.name}: answered as ${clip(capture.hostname)}`);
   return capture;
-}
-
-/** Runs `work` on every item, at most `limit` at a time, keeping the items' order. */
-export async function mapWithLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  work: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await work(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 const GRADE_ORDER: readonly GradeLetter[] = ['A+', 'B', 'C', 'D', 'F'];

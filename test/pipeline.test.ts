@@ -25,14 +25,14 @@ test('a stage can be replaced (grade) or wrapped (classify), and the pipeline us
   assert.is(JSON.parse((await defaultStages.report(result, { json: true, console: false, html: false, color: false })).json ?? '{}').grade, 'C');
 });
 
-test('a JSON run loads neither cheerio, undici nor @clack/prompts; an HTML run loads cheerio', async () => {
+test('a JSON run loads neither cheerio, undici, @clack/prompts nor p-limit; an HTML run loads cheerio', async () => {
   const trace = path.join(tempDir(), 'imports.txt');
   const traced = (args: string[]) => runCli(args, { NODE_OPTIONS: `--import ${path.join(PROJECT, 'test/support/trace-imports.mjs')}`, TEST_TRACE_IMPORTS: trace });
   const json = await traced(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json']);
   assert.is(json.code, 2, json.stderr);
   const loaded = readFileSync(trace, 'utf8');
   assert.match(loaded, /ts-pattern/, 'the trace works');
-  for (const heavy of ['/cheerio/', '/undici/', '/@clack/']) assert.not.ok(loaded.includes(heavy), `${heavy} loaded by a JSON run`);
+  for (const heavy of ['/cheerio/', '/undici/', '/@clack/', '/p-limit/']) assert.not.ok(loaded.includes(heavy), `${heavy} loaded by a JSON run`);
   const html = await traced(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--html', path.join(path.dirname(trace), 'r.html')]);
   assert.is(html.code, 2, html.stderr);
   assert.match(readFileSync(trace, 'utf8'), /\/cheerio\//);
