@@ -6696,7 +6696,14 @@ export interface CliOption {
   complete?: 'file' | 'dir';
   /** Accepted, not listed: a second spelling. */
   hidden?: boolean;
+  /** Options it does not go with, each with the line that says why (checked for every pair, in table order). */
+  excludes?: Readonly<Record<string, string>>;
+  /** The one command it goes with (an option of that command alone). */
+  command?: string;
 }
+
+const NOT_ON_A_CAPTURE = 'cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)';
+const NOT_ON_A_CLUSTER = 'cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)';
 
 export const CLI_COMMANDS: readonly { name: string; usage: string; help: string }[] = [
   {
@@ -6732,7 +6739,11 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     complete: 'dir',
     help: 'analyse the capture in DIR instead of the live node; several: one cluster',
   },
-  { name: 'cluster', help: 'analyse every node of this cluster: this one live, the others over ssh' },
+  {
+    name: 'cluster',
+    help: 'analyse every node of this cluster: this one live, the others over ssh',
+    excludes: { root: '--cluster analyses the live cluster, --root captures: give one or the other' },
+  },
   { name: 'node-timeout', arg: 'S', help: 'with --cluster: give up on a node after S seconds (default 120)' },
   { name: 'report-only', help: 'never prompt, never change anything (cron, timers)' },
   {
@@ -6767,8 +6778,17 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     name: 'yes',
     short: 'y',
     help: 'carry the cleanup out without asking: every problem that passes the safety checks',
+    excludes: {
+      root: NOT_ON_A_CAPTURE,
+      cluster: NOT_ON_A_CLUSTER,
+      'report-only': '--report-only changes nothing: it does not go with --yes or restore',
+    },
   },
-  { name: 'dry-run', help: 'go through the cleanup, changing nothing: show what it would run' },
+  {
+    name: 'dry-run',
+    help: 'go through the cleanup, changing nothing: show what it would run',
+    excludes: { root: NOT_ON_A_CAPTURE, cluster: NOT_ON_A_CLUSTER },
+  },
   { name: 'only', arg: 'KIND', values: ONLY_KINDS, help: 'cleanup: duplicates or tombstones only' },
   {
     name: 'name',
@@ -6798,10 +6818,16 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     help: 'where --notify change keeps the last result (default /var/lib/pve-dm/notify-state.json)',
   },
   { name: 'config', arg: 'FILE', complete: 'file', help: 'the settings file (default {config})' },
-  { name: 'plugins', arg: 'DIR', complete: 'dir', help: 'load plugins from DIR instead of {plugins}' },
+  {
+    name: 'plugins',
+    arg: 'DIR',
+    complete: 'dir',
+    help: 'load plugins from DIR instead of {plugins}',
+    excludes: { 'no-plugins': '--plugins and --no-plugins exclude each other' },
+  },
   { name: 'no-plugins', help: 'load no plugin' },
-  { name: 'anonymise', help: 'with capture: replace names, addresses, keys and descriptions' },
-  { name: 'anonymize', hidden: true, help: 'the same as --anonymise' },
+  { name: 'anonymise', command: 'capture', help: 'with capture: replace names, addresses, keys and descriptions' },
+  { name: 'anonymize', command: 'capture', hidden: true, help: 'the same as --anonymise' },
   { name: 'help', short: 'h', help: 'this text' },
   { name: 'version', short: 'V', help: 'the version' },
 ];
@@ -7015,19 +7041,17 @@ function checkCombinations(values: CliValues, command: string | undefined, rest:
     throw new UserError(`restore needs --last or journal entry IDs (see ${PROGRAM} journal), not both`);
   if (command !== 'capture' && command !== 'restore' && rest.length > 0)
     throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
-  if (cleanup && has('root'))
-    throw new UserError('cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)');
-  if (cleanup && has('cluster'))
-    throw new UserError('cleanup acts on one node: run it there (leave out --yes and --dry-run with --cluster)');
-  if (has('cluster') && has('root'))
-    throw new UserError('--cluster analyses the live cluster, --root captures: give one or the other');
-  if (has('report-only') && (has('yes') || command === 'restore'))
+  // The option table's own word: the pairs that exclude each other, the options of one command.
+  for (const option of CLI_OPTIONS.filter((o) => has(o.name))) {
+    const clash = Object.entries(option.excludes ?? {}).find(([other]) => has(other));
+    if (clash !== undefined) throw new UserError(clash[1]);
+    if (option.command !== undefined && command !== option.command)
+      throw new UserError(`--${option.name} only goes with the ${option.command} command`);
+  }
+  if (has('report-only') && command === 'restore')
     throw new UserError('--report-only changes nothing: it does not go with --yes or restore');
   if (isMonitoringFormat(format) && cleanup)
     throw new UserError(`--format ${format} is a monitoring check: it does not go with --yes or --dry-run`);
-  if ((has('anonymise') || has('anonymize')) && command !== 'capture')
-    throw new UserError('--anonymise only goes with the capture command');
-  if (has('plugins') && has('no-plugins')) throw new UserError('--plugins and --no-plugins exclude each other');
 }
 
 /** `pve-dm.ts plugins`: each plugin, its file and what it hooks. */

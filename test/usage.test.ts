@@ -2,7 +2,7 @@
 // mean" for a mistyped option or command, clear lines for a bad --vmid, unknown PVE_DM_* settings,
 // notifiers that do not load, the reports folder kept to its newest reports, and the folders of the
 // installed package. main() runs in this process: a subprocess would prove nothing more here.
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { CLI_OPTIONS, pathsFor, programName, pruneReports, usageText, wrapConsole } from '../pve-dm.ts';
@@ -52,6 +52,49 @@ test('a mistyped option or command: one line with "did you mean"; a word like no
   await refused(['captur', '/tmp/x'], 'unknown command "captur"; did you mean capture? (see --help)');
   await refused(['--xyzzy'], 'unknown option --xyzzy (see --help)');
   await refused(['frobnicate'], 'unknown command "frobnicate" (see --help)');
+});
+
+/** An option as given on the command line, with a value when it takes one. */
+const given = (name: string): string[] => {
+  const option = CLI_OPTIONS.find((o) => o.name === name);
+  if (option === undefined) throw new Error(`no option --${name} in CLI_OPTIONS`);
+  return option.arg === undefined ? [`--${name}`] : [`--${name}`, option.complete === 'dir' ? DEFAULT_INSTALL : '/tmp/x'];
+};
+
+test('flags that do not go together, as the option table says: each pair refused by main(), in either order, with its line', async () => {
+  const pairs = CLI_OPTIONS.flatMap((option) => Object.entries(option.excludes ?? {}).map(([other, why]) => [option.name, other, why] as const));
+  assert.ok(pairs.length >= 6, `the table declares the exclusions: ${pairs.length}`);
+  for (const [one, other, why] of pairs) {
+    await refused([...given(one), ...given(other)], why);
+    await refused([...given(other), ...given(one)], why);
+  }
+  // An option of one command, elsewhere; a value-dependent pair; restore with --report-only.
+  await refused(['--root', DEFAULT_INSTALL, '--anonymise'], '--anonymise only goes with the capture command');
+  await refused(['--root', DEFAULT_INSTALL, '--anonymize'], '--anonymize only goes with the capture command');
+  // A monitoring check refused still says so in its own format on stdout.
+  const check = await runMain(['--format', 'nagios', '--dry-run']);
+  assert.is(check.code, 3);
+  assert.is(check.stderr, 'pve-dm: --format nagios is a monitoring check: it does not go with --yes or --dry-run\n');
+  assert.match(check.stdout, /^UNKNOWN - --format nagios is a monitoring check/);
+  await refused(['restore', '--last', '--report-only'], '--report-only changes nothing: it does not go with --yes or restore');
+  await refused(['journal', '--prometheus', '/tmp/x'], '--prometheus goes with an analysis, not with the journal command');
+  await refused(['--json', '--format', 'console'], '--json is --format json: it does not go with --format console');
+});
+
+test('flags that go together: report-only with JSON, HTML and Prometheus at once; Nagios with Prometheus; a dry run with JSON', async () => {
+  const dir = tempDir();
+  const [html, prom] = [path.join(dir, 'r.html'), path.join(dir, 'r.prom')];
+  const all = await runMain(['--root', DEFAULT_INSTALL, '--report-only', '--json', '--html', html, '--prometheus', prom, '--no-plugins']);
+  assert.is(all.code, 0, describeRun(all));
+  assert.is(JSON.parse(all.stdout).grade, 'A+');
+  assert.match(readFileSync(html, 'utf8'), /<!DOCTYPE html>/);
+  assert.match(readFileSync(prom, 'utf8'), /^# HELP pve_dm_/m);
+  const nagios = await runMain(['--root', DEFAULT_INSTALL, '--format', 'nagios', '--prometheus', prom, '--no-plugins']);
+  assert.match(nagios.stdout, /^OK - /, describeRun(nagios));
+  // A dry run on a capture is refused (it acts on this node): the same flags on the live node are the cleanup tests'.
+  const dry = await runMain(['--root', DEFAULT_INSTALL, '--dry-run', '--json']);
+  assert.is(dry.code, 3);
+  assert.equal(JSON.parse(dry.stdout), { version: 1, error: 'cleanup acts on this node; --root analyses a capture (leave out --yes and --dry-run)' });
 });
 
 test('--vmid abc, --vmid -5, --vmid 0: one clear line each; --keep-reports must be a count', async () => {
