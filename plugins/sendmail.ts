@@ -52,14 +52,14 @@ function recipients({ setting, terminalSafe }: Pick<NotifyContext, 'setting' | '
 function addressHeader(name: string, addresses: string[]): string {
   const lines: string[] = [];
   let line = `${name}:`;
-  addresses.forEach((address, index) => {
-    const word = ` ${address}${index < addresses.length - 1 ? ',' : ''}`;
+  for (let index = 0; index < addresses.length; index++) {
+    const word = ` ${addresses[index]}${index < addresses.length - 1 ? ',' : ''}`;
     if (line.length + word.length > 78 && line !== `${name}:`) {
       lines.push(line);
       line = '';
     }
     line += word;
-  });
+  }
   lines.push(line);
   return lines.join('\n');
 }
