@@ -43,8 +43,12 @@ function timeProcess(args: string[], env: NodeJS.ProcessEnv = CRON_ENV): { ms: n
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'pve-dm-bench-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-const { file: bundle, bytes } = await buildBundle();
-process.stdout.write(`bundle ${path.relative(ROOT, bundle)}: ${(bytes / 1024).toFixed(0)} KiB; ${runs} runs each; ${os.cpus().length} CPUs, node ${process.version}\n`);
+const { file: bundle, bytes, chunks, chunkBytes } = await buildBundle();
+const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
+process.stdout.write(
+  `bundle ${path.relative(ROOT, bundle)}: ${kib(bytes)}, and ${chunks.length} chunks loaded on use: ` +
+    `${kib(chunkBytes)}; ${runs} runs each; ${os.cpus().length} CPUs, node ${process.version}\n`,
+);
 const startUp = (env: NodeJS.ProcessEnv) => median(Array.from({ length: runs }, () => timeProcess(['-e', '0'], env).ms)).toFixed(0);
 const shellOnly = Object.keys(process.env).filter((name) => name.startsWith('NODE_')).sort();
 process.stdout.write(

@@ -1,5 +1,6 @@
-// `npm run build`: dist/pve-dm.mjs, one file that plain `node` runs without node_modules (for
-// nodes without npm), and the shipped plugins beside it as dist/plugins/*.mjs.
+// `npm run build`: dist/pve-dm.mjs, which plain `node` runs without node_modules (for nodes
+// without npm), the libraries only some runs use as chunks it imports on first use
+// (dist/chunks/*.mjs), and the shipped plugins beside it as dist/plugins/*.mjs.
 import { build, type Plugin } from 'esbuild';
 import { mkdirSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,100 +9,115 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { VERSION } from '../../pve-dm.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const require = createRequire(path.join(ROOT, 'package.json'));
 
-const LIBRARY_MARKER = '//pve-dm-library ';
+const SHEBANG = `#!/usr/bin/env node
+// pve-dm, bundled by \`npm run build\` from pve-dm.ts: run it with plain node.`;
 
-// The bundled CommonJS packages (undici) call require() for Node's own modules. pveDmLibrary
-// reads the text of a library compiled on use from the bundle's own last lines.
-const BANNER = `#!/usr/bin/env node
-// pve-dm, bundled by \`npm run build\` from pve-dm.ts: run it with plain node.
-import { createRequire as pveDmCreateRequire } from 'node:module';
-import { readFileSync as pveDmReadFileSync } from 'node:fs';
-const require = pveDmCreateRequire(import.meta.url);
-const pveDmLibrary = (name) => {
-  const bundle = pveDmReadFileSync(new URL(import.meta.url), 'utf8');
-  const marker = \`\\n${LIBRARY_MARKER}\${name} \`;
-  const at = bundle.indexOf(marker);
-  if (at < 0) throw new Error(\`\${new URL(import.meta.url).pathname} lacks its copy of \${name}: build it again (npm run build)\`);
-  return JSON.parse(bundle.slice(at + marker.length, bundle.indexOf('\\n', at + marker.length)));
-};`;
+// The bundled CommonJS packages (undici) call require() for Node's own modules, which an ES module
+// lacks: esbuild's __require (in a shared chunk) uses this one, so every file of the split has it.
+const REQUIRE = "import { createRequire as pveDmCreateRequire } from 'node:module';\n" +
+  'const require = pveDmCreateRequire(import.meta.url);';
 
-/**
- * The libraries only some runs use (cheerio for --html, undici for notifiers, @clack/prompts for
- * the interactive cleanup) travel in the bundle as text, compiled when first imported: V8 parses
- * every byte of a module as it loads, and these are nine tenths of the bundle (about 40 ms of every
- * start here). Each is bundled alone as CommonJS; its text is run as the body of a function given
- * `module`, `exports` and the bundle's `require` (for Node's own modules only). The texts are the
- * bundle's last lines, each one JSON string in a `//` comment: V8 skips a comment faster than it
- * scans a string literal (about 6 ms of every start), and the bundle reads them back when used.
- */
-const COMPILED_ON_USE = { 'cheerio/slim': 'load', undici: 'request', '@clack/prompts': 'multiselect' } as const;
-
-/** A library's line at the end of the bundle: JSON, with the line separators a comment would end at escaped. */
-const libraryLine = (specifier: string, source: string) =>
-  `${LIBRARY_MARKER}${specifier} ${JSON.stringify(source).replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029')}`;
-
-async function compiledOnUse(common: object): Promise<{ plugin: Plugin; lines: string[] }> {
-  const sources = new Map<string, string>();
-  for (const [specifier, used] of Object.entries(COMPILED_ON_USE)) {
-    const built = await build({ ...common, format: 'cjs', write: false, stdin: { contents: `module.exports = require(${JSON.stringify(specifier)});`, resolveDir: ROOT } });
-    const source = built.outputFiles[0]?.text ?? '';
-    // Checked here rather than on a node at night: the text runs and gives what pve-dm uses.
-    // undici 7 needs Node 20's global File: under Node 18 pve-dm gives it one first (loadUndici).
-    if (globalThis.File === undefined) Object.assign(globalThis, { File: (await import('node:buffer')).File });
-    const module = { exports: {} as Record<string, unknown> };
-    new Function('module', 'exports', 'require', source)(module, module.exports, createRequire(import.meta.url));
-    if (typeof module.exports[used] !== 'function') throw new Error(`${specifier}, bundled alone, has no ${used}()`);
-    sources.set(specifier, source);
-  }
-  const plugin: Plugin = {
-    name: 'compiled-on-use',
-    setup(context) {
-      const filter = new RegExp(`^(?:${[...sources.keys()].map((specifier) => specifier.replace(/[/.]/g, '\\$&')).join('|')})$`);
-      context.onResolve({ filter }, ({ path: specifier }) => ({ path: specifier, namespace: 'compiled-on-use' }));
-      context.onLoad({ filter: /.*/, namespace: 'compiled-on-use' }, ({ path: specifier }) => ({
-        loader: 'js',
-        contents: `const library = { exports: {} };
-new Function('module', 'exports', 'require', pveDmLibrary(${JSON.stringify(specifier)}))(library, library.exports, require);
-module.exports = library.exports;`,
-      }));
-    },
-  };
-  return { plugin, lines: [...sources].map(([specifier, source]) => libraryLine(specifier, source)) };
-}
-
-/** A plugin's `import ... from '../pve-dm.ts'` becomes the bundle itself, loaded once. */
-const pluginsImportTheBundle: Plugin = {
-  name: 'plugins-import-the-bundle',
+/** A shipped plugin imports only types from pve-dm.ts (erased): a value would bundle a second pve-dm into it. */
+const pluginsImportOnlyTypes: Plugin = {
+  name: 'plugins-import-only-types',
   setup(context) {
-    context.onResolve({ filter: /^\.\.\/pve-dm\.ts$/ }, () => ({ path: '../pve-dm.mjs', external: true }));
+    context.onResolve({ filter: /^\.\.\/pve-dm\.ts$/ }, ({ importer }) => ({
+      errors: [{ text: `${importer} imports a value from pve-dm.ts: a plugin imports only types (import type)` }],
+    }));
   },
 };
 
-export async function buildBundle(outDir = path.join(ROOT, 'dist')): Promise<{ file: string; bytes: number; plugins: string[] }> {
+/**
+ * undici is CommonJS, and in a split build esbuild gives a dynamic import() of a CommonJS module
+ * only its `default` (evanw/esbuild#3245), where node gives the named exports too (pve-dm.ts takes
+ * `request`). pve-dm.ts's `import('undici')` gets this ES module instead, which names them.
+ */
+const undiciNamedExports: Plugin = {
+  name: 'undici-named-exports',
+  setup(context) {
+    // From the project's files only: this module's own `import undici` is the real package.
+    context.onResolve({ filter: /^undici$/ }, ({ namespace }) =>
+      namespace === 'file' ? { path: 'undici', namespace: 'undici-named-exports' } : undefined);
+    context.onLoad({ filter: /.*/, namespace: 'undici-named-exports' }, () => {
+      // undici 7 needs Node 20's global File: under Node 18 pve-dm gives it one first (loadUndici).
+      if (globalThis.File === undefined) Object.assign(globalThis, { File: require('node:buffer').File });
+      const names = Object.keys(require('undici')).filter((name) => name !== 'default');
+      const exported = names.map((name) => `export const ${name} = undici.${name};`).join('\n');
+      return { contents: `import undici from 'undici';\nexport default undici;\n${exported}\n`, resolveDir: ROOT };
+    });
+  },
+};
+
+export interface Bundle {
+  /** The entry, dist/pve-dm.mjs. */
+  file: string;
+  bytes: number;
+  /** The chunks the entry imports, by path from outDir (chunks/...), sorted. */
+  chunks: string[];
+  chunkBytes: number;
+  /** The shipped plugins' files in outDir/plugins. */
+  plugins: string[];
+}
+
+// Minified: Node parses every byte of what it loads, and a run lasts well under a second.
+const COMMON = { bundle: true, minify: true, platform: 'node', format: 'esm', target: 'node18', logLevel: 'warning',
+  legalComments: 'none' } as const;
+
+/**
+ * pve-dm.ts split by esbuild: its dynamic imports of cheerio/slim, undici and @clack/prompts become
+ * chunks under chunks/, loaded only by the runs that use them; the entry keeps its own name.
+ */
+async function buildEntry(outDir: string): Promise<Pick<Bundle, 'file' | 'bytes' | 'chunks' | 'chunkBytes'>> {
+  const built = await build({
+    ...COMMON,
+    entryPoints: { 'pve-dm': path.join(ROOT, 'pve-dm.ts') },
+    splitting: true,
+    outdir: outDir,
+    chunkNames: 'chunks/[name]-[hash]',
+    outExtension: { '.js': '.mjs' },
+    banner: { js: REQUIRE },
+    plugins: [undiciNamedExports],
+    write: false,
+  });
+  const file = path.join(outDir, 'pve-dm.mjs');
+  const chunks: string[] = [];
+  let chunkBytes = 0;
+  for (const output of built.outputFiles) {
+    mkdirSync(path.dirname(output.path), { recursive: true });
+    if (output.path !== file) {
+      writeFileSync(output.path, output.contents, { mode: 0o644 });
+      chunks.push(path.relative(outDir, output.path));
+      chunkBytes += output.contents.length;
+      continue;
+    }
+    // esbuild keeps the entry's `#!/usr/bin/env -S npx tsx`: the bundle starts with its own.
+    writeFileSync(file, `${SHEBANG}\n${output.text.replace(/^#!.*\n/, '')}`, { mode: 0o755 });
+  }
+  return { file, bytes: statSync(file).size, chunks: chunks.sort(), chunkBytes };
+}
+
+export async function buildBundle(outDir = path.join(ROOT, 'dist')): Promise<Bundle> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
-  // Minified: Node parses every byte at start-up, and a run lasts well under a second.
-  const common = { bundle: true, minify: true, platform: 'node', format: 'esm', target: 'node18', logLevel: 'warning', legalComments: 'none' } as const;
-  const file = path.join(outDir, 'pve-dm.mjs');
-  const libraries = await compiledOnUse(common);
-  const bundle = await build({ ...common, entryPoints: [path.join(ROOT, 'pve-dm.ts')], write: false, outfile: file, plugins: [libraries.plugin] });
-  // esbuild keeps the entry's `#!/usr/bin/env -S npx tsx`: the bundle starts with its own.
-  const text = (bundle.outputFiles[0]?.text ?? '').replace(/^#!.*\n/, '');
-  writeFileSync(file, `${BANNER}\n${text}\n${libraries.lines.join('\n')}\n`, { mode: 0o755 });
+  const entry = await buildEntry(outDir);
   const sources = readdirSync(path.join(ROOT, 'plugins')).filter((name) => name.endsWith('.ts')).sort();
   await build({
-    ...common,
+    ...COMMON,
     entryPoints: sources.map((name) => path.join(ROOT, 'plugins', name)),
     outdir: path.join(outDir, 'plugins'),
     outExtension: { '.js': '.mjs' },
-    plugins: [pluginsImportTheBundle],
+    plugins: [pluginsImportOnlyTypes],
   });
-  return { file, bytes: statSync(file).size, plugins: sources.map((name) => name.replace(/\.ts$/, '.mjs')) };
+  return { ...entry, plugins: sources.map((name) => name.replace(/\.ts$/, '.mjs')) };
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   // `npm run build [-- DIR]`: dist/ beside the project, or DIR.
-  const { file, bytes, plugins } = await buildBundle(process.argv[2] === undefined ? undefined : path.resolve(process.argv[2]));
-  process.stdout.write(`${path.relative(process.cwd(), file)}: pve-dm ${VERSION}, ${(bytes / 1024).toFixed(0)} KiB; plugins: ${plugins.join(', ')}\n`);
+  const out = process.argv[2] === undefined ? undefined : path.resolve(process.argv[2]);
+  const { file, bytes, chunks, chunkBytes, plugins } = await buildBundle(out);
+  const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
+  process.stdout.write(`${path.relative(process.cwd(), file)}: pve-dm ${VERSION}, ${kib(bytes)}; ` +
+    `${chunks.length} chunks, ${kib(chunkBytes)}; plugins: ${plugins.join(', ')}\n`);
 }

@@ -145,7 +145,7 @@ const EXIT_STATUS: [string, string][] = [
 const FILES: [string, string][] = [
   [INSTALLED_PATHS.config, 'the settings, KEY=value lines (a commented template of every setting is installed). ' +
     'It must stay mode 0600 while it holds a secret. The environment wins over it.'],
-  ['/etc/pve-dm/plugins/', "the administrator's own plugins (.js or .mjs, importing /usr/lib/pve-dm/pve-dm.mjs): " +
+  ['/etc/pve-dm/plugins/', "the administrator's own plugins (.js or .mjs, each a default-exported plain object): " +
     'the folder and its files must be owned by root and writable by nobody else.'],
   ['/usr/lib/pve-dm/plugins/', 'the notifiers shipped with pve-dm (gotify, mailjet, ntfy, sendmail, slack, webhook).'],
   ['/var/lib/pve-dm/journal.jsonl', 'the journal of what cleanup removed, which restore reads (--journal).'],
@@ -412,8 +412,9 @@ export async function copyrightFile(date: Date): Promise<string> {
       'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/',
       'Upstream-Name: pve-dm',
       field('Comment', ['A native package, built from the pve-dm repository by `npm run deb`.',
-        '/usr/lib/pve-dm/pve-dm.mjs and /usr/lib/pve-dm/plugins are bundled by esbuild from pve-dm.ts, plugins/',
-        'and the npm packages below (their Files: the paths the build read them from).']),
+        '/usr/lib/pve-dm/pve-dm.mjs, its chunks in /usr/lib/pve-dm/chunks and /usr/lib/pve-dm/plugins are',
+        'bundled by esbuild from pve-dm.ts, plugins/ and the npm packages below (their Files: the paths the',
+        'build read them from).']),
     ].join('\n'),
     ['Files: *', `Copyright: ${date.getUTCFullYear()} The pve-dm authors`, `License: ${own}`,
       'Comment: package.json: "license": "MIT"'].join('\n'),
@@ -611,6 +612,8 @@ export async function buildDeb(outDir = path.join(ROOT, 'dist')): Promise<{ file
     await buildBundle(path.join(stage, PACKAGE_DIR));
     chmodSync(path.join(stage, PACKAGE_DIR), 0o755);
     tree.add(path.join(PACKAGE_DIR, 'pve-dm.mjs'), 0o755);
+    // The chunks the bundle imports when a run needs them (cheerio, undici, @clack/prompts).
+    tree.add(path.join(PACKAGE_DIR, 'chunks'));
     tree.add(path.join(PACKAGE_DIR, 'plugins'));
     await writeTree(tree, version, who, date);
     writeControl(tree, version, who);
