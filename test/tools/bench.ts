@@ -1,8 +1,9 @@
-// `npm run bench [-- --runs N --sizes 50,500,5000]`: generated captures (test/tools/gen-capture.ts)
-// analysed as cron would, whole process and stage by stage, against the targets of issue 5.
-// Measures; never asserts speed in a test.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+// `npm run bench [-- --runs N --sizes 50,500,5000 --against REV]`: generated captures
+// (test/tools/gen-capture.ts) analysed as cron would, whole process and stage by stage, against the
+// targets of issue 5; with --against, the bundle of git revision REV and this one on the largest
+// capture, run by run in turn. Measures; never asserts speed in a test.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +13,9 @@ import { buildBundle } from './build.ts';
 import { generateCapture } from './gen-capture.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' }, sizes: { type: 'string', default: '50,500,5000' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '7' }, sizes: { type: 'string', default: '50,500,5000' }, against: { type: 'string' } },
+});
 const runs = Number(values.runs);
 const sizes = values.sizes.split(',').map(Number);
 
@@ -80,6 +83,32 @@ for (const guests of sizes) {
   stageRows.push({ guests, stages: Object.fromEntries(names.map((name) => [name, median(stageSamples.map((s) => s[name] ?? NaN))])) });
 }
 
+/**
+ * The bundle of git revision `rev` against this one on one capture, in turn run by run (the
+ * machine's speed drifts): both medians, and the median of the per-run ratios.
+ */
+function against(rev: string, capture: string): string {
+  const tree = path.join(work, 'against');
+  execFileSync('git', ['worktree', 'add', '--detach', '-f', tree, rev], { cwd: ROOT, stdio: 'ignore' });
+  try {
+    symlinkSync(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
+    execFileSync(process.execPath, ['--import', 'tsx', 'test/tools/build.ts'], { cwd: tree, stdio: 'ignore' });
+    const [old, now]: number[][] = [[], []];
+    for (let i = 0; i < runs * 2; i++) {
+      const which = i % 2 === 0 ? old : now;
+      const file = i % 2 === 0 ? path.join(tree, 'dist/pve-dm.mjs') : bundle;
+      which.push(timeProcess([file, '--root', capture, '--report-only', '--json', '--no-plugins']).ms);
+    }
+    const ratios = now.map((ms, i) => ms / (old[i] ?? NaN));
+    return (
+      `${rev} → this tree, ${path.basename(capture)}, JSON, ${runs} runs each in turn: median ` +
+      `${median(old).toFixed(0)} ms → ${median(now).toFixed(0)} ms; median ratio ${median(ratios).toFixed(3)}\n`
+    );
+  } finally {
+    execFileSync('git', ['worktree', 'remove', '--force', tree], { cwd: ROOT, stdio: 'ignore' });
+  }
+}
+
 const pad = (cells: (string | number)[], widths: number[]) => cells.map((cell, i) => String(cell)[i < 2 ? 'padStart' : 'padEnd'](widths[i] ?? 0)).join('  ');
 // The runs' spread beside the median: this machine's speed varies from minute to minute.
 const widths = [7, 7, 28, 12, 14, 18, 13, 14];
@@ -108,4 +137,6 @@ const targets: [string, boolean | null][] = [
   [`HTML report for ${largest} guests rendered and validated: ${(stageRows.find((s) => s.guests === largest)?.stages.html ?? NaN).toFixed(0)} ms < 2,000 ms`, (stageRows.find((s) => s.guests === largest)?.stages.html ?? Infinity) < 2000],
 ];
 process.stdout.write(`\nTargets:\n${targets.map(([text, met]) => `  ${met === null ? 'n/a   ' : met ? 'met   ' : 'MISSED'}  ${text}`).join('\n')}\n`);
+if (values.against !== undefined)
+  process.stdout.write(`\nAgainst an older bundle:\n  ${against(values.against, path.join(work, `guests-${largest}`))}`);
 process.exitCode = targets.every(([, met]) => met !== false) ? 0 : 1;
