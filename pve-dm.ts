@@ -182,6 +182,15 @@ export interface ClusterRunOptions extends RunOptions {
   /** The live cluster: this node, then every member over ssh. */
   live: boolean;
   nodeTimeoutMs: number;
+  /** Told as each member's capture arrives, and each second while any is awaited (a terminal's spinner). */
+  progress?: (state: ClusterProgress) => void;
+}
+
+export interface ClusterProgress {
+  done: number;
+  total: number;
+  /** The member awaited longest, and for how many seconds; null when none is. */
+  slowest: { node: string; seconds: number } | null;
 }
 
 const CLUSTER_PARALLEL = 4;
@@ -196,21 +205,7 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
     const others = (await clusterMembers(options.liveRoot ?? '/')).filter(
       (member) => member.name !== runs[0]?.result.node,
     );
-    const command = remoteCaptureCommand();
-    const limit = (await import('p-limit')).default(CLUSTER_PARALLEL);
-    const fetched = await Promise.all(
-      others.map((member) =>
-        limit(async () => {
-          if (member.online === false)
-            return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
-          return fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs).catch((error: unknown) => {
-            if (error instanceof UserError) return { node: member.name, error: error.message };
-            throw error;
-          });
-        }),
-      ),
-    );
-    for (const item of fetched) {
+    for (const item of await fetchMembers(others, options)) {
       if ('error' in item) unreachable.push(item);
       else runs.push(await runPipeline({ ...stages, discover: async () => item }, nodeOptions));
     }
@@ -224,6 +219,44 @@ export async function runCluster(stages: Stages, options: ClusterRunOptions): Pr
   const result = analyseCluster(runs, unreachable, (options.now ?? new Date()).toISOString());
   const reports = await stages.report(result, options);
   return { capture: (runs[0] as NodeRun).capture, result, reports, plan: { actions: [] } };
+}
+
+/** The other members' captures over ssh, CLUSTER_PARALLEL at a time, or why a member gave none. */
+async function fetchMembers(
+  others: readonly ClusterMember[],
+  options: ClusterRunOptions,
+): Promise<(Capture | ClusterView['unreachable'][number])[]> {
+  const command = remoteCaptureCommand();
+  const limit = (await import('p-limit')).default(CLUSTER_PARALLEL);
+  const awaited = new Map<string, number>();
+  let done = 0;
+  const tell = () => {
+    const [node, since] = [...awaited].sort((a, b) => a[1] - b[1])[0] ?? [];
+    const slowest = node === undefined ? null : { node, seconds: Math.floor((Date.now() - (since ?? 0)) / 1000) };
+    options.progress?.({ done, total: others.length, slowest });
+  };
+  const ticker = options.progress === undefined ? undefined : setInterval(tell, 1000);
+  const fetchOne = async (member: ClusterMember) => {
+    try {
+      if (member.online === false)
+        return { node: member.name, error: 'offline as pmxcfs sees it (/etc/pve/.members): not queried' };
+      awaited.set(member.name, Date.now());
+      tell();
+      return await fetchRemoteCapture(options.runner, member, command, options.nodeTimeoutMs);
+    } catch (error) {
+      if (error instanceof UserError) return { node: member.name, error: error.message };
+      throw error;
+    } finally {
+      awaited.delete(member.name);
+      done++;
+      tell();
+    }
+  };
+  try {
+    return await Promise.all(others.map((member) => limit(() => fetchOne(member))));
+  } finally {
+    clearInterval(ticker);
+  }
 }
 
 /** The command line: analyse (the pipeline), act (cleanup, when asked), render; the exit code. */
@@ -3662,20 +3695,17 @@ export function notificationSubject(
     Partial<Pick<Result, 'pools' | 'volumeGroups' | 'cluster'>>,
 ): string {
   const { duplicate, tombstone } = result.summary;
-  const sharedActive = sharedActiveCount({ cluster: result.cluster ?? null });
+  const headline = clusterHeadline({ cluster: result.cluster ?? null });
   const unjudged = unjudgedSummary(result);
   const pools = { pools: result.pools ?? [], volumeGroups: result.volumeGroups ?? [] };
+  // Two nodes writing one LV destroy data: said first, by name.
+  if (headline !== null) return `🚨 [${result.node}] ${headline}! Grade: ${result.grade}`;
   if (duplicate > 0)
     return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (poolsWith(pools, 'critical') > 0)
     return (
       `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; ` +
       `their guests are down or about to fail! Grade: ${result.grade}`
-    );
-  if (sharedActive > 0)
-    return (
-      `🚨 [${result.node}] CRITICAL: ${sharedActive} shared LV(s) active on several nodes while their guest ` +
-      `runs! Grade: ${result.grade}`
     );
   if (tombstone === 0 && unjudged !== null)
     return `⚠️ [${result.node}] Proxmox DM Health: INCOMPLETE - ${unjudged} - Grade ${result.grade}`;
@@ -3731,7 +3761,9 @@ export function notificationText(result: Result, limit = 20): string {
   const { entries, valid, duplicate, tombstone, ignored } = result.summary;
   const problems = result.entries.filter(isProblem);
   const unjudged = unjudgedSummary(result);
+  const headline = clusterHeadline(result);
   const lines = [
+    ...(headline === null ? [] : [headline]),
     `pve-dm report for ${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
       `entries (${entries} dm entries: ${valid} valid, ${ignored} ignored).`,
     ...(unjudged === null ? [] : [`Incomplete: ${unjudged}.`]),
@@ -4141,6 +4173,32 @@ interface Measure {
 
 /** The counts both monitoring formats graph, with the levels at which grade() changes the state. */
 function measures(result: Result): Measure[] {
+  // A cluster's own counts, then each node's under its name (`pve2_tombstones`).
+  const perNode = (result.cluster?.nodes ?? []).flatMap((node) =>
+    nodeMeasures(node)
+      .filter((measure) => PER_NODE_MEASURES.has(measure.label))
+      .map((measure) => ({ ...measure, label: `${node.node}_${measure.label}` })),
+  );
+  const cluster = result.cluster;
+  const clusterMeasures: Measure[] =
+    cluster === null
+      ? []
+      : [
+          { label: 'cluster_critical', value: severityCount(cluster, 'critical'), warnAbove: null, critAbove: 0 },
+          { label: 'cluster_warning', value: severityCount(cluster, 'warning'), warnAbove: 0, critAbove: null },
+          { label: 'nodes_unreachable', value: cluster.unreachable.length, warnAbove: 0, critAbove: null },
+        ];
+  return [...nodeMeasures(result), ...clusterMeasures, ...perNode];
+}
+
+/** What each node of a cluster reports on its own: the counts that make a node's state. */
+const PER_NODE_MEASURES = new Set(['entries', 'duplicates', 'tombstones', 'unjudged', 'pools_critical']);
+
+const severityCount = (cluster: ClusterView, severity: Severity) =>
+  cluster.findings.filter((finding) => finding.severity === severity).length;
+
+/** A node's counts with Nagios thresholds (warn or crit above the number given). */
+function nodeMeasures(result: Result): Measure[] {
   const { entries, valid, duplicate, tombstone, ignored } = result.summary;
   return [
     { label: 'entries', value: entries, warnAbove: null, critAbove: null },
@@ -4173,8 +4231,11 @@ function monitoringSummary(result: Result): string {
   const warnings = result.warnings.length > 0 ? `, ${result.warnings.length} warning(s)` : '';
   const orphans = result.orphanLvs.length > 0 ? `, ${result.orphanLvs.length} orphan LV(s)` : '';
   const pools = result.summary.poolProblems > 0 ? `, thin pools and VGs: ${poolCounts(result)}` : '';
+  // What can corrupt data first (after the state, which says CRITICAL): a monitoring system shows this line alone.
+  const headline = worstFinding(result);
   return monitoringSafe(
-    `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
+    `${headline === null ? '' : `${headline}; `}` +
+      `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
       `of ${entries} dm entries` +
       `${shared}${pools}${orphans}${incomplete}${notAnalysed}${warnings}`,
   );
@@ -4415,16 +4476,26 @@ export const escapeHtml = (text: string) =>
 const STATUS_COLORS: Record<Status, string> = {
   valid: '#1e7e34',
   duplicate: '#c82333',
-  tombstone: '#b8860b',
+  tombstone: '#8a6100',
   ignored: '#6c757d',
   unjudged: '#8a4baf',
 };
+/** The grade badge's background: white text on each meets WCAG AA (at least 4.5:1). */
 const GRADE_COLORS: Record<GradeLetter, string> = {
-  'A+': '#28a745',
-  B: '#17a2b8',
-  C: '#ffc107',
-  D: '#fd7e14',
-  F: '#dc3545',
+  'A+': '#1e7e34',
+  B: '#117a8b',
+  C: '#8a6100',
+  D: '#b45309',
+  F: '#c82333',
+};
+
+/** A status in words with a symbol: colour is never the only sign. */
+const STATUS_WORDS: Record<Status, string> = {
+  valid: '✔ valid',
+  duplicate: '✖ duplicate',
+  tombstone: '⚠ tombstone',
+  ignored: '· ignored',
+  unjudged: '? not judged',
 };
 
 /** Sections every HTML report holds exactly once, in this order. */
@@ -4446,6 +4517,7 @@ const HEALTH_COLORS = {
   duplicate: STATUS_COLORS.duplicate,
   tombstone: STATUS_COLORS.tombstone,
 };
+const HEALTH_WORDS = { clean: '✔ clean', duplicate: STATUS_WORDS.duplicate, tombstone: STATUS_WORDS.tombstone };
 
 const ORPHAN_COLUMNS = ['LV', 'Reason', 'State', 'Size', 'What to do'];
 
@@ -4456,7 +4528,8 @@ function orphanHtmlRow(
   e: (value: string | number | null) => string,
 ): string {
   const facts = `${e(o.reason)}<br><span style="color:#6c757d">${e(o.blocks)}</span>`;
-  const action = o.remedy === null ? `by hand: ${e(o.advice)}` : `<code>${e(o.remedy)}</code>: ${e(o.advice)}`;
+  const action =
+    o.remedy === null ? `by hand: ${e(o.advice)}` : `<code data-remedy>${e(o.remedy)}</code>: ${e(o.advice)}`;
   const size = o.sizeBytes === null ? '—' : humanBytes(o.sizeBytes);
   const cells = [`<code>${e(`${o.vg}/${o.lv}`)}</code>`, facts, o.active ? 'active' : 'inactive', size, action];
   return `<tr data-orphan>${cells.map((cell) => td(cell)).join('')}</tr>`;
@@ -4473,7 +4546,7 @@ function clusterHtmlRows(cluster: ClusterView, td: Td, e: Escape): string[] {
       `${f.running === null ? '' : f.running ? ', running' : ', stopped'}` +
       `${f.lock === null ? '' : `, lock ${e(f.lock)}`}`;
     const remedies = f.activeOn.flatMap((a) =>
-      a.remedy === null ? [] : [`<br>on ${e(a.node)}: <code>${e(a.remedy)}</code>`],
+      a.remedy === null ? [] : [`<br>on ${e(a.node)}: <code data-remedy>${e(a.remedy)}</code>`],
     );
     const cells = [
       td(e(f.severity.toUpperCase()), SEVERITY_COLORS[f.severity]),
@@ -4484,10 +4557,7 @@ function clusterHtmlRows(cluster: ClusterView, td: Td, e: Escape): string[] {
     ];
     return `<tr data-finding>${cells.join('')}</tr>`;
   };
-  const unreachable = ({ node, error }: ClusterView['unreachable'][number]) =>
-    `<tr data-unreachable>${td(e('WARNING'), SEVERITY_COLORS.warning)}${td('')}${td('')}` +
-    `${td(e(node))}${td(`not analysed: ${e(error)}`)}</tr>`;
-  return [...cluster.findings.map(finding), ...cluster.unreachable.map(unreachable)];
+  return cluster.findings.map(finding);
 }
 
 const POOL_COLUMNS = ['Pool or VG', 'State', 'Data', 'Metadata', 'Guests', 'Problems and what to do'];
@@ -4504,7 +4574,7 @@ function poolHtmlRow(
   const severity = (level: Severity, message: string) =>
     `<strong style="color:${SEVERITY_COLORS[level]}">${level}</strong>: ${e(message)}`;
   const action = (remedy: string | null, advice: string) =>
-    remedy === null ? `by hand: ${e(advice)}` : `<code>${e(remedy)}</code>: ${e(advice)}`;
+    remedy === null ? `by hand: ${e(advice)}` : `<code data-remedy>${e(remedy)}</code>: ${e(advice)}`;
   if (!('lv' in finding)) {
     const problem = `${severity(finding.severity, finding.message)}<br>${action(null, finding.advice)}`;
     const cells = [
@@ -4541,6 +4611,8 @@ function htmlHeadline(result: Result, unjudged: string | null): string {
   const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
   const poolProblems = [...result.volumeGroups, ...result.pools.flatMap((pool) => pool.problems)];
   const criticalPool = poolProblems.find((finding) => finding.severity === 'critical');
+  const cluster = clusterHeadline(result);
+  if (cluster !== null) return cluster;
   if (s.duplicate > 0) return `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`;
   if (criticalPool !== undefined) return criticalPool.message;
   if (s.tombstone > 0) return `${plural(s.tombstone, 'tombstone')} will block disk creation`;
@@ -4554,12 +4626,28 @@ const HTML_STYLES = {
   cell: 'padding:4px 8px;border-bottom:1px solid #dee2e6;text-align:left;vertical-align:top',
   header: 'style="padding:4px 8px;border-bottom:2px solid #adb5bd;text-align:left;background:#f1f3f5"',
   table: 'style="border-collapse:collapse;width:100%;font-size:13px"',
-  metric: 'style="padding:8px;text-align:center;border:1px solid #dee2e6"',
   body: 'style="margin:0;padding:16px;background:#f8f9fa;font-family:Arial,Helvetica,sans-serif;color:#212529"',
   page: 'style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px"',
   grade: 'display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff',
   footer: 'style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px"',
+  // A dm name or a command stays whole and is selected whole; too long for the screen, it scrolls in its own box.
+  code:
+    'style="white-space:nowrap;user-select:all;display:inline-block;max-width:100%;overflow-x:auto;' +
+    'vertical-align:bottom;font-size:12px"',
+  metric: 'style="flex:1 1 72px;padding:8px;text-align:center;border:1px solid #dee2e6"',
 } as const;
+
+/**
+ * On a narrow screen (a phone, a narrow mail pane) each table row becomes a block of labelled
+ * lines, so that no column (the remedy least of all) is off the screen. Mail clients that drop
+ * a <style> keep the inline styles: the wide layout.
+ */
+const NARROW_CSS =
+  '@media (max-width:640px){[data-table],[data-table] tbody,[data-table] tr,[data-table] td' +
+  '{display:block;width:auto}[data-table] tr:first-child{display:none}' +
+  '[data-table] tr{border-bottom:2px solid #adb5bd;padding:4px 0}' +
+  '[data-table] td{border:0 !important;padding:2px 8px !important}' +
+  '[data-table] td[data-label]::before{content:attr(data-label) ": ";font-weight:bold;color:#495057}}';
 
 type Td = (content: string, colour?: string, attributes?: string) => string;
 type Escape = (value: string | number | null) => string;
@@ -4568,7 +4656,7 @@ const htmlTd: Td = (content, colour, attributes = '') =>
   `<td${attributes} style="${HTML_STYLES.cell}${colour ? `;color:${colour}` : ''}">${content}</td>`;
 const htmlEscape: Escape = (value) => escapeHtml(value === null ? '—' : String(value));
 
-const htmlSection = (id: (typeof HTML_SECTIONS)[number] | 'cluster', title: string, body: string) =>
+const htmlSection = (id: (typeof HTML_SECTIONS)[number] | 'nodes' | 'cluster', title: string, body: string) =>
   `<div data-section="${id}" style="margin:16px 0">` +
   `<h2 style="font-size:17px;margin:0 0 8px;color:#212529">${escapeHtml(title)}</h2>${body}</div>`;
 
@@ -4577,13 +4665,21 @@ const htmlTable = (id: string, header: readonly string[], rows: readonly string[
     ? `<p style="color:#6c757d;margin:0">None.</p>`
     : `<table data-table="${id}" ${HTML_STYLES.table}>` +
       `<tr>${header.map((h) => `<th ${HTML_STYLES.header}>${escapeHtml(h)}</th>`).join('')}</tr>` +
-      `${rows.join('')}</table>`;
+      `${rows.map((row) => labelCells(row, header)).join('')}</table>`;
+
+/** Each cell of a row labelled with its column (the narrow layout shows it): cells hold escaped text, never `<td`. */
+function labelCells(row: string, header: readonly string[]): string {
+  let column = 0;
+  return row.replace(/<td(?=[ >])/g, () => `<td data-label="${escapeHtml(header[column++] ?? '')}"`);
+}
 
 /** The counts at the top of the page, each in its status's colour. */
 function htmlSummary(s: Summary): string {
+  // Colour only where there is something to see: a count of 0 is plain.
   const metric = (label: string, value: number, colour: string) =>
-    `<td ${HTML_STYLES.metric}><div style="font-size:22px;font-weight:bold;color:${colour}">${value}</div>` +
-    `<div style="font-size:12px;color:#495057">${label}</div></td>`;
+    `<div data-metric ${HTML_STYLES.metric}>` +
+    `<div style="font-size:22px;font-weight:bold;color:${value > 0 ? colour : '#495057'}">${value}</div>` +
+    `<div style="font-size:12px;color:#495057">${label}</div></div>`;
   const metrics = [
     metric('entries', s.entries, '#212529'),
     metric('valid', s.valid, STATUS_COLORS.valid),
@@ -4593,42 +4689,48 @@ function htmlSummary(s: Summary): string {
     s.unjudged > 0 ? metric('not judged', s.unjudged, STATUS_COLORS.unjudged) : '',
     s.orphanLvs > 0 ? metric('orphan LVs', s.orphanLvs, STATUS_COLORS.tombstone) : '',
   ];
-  return `<table ${HTML_STYLES.table}><tr>${metrics.join('')}</tr></table>`;
+  return `<div style="display:flex;flex-wrap:wrap;gap:4px">${metrics.join('')}</div>`;
 }
 
-/** The table rows of the page, one list per section, from the result as it is. */
+/** The table rows of the page, one list per section; a cluster's rows start with their node. */
 function htmlRows(result: Result, td: Td, e: Escape) {
+  const node = (of?: string) => (result.cluster === null ? '' : td(e(of ?? '')));
+  const name = (entry: Classified) => td(`<code>${e(mangleDmName(entry.name))}</code>`);
+  const status = (entry: Classified) => td(e(STATUS_WORDS[entry.status]), STATUS_COLORS[entry.status]);
   const problem = (entry: Classified) => {
     const reason = `${e(entry.reason)}<br><span style="color:#6c757d">${e(describeEntry(entry))}</span>`;
-    const remedy = entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code>${e(entry.remedy)}</code>`;
-    const cells = [
-      td(`<code>${e(shownName(entry.name, entry.node))}</code>`),
-      td(e(entry.status), STATUS_COLORS[entry.status]),
-    ];
-    return `<tr data-entry>${[...cells, td(reason), td(e(entry.vmid)), td(e(entry.open)), td(remedy)].join('')}</tr>`;
+    const remedy =
+      entry.remedy === null ? `no command now: ${e(entry.advice)}` : `<code data-remedy>${e(entry.remedy)}</code>`;
+    const cells = [node(entry.node), name(entry), status(entry), td(reason), td(e(entry.vmid)), td(e(entry.open))];
+    return `<tr data-entry>${cells.join('')}${td(remedy)}</tr>`;
   };
   const notJudged = (entry: Classified) =>
     `<tr data-unjudged>${[
-      td(`<code>${e(shownName(entry.name, entry.node))}</code>`),
+      node(entry.node),
+      name(entry),
       td(e(entry.reason), STATUS_COLORS[entry.status]),
       td(e(entry.vmid)),
       td(e(entry.advice ?? describeEntry(entry))),
     ].join('')}</tr>`;
   const guest = (g: GuestSummary) =>
     `<tr data-guest="${g.vmid}">${[
+      node(g.node),
       td(String(g.vmid)),
       td(g.type === 'qemu' ? 'VM' : 'CT'),
       td(e(g.name), undefined, ' data-field="name"'),
       td(g.running === null ? 'not known' : g.running ? 'running' : 'stopped'),
       td(e(g.lock)),
-      td(g.readable ? g.health : 'unreadable', HEALTH_COLORS[g.health]),
+      td(g.readable ? e(HEALTH_WORDS[g.health]) : '? unreadable', HEALTH_COLORS[g.health]),
     ].join('')}</tr>`;
   const missing = (m: Classification['missingGuests'][number]) =>
-    `<tr data-missing>${td(String(m.vmid))}` +
-    `${td(m.entries.map((name) => `<code>${e(shownName(name, m.node))}</code>`).join('<br>'))}</tr>`;
+    `<tr data-missing>${node(m.node)}${td(String(m.vmid))}` +
+    `${td(m.entries.map((entry) => `<code>${e(mangleDmName(entry))}</code>`).join('<br>'))}</tr>`;
   const warning = (kind: 'warning' | 'note') => (w: Warning) =>
-    `<tr data-${kind}>${td(`<code>${e(warningPlace(w))}</code>`)}` +
+    `<tr data-${kind}>${node(w.node)}${td(`<code>${e(warningPlace({ ...w, node: undefined }))}</code>`)}` +
     `${td(`${kind === 'note' ? 'note: ' : ''}${e(w.message)}`)}</tr>`;
+  // A cluster's warnings by node, in the order the nodes were analysed.
+  const nodes = result.cluster?.nodes.map((n) => n.node) ?? [];
+  const byNode = [...result.warnings].sort((a, b) => nodes.indexOf(a.node ?? '') - nodes.indexOf(b.node ?? ''));
   return {
     problems: result.entries.filter(isProblem).map(problem),
     notJudged: result.entries.filter(isNotJudged).map(notJudged),
@@ -4636,10 +4738,12 @@ function htmlRows(result: Result, td: Td, e: Escape) {
     orphans: result.orphanLvs.map((orphan) => orphanHtmlRow(orphan, td, e)),
     guests: result.guests.map(guest),
     missing: result.missingGuests.map(missing),
-    system: systemRows(result.system).map(
-      ([label, value]) => `<tr data-system>${td(escapeHtml(label))}${td(e(value))}</tr>`,
+    system: (result.cluster?.nodes ?? [result]).flatMap((n) =>
+      systemRows(n.system).map(
+        ([label, value]) => `<tr data-system>${node(n.node)}${td(e(label))}${td(e(value))}</tr>`,
+      ),
     ),
-    warnings: [...result.warnings.map(warning('warning')), ...result.notes.map(warning('note'))],
+    warnings: [...byNode.map(warning('warning')), ...result.notes.map(warning('note'))],
   };
 }
 
@@ -4651,7 +4755,8 @@ function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
     `<span data-field="grade" ` + `style="${HTML_STYLES.grade};background:${gradeColour}">${e(result.grade)}</span>`;
   return [
     `<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">`,
-    `<h1 style="font-size:21px;margin:0">pve-dm report for node <span data-field="node">${e(result.node)}</span></h1>`,
+    `<h1 style="font-size:21px;margin:0">pve-dm report for ${result.cluster === null ? 'node' : 'the cluster of'} ` +
+      `<span data-field="node">${e(result.node)}</span></h1>`,
     `<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${captured}${narrowed}</p>`,
     `<p style="margin:8px 0 0">${grade} ` +
       `<strong>${escapeHtml(htmlHeadline(result, unjudgedSummary(result)))}</strong></p>`,
@@ -4660,75 +4765,89 @@ function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
 }
 
 export function renderHtml(result: Result): string {
-  const [td, e] = [htmlTd, htmlEscape];
-  const s = result.summary;
   const unjudged = unjudgedSummary(result);
   const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
-  const rows = htmlRows(result, td, e);
-  const notes = result.notes.length > 0 ? ` and notes (${result.notes.length})` : '';
-  const cluster = result.cluster;
-  const sections = [
-    ...(cluster === null
-      ? []
-      : [
-          htmlSection(
-            'cluster',
-            `Cluster findings (${cluster.findings.length}) and nodes not analysed (${cluster.unreachable.length})`,
-            htmlTable('cluster', CLUSTER_COLUMNS, clusterHtmlRows(cluster, td, e)),
-          ),
-        ]),
-    htmlSection('summary', 'Device-mapper entries', htmlSummary(s)),
-    htmlSection(
-      'pools',
-      `Thin pools and volume groups (${s.poolProblems} with problems)`,
-      htmlTable('pools', POOL_COLUMNS, rows.pools),
-    ),
-    htmlSection(
-      'problems',
-      `Problem entries (${rows.problems.length})`,
-      htmlTable('problems', ['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy'], rows.problems),
-    ),
-    htmlSection(
-      'unjudged',
-      `Not judged (${rows.notJudged.length})`,
-      htmlTable('unjudged', ['Entry', 'Reason', 'VMID', 'Why'], rows.notJudged),
-    ),
-    htmlSection(
-      'orphans',
-      `Orphan LVs (${result.orphanLvs.length})`,
-      htmlTable('orphans', ORPHAN_COLUMNS, rows.orphans),
-    ),
-    htmlSection(
-      'guests',
-      `Guests on ${result.node} (${result.guests.length})`,
-      htmlTable('guests', ['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health'], rows.guests),
-    ),
-    htmlSection(
-      'missing',
-      `VMIDs that exist nowhere (${result.missingGuests.length})`,
-      htmlTable('missing', ['VMID', 'Entries'], rows.missing),
-    ),
-    htmlSection('system', 'Host', htmlTable('system', ['Fact', 'Value'], rows.system)),
-    htmlSection(
-      'warnings',
-      `Warnings (${result.warnings.length})${notes}`,
-      htmlTable('warnings', ['Where', 'Message'], rows.warnings),
-    ),
-  ];
-  const title = `pve-dm report: ${e(result.node)} grade ${e(result.grade)}`;
-  return [
+  const title = `pve-dm report: ${htmlEscape(result.node)} grade ${htmlEscape(result.grade)}`;
+  const page = [
     '<!DOCTYPE html>',
     '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
-      `<title>${title}</title></head>`,
+      `<title>${title}</title><style>${NARROW_CSS}</style></head>`,
     `<body ${HTML_STYLES.body}>`,
     `<div ${HTML_STYLES.page}>`,
-    ...htmlHeader(result, e, gradeColour),
-    ...sections,
+    ...htmlHeader(result, htmlEscape, gradeColour),
+    ...htmlSections(result),
     `<p ${HTML_STYLES.footer}>pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: ` +
       "pve-dm's own cleanup re-checks every entry before it acts.</p>",
     '</div></body></html>',
     '',
   ].join('\n');
+  // Inline, on every one: e-mail clients drop a page's <style>.
+  return page.replace(/<code(?=[ >])/g, `<code ${HTML_STYLES.code}`);
+}
+
+/** The page's sections in order: a cluster's nodes and findings first, then what every report has. */
+function htmlSections(result: Result): string[] {
+  const [td, e] = [htmlTd, htmlEscape];
+  const s = result.summary;
+  const rows = htmlRows(result, td, e);
+  const notes = result.notes.length > 0 ? ` and notes (${result.notes.length})` : '';
+  const cluster = result.cluster;
+  // A cluster's tables start with the node of each row.
+  const columns = (names: string[]) => (cluster === null ? names : ['Node', ...names]);
+  const section = (id: (typeof HTML_SECTIONS)[number], title: string, header: string[], list: string[]) =>
+    htmlSection(id, title, htmlTable(id, header, list));
+  return [
+    ...(cluster === null ? [] : htmlClusterSections(cluster, td, e)),
+    htmlSection('summary', 'Device-mapper entries', htmlSummary(s)),
+    section('pools', `Thin pools and volume groups (${s.poolProblems} with problems)`, POOL_COLUMNS, rows.pools),
+    section(
+      'problems',
+      `Problem entries (${rows.problems.length})`,
+      columns(['Entry', 'Status', 'Reason', 'VMID', 'Open', 'Remedy']),
+      rows.problems,
+    ),
+    section(
+      'unjudged',
+      `Not judged (${rows.notJudged.length})`,
+      columns(['Entry', 'Reason', 'VMID', 'Why']),
+      rows.notJudged,
+    ),
+    section('orphans', `Orphan LVs (${result.orphanLvs.length})`, ORPHAN_COLUMNS, rows.orphans),
+    section(
+      'guests',
+      `Guests on ${result.node} (${result.guests.length})`,
+      columns(['VMID', 'Type', 'Name', 'Status', 'Lock', 'DM health']),
+      rows.guests,
+    ),
+    section(
+      'missing',
+      `VMIDs that exist nowhere (${result.missingGuests.length})`,
+      columns(['VMID', 'Entries']),
+      rows.missing,
+    ),
+    section('system', cluster === null ? 'Host' : 'Hosts', columns(['Fact', 'Value']), rows.system),
+    section('warnings', `Warnings (${result.warnings.length})${notes}`, columns(['Where', 'Message']), rows.warnings),
+  ];
+}
+
+/** A cluster's own sections: a row per node (grade, counts, or why it was not analysed), then its findings. */
+function htmlClusterSections(cluster: ClusterView, td: Td, e: Escape): string[] {
+  const nodeRows = clusterNodeRows(cluster).map(
+    ([node, grade, ...rest]) =>
+      `<tr data-node>${td(e(node ?? ''))}${td(e(grade ?? ''))}${rest.map((cell) => td(e(cell))).join('')}</tr>`,
+  );
+  return [
+    htmlSection(
+      'nodes',
+      `Nodes (${cluster.nodes.length} analysed, ${cluster.unreachable.length} not)`,
+      htmlTable('nodes', ['Node', 'Grade', 'Entries', 'Duplicates', 'Tombstones', 'State'], nodeRows),
+    ),
+    htmlSection(
+      'cluster',
+      `Cluster findings (${cluster.findings.length})`,
+      htmlTable('cluster', CLUSTER_COLUMNS, clusterHtmlRows(cluster, td, e)),
+    ),
+  ];
 }
 
 const HTML_TAGS = new Set([
@@ -4749,6 +4868,7 @@ const HTML_TAGS = new Set([
   'td',
   'code',
   'br',
+  'style',
 ]);
 const HTML_ATTRIBUTES = /^(?:style|lang|charset|name|content|colspan|data-[a-z-]+)$/;
 
@@ -4761,6 +4881,7 @@ export async function validateHtml(html: string, result: Result): Promise<string
     const count = $(`[data-section="${id}"]`).length;
     if (count !== 1) problems.push(`section ${id} appears ${count} times`);
   }
+  if ($('style').length !== 1 || $('style').text() !== NARROW_CSS) problems.push('a <style> other than its own');
   $('*').each((_, element) => {
     if (!('attribs' in element)) return;
     if (!HTML_TAGS.has(element.tagName)) problems.push(`unexpected element <${element.tagName}>`);
@@ -4779,7 +4900,7 @@ export async function validateHtml(html: string, result: Result): Promise<string
   expectRows('tr[data-missing]', result.missingGuests.length, 'missing guests');
   expectRows('tr[data-warning]', result.warnings.length, 'warnings');
   expectRows('tr[data-finding]', result.cluster?.findings.length ?? 0, 'cluster findings');
-  expectRows('tr[data-unreachable]', result.cluster?.unreachable.length ?? 0, 'nodes not analysed');
+  expectRows('tr[data-node]', (result.cluster?.nodes.length ?? 0) + (result.cluster?.unreachable.length ?? 0), 'nodes');
   const shownNames = new Map(
     $('tr[data-guest]')
       .toArray()
@@ -5445,6 +5566,8 @@ export interface NotifyServices {
 export interface NotifyContext extends NotifyServices {
   /** The result's severity (ok, warning, critical), from its exit code. */
   severity: Severity;
+  /** What must be said first, when data is at risk (a cluster's critical finding, named); else null. */
+  headline: string | null;
   /** A URL setting (trimmed, else `fallback`), checked to be http or https; else one line naming the key. */
   urlSetting(key: string, example: string, fallback?: string): URL;
   /** A setting that travels in an HTTP header, checked to be printable ASCII; undefined when not set. */
@@ -6039,12 +6162,13 @@ export function isActiveNotifier(plugin: Plugin, setting: (key: string) => strin
 }
 
 /** A notifier's context for this result: the services and the checks, over the settings' secrets. */
-export function notifyContext(services: NotifyServices, result: Pick<Result, 'exitCode'>): NotifyContext {
+export function notifyContext(services: NotifyServices, result: Pick<Result, 'exitCode' | 'cluster'>): NotifyContext {
   const { setting } = services;
   const secrets = (setting as Partial<Settings>).secrets ?? [];
   return {
     ...services,
     severity: severityOf(result),
+    headline: clusterHeadline(result),
     urlSetting: (key, example, fallback) => {
       const value = setting(key)?.trim() || fallback;
       if (value === undefined) throw new Error(`${key} is not set (expected e.g. ${example})`);
@@ -6222,6 +6346,9 @@ export interface ClusterFinding {
   running: boolean | null;
   lock: string | null;
   activeOn: { node: string; name: string; remedy: string | null }[];
+  /** What is wrong, in a line: `san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2`. */
+  summary: string;
+  /** The summary, then what to do. */
   message: string;
 }
 
@@ -6426,37 +6553,52 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
   const { vg, lv, vmid, type, lock, on } = volume;
   const label = guestLabel(vmid, type);
   const nodes = on.map((a) => a.node);
-  const base = { vg, lv, vmid, guestType: type, home, running, lock, activeOn: on };
   const where = `${vg}/${lv} is active on ${nodes.join(' and ')}`;
   const then = (act: string) => (lock === null ? act : `once ${label}'s operation has ended (lock: ${lock}), ${act}`);
+  const found = (kind: ClusterFindingKind, severity: Severity, summary: string, advice: string | null) => ({
+    kind,
+    severity: severity as ClusterFinding['severity'],
+    ...{ vg, lv, vmid, guestType: type, home, running, lock, activeOn: on },
+    summary,
+    message: advice === null ? summary : `${summary}: ${advice}`,
+  });
   const several = 'active-on-several-nodes';
   if (on.length > 1 && lock === 'migrate') {
-    const message =
-      `${where} while ${label} migrates (lock: migrate): expected during a migration; look again ` +
-      `once it has ended`;
-    return { kind: several, severity: 'warning', ...base, message };
+    const advice = 'expected during a migration; look again once it has ended';
+    return found(several, 'warning', `${where} while ${label} migrates (lock: migrate)`, advice);
   }
   if (on.length > 1 && running === true) {
-    const harm =
-      `two nodes writing one LV corrupt it (Proxmox bug ` +
-      `4997); ${then('deactivate it where the guest does not run')}`;
-    return {
-      kind: several,
-      severity: 'critical',
-      ...base,
-      message: `${where} while ${label} runs on ${home}: ${harm}`,
-    };
+    const act = then('deactivate it where the guest does not run');
+    const harm = `two nodes writing one LV corrupt it (Proxmox bug 4997); ${act}`;
+    return found(several, 'critical', `${where} while ${label} runs on ${home}`, harm);
   }
   if (on.length > 1) {
     const guest = home === null ? `${label} has no config on any node` : `${label} lives on ${home} and is not running`;
-    const message = `${where}; ${guest}: ${then('deactivate it where the guest does not live')}`;
-    return { kind: several, severity: 'warning', ...base, message };
+    return found(several, 'warning', `${where}; ${guest}`, then('deactivate it where the guest does not live'));
   }
   if (home === null || nodes.includes(home)) return null;
-  const message =
-    `${vg}/${lv} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, where the ` +
-    `guest does not live`;
-  return { kind: 'active-off-home-node', severity: 'warning', ...base, message };
+  const summary =
+    `${vg}/${lv} of ${label} (it lives on ${home}) is active on ${nodes.join(', ')}, ` +
+    `where the guest does not live`;
+  return found('active-off-home-node', 'warning', summary, null);
+}
+
+/**
+ * What a cluster's outputs say first: its worst finding that can corrupt data, named, and how many
+ * more there are (`CRITICAL: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on
+ * pve2`); null when no finding is critical.
+ */
+export function clusterHeadline(result: Pick<Result, 'cluster'>): string | null {
+  const worst = worstFinding(result);
+  return worst === null ? null : `CRITICAL: ${worst}`;
+}
+
+/** The first critical cluster finding's summary, and how many more there are; null when none is critical. */
+function worstFinding(result: Pick<Result, 'cluster'>): string | null {
+  const critical = (result.cluster?.findings ?? []).filter((finding) => finding.severity === 'critical');
+  const [worst] = critical;
+  if (worst === undefined) return null;
+  return `${worst.summary}${critical.length > 1 ? ` (and ${critical.length - 1} more)` : ''}`;
 }
 
 export function analyseCluster(
@@ -6637,12 +6779,15 @@ function clusterAsResult(nodes: Result[], graded: Graded, generatedAt: string): 
   };
 }
 
+/**
+ * A cluster on the console: what can corrupt data first, then a line per node, the cluster's
+ * findings with the remedy on each node, and each node's own report.
+ */
 export function renderClusterConsole(result: ClusterResult, color: boolean): string {
   const { cluster } = result;
   const paint = painter(color);
-  // Each node's report is wrapped already: wrapping it again would break a command it kept whole.
-  const nodes = cluster.nodes.map((node) => `${renderConsole(node, color)}\n`).join('');
-  const out: string[] = [];
+  const headline = clusterHeadline(result);
+  const out: string[] = headline === null ? [] : [paint('red', terminalSafe(headline)), ''];
   out.push(
     paint('bold', `Cluster of ${cluster.nodes.length + cluster.unreachable.length} nodes: grade ${result.grade}`),
   );
@@ -6662,20 +6807,41 @@ export function renderClusterConsole(result: ClusterResult, color: boolean): str
       paint(poolStyle(pools), `  Thin pools and VGs: ${poolCounts(pools)} (on ${terminalSafe(where.join(', '))})`),
     );
   }
-  for (const { node, error } of cluster.unreachable)
-    out.push(paint('yellow', `  ${terminalSafe(node)} not analysed: ${terminalSafe(error)}`));
-  if (cluster.findings.length === 0) out.push('  No volume is active where it should not be.');
-  for (const finding of cluster.findings) {
-    out.push(
-      `  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())} ` +
-        ` ${terminalSafe(finding.message)}`,
-    );
-    for (const activation of finding.activeOn) {
-      if (activation.remedy !== null)
-        out.push(`           on ${terminalSafe(activation.node)}: ${whole(terminalSafe(activation.remedy))}`);
-    }
-  }
-  return `${nodes}${wrapConsole(`${out.join('\n')}\n`)}`;
+  const rows = table(['NODE', 'GRADE', 'ENTRIES', 'DUPLICATES', 'TOMBSTONES', 'STATE'], clusterNodeRows(cluster));
+  out.push('', ...rows.map((row) => `  ${row}`));
+  out.push(
+    '',
+    paint('bold', `Cluster findings: ${cluster.findings.length}`),
+    ...consoleClusterFindings(cluster, paint),
+  );
+  // Each node's report is wrapped already: wrapping it again would break a command it kept whole.
+  const nodes = cluster.nodes.map((node) => `\n${renderConsole(node, color)}`).join('');
+  return `${wrapConsole(`${out.join('\n')}\n`)}${nodes}`;
+}
+
+/** A row per node for a cluster's table: its grade and counts, or why it was not analysed. */
+function clusterNodeRows(cluster: ClusterView): string[][] {
+  const analysed = cluster.nodes.map((node) => {
+    const s = node.summary;
+    const state = node.exitCode === 0 ? 'ok' : node.exitCode === 1 ? 'warning' : 'critical';
+    return [node.node, node.grade, String(s.entries), String(s.duplicate), String(s.tombstone), state];
+  });
+  const missing = cluster.unreachable.map(({ node, error }) => [node, '-', '-', '-', '-', `not analysed: ${error}`]);
+  return [...analysed, ...missing].map((row) => row.map(terminalSafe));
+}
+
+/** A cluster's findings on the console, each with the remedy on each node that has one. */
+function consoleClusterFindings(cluster: ClusterView, paint: ReturnType<typeof painter>): string[] {
+  if (cluster.findings.length === 0) return ['  No volume is active where it should not be.'];
+  return cluster.findings.flatMap((finding) => [
+    `  ${paint(finding.severity === 'critical' ? 'red' : 'yellow', finding.severity.toUpperCase())} ` +
+      ` ${terminalSafe(finding.message)}`,
+    ...finding.activeOn.flatMap((activation) =>
+      activation.remedy === null
+        ? []
+        : [`           on ${terminalSafe(activation.node)}: ${whole(terminalSafe(activation.remedy))}`],
+    ),
+  ]);
 }
 
 // ════════════════════════════════════════════════════════════════════════════════════════════
@@ -7488,7 +7654,7 @@ async function analysisRun(
   stages: Stages,
   options: CliOptions,
   setup: Setup,
-  { runner, live, liveRoot }: RunContext,
+  { runner, live, liveRoot, io }: RunContext,
   { notifying, now }: { notifying: boolean; now: Date },
 ): Promise<RunOutput> {
   const consoleRun = options.format === 'console';
@@ -7511,13 +7677,45 @@ async function analysisRun(
   };
   if (options.cluster || options.roots.length > 1) {
     const clusterOptions = { ...runOptions, roots: options.roots, live: options.cluster };
-    return runCluster(stages, { ...clusterOptions, nodeTimeoutMs: options.nodeTimeoutMs });
+    const spinner = showsClusterProgress(options, io.isTty && Boolean(process.stderr.isTTY))
+      ? await clusterSpinner()
+      : null;
+    try {
+      return await runCluster(stages, {
+        ...clusterOptions,
+        nodeTimeoutMs: options.nodeTimeoutMs,
+        progress: spinner?.tell,
+      });
+    } finally {
+      spinner?.stop();
+    }
   }
   const run = await runPipeline(stages, runOptions);
   // Holders are looked up only for a plan that may be carried out, on the live node.
   const plan =
     options.root === undefined && !options.reportOnly ? await withHolders(run.plan, run.result, liveRoot) : run.plan;
   return { ...run, plan };
+}
+
+/** A live --cluster run on a terminal shows its progress on stderr; JSON, monitoring and pipes never do. */
+export const showsClusterProgress = (options: Pick<CliOptions, 'cluster' | 'format'>, terminal: boolean) =>
+  options.cluster && options.format === 'console' && terminal;
+
+/** @clack/prompts' spinner on stderr: how many nodes have answered, and which one is slow. */
+async function clusterSpinner(): Promise<{ tell: (state: ClusterProgress) => void; stop: () => void }> {
+  const { spinner } = await import('@clack/prompts');
+  const shown = spinner({ output: process.stderr });
+  shown.start('Asking the other nodes of the cluster');
+  let last = '';
+  return {
+    tell: ({ done, total, slowest }) => {
+      const slow =
+        slowest !== null && slowest.seconds >= 5 ? `; waiting for ${slowest.node} (${slowest.seconds} s)` : '';
+      last = `${done} of ${total} nodes answered${slow}`;
+      shown.message(terminalSafe(last));
+    },
+    stop: () => shown.stop(terminalSafe(last || 'No other node to ask')),
+  };
 }
 
 /** Before anything is printed: a Prometheus file that cannot be written is a run that failed (exit 3). */

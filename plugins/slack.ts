@@ -84,7 +84,7 @@ function slackMessage(result: Result, subject: string, context: NotifyContext) {
       text: {
         type: 'plain_text',
         text: fit(
-          `${SEVERITY_EMOJI[context.severity]} Grade ${result.grade} on ${result.node}`,
+          `${SEVERITY_EMOJI[context.severity]} ${context.headline ?? `Grade ${result.grade} on ${result.node}`}`,
           SLACK_LIMITS.headerText,
         ),
         emoji: true,

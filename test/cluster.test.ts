@@ -6,9 +6,9 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  analyseCluster, captureFromJson, captureToJson, clusterMembers, clusterToJson, createRunner, notificationSubject, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, type ClusterResult, type Exec,
+  analyseCluster, captureFromJson, captureToJson, clusterMembers, clusterToJson, createRunner, notificationSubject, notificationText, defaultStages, execProcess, main, readCapture, remoteCaptureCommand, renderClusterPrometheus, renderPrometheus, runPipeline, showsClusterProgress, type ClusterResult, type Exec,
 } from '../pve-dm.ts';
-import { describeRun, overlongLines, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
+import { describeRun, overlongLines, PROJECT, refusedWith, runMain, SAMPLES, tempDir, test, unwrapConsole } from './harness.ts';
 import { changing, put, scenario } from './support/fake-node.ts';
 import { withServer } from './support/http-server.ts';
 import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.ts';
@@ -50,6 +50,10 @@ test('what only the cluster shows: shared LVs active on two nodes, and a disk ac
     { node: 'pve1', name: 'san01-vm--300--disk--0', remedy: 'lvchange -an san01/vm-300-disk-0' },
     { node: 'pve2', name: 'san01-vm--300--disk--0', remedy: null },
   ]);
+  // Nothing touches a guest that migrates; the node where a guest runs is never told to deactivate.
+  assert.equal(findings[2]?.activeOn.map((a) => a.remedy), [null, null], 'VM 117 migrates');
+  for (const finding of findings.filter((f) => f.running === true))
+    assert.is(finding.activeOn.find((a) => a.node === finding.home)?.remedy ?? null, null, `${finding.vg}/${finding.lv} on ${finding.home}`);
 });
 
 test('a shared LV active on two nodes while its running guest holds a lock: critical, and no command before the lock ends', async () => {
@@ -110,20 +114,33 @@ test('--root three times: one JSON for the cluster, each node\'s own JSON inside
   }
 });
 
-test('--root three times: the console shows every node, then the cluster; the HTML page is validated', async () => {
+const HEADLINE = 'CRITICAL: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2 (and 1 more)';
+
+test('--root three times: the console leads with what corrupts data, then a line per node, the findings, each node; the HTML too', async () => {
   const html = path.join(tempDir(), 'cluster.html');
   const run = await runMain([...ROOTS, '--report-only', '--no-color', '--html', html]);
   assert.is(run.code, 2, describeRun(run));
   assert.equal(overlongLines(run.stdout), [], 'every line in 80 columns');
   run.stdout = unwrapConsole(run.stdout);
-  for (const node of ['pve1', 'pve2', 'pve3']) assert.match(run.stdout, `· node ${node} ·`);
-  assert.match(run.stdout, 'Cluster of 3 nodes: grade F\n  36 dm entries on pve1, pve2, pve3: 11 valid, 0 duplicate, 6 tombstone, 19 ignored\n  CRITICAL  san01/vm-300-disk-0 is active on pve1 and pve2');
+  assert.ok(run.stdout.startsWith(`${HEADLINE}\n\nCluster of 3 nodes: grade F\n  36 dm entries on pve1, pve2, pve3: 11 valid, 0 duplicate, 6 tombstone, 19 ignored\n\n`), run.stdout.slice(0, 400));
+  assert.match(run.stdout, '  NODE  GRADE  ENTRIES  DUPLICATES  TOMBSTONES  STATE\n  pve1  B      16       0           5           warning\n');
+  assert.match(run.stdout, 'Cluster findings: 5\n  CRITICAL  san01/vm-300-disk-0 is active on pve1 and pve2');
   assert.match(run.stdout, '           on pve1: lvchange -an san01/vm-300-disk-0\n');
+  // Each node's own report comes after what only the cluster shows.
+  const findingsAt = run.stdout.indexOf('Cluster findings');
+  for (const node of ['pve1', 'pve2', 'pve3']) assert.ok(run.stdout.indexOf(`· node ${node} ·`) > findingsAt, `${node} after the findings`);
   const { load } = await import('cheerio/slim');
   const $ = load(readFileSync(html, 'utf8'));
   assert.is($('[data-field="node"]').text(), 'pve1, pve2, pve3');
   assert.is($('[data-field="grade"]').text(), 'F');
-  assert.ok($('tr[data-entry]').text().includes('pve1:san01-vm--300--disk--0'));
+  assert.is($('[data-header] strong').text(), HEADLINE);
+  // The nodes, then the findings, come before every other section; entries keep their dm names beside their node.
+  assert.equal($('[data-section]').map((_, el) => $(el).attr('data-section')).get().slice(0, 3), ['nodes', 'cluster', 'summary']);
+  assert.equal($('tr[data-node]').map((_, row) => $(row).find('td').first().text()).get(), ['pve1', 'pve2', 'pve3']);
+  const first = $('tr[data-entry]').first().find('td');
+  assert.equal([first.eq(0).text(), first.eq(1).text()], ['pve1', 'san01-vm--300--disk--0']);
+  assert.is($('tr[data-guest]').first().find('td').first().text(), 'pve1', 'the guests table has a node column');
+  assert.ok($('tr[data-system]').length >= 3, 'host facts of each node');
   assert.ok($('tr[data-finding]').first().text().startsWith('CRITICALsan01/vm-300-disk-0VM 300 of pve2, running'));
   assert.ok($('tr[data-finding]').first().text().includes('on pve1: lvchange -an san01/vm-300-disk-0'));
   assert.is($('tr[data-finding]').length, 5);
@@ -146,13 +163,20 @@ test('a cluster run notifies once, for the cluster: its JSON, its grade, a subje
     assert.is(server.received[0]?.headers['x-pve-dm-severity'], 'critical');
     assert.is(JSON.parse(server.received[0]?.body ?? '').cluster.grade, 'F');
   });
-  assert.is(notificationSubject(await cluster()), '🚨 [pve1, pve2, pve3] CRITICAL: 2 shared LV(s) active on several nodes while their guest runs! Grade: F');
+  assert.is(notificationSubject(await cluster()), `🚨 [pve1, pve2, pve3] ${HEADLINE}! Grade: F`);
+  assert.is(notificationText(await cluster()).split('\n')[0], HEADLINE, 'and the text\'s first line');
 });
 
 test('Nagios for a cluster run: CRITICAL for a shared LV active on two nodes, each guest on its own node', async () => {
   const nagios = await runMain([...ROOTS, '--report-only', '--format', 'nagios']);
   assert.is(nagios.code, 2, describeRun(nagios));
-  assert.ok(nagios.stdout.startsWith('CRITICAL - pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 1 orphan LV(s) | entries=36;;;0 '), nagios.stdout);
+  assert.ok(nagios.stdout.startsWith(`CRITICAL - ${HEADLINE.replace('CRITICAL: ', '')}; pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 1 orphan LV(s) | entries=36;;;0 `), nagios.stdout);
+  // Perfdata for the cluster, then per node.
+  assert.match(nagios.stdout, ' cluster_critical=2;;0;0 cluster_warning=3;0;;0 nodes_unreachable=0;0;;0 pve1_entries=16;;;0 pve1_duplicates=0;;0;0 pve1_tombstones=5;0;50;0 ');
+  const checkmk = await runMain([...ROOTS, '--report-only', '--format', 'checkmk']);
+  assert.ok(checkmk.stdout.startsWith('2 "PVE DM health" entries=36;;;0|'), checkmk.stdout);
+  assert.match(checkmk.stdout, `|pve2_tombstones=0;1;51;0|`);
+  assert.match(checkmk.stdout, ` ${HEADLINE.replace('CRITICAL: ', '')}; pve1, pve2, pve3: grade F`);
   // The cluster's findings are the first detail lines, each with the remedy on each node.
   assert.equal(nagios.stdout.split('\n')[1], 'critical: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2: two nodes writing one LV corrupt it (Proxmox bug 4997); deactivate it where the guest does not run; on pve1: lvchange -an san01/vm-300-disk-0');
   assert.match(nagios.stdout, '\ntombstone pve1:san01-vm--300--disk--0: guest-on-other-node, VM 300 gitlab on pve2; remedy: lvchange -an san01/vm-300-disk-0\n', 'each guest on its own node');
@@ -351,5 +375,43 @@ async function waitForPort(host: string, port: number, log: () => string): Promi
   }
   throw new Error(`sshd did not start: ${log()}`);
 }
+
+
+/** `pve-dm --cluster ARGS` on a real pseudo-terminal (util-linux `script`); pve2 answers after a few seconds. */
+async function onTerminal(args: string[]): Promise<{ screen: string; code: number }> {
+  const served = await answers();
+  const bin = tempDir();
+  writeFileSync(path.join(bin, 'ssh'), `#!/bin/sh
+for arg in "$@"; do case "$arg" in HostKeyAlias=*) alias="\${arg#HostKeyAlias=}";; esac; done
+[ "$alias" = pve2 ] && sleep 7
+exec cat "${served}/$alias.json"
+`, { mode: 0o755 });
+  const out = path.join(tempDir(), 'state.json');
+  const command = `stty cols 120 rows 40; exec ${process.execPath} --import tsx test/support/cluster-tty.ts ${out} ${args.join(' ')}`;
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: PROJECT, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, NO_COLOR: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let screen = '';
+  child.stdout.on('data', (chunk) => (screen += chunk.toString()));
+  await new Promise((resolve) => child.on('close', resolve));
+  child.stdin.end();
+  return { screen: screen.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, ''), code: (JSON.parse(readFileSync(out, 'utf8')) as { code: number }).code };
+}
+
+test('--cluster on a terminal: progress on stderr while the nodes answer, naming the slow one; never under --json', async () => {
+  const tty = await onTerminal([]);
+  assert.match(tty.screen, 'Asking the other nodes of the cluster');
+  assert.match(tty.screen, /1 of 2 nodes answered; waiting for pve2 \(\d s\)/);
+  assert.match(tty.screen, '2 of 2 nodes answered');
+  assert.match(tty.screen, 'Cluster of 3 nodes', 'then the report');
+  const json = await onTerminal(['--json']);
+  assert.not.match(json.screen, /nodes answered|Asking the other nodes/);
+  assert.is(JSON.parse(json.screen.slice(json.screen.indexOf('{'))).cluster.nodes.length, 3);
+});
+
+test('progress is shown only for a live --cluster run with console output on a terminal', () => {
+  assert.ok(showsClusterProgress({ cluster: true, format: 'console' }, true));
+  assert.not.ok(showsClusterProgress({ cluster: true, format: 'console' }, false), 'no terminal');
+  for (const format of ['json', 'nagios', 'checkmk'] as const) assert.not.ok(showsClusterProgress({ cluster: true, format }, true), format);
+  assert.not.ok(showsClusterProgress({ cluster: false, format: 'console' }, true), '--root captures: nothing to wait for');
+});
 
 test.run();
