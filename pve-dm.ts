@@ -4630,10 +4630,8 @@ const HTML_STYLES = {
   page: 'style="max-width:960px;margin:0 auto;background:#ffffff;border:1px solid #dee2e6;padding:16px"',
   grade: 'display:inline-block;padding:4px 12px;font-size:20px;font-weight:bold;color:#ffffff',
   footer: 'style="font-size:12px;color:#6c757d;border-top:1px solid #dee2e6;padding-top:8px"',
-  // A dm name or a command stays whole and is selected whole; too long for the screen, it scrolls in its own box.
-  code:
-    'style="white-space:nowrap;user-select:all;display:inline-block;max-width:100%;overflow-x:auto;' +
-    'vertical-align:bottom;font-size:12px"',
+  // A dm name or a command is selected whole; it breaks only at its spaces (htmlEscape keeps its words whole).
+  code: 'style="user-select:all;font-size:12px"',
   metric: 'style="flex:1 1 72px;padding:8px;text-align:center;border:1px solid #dee2e6"',
 } as const;
 
@@ -4654,7 +4652,16 @@ type Escape = (value: string | number | null) => string;
 
 const htmlTd: Td = (content, colour, attributes = '') =>
   `<td${attributes} style="${HTML_STYLES.cell}${colour ? `;color:${colour}` : ''}">${content}</td>`;
-const htmlEscape: Escape = (value) => escapeHtml(value === null ? '—' : String(value));
+/**
+ * Text for the page: escaped, and each word that holds a hyphen or a slash (a dm name, a VG/LV, a
+ * path, an option) kept whole on its line, since `--` means something in a dm name: lines break at spaces.
+ */
+const htmlEscape: Escape = (value) =>
+  escapeHtml(value === null ? '—' : String(value)).replace(
+    /[^\s]*[-/][^\s]*/g,
+    (word) => `<span ${NOWRAP}>${word}</span>`,
+  );
+const NOWRAP = 'style="white-space:nowrap"';
 
 const htmlSection = (id: (typeof HTML_SECTIONS)[number] | 'nodes' | 'cluster', title: string, body: string) =>
   `<div data-section="${id}" style="margin:16px 0">` +
@@ -4767,18 +4774,18 @@ function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
 export function renderHtml(result: Result): string {
   const unjudged = unjudgedSummary(result);
   const gradeColour = unjudged !== null && result.grade === 'A+' ? GRADE_COLORS.C : GRADE_COLORS[result.grade];
-  const title = `pve-dm report: ${htmlEscape(result.node)} grade ${htmlEscape(result.grade)}`;
+  const title = `pve-dm report: ${escapeHtml(result.node)} grade ${escapeHtml(result.grade)}`;
   const page = [
     '<!DOCTYPE html>',
     '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
       `<title>${title}</title><style>${NARROW_CSS}</style></head>`,
     `<body ${HTML_STYLES.body}>`,
-    `<div ${HTML_STYLES.page}>`,
+    `<main ${HTML_STYLES.page}>`,
     ...htmlHeader(result, htmlEscape, gradeColour),
     ...htmlSections(result),
     `<p ${HTML_STYLES.footer}>pve-dm ${VERSION}. Remedies are commands to review, not to paste blindly: ` +
       "pve-dm's own cleanup re-checks every entry before it acts.</p>",
-    '</div></body></html>',
+    '</main></body></html>',
     '',
   ].join('\n');
   // Inline, on every one: e-mail clients drop a page's <style>.
@@ -4869,6 +4876,7 @@ const HTML_TAGS = new Set([
   'code',
   'br',
   'style',
+  'main',
 ]);
 const HTML_ATTRIBUTES = /^(?:style|lang|charset|name|content|colspan|data-[a-z-]+)$/;
 

@@ -103,7 +103,9 @@ async function planThenChange(change: (s: ReturnType<typeof scenario>) => void) 
   return { ...s, outcome, result };
 }
 
-test('right before acting, each entry is classified again: referenced now, open now, locked, running, replaced or gone: left alone', async () => {
+// Right before acting, each entry is classified again: referenced now, open now, locked, running,
+// replaced or gone, it is left alone. One test a case: each carries a whole cleanup out.
+{
   const cases: [string, (s: ReturnType<typeof scenario>) => void, string, RegExp][] = [
     ['referenced', (s) => put(s.root, 'etc/pve/nodes/pve1/qemu-server/100.conf', 'name: web\nscsi0: local-lvm:vm-100-disk-0\nscsi1: local-lvm:vm-100-disk-7\n'), 'pve-vm--100--disk--7', /^now valid \(referenced\)$/],
     ['open', (s) => ((s.node.dm.get('pve-vm--888--disk--0') as { open: number }).open = 1), 'pve-vm--888--disk--0', /^open 1 time\(s\)$/],
@@ -116,7 +118,7 @@ test('right before acting, each entry is classified again: referenced now, open 
     ['gone', (s) => s.node.dm.delete('pve-vm--888--disk--0'), 'pve-vm--888--disk--0', /^gone already$/],
     ['migrating in', (s) => put(s.root, 'etc/pve/nodes/pve2/qemu-server/888.conf', 'lock: migrate\nscsi0: local-lvm:vm-888-disk-0\n'), 'pve-vm--888--disk--0', /^now ignored \(in-flight\)$/],
   ];
-  for (const [what, change, name, why] of cases) {
+  for (const [what, change, name, why] of cases) test(`right before acting, an entry ${what} now is left alone`, async () => {
     const { outcome, node, done } = await planThenChange(change);
     try {
       const skipped = outcome.skipped.find((s) => s.name === name);
@@ -127,8 +129,8 @@ test('right before acting, each entry is classified again: referenced now, open 
     } finally {
       done();
     }
-  }
-});
+  });
+}
 
 test('the re-check reads again what can have changed: the entry\'s guest\'s configs, and any config changed since the analysis began', async () => {
   const hourAgo = new Date(Date.now() - 3_600_000);
