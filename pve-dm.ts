@@ -4549,7 +4549,7 @@ function clusterHtmlRows(cluster: ClusterView, td: Td, e: Escape): string[] {
       a.remedy === null ? [] : [`<br>on ${e(a.node)}: <code data-remedy>${e(a.remedy)}</code>`],
     );
     const cells = [
-      td(e(f.severity.toUpperCase()), SEVERITY_COLORS[f.severity]),
+      td(`${e(f.severity.toUpperCase())}<br>${e(f.kind)}`, SEVERITY_COLORS[f.severity]),
       td(`<code>${e(`${f.vg}/${f.lv}`)}</code>`),
       td(guest),
       td(e(f.activeOn.map((a) => a.node).join(', '))),
@@ -6725,6 +6725,8 @@ export function clusterToJson(result: ClusterResult) {
     tool: { name: 'pve-dm', version: VERSION },
     generatedAt: result.generatedAt,
     cluster: {
+      // What can corrupt data, named (null when nothing can): what every other output says first.
+      headline: clusterHeadline(result),
       nodes: nodes.map((node) => node.node),
       grade: result.grade,
       exitCode: result.exitCode,

@@ -13,6 +13,7 @@ import { changing, put, scenario } from './support/fake-node.ts';
 import { withServer } from './support/http-server.ts';
 import { expectedSeries, readPrometheus, seriesKey } from './support/prometheus.ts';
 
+const HEADLINE = 'CRITICAL: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2 (and 1 more)';
 const NODES = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'].map((name) => path.join(SAMPLES, name));
 
 async function cluster(roots = NODES, unreachable: ClusterResult['cluster']['unreachable'] = []): Promise<ClusterResult> {
@@ -96,7 +97,7 @@ test('--root three times: one JSON for the cluster, each node\'s own JSON inside
   const report = JSON.parse(run.stdout);
   const expected = await cluster();
   assert.equal(report.notifications, []);
-  assert.equal(report.cluster, JSON.parse(JSON.stringify({ nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.cluster.findings, unreachable: [] })));
+  assert.equal(report.cluster, JSON.parse(JSON.stringify({ headline: HEADLINE, nodes: ['pve1', 'pve2', 'pve3'], grade: 'F', exitCode: 2, summary: expected.summary, findings: expected.cluster.findings, unreachable: [] })));
   for (const [index, root] of NODES.entries()) {
     const alone = JSON.parse((await runMain(['--root', root, '--report-only', '--json'])).stdout);
     // A node's section is its own JSON, each entry, duplicate set and warning with its node.
@@ -113,8 +114,6 @@ test('--root three times: one JSON for the cluster, each node\'s own JSON inside
     assert.ok(report.nodes[index].entries.every((entry: { node: string }) => entry.node === node));
   }
 });
-
-const HEADLINE = 'CRITICAL: san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2 (and 1 more)';
 
 test('--root three times: the console leads with what corrupts data, then a line per node, the findings, each node; the HTML too', async () => {
   const html = path.join(tempDir(), 'cluster.html');
@@ -141,7 +140,7 @@ test('--root three times: the console leads with what corrupts data, then a line
   assert.equal([first.eq(0).text(), first.eq(1).text()], ['pve1', 'san01-vm--300--disk--0']);
   assert.is($('tr[data-guest]').first().find('td').first().text(), 'pve1', 'the guests table has a node column');
   assert.ok($('tr[data-system]').length >= 3, 'host facts of each node');
-  assert.ok($('tr[data-finding]').first().text().startsWith('CRITICALsan01/vm-300-disk-0VM 300 of pve2, running'));
+  assert.ok($('tr[data-finding]').first().text().startsWith('CRITICALactive-on-several-nodessan01/vm-300-disk-0VM 300 of pve2, running'));
   assert.ok($('tr[data-finding]').first().text().includes('on pve1: lvchange -an san01/vm-300-disk-0'));
   assert.is($('tr[data-finding]').length, 5);
 });
