@@ -4756,7 +4756,8 @@ function htmlRows(result: Result, td: Td, e: Escape) {
 
 /** The page's head: node, when, what it was narrowed to, the grade and the headline. */
 function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
-  const captured = result.meta?.capturedAt ? ` from a capture taken ${e(result.meta.capturedAt)}` : '';
+  // Times break nowhere that misleads: plain escaped text.
+  const captured = result.meta?.capturedAt ? ` from a capture taken ${escapeHtml(result.meta.capturedAt)}` : '';
   const narrowed = result.vmids ? ` · narrowed to VMID ${e(result.vmids.join(', '))}` : '';
   const grade =
     `<span data-field="grade" ` + `style="${HTML_STYLES.grade};background:${gradeColour}">${e(result.grade)}</span>`;
@@ -4764,7 +4765,8 @@ function htmlHeader(result: Result, e: Escape, gradeColour: string): string[] {
     `<div data-header style="border-bottom:4px solid ${gradeColour};padding-bottom:8px">`,
     `<h1 style="font-size:21px;margin:0">pve-dm report for ${result.cluster === null ? 'node' : 'the cluster of'} ` +
       `<span data-field="node">${e(result.node)}</span></h1>`,
-    `<p style="margin:4px 0;font-size:13px;color:#495057">Generated ${e(result.generatedAt)}${captured}${narrowed}</p>`,
+    `<p style="margin:4px 0;font-size:13px;color:#495057">` +
+      `Generated ${escapeHtml(result.generatedAt)}${captured}${narrowed}</p>`,
     `<p style="margin:8px 0 0">${grade} ` +
       `<strong>${escapeHtml(htmlHeadline(result, unjudgedSummary(result)))}</strong></p>`,
     '</div>',
