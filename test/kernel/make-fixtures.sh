@@ -6,14 +6,17 @@
 #   test/kernel/make-fixtures.sh [OUTDIR]         (default: test/fixtures/real)
 #   test/kernel/make-fixtures.sh pools [OUTDIR]   only OUTDIR/pools: thin pools and VGs in
 #                                                 trouble (make-pool-fixtures.guest.sh)
+#   test/kernel/make-fixtures.sh conflicts [OUTDIR]   only OUTDIR/conflicts: kernel tables that
+#                                                 differ from LVM's metadata, maps stacked on
+#                                                 guest volumes (make-conflict-fixtures.guest.sh)
 #
-# Only the set made (empty/ and full/, or pools/) is replaced; README.md next to them, and
-# pools/README.md, are kept.
+# Only the set made (empty/ and full/, pools/ or conflicts/) is replaced; README.md next to
+# them, pools/README.md and conflicts/README.md, are kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 set_=default
-if [ "${1:-}" = pools ]; then set_=pools; shift; fi
+case ${1:-} in pools|conflicts) set_=$1; shift;; esac
 out=${1:-$root/test/fixtures/real}
 mkdir -p "$out"
 out=$(readlink -f "$out")
@@ -21,10 +24,47 @@ out=$(readlink -f "$out")
 # thin_tools: Debian's thin-provisioning-tools for the pools guest (thin-tools.sh)
 . "$here/thin-tools.sh"
 
+# part_tools: prints the folder of Debian's kpartx and sfdisk (packages kpartx, fdisk) for the
+# conflicts guest, unpacked (never installed) into dm-vm.sh's cache with the libraries they
+# need in lib/ (the initramfs has neither); nothing when apt-get cannot fetch them.
+_part_fetch() { (cd "$1" && apt-get -o APT::Sandbox::User=root download -qq kpartx fdisk) >&2; }
+part_tools() {
+    local dir=${DMVM_CACHE:-${XDG_CACHE_HOME:-/var/tmp}/pve-dm-kernel}/part-tools t lib
+    if ! [ -x "$dir/sbin/kpartx" ] || ! [ -x "$dir/sbin/sfdisk" ]; then
+        t=$(mktemp -d)
+        if { _part_fetch "$t" || { apt-get update -qq >&2 && _part_fetch "$t"; }; } &&
+           dpkg -x "$t"/kpartx_*.deb "$t/x" && dpkg -x "$t"/fdisk_*.deb "$t/x"; then
+            mkdir -p "$t/x/lib"
+            for lib in $(ldd "$t/x/sbin/kpartx" "$t/x/sbin/sfdisk" | awk '/=> \//{print $3}' | sort -u); do
+                cp -L "$lib" "$t/x/lib/"
+            done
+            rm -rf "$dir"; mv "$t/x" "$dir"
+        fi
+        rm -rf "$t"
+    fi
+    [ -x "$dir/sbin/kpartx" ] && [ -x "$dir/sbin/sfdisk" ] && echo "$dir"
+    return 0
+}
+
 "$here/dm-vm.sh" setup
 tmp=$(mktemp -d "$out/.new.XXXX")
 trap 'rm -rf "$tmp"' EXIT
 rc=0
+if [ $set_ = conflicts ]; then
+    tools=$(part_tools)
+    [ -n "$tools" ] || echo "make-fixtures: no kpartx/sfdisk; the guest makes the partition maps with dmsetup" >&2
+    DMVM_SHARE=$tmp${tools:+:$tools} DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} \
+        "$here/dm-vm.sh" run "$here/make-conflict-fixtures.guest.sh" "$tmp/conflicts" ${tools:+"$tools"} || rc=$?
+    if [ "$rc" != 0 ] || ! [ -s "$tmp/conflicts/conflicting/dmsetup-table.txt" ]; then
+        echo "make-fixtures: guest failed (rc=$rc); $out left unchanged" >&2
+        exit 1
+    fi
+    [ ! -f "$out/conflicts/README.md" ] || cp -p "$out/conflicts/README.md" "$tmp/conflicts/"
+    rm -rf "$out/conflicts"
+    mv "$tmp/conflicts" "$out/"
+    echo "make-fixtures: wrote $out/conflicts" >&2
+    exit 0
+fi
 if [ $set_ = pools ]; then
     tools=$(thin_tools)
     [ -n "$tools" ] || echo "make-fixtures: no thin-provisioning-tools; repair scenarios skipped" >&2
