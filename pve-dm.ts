@@ -2005,12 +2005,17 @@ const storeIdOf = (volume: string) => VOLUME_ID_RE.exec(volume)?.[1] ?? null;
  * (LVM's own layers, multipath, work in flight...); unjudged is one pve-dm should judge and cannot
  * (its guest's config cannot be read): a node with any is never shown as healthy.
  */
-export type Status = 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged';
+export type Status = 'valid' | 'conflict' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged';
 
 /** Every reason, with the status it gives and what it means (README lists the same). */
 export const REASONS = {
   referenced: ['valid', 'a guest config on this node references the volume'],
   'snapshot-in-config': ['valid', 'a snapshot LV whose guest on this node has that snapshot'],
+  'stacked-on-guest-volume': [
+    'conflict',
+    "a device stacked on a guest volume's dm device (kpartx partitions, an LV of the guest's own VG active on the " +
+      "host): it holds the guest's disk open, and while the guest runs host and guest write one filesystem",
+  ],
   'duplicate-name': [
     'duplicate',
     "a hand-made entry named like a guest volume plus a suffix, beside the volume's own entry",
@@ -2101,7 +2106,7 @@ export interface GuestSummary {
   running: boolean | null;
   lock: string | null;
   template: boolean;
-  health: 'clean' | 'duplicate' | 'tombstone';
+  health: 'clean' | 'conflict' | 'duplicate' | 'tombstone';
   readable: boolean;
   /** In a cluster run's single result: the node the guest lives on (otherwise the result's node). */
   node?: string;
@@ -2291,6 +2296,7 @@ export function classify(state: ParsedState): Classification {
     entries.push(id.kind === 'guest-volume' ? judgeGuestVolume(j, entry, id) : judgeOther(j, entry, id));
   }
   judgePartitions(state.entries, entries, partitions);
+  judgeStacked(j, entries, tables);
   settleHeldEntries(entries, tables);
   return {
     node: state.node,
@@ -2544,7 +2550,7 @@ function judgePartitions(
     const parent = parentIndex === undefined ? undefined : entries[parentIndex];
     if (parent === undefined) continue;
     const entry = dm[index] as DmEntry;
-    if (!isProblem(parent)) {
+    if (!isRemovable(parent)) {
       entries[index] = judged(entry, 'ignored', 'partition', NO_GUEST, { ...NO_FACTS, relatedTo: parent.name });
       continue;
     }
@@ -2558,6 +2564,93 @@ function judgePartitions(
   }
 }
 
+/**
+ * Devices stacked on a guest volume's dm device, other than LVM's own layers (which lie beneath
+ * it): a kpartx partition, an LV of the guest's own VG active on the host, any mapping whose table
+ * maps the guest volume. Each holds the guest's disk open (a migration, a removal or a resize fails
+ * with "Device or resource busy") and, while the guest runs, host and guest write one filesystem: a
+ * conflict. The guest volume's entry keeps its verdict and names what holds it.
+ */
+function judgeStacked(j: Judging, entries: Classified[], tables: readonly (string | null)[]): void {
+  // A device number two entries claim (a capture pieced together by hand) points at neither.
+  const claims = new Map<string, number>();
+  for (const entry of entries)
+    claims.set(`${entry.major}:${entry.minor}`, (claims.get(`${entry.major}:${entry.minor}`) ?? 0) + 1);
+  const guestVolumeAt = new Map<string, number>();
+  for (let index = 0; index < entries.length; index++) {
+    const entry = entries[index] as Classified;
+    const device = `${entry.major}:${entry.minor}`;
+    if (entry.kind !== null && entry.vmid !== null && entry.uuid.startsWith('LVM-') && !isRemovable(entry))
+      if (claims.get(device) === 1) guestVolumeAt.set(device, index);
+  }
+  if (guestVolumeAt.size === 0) return;
+  for (let holder = 0; holder < tables.length; holder++) {
+    for (const [major, minor] of stackedDevices(tables[holder] ?? null)) {
+      const target = guestVolumeAt.get(`${major}:${minor}`);
+      if (target === undefined || target === holder) continue;
+      const volume = entries[target] as Classified;
+      entries[holder] = stackedVerdict(j, entries[holder] as Classified, volume);
+      if (!volume.holders.includes((entries[holder] as Classified).name))
+        entries[target] = { ...volume, holders: [...volume.holders, (entries[holder] as Classified).name] };
+    }
+  }
+}
+
+/** LVM's own targets, which map its layers (a thin volume its pool, a snapshot its origin and COW). */
+const LVM_LAYER_TARGETS = new Set(['thin', 'thin-pool', 'snapshot', 'snapshot-origin', 'snapshot-merge']);
+
+/** The devices a table maps data onto, but through LVM's own layer targets: `[major, minor]` pairs. */
+function* stackedDevices(table: string | null): Generator<[string, string]> {
+  for (const line of table?.split('\n') ?? []) {
+    const target = line.trim().split(/\s+/)[2];
+    if (target === undefined || LVM_LAYER_TARGETS.has(target)) continue;
+    for (const [, major, minor] of line.matchAll(TABLE_DEVICE_RE)) yield [major as string, minor as string];
+  }
+}
+
+/** A device stacked on a guest volume: a conflict of that guest, with the command that takes it away. */
+function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Classified {
+  const label = guestLabel(volume.vmid ?? 0, volume.guestType);
+  const runs = j.state.running?.has(volume.vmid ?? 0) ?? false;
+  const harm = runs
+    ? `${label} runs: host and guest write one filesystem now`
+    : `it holds ${label}'s disk open (migration, removal and resize fail: Device or resource busy); ` +
+      `if ${label} starts, host and guest write one filesystem`;
+  const guestVg = holder.vg !== null && !j.storageVgs.has(holder.vg) ? holder.vg : null;
+  const command =
+    guestVg !== null
+      ? // LVM skips PVs on LVs by default (scan_lvs): its vgchange would not find the guest's VG otherwise.
+        shellLine(['vgchange', '--config', 'devices { scan_lvs = 1 }', '-an', guestVg])
+      : holder.vg !== null && holder.lv !== null
+        ? shellLine(['lvchange', '-an', `${holder.vg}/${holder.lv}`])
+        : dmRemoveText(holder.name);
+  const filter =
+    guestVg === null
+      ? ''
+      : `; so that the host never activates a guest's VG, add the guest volumes to global_filter in ` +
+        `/etc/lvm/lvm.conf (devices { global_filter = [ "r|/dev/mapper/.*-vm--[0-9]+--disk--.*|", ... ] })`;
+  const on = `stacked on ${mangleDmName(volume.name)}: ${harm}`;
+  // Nothing touches the disk of a guest whose operation runs (a backup, a migration).
+  const advice =
+    volume.lock !== null
+      ? `${on}; once ${label}'s operation has ended (lock: ${volume.lock}): ${command}${filter}`
+      : holder.open > 0
+        ? `${on}; it is open ${holder.open} time(s) on the host (mounted, or in use): unmount it first, then ` +
+          `${command}${filter}`
+        : `${on}; ${command} takes it away, ${label}'s data stays${filter}`;
+  return {
+    ...holder,
+    status: REASONS['stacked-on-guest-volume'][0],
+    reason: 'stacked-on-guest-volume',
+    vmid: volume.vmid,
+    guestType: volume.guestType,
+    lock: volume.lock,
+    relatedTo: volume.name,
+    remedy: holder.open > 0 || volume.lock !== null ? null : command,
+    advice,
+  };
+}
+
 /** The `major:minor` devices a table maps (`linear 252:3 0`, `thin 252:2 7`, a multipath's paths...). */
 const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
 
@@ -2567,7 +2660,7 @@ const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
  * would work as printed, and the advice says what holds the entry.
  */
 function settleHeldEntries(entries: Classified[], tables: readonly (string | null)[]): void {
-  const isHeld = (entry: Classified) => isProblem(entry) && entry.open > 0 && entry.remedy !== null;
+  const isHeld = (entry: Classified) => isRemovable(entry) && entry.open > 0 && entry.remedy !== null;
   if (!entries.some(isHeld)) return;
   const indexOfDevice = new Map(entries.map((entry, index) => [`${entry.major}:${entry.minor}`, index]));
   const holders = new Map<number, number[]>();
@@ -2584,7 +2677,7 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
     if (!isHeld(entry)) continue;
     const stacked = (holders.get(index) ?? []).map((holder) => entries[holder] as Classified);
     const freeing =
-      stacked.length >= entry.open && stacked.every((h) => isProblem(h) && h.remedy !== null && h.open === 0);
+      stacked.length >= entry.open && stacked.every((h) => isRemovable(h) && h.remedy !== null && h.open === 0);
     const names = stacked.map((h) => h.name);
     entries[index] = freeing
       ? { ...entry, holders: names, remedy: [...stacked.map((h) => h.remedy), entry.remedy].join(' && ') }
@@ -2595,7 +2688,8 @@ function settleHeldEntries(entries: Classified[], tables: readonly (string | nul
 /** What holds an open entry, in words: the devices stacked on it, and the opens no device explains. */
 function heldAdvice(entry: Classified, stacked: readonly Classified[]): string {
   const parts = stacked.map(
-    (h) => `${mangleDmName(h.name)} (${isProblem(h) ? `${h.status}, remove it first` : `${h.status}: not a leftover`})`,
+    (h) =>
+      `${mangleDmName(h.name)} (${isRemovable(h) ? `${h.status}, remove it first` : `${h.status}: not a leftover`})`,
   );
   const others = entry.open - stacked.length;
   if (others > 0)
@@ -2612,9 +2706,12 @@ function guestSummaries(j: Judging, entries: readonly Classified[], keptMembers:
   for (let index = 0; index < entries.length; index++) {
     const entry = entries[index] as Classified;
     if (entry.vmid === null) continue;
-    if (entry.status === 'duplicate' || keptMembers.has(index)) health.set(entry.vmid, 'duplicate');
-    else if (entry.status === 'tombstone' && health.get(entry.vmid) !== 'duplicate')
-      health.set(entry.vmid, 'tombstone');
+    // The worst wins: a conflict, then a duplicate, then a tombstone.
+    const now = health.get(entry.vmid);
+    if (entry.status === 'conflict') health.set(entry.vmid, 'conflict');
+    else if ((entry.status === 'duplicate' || keptMembers.has(index)) && now !== 'conflict')
+      health.set(entry.vmid, 'duplicate');
+    else if (entry.status === 'tombstone' && now === undefined) health.set(entry.vmid, 'tombstone');
   }
   const running = j.state.running;
   return j.state.guests
@@ -3430,6 +3527,8 @@ export type GradeLetter = 'A+' | 'B' | 'C' | 'D' | 'F';
 export interface Summary {
   entries: number;
   valid: number;
+  /** Mappings that corrupt data silently (critical, as a duplicate is). */
+  conflict: number;
   duplicate: number;
   tombstone: number;
   ignored: number;
@@ -3469,6 +3568,7 @@ export function grade(
   const summary: Summary = {
     entries: classification.entries.length,
     valid: 0,
+    conflict: 0,
     duplicate: 0,
     tombstone: 0,
     ignored: 0,
@@ -3477,7 +3577,8 @@ export function grade(
     poolProblems: poolFindings.filter((finding) => finding.severity !== 'ok').length,
   };
   for (const entry of classification.entries) summary[entry.status]++;
-  const critical = summary.duplicate > 0 || poolFindings.some((finding) => finding.severity === 'critical');
+  const critical =
+    summary.conflict > 0 || summary.duplicate > 0 || poolFindings.some((finding) => finding.severity === 'critical');
   const blocked = summary.tombstone + orphans.filter((orphan) => !orphan.active).length;
   const byCount: GradeLetter =
     blocked === 0 ? 'A+' : blocked <= 5 ? 'B' : blocked <= 20 ? 'C' : blocked <= MAX_TOMBSTONES_BEFORE_F ? 'D' : 'F';
@@ -3911,6 +4012,10 @@ const describeEntry = (entry: Classified): string =>
     )
     .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
     .with(
+      'stacked-on-guest-volume',
+      () => `stacked on ${guestLabel(entry.vmid ?? 0, entry.guestType)}'s ${mangleDmName(entry.relatedTo ?? '')}`,
+    )
+    .with(
       'duplicate-name',
       'duplicate-table',
       () => `second mapping of ${entry.vg}/${entry.lv} (kept: ${mangleDmName(entry.relatedTo ?? '')})`,
@@ -3920,6 +4025,26 @@ const describeEntry = (entry: Classified): string =>
 /** Guest volumes pve-dm does not judge: the guest's config is unreadable, work is in flight, a plugin may own them. */
 const isNotJudged = (entry: Classified) =>
   entry.status === 'unjudged' || entry.reason === 'in-flight' || entry.reason === 'foreign-vg';
+
+/** Problem entries, each with its reason, what stands in the way (open, locked) and its remedy. */
+function consoleProblems(
+  entries: readonly Classified[],
+  style: 'red' | 'yellow',
+  paint: ReturnType<typeof painter>,
+): string[] {
+  return entries.flatMap((entry) => {
+    const cautions = [
+      entry.open > 0 ? `open ${entry.open}: in use` : '',
+      entry.lock ? `guest locked: ${entry.lock}` : '',
+    ].filter(Boolean);
+    return [
+      `  ${paint(style, mangleDmName(entry.name))} ` +
+        ` ${entry.reason}: ${terminalSafe(describeEntry(entry))}` +
+        `${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
+      `    ${consoleRemedy(entry)}`,
+    ];
+  });
+}
 
 export function renderConsole(result: Result, color: boolean): string {
   const paint = painter(color);
@@ -3943,22 +4068,17 @@ export function renderConsole(result: Result, color: boolean): string {
     heading(`Thin pools and volume groups: ${result.summary.poolProblems} with problems`);
     out.push(...consolePools(pools, result.volumeGroups, paint));
   }
+  const conflicts = result.entries.filter((entry) => entry.status === 'conflict');
+  if (conflicts.length > 0) {
+    // What corrupts data silently comes first.
+    heading(`Conflicts (critical): ${conflicts.length}`);
+    out.push(...consoleProblems(conflicts, 'red', paint));
+  }
   heading(`Duplicates (critical): ${result.duplicates.length}`);
   out.push(...consoleDuplicates(result, paint));
   const tombstones = result.entries.filter((entry) => entry.status === 'tombstone');
   heading(`Tombstones (warning): ${tombstones.length}`);
-  for (const entry of tombstones) {
-    const cautions = [
-      entry.open > 0 ? `open ${entry.open}: in use` : '',
-      entry.lock ? `guest locked: ${entry.lock}` : '',
-    ].filter(Boolean);
-    out.push(
-      `  ${paint('yellow', mangleDmName(entry.name))} ` +
-        ` ${entry.reason}: ${terminalSafe(describeEntry(entry))}` +
-        `${cautions.length ? paint('red', ` (${terminalSafe(cautions.join(', '))})`) : ''}`,
-    );
-    out.push(`    ${consoleRemedy(entry)}`);
-  }
+  out.push(...consoleProblems(tombstones, 'yellow', paint));
   const notJudged = result.entries.filter(isNotJudged);
   if (notJudged.length > 0) {
     heading(`Not judged: ${notJudged.length}`);
@@ -4004,6 +4124,7 @@ function consoleSummary(result: Result, paint: ReturnType<typeof painter>): stri
   const gradeStyle = result.grade === 'F' ? 'red' : result.grade === 'A+' && unjudged === null ? 'green' : 'yellow';
   const counts = [
     `${s.valid} valid`,
+    ...(s.conflict > 0 ? [paint('red', `${s.conflict} conflict`)] : []),
     paint(s.duplicate ? 'red' : 'green', `${s.duplicate} duplicate`),
     paint(s.tombstone ? 'yellow' : 'green', `${s.tombstone} tombstone`),
     `${s.ignored} ignored`,
@@ -4192,7 +4313,7 @@ function measures(result: Result): Measure[] {
 }
 
 /** What each node of a cluster reports on its own: the counts that make a node's state. */
-const PER_NODE_MEASURES = new Set(['entries', 'duplicates', 'tombstones', 'unjudged', 'pools_critical']);
+const PER_NODE_MEASURES = new Set(['entries', 'conflicts', 'duplicates', 'tombstones', 'unjudged', 'pools_critical']);
 
 const severityCount = (cluster: ClusterView, severity: Severity) =>
   cluster.findings.filter((finding) => finding.severity === severity).length;
@@ -4203,6 +4324,7 @@ function nodeMeasures(result: Result): Measure[] {
   return [
     { label: 'entries', value: entries, warnAbove: null, critAbove: null },
     { label: 'valid', value: valid, warnAbove: null, critAbove: null },
+    { label: 'conflicts', value: result.summary.conflict, warnAbove: null, critAbove: 0 },
     { label: 'duplicates', value: duplicate, warnAbove: null, critAbove: 0 },
     { label: 'tombstones', value: tombstone, warnAbove: 0, critAbove: MAX_TOMBSTONES_BEFORE_F },
     { label: 'ignored', value: ignored, warnAbove: null, critAbove: null },
@@ -4328,7 +4450,7 @@ export const renderCheckmkUnknown = (message: string) => `3 "${CHECKMK_SERVICE}"
 /** A label value in the Prometheus text exposition format 0.0.4: `\\`, `"` and line feed escaped. */
 export const prometheusLabel = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
 
-const STATUSES: readonly Status[] = ['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'];
+const STATUSES: readonly Status[] = ['valid', 'conflict', 'duplicate', 'tombstone', 'ignored', 'unjudged'];
 
 const prometheusFamily = (name: string, help: string, samples: string[]) => [
   `# HELP ${name} ${help}`,
@@ -4475,6 +4597,7 @@ export const escapeHtml = (text: string) =>
 
 const STATUS_COLORS: Record<Status, string> = {
   valid: '#1e7e34',
+  conflict: '#862e9c',
   duplicate: '#c82333',
   tombstone: '#8a6100',
   ignored: '#6c757d',
@@ -4492,6 +4615,7 @@ const GRADE_COLORS: Record<GradeLetter, string> = {
 /** A status in words with a symbol: colour is never the only sign. */
 const STATUS_WORDS: Record<Status, string> = {
   valid: '✔ valid',
+  conflict: '⛔ conflict',
   duplicate: '✖ duplicate',
   tombstone: '⚠ tombstone',
   ignored: '· ignored',
@@ -4514,10 +4638,16 @@ export const HTML_SECTIONS = [
 /** A guest's dm health in the HTML report, in its status's colour. */
 const HEALTH_COLORS = {
   clean: STATUS_COLORS.valid,
+  conflict: STATUS_COLORS.conflict,
   duplicate: STATUS_COLORS.duplicate,
   tombstone: STATUS_COLORS.tombstone,
 };
-const HEALTH_WORDS = { clean: '✔ clean', duplicate: STATUS_WORDS.duplicate, tombstone: STATUS_WORDS.tombstone };
+const HEALTH_WORDS = {
+  clean: '✔ clean',
+  conflict: STATUS_WORDS.conflict,
+  duplicate: STATUS_WORDS.duplicate,
+  tombstone: STATUS_WORDS.tombstone,
+};
 
 const ORPHAN_COLUMNS = ['LV', 'Reason', 'State', 'Size', 'What to do'];
 
@@ -4978,7 +5108,12 @@ function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>,
   return null;
 }
 
-const isProblem = (entry: Classified): entry is Classified & { status: ProblemStatus } =>
+/** An entry a report lists as a problem: a conflict, a duplicate or a tombstone. */
+const isProblem = (entry: Classified): entry is Classified & { status: 'conflict' | ProblemStatus } =>
+  entry.status === 'conflict' || isRemovable(entry);
+
+/** A problem cleanup removes: a duplicate or a tombstone (a conflict has remedies of its own). */
+const isRemovable = (entry: Classified): entry is Classified & { status: ProblemStatus } =>
   entry.status === 'duplicate' || entry.status === 'tombstone';
 
 /** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
@@ -5000,7 +5135,7 @@ export function planCleanup(result: Result, selection: CleanupSelection = SELECT
     (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
     (selection.names.length === 0 || named(entry));
   const chosen = result.entries
-    .filter(isProblem)
+    .filter(isRemovable)
     .filter(selected)
     .sort((a, b) => order(a) - order(b));
   const planned = new Set(chosen.map((entry) => entry.name));
@@ -5398,7 +5533,7 @@ async function removeOne(
   const { entry, guests } = now;
   // In a dry run the leftovers stacked on it that it would have removed first are still there.
   const wouldBeGone = new Set((outcome.wouldRemove ?? []).map((would) => would.name));
-  const why = !isProblem(entry)
+  const why = !isRemovable(entry)
     ? `now ${entry.status} (${entry.reason})`
     : entry.uuid !== action.uuid
       ? 'it is not the same device any more (its uuid changed)'
@@ -6706,6 +6841,7 @@ function clusterSummary(results: readonly Result[]): Summary {
   const summary: Summary = {
     entries: 0,
     valid: 0,
+    conflict: 0,
     duplicate: 0,
     tombstone: 0,
     ignored: 0,

@@ -92,7 +92,7 @@ test('a kpartx partition of a duplicate is a tombstone (REASONS says so), remove
   assert.equal(planCleanup(full, { only: 'tombstones', vmids: [], names: [] }).actions, []);
 });
 
-test('a kpartx partition follows a problem parent (and goes first); of a valid parent it is ignored', () => {
+test('a kpartx partition follows a problem parent (and goes first); of a valid guest volume it is a conflict; of anything else ignored', () => {
   const stale = lvm('pve', 'vm-150-disk-0');
   const good = lvm('pve', 'vm-100-disk-0');
   const result = run(node([
@@ -103,8 +103,29 @@ test('a kpartx partition follows a problem parent (and goes first); of a valid p
   assert.is(verdict(result, 'pve-vm--150--disk--0'), 'tombstone/guest-missing');
   assert.is(verdict(result, 'pve-vm--150--disk--0p1'), 'tombstone/partition-of-problem');
   assert.is(result.entries.find((e) => e.name === 'pve-vm--150--disk--0p1')?.remedy, 'dmsetup remove pve-vm--150--disk--0p1');
-  assert.is(verdict(result, 'pve-vm--100--disk--0p1'), 'ignored/partition');
+  // It holds VM 100's disk open, and the host could write the guest's filesystem: a conflict, taken away by dmsetup.
+  assert.is(verdict(result, 'pve-vm--100--disk--0p1'), 'conflict/stacked-on-guest-volume');
+  const partition = result.entries.find((e) => e.name === 'pve-vm--100--disk--0p1');
+  assert.equal([partition?.vmid, partition?.relatedTo, partition?.remedy], [100, 'pve-vm--100--disk--0', 'dmsetup remove pve-vm--100--disk--0p1']);
+  assert.is(verdict(result, 'pve-vm--100--disk--0'), 'valid/referenced', 'the guest volume keeps its verdict');
+  assert.equal(result.entries.find((e) => e.name === 'pve-vm--100--disk--0')?.holders, ['pve-vm--100--disk--0p1'], 'and names what holds it');
+  assert.is(result.guests.find((g) => g.vmid === 100)?.health, 'conflict');
   assert.is(verdict(result, 'mpatha-part1'), 'ignored/partition');
+});
+
+test('an LV of a guest\'s own VG active on the host, stacked on the guest volume: a conflict, its VG deactivated as LVM can find it', () => {
+  const disk = lvm('pve', 'vm-100-disk-0');
+  const inner = lvm('vg-archlinux', 'root', { table: '0 100 linear 252:0 2048' });
+  const result = run(node([disk, inner, lvm('vg-archlinux', 'swap', { table: '0 100 linear 252:0 4096', open: 1 })], { configs: [VM100], running: '100\n' }));
+  assert.is(verdict(result, 'vg--archlinux-root'), 'conflict/stacked-on-guest-volume');
+  const root = result.entries.find((e) => e.name === 'vg--archlinux-root');
+  assert.is(root?.remedy, "vgchange --config 'devices { scan_lvs = 1 }' -an vg-archlinux");
+  assert.match(root?.advice ?? '', /VM 100 runs: host and guest write one filesystem now/);
+  assert.match(root?.advice ?? '', /global_filter/);
+  const swap = result.entries.find((e) => e.name === 'vg--archlinux-swap');
+  assert.is(swap?.remedy, null, 'open on the host: no command works as printed');
+  assert.match(swap?.advice ?? '', /unmount it first/);
+  assert.equal(result.entries.find((e) => e.name === 'pve-vm--100--disk--0')?.holders, ['vg--archlinux-root', 'vg--archlinux-swap']);
 });
 
 // ── 2. LVM's name rule; hand-made entries ──────────────────────────────────────────────────

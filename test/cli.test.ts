@@ -143,10 +143,10 @@ test('a console run without --html writes reports/pve-dm-<node>-<timestamp>.html
 test('--json --html FILE: stdout is still only JSON, and the file is written', async () => {
   const file = path.join(tmp(), 'r.html');
   const run = await runMain(['--root', path.join(SAMPLES, 'foreign'), '--report-only', '--json', '--html', file]);
-  assert.is(run.code, 1, describe(run));
-  assert.is(JSON.parse(run.stdout).grade, 'B');
+  assert.is(run.code, 2, describe(run));
+  assert.is(JSON.parse(run.stdout).grade, 'F', 'a kpartx partition on a guest\'s disk: a conflict');
   assert.not.ok(run.stdout.includes('HTML report'));
-  assert.is(load(readFileSync(file, 'utf8'))('tr[data-entry]').length, 3);
+  assert.is(load(readFileSync(file, 'utf8'))('tr[data-entry]').length, 4);
 }, SLOW);
 
 // ── Exit 3: could not analyse ────────────────────────────────────────────────────────────────
@@ -240,7 +240,7 @@ test('--vmid 169 on multi-pool: only VM 169\'s entries, summary recomputed, exit
   const json = JSON.parse(run.stdout);
   assert.equal(json.entries.map((e: { name: string }) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
   assert.ok(json.entries.every((e: { vmid: number }) => e.vmid === 169));
-  assert.equal(json.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
+  assert.equal(json.summary, { entries: 2, valid: 1, conflict: 0, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.equal(json.guests.map((g: { vmid: number }) => g.vmid), [169]);
   assert.equal(json.vmids, [169]);
   const tombstoneOnly = await runMain(['--root', path.join(SAMPLES, 'multi-pool'), '--report-only', '--json', '--vmid', '170']);

@@ -27,7 +27,7 @@ test('three nodes: each a section of its own, the sums and the worst grade, F fo
   const result = await cluster();
   // On pve2, VM 117's disk is the target of its migration (lock: migrate): in flight, not a tombstone.
   assert.equal(result.cluster.nodes.map((node) => [node.node, node.grade, node.exitCode]), [['pve1', 'B', 1], ['pve2', 'B', 1], ['pve3', 'B', 1]]);
-  assert.equal(result.summary, { entries: 36, valid: 11, duplicate: 0, tombstone: 6, ignored: 19, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
+  assert.equal(result.summary, { entries: 36, valid: 11, conflict: 0, duplicate: 0, tombstone: 6, ignored: 19, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
 });
@@ -171,7 +171,7 @@ test('Nagios for a cluster run: CRITICAL for a shared LV active on two nodes, ea
   assert.is(nagios.code, 2, describeRun(nagios));
   assert.ok(nagios.stdout.startsWith(`CRITICAL - ${HEADLINE.replace('CRITICAL: ', '')}; pve1, pve2, pve3: grade F, 0 duplicate and 6 tombstoned of 36 dm entries, 2 shared LV(s) active on several nodes while their guest runs, 1 orphan LV(s) | entries=36;;;0 `), nagios.stdout);
   // Perfdata for the cluster, then per node.
-  assert.match(nagios.stdout, ' cluster_critical=2;;0;0 cluster_warning=3;0;;0 nodes_unreachable=0;0;;0 pve1_entries=16;;;0 pve1_duplicates=0;;0;0 pve1_tombstones=5;0;50;0 ');
+  assert.match(nagios.stdout, ' cluster_critical=2;;0;0 cluster_warning=3;0;;0 nodes_unreachable=0;0;;0 pve1_entries=16;;;0 pve1_conflicts=0;;0;0 pve1_duplicates=0;;0;0 pve1_tombstones=5;0;50;0 ');
   const checkmk = await runMain([...ROOTS, '--report-only', '--format', 'checkmk']);
   assert.ok(checkmk.stdout.startsWith('2 "PVE DM health" entries=36;;;0|'), checkmk.stdout);
   assert.match(checkmk.stdout, `|pve2_tombstones=0;1;51;0|`);

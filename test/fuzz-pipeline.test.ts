@@ -52,7 +52,7 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   // A remedy only for a problem, and only one that can work now: never for an open entry (but by
   // removing what is stacked on it first), never for a locked guest's; a problem without one says why.
   for (const entry of result.entries) {
-    const problem = entry.status === 'duplicate' || entry.status === 'tombstone';
+    const problem = entry.status === 'conflict' || entry.status === 'duplicate' || entry.status === 'tombstone';
     if (!problem) assert.is(entry.remedy, null, `${entry.name}: a remedy for a ${entry.status} entry`);
     if (problem && entry.remedy === null) assert.type(entry.advice, 'string', `${entry.name}: no remedy and no advice`);
     if (entry.remedy !== null && entry.open > 0) assert.ok(entry.holders.length >= entry.open && entry.remedy.includes(' && '), `${entry.name}: open ${entry.open}, yet ${entry.remedy}`);
@@ -61,7 +61,7 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   // The summary counts the entries.
   const count = (status: string) => result.entries.filter((e) => e.status === status).length;
   assert.equal(result.summary, {
-    entries: result.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'), unjudged: count('unjudged'),
+    entries: result.entries.length, valid: count('valid'), conflict: count('conflict'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'), unjudged: count('unjudged'),
     orphanLvs: result.orphanLvs.length,
     poolProblems: [...result.pools, ...result.volumeGroups].filter((p) => p.severity !== 'ok').length,
   });

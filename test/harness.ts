@@ -17,7 +17,7 @@ export interface Expected {
   node: string;
   grade: string;
   exitCode: number;
-  summary: Record<'entries' | 'valid' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged' | 'orphanLvs' | 'poolProblems', number>;
+  summary: Record<'entries' | 'valid' | 'conflict' | 'duplicate' | 'tombstone' | 'ignored' | 'unjudged' | 'orphanLvs' | 'poolProblems', number>;
   /** Orphan LVs by `vg/lv`, in lvs order. */
   orphanLvs?: Record<string, { reason: string; active: boolean }>;
   /** Thin pools by `vg/pool`: severity, the kinds of their problems, their guests, their repair leftovers, their use (null: not known). */

@@ -178,7 +178,7 @@ test('slack: 60 problem entries with huge hostile names: at most 50 blocks, ever
     node: '&'.repeat(300),
     entries,
     guests: entries.map((entry, i) => ({ vmid: entry.vmid as number, type: 'qemu', name: `${huge}${i}`, running: true, lock: null, template: false, health: 'tombstone', readable: true })),
-    summary: { entries: 60, valid: 0, duplicate: 0, tombstone: 60, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 },
+    summary: { entries: 60, valid: 0, conflict: 0, duplicate: 0, tombstone: 60, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 },
     grade: 'D',
     exitCode: 1,
   };

@@ -35,7 +35,7 @@ test('webhook: POSTs the JSON report, exactly', async () => {
     assert.is(body.version, 1);
     assert.is(body.node, 'pve-prd-03');
     assert.is(body.grade, 'F');
-    assert.equal(body.summary, { entries: 20, valid: 8, duplicate: 2, tombstone: 2, ignored: 8, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
+    assert.equal(body.summary, { entries: 20, valid: 8, conflict: 0, duplicate: 2, tombstone: 2, ignored: 8, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   });
 });
 

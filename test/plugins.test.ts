@@ -100,7 +100,7 @@ test('a plugin that replaces grade: always C (exit 1), where the real stage says
   assert.is(replaced.code, 1, describe(replaced));
   const json = report(replaced);
   assert.is(json.grade, 'C');
-  assert.equal(json.summary, { entries: 13, valid: 7, duplicate: 0, tombstone: 0, ignored: 6, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
+  assert.equal(json.summary, { entries: 13, valid: 7, conflict: 0, duplicate: 0, tombstone: 0, ignored: 6, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.equal(json.entries, report(plain).entries, 'only the grade changed');
   assert.is(replaced.stderr, '', describe(replaced));
 });

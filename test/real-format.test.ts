@@ -126,7 +126,7 @@ test('the real kernel\'s node, with Proxmox configs, classifies entry by entry',
     'pve-swap': 'ignored not-guest-volume',
     'pve-vm--100--cloudinit': 'valid referenced',
     'pve-vm--100--disk--0': 'valid referenced',
-    'pve-vm--100--disk--0p1': 'ignored partition',
+    'pve-vm--100--disk--0p1': 'conflict stacked-on-guest-volume | dmsetup remove pve-vm--100--disk--0p1',
     'pve-vm--100--disk--1': 'valid referenced',
     'pve-vm--100--state--before--upgrade': 'valid referenced',
     'pve-vm--101--disk--0': 'valid referenced',
@@ -149,7 +149,7 @@ test('the real kernel\'s node, with Proxmox configs, classifies entry by entry',
     'ssd--ha01-vm--888--disk--0': 'tombstone guest-missing | dmsetup remove ssd--ha01-vm--888--disk--0',
   });
   assert.equal(result.duplicates.map((d) => [d.kept, d.extras]), [['ssd--ha01-vm--119--disk--0', ['ssd--ha01-vm--119--disk--0-dup']]]);
-  assert.equal(result.guests.map((g) => `${g.vmid}:${g.health}`), ['100:clean', '101:clean', '113:tombstone', '119:duplicate', '120:clean', '121:clean', '200:tombstone', '9000:clean']);
+  assert.equal(result.guests.map((g) => `${g.vmid}:${g.health}`), ['100:conflict', '101:clean', '113:tombstone', '119:duplicate', '120:clean', '121:clean', '200:tombstone', '9000:clean']);
 });
 
 test.run();

@@ -50,7 +50,7 @@ function hostileCapture(parts: Partial<Capture> = {}): Capture {
 // ── JSON ─────────────────────────────────────────────────────────────────────────────────────
 
 const TOP_KEYS = ['version', 'node', 'grade', 'summary', 'entries', 'orphanLvs', 'pools', 'volumeGroups', 'guests', 'warnings'];
-const SUMMARY_KEYS = ['entries', 'valid', 'duplicate', 'tombstone', 'ignored', 'unjudged', 'orphanLvs', 'poolProblems'];
+const SUMMARY_KEYS = ['entries', 'valid', 'conflict', 'duplicate', 'tombstone', 'ignored', 'unjudged', 'orphanLvs', 'poolProblems'];
 const ENTRY_KEYS = ['name', 'status', 'reason', 'remedy', 'advice', 'vmid', 'guestType', 'vg', 'lv', 'open', 'lock', 'holders'];
 const GUEST_KEYS = ['vmid', 'type', 'name', 'running', 'lock', 'health'];
 
@@ -79,15 +79,15 @@ for (const name of SAMPLE_NAMES) {
     for (const entry of json.entries) {
       assertKeys(entry, ENTRY_KEYS, `entry ${entry.name}`);
       assert.type(entry.open, 'number', `${entry.name}: open`);
-      assert.ok(['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'].includes(entry.status), `${entry.name}: status ${entry.status}`);
+      assert.ok(['valid', 'conflict', 'duplicate', 'tombstone', 'ignored', 'unjudged'].includes(entry.status), `${entry.name}: status ${entry.status}`);
       // A remedy for problems (or, when no command may touch one now, advice instead), never for the rest.
-      const problem = entry.status === 'duplicate' || entry.status === 'tombstone';
+      const problem = entry.status === 'conflict' || entry.status === 'duplicate' || entry.status === 'tombstone';
       const remedied = typeof entry.remedy === 'string' && entry.remedy.length > 0;
       assert.ok(problem ? remedied || (entry.remedy === null && typeof entry.advice === 'string') : entry.remedy === null, `${entry.name}: remedy ${entry.remedy}`);
     }
     const count = (status: string) => json.entries.filter((e: { status: string }) => e.status === status).length;
     assert.equal(json.summary, {
-      entries: json.entries.length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
+      entries: json.entries.length, valid: count('valid'), conflict: count('conflict'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
       unjudged: count('unjudged'), orphanLvs: json.orphanLvs.length,
       poolProblems: [...json.pools, ...json.volumeGroups].filter((p: { severity: string }) => p.severity !== 'ok').length,
     });
@@ -109,7 +109,7 @@ for (const name of SAMPLE_NAMES) {
     for (const guest of json.guests) {
       assertKeys(guest, GUEST_KEYS, `guest ${guest.vmid}`);
       assert.ok(guest.type === 'qemu' || guest.type === 'lxc', `guest ${guest.vmid} type ${guest.type}`);
-      assert.ok(['clean', 'duplicate', 'tombstone'].includes(guest.health), `guest ${guest.vmid} health ${guest.health}`);
+      assert.ok(['clean', 'conflict', 'duplicate', 'tombstone'].includes(guest.health), `guest ${guest.vmid} health ${guest.health}`);
       assert.type(guest.running, 'boolean', `guest ${guest.vmid}: running.txt is known, so running is known`);
     }
     assert.ok(Array.isArray(json.warnings));
@@ -135,7 +135,7 @@ test('JSON: what is not known is null, never missing (no running.txt, lvs.txt, s
   assert.is(json.vmids, null);
   for (const entry of json.entries) assertKeys(entry, ENTRY_KEYS, entry.name);
   // VM 100's lock is no value qemu-server knows: as for any lock of an operation, its unreferenced disk-5 is in flight.
-  assert.equal(json.summary, { entries: 5, valid: 2, duplicate: 0, tombstone: 1, ignored: 2, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
+  assert.equal(json.summary, { entries: 5, valid: 2, conflict: 0, duplicate: 0, tombstone: 1, ignored: 2, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.is(json.entries.find((e: { name: string }) => e.name === 'pve-vm--100--disk--5').reason, 'in-flight');
 });
 
@@ -161,12 +161,14 @@ for (const name of SAMPLE_NAMES) {
     assert.equal(await validateHtml(html, result), []);
     const $ = load(html);
     for (const id of HTML_SECTIONS) assert.is($(`[data-section="${id}"]`).length, 1, `section ${id}`);
-    const problems = result.entries.filter((e) => e.status === 'duplicate' || e.status === 'tombstone');
-    assert.is(problems.length, expectedOf(name).summary.duplicate + expectedOf(name).summary.tombstone);
+    const problems = result.entries.filter((e) => e.status === 'conflict' || e.status === 'duplicate' || e.status === 'tombstone');
+    const { conflict, duplicate, tombstone } = expectedOf(name).summary;
+    assert.is(problems.length, conflict + duplicate + tombstone);
     assert.is($('tr[data-entry]').length, problems.length);
     const shown = $('tr[data-entry]').map((_, row) => $(row).find('td').first().text()).get();
     assert.equal(shown.sort(), problems.map((e) => e.name).sort());
-    for (const entry of problems) assert.ok($('[data-section="problems"]').text().includes(entry.remedy ?? '\u0000'), `remedy of ${entry.name} shown`);
+    // The remedy, or what to do when no command works now (its words, as the page shows them).
+    for (const entry of problems) assert.ok($('[data-section="problems"]').text().includes(entry.remedy ?? entry.advice ?? '\u0000'), `remedy of ${entry.name} shown`);
     assert.is($('tr[data-guest]').length, Object.keys(expectedOf(name).guests).length);
     assert.is($('tr[data-warning]').length, expectedOf(name).warnings.length);
     assert.is($('[data-field="grade"]').text(), expectedOf(name).grade);
@@ -244,7 +246,7 @@ test('report(): --html renders a validated page beside the console report', asyn
   assert.type(reports.html, 'string');
   assert.is(reports.json, undefined);
   assert.equal(await validateHtml(reports.html as string, result), []);
-  assert.is(load(reports.html as string)('tr[data-entry]').length, 3);
+  assert.is(load(reports.html as string)('tr[data-entry]').length, 4, 'the conflict and the three tombstones');
 });
 
 // ── Console ──────────────────────────────────────────────────────────────────────────────────
@@ -262,7 +264,8 @@ for (const name of SAMPLE_NAMES) {
     assert.not.ok(text.includes(ESC), 'no escape sequence when color is off');
     assert.ok(hasLine(text, /^Summary$/), 'Summary');
     const notJudged = expected.summary.unjudged > 0 ? `, ${expected.summary.unjudged} not judged` : '';
-    assert.ok(hasLine(text, new RegExp(`^  Grade ${expected.grade.replace('+', '\\+')} +${expected.summary.entries} dm entries: ${expected.summary.valid} valid, ${expected.summary.duplicate} duplicate, ${expected.summary.tombstone} tombstone, ${expected.summary.ignored} ignored${notJudged}$`)), 'summary line');
+    const conflicts = expected.summary.conflict > 0 ? `, ${expected.summary.conflict} conflict` : '';
+    assert.ok(hasLine(text, new RegExp(`^  Grade ${expected.grade.replace('+', '\\+')} +${expected.summary.entries} dm entries: ${expected.summary.valid} valid${conflicts}, ${expected.summary.duplicate} duplicate, ${expected.summary.tombstone} tombstone, ${expected.summary.ignored} ignored${notJudged}$`)), 'summary line');
     assert.is(hasLine(text, /^  Incomplete: \d+ entr(y|ies) not judged: the configs? of .+ cannot be read$/), expected.summary.unjudged > 0, 'an incomplete analysis says so under the summary');
     assert.ok(hasLine(text, new RegExp(`^Duplicates \\(critical\\): ${result.duplicates.length}$`)), 'Duplicates');
     assert.ok(hasLine(text, new RegExp(`^Tombstones \\(warning\\): ${expected.summary.tombstone}$`)), 'Tombstones');
@@ -364,7 +367,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
   assert.is(full.result.summary.entries, 20);
   assert.equal(result.entries.map((e) => e.name).sort(), ['ssd--ha01-vm--169--disk--0', 'ssd--ha01-vm--169--disk--0-dup']);
   assert.ok(result.entries.every((e) => e.vmid === 169));
-  assert.equal(result.summary, { entries: 2, valid: 1, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
+  assert.equal(result.summary, { entries: 2, valid: 1, conflict: 0, duplicate: 1, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 });
   assert.is(result.grade, 'F');
   assert.is(result.exitCode, 2);
   assert.equal(result.duplicates.map((d) => d.kept), ['ssd--ha01-vm--169--disk--0']);
@@ -382,7 +385,7 @@ test('narrowToGuests: --vmid 169 on multi-pool keeps VM 169\'s entries only, and
 
 test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowhere keeps its missing entry; a partition follows its parent', async () => {
   const vm170 = (await sample('multi-pool', [170])).result;
-  assert.equal(vm170.summary, { entries: 3, valid: 2, duplicate: 0, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
+  assert.equal(vm170.summary, { entries: 3, valid: 2, conflict: 0, duplicate: 0, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
   assert.equal([vm170.grade, vm170.exitCode], ['B', 1]);
   assert.equal(vm170.duplicates, []);
   const vm888 = (await sample('multi-pool', [888])).result;
@@ -393,7 +396,7 @@ test('narrowToGuests: a tombstone-only guest grades B; a VMID that exists nowher
   assert.equal(vm150.entries.map((e) => `${e.name} ${e.reason}`).sort(), ['pve-vm--150--disk--0 guest-missing', 'pve-vm--150--disk--0p1 partition-of-problem']);
   assert.equal(vm150.summary.tombstone, 2);
   const two = (await sample('multi-pool', [169, 170])).result;
-  assert.equal(two.summary, { entries: 5, valid: 3, duplicate: 1, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
+  assert.equal(two.summary, { entries: 5, valid: 3, conflict: 0, duplicate: 1, tombstone: 1, ignored: 0, unjudged: 0, orphanLvs: 1, poolProblems: 0 });
 });
 
 test.run();

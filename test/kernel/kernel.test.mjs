@@ -352,7 +352,7 @@ async function classification() {
   const poolProblems = Object.values(POOLS).filter((p) => p.severity !== 'ok').length;
   test(`summary: ${Object.keys(EXPECTED).length} entries, ${count('valid')} valid, ${count('duplicate')} duplicate, ${count('tombstone')} tombstones, ${count('ignored')} ignored, ${poolProblems} pool problems; grade F`, () => {
     assert.deepEqual(report.summary, {
-      entries: Object.keys(EXPECTED).length, valid: count('valid'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
+      entries: Object.keys(EXPECTED).length, valid: count('valid'), conflict: count('conflict'), duplicate: count('duplicate'), tombstone: count('tombstone'), ignored: count('ignored'),
       unjudged: 0, orphanLvs: ORPHANS.length, poolProblems,
     });
     assert.equal(report.grade, 'F');

@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import type { Result } from '../../pve-dm.ts';
 import { type Expected, expectedOf } from '../harness.ts';
 
-export const problemsOf = (expected: Expected) => Object.entries(expected.entries).filter(([, verdict]) => verdict.status === 'duplicate' || verdict.status === 'tombstone');
+export const problemsOf = (expected: Expected) => Object.entries(expected.entries).filter(([, verdict]) => verdict.status === 'conflict' || verdict.status === 'duplicate' || verdict.status === 'tombstone');
 
 export const seriesKey = (name: string, labels: Record<string, string>) =>
   `${name}{${Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => `${key}=${JSON.stringify(value)}`).join(',')}}`;
@@ -38,7 +38,7 @@ export function expectedSeries(name: string, result: Result, lastRun: number): M
   const expected = expectedOf(name);
   const node = expected.node;
   const series = new Map<string, number>();
-  for (const status of ['valid', 'duplicate', 'tombstone', 'ignored', 'unjudged'] as const) series.set(seriesKey('pve_dm_entries', { node, status }), expected.summary[status]);
+  for (const status of ['valid', 'conflict', 'duplicate', 'tombstone', 'ignored', 'unjudged'] as const) series.set(seriesKey('pve_dm_entries', { node, status }), expected.summary[status]);
   series.set(seriesKey('pve_dm_grade_info', { node, grade: expected.grade }), 1);
   for (const [entry, { status, reason }] of problemsOf(expected)) {
     const vmid = result.entries.find((candidate) => candidate.name === entry)?.vmid;

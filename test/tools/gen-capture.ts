@@ -103,7 +103,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   const lvs: string[] = [];
   const running: number[] = [];
   const configs: ConfigFile[] = [];
-  const expected: Summary = { entries: 0, valid: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 };
+  const expected: Summary = { entries: 0, valid: 0, conflict: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 };
   let minor = 0;
   const sectorsAt = new Map<string, number>();
 
