@@ -3801,6 +3801,11 @@ export function notificationSubject(
   const pools = { pools: result.pools ?? [], volumeGroups: result.volumeGroups ?? [] };
   // Two nodes writing one LV destroy data: said first, by name.
   if (headline !== null) return `🚨 [${result.node}] ${headline}! Grade: ${result.grade}`;
+  if (result.summary.conflict > 0)
+    return (
+      `🚨 [${result.node}] CRITICAL: ${result.summary.conflict} mapping(s) stacked on guest disks ` +
+      `(host and guest can write one filesystem)! Grade: ${result.grade}`
+    );
   if (duplicate > 0)
     return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (poolsWith(pools, 'critical') > 0)
@@ -4355,9 +4360,10 @@ function monitoringSummary(result: Result): string {
   const pools = result.summary.poolProblems > 0 ? `, thin pools and VGs: ${poolCounts(result)}` : '';
   // What can corrupt data first (after the state, which says CRITICAL): a monitoring system shows this line alone.
   const headline = worstFinding(result);
+  const conflicts = result.summary.conflict > 0 ? `${result.summary.conflict} conflict, ` : '';
   return monitoringSafe(
     `${headline === null ? '' : `${headline}; `}` +
-      `${result.node}: grade ${result.grade}, ${duplicate} duplicate and ${tombstone} tombstoned ` +
+      `${result.node}: grade ${result.grade}, ${conflicts}${duplicate} duplicate and ${tombstone} tombstoned ` +
       `of ${entries} dm entries` +
       `${shared}${pools}${orphans}${incomplete}${notAnalysed}${warnings}`,
   );
@@ -4365,7 +4371,10 @@ function monitoringSummary(result: Result): string {
 
 /** The long output: each problem or unjudged entry (name, status, reason, guest, remedy), then the warnings. */
 function monitoringDetails(result: Result, limit: number): string[] {
-  const problems = result.entries.filter((entry) => isProblem(entry) || entry.status === 'unjudged');
+  // Conflicts first: what corrupts data silently.
+  const problems = result.entries
+    .filter((entry) => isProblem(entry) || entry.status === 'unjudged')
+    .sort((a, b) => Number(b.status === 'conflict') - Number(a.status === 'conflict'));
   const more = (count: number, what: string) => (count > limit ? [`... and ${count - limit} more ${what}`] : []);
   const poolLines = [
     ...result.volumeGroups.map((vg) => `VG ${vg.vg} ${vg.severity}: ${vg.message}; by hand: ${vg.advice}`),
@@ -4743,6 +4752,8 @@ function htmlHeadline(result: Result, unjudged: string | null): string {
   const criticalPool = poolProblems.find((finding) => finding.severity === 'critical');
   const cluster = clusterHeadline(result);
   if (cluster !== null) return cluster;
+  if (s.conflict > 0)
+    return `${plural(s.conflict, 'mapping')} stacked on guest disks: host and guest can write one filesystem`;
   if (s.duplicate > 0) return `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`;
   if (criticalPool !== undefined) return criticalPool.message;
   if (s.tombstone > 0) return `${plural(s.tombstone, 'tombstone')} will block disk creation`;

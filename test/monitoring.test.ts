@@ -143,7 +143,8 @@ for (const name of SAMPLE_NAMES) {
     const bySeverity = (severity: string) => findingsOf(expected, severity);
     const poolCount = [['critical', bySeverity('critical')], ['warning', bySeverity('warning')]].filter(([, n]) => n !== 0).map(([s, n]) => `${n} ${s}`).join(', ');
     const pools = poolCount === '' ? '' : `, thin pools and VGs: ${poolCount}`;
-    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${pools}${orphans}${unjudged}${warnings}`);
+    const conflicts = expected.summary.conflict > 0 ? `${expected.summary.conflict} conflict, ` : '';
+    assert.is(nagios.summary, `${expected.node}: grade ${expected.grade}, ${conflicts}${expected.summary.duplicate} duplicate and ${expected.summary.tombstone} tombstoned of ${expected.summary.entries} dm entries${pools}${orphans}${unjudged}${warnings}`);
     const count = (value: number, warn = '', crit = '') => ({ value, warn, crit, min: '0', max: '' });
     assert.equal(Object.fromEntries(nagios.perfdata), {
       entries: count(expected.summary.entries), valid: count(expected.summary.valid), conflicts: count(expected.summary.conflict, '', '0'), duplicates: count(expected.summary.duplicate, '', '0'),
