@@ -438,6 +438,9 @@ export interface Capture {
   lvs: string | null;
   /** `dmsetup status` of the thin pools (POOL_STATUS_ARGS); null or absent: not known (an older capture). */
   poolStatus?: string | null;
+  /** `lvs --segments` as LVS_SEGMENTS_ARGS asks for it, and `pvs` as PVS_ARGS: what each active LV should map. */
+  lvsSegments?: string | null;
+  pvs?: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
   system: SystemFacts | null;
@@ -456,6 +459,8 @@ export const CAPTURE_FILES = {
   dmsetupTable: 'dmsetup-table.txt',
   lvs: 'lvs.txt',
   poolStatus: 'dmsetup-status.txt',
+  lvsSegments: 'lvs-segments.txt',
+  pvs: 'pvs.txt',
   running: 'running.txt',
   system: 'system.json',
   meta: 'meta.json',
@@ -494,6 +499,33 @@ export const LVS_ARGS = [
 ];
 /** The kernel's own view of every thin pool (mode, needs_check, Fail), which lvs does not fully show. */
 export const POOL_STATUS_ARGS = ['--manglename', 'none', 'status', '--target', 'thin-pool'];
+/**
+ * Each LV's segments in sectors, with its PV extents, thin id and pool, and the kernel device it
+ * has: with PVS_ARGS, what the kernel's table of an active LV should be (test/fixtures/real/conflicts).
+ */
+export const LVS_SEGMENTS_ARGS = [
+  '-a',
+  '--segments',
+  '--noheadings',
+  '--separator',
+  '|',
+  '--units',
+  's',
+  '--nosuffix',
+  '-o',
+  'vg_name,lv_name,lv_uuid,vg_uuid,lv_attr,vg_extent_size,seg_start,seg_size,segtype,stripes,stripe_size,' +
+    'chunk_size,seg_pe_ranges,thin_id,pool_lv,origin,lv_kernel_major,lv_kernel_minor',
+];
+export const PVS_ARGS = [
+  '--noheadings',
+  '--separator',
+  '|',
+  '--units',
+  's',
+  '--nosuffix',
+  '-o',
+  'pv_name,pv_uuid,vg_name,vg_uuid,pe_start,pv_major,pv_minor',
+];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
@@ -737,9 +769,13 @@ export async function readCapture(root: string): Promise<Capture> {
   const hostname = required(CAPTURE_FILES.hostname, LIMITS.fileBytes);
   const dmsetupInfo = required(CAPTURE_FILES.dmsetupInfo, LIMITS.commandOutputBytes);
   const storageCfg = required(CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
-  const dmsetupTable = optional(CAPTURE_FILES.dmsetupTable, LIMITS.commandOutputBytes);
-  const lvs = optional(CAPTURE_FILES.lvs, LIMITS.commandOutputBytes);
-  const poolStatus = optional(CAPTURE_FILES.poolStatus, LIMITS.commandOutputBytes);
+  // What the commands printed; a file missing is what the command did not tell (not known).
+  const outputs = Object.fromEntries(
+    (['dmsetupTable', 'lvs', 'poolStatus', 'lvsSegments', 'pvs'] as const).map((key) => [
+      key,
+      optional(CAPTURE_FILES[key], LIMITS.commandOutputBytes),
+    ]),
+  ) as Pick<Capture, 'dmsetupTable' | 'lvs' | 'poolStatus' | 'lvsSegments' | 'pvs'>;
   const running = optional(CAPTURE_FILES.running, LIMITS.fileBytes);
   const system = json(CAPTURE_FILES.system, systemFactsFrom);
   const meta = json(CAPTURE_FILES.meta, captureMetaFrom);
@@ -749,9 +785,7 @@ export async function readCapture(root: string): Promise<Capture> {
   return {
     hostname: node,
     dmsetupInfo,
-    dmsetupTable,
-    lvs,
-    poolStatus,
+    ...outputs,
     running,
     system,
     meta,
@@ -848,16 +882,26 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   const warnings: Warning[] = [];
   // When reading began: a cleanup's recheck reads again every config changed since.
   const capturedAt = new Date().toISOString();
-  const [info, table, poolStatus, lvs, pveversion, configs, running] = await Promise.all([
+  const [info, table, poolStatus, lvs, segments, pvs, pveversion, configs, running] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
     runner('dmsetup', DM_TABLE_ARGS),
     runner('dmsetup', POOL_STATUS_ARGS),
     runner('lvs', LVS_ARGS),
+    runner('lvs', LVS_SEGMENTS_ARGS),
+    runner('pvs', PVS_ARGS),
     runner('pveversion', []),
     readConfigs(liveRoot),
     liveRunningGuests(liveRoot),
   ]);
-  const commands = { 'dmsetup info': info, 'dmsetup table': table, 'dmsetup status': poolStatus, lvs, pveversion };
+  const commands = {
+    'dmsetup info': info,
+    'dmsetup table': table,
+    'dmsetup status': poolStatus,
+    lvs,
+    'lvs --segments': segments,
+    pvs,
+    pveversion,
+  };
   const noDevices = info.exitCode !== 0 && /No devices found/.test(info.stdout + info.stderr);
   if (info.exitCode !== 0 && !noDevices) {
     throw new UserError(`dmsetup info failed (exit ${info.exitCode}): ${info.stderr.trim() || 'no message'}`);
@@ -882,6 +926,8 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     poolStatus: /No devices found/.test(poolStatus.stdout + poolStatus.stderr)
       ? ''
       : known('dmsetup status', poolStatus),
+    lvsSegments: known('lvs --segments', segments),
+    pvs: known('pvs', pvs),
     running: running.map((vmid) => `${vmid}\n`).join(''),
     system: await liveSystemFacts(liveRoot, pveversion),
     meta: {
@@ -938,6 +984,8 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
   await put(CAPTURE_FILES.dmsetupTable, capture.dmsetupTable);
   await put(CAPTURE_FILES.lvs, capture.lvs);
   await put(CAPTURE_FILES.poolStatus, capture.poolStatus ?? null);
+  await put(CAPTURE_FILES.lvsSegments, capture.lvsSegments ?? null);
+  await put(CAPTURE_FILES.pvs, capture.pvs ?? null);
   await put(CAPTURE_FILES.running, capture.running);
   await put(CAPTURE_FILES.system, capture.system && `${JSON.stringify(capture.system, null, 2)}\n`);
   await put(CAPTURE_FILES.meta, capture.meta && `${JSON.stringify(capture.meta, null, 2)}\n`);
@@ -1255,6 +1303,156 @@ export function parseDmsetupTable(
     tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
   }
   return { tables, warnings };
+}
+
+/** One segment of an LV as LVM's metadata holds it (`lvs --segments`, sizes in 512-byte sectors). */
+export interface LvSegment {
+  start: number;
+  size: number;
+  type: string;
+  stripes: number;
+  stripeSize: number;
+  /** Each stripe's PV and extents, `<pv>:<first>-<last>`, inclusive. */
+  ranges: { pv: string; first: number; last: number }[];
+  thinId: number | null;
+  pool: string | null;
+}
+
+/** An LV's layout in LVM's metadata, and the kernel device LVM knows it by. */
+export interface LvLayout {
+  vg: string;
+  lv: string;
+  /** The dm uuid of its top device: `LVM-` + VG uuid + LV uuid, without dashes. */
+  dmUuid: string;
+  attr: string;
+  extentSize: number;
+  segments: LvSegment[];
+  /** `major:minor`, or null when it has no device (inactive). */
+  device: string | null;
+}
+
+const count = (text: string | undefined) => (text !== undefined && /^\d+$/.test(text) ? Number(text) : null);
+
+/** One `lvs --segments` line (LVS_SEGMENTS_ARGS' fields), or null when it is not one. */
+function segmentLine(line: string): { layout: Omit<LvLayout, 'segments'>; segment: LvSegment } | null {
+  const f = line.trim().split('|');
+  if (f.length !== 18) return null;
+  const [vg, rawLv, lvUuid, vgUuid, attr, extent, start, size, type, stripes, stripeSize] = f;
+  const [, rangesText, thinId, pool, , major, minor] = f.slice(11);
+  const numbers = [extent, start, size, stripes, stripeSize].map(count);
+  if (numbers.some((n) => n === null) || !vg || !rawLv || !type || !attr) return null;
+  const ranges = (rangesText ?? '')
+    .split(' ')
+    .filter(Boolean)
+    .map((range) => /^(.+):(\d+)-(\d+)$/.exec(range));
+  if (ranges.some((m) => m === null)) return null;
+  const [extentSize, segStart, segSize, stripeCount, stripeSectors] = numbers as number[];
+  const device = count(major) !== null && count(minor) !== null ? `${major}:${minor}` : null;
+  const dmUuid = `LVM-${(vgUuid ?? '').replace(/-/g, '')}${(lvUuid ?? '').replace(/-/g, '')}`;
+  return {
+    layout: { vg, lv: rawLv.replace(/^\[(.*)\]$/, '$1'), dmUuid, attr, extentSize: extentSize as number, device },
+    segment: {
+      start: segStart as number,
+      size: segSize as number,
+      type,
+      stripes: stripeCount as number,
+      stripeSize: stripeSectors as number,
+      ranges: ranges.map((m) => ({
+        pv: (m as RegExpExecArray)[1] as string,
+        first: Number(m?.[2]),
+        last: Number(m?.[3]),
+      })),
+      thinId: count(thinId),
+      pool: pool || null,
+    },
+  };
+}
+
+/** `lvs --segments` output: each LV's layout, by `vg/lv`; a line that is not one is a warning. */
+export function parseLvsSegments(
+  text: string,
+  source: string = CAPTURE_FILES.lvsSegments,
+): { layouts: Map<string, LvLayout>; warnings: Warning[] } {
+  const layouts = new Map<string, LvLayout>();
+  const warnings: Warning[] = [];
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
+    if (line.trim() === '') continue;
+    const parsed = segmentLine(line);
+    if (parsed === null) {
+      warnings.push(warn(source, index + 1, `not an lvs --segments line of pve-dm's fields: ${clip(line)}; skipped`));
+      continue;
+    }
+    const key = lvKey(parsed.layout.vg, parsed.layout.lv);
+    const known = layouts.get(key);
+    if (known === undefined) layouts.set(key, { ...parsed.layout, segments: [parsed.segment] });
+    else known.segments.push(parsed.segment);
+  }
+  return { layouts, warnings };
+}
+
+/** `pvs` output (PVS_ARGS): each PV's first extent (sectors) and device, by the name lvs gives it. */
+export function parsePvs(
+  text: string,
+  source: string = CAPTURE_FILES.pvs,
+): { pvs: Map<string, { peStart: number; device: string }>; warnings: Warning[] } {
+  const pvs = new Map<string, { peStart: number; device: string }>();
+  const warnings: Warning[] = [];
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
+    if (line.trim() === '') continue;
+    const [name, , , , peStart, major, minor, ...rest] = line.trim().split('|');
+    if (!name || rest.length > 0 || count(peStart) === null || count(major) === null || count(minor) === null) {
+      warnings.push(warn(source, index + 1, `not a pvs line of pve-dm's fields: ${clip(line)}; skipped`));
+      continue;
+    }
+    pvs.set(name, { peStart: Number(peStart), device: `${major}:${minor}` });
+  }
+  return { pvs, warnings };
+}
+
+/**
+ * The table the kernel should hold for each LV LVM's metadata describes, by the dm uuid of its top
+ * device: linear and striped segments from their PV extents (`pe_start + extent * extent size`),
+ * a thin volume from its pool's device and its thin id. An LV of any other layout (a pool, an
+ * origin, a snapshot, RAID, cache) or whose PV or pool has no device is left out: not checked.
+ */
+export function expectedTables(
+  layouts: ReadonlyMap<string, LvLayout>,
+  pvs: ReadonlyMap<string, { peStart: number; device: string }>,
+): Map<string, string> {
+  const tables = new Map<string, string>();
+  for (const layout of layouts.values()) {
+    // `-` a plain LV, `V` a thin volume: the types whose top device maps its own segments.
+    if (layout.attr[0] !== '-' && layout.attr[0] !== 'V') continue;
+    const table = layout.segments.map((segment) => expectedSegment(layout, segment, layouts, pvs));
+    if (table.every((line): line is string => line !== null)) tables.set(layout.dmUuid, table.join('\n'));
+  }
+  return tables;
+}
+
+function expectedSegment(
+  layout: LvLayout,
+  segment: LvSegment,
+  layouts: ReadonlyMap<string, LvLayout>,
+  pvs: ReadonlyMap<string, { peStart: number; device: string }>,
+): string | null {
+  const head = `${segment.start} ${segment.size}`;
+  const at = ({ pv, first }: LvSegment['ranges'][number]) => {
+    const found = pvs.get(pv);
+    return found === undefined ? null : `${found.device} ${found.peStart + first * layout.extentSize}`;
+  };
+  if (segment.type === 'thin') {
+    const pool = segment.pool === null ? undefined : layouts.get(lvKey(layout.vg, segment.pool));
+    return pool?.device == null || segment.thinId === null ? null : `${head} thin ${pool.device} ${segment.thinId}`;
+  }
+  const places = segment.ranges.map(at);
+  if (places.length !== segment.stripes || places.some((place) => place === null)) return null;
+  if (segment.type === 'linear' && places.length === 1) return `${head} linear ${places[0]}`;
+  if (segment.type === 'striped') return `${head} striped ${segment.stripes} ${segment.stripeSize} ${places.join(' ')}`;
+  return null;
 }
 
 /** A thin pool as the kernel reports it: `dmsetup status` of its thin-pool target. */
@@ -1923,6 +2121,8 @@ export interface ParsedState {
   lvs: ByVolume<LogicalVolume> | null;
   /** The kernel's status of each active thin pool, by VG and pool name; null = not known. */
   poolStatus: ByVolume<PoolStatus> | null;
+  /** Each active LV's table as LVM's metadata says it should be, by dm uuid; null: not known (not checked). */
+  expectedTables: Map<string, string> | null;
   /** Where a thin pool's use turns into a warning and a critical finding (percent); defaults when absent. */
   poolThresholds?: PoolThresholds;
   storages: Storage[];
@@ -1941,6 +2141,8 @@ export function parse(capture: Capture): ParsedState {
   const table = capture.dmsetupTable === null ? null : parseDmsetupTable(capture.dmsetupTable);
   const lvs = capture.lvs === null ? null : parseLvs(capture.lvs);
   const poolStatus = capture.poolStatus == null ? null : parsePoolStatus(capture.poolStatus);
+  const segments = capture.lvsSegments == null ? null : parseLvsSegments(capture.lvsSegments);
+  const pvs = capture.pvs == null ? null : parsePvs(capture.pvs);
   const storage = parseStorageCfg(capture.storageCfg);
   const guests = capture.configs.map(parseGuestConfig);
   const runningWarnings: Warning[] = [];
@@ -1971,6 +2173,7 @@ export function parse(capture: Capture): ParsedState {
     tables: table?.tables ?? null,
     lvs: lvs?.lvs ?? null,
     poolStatus: poolStatus?.pools ?? null,
+    expectedTables: segments === null || pvs === null ? null : expectedTables(segments.layouts, pvs.pvs),
     storages: storage.storages,
     guests: guests.map((g) => g.config),
     running,
@@ -1983,6 +2186,8 @@ export function parse(capture: Capture): ParsedState {
       ...(table?.warnings ?? []),
       ...(lvs?.warnings ?? []),
       ...(poolStatus?.warnings ?? []),
+      ...(segments?.warnings ?? []),
+      ...(pvs?.warnings ?? []),
       ...storage.warnings,
       ...guests.flatMap((g) => g.warnings),
       ...runningWarnings,
@@ -2011,6 +2216,11 @@ export type Status = 'valid' | 'conflict' | 'duplicate' | 'tombstone' | 'ignored
 export const REASONS = {
   referenced: ['valid', 'a guest config on this node references the volume'],
   'snapshot-in-config': ['valid', 'a snapshot LV whose guest on this node has that snapshot'],
+  'stale-table': [
+    'conflict',
+    "an LV whose kernel table differs from what LVM's metadata says it maps (its size, its extents or its thin " +
+      "id): the guest reads and writes other blocks than LVM gave it, maybe another guest's",
+  ],
   'stacked-on-guest-volume': [
     'conflict',
     "a device stacked on a guest volume's dm device (kpartx partitions, an LV of the guest's own VG active on the " +
@@ -2087,6 +2297,8 @@ export interface Classified {
   holders: readonly string[];
   /** In a cluster's result: the node whose dm entry this is (its name stays the dm name). */
   node?: string;
+  /** For a stale table: what LVM's metadata says the table should be, and the kernel's. */
+  conflict?: { expected: string; actual: string };
 }
 
 export interface DuplicateSet {
@@ -2432,6 +2644,7 @@ type GuestVolumeRule = (c: GuestVolumeCase) => Classified | null;
  * config cannot be read, or that an operation holds, is not judged; then LVM and the cluster speak.
  */
 const GUEST_VOLUME_RULES: readonly GuestVolumeRule[] = [
+  staleTable,
   function referenced(c) {
     return c.refs.some(c.j.fromHere) ? verdict(c.j, c.entry, 'valid', 'referenced', c.owner, c.base) : null;
   },
@@ -2477,6 +2690,41 @@ const GUEST_VOLUME_RULES: readonly GuestVolumeRule[] = [
     return problem(j, 'tombstone', 'volume-unreferenced', entry, base, vmid);
   },
 ];
+
+/** The same table, whatever the spacing dmsetup and pve-dm each use. */
+const sameTable = (a: string, b: string) => a.replace(/[ \t]+/g, ' ').trim() === b.replace(/[ \t]+/g, ' ').trim();
+
+/**
+ * An LV whose kernel table is not what LVM's metadata says it maps: the guest reads and writes
+ * other blocks (a resize, a pvmove or a thin id reused behind an active LV, another node's change
+ * on shared LVM). `lvchange --refresh` reloads the table from the metadata (lvchange(8); shown on
+ * a real kernel in test/fixtures/real/conflicts), for a guest that is stopped and not locked.
+ */
+function staleTable({ j, entry, id, owner, base }: GuestVolumeCase): Classified | null {
+  const expected = j.state.expectedTables?.get(entry.uuid);
+  const actual = j.state.tables?.get(entry.name);
+  if (expected === undefined || actual === undefined || sameTable(expected, actual)) return null;
+  const label = guestLabel(owner, typeOf(j, owner));
+  const lock = j.locks.get(owner) ?? null;
+  const runs = j.state.running?.has(owner) ?? false;
+  const refresh = shellLine(['lvchange', '--refresh', `${id.vg}/${id.lv}`]);
+  const advice = runs
+    ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to other ` +
+      `blocks mid-write), check its data, then ${refresh}; what was written through the old table stays where it went`
+    : lock !== null
+      ? `once ${label}'s operation has ended (lock: ${lock}): ${refresh}`
+      : `${refresh} loads the table LVM's metadata describes; what was written through the old table stays ` +
+        'where it went';
+  // Something else holds it open (a host mount, a stacked device): no command works as printed then.
+  const held = !runs && lock === null && entry.open > 0;
+  const action =
+    runs || lock !== null || held
+      ? adviceOnly(
+          held ? `open ${entry.open} time(s) though ${label} is stopped: find the holder, then ${advice}` : advice,
+        )
+      : { remedy: refresh, advice };
+  return { ...verdict(j, entry, 'conflict', 'stale-table', owner, base, action), conflict: { expected, actual } };
+}
 
 /** A guest volume's entry: the first of GUEST_VOLUME_RULES that holds (the last always does). */
 function judgeGuestVolume(j: Judging, entry: DmEntry, id: GuestVolumeIdentity): Classified {
@@ -3710,6 +3958,7 @@ export function toJson(result: Result) {
       } = {
         name: entry.name,
         ...(entry.node === undefined ? {} : { node: entry.node }),
+        ...(entry.conflict === undefined ? {} : { conflict: entry.conflict }),
         status: entry.status,
         reason: entry.reason,
         remedy: entry.remedy,
@@ -4016,6 +4265,7 @@ const describeEntry = (entry: Classified): string =>
       () => `LVM knows ${entry.vg}/${entry.lv}, but this mapping is not its own (inactive, or another uuid)`,
     )
     .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
+    .with('stale-table', () => `the kernel maps ${entry.vg}/${entry.lv} otherwise than LVM's metadata says`)
     .with(
       'stacked-on-guest-volume',
       () => `stacked on ${guestLabel(entry.vmid ?? 0, entry.guestType)}'s ${mangleDmName(entry.relatedTo ?? '')}`,
@@ -6587,6 +6837,8 @@ export function captureFromJson(text: string, source: string): Capture {
     lvs: textOrNull('lvs'),
     // A node running an older pve-dm sends none: not known.
     poolStatus: record.poolStatus === undefined ? null : textOrNull('poolStatus'),
+    lvsSegments: record.lvsSegments === undefined ? null : textOrNull('lvsSegments'),
+    pvs: record.pvs === undefined ? null : textOrNull('pvs'),
     running: textOrNull('running'),
     system: value.system === null ? null : systemFactsFrom(value.system, wrong),
     meta: value.meta === null ? null : captureMetaFrom(value.meta, wrong),

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  anonymiseCapture, createRunner, discover, main, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, POOL_STATUS_ARGS, readCapture, UserError, writeCapture,
+  anonymiseCapture, createRunner, discover, main, DM_INFO_ARGS, DM_TABLE_ARGS, liveRunningGuests, LVS_ARGS, LVS_SEGMENTS_ARGS, POOL_STATUS_ARGS, PVS_ARGS, readCapture, UserError, writeCapture,
   type Runner,
 } from '../pve-dm.ts';
 import { REAL, SAMPLES, tempDir, test } from './harness.ts';
@@ -48,23 +48,25 @@ function recordingRunner(calls: string[][]): Runner {
     if (command === 'dmsetup' && args.includes('info')) return { exitCode: 0, stdout: real('dmsetup.txt'), stderr: '' };
     if (command === 'dmsetup' && args.includes('table')) return { exitCode: 0, stdout: real('dmsetup-table.txt'), stderr: '' };
     if (command === 'dmsetup' && args.includes('status')) return { exitCode: 0, stdout: '', stderr: '' };
+    if (command === 'lvs' && args.includes('--segments')) return { exitCode: 0, stdout: '', stderr: '' };
+    if (command === 'pvs') return { exitCode: 0, stdout: '', stderr: '' };
     if (command === 'lvs') return { exitCode: 0, stdout: real('lvs.txt'), stderr: '' };
     if (command === 'pveversion') return { exitCode: 0, stdout: 'pve-manager/9.1.2/9d436f37a0ac4172 (running kernel: 6.14.11-4-pve)\n', stderr: '' };
     return { exitCode: 127, stdout: '', stderr: `${command}: not expected` };
   };
 }
 
-test('live discovery spawns the same five commands for 3 guests and for 300', async () => {
+test('live discovery spawns the same seven commands for 3 guests and for 300', async () => {
   for (const guests of [3, 300]) {
     const root = fakeNode(guests);
     const calls: string[][] = [];
     const capture = await discover({ runner: recordingRunner(calls), liveRoot: root });
-    const expected = [['dmsetup', ...DM_INFO_ARGS], ['dmsetup', ...DM_TABLE_ARGS], ['dmsetup', ...POOL_STATUS_ARGS], ['lvs', ...LVS_ARGS], ['pveversion']];
+    const expected = [['dmsetup', ...DM_INFO_ARGS], ['dmsetup', ...DM_TABLE_ARGS], ['dmsetup', ...POOL_STATUS_ARGS], ['lvs', ...LVS_ARGS], ['lvs', ...LVS_SEGMENTS_ARGS], ['pvs', ...PVS_ARGS], ['pveversion']];
     assert.equal(calls.sort(), expected.sort(), `${guests} guests`);
     assert.is(capture.configs.length, guests);
     assert.is(capture.system?.pveVersion, '9.1.2');
     assert.equal(capture.system?.memory, { totalBytes: 65536000 * 1024, usedBytes: (65536000 - 32768000) * 1024 });
-    assert.equal(Object.keys(capture.meta?.commands ?? {}), ['dmsetup info', 'dmsetup table', 'dmsetup status', 'lvs', 'pveversion']);
+    assert.equal(Object.keys(capture.meta?.commands ?? {}), ['dmsetup info', 'dmsetup table', 'dmsetup status', 'lvs', 'lvs --segments', 'pvs', 'pveversion']);
     rmSync(root, { recursive: true });
   }
 });
@@ -207,7 +209,7 @@ test('pve-dm.ts capture DIR writes the live node\'s capture, which --root then a
   const calls: string[][] = [];
   const captured = await mainOn(['capture', dir], root, calls);
   assert.is(captured.code, 0, captured.stderr);
-  assert.is(calls.length, 5);
+  assert.is(calls.length, 7);
   assert.match(captured.stderr, /capture of \S+ written to /);
   const live = await mainOn(['--json', '--report-only'], root);
   const offline = await mainOn(['--json', '--report-only', '--root', dir], root);

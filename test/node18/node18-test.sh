@@ -88,7 +88,15 @@ esac
 echo "dmsetup stand-in: \$*: not a command a report-only or dry run may give" >&2
 exit 1
 STUB
-printf '#!/bin/sh\nexec cat "%s/lvs.txt"\n' "$sample" > "$stubs/lvs"
+# lvs --segments and pvs: what the sample recorded, or nothing (an older capture: tables not checked).
+cat > "$stubs/lvs" <<STUB
+#!/bin/sh
+case " \$* " in
+    *" --segments "*) [ ! -f "$sample/lvs-segments.txt" ] || exec cat "$sample/lvs-segments.txt"; exit 0 ;;
+esac
+exec cat "$sample/lvs.txt"
+STUB
+printf '#!/bin/sh\n[ ! -f "%s/pvs.txt" ] || exec cat "%s/pvs.txt"\n' "$sample" "$sample" > "$stubs/pvs"
 printf '#!/bin/sh\necho "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-9-pve)"\n' > "$stubs/pveversion"
 chmod 755 "$stubs"/*
 (cd "$root" && debian_node node --import tsx test/tools/build.ts "$work/dist")

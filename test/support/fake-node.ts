@@ -68,6 +68,9 @@ export class FakeNode {
     if (command === 'dmsetup' && a[0] === 'status') return ok('');
     // Thin LVs of local-lvm when asked (then rescan would list VM 100's disk), thick ones otherwise.
     const attr = (key: string) => (this.thin && key.startsWith('pve/') ? 'Vwi-a-tz--' : '-wi-a-----');
+    // lvs --segments and pvs: this model node keeps no extents, so its tables are not checked.
+    if (command === 'lvs' && a.includes('--segments')) return ok('');
+    if (command === 'pvs') return ok('');
     if (command === 'lvs') return ok([...this.lvs].map((key) => `  ${key.replace('/', '|')}|${attr(key)}|`).join('\n') + '\n');
     if (command === 'pveversion') return ok('pve-manager/9.1.2/0123456789abcdef (running kernel: 6.14.11-4-pve)\n');
     this.journalAtChange.push(readJournal(this.journal).length);
