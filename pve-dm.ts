@@ -1425,8 +1425,10 @@ export function expectedTables(
 ): Map<string, string> {
   const tables = new Map<string, string>();
   for (const layout of layouts.values()) {
-    // `-` a plain LV, `V` a thin volume: the types whose top device maps its own segments.
+    // `-` a plain LV, `V` a thin volume: the types whose top device maps its own segments. Only an
+    // active one (`a`; `X` where LVM itself finds the kernel's segments do not match) has a table.
     if (layout.attr[0] !== '-' && layout.attr[0] !== 'V') continue;
+    if ((layout.attr[4] !== 'a' && layout.attr[4] !== 'X') || layout.device === null) continue;
     const table = layout.segments.map((segment) => expectedSegment(layout, segment, layouts, pvs));
     if (table.every((line): line is string => line !== null)) tables.set(layout.dmUuid, table.join('\n'));
   }
