@@ -72,6 +72,14 @@ test('after the remedies (lvchange --refresh, kpartx -d, vgchange -an) the node 
   assert.equal(verdicts('remedies'), {});
 });
 
+test('an LV LVM lists as inactive has no table to compare: a mapping with its uuid stays what it was (lv-mismatch)', () => {
+  const c = node('conflicting');
+  const inactive = (c.lvsSegments ?? '').replace(/(\|vm-201-disk-0\|[^|]*\|[^|]*\|)-wi-[^|]*\|/, '$1-wi-------|');
+  assert.not.equal(inactive, c.lvsSegments, 'the segments line of vm-201 changed');
+  const entry = classify(parse({ ...c, lvsSegments: inactive })).entries.find((e) => e.name === 'san01-vm--201--disk--0');
+  assert.is.not(entry?.reason, 'stale-table');
+});
+
 test('without lvs-segments.txt or pvs.txt (an older capture): not checked, never stale', () => {
   const older = { ...node('conflicting'), lvsSegments: null };
   const conflicts = classify(parse(older)).entries.filter((e) => e.reason === 'stale-table');
