@@ -384,12 +384,12 @@ async function classification() {
     assert.equal(report.system.kernel, os.release());
     assert.deepEqual(report.warnings, []);
   });
-  test('discovery started exactly five commands: dmsetup info, dmsetup table, dmsetup status --target thin-pool, lvs (pool use and VG state), pveversion', () => {
-    const got = run.trace.map((c) => `${c.prog} ${c.args.find((a) => ['info', 'table', 'status'].includes(a)) ?? ''}`.trim()).sort();
-    assert.deepEqual(got, ['dmsetup info', 'dmsetup status', 'dmsetup table', 'lvs', 'pveversion'], run.trace.map((c) => c.text).join('\n'));
+  test('discovery started exactly seven commands: dmsetup info, table and status --target thin-pool, lvs (pool use and VG state), lvs --segments, pvs, pveversion', () => {
+    const got = run.trace.map((c) => `${c.prog} ${c.args.find((a) => ['info', 'table', 'status', '--segments'].includes(a)) ?? ''}`.trim()).sort();
+    assert.deepEqual(got, ['dmsetup info', 'dmsetup status', 'dmsetup table', 'lvs', 'lvs --segments', 'pveversion', 'pvs'], run.trace.map((c) => c.text).join('\n'));
     assert.ok(run.trace.filter((c) => c.prog === 'dmsetup').every((c) => c.args.includes('--manglename') && c.args.includes('none')), 'dmsetup without --manglename none');
     assert.deepEqual(run.trace.find((c) => c.args.includes('status'))?.args, ['--manglename', 'none', 'status', '--target', 'thin-pool']);
-    const columns = run.trace.find((c) => c.prog === 'lvs')?.args.join(' ') ?? '';
+    const columns = run.trace.find((c) => c.prog === 'lvs' && !c.args.includes('--segments'))?.args.join(' ') ?? '';
     for (const column of ['data_percent', 'metadata_percent', 'lv_metadata_size', 'vg_attr', 'vg_free']) assert.ok(columns.includes(column), `lvs without ${column}: ${columns}`);
   });
   test('--report-only changed nothing (dmsetup ls, table and lvs before and after equal, VG tank included; thin pools\' size and use too; no changing command)', () => {
