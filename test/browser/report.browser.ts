@@ -123,7 +123,7 @@ type Report = NodeReport | { nodes: NodeReport[]; cluster: { findings: { activeO
 function remedyCount(report: Report): number {
   const given = (items: { remedy: string | null }[]) => items.filter((item) => item.remedy !== null).length;
   const ofNode = (node: NodeReport) =>
-    given(node.entries.filter((entry) => entry.status === 'duplicate' || entry.status === 'tombstone')) +
+    given(node.entries.filter((entry) => entry.status === 'conflict' || entry.status === 'duplicate' || entry.status === 'tombstone')) +
     given(node.orphanLvs) +
     given(node.pools.flatMap((pool) => pool.problems));
   if (!('nodes' in report)) return ofNode(report);
