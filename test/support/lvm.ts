@@ -39,3 +39,20 @@ export interface LvsExtra {
 export const lvsLine = (vg: string, lv: string, attr: string, tags = '', pool = '', size = 4_294_967_296, extra: LvsExtra = {}) =>
   `  ${vg}|${lv}|${attr}|${tags}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${pool}|${size}` +
   `|${extra.data ?? ''}|${extra.metadata ?? ''}|${extra.metadataSize ?? ''}|${extra.vgAttr ?? 'wz--n-'}|${extra.vgFree ?? 17_179_869_184}`;
+
+/**
+ * An `lvs --segments` line as LVS_SEGMENTS_ARGS asks for it (one segment: vg|lv|lv_uuid|vg_uuid|
+ * lv_attr|extent size|start|size|segtype|stripes|stripe size|chunk size|PE ranges|thin id|pool|
+ * origin|kernel major|minor), its uuids those of lvmUuid; sizes in sectors.
+ */
+export const segmentsLine = (
+  vg: string, lv: string, attr: string,
+  segment: { size: number; type: string; ranges?: string; thinId?: number; pool?: string; device: string },
+) =>
+  `  ${vg}|${lv}|${displayId(lvmId(`lv:${vg}/${lv}`))}|${displayId(lvmId(`vg:${vg}`))}|${attr}|8192|0|${segment.size}|` +
+  `${segment.type}|${segment.type === 'thin' ? 0 : 1}|0|${segment.type === 'thin-pool' ? 128 : 0}|${segment.ranges ?? ''}|` +
+  `${segment.thinId ?? ''}|${segment.pool ?? ''}||${segment.device.replace(':', '|')}`;
+
+/** A `pvs` line as PVS_ARGS asks for it: name|pv_uuid|vg|vg_uuid|pe_start|major|minor (first extent at sector 2048). */
+export const pvsLine = (name: string, vg: string, device: string) =>
+  `  ${name}|${displayId(lvmId(`pv:${name}`))}|${vg}|${displayId(lvmId(`vg:${vg}`))}|2048|${device.replace(':', '|')}`;

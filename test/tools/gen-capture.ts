@@ -10,7 +10,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CAPTURE_FILES, VERSION, writeCapture, type Capture, type ConfigFile, type Status, type Summary } from '../../pve-dm.ts';
-import { lvmDmName, lvmUuid, lvsLine } from '../support/lvm.ts';
+import { lvmDmName, lvmUuid, lvsLine, pvsLine, segmentsLine } from '../support/lvm.ts';
 
 export const NODE = 'pve-bench';
 const OTHER_NODES = ['pve-bench-b', 'pve-bench-c'];
@@ -101,6 +101,9 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   const dmInfo: string[] = [];
   const dmTable: string[] = [];
   const lvs: string[] = [];
+  // What LVM's metadata says each active LV maps: its tables are the kernel's, so none is stale.
+  const segments: string[] = [];
+  const pvs = [pvsLine('/dev/sda3', 'pve', '8:3'), pvsLine('/dev/mapper/mpathb', SAN.vg, '253:0'), pvsLine('/dev/sdb', HDD.vg, '253:1')];
   const running: number[] = [];
   const configs: ConfigFile[] = [];
   const expected: Summary = { entries: 0, valid: 0, conflict: 0, duplicate: 0, tombstone: 0, ignored: 0, unjudged: 0, orphanLvs: 0, poolProblems: 0 };
@@ -125,6 +128,15 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     const at = sectorsAt.get(storage.vg) ?? 2048;
     sectorsAt.set(storage.vg, at + sectors);
     const table = thin ? `0 ${sectors} thin 252:${poolMinor.get(storage.vg)} ${minor}` : `0 ${sectors} linear 253:${storage.vg === SAN.vg ? 0 : 1} ${at}`;
+    if (inLvs) {
+      const attr = `${thin ? 'V' : '-'}wi-a${open > 0 ? 'o' : '-'}${thin ? 'tz--' : '----'}`;
+      const first = (at - 2048) / 8192;
+      const pv = storage.vg === SAN.vg ? '/dev/mapper/mpathb' : '/dev/sdb';
+      const shape = thin
+        ? { type: 'thin', thinId: minor, pool: storage.pool as string }
+        : { type: 'linear', ranges: `${pv}:${first}-${first + sectors / 8192 - 1}` };
+      segments.push(segmentsLine(storage.vg, lv, attr, { size: sectors, device: `252:${minor}`, ...shape }));
+    }
     const name = lvmDmName(storage.vg, lv);
     entry(name, lvmUuid(storage.vg, lv), table, open, status);
     return { name, table };
@@ -137,7 +149,9 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
   entry('cryptdata', 'CRYPT-LUKS2-6f1c3e0a9b7d4c2e8a5f1b3d7c9e0a2b-cryptdata', '0 7814037168 crypt aes-xts-plain64 :64:logon:cryptsetup:6f1c3e0a-d0 0 8:16 32768', 1, 'ignored');
   for (const [vg, lv] of [['pve', 'root'], ['pve', 'swap']] as const) {
     lvs.push(lvsLine(vg, lv, '-wi-ao----'));
-    entry(lvmDmName(vg, lv), lvmUuid(vg, lv), `0 ${lv === 'root' ? 201326592 : 16777216} linear 8:3 ${lv === 'root' ? 34816 : 201361408}`, 1, 'ignored');
+    const [size, at] = lv === 'root' ? [201326592, 34816] : [16777216, 201361408];
+    segments.push(segmentsLine(vg, lv, '-wi-ao----', { size, type: 'linear', ranges: `/dev/sda3:${(at - 2048) / 8192}-${(at - 2048 + size) / 8192 - 1}`, device: `252:${minor}` }));
+    entry(lvmDmName(vg, lv), lvmUuid(vg, lv), `0 ${size} linear 8:3 ${at}`, 1, 'ignored');
   }
   const poolMinor = new Map<string, number>();
   const poolStatus: string[] = [];
@@ -152,6 +166,7 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     entry(lvmDmName(storage.vg, `${pool}_tmeta`), lvmUuid(storage.vg, pool, 'tmeta'), '0 8388608 linear 8:3 218138624', 1, 'ignored');
     entry(lvmDmName(storage.vg, `${pool}_tdata`), lvmUuid(storage.vg, pool, 'tdata'), '0 3710937088 linear 8:3 226527232', 1, 'ignored');
     poolMinor.set(storage.vg, minor);
+    segments.push(segmentsLine(storage.vg, pool, 'twi-aotz--', { size: 3710937088, type: 'thin-pool', ranges: `${pool}_tdata:0-452995`, device: `252:${minor}` }));
     entry(lvmDmName(storage.vg, pool, 'tpool'), lvmUuid(storage.vg, pool, 'tpool'), `0 3710937088 thin-pool 252:${minor - 2} 252:${minor - 1} 128 0 1 skip_block_zeroing`, 2 * guests, 'ignored');
     entry(lvmDmName(storage.vg, pool), lvmUuid(storage.vg, pool, 'pool'), `0 3710937088 linear 252:${minor - 1} 0`, 0, 'ignored');
     // As the kernel prints it: 41.27% of the data blocks, 12.83% of the metadata blocks in use.
@@ -270,6 +285,8 @@ export function generateCapture({ guests, seed = 1 }: { guests: number; seed?: n
     dmsetupTable: `${sortedInfo.map(([, line]) => line).join('\n')}\n`,
     lvs: `${lvs.join('\n')}\n`,
     poolStatus: `${poolStatus.join('\n')}\n`,
+    lvsSegments: `${segments.join('\n')}\n`,
+    pvs: `${pvs.join('\n')}\n`,
     running: `${running.join('\n')}\n`,
     system: {
       pveVersion: '9.1.2', kernel: '6.14.11-4-pve', uptimeSeconds: 8_640_000, cpuPercent: 41.5,
