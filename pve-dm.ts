@@ -291,6 +291,7 @@ export async function main(
       return print(renderJournal(readJournal(options.journal), options.format === 'json'));
     if (options.command === 'restore') return await restoreCommand(options, runner, context.liveRoot, io);
     if (options.command === 'capture') return await captureCommand(options, context);
+    if (options.command === 'guard') return await guardCommand(options, context);
     const setup = await loadSetup(options);
     if (options.command === 'plugins') {
       for (const w of setup.warnings) io.stderr.write(`pve-dm: warning: ${terminalSafe(formatWarning(w))}\n`);
@@ -7301,6 +7302,11 @@ export const CLI_COMMANDS: readonly { name: string; usage: string; help: string 
     usage: 'restore --last | ID...',
     help: 'bring back what the last cleanup run (or those journal entries) removed',
   },
+  {
+    name: 'guard',
+    usage: 'guard VMID PHASE',
+    help: "a guest's hookscript: at pre-start, refuse the start while its disks have a conflict or a duplicate",
+  },
 ];
 
 const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
@@ -7460,7 +7466,7 @@ export function usageText(program: string = PROGRAM, paths: Paths = PATHS): stri
 }
 
 interface CliOptions {
-  command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'help' | 'version';
+  command: 'analyse' | 'capture' | 'plugins' | 'journal' | 'restore' | 'guard' | 'help' | 'version';
   captureDir: string | null;
   root: string | undefined;
   /** Every --root; more than one is a cluster of captures. */
@@ -7487,6 +7493,8 @@ interface CliOptions {
   selection: CleanupSelection;
   journal: string;
   restoreIds: string[];
+  /** `guard VMID PHASE`: as Proxmox calls a hookscript. */
+  guardArgs: string[];
   restoreLast: boolean;
 }
 
@@ -7599,6 +7607,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     selection: { only: (only as CleanupSelection['only']) ?? null, vmids, names: list('name') },
     journal: text('journal') ?? DEFAULT_JOURNAL,
     restoreIds: command === 'restore' ? rest : [],
+    guardArgs: command === 'guard' ? rest : [],
     restoreLast: flag('last'),
   };
 }
@@ -7618,7 +7627,10 @@ function checkCombinations(values: CliValues, command: string | undefined, rest:
     throw new UserError(`capture needs exactly one directory (or - for stdout): ${PROGRAM} capture DIR`);
   if (command === 'restore' && rest.length > 0 === has('last'))
     throw new UserError(`restore needs --last or journal entry IDs (see ${PROGRAM} journal), not both`);
-  if (command !== 'capture' && command !== 'restore' && rest.length > 0)
+  // Proxmox calls a hookscript with the VMID and the phase, nothing else.
+  if (command === 'guard' && rest.length !== 2)
+    throw new UserError(`guard needs a VMID and a phase: ${PROGRAM} guard VMID PHASE`);
+  if (command !== 'capture' && command !== 'restore' && command !== 'guard' && rest.length > 0)
     throw new UserError(`unexpected argument "${rest[0]}" (see --help)`);
   // The option table's own word: the pairs that exclude each other, the options of one command.
   for (const option of CLI_OPTIONS.filter((o) => has(o.name))) {
@@ -7975,6 +7987,47 @@ function failed(error: unknown, asked: OutputFormat, io: Io): number {
   if (asked === 'nagios') io.stdout.write(renderNagiosUnknown(message));
   if (asked === 'checkmk') io.stdout.write(renderCheckmkUnknown(message));
   return internal ? 3 : error.exitCode;
+}
+
+/**
+ * `guard VMID PHASE`, as Proxmox runs a guest's hookscript (qm/pct: `<script> <vmid> <phase>`, a
+ * non-zero exit at pre-start refuses the start): at pre-start, 1 while the guest's disks have a
+ * conflict (a stale table, a mapping stacked on them) or a duplicate; every other phase, and a
+ * guest with none, 0. It changes nothing, loads no plugin, and an error of its own lets the guest
+ * start (and says so): a check must never hold a production guest hostage.
+ */
+async function guardCommand(options: CliOptions, { io, runner, live }: RunContext): Promise<number> {
+  const [vmidText = '', phase = ''] = options.guardArgs;
+  if (phase !== 'pre-start') return 0;
+  if (!/^[1-9][0-9]{2,8}$/.test(vmidText)) {
+    io.stderr.write(`pve-dm guard: "${terminalSafe(vmidText)}" is not a VMID: not checked, the guest may start\n`);
+    return 0;
+  }
+  const vmid = Number(vmidText);
+  try {
+    const only = { json: false, console: false, html: false, color: false, vmids: [vmid], runner };
+    const { result } = await runPipeline(defaultStages, {
+      ...only,
+      root: options.root,
+      liveRoot: live.liveRoot,
+      hostname: live.hostname,
+    });
+    const blocking = result.entries.filter(
+      (e) => e.vmid === vmid && (e.status === 'conflict' || e.status === 'duplicate'),
+    );
+    const [first] = blocking;
+    if (first === undefined) return 0;
+    const label = guestLabel(vmid, first.guestType);
+    const found = blocking.map((e) => `${mangleDmName(e.name)} (${e.reason})`).join(', ');
+    const todo = first.remedy ?? first.advice ?? '';
+    io.stderr.write(
+      terminalSafe(`pve-dm guard: ${label} must not start: ${found}; ${todo} (pve-dm --vmid ${vmid} shows all)`) + '\n',
+    );
+    return 1;
+  } catch (error) {
+    io.stderr.write(`pve-dm guard: could not check VMID ${vmid} (${terminalSafe(errorText(error))}); it may start\n`);
+    return 0;
+  }
 }
 
 /** `capture DIR`, or `capture -`: what --cluster asks of the other nodes, the capture alone on stdout. */

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { classify, expectedTables, parse, parseDmsetupTable, parseLvsSegments, parsePvs, toJson } from '../pve-dm.ts';
-import { capture, config, REAL, resultOf, test } from './harness.ts';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { capture, config, PROJECT, REAL, resultOf, runMain, SAMPLES, test } from './harness.ts';
 
 const STATES = path.join(REAL, 'conflicts');
 const STORAGE = 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent rootdir,images\n\nlvm: san\n\tvgname san01\n\tshared 1\n\tcontent images\n';
@@ -84,6 +85,46 @@ test('without lvs-segments.txt or pvs.txt (an older capture): not checked, never
   const older = { ...node('conflicting'), lvsSegments: null };
   const conflicts = classify(parse(older)).entries.filter((e) => e.reason === 'stale-table');
   assert.equal(conflicts, []);
+});
+
+// ── pve-dm guard VMID PHASE: a guest's hookscript ─────────────────────────────────────────
+const STALE = path.join(SAMPLES, 'stale-tables');
+
+test('guard at pre-start refuses a guest with a conflict, naming what and the remedy, and lets a clean guest start', async () => {
+  const refused = await runMain(['guard', '201', 'pre-start', '--root', STALE]);
+  assert.is(refused.code, 1);
+  assert.is(refused.stdout, '');
+  assert.is(refused.stderr, 'pve-dm guard: VM 201 must not start: san01-vm--201--disk--0 (stale-table); lvchange --refresh san01/vm-201-disk-0 (pve-dm --vmid 201 shows all)\n');
+  const stacked = await runMain(['guard', '102', 'pre-start', '--root', STALE]);
+  assert.is(stacked.code, 1);
+  assert.match(stacked.stderr, /^pve-dm guard: VM 102 must not start: vg--archlinux-root \(stacked-on-guest-volume\), vg--archlinux-swap/);
+  for (const vmid of ['100', '107', '205']) {
+    const clean = await runMain(['guard', vmid, 'pre-start', '--root', STALE]);
+    assert.equal([clean.code, clean.stdout, clean.stderr], [0, '', ''], `VM ${vmid}`);
+  }
+});
+
+test('guard: every phase but pre-start passes without looking; a bad VMID or an error of its own lets the guest start, saying so', async () => {
+  for (const phase of ['post-start', 'pre-stop', 'post-stop']) {
+    const run = await runMain(['guard', '201', phase, '--root', STALE]);
+    assert.equal([run.code, run.stderr], [0, ''], phase);
+  }
+  const bad = await runMain(['guard', 'abc', 'pre-start', '--root', STALE]);
+  assert.equal([bad.code, bad.stderr], [0, 'pve-dm guard: "abc" is not a VMID: not checked, the guest may start\n']);
+  const broken = await runMain(['guard', '201', 'pre-start', '--root', path.join(STALE, 'no-such-capture')]);
+  assert.is(broken.code, 0);
+  assert.match(broken.stderr, /^pve-dm guard: could not check VMID 201 \(capture .*no-such-capture does not exist\); it may start\n$/);
+  const usage = await runMain(['guard', '201']);
+  assert.is(usage.code, 3, 'run by hand without a phase: a usage error');
+});
+
+test('guard as Proxmox runs a hookscript: a script given the VMID and the phase, its exit code the verdict', () => {
+  // What qm start does with a guest's hookscript: `<script> <vmid> pre-start`, the start refused on a non-zero exit.
+  const hook = `exec "${process.execPath}" --import tsx pve-dm.ts guard "$1" "$2" --root "${STALE}"`;
+  const refused = spawnSync('sh', ['-c', hook, 'pve-dm-guard', '204', 'pre-start'], { cwd: PROJECT, encoding: 'utf8' });
+  assert.is(refused.status, 1, refused.stderr);
+  assert.match(refused.stderr, /^pve-dm guard: VM 204 must not start: san01-vm--204--disk--0 \(stale-table\)/);
+  assert.is(execFileSync('sh', ['-c', hook, 'pve-dm-guard', '200', 'pre-start'], { cwd: PROJECT, encoding: 'utf8' }), '');
 });
 
 test.run();
