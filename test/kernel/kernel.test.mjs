@@ -401,6 +401,16 @@ async function classification() {
     assert.deepEqual(after.kernelPools, before.kernelPools, 'dmsetup status --target thin-pool');
   });
   poolTests(report, before);
+  // The hookscript check, on the real kernel's node: VM 119 has a duplicate, VM 100 only a tombstone.
+  const refused = await pveDm(['guard', '119', 'pre-start']);
+  const allowed = await pveDm(['guard', '100', 'pre-start']);
+  test('guard 119 pre-start refuses the start (its duplicate), guard 100 pre-start lets it start; neither changes anything', () => {
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^pve-dm guard: VM 119 must not start: ssd--ha01-vm--119--disk--0-dup \(duplicate-name\)/);
+    assert.deepEqual([allowed.code, allowed.stdout, allowed.stderr], [0, '', '']);
+    noChanges(refused);
+    noChanges(allowed);
+  });
   end();
 }
 
