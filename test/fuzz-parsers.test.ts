@@ -71,7 +71,8 @@ const dmUuid = fc.oneof(
 );
 /** A device as `dmsetup --manglename none info -c` prints it: the kernel's name, as it is. */
 const dmDevice = fc.record({
-  name: fc.oneof(fc.tuple(vgName, lvName).map(([vg, lv]) => lvmDmName(vg, lv)), kernelName.filter((name) => !/[\n\r|]/.test(name) && name.trim() !== '')),
+  // U+FFFD is what undecodable bytes read as: such a name is skipped on purpose (its real bytes are unknown).
+  name: fc.oneof(fc.tuple(vgName, lvName).map(([vg, lv]) => lvmDmName(vg, lv)), kernelName.filter((name) => !/[\n\r|\ufffd]/.test(name) && name.trim() !== '')),
   major: fc.integer({ min: 0, max: 4095 }),
   minor: fc.integer({ min: 0, max: 1_048_575 }),
   open: fc.integer({ min: 0, max: 65535 }),
