@@ -98,10 +98,10 @@ export function programName(here = HERE, script = process.argv[1] ?? '', cwd = p
 }
 const PROGRAM = programName();
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // The pipeline: the stages a plugin may replace or wrap, run in order; main, the command line's
 // entry, around them. Each stage's section follows in pipeline order.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface Stages {
   discover: (input: DiscoverInput) => Promise<Capture>;
@@ -303,9 +303,9 @@ export async function main(
   }
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Errors and diagnostics
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 /** A mistake of the user's or of the input's: printed as one line, never as a stack trace. */
 export class UserError extends Error {
@@ -342,9 +342,9 @@ export const errnoOf = (error: unknown): string | undefined => (error as NodeJS.
 /** An error in one word or line, as a message shows it: its errno code, else its own message. */
 export const errorText = (error: unknown): string => errnoOf(error) ?? (error as Error).message;
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Capture: the node's state as data. A capture directory holds exactly what discover produces.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface SystemFacts {
   pveVersion: string | null;
@@ -549,11 +549,11 @@ export const LIMITS = {
   commandOutputBytes: 64 * 1024 * 1024,
 } as const;
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 1: discover. From a capture directory (`--root`), or from the live node with a fixed
 // number of processes: one dmsetup info, one dmsetup table, one dmsetup status of the thin pools,
 // one lvs, one pveversion.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface DiscoverInput {
   /** A capture directory; absent for the live node. */
@@ -1103,9 +1103,9 @@ export function anonymiseCapture(capture: Capture): Capture {
   };
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 2: parse. One parser per format, each tested against real lines (test/parse.test.ts).
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface DmEntry {
   /** The kernel's own name, as `dmsetup --manglename none` prints and takes it: what every command addresses. */
@@ -2204,9 +2204,9 @@ export function parse(capture: Capture): ParsedState {
 const VOLUME_ID_RE = /^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$/i;
 const storeIdOf = (volume: string) => VOLUME_ID_RE.exec(volume)?.[1] ?? null;
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 3: classify. Every dm entry gets one status and a documented reason.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 /**
  * valid, duplicate and tombstone are judgements; ignored is an entry that is not pve-dm's to judge
@@ -3164,7 +3164,7 @@ export function lockAdvice(lock: string, vmid: number, type: GuestType | null): 
   );
 }
 
-// ─── Orphan LVs: guest volumes LVM knows and no config references ──────────────────────
+// --- Orphan LVs: guest volumes LVM knows and no config references ----------------------
 
 /** Every LV of a storage's VG named as a guest volume that no config references (none in flight). */
 function orphanLvsOf(j: Judging): OrphanLv[] {
@@ -3255,7 +3255,7 @@ function orphanAction(
   };
 }
 
-// ─── Thin pools and volume groups: what stops every guest on them at once ───────────────
+// --- Thin pools and volume groups: what stops every guest on them at once ---------------
 
 export interface PoolThresholds {
   warning: number;
@@ -3769,9 +3769,9 @@ export function volumesOfRef(volume: string, vgOfStorage: Map<string, string>): 
   return volname.includes('/') ? volname.split('/').map((lv): [string, string] => [vg, lv]) : [[vg, volname]];
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 4: grade.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export type GradeLetter = 'A+' | 'B' | 'C' | 'D' | 'F';
 
@@ -3843,10 +3843,10 @@ export function grade(
   return { grade: letter, summary, exitCode: letter === 'F' ? 2 : warned ? 1 : 0 };
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 5: report — console, JSON and a self-contained HTML page validated before it is written;
 // for monitoring, a Nagios plugin's output, a Checkmk local check and a Prometheus textfile.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface Result extends Classification, Graded {
   generatedAt: string;
@@ -4059,7 +4059,9 @@ export function notificationSubject(
       `(host and guest can write one filesystem)! Grade: ${result.grade}`
     );
   if (duplicate > 0)
-    return `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
+    return (
+      `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries ` + `causing VM failures! Grade: ${result.grade}`
+    );
   if (poolsWith(pools, 'critical') > 0)
     return (
       `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; ` +
@@ -4170,7 +4172,7 @@ const terminalSafeJson = (value: unknown) => {
   );
 };
 
-// ─── The console: 80 columns, colour only on a terminal ─────────────────────────────────────
+// --- The console: 80 columns, colour only on a terminal -------------------------------------
 
 const CONSOLE_WIDTH = 80;
 const ANSI_RE = /\u001b\[[0-9;]*m/g;
@@ -4530,7 +4532,7 @@ function ownerOf(vmid: number | null, entry: Classified | undefined, result: Pic
       : `${label} (no config on any node)`;
 }
 
-// ─── Monitoring: Nagios/Icinga plugin output, Checkmk local check, Prometheus textfile ─────────
+// --- Monitoring: Nagios/Icinga plugin output, Checkmk local check, Prometheus textfile ---------
 
 /** The Checkmk service the local check creates. */
 export const CHECKMK_SERVICE = 'PVE DM health';
@@ -5327,11 +5329,11 @@ async function renderValidatedHtml(result: Result): Promise<string> {
   return html;
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Stage 6: cleanup. The stage plans; `executeCleanup` carries a plan out through the one runner,
 // under Proxmox's own guest locks, re-checking each entry right before it acts, journalling
 // each removal first. Removing means deactivating: no LV is ever removed.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export type ProblemStatus = 'duplicate' | 'tombstone';
 
@@ -5499,7 +5501,7 @@ function readdirSafe(dir: string): string[] {
   }
 }
 
-// ─── Locks: Proxmox's own, taken as Proxmox takes them (flock, 10 s) ─────────────────────────
+// --- Locks: Proxmox's own, taken as Proxmox takes them (flock, 10 s) -------------------------
 
 /** Releases a lock. */
 export type Release = () => Promise<void>;
@@ -5539,7 +5541,7 @@ export const flockLocker: Locker = async (file, waitSeconds) => {
     });
 };
 
-// ─── The journal: one fsynced line per removal, written before the removal ──────────────────
+// --- The journal: one fsynced line per removal, written before the removal ------------------
 
 export interface JournalRecord {
   id: string;
@@ -5649,7 +5651,7 @@ export function readJournal(file: string): JournalRecord[] {
   return records;
 }
 
-// ─── Carrying a plan out ────────────────────────────────────────────────────────────────────
+// --- Carrying a plan out --------------------------------------------------------------------
 
 export interface CleanupContext {
   /** The one runner; it refuses changes under --report-only, and does not run them under --dry-run. */
@@ -5937,11 +5939,11 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
     });
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Plugins: a file in plugins/ whose default export is a `Plugin` (`export default {...} satisfies
 // Plugin`, importing only types from pve-dm.ts). It may replace or wrap any stage, and be told the
 // finished result (notifiers), with what it needs in its context. pve-dm's own notifiers use this API.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export type StageName = keyof Stages;
 
@@ -6263,7 +6265,7 @@ export function composeStages(base: Stages, plugins: readonly Plugin[]): Stages 
   return stages as unknown as Stages;
 }
 
-// ─── Settings: the environment, then pve-dm.conf ─────────────────────────────────────────────
+// --- Settings: the environment, then pve-dm.conf ---------------------------------------------
 
 /** A setting by name; `secrets` holds the values of every setting whose name says it is one. */
 export interface Settings {
@@ -6393,7 +6395,7 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
     .reduce((clean, secret) => clean.split(secret).join('[secret]'), text);
 }
 
-// ─── HTTP for notifiers ──────────────────────────────────────────────────────────────────────
+// --- HTTP for notifiers ----------------------------------------------------------------------
 
 export interface HttpRequest {
   url: string;
@@ -6516,7 +6518,7 @@ export async function httpSend(request: HttpRequest): Promise<HttpResponse> {
   }
 }
 
-// ─── Deciding to notify, and notifying ──────────────────────────────────────────────────────
+// --- Deciding to notify, and notifying ------------------------------------------------------
 
 export type NotifyMode = 'always' | 'problems' | 'change';
 
@@ -6642,10 +6644,10 @@ export async function notifyAll(
   );
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // The one command runner: argument arrays, never a shell; a time limit on every command;
 // commands that change the system are refused unless the run allows changes.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface CommandResult {
   exitCode: number;
@@ -6730,10 +6732,10 @@ export function createRunner({
   };
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // Cluster: the nodes' results side by side, and what only the cluster shows — a shared LV active
 // on several nodes at once (the Proxmox bug 4997 pattern), a guest's disk active off its node.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 export interface NodeRun {
   capture: Capture;
@@ -6773,7 +6775,7 @@ export interface ClusterView {
 /** A cluster run's result: every node's entries, guests and warnings in one Result, and the cluster's view. */
 export type ClusterResult = Result & { cluster: ClusterView };
 
-// ─── A node's capture over ssh: `pve-dm capture -` prints it as one JSON document ───────────────
+// --- A node's capture over ssh: `pve-dm capture -` prints it as one JSON document ---------------
 
 const CAPTURE_FORMAT = 1;
 
@@ -7120,7 +7122,7 @@ function clusterSummary(results: readonly Result[]): Summary {
   return { ...summary, orphanLvs: clusterOrphans(results).length };
 }
 
-// ─── Reporting a cluster ───────────────────────────────────────────────────────────────────────
+// --- Reporting a cluster -----------------------------------------------------------------------
 
 export function clusterToJson(result: ClusterResult) {
   const { nodes, findings, unreachable } = result.cluster;
@@ -7258,10 +7260,10 @@ function consoleClusterFindings(cluster: ClusterView, paint: ReturnType<typeof p
   ]);
 }
 
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 // The command line: one table for parsing, --help, and the package's man page and completion;
 // main's steps (setup, analyse, act, render), one function each.
-// ════════════════════════════════════════════════════════════════════════════════════════════
+// ============================================================================================
 
 /** A command-line option. parseCli, `--help` and the Debian package's man page and bash completion read this table. */
 export interface CliOption {
@@ -8300,7 +8302,7 @@ async function cleanupStep(
   return cleanup;
 }
 
-// ─── helpers ───────────────────────────────────────────────────────────────────────────────
+// --- helpers -------------------------------------------------------------------------------
 
 /** Lines of a text file, with CRLF and a final newline tolerated. */
 function lines(text: string): string[] {
