@@ -4058,10 +4058,8 @@ export function notificationSubject(
       `🚨 [${result.node}] CRITICAL: ${result.summary.conflict} mapping(s) stacked on guest disks ` +
       `(host and guest can write one filesystem)! Grade: ${result.grade}`
     );
-  if (duplicate > 0)
-    return (
-      `🚨 [${result.node}] CRITICAL: ${duplicate} DUPLICATE DM entries ` + `causing VM failures! Grade: ${result.grade}`
-    );
+  const critical = `🚨 [${result.node}] CRITICAL:`;
+  if (duplicate > 0) return `${critical} ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (poolsWith(pools, 'critical') > 0)
     return (
       `🚨 [${result.node}] CRITICAL: thin pools and VGs: ${poolCounts(pools)}; ` +
