@@ -1280,29 +1280,37 @@ export function parseDmsetupInfo(
 const TABLE_LINE_RE = /^(.+?): (\d+ \d+ \S.*)$/s;
 const EMPTY_TABLE_LINE_RE = /^(.+?):\s*$/s;
 
+/**
+ * Reads each line of a command's output that says something (not blank, not dmsetup's "No devices
+ * found"); a line `read` refuses is one warning naming the file and the line, and the rest goes on.
+ */
+function readOutput(text: string, source: string, what: string, read: (line: string) => boolean): Warning[] {
+  const warnings: Warning[] = [];
+  const all = lines(text);
+  for (let index = 0; index < all.length; index++) {
+    const line = all[index] as string;
+    const said = line.trim();
+    if (said === '' || said === 'No devices found') continue;
+    if (!read(line)) warnings.push(warn(source, index + 1, `not ${what}: ${clip(line)}; skipped`));
+  }
+  return warnings;
+}
+
 /** `dmsetup table`: `<name>: <start> <length> <target> <args>`, one line per segment. */
 export function parseDmsetupTable(
   text: string,
   source: string = CAPTURE_FILES.dmsetupTable,
 ): { tables: Map<string, string>; warnings: Warning[] } {
   const tables = new Map<string, string>();
-  const warnings: Warning[] = [];
-  const all = lines(text);
-  for (let index = 0; index < all.length; index++) {
-    const line = all[index] as string;
-    if (line.trim() === '' || line.trim() === 'No devices found') continue;
+  const warnings = readOutput(text, source, 'a "<name>: <start> <length> <target> ..." line', (line) => {
     const segmentLine = TABLE_LINE_RE.exec(line) ?? EMPTY_TABLE_LINE_RE.exec(line);
-    if (segmentLine === null) {
-      warnings.push(
-        warn(source, index + 1, `not a "<name>: <start> <length> <target> ..." line: ${clip(line)}; skipped`),
-      );
-      continue;
-    }
+    if (segmentLine === null) return false;
     const name = segmentLine[1] ?? '';
     const segment = (segmentLine[2] ?? '').trim();
     const previous = tables.get(name);
     tables.set(name, previous === undefined ? segment : `${previous}\n${segment}`);
-  }
+    return true;
+  });
   return { tables, warnings };
 }
 
@@ -1332,7 +1340,8 @@ export interface LvLayout {
   device: string | null;
 }
 
-const count = (text: string | undefined) => (text !== undefined && /^\d+$/.test(text) ? Number(text) : null);
+/** A decimal number of lvs' or pvs' output, or null. */
+const decimal = (text: string | undefined) => (text !== undefined && /^\d+$/.test(text) ? Number(text) : null);
 
 /** One `lvs --segments` line (LVS_SEGMENTS_ARGS' fields), or null when it is not one. */
 function segmentLine(line: string): { layout: Omit<LvLayout, 'segments'>; segment: LvSegment } | null {
@@ -1340,7 +1349,7 @@ function segmentLine(line: string): { layout: Omit<LvLayout, 'segments'>; segmen
   if (f.length !== 18) return null;
   const [vg, rawLv, lvUuid, vgUuid, attr, extent, start, size, type, stripes, stripeSize] = f;
   const [, rangesText, thinId, pool, , major, minor] = f.slice(11);
-  const numbers = [extent, start, size, stripes, stripeSize].map(count);
+  const numbers = [extent, start, size, stripes, stripeSize].map(decimal);
   if (numbers.some((n) => n === null) || !vg || !rawLv || !type || !attr) return null;
   const ranges = (rangesText ?? '')
     .split(' ')
@@ -1348,7 +1357,7 @@ function segmentLine(line: string): { layout: Omit<LvLayout, 'segments'>; segmen
     .map((range) => /^(.+):(\d+)-(\d+)$/.exec(range));
   if (ranges.some((m) => m === null)) return null;
   const [extentSize, segStart, segSize, stripeCount, stripeSectors] = numbers as number[];
-  const device = count(major) !== null && count(minor) !== null ? `${major}:${minor}` : null;
+  const device = decimal(major) !== null && decimal(minor) !== null ? `${major}:${minor}` : null;
   const dmUuid = `LVM-${(vgUuid ?? '').replace(/-/g, '')}${(lvUuid ?? '').replace(/-/g, '')}`;
   return {
     layout: { vg, lv: rawLv.replace(/^\[(.*)\]$/, '$1'), dmUuid, attr, extentSize: extentSize as number, device },
@@ -1363,7 +1372,7 @@ function segmentLine(line: string): { layout: Omit<LvLayout, 'segments'>; segmen
         first: Number(m?.[2]),
         last: Number(m?.[3]),
       })),
-      thinId: count(thinId),
+      thinId: decimal(thinId),
       pool: pool || null,
     },
   };
@@ -1375,21 +1384,15 @@ export function parseLvsSegments(
   source: string = CAPTURE_FILES.lvsSegments,
 ): { layouts: Map<string, LvLayout>; warnings: Warning[] } {
   const layouts = new Map<string, LvLayout>();
-  const warnings: Warning[] = [];
-  const all = lines(text);
-  for (let index = 0; index < all.length; index++) {
-    const line = all[index] as string;
-    if (line.trim() === '') continue;
+  const warnings = readOutput(text, source, "an lvs --segments line of pve-dm's fields", (line) => {
     const parsed = segmentLine(line);
-    if (parsed === null) {
-      warnings.push(warn(source, index + 1, `not an lvs --segments line of pve-dm's fields: ${clip(line)}; skipped`));
-      continue;
-    }
+    if (parsed === null) return false;
     const key = lvKey(parsed.layout.vg, parsed.layout.lv);
     const known = layouts.get(key);
     if (known === undefined) layouts.set(key, { ...parsed.layout, segments: [parsed.segment] });
     else known.segments.push(parsed.segment);
-  }
+    return true;
+  });
   return { layouts, warnings };
 }
 
@@ -1399,18 +1402,13 @@ export function parsePvs(
   source: string = CAPTURE_FILES.pvs,
 ): { pvs: Map<string, { peStart: number; device: string }>; warnings: Warning[] } {
   const pvs = new Map<string, { peStart: number; device: string }>();
-  const warnings: Warning[] = [];
-  const all = lines(text);
-  for (let index = 0; index < all.length; index++) {
-    const line = all[index] as string;
-    if (line.trim() === '') continue;
+  const warnings = readOutput(text, source, "a pvs line of pve-dm's fields", (line) => {
     const [name, , , , peStart, major, minor, ...rest] = line.trim().split('|');
-    if (!name || rest.length > 0 || count(peStart) === null || count(major) === null || count(minor) === null) {
-      warnings.push(warn(source, index + 1, `not a pvs line of pve-dm's fields: ${clip(line)}; skipped`));
-      continue;
-    }
+    const numbers = [peStart, major, minor].map(decimal);
+    if (!name || rest.length > 0 || numbers.some((n) => n === null)) return false;
     pvs.set(name, { peStart: Number(peStart), device: `${major}:${minor}` });
-  }
+    return true;
+  });
   return { pvs, warnings };
 }
 
@@ -1487,24 +1485,15 @@ export function parsePoolStatus(
   source = CAPTURE_FILES.poolStatus,
 ): { pools: ByVolume<PoolStatus>; warnings: Warning[] } {
   const pools = new ByVolume<PoolStatus>();
-  const warnings: Warning[] = [];
-  const all = lines(text);
-  for (let index = 0; index < all.length; index++) {
-    const line = all[index] as string;
-    if (line.trim() === '' || line.trim() === 'No devices found') continue;
+  const what = `a thin pool's "<name>: <start> <length> thin-pool ..." line`;
+  const warnings = readOutput(text, source, what, (line) => {
     const [, name = '', segment = ''] = TABLE_LINE_RE.exec(line) ?? [];
     const split = splitLvmName(name);
     const pool = poolStatusOf(segment.replace(/^\d+ \d+ /, '').trim());
-    if (split === null || (split.layer !== '' && split.layer !== 'tpool') || pool === null)
-      warnings.push(
-        warn(
-          source,
-          index + 1,
-          `not a thin pool's "<name>: <start> <length> thin-pool ..." line: ${clip(line)}; skipped`,
-        ),
-      );
-    else pools.set(split.vg, split.lv, pool);
-  }
+    if (split === null || (split.layer !== '' && split.layer !== 'tpool') || pool === null) return false;
+    pools.set(split.vg, split.lv, pool);
+    return true;
+  });
   return { pools, warnings };
 }
 
