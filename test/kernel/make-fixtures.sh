@@ -46,6 +46,23 @@ part_tools() {
     return 0
 }
 
+# run_set SET GUEST_SCRIPT CHECK TOOLS: runs the guest script into $tmp/SET (TOOLS shared with the
+# guest and given as its second argument), and only when it wrote CHECK replaces $out/SET with it,
+# keeping $out/SET/README.md.
+run_set() {
+    local set=$1 script=$2 check=$3 tools=$4 rc=0
+    DMVM_SHARE=$tmp${tools:+:$tools} DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} \
+        "$here/dm-vm.sh" run "$here/$script" "$tmp/$set" ${tools:+"$tools"} || rc=$?
+    if [ "$rc" != 0 ] || ! [ -s "$tmp/$set/$check" ]; then
+        echo "make-fixtures: guest failed (rc=$rc); $out left unchanged" >&2
+        exit 1
+    fi
+    [ ! -f "$out/$set/README.md" ] || cp -p "$out/$set/README.md" "$tmp/$set/"
+    rm -rf "${out:?}/$set"
+    mv "$tmp/$set" "$out/"
+    echo "make-fixtures: wrote $out/$set" >&2
+}
+
 "$here/dm-vm.sh" setup
 tmp=$(mktemp -d "$out/.new.XXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -53,32 +70,15 @@ rc=0
 if [ $set_ = conflicts ]; then
     tools=$(part_tools)
     [ -n "$tools" ] || echo "make-fixtures: no kpartx/sfdisk; the guest makes the partition maps with dmsetup" >&2
-    DMVM_SHARE=$tmp${tools:+:$tools} DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} \
-        "$here/dm-vm.sh" run "$here/make-conflict-fixtures.guest.sh" "$tmp/conflicts" ${tools:+"$tools"} || rc=$?
-    if [ "$rc" != 0 ] || ! [ -s "$tmp/conflicts/conflicting/dmsetup-table.txt" ]; then
-        echo "make-fixtures: guest failed (rc=$rc); $out left unchanged" >&2
-        exit 1
-    fi
-    [ ! -f "$out/conflicts/README.md" ] || cp -p "$out/conflicts/README.md" "$tmp/conflicts/"
-    rm -rf "$out/conflicts"
-    mv "$tmp/conflicts" "$out/"
-    echo "make-fixtures: wrote $out/conflicts" >&2
+    run_set conflicts make-conflict-fixtures.guest.sh conflicting/dmsetup-table.txt "$tools"
     exit 0
 fi
 if [ $set_ = pools ]; then
     tools=$(thin_tools)
     [ -n "$tools" ] || echo "make-fixtures: no thin-provisioning-tools; repair scenarios skipped" >&2
     # ~1.2 GB of pool data lands in the guest's tmpfs
-    DMVM_SHARE=$tmp${tools:+:$tools} DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} DMVM_MEM=${DMVM_MEM:-3072} \
-        "$here/dm-vm.sh" run "$here/make-pool-fixtures.guest.sh" "$tmp/pools" ${tools:+"$tools"} || rc=$?
-    if [ "$rc" != 0 ] || ! [ -s "$tmp/pools/lvs.txt" ]; then
-        echo "make-fixtures: guest failed (rc=$rc); $out left unchanged" >&2
-        exit 1
-    fi
-    [ ! -f "$out/pools/README.md" ] || cp -p "$out/pools/README.md" "$tmp/pools/"
-    rm -rf "$out/pools"
-    mv "$tmp/pools" "$out/"
-    echo "make-fixtures: wrote $out/pools" >&2
+    export DMVM_MEM=${DMVM_MEM:-3072}
+    run_set pools make-pool-fixtures.guest.sh lvs.txt "$tools"
     exit 0
 fi
 DMVM_SHARE=$tmp DMVM_TIMEOUT=${DMVM_TIMEOUT:-900} \
