@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { classify, expectedTables, parse, parseDmsetupTable, parseLvsSegments, parsePvs, toJson } from '../pve-dm.ts';
+import { classify, expectedTable, parse, parseDmsetupTable, parseLvsSegments, parsePvs, splitLvmName, toJson } from '../pve-dm.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { capture, config, PROJECT, REAL, resultOf, runMain, SAMPLES, test } from './harness.ts';
 
@@ -31,12 +31,19 @@ test('lvs --segments and pvs give, for every plain, striped and thin LV, exactly
   const segments = parseLvsSegments(read('lvs-segments.txt'));
   const pvs = parsePvs(read('pvs.txt'));
   assert.equal([...segments.warnings, ...pvs.warnings], []);
-  const expected = expectedTables(segments.layouts, pvs.pvs);
+  const lvm = { lvs: segments.layouts, pvs: pvs.pvs };
   const kernel = parseDmsetupTable(read('dmsetup-table.txt')).tables;
   const info = read('dmsetup.txt').trim().split('\n').map((line) => line.split('|'));
-  const checked = info.filter(([, , , , , uuid]) => expected.has(uuid as string));
+  const checked = info.flatMap(([name = '', , , , , uuid = '']) => {
+    const split = splitLvmName(name);
+    const expected = split === null || split.layer !== '' ? null : expectedTable(lvm, split.vg, split.lv, uuid);
+    return expected === null ? [] : [{ name, expected }];
+  });
   assert.ok(checked.length >= 12, `linear over two PVs, striped, thin volumes, root and swap: ${checked.length}`);
-  for (const [name, , , , , uuid] of checked) assert.is(expected.get(uuid as string), kernel.get(name as string), name);
+  for (const { name, expected } of checked) assert.is(expected, kernel.get(name), name);
+  const other = 'LVM-' + '0'.repeat(64);
+  assert.ok(checked.some(({ name }) => name === 'pve-root'));
+  assert.is(expectedTable(lvm, 'pve', 'root', other), null, 'a device of another uuid is another LV: not checked');
   // The striped one, worked out in test/fixtures/real/conflicts/README.md.
   assert.is(kernel.get('san01-vm--202--disk--0'), '0 65536 striped 2 128 7:1 83968 7:2 34816');
   assert.equal(verdicts('consistent'), {});

@@ -1,6 +1,6 @@
 // `npm run bench [-- --runs N --sizes 50,500,5000 --against REV]`: generated captures
 // (test/tools/gen-capture.ts) analysed as cron would, whole process and stage by stage, against the
-// targets of issue 5; with --against, the bundle of git revision REV and this one on the largest
+// targets of issue 5, and what the stale-table check of issue 19 adds; with --against, the bundle of git revision REV and this one on the largest
 // capture, run by run in turn. Measures; never asserts speed in a test.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
@@ -75,6 +75,7 @@ for (const guests of sizes) {
       rows.push({ guests, entries: generated.expected.entries, launcher, report, ms: median(ms), fastest: Math.min(...ms), slowest: Math.max(...ms), rssMiB: Math.max(...samples.map((s) => s.rssMiB)) });
     }
   }
+  if (guests === Math.max(...sizes)) await writeCapture(`${capture}-unchecked`, { ...generated.capture, lvsSegments: null, pvs: null });
   const stageSamples = Array.from({ length: runs }, () => {
     const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/tools/stage-times.ts'), capture], { encoding: 'utf8', cwd: ROOT });
     return JSON.parse(child.stdout) as Record<string, number>;
@@ -109,6 +110,26 @@ function against(rev: string, capture: string): string {
   }
 }
 
+/**
+ * What the stale-table check costs (issue 19): the same capture with and without lvs --segments and
+ * pvs (two more processes in discovery, about 3 MB more to read at 5,000 guests), run by run in turn.
+ */
+function staleTableCost(capture: string): string {
+  const [without, withFiles]: { ms: number; rssMiB: number }[][] = [[], []];
+  for (let i = 0; i < runs * 2; i++) {
+    const args = [bundle, '--root', i % 2 === 0 ? `${capture}-unchecked` : capture, '--report-only', '--json', '--no-plugins'];
+    (i % 2 === 0 ? without : withFiles).push(timeProcess(args));
+  }
+  const ms = (samples: { ms: number }[]) => median(samples.map((s) => s.ms));
+  const rss = (samples: { rssMiB: number }[]) => Math.max(...samples.map((s) => s.rssMiB));
+  const ratios = withFiles.map((s, i) => s.ms / (without[i]?.ms ?? NaN));
+  return (
+    `${path.basename(capture)}, JSON, ${runs} runs each in turn: without lvs-segments.txt and pvs.txt ` +
+    `${ms(without).toFixed(0)} ms, ${rss(without).toFixed(0)} MiB; with them (every table checked) ` +
+    `${ms(withFiles).toFixed(0)} ms, ${rss(withFiles).toFixed(0)} MiB; median ratio ${median(ratios).toFixed(3)}\n`
+  );
+}
+
 const pad = (cells: (string | number)[], widths: number[]) => cells.map((cell, i) => String(cell)[i < 2 ? 'padStart' : 'padEnd'](widths[i] ?? 0)).join('  ');
 // The runs' spread beside the median: this machine's speed varies from minute to minute.
 const widths = [7, 7, 28, 12, 14, 18, 13, 14];
@@ -137,6 +158,7 @@ const targets: [string, boolean | null][] = [
   [`HTML report for ${largest} guests rendered and validated: ${(stageRows.find((s) => s.guests === largest)?.stages.html ?? NaN).toFixed(0)} ms < 2,000 ms`, (stageRows.find((s) => s.guests === largest)?.stages.html ?? Infinity) < 2000],
 ];
 process.stdout.write(`\nTargets:\n${targets.map(([text, met]) => `  ${met === null ? 'n/a   ' : met ? 'met   ' : 'MISSED'}  ${text}`).join('\n')}\n`);
+process.stdout.write(`\nThe stale-table check:\n  ${staleTableCost(path.join(work, `guests-${largest}`))}`);
 if (values.against !== undefined)
   process.stdout.write(`\nAgainst an older bundle:\n  ${against(values.against, path.join(work, `guests-${largest}`))}`);
 process.exitCode = targets.every(([, met]) => met !== false) ? 0 : 1;
