@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import * as assert from 'uvu/assert';
 import { CLI_COMMANDS, CLI_OPTIONS, parseCli, parseSettingsFile, VERSION } from '../pve-dm.ts';
-import { buildDeb, packageVersion, roff } from './tools/deb.ts';
+import { buildDeb, GUARD_HOOKSCRIPT, packageVersion, PACKAGE_SOURCES, roff } from './tools/deb.ts';
 import { PROJECT, tempDir, test } from './harness.ts';
 
 // The version of package.json, whatever the shell says (the tier sets it for its upgrade).
@@ -58,6 +58,7 @@ test('control: name, version of package.json, all, the dependencies, section, de
   const description = field('Description').split('\n');
   assert.match(description[0] ?? '', /^find and safely clear stale device-mapper entries/);
   assert.ok(description.length > 5 && description.every((line) => line.length <= 80), description.join('\n'));
+  // The guard hookscript is not one (test/tools/deb.ts says why): dpkg replaces it on upgrade.
   assert.is(await text('DEBIAN/conffiles'), '/etc/pve-dm/pve-dm.conf\n');
 });
 
@@ -82,6 +83,8 @@ test('the files, each with its mode and owned by root; contents lists what dpkg-
     '/usr/share/doc/pve-dm/copyright': 0o644,
     '/usr/share/doc/pve-dm/changelog.gz': 0o644,
     '/usr/share/doc/pve-dm/examples/pve-dm.cron': 0o644,
+    '/var/lib/vz/snippets/pve-dm-guard': 0o755,
+    '/usr/share/doc/pve-dm/examples/pve-dm-guard': 0o644,
     '/usr/share/doc/pve-dm/samples/multi-pool/etc/pve/storage.cfg': 0o644,
     '/usr/share/lintian/overrides/pve-dm': 0o644,
   };
@@ -100,7 +103,8 @@ test('the files, each with its mode and owned by root; contents lists what dpkg-
   // Nothing but the package's own places (no stray build file, no project folder).
   const places = ['/etc/pve-dm/', '/usr/lib/pve-dm/', '/usr/sbin/pve-dm', '/var/lib/pve-dm/',
     '/usr/lib/systemd/system/pve-dm.', '/usr/share/man/man8/pve-dm.8.gz',
-    '/usr/share/bash-completion/completions/pve-dm', '/usr/share/doc/pve-dm/', '/usr/share/lintian/overrides/pve-dm'];
+    '/usr/share/bash-completion/completions/pve-dm', '/usr/share/doc/pve-dm/', '/usr/share/lintian/overrides/pve-dm',
+    GUARD_HOOKSCRIPT];
   for (const name of held.keys()) assert.ok(name.endsWith('/') || places.some((place) => name.startsWith(place)), name);
   // The sample is whole: what pve-dm reads from it is there, byte for byte.
   const sample = path.join(PROJECT, 'samples', 'multi-pool');
@@ -132,7 +136,8 @@ test('the man page names every option and command of the table, and has the sect
   for (const section of required) assert.ok(sections.includes(section), section);
   assert.match(man, /^\.TH PVE\\-DM 8 /m);
   const files = ['/etc/pve-dm/pve-dm.conf', '/etc/pve-dm/plugins/', '/usr/lib/pve-dm/plugins/',
-    '/var/lib/pve-dm/journal.jsonl', '/var/lib/pve-dm/notify-state.json', '/var/lib/pve-dm/reports/'];
+    '/var/lib/pve-dm/journal.jsonl', '/var/lib/pve-dm/notify-state.json', '/var/lib/pve-dm/reports/',
+    '/var/lib/vz/snippets/pve-dm-guard'];
   for (const file of files) assert.ok(man.includes(`.TP\n\\fI${roff(file)}\\fR`), file);
   for (const code of ['0', '1', '2', '3']) assert.ok(man.includes(`.TP\n${bold(code)}\n`), `exit status ${code}`);
   for (const page of ['dmsetup (8)', 'lvm (8)', 'qm (1)', 'pct (1)']) assert.ok(man.includes(`.BR ${page}`), page);
@@ -227,6 +232,42 @@ test('the launcher runs the packaged bundle with a real node', async () => {
   assert.is(run.status, 0, run.stderr);
   assert.ok(run.stdout.includes(VERSION), run.stdout);
 }, 30_000);
+
+test('the guard hookscript: the source file byte for byte, one line that runs the installed command', async () => {
+  assert.is(GUARD_HOOKSCRIPT, '/var/lib/vz/snippets/pve-dm-guard');
+  const source = readFileSync(path.join(PACKAGE_SOURCES, 'pve-dm-guard'));
+  assert.ok((await read(GUARD_HOOKSCRIPT)).equals(source), 'as test/deb/package/pve-dm-guard');
+  assert.ok((await read('/usr/share/doc/pve-dm/examples/pve-dm-guard')).equals(source), 'the example is the same');
+  // Its code, comments aside: the shebang Proxmox's exec needs, and the launcher the package installs.
+  const code = source.toString('utf8').split('\n').filter((line, index) => index === 0 || !/^\s*(#|$)/.test(line));
+  assert.equal(code, ['#!/bin/sh', 'exec /usr/sbin/pve-dm guard "$1" "$2"']);
+  assert.is(listing(dpkgDeb(['--contents', (await built).file])).get('/usr/sbin/pve-dm')?.mode, 0o755);
+  // Not a conffile, so dpkg keeps its sum and --verify sees an edit.
+  assert.match(await text('DEBIAN/md5sums'), /^[0-9a-f]{32} {2}var\/lib\/vz\/snippets\/pve-dm-guard$/m);
+});
+
+test('the guard hookscript as Proxmox runs it (SCRIPT VMID PHASE): arguments and exit code passed on', async () => {
+  const installed = await text(GUARD_HOOKSCRIPT);
+  // The same script, its command a stand-in that prints what it was given and exits as told.
+  const dir = tempDir();
+  const standIn = path.join(dir, 'pve-dm');
+  writeFileSync(standIn, '#!/bin/sh\nprintf \'arg:%s\\n\' "$@"\nexit "${PVE_DM_TEST_EXIT:-0}"\n');
+  chmodSync(standIn, 0o755);
+  const hook = path.join(dir, 'pve-dm-guard');
+  writeFileSync(hook, installed.replace('exec /usr/sbin/pve-dm ', `exec ${standIn} `));
+  chmodSync(hook, 0o755);
+  assert.ok(readFileSync(hook, 'utf8').includes(`exec ${standIn} guard`));
+  for (const [phase, exit] of [['pre-start', 1], ['pre-start', 0], ['post-start', 0], ['post-stop', 0]] as const) {
+    // Executed directly, as Proxmox's run_command does: the shebang and the mode are what run it.
+    const run = spawnSync(hook, ['171', phase], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin',
+      PVE_DM_TEST_EXIT: String(exit) } });
+    assert.is(run.status, exit, `${phase}: ${run.stderr}`);
+    assert.is(run.stdout, `arg:guard\narg:171\narg:${phase}\n`, phase);
+  }
+  // A third argument (none from Proxmox) is not passed on: guard takes the VMID and the phase.
+  const extra = spawnSync(hook, ['171', 'pre-start', '--yes'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+  assert.is(extra.stdout, 'arg:guard\narg:171\narg:pre-start\n');
+});
 
 /** A unit file's values of a key, continuation lines (a trailing backslash) joined. */
 const unitValues = (unit: string, key: string) =>

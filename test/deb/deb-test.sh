@@ -2,7 +2,8 @@
 # npm run test:deb: the Debian package's proof tier (as root). It builds the package (npm run deb),
 # runs lintian on it, then installs it on a clean Debian 12 made by debootstrap from
 # deb.debian.org, in a chroot: Debian's own nodejs, lvm2 and dmsetup come with it; pve-dm runs
-# there on the packaged sample; the units verify; the timer is not enabled; an edited
+# there on the packaged sample; its guard hookscript runs as Proxmox runs it, on a node of stand-ins
+# made from that sample; the units verify; the timer is not enabled; an edited
 # configuration, an administrator's plugin and the journal survive a reinstall, an upgrade and
 # a remove; purge leaves nothing of pve-dm. Every check prints `ok - ...` or `not ok - ...`, and the
 # last line is `N passed, N failed` (.ci/run adds it up).
@@ -238,6 +239,128 @@ install_and_run() {
             (! grep .)"
 }
 
+# ─── The guard hookscript ───────────────────────────────────────────────────────────────────────
+
+hook=/var/lib/vz/snippets/pve-dm-guard
+sample=/usr/share/doc/pve-dm/samples/multi-pool
+guard_node=$(cat "$project/samples/multi-pool/hostname")
+
+# A command in the chroot as Proxmox runs a hookscript, on the host name of the sample's node (a UTS
+# namespace of its own). Its PATH has the stand-ins of /tmp/guard/bin and no sbin folder: whatever
+# pve-dm asks for, the host's own dmsetup and LVM are never found, and never look at its devices.
+as_hook() {
+    unshare --uts -- sh -c 'hostname "$0" && exec "$@"' "$guard_node" chroot "$root" /usr/bin/env -i \
+        HOME=/root LANG=C.UTF-8 PATH=/tmp/guard/bin:/usr/bin:/bin "$@"
+}
+
+# Runs the hookscript as Proxmox does (the file itself, given the VMID and the phase), then
+# `pve-dm guard` with the same two: each must exit `code`, print what matches `pattern` (an empty
+# pattern: nothing at all), and both the same.
+hook_run() {
+    local what=$1 code=$2 pattern=$3 vmid=$4 phase=$5 status=0 direct=0
+    as_hook "$hook" "$vmid" "$phase" >"$work/hook.out" 2>&1 || status=$?
+    as_hook /usr/sbin/pve-dm guard "$vmid" "$phase" >"$work/guard.out" 2>&1 || direct=$?
+    if [ "$status" = "$code" ] && [ "$direct" = "$code" ] && cmp -s "$work/hook.out" "$work/guard.out" &&
+        if [ -z "$pattern" ]; then [ ! -s "$work/hook.out" ]; else grep -Eq -- "$pattern" "$work/hook.out"; fi; then
+        ok "$what"
+    else
+        not_ok "$what (hookscript: exit $status, pve-dm guard: exit $direct; expected $code and /$pattern/)"
+        sed 's/^/    | hookscript: /' "$work/hook.out" | tail -n 10
+        sed 's/^/    | pve-dm guard: /' "$work/guard.out" | tail -n 10
+    fi
+}
+
+# The stand-ins print what the packaged sample recorded (the arguments are pve-dm's own: DM_INFO_ARGS...);
+# asked anything else, they fail and say so. qm and pct only record what they were asked.
+guard_stand_ins() {
+    mkdir -p "$root/tmp/guard/bin"
+    cat >"$root/tmp/guard/bin/dmsetup" <<STUB
+#!/bin/sh
+case " \$* " in
+    *" info "*) exec cat $sample/dmsetup.txt ;;
+    *" table "*) exec cat $sample/dmsetup-table.txt ;;
+    *" status "*) exit 0 ;;
+esac
+echo "dmsetup stand-in: \$*: not a command the guard may give" | tee -a /tmp/guard/refused >&2
+exit 1
+STUB
+    cat >"$root/tmp/guard/bin/lvs" <<STUB
+#!/bin/sh
+case " \$* " in *" --segments "*) exit 0 ;; esac
+exec cat $sample/lvs.txt
+STUB
+    printf '#!/bin/sh\nexit 0\n' >"$root/tmp/guard/bin/pvs"
+    printf '#!/bin/sh\necho "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-9-pve)"\n' \
+        >"$root/tmp/guard/bin/pveversion"
+    local tool
+    for tool in qm pct; do
+        printf '#!/bin/sh\necho "%s $*" >>/tmp/guard/calls\n' "$tool" >"$root/tmp/guard/bin/$tool"
+    done
+    chmod 755 "$root"/tmp/guard/bin/*
+}
+
+# The README's loop that gives every guest of this node the guard (the ```sh block that has it).
+readme_loop() {
+    awk '/^```sh$/ { block = ""; inside = 1; next }
+        /^```$/ && inside { if (block ~ /for conf in \/etc\/pve\/local\//) printf "%s", block; inside = 0; next }
+        inside { block = block $0 "\n" }' "$project/README.md"
+}
+
+guard_hookscript() {
+    phase "the guard hookscript"
+    expect "$hook is 0755 root:root" 0 '^755 root:root$' mode_of "$hook"
+    check "$hook is test/deb/package/pve-dm-guard, byte for byte" cmp "$root$hook" test/deb/package/pve-dm-guard
+    check "and so is /usr/share/doc/pve-dm/examples/pve-dm-guard" \
+        cmp "$root/usr/share/doc/pve-dm/examples/pve-dm-guard" test/deb/package/pve-dm-guard
+    check "its code is one line: exec /usr/sbin/pve-dm guard \"\$1\" \"\$2\"" sh -c "
+        [ \"\$(grep -v -e '^#' -e '^\$' '$root$hook')\" = 'exec /usr/sbin/pve-dm guard \"\$1\" \"\$2\"' ] &&
+        [ \"\$(head -n 1 '$root$hook')\" = '#!/bin/sh' ]"
+    expect "dpkg -L pve-dm lists $hook" 0 "^${hook}\$" in_root dpkg -L pve-dm
+    expect "dpkg -S $hook: pve-dm's" 0 "^pve-dm: ${hook}\$" in_root dpkg -S "$hook"
+    # dpkg replaces it on upgrade (test/tools/deb.ts says why); its one conffile is the settings file.
+    check "it is not a conffile: dpkg's only one is /etc/pve-dm/pve-dm.conf" sh -c "
+        [ \"\$(chroot '$root' dpkg-query -W -f='\${Conffiles}' pve-dm | awk 'NF { print \$1 }')\" = \
+            /etc/pve-dm/pve-dm.conf ]"
+    check "dpkg --verify pve-dm: every file as packaged" sh -c "chroot '$root' dpkg --verify pve-dm | (! grep .)"
+    guard_stand_ins
+    # Proxmox calls it at every phase: all but pre-start pass without looking.
+    hook_run "$hook 100 post-start: exit 0, nothing printed" 0 '' 100 post-start
+    hook_run "$hook 100 post-stop: exit 0, nothing printed" 0 '' 100 post-stop
+    # This root is no Proxmox VE node (no /etc/pve): the guard cannot check, and lets the guest start.
+    hook_run "$hook 100 pre-start, on a root that is no node: exit 0, it may start, as pve-dm guard" 0 \
+        '^pve-dm guard: could not check VMID 100 \(/etc/pve/storage\.cfg is missing.*\); it may start$' 100 pre-start
+    # The sample's node: its /etc/pve, its name, its dmsetup and lvs output from the stand-ins.
+    cp -a "$root$sample/etc/pve" "$root/etc/pve"
+    hook_run "$hook 171 pre-start on the sample's node: exit 1, refused, as pve-dm guard" 1 \
+        '^pve-dm guard: VM 171 must not start: rescue171 \(duplicate-table\); dmsetup remove rescue171 ' 171 pre-start
+    hook_run "$hook 169 pre-start: exit 1, refused (a duplicate)" 1 \
+        '^pve-dm guard: VM 169 must not start: ssd--ha01-vm--169--disk--0-dup \(duplicate-name\)' 169 pre-start
+    hook_run "$hook 119 pre-start: a clean guest starts (exit 0, nothing printed)" 0 '' 119 pre-start
+    hook_run "$hook 171 post-start: exit 0 (only pre-start refuses)" 0 '' 171 post-start
+    check "the guard asked the stand-ins for nothing else" absent /tmp/guard/refused
+    # The README's loop for every guest of the node: a guest with another hookscript keeps it and
+    # is named, one with the guard already is left alone, a snapshot's hookscript is not the guest's.
+    ln -s nodes/"$guard_node" "$root/etc/pve/local"
+    local guests=$root/etc/pve/nodes/$guard_node
+    echo 'hookscript: local:snippets/other-hook' >>"$guests/qemu-server/113.conf"
+    echo 'hookscript: local:snippets/pve-dm-guard' >>"$guests/qemu-server/119.conf"
+    printf '\n[before-upgrade]\nhookscript: local:snippets/old-hook\n' >>"$guests/qemu-server/170.conf"
+    mkdir "$guests/lxc"
+    printf 'arch: amd64\nhostname: ct300\nrootfs: local-lvm:vm-300-disk-0,size=8G\n' >"$guests/lxc/300.conf"
+    readme_loop >"$root/tmp/guard/loop.sh"
+    check "the README has the loop for every guest ($(wc -l <"$root/tmp/guard/loop.sh") lines)" \
+        grep -q 'hookscript' "$root/tmp/guard/loop.sh"
+    expect "the README's loop names the guest that keeps another hookscript" 0 \
+        '113.*local:snippets/other-hook' as_hook sh -eu /tmp/guard/loop.sh
+    check "and sets the guard on the others, VMs with qm, containers with pct" diff -u - "$root/tmp/guard/calls" <<CALLS
+qm set 169 --hookscript local:snippets/pve-dm-guard
+qm set 170 --hookscript local:snippets/pve-dm-guard
+qm set 171 --hookscript local:snippets/pve-dm-guard
+pct set 300 --hookscript local:snippets/pve-dm-guard
+CALLS
+    rm -rf "$root/etc/pve" "$root/tmp/guard"
+}
+
 units() {
     phase "systemd units"
     # Offline, as in an image build: systemd-analyze loads the units with a manager of its own (no
@@ -285,14 +408,15 @@ reinstall_upgrade_remove() {
     expect "pve-dm ${upgrade_version} is installed" 0 "^${upgrade_version//+/\\+}\$" \
         in_root dpkg-query -W -f='${Version}\n' pve-dm
     kept "upgrade"
+    expect "upgrade: the hookscript is the new package's, 0755 root:root" 0 '^755 root:root$' mode_of "$hook"
     expect "upgrade: the timer the administrator enabled stays enabled" 0 '^enabled$' \
         in_root systemctl is-enabled pve-dm.timer
     expect "upgrade: pve-dm still runs the sample" 2 'Grade F' \
         in_root pve-dm --root /usr/share/doc/pve-dm/samples/multi-pool --report-only --no-color
     phase "remove"
     check "apt-get remove pve-dm" in_root apt-get remove -y pve-dm
-    check "remove: /usr/sbin/pve-dm and /usr/lib/pve-dm are gone" sh -c "
-        [ ! -e '$root/usr/sbin/pve-dm' ] && [ ! -e '$root/usr/lib/pve-dm' ]"
+    check "remove: /usr/sbin/pve-dm, /usr/lib/pve-dm and the hookscript are gone" sh -c "
+        [ ! -e '$root/usr/sbin/pve-dm' ] && [ ! -e '$root/usr/lib/pve-dm' ] && [ ! -e '$root$hook' ]"
     kept "remove"
     expect "remove: dpkg keeps pve-dm's configuration files" 0 '^deinstall ok config-files$' \
         in_root dpkg-query -W -f='${Status}\n' pve-dm
@@ -306,7 +430,7 @@ purge() {
     for place in /etc/pve-dm /var/lib/pve-dm /usr/lib/pve-dm /usr/sbin/pve-dm /usr/share/doc/pve-dm \
         /usr/lib/systemd/system/pve-dm.service /usr/lib/systemd/system/pve-dm.timer \
         /etc/systemd/system/timers.target.wants/pve-dm.timer \
-        /var/lib/systemd/deb-systemd-helper-enabled/pve-dm.timer.dsh-also; do
+        /var/lib/systemd/deb-systemd-helper-enabled/pve-dm.timer.dsh-also "$hook" /var/lib/vz; do
         check "purge: $place is gone" absent "$place"
     done
     file_list >"$work/after.txt"
@@ -329,6 +453,7 @@ if build; then
     if setup_root; then
         ok "a clean Debian 12 root ($(cat "$root/etc/debian_version"))"
         install_and_run
+        guard_hookscript
         units
         administrator
         reinstall_upgrade_remove

@@ -1,11 +1,12 @@
 // `npm run deb`: dist/pve-dm_<version>_all.deb, the Debian package, built with dpkg-deb alone (no
 // debhelper, no network): the bundle of `npm run build` in /usr/lib/pve-dm, a launcher in
-// /usr/sbin, the configuration in /etc/pve-dm, the systemd units (not enabled), a man page and a
-// bash completion. The man page and the completion are written here from CLI_OPTIONS and
-// CLI_COMMANDS, the table --help is printed from, so that none of the three can say something the
-// others do not. The hand-written files (launcher, units, maintainer scripts, configuration
-// template) are in test/deb/package/; test/deb.test.ts checks the package, test/deb/deb-test.sh
-// installs it on a clean Debian 12.
+// /usr/sbin, the configuration in /etc/pve-dm, the systemd units (not enabled), the guard
+// hookscript in /var/lib/vz/snippets, a man page and a bash completion. The man page and the
+// completion are written here from CLI_OPTIONS and CLI_COMMANDS, the table --help is printed from,
+// so that none of the three can say something the others do not. The hand-written files
+// (launcher, units, hookscript, maintainer scripts, configuration template) are in
+// test/deb/package/; test/deb.test.ts checks the package, test/deb/deb-test.sh installs it on a
+// clean Debian 12.
 //
 // PVE_DM_DEB_VERSION overrides package.json's version (the tier builds a higher one to upgrade to),
 // PVE_DM_DEB_MAINTAINER the Maintainer field, SOURCE_DATE_EPOCH every timestamp (default: the last
@@ -29,6 +30,8 @@ const PACKAGE = 'pve-dm';
 const DOC = `/usr/share/doc/${PACKAGE}`;
 /** The paths the installed pve-dm uses (pve-dm.ts: pathsFor), for the help texts of the man page. */
 const INSTALLED_PATHS = pathsFor(PACKAGE_DIR);
+/** The guard hookscript: the snippets folder of Proxmox's default `local` storage (path /var/lib/vz). */
+export const GUARD_HOOKSCRIPT = '/var/lib/vz/snippets/pve-dm-guard';
 
 // ─── What goes into the package ──────────────────────────────────────────────────────────────
 
@@ -153,6 +156,8 @@ const FILES: [string, string][] = [
   [`${INSTALLED_PATHS.reports}/`, 'the HTML reports of console runs (--keep-reports).'],
   ['/usr/lib/systemd/system/pve-dm.service, pve-dm.timer', 'a daily report-only run, not enabled by the package: ' +
     'systemctl enable --now pve-dm.timer.'],
+  [GUARD_HOOKSCRIPT, 'the guard as a hookscript (pve-dm guard VMID PHASE), for ' +
+    'qm set VMID --hookscript local:snippets/pve-dm-guard (pct set for a container); replaced on upgrade.'],
   [`${DOC}/samples/multi-pool/`, 'a recorded node to try pve-dm on: pve-dm --root ' +
     `${DOC}/samples/multi-pool --report-only (it has duplicates: grade F, exit status 2).`],
 ];
@@ -555,6 +560,15 @@ async function writeTree(tree: Tree, version: string, who: string, date: Date): 
   tree.file(`${DOC}/copyright`, await copyrightFile(date));
   tree.file(`${DOC}/changelog.gz`, gzip(changelog(version, who, date)));
   tree.copy(`${DOC}/examples/pve-dm.cron`, source('pve-dm.cron'));
+  // The guard as a hookscript, where Proxmox's default `local` storage keeps its snippets
+  // (`qm set VMID --hookscript local:snippets/pve-dm-guard`), and a copy beside the cron example
+  // for snippets on another storage. Not a conffile, on purpose: policy 10.7.2 keeps conffiles in
+  // /etc (lintian's error non-etc-file-marked-as-conffile), and it holds no setting, only the one
+  // line that runs /usr/sbin/pve-dm guard, as much the package's as the launcher is. dpkg replaces
+  // it on upgrade and keeps its sum in md5sums (dpkg --verify sees an edit); a hook of the
+  // administrator's own is a copy under another name, which no upgrade touches.
+  tree.copy(GUARD_HOOKSCRIPT, source('pve-dm-guard'), 0o755);
+  tree.copy(`${DOC}/examples/pve-dm-guard`, source('pve-dm-guard'));
   copyTree(path.join(ROOT, 'samples', 'multi-pool'), path.join(tree.stage, DOC, 'samples', 'multi-pool'));
   tree.add(`${DOC}/samples/multi-pool`);
   tree.copy(`/usr/share/lintian/overrides/${PACKAGE}`, source('lintian-overrides'));
