@@ -2296,8 +2296,12 @@ export interface Classified {
   holders: readonly string[];
   /** In a cluster's result: the node whose dm entry this is (its name stays the dm name). */
   node?: string;
-  /** For a stale table: what LVM's metadata says the table should be, and the kernel's. */
-  conflict?: { expected: string; actual: string };
+  /**
+   * A conflict's details. A stale table: what LVM's metadata says the table should be, and the
+   * kernel's. A device stacked on a guest volume: the guest's own VG it belongs to (active on the
+   * host), or null (a kpartx partition, another mapping).
+   */
+  conflict?: { expected: string; actual: string } | { guestVg: string | null };
 }
 
 export interface DuplicateSet {
@@ -2708,7 +2712,7 @@ function staleTable({ j, entry, id, owner, base }: GuestVolumeCase): Classified 
   const label = guestLabel(owner, typeOf(j, owner));
   const lock = j.locks.get(owner) ?? null;
   const runs = j.state.running?.has(owner) ?? false;
-  const refresh = shellLine(['lvchange', '--refresh', `${id.vg}/${id.lv}`]);
+  const refresh = shellLine(refreshArgv(id.vg, id.lv));
   const advice = runs
     ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to other ` +
       `blocks mid-write), check its data, then ${refresh}; what was written through the old table stays where it went`
@@ -2868,8 +2872,7 @@ function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Cla
   const guestVg = holder.vg !== null && !j.storageVgs.has(holder.vg) ? holder.vg : null;
   const command =
     guestVg !== null
-      ? // LVM skips PVs on LVs by default (scan_lvs): its vgchange would not find the guest's VG otherwise.
-        shellLine(['vgchange', '--config', 'devices { scan_lvs = 1 }', '-an', guestVg])
+      ? shellLine(guestVgOffArgv(guestVg))
       : holder.vg !== null && holder.lv !== null
         ? shellLine(['lvchange', '-an', `${holder.vg}/${holder.lv}`])
         : dmRemoveText(holder.name);
@@ -2897,8 +2900,18 @@ function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Cla
     relatedTo: volume.name,
     remedy: holder.open > 0 || volume.lock !== null ? null : command,
     advice,
+    conflict: { guestVg },
   };
 }
+
+/** lvchange(8) --refresh: the LV's table loaded again from LVM's metadata (the stale-table remedy). */
+const refreshArgv = (vg: string, lv: string) => ['lvchange', '--refresh', `${vg}/${lv}`];
+
+/**
+ * A guest's own VG taken off the host, all its LVs and only its: LVM skips PVs on LVs by default
+ * (lvm.conf scan_lvs), and would not find the VG without it (shown on a real kernel).
+ */
+const guestVgOffArgv = (vg: string) => ['vgchange', '--config', 'devices { scan_lvs = 1 }', '-an', vg];
 
 /** The `major:minor` devices a table maps (`linear 252:3 0`, `thin 252:2 7`, a multipath's paths...). */
 const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
@@ -5328,13 +5341,16 @@ async function renderValidatedHtml(result: Result): Promise<string> {
 // ============================================================================================
 // Stage 6: cleanup. The stage plans; `executeCleanup` carries a plan out through the one runner,
 // under Proxmox's own guest locks, re-checking each entry right before it acts, journalling
-// each removal first. Removing means deactivating: no LV is ever removed.
+// each action first. Removing means deactivating: no LV is ever removed. A conflict gets its own
+// remedy: a stale table is refreshed from LVM's metadata, a device stacked on a guest disk goes.
 // ============================================================================================
 
 export type ProblemStatus = 'duplicate' | 'tombstone';
+/** What cleanup acts on: a problem it removes, or a conflict it fixes with the conflict's remedy. */
+export type CleanupStatus = 'conflict' | ProblemStatus;
 
 export interface CleanupSelection {
-  only: 'duplicates' | 'tombstones' | null;
+  only: 'conflicts' | 'duplicates' | 'tombstones' | null;
   vmids: number[];
   names: string[];
 }
@@ -5344,11 +5360,11 @@ export const SELECT_ALL: CleanupSelection = { only: null, vmids: [], names: [] }
 export interface PlannedAction {
   name: string;
   uuid: string;
-  status: ProblemStatus;
+  status: CleanupStatus;
   reason: Reason;
   vmid: number | null;
   open: number;
-  /** `lvchange -an VG/LV` for an LV LVM knows, else `dmsetup remove NAME`. */
+  /** cleanupCommand: a conflict's remedy, else `lvchange -an VG/LV` for an LV LVM knows, else `dmsetup remove NAME`. */
   command: string[];
   /** Why the entry must not be touched now; null when it may. */
   blockedBy: string | null;
@@ -5366,7 +5382,11 @@ function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>,
   const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
   if (entry.open > goingFirst) return `open ${entry.open} time(s)`;
   if (entry.lock) return `${guestLabel(entry.vmid ?? 0, entry.guestType)} is locked (${entry.lock})`;
-  if (guest?.running && entry.status === 'tombstone') return `${guestLabel(guest.vmid, guest.type)} is running`;
+  const refreshes = entry.reason === 'stale-table';
+  if (guest?.running && (entry.status === 'tombstone' || refreshes))
+    return `${guestLabel(guest.vmid, guest.type)} is running`;
+  // A conflict no command may touch now (its advice says why and what to do).
+  if (entry.status === 'conflict' && entry.remedy === null) return 'no command is safe now: see its advice';
   return null;
 }
 
@@ -5378,7 +5398,26 @@ const isProblem = (entry: Classified): entry is Classified & { status: 'conflict
 const isRemovable = (entry: Classified): entry is Classified & { status: ProblemStatus } =>
   entry.status === 'duplicate' || entry.status === 'tombstone';
 
-/** Duplicates first, then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry. */
+/**
+ * What cleanup runs for an entry: a conflict's remedy as its verdict printed it (the stale table
+ * refreshed; the guest's VG taken off the host as a whole), else the removal.
+ */
+export function cleanupCommand(entry: Classified): string[] {
+  if (entry.reason === 'stale-table' && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
+  const guestVg = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict.guestVg : null;
+  return guestVg === null ? removalCommand(entry) : guestVgOffArgv(guestVg);
+}
+
+/** A command that takes several entries away at once (a guest's VG): cleanup journals each first. */
+const takesSeveral = (command: readonly string[]) => command[0] === 'vgchange';
+
+/** Where a problem goes in a plan: conflicts, then duplicates, then tombstones. */
+const CLEANUP_RANK: Record<CleanupStatus, number> = { conflict: 0, duplicate: 1, tombstone: 2 };
+
+/**
+ * Conflicts first (the devices stacked on guest disks before the stale tables), then duplicates,
+ * then tombstones; a partition before its parent. Never a valid, ignored or unjudged entry.
+ */
 export function planCleanup(result: Result, selection: CleanupSelection = SELECT_ALL): CleanupPlan {
   const guests = new Map(result.guests.map((guest) => [guest.vmid, guest]));
   const byName = new Map(result.entries.map((entry) => [entry.name, entry]));
@@ -5387,31 +5426,49 @@ export function planCleanup(result: Result, selection: CleanupSelection = SELECT
     entry.reason === 'partition-of-problem' && entry.relatedTo !== null
       ? (byName.get(entry.relatedTo) ?? entry)
       : entry;
+  const rank = (entry: Classified) => CLEANUP_RANK[parentOf(entry).status as CleanupStatus] ?? CLEANUP_RANK.tombstone;
   const order = (entry: Classified) =>
-    (parentOf(entry).status === 'duplicate' ? 0 : 2) + (entry.reason === 'partition-of-problem' ? 0 : 1);
+    rank(entry) * 4 + (entry.reason === 'stale-table' ? 2 : 0) + (entry.reason === 'partition-of-problem' ? 0 : 1);
   // By the kernel's name or as pve-dm shows it.
   const named = (entry: Classified) =>
     selection.names.includes(entry.name) || selection.names.includes(mangleDmName(entry.name));
-  const selected = (entry: Classified & { status: ProblemStatus }) =>
+  const selected = (entry: Classified & { status: CleanupStatus }) =>
     (selection.only === null || selection.only === `${parentOf(entry).status}s`) &&
     (selection.vmids.length === 0 || (entry.vmid !== null && selection.vmids.includes(entry.vmid))) &&
     (selection.names.length === 0 || named(entry));
   const chosen = result.entries
-    .filter(isRemovable)
+    .filter(isProblem)
     .filter(selected)
     .sort((a, b) => order(a) - order(b));
   const planned = new Set(chosen.map((entry) => entry.name));
-  const actions = chosen.map((entry) => ({
-    name: entry.name,
-    uuid: entry.uuid,
-    status: entry.status,
-    reason: entry.reason,
-    vmid: entry.vmid,
-    open: entry.open,
-    command: removalCommand(entry),
-    blockedBy: blockerOf(entry, guests, entry.holders.filter((holder) => planned.has(holder)).length),
-  }));
+  const actions = chosen.map((entry) => {
+    const command = cleanupCommand(entry);
+    return {
+      name: entry.name,
+      uuid: entry.uuid,
+      status: entry.status,
+      reason: entry.reason,
+      vmid: entry.vmid,
+      open: entry.open,
+      command,
+      blockedBy:
+        blockerOf(entry, guests, entry.holders.filter((holder) => planned.has(holder)).length) ??
+        leftOut(command, result.entries, planned),
+    };
+  });
   return { actions };
+}
+
+/** A command that takes entries away the selection left out (`--name` of one LV of a guest's VG) must not run. */
+function leftOut(command: readonly string[], entries: readonly Classified[], planned: ReadonlySet<string>) {
+  if (!takesSeveral(command)) return null;
+  const line = shellLine(command);
+  const others = entries.filter(
+    (entry) => !planned.has(entry.name) && entry.remedy !== null && shellLine(cleanupCommand(entry)) === line,
+  );
+  return others.length === 0
+    ? null
+    : `it takes ${others.map((entry) => mangleDmName(entry.name)).join(', ')} away too: select them as well`;
 }
 
 export function renderPlan(
@@ -5547,11 +5604,15 @@ export interface JournalRecord {
   name: string;
   uuid: string;
   open: number;
-  /** `dmsetup table` of the entry right before it went: what restoring a mapping needs. */
+  /** `dmsetup table` of the entry right before the action: what restoring a mapping or a table needs. */
   table: string;
-  status: ProblemStatus;
+  status: CleanupStatus;
   reason: Reason;
-  action: 'lvchange -an' | 'dmsetup remove';
+  /**
+   * `vgchange -an`: a guest's VG taken off the host, a line for each of its LVs; `lvchange --refresh`:
+   * a stale table loaded again.
+   */
+  action: 'lvchange -an' | 'dmsetup remove' | 'vgchange -an' | 'lvchange --refresh';
   vg: string | null;
   lv: string | null;
   /** The guest whose Proxmox lock was held (and is held again to restore). */
@@ -5562,13 +5623,16 @@ export interface JournalRecord {
   detail?: string | null;
 }
 
-/** The line appended once an action ran and the entry was looked for again: removed, or failed (it is still there). */
+/**
+ * The line appended once an action ran and the entry was looked at again: removed, refreshed (its
+ * table is now LVM's), or failed (it is still there, or its table is not LVM's).
+ */
 export interface JournalOutcome {
   id: string;
   run: string;
   at: string;
   name: string;
-  outcome: 'removed' | 'failed';
+  outcome: 'removed' | 'refreshed' | 'failed';
   detail: string | null;
 }
 
@@ -5637,7 +5701,7 @@ export function readJournal(file: string): JournalRecord[] {
       throw new UserError(`${file}:${index + 1}: not a journal line`);
     }
     const action = byId.get(value.id);
-    if (value.outcome === 'removed' || value.outcome === 'failed') {
+    if (value.outcome === 'removed' || value.outcome === 'refreshed' || value.outcome === 'failed') {
       if (action !== undefined) Object.assign(action, { outcome: value.outcome, detail: value.detail ?? null });
       continue;
     }
@@ -5669,7 +5733,9 @@ export interface CleanupContext {
 
 export interface CleanupOutcome {
   removed: { name: string; command: string[]; journal: string }[];
-  /** A dry run: what it would have removed, and with which command. */
+  /** Stale tables loaded again from LVM's metadata (absent: none). */
+  refreshed?: { name: string; command: string[]; journal: string }[];
+  /** A dry run: what it would have removed or refreshed, and with which command. */
   wouldRemove?: { name: string; command: string[] }[];
   skipped: { name: string; why: string }[];
   failed: { name: string; error: string }[];
@@ -5702,11 +5768,13 @@ function unchangedText(before: ConfigFile | undefined, file: string, since: numb
 async function recheck(
   { name, vmid: owner }: Pick<PlannedAction, 'name' | 'vmid'>,
   context: CleanupContext,
-): Promise<{ entry: Classified; guests: Map<number, GuestSummary> } | null> {
+): Promise<Rechecked | null> {
   const info = await context.runner('dmsetup', [...DM_INFO_ARGS, name]);
   if (info.exitCode !== 0) return null;
   const fresh = parseDmsetupInfo(info.stdout).entries[0];
   if (fresh === undefined || fresh.name !== name) return null;
+  const shown = await context.runner('dmsetup', [...DM_TABLE_ARGS, name]);
+  const table = shown.exitCode === 0 ? tableText(shown.stdout) : '';
   const { capture } = context;
   const id = identify(fresh);
   const guests = new Set([owner, id.kind === 'guest-volume' ? id.volume.vmid : null].filter((v) => v !== null));
@@ -5722,11 +5790,20 @@ async function recheck(
   for (const vmid of await liveRunningGuests(context.liveRoot, guests)) running.add(vmid);
   const state = parse({ ...capture, configs, running: [...running].map((id) => `${id}\n`).join('') });
   state.entries = state.entries.map((entry) => (entry.name === name ? fresh : entry));
+  // A stale table is judged on the kernel's table as it is now.
+  if (shown.exitCode === 0) state.tables?.set(name, table);
   const classification = classify(state);
   const entry = classification.entries.find((candidate) => candidate.name === name);
   return entry === undefined
     ? null
-    : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])) };
+    : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])), table };
+}
+
+/** An entry judged again right before cleanup acts on it, with its table as the kernel has it then. */
+interface Rechecked {
+  entry: Classified;
+  guests: Map<number, GuestSummary>;
+  table: string;
 }
 
 /** Every planned action that may go, in order; one failure never stops the rest. */
@@ -5748,32 +5825,32 @@ export async function executeCleanup(
   if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
   try {
     const typeOf = new Map(context.capture.configs.map((config) => [config.vmid, config.type]));
+    const handled = new Set<string>();
     for (const action of plan.actions) {
-      if (context.signal?.aborted) {
-        outcome.skipped.push({ name: action.name, why: 'cancelled' });
+      if (handled.has(action.name)) continue;
+      // The entries one command takes away together (a guest's VG): checked, journalled and counted each.
+      const line = shellLine(action.command);
+      const group = takesSeveral(action.command)
+        ? plan.actions.filter((other) => shellLine(other.command) === line)
+        : [action];
+      for (const member of group) handled.add(member.name);
+      const blocked = group.find((member) => member.blockedBy !== null);
+      if (context.signal?.aborted || blocked !== undefined) {
+        skipAll(group, blocked ?? action, blocked?.blockedBy ?? 'cancelled', outcome);
         continue;
       }
-      if (action.blockedBy !== null) {
-        outcome.skipped.push({ name: action.name, why: action.blockedBy });
-        continue;
-      }
-      onStep(`checking ${mangleDmName(action.name)}`);
       // A guest nobody has yet (a VMID that exists nowhere) is locked as a VM: `qm create` takes that lock.
       const guestLock =
         action.vmid === null ? null : root(guestLockFile(action.vmid, typeOf.get(action.vmid) ?? 'qemu'));
       const releaseGuest =
         guestLock === null ? async () => undefined : await lock(guestLock, context.lockWaitSeconds ?? 10);
       if (releaseGuest === null) {
-        outcome.skipped.push({
-          name: action.name,
-          why:
-            `${guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null)}'s lock is held by someone ` +
-            `else (${guestLock})`,
-        });
+        const label = guestLabel(action.vmid ?? 0, typeOf.get(action.vmid ?? 0) ?? null);
+        skipAll(group, action, `${label}'s lock is held by someone else (${guestLock})`, outcome);
         continue;
       }
       try {
-        await removeOne(action, context, outcome, onStep);
+        await actOn(group, context, outcome, onStep);
       } finally {
         await releaseGuest();
       }
@@ -5784,68 +5861,154 @@ export async function executeCleanup(
   return outcome;
 }
 
-async function removeOne(
-  action: PlannedAction,
+/** One member cannot be acted on: its command does not run for any of the group. */
+function skipAll(group: readonly PlannedAction[], cause: PlannedAction, why: string, outcome: CleanupOutcome): void {
+  for (const member of group)
+    outcome.skipped.push({
+      name: member.name,
+      why: member === cause ? why : `goes with ${mangleDmName(cause.name)}, which cannot: ${why}`,
+    });
+}
+
+/**
+ * Checks each entry of the group again, journals each (its table first), runs the command once,
+ * then looks at each entry again: a removal is done when the entry is gone, a refresh when the
+ * kernel's table is LVM's.
+ */
+async function actOn(
+  group: readonly PlannedAction[],
   context: CleanupContext,
   outcome: CleanupOutcome,
   onStep: (text: string) => void,
 ): Promise<void> {
-  const now = await recheck(action, context);
-  if (now === null) return void outcome.skipped.push({ name: action.name, why: 'gone already' });
-  const { entry, guests } = now;
+  const command = (group[0] as PlannedAction).command;
+  const checked: Rechecked[] = [];
+  for (const action of group) {
+    onStep(`checking ${mangleDmName(action.name)}`);
+    const now = await recheck(action, context);
+    const why = now === null ? 'gone already' : whyNot(action, now, outcome);
+    if (why !== null) return skipAll(group, action, why, outcome);
+    checked.push(now as Rechecked);
+  }
+  const others = takesSeveral(command) ? await othersOfVg(checked, context) : null;
+  if (others !== null) return skipAll(group, group[0] as PlannedAction, others, outcome);
+  const done = outcome.removed.length + outcome.failed.length + (outcome.refreshed?.length ?? 0);
+  const records = checked.map((now, index) => journalRecord(now, group[index] as PlannedAction, context, done + index));
+  onStep(shellLine(command));
+  const result = await context.runner(command[0] as string, command.slice(1), {
+    mutates: true,
+    journal: { file: context.journal, records },
+  });
+  if (result.dryRun) {
+    for (const now of checked) (outcome.wouldRemove ??= []).push({ name: now.entry.name, command });
+    return;
+  }
+  for (let index = 0; index < checked.length; index++) {
+    const now = checked[index] as Rechecked;
+    const record = records[index] as JournalRecord;
+    const error = await afterwards(command, now, result, context.runner);
+    const refreshes = record.action === 'lvchange --refresh';
+    const verdict = error !== null ? 'failed' : refreshes ? 'refreshed' : 'removed';
+    const stamp = (context.now?.() ?? new Date()).toISOString();
+    appendJournal(context.journal, {
+      id: record.id,
+      run: record.run,
+      at: stamp,
+      name: record.name,
+      outcome: verdict,
+      detail: error,
+    });
+    const line = { name: record.name, command, journal: record.id };
+    if (error !== null) outcome.failed.push({ name: record.name, error: terminalSafe(error) });
+    else if (refreshes) (outcome.refreshed ??= []).push(line);
+    else outcome.removed.push(line);
+  }
+}
+
+/** Why an entry judged again must be left alone now, or null. */
+function whyNot(action: PlannedAction, { entry, guests }: Rechecked, outcome: CleanupOutcome): string | null {
+  const same =
+    action.status === 'conflict' ? entry.status === 'conflict' && entry.reason === action.reason : isRemovable(entry);
+  if (!same) return `now ${entry.status} (${entry.reason})`;
+  if (entry.uuid !== action.uuid) return 'it is not the same device any more (its uuid changed)';
   // In a dry run the leftovers stacked on it that it would have removed first are still there.
   const wouldBeGone = new Set((outcome.wouldRemove ?? []).map((would) => would.name));
-  const why = !isRemovable(entry)
-    ? `now ${entry.status} (${entry.reason})`
-    : entry.uuid !== action.uuid
-      ? 'it is not the same device any more (its uuid changed)'
-      : blockerOf(entry, guests, entry.holders.filter((holder) => wouldBeGone.has(holder)).length);
-  if (why !== null) return void outcome.skipped.push({ name: action.name, why });
-  const command = removalCommand(entry);
-  const stamp = () => (context.now?.() ?? new Date()).toISOString();
-  const table = await context.runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
-  const record: JournalRecord = {
-    id: `${context.run}-${outcome.removed.length + outcome.failed.length + 1}`,
+  const blocker = blockerOf(entry, guests, entry.holders.filter((holder) => wouldBeGone.has(holder)).length);
+  if (blocker !== null) return blocker;
+  const command = shellLine(cleanupCommand(entry));
+  return command === shellLine(action.command) ? null : `what it needs is another command now: ${command}`;
+}
+
+/**
+ * A VG taken off the host takes every LV of it: each must be in the group, checked. One the
+ * analysis did not see (activated since) would go unjournalled: then nothing runs.
+ */
+async function othersOfVg(checked: readonly Rechecked[], context: CleanupContext): Promise<string | null> {
+  const listed = await context.runner('dmsetup', DM_INFO_ARGS);
+  if (listed.exitCode !== 0) return "the kernel's devices could not be listed to check the VG's other LVs";
+  // An LV's dm uuid is `LVM-` + its VG's uuid (32 characters) + its own.
+  const vgOf = (uuid: string) => uuid.slice(0, 36);
+  const vgs = new Set(checked.map(({ entry }) => vgOf(entry.uuid)));
+  const names = new Set(checked.map(({ entry }) => entry.name));
+  const unseen = parseDmsetupInfo(listed.stdout).entries.filter(
+    (entry) => vgs.has(vgOf(entry.uuid)) && !names.has(entry.name),
+  );
+  return unseen.length === 0
+    ? null
+    : `it would take ${unseen.map((entry) => mangleDmName(entry.name)).join(', ')} away too, unchecked`;
+}
+
+function journalRecord(now: Rechecked, action: PlannedAction, context: CleanupContext, done: number): JournalRecord {
+  const { entry, table } = now;
+  const [program, first] = action.command;
+  return {
+    id: `${context.run}-${done + 1}`,
     run: context.run,
-    at: stamp(),
+    at: (context.now?.() ?? new Date()).toISOString(),
     node: context.capture.hostname,
     name: entry.name,
     uuid: entry.uuid,
     open: entry.open,
-    table: table.exitCode === 0 ? tableText(table.stdout) : '',
-    status: entry.status as ProblemStatus,
+    table,
+    status: entry.status as CleanupStatus,
     reason: entry.reason,
-    action: command[0] === 'lvchange' ? 'lvchange -an' : 'dmsetup remove',
+    action:
+      program === 'vgchange'
+        ? 'vgchange -an'
+        : program === 'lvchange'
+          ? first === '--refresh'
+            ? 'lvchange --refresh'
+            : 'lvchange -an'
+          : 'dmsetup remove',
     vg: entry.vg,
     lv: entry.lv,
     vmid: action.vmid,
     guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
-  onStep(shellLine(command));
-  const result = await context.runner(command[0] as string, command.slice(1), {
-    mutates: true,
-    journal: { file: context.journal, record },
-  });
-  if (result.dryRun) return void (outcome.wouldRemove ??= []).push({ name: entry.name, command });
-  // A command can succeed and change nothing (lvchange -an of an LV that is not this mapping):
-  // the entry is looked for again, and only an entry that is gone was removed.
-  const error =
-    result.exitCode !== 0
-      ? result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`
-      : (await stillThere(entry.name, context.runner))
-        ? `${shellLine(command)} succeeded, but the entry is still there`
-        : null;
-  const done: JournalOutcome = {
-    id: record.id,
-    run: record.run,
-    at: stamp(),
-    name: entry.name,
-    outcome: error === null ? 'removed' : 'failed',
-    detail: error,
-  };
-  appendJournal(context.journal, done);
-  if (error === null) outcome.removed.push({ name: entry.name, command, journal: record.id });
-  else outcome.failed.push({ name: entry.name, error: terminalSafe(error) });
+}
+
+/**
+ * What the command did to the entry, looked at again (a command can succeed and change nothing:
+ * lvchange -an of an LV that is not this mapping): null when done, else why not.
+ */
+async function afterwards(
+  command: readonly string[],
+  { entry }: Rechecked,
+  result: CommandResult,
+  runner: Runner,
+): Promise<string | null> {
+  const said = result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
+  if (command[1] === '--refresh') {
+    if (result.exitCode !== 0) return said;
+    const expected = entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict.expected : null;
+    const shown = await runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
+    const table = shown.exitCode === 0 ? tableText(shown.stdout) : null;
+    return expected !== null && table !== null && sameTable(expected, table)
+      ? null
+      : `${shellLine(command)} succeeded, but the kernel's table is still not LVM's: ${clip(table ?? '(none)')}`;
+  }
+  if (!(await stillThere(entry.name, runner))) return null;
+  return result.exitCode !== 0 ? said : `${shellLine(command)} succeeded, but the entry is still there`;
 }
 
 /** Whether the kernel still has a device of that name. */
@@ -5908,10 +6071,12 @@ export async function restoreEntries(
 }
 
 async function restoreOne(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
+  if (record.action === 'lvchange --refresh') return restoreTable(record, runner, outcome);
   const exists = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
   if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
     return void outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
   }
+  // A guest's VG taken off the host comes back as it was, LV by LV, without LVM scanning guest disks.
   const [command, args, input]: [string, string[], string | undefined] =
     record.action === 'lvchange -an'
       ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
@@ -5920,19 +6085,58 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
           ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])],
           `${record.table}\n`,
         ];
-  let result: CommandResult;
-  try {
-    result = await runner(command, args, { mutates: true, input });
-  } catch (error) {
-    return void outcome.refused.push({ name: record.name, why: (error as Error).message });
+  await restoreWith([[command, args, input]], record, runner, outcome);
+}
+
+/**
+ * A refreshed table put back as it was: `dmsetup load` then `resume` (what LVM itself does), only
+ * on the same device, held by no one (a guest that runs holds it), and still on LVM's table.
+ */
+async function restoreTable(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
+  const info = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
+  const now = info.exitCode === 0 ? parseDmsetupInfo(info.stdout).entries[0] : undefined;
+  const shown = await runner('dmsetup', [...DM_TABLE_ARGS, record.name]);
+  const why =
+    now === undefined || now.name !== record.name
+      ? 'the device is gone'
+      : now.uuid !== record.uuid
+        ? 'it is another device now (its uuid changed)'
+        : now.open > 0
+          ? `it is open ${now.open} time(s): stop what holds it (its guest) first`
+          : shown.exitCode === 0 && sameTable(tableText(shown.stdout), record.table)
+            ? 'its table is the journalled one already'
+            : null;
+  if (why !== null) return void outcome.refused.push({ name: record.name, why });
+  const steps: [string, string[], string | undefined][] = [
+    ['dmsetup', ['--manglename', 'none', 'load', record.name], `${record.table}\n`],
+    ['dmsetup', ['--manglename', 'none', 'resume', record.name], undefined],
+  ];
+  await restoreWith(steps, record, runner, outcome);
+}
+
+/** Runs a restore's commands in order through the one runner; the first that fails stops it. */
+async function restoreWith(
+  steps: readonly [string, string[], string | undefined][],
+  record: JournalRecord,
+  runner: Runner,
+  outcome: RestoreOutcome,
+): Promise<void> {
+  let dryRun = false;
+  for (const [command, args, input] of steps) {
+    let result: CommandResult;
+    try {
+      result = await runner(command, args, { mutates: true, input });
+    } catch (error) {
+      return void outcome.refused.push({ name: record.name, why: (error as Error).message });
+    }
+    dryRun ||= result.dryRun === true;
+    if (result.dryRun) (outcome.wouldRestore ??= []).push({ name: record.name, command: [command, ...args] });
+    else if (result.exitCode !== 0) {
+      const error = result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
+      return void outcome.failed.push({ name: record.name, error: terminalSafe(error) });
+    }
   }
-  if (result.dryRun) (outcome.wouldRestore ??= []).push({ name: record.name, command: [command, ...args] });
-  else if (result.exitCode === 0) outcome.restored.push(record.name);
-  else
-    outcome.failed.push({
-      name: record.name,
-      error: terminalSafe(result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`),
-    });
+  if (!dryRun) outcome.restored.push(record.name);
 }
 
 // ============================================================================================
@@ -6659,8 +6863,8 @@ export interface CommandOptions {
   timeoutMs?: number;
   /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
   input?: string;
-  /** For a removal or a rescan: the journal line appended (and fsynced) before the command runs. */
-  journal?: { file: string; record: JournalRecord | RescanRecord };
+  /** For a cleanup action or a rescan: the journal lines appended (and fsynced) before the command runs. */
+  journal?: { file: string; records: readonly (JournalRecord | RescanRecord)[] };
 }
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
@@ -6723,7 +6927,7 @@ export function createRunner({
     if (mutates && dryRun) return { exitCode: 0, stdout: '', stderr: '', dryRun: true };
     if (mutates && !allowChanges)
       throw new UserError(`refused to run "${shellLine([command, ...args])}": this run may not change the system`);
-    if (journal !== undefined) appendJournal(journal.file, journal.record);
+    if (journal !== undefined) for (const record of journal.records) appendJournal(journal.file, record);
     return exec(command, args, { timeoutMs, input });
   };
 }
@@ -7312,7 +7516,7 @@ const NOTIFY_MODES: readonly NotifyMode[] = ['always', 'problems', 'change'];
 export type OutputFormat = 'console' | 'json' | 'nagios' | 'checkmk';
 const OUTPUT_FORMATS: readonly OutputFormat[] = ['console', 'json', 'nagios', 'checkmk'];
 const DEFAULT_KEEP_REPORTS = 30;
-const ONLY_KINDS: readonly string[] = ['duplicates', 'tombstones'];
+const ONLY_KINDS: readonly string[] = ['conflicts', 'duplicates', 'tombstones'];
 
 export const CLI_OPTIONS: readonly CliOption[] = [
   {
@@ -7372,7 +7576,7 @@ export const CLI_OPTIONS: readonly CliOption[] = [
     help: 'go through the cleanup, changing nothing: show what it would run',
     excludes: { root: NOT_ON_A_CAPTURE, cluster: NOT_ON_A_CLUSTER },
   },
-  { name: 'only', arg: 'KIND', values: ONLY_KINDS, help: 'cleanup: duplicates or tombstones only' },
+  { name: 'only', arg: 'KIND', values: ONLY_KINDS, help: 'cleanup: conflicts, duplicates or tombstones only' },
   {
     name: 'name',
     arg: 'DMNAME',
@@ -7574,7 +7778,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env, i
     throw new UserError(`--keep-reports ${keepReports}: a number of reports, 0 to 999999`);
   const only = text('only');
   if (only !== undefined && !ONLY_KINDS.includes(only))
-    throw new UserError(`--only ${only}: use duplicates or tombstones`);
+    throw new UserError(`--only ${only}: use conflicts, duplicates or tombstones`);
   const roots = list('root');
   return {
     command: flag('help')
@@ -7705,9 +7909,16 @@ function describeCandidate(action: PlannedAction, result: Result): string {
   );
 }
 
+/** How the interactive cleanup names each kind of problem: a conflict loudest. */
+const CLEANUP_LABELS: Record<CleanupStatus, string> = {
+  conflict: 'CONFLICT',
+  duplicate: 'DUPLICATE',
+  tombstone: 'tombstone',
+};
+
 /**
- * The interactive cleanup (@clack/prompts, loaded only here): pick from the problems (duplicates
- * first; open or locked ones cannot be picked), confirm exactly what will run, watch it run.
+ * The interactive cleanup (@clack/prompts, loaded only here): pick from the problems (conflicts,
+ * then duplicates; open or locked ones cannot be picked), confirm exactly what will run, watch it run.
  * Ctrl-C or Escape at any point stops: nothing more is done, and what was done is reported.
  */
 export async function interactiveCleanup(
@@ -7721,10 +7932,11 @@ export async function interactiveCleanup(
   const rescans = rescanned === null ? null : { removed: [], skipped: [], failed: [], rescans: rescanned };
   if (plan.actions.length === 0) return rescans;
   const picked = await clack.multiselect({
-    message: 'Entries to remove (space toggles, enter goes on; duplicates first, then tombstones)',
+    message:
+      'Entries to fix or remove (space toggles, enter goes on; conflicts first, then duplicates, then tombstones)',
     options: plan.actions.map((action) => ({
       value: action.name,
-      label: `${action.status === 'duplicate' ? 'DUPLICATE' : 'tombstone'}  ${mangleDmName(action.name)}`,
+      label: `${CLEANUP_LABELS[action.status]}  ${mangleDmName(action.name)}`,
       hint: describeCandidate(action, result),
       disabled: action.blockedBy !== null,
     })),
@@ -7737,12 +7949,10 @@ export async function interactiveCleanup(
     return rescans;
   }
   const chosen = plan.actions.filter((action) => picked.includes(action.name));
-  const summary = chosen
-    .map((action) => `  ${shellLine(action.command)}`)
-    .map(terminalSafe)
-    .join('\n');
+  // A command that takes a guest's VG away runs once for all its LVs.
+  const summary = [...new Set(chosen.map((action) => `  ${shellLine(action.command)}`))].map(terminalSafe);
   const go = await clack.confirm({
-    message: `Run these ${chosen.length} command(s)? Each entry is checked again right before.\n${summary}`,
+    message: `Run these ${summary.length} command(s)? Each entry is checked again right before.\n${summary.join('\n')}`,
     initialValue: false,
   });
   if (clack.isCancel(go) || !go) {
@@ -7751,12 +7961,16 @@ export async function interactiveCleanup(
   }
   const stop = new AbortController();
   const spin = clack.spinner({ onCancel: () => stop.abort(), cancelMessage: 'Stopping after the entry in hand' });
-  spin.start('Removing');
+  spin.start('Working');
   const outcome = await executeCleanup({ actions: chosen }, { ...context, signal: stop.signal }, (step) =>
     spin.message(terminalSafe(step)),
   );
   spin.stop(stop.signal.aborted ? 'Stopped' : 'Done');
-  clack.outro(`${outcome.removed.length} removed, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed`);
+  const refreshed = outcome.refreshed?.length ?? 0;
+  clack.outro(
+    `${outcome.removed.length} removed, ${refreshed > 0 ? `${refreshed} refreshed, ` : ''}` +
+      `${outcome.skipped.length} skipped, ${outcome.failed.length} failed`,
+  );
   return rescanned === null ? outcome : { ...outcome, rescans: rescanned };
 }
 
@@ -7832,7 +8046,7 @@ export async function runRescans(offers: readonly RescanOffer[], context: Cleanu
     const ran = await context.runner(command, args, {
       mutates: true,
       timeoutMs: 120_000,
-      journal: { file: context.journal, record },
+      journal: { file: context.journal, records: [record] },
     });
     if (ran.dryRun) {
       outcome.skipped.push({ vmid: offer.vmid, why: `a dry run: ${shellLine(offer.command)} not run` });
@@ -7866,15 +8080,31 @@ async function rescanBlocker(offer: RescanOffer, context: CleanupContext): Promi
   return null;
 }
 
+/** A dry run's count: `6 would be removed`, and the refreshes apart. */
+function wouldDo(would: readonly { command: readonly string[] }[]): string {
+  const refreshing = would.filter((one) => refreshes(one.command)).length;
+  return `${would.length - refreshing} would be removed${refreshing > 0 ? `, ${refreshing} refreshed` : ''}`;
+}
+
+/** A stale table's remedy: the entry stays, its table is loaded again. */
+const refreshes = (command: readonly string[]) => command[0] === 'lvchange' && command[1] === '--refresh';
+
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
   for (const would of outcome.wouldRemove ?? [])
-    lines.push(`  would remove  ${mangleDmName(would.name)}  (${whole(terminalSafe(shellLine(would.command)))})`);
-  for (const removed of outcome.removed)
     lines.push(
-      `  removed  ${mangleDmName(removed.name)}  (${whole(terminalSafe(shellLine(removed.command)))}; ` +
-        `journal ${removed.journal})`,
+      `  would ${refreshes(would.command) ? 'refresh' : 'remove'}  ${mangleDmName(would.name)}  ` +
+        `(${whole(terminalSafe(shellLine(would.command)))})`,
     );
+  for (const [verb, done] of [
+    ['removed', outcome.removed],
+    ['refreshed', outcome.refreshed ?? []],
+  ] as const)
+    for (const one of done)
+      lines.push(
+        `  ${verb}  ${mangleDmName(one.name)}  (${whole(terminalSafe(shellLine(one.command)))}; ` +
+          `journal ${one.journal})`,
+      );
   for (const skipped of outcome.skipped)
     lines.push(`  skipped  ${mangleDmName(skipped.name)}: ${terminalSafe(skipped.why)}`);
   for (const failed of outcome.failed)
@@ -7886,14 +8116,13 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
     lines.push(`  rescan skipped  VMID ${skipped.vmid}: ${terminalSafe(skipped.why)}`);
   for (const failed of rescans.failed)
     lines.push(`  rescan FAILED  VMID ${failed.vmid}: ${terminalSafe(failed.error)}`);
+  const refreshed = outcome.refreshed?.length ?? 0;
   const done =
     outcome.wouldRemove === undefined
-      ? `${outcome.removed.length} removed`
-      : `${outcome.wouldRemove.length} would be removed`;
-  lines.push(
-    `  ${done}, ${outcome.skipped.length} skipped, ${outcome.failed.length} ` +
-      `failed${outcome.removed.length > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : ''}`,
-  );
+      ? `${outcome.removed.length} removed${refreshed > 0 ? `, ${refreshed} refreshed` : ''}`
+      : wouldDo(outcome.wouldRemove);
+  const undo = outcome.removed.length + refreshed > 0 ? `; undo with: ${whole(`${PROGRAM} restore --last`)}` : '';
+  lines.push(`  ${done}, ${outcome.skipped.length} skipped, ${outcome.failed.length} failed${undo}`);
   return wrapConsole(`${lines.join('\n')}\n`);
 }
 
@@ -7925,9 +8154,11 @@ async function restoreCommand(
   if (unknown.length > 0)
     throw new UserError(`no journal entry ${unknown.join(', ')} in ${options.journal} (see ${PROGRAM} journal)`);
   if (records.length === 0) throw new UserError(`the journal ${options.journal} is empty: nothing to restore`);
-  // A removal that failed left its entry where it was: there is nothing to bring back.
-  const removed = (records as JournalRecord[]).filter((record) => record.outcome !== 'failed');
-  const notRemoved = (records as JournalRecord[]).filter((record) => record.outcome === 'failed');
+  // A removal that failed left its entry where it was: there is nothing to bring back. A refresh
+  // that failed may have loaded some table all the same: the journalled one can go back.
+  const undone = (record: JournalRecord) => record.outcome === 'failed' && record.action !== 'lvchange --refresh';
+  const removed = (records as JournalRecord[]).filter((record) => !undone(record));
+  const notRemoved = (records as JournalRecord[]).filter(undone);
   const outcome = await restoreEntries(removed, { runner, liveRoot, ...(options.dryRun ? { lock: noLock } : {}) });
   const lines = [
     ...(outcome.wouldRestore ?? []).map(

@@ -39,13 +39,20 @@ async function invariants({ state, result }: Analysis, { html = true } = {}): Pr
   for (const entry of result.entries) {
     if (entry.status === 'tombstone') assert.not.ok(referencedHere.has(lvKey(entry.vg ?? '', entry.lv ?? '')), `${entry.name} is referenced here, yet a tombstone (${entry.reason})`);
   }
-  // Nothing but a guest volume (its own entry, a copy of one, or a partition of a problem) is ever planned for removal.
+  // Nothing but a guest volume (its own entry, a copy of one, or a partition of a problem) is ever planned for removal;
+  // a conflict only for its remedy: a guest volume's stale table refreshed, a device stacked on a guest volume removed.
   const byName = new Map(result.entries.map((e) => [e.name, e]));
   const plan = planCleanup(result);
   for (const action of plan.actions) {
     const entry = byName.get(action.name);
-    assert.ok(entry !== undefined && (entry.status === 'duplicate' || entry.status === 'tombstone'), `${action.name} planned`);
+    assert.ok(entry !== undefined && ['conflict', 'duplicate', 'tombstone'].includes(entry.status), `${action.name} planned`);
     const kind = identify(entry).kind;
+    if (entry.status === 'conflict') {
+      const stale = entry.reason === 'stale-table' && kind === 'guest-volume' && action.command.join(' ') === `lvchange --refresh ${entry.vg}/${entry.lv}`;
+      const stacked = entry.reason === 'stacked-on-guest-volume' && entry.relatedTo !== null && byName.get(entry.relatedTo)?.status !== 'conflict';
+      assert.ok(stale || stacked, `${action.name} (${kind}, ${entry.reason}): ${action.command.join(' ')}`);
+      continue;
+    }
     const guestVolume = kind === 'guest-volume' || (kind === 'foreign' && entry.reason === 'duplicate-table') || (kind === 'partition' && entry.reason === 'partition-of-problem');
     assert.ok(guestVolume, `${action.name} (${kind}, ${entry.reason}) planned for removal`);
   }

@@ -49,7 +49,7 @@ const ESCAPE = '\u001b';
 
 test('picks shown with who and where; open and running ones cannot be picked; confirm runs exactly the summary', async () => {
   const tty = terminal();
-  await tty.waitFor('Entries to remove');
+  await tty.waitFor('Entries to fix or remove');
   assert.match(tty.screen(), /tombstone  pve-vm--889--disk--0 \(VMID 889 \(no config on any node\) · pve\/vm-889-disk-0 · guest-missing · open 1 · cannot: open 1 time\(s\)\)/);
   assert.match(tty.screen(), /tombstone  pve-vm--100--disk--7 \(VM 100 web on pve1 · pve\/vm-100-disk-7 · volume-unreferenced · open 0\)/);
   await tty.type(' '); // the first (the duplicate) is picked by default: leave it
@@ -70,7 +70,7 @@ test('picks shown with who and where; open and running ones cannot be picked; co
 
 test('Ctrl-C at the pick: nothing is done', async () => {
   const tty = terminal();
-  await tty.waitFor('Entries to remove');
+  await tty.waitFor('Entries to fix or remove');
   await tty.type(CTRL_C);
   await tty.waitFor('Cancelled: nothing was changed.');
   const node = await tty.finish();
@@ -81,7 +81,7 @@ test('Ctrl-C at the pick: nothing is done', async () => {
 test('Escape at the confirmation, or answering no: nothing is done', async () => {
   for (const key of [ESCAPE, 'n']) {
     const tty = terminal();
-    await tty.waitFor('Entries to remove');
+    await tty.waitFor('Entries to fix or remove');
     await tty.type(ENTER);
     await tty.waitFor('Run these 6 command(s)?');
     await tty.type(key);
@@ -94,7 +94,7 @@ test('Escape at the confirmation, or answering no: nothing is done', async () =>
 test('the bundle, with @clack/prompts compiled when first used: pick, confirm, answer no', async () => {
   const { file } = await buildBundle(path.join(tempDir('pve-dm-bundle-'), 'dist'));
   const tty = terminal(file);
-  await tty.waitFor('Entries to remove');
+  await tty.waitFor('Entries to fix or remove');
   await tty.type(ENTER);
   await tty.waitFor('Run these 6 command(s)?');
   await tty.type('n');
@@ -109,7 +109,7 @@ test('the rescan offer: nothing picked by default; picked, qm disk rescan runs (
   assert.match(tty.screen(), /qm disk rescan --vmid 100 \(pve\/vm-100-disk-7\)/);
   await tty.type(SPACE);
   await tty.type(ENTER);
-  await tty.waitFor('Entries to remove');
+  await tty.waitFor('Entries to fix or remove');
   await tty.type(CTRL_C);
   await tty.waitFor('Cancelled: no entry was removed.');
   await tty.waitFor('rescanned  VMID 100  (qm disk rescan --vmid 100)');

@@ -30,6 +30,13 @@ export class FakeNode {
   busy = new Set<string>();
   /** Entries a command succeeds on and leaves in place (an LV LVM knows under another mapping). */
   stubborn = new Set<string>();
+  /** `lvs --segments` and `pvs` lines (null: the node answers none, and tables are not checked). */
+  segments: string[] = [];
+  pvs: string[] = [];
+  /** The table `lvchange --refresh VG/LV` loads: LVM's metadata of the LV, by dm name. */
+  metadataTables = new Map<string, string>();
+  /** Tables loaded (`dmsetup load`) and not yet resumed, by dm name. */
+  loaded = new Map<string, string>();
   constructor(readonly root: string, readonly journal: string) {}
 
   add(name: string, device: Partial<Device> & { lv?: string }): void {
@@ -69,8 +76,8 @@ export class FakeNode {
     // Thin LVs of local-lvm when asked (then rescan would list VM 100's disk), thick ones otherwise.
     const attr = (key: string) => (this.thin && key.startsWith('pve/') ? 'Vwi-a-tz--' : '-wi-a-----');
     // lvs --segments and pvs: this model node keeps no extents, so its tables are not checked.
-    if (command === 'lvs' && a.includes('--segments')) return ok('');
-    if (command === 'pvs') return ok('');
+    if (command === 'lvs' && a.includes('--segments')) return ok(this.segments.map((l) => `  ${l}\n`).join(''));
+    if (command === 'pvs') return ok(this.pvs.map((l) => `  ${l}\n`).join(''));
     if (command === 'lvs') return ok([...this.lvs].map((key) => `  ${key.replace('/', '|')}|${attr(key)}|`).join('\n') + '\n');
     if (command === 'pveversion') return ok('pve-manager/9.1.2/0123456789abcdef (running kernel: 6.14.11-4-pve)\n');
     this.journalAtChange.push(readJournal(this.journal).length);
@@ -106,6 +113,37 @@ export class FakeNode {
       writeFileSync(file, `${readFileSync(file, 'utf8')}unused0: local-lvm:vm-${a[3]}-disk-7\n`);
       return ok();
     }
+    if (command === 'lvchange' && a[0] === '--refresh') {
+      const [vg = '', lv = ''] = (a[1] ?? '').split('/');
+      const d = this.dm.get(lvmDmName(vg, lv));
+      const table = this.metadataTables.get(lvmDmName(vg, lv));
+      if (d && table !== undefined && !this.stubborn.has(lvmDmName(vg, lv))) d.table = table;
+      return d ? ok() : fail(5, `  Failed to find logical volume "${a[1]}"\n`);
+    }
+    // vgchange --config '...' -an VG: every LV of that VG the kernel maps, by its dm name.
+    if (command === 'vgchange' && a.at(-2) === '-an') {
+      const prefix = `${lvmDmName(a.at(-1) ?? '', 'x').slice(0, -1)}`;
+      const lvs = [...this.dm].filter(([name]) => name.startsWith(prefix));
+      if (lvs.length === 0) return fail(5, `  Volume group "${a.at(-1)}" not found\n`);
+      for (const [name, d] of lvs) {
+        if (d.open > 0) return fail(5, `  Logical volume ${name} in use.\n`);
+        this.dm.delete(name);
+        this.release(d);
+      }
+      return ok();
+    }
+    if (command === 'dmsetup' && a[0] === 'load') {
+      if (!this.dm.has(a[1] ?? '')) return fail(1, 'Device does not exist.\n');
+      this.loaded.set(a[1] ?? '', (input ?? '').trim());
+      return ok();
+    }
+    if (command === 'dmsetup' && a[0] === 'resume') {
+      const d = this.dm.get(a[1] ?? '');
+      const table = this.loaded.get(a[1] ?? '');
+      if (d && table !== undefined) d.table = table;
+      this.loaded.delete(a[1] ?? '');
+      return d ? ok() : fail(1, 'Device does not exist.\n');
+    }
     if (command === 'dmsetup' && a[0] === 'create') {
       const name = a[1] ?? '';
       if (this.dm.has(name)) return fail(1, `device-mapper: create ioctl on ${name}  failed: Device or resource busy\n`);
@@ -124,10 +162,13 @@ export function put(root: string, file: string, text: string): void {
 
 /** A node pve1 with the problems cleanup must handle, and the ones it must leave alone. */
 export function scenario({ thin = false } = {}) {
-  const root = tempDir('pve-dm-cleanup-');
-  const journal = path.join(root, 'var/lib/pve-dm/journal.jsonl');
-  const node = new FakeNode(root, journal);
-  node.thin = thin;
+  return fakeNode((root, node) => {
+    node.thin = thin;
+    removals(root, node);
+  });
+}
+
+function removals(root: string, node: FakeNode): void {
   put(root, 'etc/pve/storage.cfg', 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\nlvm: ssd-ha01\n\tvgname ssd-ha01\n\tshared 1\n');
   put(root, 'etc/pve/nodes/pve1/qemu-server/100.conf', 'name: web\nscsi0: local-lvm:vm-100-disk-0,size=8G\n');
   put(root, 'etc/pve/nodes/pve1/qemu-server/119.conf', 'name: app\nscsi0: ssd-ha01:vm-119-disk-0,size=8G\n');
@@ -146,6 +187,14 @@ export function scenario({ thin = false } = {}) {
   node.add('ssd--ha01-vm--119--disk--0', { uuid: lvUuid(VG_SSD, 1), lv: 'ssd-ha01/vm-119-disk-0', table: '0 65536 linear 7:1 2048', open: 1 });
   node.add('ssd--ha01-vm--119--disk--0-dup', { table: '0 65536 linear 7:1 2048' });
   node.add('ssd--ha01-vm--301--disk--0', { uuid: lvUuid(VG_SSD, 2) });
+}
+
+/** A model node built by `build`, and pve-dm's command line run against it (in process). */
+export function fakeNode(build: (root: string, node: FakeNode) => void) {
+  const root = tempDir('pve-dm-cleanup-');
+  const journal = path.join(root, 'var/lib/pve-dm/journal.jsonl');
+  const node = new FakeNode(root, journal);
+  build(root, node);
   const cli = async (...argv: string[]) => {
     let stdout = '';
     let stderr = '';
@@ -160,5 +209,5 @@ export function scenario({ thin = false } = {}) {
 /** The commands of a run that change the system. */
 export const changing = (calls: string[][]) =>
   calls
-    .filter(([command, ...args]) => command === 'lvchange' || command === 'qm' || (command === 'dmsetup' && (args.includes('remove') || args.includes('create'))))
+    .filter(([command, ...args]) => ['lvchange', 'vgchange', 'qm'].includes(command as string) || (command === 'dmsetup' && ['remove', 'create', 'load', 'resume'].some((verb) => args.includes(verb))))
     .map((call) => call.join(' '));

@@ -21,7 +21,7 @@ export function lvmId(seed: string): string {
 export const lvmUuid = (vg: string, lv: string, layer = '') => `LVM-${lvmId(`vg:${vg}`)}${lvmId(`lv:${vg}/${lv}`)}${layer ? `-${layer}` : ''}`;
 
 /** An LVM id as lvs prints it: 6-4-4-4-4-4-6 characters (lib/uuid/uuid.c id_write_format). */
-const displayId = (id: string) => [id.slice(0, 6), id.slice(6, 10), id.slice(10, 14), id.slice(14, 18), id.slice(18, 22), id.slice(22, 26), id.slice(26)].join('-');
+export const displayId = (id: string) => [id.slice(0, 6), id.slice(6, 10), id.slice(10, 14), id.slice(14, 18), id.slice(18, 22), id.slice(22, 26), id.slice(26)].join('-');
 
 /** A thin pool's use and its VG's state, as the last five lvs columns print them. */
 export interface LvsExtra {
