@@ -122,4 +122,27 @@ test('the rescan offer: nothing picked by default; picked, qm disk rescan runs (
   assert.match(node.config100, /^unused0: local-lvm:vm-100-disk-7$/m);
 }, 60_000);
 
+test('conflicts come first, each with its remedy; a guest VG\'s one command is shown once and run once', async () => {
+  const tty = terminal('', { FAKE_NODE: 'conflicts' });
+  await tty.waitFor('Entries to fix or remove');
+  const shown = tty.screen();
+  const order = ['CONFLICT  pve-vm--101--disk--0p1', 'CONFLICT  vg--archlinux-root', 'CONFLICT  san01-vm--201--disk--0', 'tombstone  pve-vm--888--disk--0'];
+  const places = order.map((label) => shown.indexOf(label));
+  assert.ok(places.every((place, i) => place >= 0 && (i === 0 || place > (places[i - 1] ?? 0))), `in order: ${places.join(', ')}`);
+  assert.match(shown, /CONFLICT  san01-vm--202--disk--0 \(VM 202 on pve1 · san01\/vm-202-disk-0 · stale-table · open 1 · cannot: open 1 time\(s\)\)/);
+  await tty.type(ENTER);
+  await tty.waitFor('Run these 5 command(s)?');
+  const summary = tty.screen().split('Run these')[1] ?? '';
+  assert.is(summary.split('vgchange').length - 1, 1, 'the guest VG\'s command once');
+  assert.match(summary, /lvchange --refresh san01\/vm-201-disk-0/);
+  await tty.type('y');
+  await tty.type(ENTER);
+  await tty.waitFor('5 removed, 1 refreshed, 0 skipped, 0 failed');
+  const node = await tty.finish();
+  assert.equal(node.changes, [
+    'dmsetup --manglename none remove pve-vm--101--disk--0p1', 'dmsetup --manglename none remove pve-vm--101--disk--0p2',
+    "vgchange --config devices { scan_lvs = 1 } -an vg-archlinux", 'lvchange --refresh san01/vm-201-disk-0', 'lvchange -an pve/vm-888-disk-0',
+  ]);
+}, 60_000);
+
 test.run();
