@@ -2704,7 +2704,7 @@ const sameTable = (a: string, b: string) =>
  * on shared LVM). `lvchange --refresh` reloads the table from the metadata (lvchange(8); shown on
  * a real kernel in test/fixtures/real/conflicts), for a guest that is stopped and not locked.
  */
-function staleTable({ j, entry, id, owner, base }: GuestVolumeCase): Classified | null {
+function staleTable({ j, entry, id, owner, base, refs }: GuestVolumeCase): Classified | null {
   const lvm = j.state.lvmLayout;
   const expected = lvm == null ? null : expectedTable(lvm, id.vg, id.lv, entry.uuid);
   const actual = j.state.tables?.get(entry.name);
@@ -2712,14 +2712,25 @@ function staleTable({ j, entry, id, owner, base }: GuestVolumeCase): Classified 
   const label = guestLabel(owner, typeOf(j, owner));
   const lock = j.locks.get(owner) ?? null;
   const runs = j.state.running?.has(owner) ?? false;
-  const refresh = shellLine(refreshArgv(id.vg, id.lv));
-  const advice = runs
-    ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to other ` +
-      `blocks mid-write), check its data, then ${refresh}; what was written through the old table stays where it went`
-    : lock !== null
-      ? `once ${label}'s operation has ended (lock: ${lock}): ${refresh}`
-      : `${refresh} loads the table LVM's metadata describes; what was written through the old table stays ` +
-        'where it went';
+  // A guest of another node needs no mapping here: deactivated, the LV is activated afresh from
+  // LVM's metadata wherever the guest starts (Proxmox activates a volume before it uses it).
+  const away = refs.some(j.fromHere) ? null : (refs.find((ref) => !j.local(ref.guest))?.guest.node ?? null);
+  const facts = { ...base, otherNode: away };
+  const refresh =
+    away === null
+      ? shellLine(refreshArgv(id.vg, id.lv))
+      : removalText({ name: entry.name, lvmKnown: base.lvmKnown, vg: id.vg, lv: id.lv, reason: 'stale-table' });
+  const advice =
+    away !== null && lock === null
+      ? `${label} lives on ${away}: ${refresh} here; the guest's node activates it from LVM's metadata when it starts`
+      : runs
+        ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to ` +
+          `other blocks mid-write), check its data, then ${refresh}; what was written through the old table ` +
+          'stays where it went'
+        : lock !== null
+          ? `once ${label}'s operation has ended (lock: ${lock}): ${refresh}`
+          : `${refresh} loads the table LVM's metadata describes; what was written through the old table stays ` +
+            'where it went';
   // Something else holds it open (a host mount, a stacked device): no command works as printed then.
   const held = !runs && lock === null && entry.open > 0;
   const action =
@@ -2728,7 +2739,7 @@ function staleTable({ j, entry, id, owner, base }: GuestVolumeCase): Classified 
           held ? `open ${entry.open} time(s) though ${label} is stopped: find the holder, then ${advice}` : advice,
         )
       : { remedy: refresh, advice };
-  return { ...verdict(j, entry, 'conflict', 'stale-table', owner, base, action), conflict: { expected, actual } };
+  return { ...verdict(j, entry, 'conflict', 'stale-table', owner, facts, action), conflict: { expected, actual } };
 }
 
 /** A guest volume's entry: the first of GUEST_VOLUME_RULES that holds (the last always does). */
@@ -4955,7 +4966,7 @@ function clusterHtmlRows(cluster: ClusterView, td: Td, e: Escape): string[] {
       td(`${e(f.severity.toUpperCase())}<br>${e(f.kind)}`, SEVERITY_COLORS[f.severity]),
       td(`<code>${e(`${f.vg}/${f.lv}`)}</code>`),
       td(guest),
-      td(e(f.activeOn.map((a) => a.node).join(', '))),
+      td(e(f.activeOn.map((a) => `${a.node}${a.staleTable ? ' (stale table)' : ''}`).join(', '))),
       td(`${e(f.message)}${remedies.join('')}`),
     ];
     return `<tr data-finding>${cells.join('')}</tr>`;
@@ -5403,7 +5414,8 @@ const isRemovable = (entry: Classified): entry is Classified & { status: Problem
  * refreshed; the guest's VG taken off the host as a whole), else the removal.
  */
 export function cleanupCommand(entry: Classified): string[] {
-  if (entry.reason === 'stale-table' && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
+  const refreshes = entry.reason === 'stale-table' && entry.otherNode === null;
+  if (refreshes && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
   const guestVg = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict.guestVg : null;
   return guestVg === null ? removalCommand(entry) : guestVgOffArgv(guestVg);
 }
@@ -6076,9 +6088,10 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
   if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
     return void outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
   }
-  // A guest's VG taken off the host comes back as it was, LV by LV, without LVM scanning guest disks.
+  // A guest's VG taken off the host comes back as it was, LV by LV, without LVM scanning guest disks;
+  // a stale mapping too (LVM would activate the LV from its metadata: not what was there).
   const [command, args, input]: [string, string[], string | undefined] =
-    record.action === 'lvchange -an'
+    record.action === 'lvchange -an' && record.reason !== 'stale-table'
       ? ['lvchange', ['-ay', `${record.vg}/${record.lv}`], undefined]
       : [
           'dmsetup',
@@ -6956,7 +6969,11 @@ export interface ClusterFinding {
   /** The guest runs on its node (null: that node was not analysed). */
   running: boolean | null;
   lock: string | null;
-  activeOn: { node: string; name: string; remedy: string | null }[];
+  /**
+   * Each node's activation; `staleTable`: its kernel table is not what LVM's metadata says (a
+   * stale-table conflict there), false: it is, null: that node's capture could not tell.
+   */
+  activeOn: { node: string; name: string; remedy: string | null; staleTable: boolean | null }[];
   /** What is wrong, in a line: `san01/vm-300-disk-0 is active on pve1 and pve2 while VM 300 runs on pve2`. */
   summary: string;
   /** The summary, then what to do. */
@@ -7176,6 +7193,14 @@ function clusterFinding(volume: Activation, home: string | null, running: boolea
     message: advice === null ? summary : `${summary}: ${advice}`,
   });
   const several = 'active-on-several-nodes';
+  // Different tables on the nodes: the guest reads and writes other blocks wherever it runs on a stale one.
+  const stale = on.filter((a) => a.staleTable === true).map((a) => a.node);
+  if (on.length > 1 && stale.length > 0) {
+    const which = stale.length === 1 ? `${stale[0]}'s table is` : `the tables of ${stale.join(' and ')} are`;
+    const act = then('deactivate it where the guest does not run, refresh it where it must stay');
+    const harm = `if ${label} runs there it writes other blocks than LVM's metadata says; ${act}`;
+    return found(several, 'critical', `${where} with different tables: ${which} not LVM's`, harm);
+  }
   if (on.length > 1 && lock === 'migrate') {
     const advice = 'expected during a migration; look again once it has ended';
     return found(several, 'warning', `${where} while ${label} migrates (lock: migrate)`, advice);
@@ -7253,7 +7278,8 @@ function clusterFindings(runs: readonly NodeRun[]): ClusterFinding[] {
 
   // Every activation of a guest's LV (not hand-made copies), by volume; local VGs are per node.
   const activations = new Map<string, Activation>();
-  for (const { result } of runs) {
+  for (const { result, capture } of runs) {
+    const checked = capture.lvsSegments != null && capture.pvs != null && capture.dmsetupTable !== null;
     for (const entry of result.entries) {
       // A guest volume's own activation: judged, or not judged while its guest's operation runs.
       const activation = entry.status !== 'duplicate' && (entry.status !== 'ignored' || entry.reason === 'in-flight');
@@ -7275,7 +7301,8 @@ function clusterFindings(runs: readonly NodeRun[]): ClusterFinding[] {
         lock: entry.lock,
         on: [],
       };
-      volume.on.push({ node: result.node, name: entry.name, remedy: entry.remedy });
+      const staleTable = entry.reason === 'stale-table' ? true : checked ? false : null;
+      volume.on.push({ node: result.node, name: entry.name, remedy: entry.remedy, staleTable });
       activations.set(key, volume);
     }
   }

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { classify, expectedTable, parse, parseDmsetupTable, parseLvsSegments, parsePvs, splitLvmName, toJson } from '../pve-dm.ts';
+import { analyseCluster, classify, expectedTable, parse, parseDmsetupTable, parseLvsSegments, parsePvs, splitLvmName, toJson } from '../pve-dm.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { capture, config, PROJECT, REAL, resultOf, runMain, SAMPLES, test } from './harness.ts';
 
@@ -132,6 +132,38 @@ test('guard as Proxmox runs a hookscript: a script given the VMID and the phase,
   assert.is(refused.status, 1, refused.stderr);
   assert.match(refused.stderr, /^pve-dm guard: VM 204 must not start: san01-vm--204--disk--0 \(stale-table\)/);
   assert.is(execFileSync('sh', ['-c', hook, 'pve-dm-guard', '200', 'pre-start'], { cwd: PROJECT, encoding: 'utf8' }), '');
+});
+
+test('a cluster: the shared LV active on two nodes with different tables is critical, the stale node named; there it is deactivated', () => {
+  // Node pve-san2 after the remedies (its table is LVM's); node pve-san1 holds the real stale table of
+  // VM 201's disk (pvmoved behind it). VM 201 lives and runs on pve-san2.
+  const read = (state: string, file: string) => readFileSync(path.join(STATES, state, file), 'utf8');
+  const stale = read('conflicting', 'dmsetup-table.txt').split('\n').find((line) => line.startsWith('san01-vm--201--disk--0:'));
+  const guests = [config(201, 'scsi0: san:vm-201-disk-0\n', { node: 'pve-san2' })];
+  const on = (hostname: string, table: string, running: string) => capture({
+    hostname, dmsetupInfo: read('remedies', 'dmsetup.txt'), dmsetupTable: table, lvs: read('remedies', 'lvs.txt'),
+    lvsSegments: read('remedies', 'lvs-segments.txt'), pvs: read('remedies', 'pvs.txt'), storageCfg: STORAGE, configs: guests, running,
+  });
+  const current = read('remedies', 'dmsetup-table.txt');
+  const nodes = [
+    on('pve-san1', current.replace(/^san01-vm--201--disk--0: .*$/m, stale ?? ''), ''),
+    on('pve-san2', current, '201\n'),
+  ];
+  assert.not.equal(nodes[0]?.dmsetupTable, current, 'the stale line is in');
+  const runs = nodes.map((c) => ({ capture: c, result: resultOf(c) }));
+  const one = runs[0]?.result.entries.find((e) => e.name === 'san01-vm--201--disk--0');
+  assert.equal([one?.status, one?.reason, one?.otherNode, one?.remedy], ['conflict', 'stale-table', 'pve-san2', 'lvchange -an san01/vm-201-disk-0']);
+  assert.match(one?.advice ?? '', /^VM 201 lives on pve-san2: lvchange -an san01\/vm-201-disk-0 here/);
+  const finding = analyseCluster(runs, [], '2026-12-06T12:00:00.000Z').cluster.findings.find((f) => f.vmid === 201);
+  assert.equal([finding?.severity, finding?.kind], ['critical', 'active-on-several-nodes']);
+  assert.is(finding?.summary, "san01/vm-201-disk-0 is active on pve-san1 and pve-san2 with different tables: pve-san1's table is not LVM's");
+  assert.equal(finding?.activeOn.map((a) => [a.node, a.staleTable, a.remedy]), [
+    ['pve-san1', true, 'lvchange -an san01/vm-201-disk-0'],
+    ['pve-san2', false, null],
+  ]);
+  // Without lvs --segments on a node, that node's table is not known: never called current.
+  const unknown = analyseCluster([runs[0], { ...runs[1], capture: { ...nodes[1], lvsSegments: null } }] as typeof runs, [], '2026-12-06T12:00:00.000Z');
+  assert.is(unknown.cluster.findings.find((f) => f.vmid === 201)?.activeOn[1]?.staleTable, null);
 });
 
 test.run();
