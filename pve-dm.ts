@@ -44,7 +44,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import fsPromises, { mkdir, open, readFile, readdir, writeFile, rename, unlink } from 'node:fs/promises';
+import fsPromises, { mkdir, open, readFile, readdir, readlink, writeFile, rename, unlink } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -442,6 +442,8 @@ export interface Capture {
   /** `lvs --segments` as LVS_SEGMENTS_ARGS asks for it, and `pvs` as PVS_ARGS: what each active LV should map. */
   lvsSegments?: string | null;
   pvs?: string | null;
+  /** Each zvol's device and dataset, `230:16 rpool/data/vm-134-disk-0` a line (liveZvols); null, absent: not known. */
+  zvols?: string | null;
   /** VMIDs of the guests running on this node, one a line; null = not known. */
   running: string | null;
   system: SystemFacts | null;
@@ -462,6 +464,7 @@ export const CAPTURE_FILES = {
   poolStatus: 'dmsetup-status.txt',
   lvsSegments: 'lvs-segments.txt',
   pvs: 'pvs.txt',
+  zvols: 'zvols.txt',
   running: 'running.txt',
   system: 'system.json',
   meta: 'meta.json',
@@ -772,11 +775,11 @@ export async function readCapture(root: string): Promise<Capture> {
   const storageCfg = required(CAPTURE_FILES.storageCfg, LIMITS.fileBytes);
   // What the commands printed; a file missing is what the command did not tell (not known).
   const outputs = Object.fromEntries(
-    (['dmsetupTable', 'lvs', 'poolStatus', 'lvsSegments', 'pvs'] as const).map((key) => [
+    (['dmsetupTable', 'lvs', 'poolStatus', 'lvsSegments', 'pvs', 'zvols'] as const).map((key) => [
       key,
       optional(CAPTURE_FILES[key], LIMITS.commandOutputBytes),
     ]),
-  ) as Pick<Capture, 'dmsetupTable' | 'lvs' | 'poolStatus' | 'lvsSegments' | 'pvs'>;
+  ) as Pick<Capture, 'dmsetupTable' | 'lvs' | 'poolStatus' | 'lvsSegments' | 'pvs' | 'zvols'>;
   const running = optional(CAPTURE_FILES.running, LIMITS.fileBytes);
   const system = json(CAPTURE_FILES.system, systemFactsFrom);
   const meta = json(CAPTURE_FILES.meta, captureMetaFrom);
@@ -883,7 +886,7 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
   const warnings: Warning[] = [];
   // When reading began: a cleanup's recheck reads again every config changed since.
   const capturedAt = new Date().toISOString();
-  const [info, table, poolStatus, lvs, segments, pvs, pveversion, configs, running] = await Promise.all([
+  const [info, table, poolStatus, lvs, segments, pvs, pveversion, configs, running, zvols] = await Promise.all([
     runner('dmsetup', DM_INFO_ARGS),
     runner('dmsetup', DM_TABLE_ARGS),
     runner('dmsetup', POOL_STATUS_ARGS),
@@ -893,6 +896,7 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     runner('pveversion', []),
     readConfigs(liveRoot),
     liveRunningGuests(liveRoot),
+    liveZvols(liveRoot),
   ]);
   const commands = {
     'dmsetup info': info,
@@ -929,6 +933,7 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
       : known('dmsetup status', poolStatus),
     lvsSegments: known('lvs --segments', segments),
     pvs: known('pvs', pvs),
+    zvols,
     running: running.map((vmid) => `${vmid}\n`).join(''),
     system: await liveSystemFacts(liveRoot, pveversion),
     meta: {
@@ -943,6 +948,32 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
     root: null,
     warnings,
   };
+}
+
+/**
+ * Every zvol's device number and dataset (`230:16 rpool/data/vm-134-disk-0`), from udev's links under
+ * /dev/zvol and /sys/block/zdN/dev: no process, however many zvols. Null: no /dev/zvol (no ZFS here).
+ */
+async function liveZvols(liveRoot: string): Promise<string | null> {
+  const top = path.join(liveRoot, 'dev/zvol');
+  if (!lstatSync(top, { throwIfNoEntry: false })?.isDirectory()) return null;
+  const found: string[] = [];
+  const walk = async (dir: string, dataset: string): Promise<void> => {
+    for (const item of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const name = dataset === '' ? item.name : `${dataset}/${item.name}`;
+      if (item.isDirectory()) await walk(path.join(dir, item.name), name);
+      // `vm-134-disk-0-part1` is a partition of the zvol, not a zvol.
+      if (!item.isSymbolicLink() || /-part\d+$/.test(item.name)) continue;
+      const device = path.basename(await readlink(path.join(dir, item.name)).catch(() => ''));
+      const number = await readFile(path.join(liveRoot, 'sys/block', device, 'dev'), 'utf8').catch(() => '');
+      if (/^\d+:\d+\s*$/.test(number)) found.push(`${number.trim()} ${name}`);
+    }
+  };
+  await walk(top, '');
+  return found
+    .sort()
+    .map((line) => `${line}\n`)
+    .join('');
 }
 
 /**
@@ -987,6 +1018,7 @@ export async function writeCapture(dir: string, capture: Capture): Promise<void>
   await put(CAPTURE_FILES.poolStatus, capture.poolStatus ?? null);
   await put(CAPTURE_FILES.lvsSegments, capture.lvsSegments ?? null);
   await put(CAPTURE_FILES.pvs, capture.pvs ?? null);
+  await put(CAPTURE_FILES.zvols, capture.zvols ?? null);
   await put(CAPTURE_FILES.running, capture.running);
   await put(CAPTURE_FILES.system, capture.system && `${JSON.stringify(capture.system, null, 2)}\n`);
   await put(CAPTURE_FILES.meta, capture.meta && `${JSON.stringify(capture.meta, null, 2)}\n`);
@@ -1415,6 +1447,21 @@ export function parsePvs(
     return true;
   });
   return { pvs, warnings };
+}
+
+/** zvols.txt (liveZvols): each zvol's dataset by its device number; a line that is not one is a warning. */
+export function parseZvols(
+  text: string,
+  source: string = CAPTURE_FILES.zvols,
+): { zvols: Map<string, string>; warnings: Warning[] } {
+  const zvols = new Map<string, string>();
+  const warnings = readOutput(text, source, 'a "<major>:<minor> <dataset>" line', (line) => {
+    const [, device, dataset] = /^\s*(\d+:\d+) (\S+)\s*$/.exec(line) ?? [];
+    if (device === undefined || dataset === undefined) return false;
+    zvols.set(device, dataset);
+    return true;
+  });
+  return { zvols, warnings };
 }
 
 /** LVM's metadata of every LV (lvs --segments) and PV (pvs): what each LV's table should be. */
@@ -2122,6 +2169,8 @@ export interface ParsedState {
   poolStatus: ByVolume<PoolStatus> | null;
   /** LVM's metadata of LVs and PVs, to work out each active LV's table; null or absent: not known (not checked). */
   lvmLayout?: LvmLayout | null;
+  /** Each zvol's dataset by its device number (`230:16`); null or absent: not known. */
+  zvols?: Map<string, string> | null;
   /** Where a thin pool's use turns into a warning and a critical finding (percent); defaults when absent. */
   poolThresholds?: PoolThresholds;
   storages: Storage[];
@@ -2142,6 +2191,7 @@ export function parse(capture: Capture): ParsedState {
   const poolStatus = capture.poolStatus == null ? null : parsePoolStatus(capture.poolStatus);
   const segments = capture.lvsSegments == null ? null : parseLvsSegments(capture.lvsSegments);
   const pvs = capture.pvs == null ? null : parsePvs(capture.pvs);
+  const zvols = capture.zvols == null ? null : parseZvols(capture.zvols);
   const storage = parseStorageCfg(capture.storageCfg);
   const guests = capture.configs.map(parseGuestConfig);
   const runningWarnings: Warning[] = [];
@@ -2173,6 +2223,7 @@ export function parse(capture: Capture): ParsedState {
     lvs: lvs?.lvs ?? null,
     poolStatus: poolStatus?.pools ?? null,
     lvmLayout: segments === null || pvs === null ? null : { lvs: segments.layouts, pvs: pvs.pvs },
+    zvols: zvols?.zvols ?? null,
     storages: storage.storages,
     guests: guests.map((g) => g.config),
     running,
@@ -2187,6 +2238,7 @@ export function parse(capture: Capture): ParsedState {
       ...(poolStatus?.warnings ?? []),
       ...(segments?.warnings ?? []),
       ...(pvs?.warnings ?? []),
+      ...(zvols?.warnings ?? []),
       ...storage.warnings,
       ...guests.flatMap((g) => g.warnings),
       ...runningWarnings,
@@ -2299,9 +2351,9 @@ export interface Classified {
   /**
    * A conflict's details. A stale table: what LVM's metadata says the table should be, and the
    * kernel's. A device stacked on a guest volume: the guest's own VG it belongs to (active on the
-   * host), or null (a kpartx partition, another mapping).
+   * host), or null (a kpartx partition, another mapping), and the zvol it sits on (null: a dm device).
    */
-  conflict?: { expected: string; actual: string } | { guestVg: string | null };
+  conflict?: { expected: string; actual: string } | { guestVg: string | null; zvol: string | null };
 }
 
 export interface DuplicateSet {
@@ -2847,17 +2899,48 @@ function judgeStacked(j: Judging, entries: Classified[], tables: readonly (strin
     if (entry.kind !== null && entry.vmid !== null && entry.uuid.startsWith('LVM-') && !isRemovable(entry))
       if (claims.get(device) === 1) guestVolumeAt.set(device, index);
   }
-  if (guestVolumeAt.size === 0) return;
+  const zvolAt = guestZvols(j);
+  if (guestVolumeAt.size === 0 && zvolAt.size === 0) return;
   for (let holder = 0; holder < tables.length; holder++) {
     for (const [major, minor] of stackedDevices(tables[holder] ?? null)) {
-      const target = guestVolumeAt.get(`${major}:${minor}`);
+      const device = `${major}:${minor}`;
+      const target = guestVolumeAt.get(device);
+      const zvol = zvolAt.get(device);
+      if (zvol !== undefined) entries[holder] = stackedVerdict(j, entries[holder] as Classified, zvol);
       if (target === undefined || target === holder) continue;
       const volume = entries[target] as Classified;
-      entries[holder] = stackedVerdict(j, entries[holder] as Classified, volume);
+      entries[holder] = stackedVerdict(j, entries[holder] as Classified, {
+        ...volume,
+        shown: mangleDmName(volume.name),
+      });
       if (!volume.holders.includes((entries[holder] as Classified).name))
         entries[target] = { ...volume, holders: [...volume.holders, (entries[holder] as Classified).name] };
     }
   }
+}
+
+/** What a device is stacked on: a guest volume's dm entry, or a guest's zvol (name null; its dataset). */
+interface StackTarget {
+  name: string | null;
+  /** How the advice names it: its dm name, or `zvol rpool/data/vm-134-disk-0`. */
+  shown: string;
+  vmid: number | null;
+  guestType: GuestType | null;
+  lock: string | null;
+  zvol?: string;
+}
+
+/** The zvols of guest disks (ZFSPool's `vm-<vmid>-...` and `base-<vmid>-...`), by device number. */
+function guestZvols(j: Judging): Map<string, StackTarget> {
+  const targets = new Map<string, StackTarget>();
+  for (const [device, dataset] of j.state.zvols ?? []) {
+    const vmid = /^(?:vm|base)-([1-9][0-9]{2,8})-/.exec(dataset.slice(dataset.lastIndexOf('/') + 1))?.[1];
+    if (vmid === undefined) continue;
+    const guestType = typeOf(j, Number(vmid));
+    const lock = j.locks.get(Number(vmid)) ?? null;
+    targets.set(device, { name: null, shown: `zvol ${dataset}`, vmid: Number(vmid), guestType, lock, zvol: dataset });
+  }
+  return targets;
 }
 
 /** LVM's own targets, which map its layers (a thin volume its pool, a snapshot its origin and COW). */
@@ -2873,7 +2956,7 @@ function* stackedDevices(table: string | null): Generator<[string, string]> {
 }
 
 /** A device stacked on a guest volume: a conflict of that guest, with the command that takes it away. */
-function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Classified {
+function stackedVerdict(j: Judging, holder: Classified, volume: StackTarget): Classified {
   const label = guestLabel(volume.vmid ?? 0, volume.guestType);
   const runs = j.state.running?.has(volume.vmid ?? 0) ?? false;
   const harm = runs
@@ -2881,18 +2964,21 @@ function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Cla
     : `it holds ${label}'s disk open (migration, removal and resize fail: Device or resource busy); ` +
       `if ${label} starts, host and guest write one filesystem`;
   const guestVg = holder.vg !== null && !j.storageVgs.has(holder.vg) ? holder.vg : null;
+  const zvol = volume.zvol ?? null;
   const command =
     guestVg !== null
-      ? shellLine(guestVgOffArgv(guestVg))
+      ? shellLine(guestVgOffArgv(guestVg, zvol !== null))
       : holder.vg !== null && holder.lv !== null
         ? shellLine(['lvchange', '-an', `${holder.vg}/${holder.lv}`])
         : dmRemoveText(holder.name);
+  // Proxmox's own global_filter keeps LVM off zvols (pve-manager's postinst); guest LVs need a line of their own.
+  const rejected = zvol !== null ? 'r|/dev/zd.*|' : 'r|/dev/mapper/.*-vm--[0-9]+--disk--.*|';
   const filter =
     guestVg === null
       ? ''
       : `; so that the host never activates a guest's VG, add the guest volumes to global_filter in ` +
-        `/etc/lvm/lvm.conf (devices { global_filter = [ "r|/dev/mapper/.*-vm--[0-9]+--disk--.*|", ... ] })`;
-  const on = `stacked on ${mangleDmName(volume.name)}: ${harm}`;
+        `/etc/lvm/lvm.conf (devices { global_filter = [ "${rejected}", ... ] })`;
+  const on = `stacked on ${volume.shown}: ${harm}`;
   // Nothing touches the disk of a guest whose operation runs (a backup, a migration).
   const advice =
     volume.lock !== null
@@ -2911,7 +2997,7 @@ function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Cla
     relatedTo: volume.name,
     remedy: holder.open > 0 || volume.lock !== null ? null : command,
     advice,
-    conflict: { guestVg },
+    conflict: { guestVg, zvol },
   };
 }
 
@@ -2919,10 +3005,12 @@ function stackedVerdict(j: Judging, holder: Classified, volume: Classified): Cla
 const refreshArgv = (vg: string, lv: string) => ['lvchange', '--refresh', `${vg}/${lv}`];
 
 /**
- * A guest's own VG taken off the host, all its LVs and only its: LVM skips PVs on LVs by default
- * (lvm.conf scan_lvs), and would not find the VG without it (shown on a real kernel).
+ * A guest's own VG taken off the host, all its LVs and only its. On a guest's LV, LVM skips PVs on
+ * LVs by default (lvm.conf scan_lvs) and would not find the VG without it (shown on a real kernel);
+ * on a zvol, the host found the VG because nothing filters zvols out, so vgchange finds it too.
  */
-const guestVgOffArgv = (vg: string) => ['vgchange', '--config', 'devices { scan_lvs = 1 }', '-an', vg];
+const guestVgOffArgv = (vg: string, onZvol = false) =>
+  onZvol ? ['vgchange', '-an', vg] : ['vgchange', '--config', 'devices { scan_lvs = 1 }', '-an', vg];
 
 /** The `major:minor` devices a table maps (`linear 252:3 0`, `thin 252:2 7`, a multipath's paths...). */
 const TABLE_DEVICE_RE = /(?<![\w:])(\d+):(\d+)(?![\w:])/g;
@@ -5416,8 +5504,8 @@ const isRemovable = (entry: Classified): entry is Classified & { status: Problem
 export function cleanupCommand(entry: Classified): string[] {
   const refreshes = entry.reason === 'stale-table' && entry.otherNode === null;
   if (refreshes && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
-  const guestVg = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict.guestVg : null;
-  return guestVg === null ? removalCommand(entry) : guestVgOffArgv(guestVg);
+  const stacked = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict : null;
+  return stacked?.guestVg == null ? removalCommand(entry) : guestVgOffArgv(stacked.guestVg, stacked.zvol !== null);
 }
 
 /** A command that takes several entries away at once (a guest's VG): cleanup journals each first. */
@@ -7061,6 +7149,7 @@ export function captureFromJson(text: string, source: string): Capture {
     poolStatus: record.poolStatus === undefined ? null : textOrNull('poolStatus'),
     lvsSegments: record.lvsSegments === undefined ? null : textOrNull('lvsSegments'),
     pvs: record.pvs === undefined ? null : textOrNull('pvs'),
+    zvols: record.zvols === undefined ? null : textOrNull('zvols'),
     running: textOrNull('running'),
     system: value.system === null ? null : systemFactsFrom(value.system, wrong),
     meta: value.meta === null ? null : captureMetaFrom(value.meta, wrong),

@@ -166,4 +166,27 @@ test('a cluster: the shared LV active on two nodes with different tables is crit
   assert.is(unknown.cluster.findings.find((f) => f.vmid === 201)?.activeOn[1]?.staleTable, null);
 });
 
+test('a guest VG active on the host over a VM\'s zvol: a conflict of that VM, its VG taken off, the zvol filter advised', () => {
+  const storage = 'zfspool: local-zfs\n\tpool rpool/data\n\tcontent images,rootdir\n';
+  const node = (zvols: string | null, running = '134\n') => capture({
+    dmsetupInfo: `vg--archlinux-root|252|0|0|L--w|LVM-${'a'.repeat(32)}${'b'.repeat(32)}\nvg--archlinux-swap|252|1|0|L--w|LVM-${'a'.repeat(32)}${'c'.repeat(32)}\n`,
+    dmsetupTable: 'vg--archlinux-root: 0 4096 linear 230:16 2048\nvg--archlinux-swap: 0 4096 linear 230:16 6144\n',
+    lvs: '', storageCfg: storage, running, zvols,
+    configs: [config(134, 'scsi0: local-zfs:vm-134-disk-0,size=32G\n')],
+  });
+  // udev's links under /dev/zvol and /sys/block/zdN/dev, as liveZvols writes them.
+  const zvols = '230:0 rpool/data/vm-100-disk-0\n230:16 rpool/data/vm-134-disk-0\n230:32 rpool/swap\n';
+  const root = resultOf(node(zvols)).entries.find((e) => e.name === 'vg--archlinux-root');
+  assert.equal([root?.status, root?.reason, root?.vmid, root?.relatedTo], ['conflict', 'stacked-on-guest-volume', 134, null]);
+  assert.is(root?.remedy, 'vgchange -an vg-archlinux', 'no scan_lvs needed: the host found the VG on the zvol');
+  assert.match(root?.advice ?? '', /^stacked on zvol rpool\/data\/vm-134-disk-0: VM 134 runs: host and guest write one filesystem now/);
+  assert.match(root?.advice ?? '', /global_filter = \[ "r\|\/dev\/zd\.\*\|", \.\.\. \]/);
+  assert.equal(toJson(resultOf(node(zvols))).entries.find((e) => e.name === 'vg--archlinux-root')?.conflict, { guestVg: 'vg-archlinux', zvol: 'rpool/data/vm-134-disk-0' });
+  // A zvol that is no guest's disk, and no zvols.txt at all (not known): not a conflict.
+  assert.not.equal(resultOf(node('230:16 rpool/swap\n')).entries.find((e) => e.name === 'vg--archlinux-root')?.status, 'conflict');
+  assert.not.equal(resultOf(node(null)).entries.find((e) => e.name === 'vg--archlinux-root')?.status, 'conflict');
+  const broken = classify(parse(node('230:16\n')));
+  assert.ok(broken.warnings.some((w) => w.source === 'zvols.txt' && w.line === 1), 'a bad line names the file and the line');
+});
+
 test.run();

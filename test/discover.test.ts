@@ -1,6 +1,6 @@
 // Discovery: live (against a fake node tree and a recording runner), captures read and written,
 // anonymisation, and the one command runner.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import {
@@ -69,6 +69,32 @@ test('live discovery spawns the same seven commands for 3 guests and for 300', a
     assert.equal(Object.keys(capture.meta?.commands ?? {}), ['dmsetup info', 'dmsetup table', 'dmsetup status', 'lvs', 'lvs --segments', 'pvs', 'pveversion']);
     rmSync(root, { recursive: true });
   }
+});
+
+test('zvols: read from udev\'s links under /dev/zvol and /sys/block/zdN/dev, no process; partitions and loose files left out', async () => {
+  const root = fakeNode(3);
+  const link = (file: string, target: string) => {
+    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    symlinkSync(target, path.join(root, file));
+  };
+  link('dev/zvol/rpool/data/vm-134-disk-0', '../../../zd16');
+  link('dev/zvol/rpool/data/vm-134-disk-0-part1', '../../../zd16p1');
+  link('dev/zvol/rpool/swap', '../../zd0');
+  link('dev/zvol/tank/gone', '../../zd48'); // its device went: no line
+  put(root, 'dev/zvol/tank/README', 'not a link\n');
+  put(root, 'sys/block/zd16/dev', '230:16\n');
+  put(root, 'sys/block/zd0/dev', '230:0\n');
+  const calls: string[][] = [];
+  const capture = await discover({ runner: recordingRunner(calls), liveRoot: root });
+  assert.is(capture.zvols, '230:0 rpool/swap\n230:16 rpool/data/vm-134-disk-0\n');
+  assert.is(calls.length, 7, 'no process of its own');
+  const without = await discover({ runner: recordingRunner([]), liveRoot: fakeNode(1) });
+  assert.is(without.zvols, null, 'no /dev/zvol: no ZFS here, not known');
+  const dir = path.join(tempDir(), 'capture');
+  await writeCapture(dir, capture);
+  assert.is(readFileSync(path.join(dir, 'zvols.txt'), 'utf8'), capture.zvols);
+  assert.is((await readCapture(dir)).zvols, capture.zvols);
+  rmSync(root, { recursive: true });
 });
 
 test('the live dmsetup commands ask for kernel (mangled) names, never through a shell', () => {
