@@ -4378,10 +4378,19 @@ const describeEntry = (entry: Classified): string =>
       () => `LVM knows ${entry.vg}/${entry.lv}, but this mapping is not its own (inactive, or another uuid)`,
     )
     .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
-    .with('stale-table', () => `the kernel maps ${entry.vg}/${entry.lv} otherwise than LVM's metadata says`)
+    .with('stale-table', () => {
+      const tables = entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict : null;
+      const shown = (table: string) => table.split('\n').join('; ');
+      const both = tables === null ? '' : ` (kernel: ${shown(tables.actual)}; LVM: ${shown(tables.expected)})`;
+      return `the kernel maps ${entry.vg}/${entry.lv} otherwise than LVM's metadata says${both}`;
+    })
     .with(
       'stacked-on-guest-volume',
-      () => `stacked on ${guestLabel(entry.vmid ?? 0, entry.guestType)}'s ${mangleDmName(entry.relatedTo ?? '')}`,
+      () =>
+        `stacked on ${guestLabel(entry.vmid ?? 0, entry.guestType)}'s ` +
+        (entry.relatedTo !== null
+          ? mangleDmName(entry.relatedTo)
+          : `zvol ${entry.conflict !== undefined && 'zvol' in entry.conflict ? entry.conflict.zvol : '?'}`),
     )
     .with(
       'duplicate-name',
