@@ -4164,10 +4164,7 @@ export function notificationSubject(
   // Two nodes writing one LV destroy data: said first, by name.
   if (headline !== null) return `🚨 [${result.node}] ${headline}! Grade: ${result.grade}`;
   if (result.summary.conflict > 0)
-    return (
-      `🚨 [${result.node}] CRITICAL: ${result.summary.conflict} mapping(s) stacked on guest disks ` +
-      `(host and guest can write one filesystem)! Grade: ${result.grade}`
-    );
+    return `🚨 [${result.node}] CRITICAL: ${conflictWords(result.entries)}! Grade: ${result.grade}`;
   const critical = `🚨 [${result.node}] CRITICAL:`;
   if (duplicate > 0) return `${critical} ${duplicate} DUPLICATE DM entries causing VM failures! Grade: ${result.grade}`;
   if (poolsWith(pools, 'critical') > 0)
@@ -5116,6 +5113,22 @@ function poolHtmlRow(
   return `<tr data-pool>${cells.join('')}</tr>`;
 }
 
+/** What the conflicts are, in words: `2 stale tables (guests write other blocks than LVM gave them)`. */
+function conflictWords(entries: readonly Classified[]): string {
+  const count = (reason: Reason) => entries.filter((e) => e.status === 'conflict' && e.reason === reason).length;
+  const [stale, stacked] = [count('stale-table'), count('stacked-on-guest-volume')];
+  return (
+    [
+      stale > 0 ? `${stale} stale table${stale === 1 ? '' : 's'} (guests write other blocks than LVM gave them)` : '',
+      stacked > 0
+        ? `${stacked} mapping${stacked === 1 ? '' : 's'} stacked on guest disks (host and guest can write one filesystem)`
+        : '',
+    ]
+      .filter(Boolean)
+      .join(' and ') || `${entries.filter((e) => e.status === 'conflict').length} conflicting mapping(s)`
+  );
+}
+
 /** The page's first line: the worst of what was found, named. */
 function htmlHeadline(result: Result, unjudged: string | null): string {
   const s = result.summary;
@@ -5124,8 +5137,7 @@ function htmlHeadline(result: Result, unjudged: string | null): string {
   const criticalPool = poolProblems.find((finding) => finding.severity === 'critical');
   const cluster = clusterHeadline(result);
   if (cluster !== null) return cluster;
-  if (s.conflict > 0)
-    return `${plural(s.conflict, 'mapping')} stacked on guest disks: host and guest can write one filesystem`;
+  if (s.conflict > 0) return conflictWords(result.entries);
   if (s.duplicate > 0) return `${s.duplicate} duplicate device-mapper entr${s.duplicate === 1 ? 'y' : 'ies'}: act now`;
   if (criticalPool !== undefined) return criticalPool.message;
   if (s.tombstone > 0) return `${plural(s.tombstone, 'tombstone')} will block disk creation`;
