@@ -5117,16 +5117,15 @@ function poolHtmlRow(
 function conflictWords(entries: readonly Classified[]): string {
   const count = (reason: Reason) => entries.filter((e) => e.status === 'conflict' && e.reason === reason).length;
   const [stale, stacked] = [count('stale-table'), count('stacked-on-guest-volume')];
-  return (
-    [
-      stale > 0 ? `${stale} stale table${stale === 1 ? '' : 's'} (guests write other blocks than LVM gave them)` : '',
-      stacked > 0
-        ? `${stacked} mapping${stacked === 1 ? '' : 's'} stacked on guest disks (host and guest can write one filesystem)`
-        : '',
-    ]
-      .filter(Boolean)
-      .join(' and ') || `${entries.filter((e) => e.status === 'conflict').length} conflicting mapping(s)`
-  );
+  const s = (n: number) => (n === 1 ? '' : 's');
+  const words = [
+    stale > 0 ? `${stale} stale table${s(stale)} (guests write other blocks than LVM gave them)` : '',
+    stacked > 0
+      ? `${stacked} mapping${s(stacked)} stacked on guest disks (host and guest can write one filesystem)`
+      : '',
+  ].filter(Boolean);
+  const others = entries.filter((e) => e.status === 'conflict').length;
+  return words.length > 0 ? words.join(' and ') : `${others} conflicting mapping${s(others)}`;
 }
 
 /** The page's first line: the worst of what was found, named. */
