@@ -2774,7 +2774,8 @@ function staleTable({ j, entry, id, owner, base, refs }: GuestVolumeCase): Class
       : removalText({ name: entry.name, lvmKnown: base.lvmKnown, vg: id.vg, lv: id.lv, reason: 'stale-table' });
   const advice =
     away !== null && lock === null
-      ? `${label} lives on ${away}: ${refresh} here; the guest's node activates it from LVM's metadata when it starts`
+      ? `${label} lives on ${away}: ${refresh} here; the node the guest runs or starts on activates it there from ` +
+        "LVM's metadata"
       : runs
         ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to ` +
           `other blocks mid-write), check its data, then ${refresh}; what was written through the old table ` +
@@ -2960,7 +2961,9 @@ function stackedVerdict(j: Judging, holder: Classified, volume: StackTarget): Cl
   const label = guestLabel(volume.vmid ?? 0, volume.guestType);
   const runs = j.state.running?.has(volume.vmid ?? 0) ?? false;
   const harm = runs
-    ? `${label} runs: host and guest write one filesystem now`
+    ? holder.open > 0
+      ? `${label} runs and the host holds this open: host and guest write one filesystem now`
+      : `${label} runs: whatever on the host mounts or uses this writes under the guest's own filesystem`
     : `it holds ${label}'s disk open (migration, removal and resize fail: Device or resource busy); ` +
       `if ${label} starts, host and guest write one filesystem`;
   const guestVg = holder.vg !== null && !j.storageVgs.has(holder.vg) ? holder.vg : null;
@@ -4993,7 +4996,8 @@ const GRADE_COLORS: Record<GradeLetter, string> = {
 /** A status in words with a symbol: colour is never the only sign. */
 const STATUS_WORDS: Record<Status, string> = {
   valid: '✔ valid',
-  conflict: '⛔ conflict',
+  // In WGL4, so in the fonts every desktop has (an emoji would be a box on a server's browser).
+  conflict: '‼ conflict',
   duplicate: '✖ duplicate',
   tombstone: '⚠ tombstone',
   ignored: '· ignored',

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { analyseCluster, classify, expectedTable, parse, parseDmsetupTable, parseLvsSegments, parsePvs, splitLvmName, toJson } from '../pve-dm.ts';
+import { analyseCluster, classify, createRunner, defaultStages, expectedTable, notificationSubject, parse, parseDmsetupTable, parseLvsSegments, parsePvs, runPipeline, splitLvmName, toJson } from '../pve-dm.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { capture, config, PROJECT, REAL, resultOf, runMain, SAMPLES, test } from './harness.ts';
 
@@ -179,7 +179,7 @@ test('a guest VG active on the host over a VM\'s zvol: a conflict of that VM, it
   const root = resultOf(node(zvols)).entries.find((e) => e.name === 'vg--archlinux-root');
   assert.equal([root?.status, root?.reason, root?.vmid, root?.relatedTo], ['conflict', 'stacked-on-guest-volume', 134, null]);
   assert.is(root?.remedy, 'vgchange -an vg-archlinux', 'no scan_lvs needed: the host found the VG on the zvol');
-  assert.match(root?.advice ?? '', /^stacked on zvol rpool\/data\/vm-134-disk-0: VM 134 runs: host and guest write one filesystem now/);
+  assert.match(root?.advice ?? '', /^stacked on zvol rpool\/data\/vm-134-disk-0: VM 134 runs: whatever on the host mounts or uses this writes under/);
   assert.match(root?.advice ?? '', /global_filter = \[ "r\|\/dev\/zd\.\*\|", \.\.\. \]/);
   assert.equal(toJson(resultOf(node(zvols))).entries.find((e) => e.name === 'vg--archlinux-root')?.conflict, { guestVg: 'vg-archlinux', zvol: 'rpool/data/vm-134-disk-0' });
   // A zvol that is no guest's disk, and no zvols.txt at all (not known): not a conflict.
@@ -187,6 +187,32 @@ test('a guest VG active on the host over a VM\'s zvol: a conflict of that VM, it
   assert.not.equal(resultOf(node(null)).entries.find((e) => e.name === 'vg--archlinux-root')?.status, 'conflict');
   const broken = classify(parse(node('230:16\n')));
   assert.ok(broken.warnings.some((w) => w.source === 'zvols.txt' && w.line === 1), 'a bad line names the file and the line');
+});
+
+test('samples/cluster-stale and cluster-stale-pve2 as one cluster: VM 201\'s disk active on both, pve-san1\'s table stale: critical, deactivated there', async () => {
+  // The real kernel's tables after the remedies on both nodes, but pve-san1 still maps VM 201's LV as before its pvmove.
+  const runs = await Promise.all(['cluster-stale', 'cluster-stale-pve2'].map((name) => runPipeline(defaultStages, {
+    root: path.join(SAMPLES, name), vmids: [], json: false, console: false, html: false, color: false, runner: createRunner({ allowChanges: false }),
+  })));
+  assert.equal(runs.map(({ result }) => [result.node, result.grade, result.exitCode]), [['pve-san1', 'F', 2], ['pve-san2', 'A+', 0]]);
+  const [one, two] = runs.map(({ result }) => result.entries.find((e) => e.name === 'san01-vm--201--disk--0'));
+  assert.equal([one?.status, one?.reason, one?.otherNode, one?.remedy], ['conflict', 'stale-table', 'pve-san2', 'lvchange -an san01/vm-201-disk-0']);
+  assert.equal(one?.conflict, { expected: '0 32768 linear 7:2 83968', actual: '0 32768 linear 7:1 34816' });
+  assert.equal([two?.status, two?.reason, two?.remedy], ['valid', 'referenced', null], 'where VM 201 runs, its table is LVM\'s');
+  const result = analyseCluster(runs, [], '2026-12-06T12:00:00.000Z');
+  assert.equal([result.grade, result.exitCode], ['F', 2]);
+  assert.is(result.cluster.findings.length, 1, 'every other shared LV is active on one node, its guest\'s');
+  const finding = result.cluster.findings[0];
+  assert.equal([finding?.severity, finding?.kind, finding?.vmid, finding?.home, finding?.running], ['critical', 'active-on-several-nodes', 201, 'pve-san2', true]);
+  assert.is(finding?.summary, "san01/vm-201-disk-0 is active on pve-san1 and pve-san2 with different tables: pve-san1's table is not LVM's");
+  assert.equal(finding?.activeOn.map((a) => a.staleTable), [true, false]);
+  assert.equal(finding?.activeOn.map((a) => [a.node, a.remedy]), [['pve-san1', 'lvchange -an san01/vm-201-disk-0'], ['pve-san2', null]]);
+});
+
+test('the headline says which conflicts: stale tables apart from mappings stacked on guest disks', () => {
+  const subject = notificationSubject(resultOf(node('conflicting')));
+  assert.is(subject, '🚨 [pve1] CRITICAL: 4 stale tables (guests write other blocks than LVM gave them) and 4 mappings stacked on guest disks (host and guest can write one filesystem)! Grade: F');
+  assert.match(notificationSubject(resultOf(node('remedies'))), /^(?!.*stale)/);
 });
 
 test.run();

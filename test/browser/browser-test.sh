@@ -1,14 +1,14 @@
 #!/bin/bash
 # browser-test.sh - the HTML reports in a real browser (npm run test:browser; issue 18).
 #
-# Renders the report of every sample and of the cluster (samples/cluster-migrated* as three
-# --root) and opens each from file:// in Debian's headless Chromium (/usr/bin/chromium), driven
-# by playwright-core, which never downloads a browser of its own (test/browser/report.browser.ts).
-# At 1280 and 400 px wide: a full-page screenshot into test/browser/screenshots/ (CI keeps them as
-# artefacts), no element past the right edge and no sideways scroll, the headline, the grade and
-# every remedy visible and whole, names and remedies wrapped only at a space, axe-core with no
-# serious or critical violation; and no request but for the report's own file (each other one is
-# blocked and counted).
+# Renders the report of every sample and of the clusters (samples/cluster-migrated* as three
+# --root, samples/cluster-stale* as two) and opens each from file:// in Debian's headless
+# Chromium (/usr/bin/chromium), driven by playwright-core, which never downloads a browser of its
+# own (test/browser/report.browser.ts). At 1280 and 400 px wide: a full-page screenshot into
+# test/browser/screenshots/ (CI keeps them as artefacts), no element past the right edge and no
+# sideways scroll, the headline, the grade and every remedy visible and whole, names and remedies
+# wrapped only at a space, axe-core with no serious or critical violation; and no request but for
+# the report's own file (each other one is blocked and counted).
 # Installs what is missing with apt-get (root): chromium, and fonts-liberation, whose Liberation
 # Sans has Arial's metrics, so that widths measured here are the widths of the report's
 # Arial,Helvetica,sans-serif (Debian's chromium depends on no font). Ends with "N passed, N failed".

@@ -1,12 +1,12 @@
 // The HTML reports in a real browser (issue 18; npm run test:browser runs this file through
-// test/browser/browser-test.sh). Every sample's report and the cluster's (samples/cluster-migrated*
-// as three --root) is rendered in this process and opened from file:// in Debian's headless
-// Chromium, driven by playwright-core (which never downloads a browser of its own). At 1280 and
-// 400 px wide: a full-page screenshot into test/browser/screenshots/ (CI keeps them), nothing past the
-// right edge, the headline, the grade and every remedy visible and whole, names and remedies
-// wrapped only at a space, and axe-core with no serious or critical violation. The page is one
-// self-contained file: any other request is blocked and counted, and must not happen. Named
-// *.browser.ts so that npm test (test/run.mjs, *.test.ts) leaves it to its own tier.
+// test/browser/browser-test.sh). Every sample's report and the clusters' (samples/cluster-migrated*
+// as three --root, samples/cluster-stale* as two) is rendered in this process and opened from file://
+// in Debian's headless Chromium, driven by playwright-core (which never downloads a browser of its
+// own). At 1280 and 400 px wide: a full-page screenshot into test/browser/screenshots/ (CI keeps
+// them), nothing past the right edge, the headline, the grade and every remedy visible and whole,
+// names and remedies wrapped only at a space, and axe-core with no serious or critical violation. The
+// page is one self-contained file: any other request is blocked and counted, and must not happen.
+// Named *.browser.ts so that npm test (test/run.mjs, *.test.ts) leaves it to its own tier.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -38,8 +38,14 @@ const HEIGHT = 800;
 const SCREENSHOTS = path.join(PROJECT, 'test', 'browser', 'screenshots');
 const AXE = readFileSync(path.join(PROJECT, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
 const CLUSTER = ['cluster-migrated', 'cluster-migrated-pve2', 'cluster-migrated-pve3'];
-/** Every capture in samples/ (each has an expected.json and is analysed alone), then the cluster. */
-const PAGES = [...SAMPLE_NAMES.map((name) => ({ name, roots: [name] })), { name: 'cluster', roots: CLUSTER }];
+/** The two nodes whose tables of one shared LV differ (a stale table in a cluster finding). */
+const STALE_CLUSTER = ['cluster-stale', 'cluster-stale-pve2'];
+/** Every capture in samples/ (each has an expected.json and is analysed alone), then the clusters. */
+const PAGES = [
+  ...SAMPLE_NAMES.map((name) => ({ name, roots: [name] })),
+  { name: 'cluster', roots: CLUSTER },
+  { name: 'cluster-stale-both', roots: STALE_CLUSTER },
+];
 const HTML = tempDir('pve-dm-browser-');
 /**
  * tsx compiles with esbuild's keepNames, which wraps a named inner function in __name(fn, 'name');
