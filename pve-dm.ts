@@ -5526,8 +5526,8 @@ const isRemovable = (entry: Classified): entry is Classified & { status: Problem
  * refreshed; the guest's VG taken off the host as a whole), else the removal.
  */
 export function cleanupCommand(entry: Classified): string[] {
-  const refreshes = entry.reason === 'stale-table' && entry.otherNode === null;
-  if (refreshes && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
+  const stays = entry.reason === 'stale-table' && entry.otherNode === null;
+  if (stays && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
   const stacked = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict : null;
   return stacked?.guestVg == null ? removalCommand(entry) : guestVgOffArgv(stacked.guestVg, stacked.zvol !== null);
 }
@@ -6031,8 +6031,8 @@ async function actOn(
     const now = checked[index] as Rechecked;
     const record = records[index] as JournalRecord;
     const error = await afterwards(command, now, result, context.runner);
-    const refreshes = record.action === 'lvchange --refresh';
-    const verdict = error !== null ? 'failed' : refreshes ? 'refreshed' : 'removed';
+    const isRefresh = record.action === 'lvchange --refresh';
+    const verdict = error !== null ? 'failed' : isRefresh ? 'refreshed' : 'removed';
     const stamp = (context.now?.() ?? new Date()).toISOString();
     appendJournal(context.journal, {
       id: record.id,
@@ -6044,7 +6044,7 @@ async function actOn(
     });
     const line = { name: record.name, command, journal: record.id };
     if (error !== null) outcome.failed.push({ name: record.name, error: terminalSafe(error) });
-    else if (refreshes) (outcome.refreshed ??= []).push(line);
+    else if (isRefresh) (outcome.refreshed ??= []).push(line);
     else outcome.removed.push(line);
   }
 }
@@ -6122,7 +6122,7 @@ async function afterwards(
   runner: Runner,
 ): Promise<string | null> {
   const said = result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
-  if (command[1] === '--refresh') {
+  if (refreshes(command)) {
     if (result.exitCode !== 0) return said;
     const expected = entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict.expected : null;
     const shown = await runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
