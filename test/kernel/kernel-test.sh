@@ -1,10 +1,13 @@
 #!/bin/bash
-# kernel-test.sh [all|classify|cleanup] - the real-kernel test tier (npm run test:kernel).
+# kernel-test.sh [all|classify|cleanup|conflicts] - the real-kernel test tier (npm run test:kernel).
 #
 # Boots Debian's kernel under qemu once (dm-vm.sh; TCG, no KVM needed), builds a Proxmox VE node
 # "pve1" on loop devices inside it (kernel.guest.sh: VGs pve and ssd-ha01, real LVs, /etc/pve,
 # stale and hand-made dm entries, a running VM and container), and runs pve-dm there against the
-# live system (kernel.test.mjs): classification first, then cleanup / journal / restore.
+# live system (kernel.test.mjs): classification first, then cleanup / journal / restore, the pool
+# remedies, then the conflicts of issue 19 (stale tables, maps stacked on guest volumes) built in VGs
+# of their own and cleaned, checked against the data's checksums, and restored. A MODE other than all
+# runs its part alone (cleanup: with the pool remedies).
 #
 # Needs root and apt-get the first time (dm-vm.sh setup installs qemu, lvm2, ...; about a
 # minute). The project folder is shared into the guest read-write with cache=loose
@@ -15,7 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 mode=${1:-all}
-case $mode in all|classify|cleanup) ;; *) echo "usage: $0 [all|classify|cleanup]" >&2; exit 2;; esac
+case $mode in all|classify|cleanup|conflicts) ;; *) echo "usage: $0 [all|classify|cleanup|conflicts]" >&2; exit 2;; esac
 
 t0=$(date +%s)
 [ -d "$root/node_modules/tsx" ] || { echo "kernel-test: $root/node_modules/tsx missing: run npm ci first" >&2; exit 2; }
@@ -24,13 +27,20 @@ t0=$(date +%s)
 . "$here/thin-tools.sh"
 tools=$(thin_tools)
 [ -n "$tools" ] || { echo "kernel-test: could not fetch thin-provisioning-tools (apt-get download)" >&2; exit 2; }
+# kpartx -a in the conflicts part: Debian's kpartx and sfdisk (without them the guest writes the
+# partition table with busybox fdisk and maps the partitions with dmsetup as kpartx names them)
+. "$here/part-tools.sh"
+parttools=""
+case $mode in all|conflicts) parttools=$(part_tools)
+    [ -n "$parttools" ] || echo "kernel-test: no kpartx/sfdisk (apt-get download): partitions mapped with dmsetup" >&2;;
+esac
 t1=$(date +%s)
 
 out=$(mktemp "${TMPDIR:-/tmp}/kernel-test.XXXX")
 trap 'rm -f "$out"' EXIT
 set +e
 DMVM_SHARE_LOOSE=$root DMVM_MEM=${DMVM_MEM:-1536} DMVM_TIMEOUT=${DMVM_TIMEOUT:-1800} \
-    "$here/dm-vm.sh" run "$here/kernel.guest.sh" "$root" "$mode" "$tools" 2>&1 | tee "$out"
+    "$here/dm-vm.sh" run "$here/kernel.guest.sh" "$root" "$mode" "$tools" "$parttools" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 t2=$(date +%s)

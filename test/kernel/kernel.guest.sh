@@ -1,5 +1,6 @@
-# kernel.guest.sh PROJECT [MODE] - runs INSIDE the dm-vm.sh guest (busybox sh, real kernel, real
-# dmsetup/lvm). Started by kernel-test.sh (npm run test:kernel); do not run it on a real host.
+# kernel.guest.sh PROJECT [MODE] [THIN_TOOLS] [PART_TOOLS] - runs INSIDE the dm-vm.sh guest (busybox
+# sh, real kernel, real dmsetup/lvm). Started by kernel-test.sh (npm run test:kernel); do not run it
+# on a real host.
 #
 # Builds a Proxmox VE node "pve1" on loop devices: VG pve (root, swap, thin pool data), the
 # shared thick VG ssd-ha01, and VG tank with three thin pools in trouble (data 92 % used, metadata
@@ -7,11 +8,13 @@
 # of /etc/pve (written here), stale and hand-made entries, a running VM and a running container
 # (stand-ins: fake-guest.mjs), a stand-in pveversion; then runs kernel.test.mjs, which runs
 # pve-dm against this live system.
-# MODE: all (default), classify (classification only) or cleanup.
-ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE] [THIN_TOOLS]}
+# MODE: all (default), classify (classification only), cleanup or conflicts (the part of issue 19's
+# conflicts, which builds them itself: kernel-conflicts.guest.sh).
+ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE] [THIN_TOOLS] [PART_TOOLS]}
 MODE=${2:-all}
-# the host's unpacked thin-provisioning-tools (kernel-test.sh), seen through /host
+# the host's unpacked thin-provisioning-tools and kpartx/sfdisk (kernel-test.sh), seen through /host
 THIN_TOOLS=${3:-}
+PART_TOOLS=${4:-}
 
 log() { echo ">>> $*" >&2; }
 # x CMD...: a setup step; the whole run fails when it does
@@ -327,7 +330,7 @@ log "node pve1 built in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
 
 # ---- the tests -----------------------------------------------------------------------------
 cd "$ROOT" || exit 1
-node test/kernel/kernel.test.mjs "$MODE"
+KERNEL_PART_TOOLS=${PART_TOOLS:+/host$PART_TOOLS} node test/kernel/kernel.test.mjs "$MODE"
 rc=$?
 t2=$(cut -d' ' -f1 /proc/uptime)
 log "tests took $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')s (guest clock)"

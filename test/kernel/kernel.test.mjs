@@ -1,11 +1,14 @@
-// kernel.test.mjs [all|classify|cleanup] - runs INSIDE the dm-vm.sh guest, after kernel.guest.sh
-// has built node pve1 (see there for what exists). Runs pve-dm against the live system, no
+// kernel.test.mjs [all|classify|cleanup|conflicts] - runs INSIDE the dm-vm.sh guest, after
+// kernel.guest.sh has built node pve1 (see there for what exists). Runs pve-dm against the live system, no
 // capture, and checks what it says and what it does to the kernel's device-mapper table.
 //
-// Three parts, each with its own totals: classification (read-only), then cleanup (the --yes /
+// Four parts, each with its own totals: classification (read-only), then cleanup (the --yes /
 // journal / restore contract of issue 4), then pool remedies (the commands pve-dm printed for the
-// thin pools of VG tank, run as printed; with cleanup in mode `cleanup`). The last line is
-// `N passed, N failed`; the exit code is 1 when anything failed.
+// thin pools of VG tank, run as printed; with cleanup in mode `cleanup`), then conflicts (issue 19:
+// stale tables and maps stacked on guest disks, built then by kernel-conflicts.guest.sh in VGs of
+// their own; cleanup fixes them without losing data, checked by checksum, and restore undoes it;
+// alone in mode `conflicts`). The last line is `N passed, N failed`; the exit code is 1 when
+// anything failed.
 //
 // Every command pve-dm starts goes through a logging wrapper on PATH (/tmp/trace-bin), so the
 // tests see exactly which commands each run spawned, in order.
@@ -20,6 +23,10 @@ import { unwrapConsole } from '../support/console.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PVE_DM = path.join(ROOT, 'pve-dm.ts');
 const MODE = process.argv[2] ?? 'all';
+if (!['all', 'classify', 'cleanup', 'conflicts'].includes(MODE)) {
+  process.stderr.write(`usage: kernel.test.mjs [all|classify|cleanup|conflicts] (not ${MODE})\n`);
+  process.exit(2);
+}
 const RUN_TIMEOUT_MS = Number(process.env.KERNEL_TEST_RUN_TIMEOUT_MS ?? 300_000);
 const TRACE_BIN = '/tmp/trace-bin';
 const TRACE = '/tmp/trace.log';
@@ -783,11 +790,525 @@ async function lockTest() {
   });
 }
 
+// ══ part 4: conflicts (issue 19): cleanup fixes each one without losing data, restore undoes it ═══
+// kernel-conflicts.guest.sh builds them after the other parts, in VGs csan and cthin of their own, so
+// that nothing those parts expect changes (see there for how each is made). The checksums are of the
+// data as LVM's metadata places it: read through a read-only device made from the table lvs --segments
+// and pvs imply (made and removed while no pve-dm runs), never through the device under test.
+const CONFLICT_SETUP = path.join(ROOT, 'test/kernel/kernel-conflicts.guest.sh');
+const CONFLICT_VGS = ['csan', 'cthin'];
+const JOURNAL_CONFLICTS = '/tmp/j-conflicts.jsonl';
+const JOURNAL_CONFLICTS2 = '/tmp/j-conflicts2.jsonl';
+/** The stale tables cleanup refreshes: dm name -> VG/LV and VMID (each guest stopped, not locked). */
+const STALE = {
+  'csan-vm--401--disk--0': { lv: 'csan/vm-401-disk-0', vmid: 401 }, // reduced; vm-402 on its last 2 MiB
+  'csan-vm--403--disk--0': { lv: 'csan/vm-403-disk-0', vmid: 403 }, // extended, old table back
+  'csan-vm--404--disk--0': { lv: 'csan/vm-404-disk-0', vmid: 404 }, // pvmoved, written, old table back
+  'cthin-vm--405--disk--0': { lv: 'cthin/vm-405-disk-0', vmid: 405 }, // re-created: maps vm-406's thin id
+};
+/**
+ * Stale too, but no command may touch them, and the cleanup says why: VM 409 runs (its QEMU holds the disk
+ * open), VM 410 is locked (lock: migrate), VM 412 runs (the disk is its unused0: its QEMU does not hold it).
+ */
+const HELD_BACK = {
+  'csan-vm--409--disk--0': { lv: 'csan/vm-409-disk-0', vmid: 409, why: /\brunning\b|\bkvm\b/ },
+  'csan-vm--410--disk--0': { lv: 'csan/vm-410-disk-0', vmid: 410, why: /\block(ed)?\b|\bmigrate\b/ },
+  'csan-vm--412--disk--0': { lv: 'csan/vm-412-disk-0', vmid: 412, why: /\brunning\b/ },
+};
+const RUNNING = [409, 412];
+const GUEST_VG = 'vg-debian';
+/** Maps stacked on a stopped guest's disk: kpartx's partitions of VM 407's, the LVs of VM 408's own VG. */
+const STACKED = {
+  'cthin-vm--407--disk--0p1': { on: 'cthin-vm--407--disk--0', vmid: 407 },
+  'cthin-vm--407--disk--0p2': { on: 'cthin-vm--407--disk--0', vmid: 407 },
+  'vg--debian-root': { on: 'cthin-vm--408--disk--0', vmid: 408, vg: GUEST_VG },
+  'vg--debian-swap': { on: 'cthin-vm--408--disk--0', vmid: 408, vg: GUEST_VG },
+};
+const PARTITIONS = Object.keys(STACKED).filter((name) => STACKED[name].vg === undefined);
+const GUEST_VG_LVS = Object.keys(STACKED).filter((name) => STACKED[name].vg === GUEST_VG);
+/** Guest disks of these VGs that have no conflict: the neighbours that got the reused extents and thin id. */
+const CONFLICT_VALID = [
+  'csan-vm--402--disk--0',
+  'cthin-vm--406--disk--0',
+  'cthin-vm--407--disk--0',
+  'cthin-vm--408--disk--0',
+  'csan-vm--411--disk--0',
+];
+/** The remedies, as the trace writes a command (its words joined by spaces, no quoting). */
+const REFRESH = (lv) => `lvchange --refresh ${lv}`;
+const PART_REMOVE = (name) => `dmsetup --manglename none remove ${name}`;
+const GUEST_VG_OFF = `vgchange --config devices { scan_lvs = 1 } -an ${GUEST_VG}`;
+/** `csan/vm-401-disk-0` -> `csan-vm--401--disk--0` */
+const dmNameOf = (vgLv) =>
+  vgLv
+    .split('/')
+    .map((part) => part.replaceAll('-', '--'))
+    .join('-');
+
+/**
+ * The table LVM's metadata implies for every guest disk of VGs csan and cthin (from lvs --segments and
+ * pvs, as test/fixtures/real/conflicts/README.md derives it), by VG/LV, its lines sorted as state()'s.
+ */
+function metadataTables() {
+  const columns = (fields) => ['--noheadings', '--separator', '|', '--units', 's', '--nosuffix', '-o', fields];
+  const pvs = new Map();
+  for (const line of lines(sh('pvs', columns('pv_name,pe_start,pv_major,pv_minor')).stdout)) {
+    const [name, start, major, minor] = line.split('|');
+    pvs.set(name, { start: Number(start), device: `${major}:${minor}` });
+  }
+  const fields = 'vg_name,lv_name,vg_extent_size,seg_start,seg_size,segtype,stripes,seg_pe_ranges,thin_id,pool_lv';
+  const segments = sh('lvs', ['-a', '--segments', ...columns(fields), ...CONFLICT_VGS]);
+  assert.equal(segments.code, 0, `lvs --segments: ${segments.stderr}`);
+  const rows = lines(segments.stdout).map((line) => line.split('|'));
+  // A thin volume maps its pool's -tpool layer, the dm entry `<vg>-<pool>-tpool` (lvs names that device as the
+  // pool's lv_kernel_major:minor only when asked for lv_attr too, else the pool's top device `<vg>-<pool>`).
+  const pools = new Map();
+  for (const [vg, lv] of rows.filter((r) => r[5] === 'thin-pool')) {
+    const tpool = sh('dmsetup', [
+      'info',
+      '-c',
+      '--noheadings',
+      '-o',
+      'major,minor',
+      `${dmNameOf(`${vg}/${lv}`)}-tpool`,
+    ]);
+    assert.equal(tpool.code, 0, `${vg}/${lv}: no -tpool device: ${tpool.stderr}`);
+    pools.set(`${vg}/${lv}`, tpool.stdout.trim());
+  }
+  const tables = {};
+  for (const [vg, lv, extent, start, size, type, stripes, ranges, thinId, pool] of rows) {
+    if (!/^vm-\d+-disk-\d+$/.test(lv)) continue;
+    let line;
+    if (type === 'thin') line = `${start} ${size} thin ${pools.get(`${vg}/${pool}`)} ${thinId}`;
+    else if (type === 'linear' || (type === 'striped' && stripes === '1')) {
+      const [, pvName, first] = /^(.+):(\d+)-\d+$/.exec(ranges) ?? [];
+      const pv = pvs.get(pvName);
+      assert.ok(pv, `${vg}/${lv}: PV ${pvName} not in pvs`);
+      line = `${start} ${size} linear ${pv.device} ${pv.start + Number(first) * Number(extent)}`;
+    } else throw new Error(`${vg}/${lv}: a ${type} segment (${stripes} stripes), which this part does not build`);
+    (tables[`${vg}/${lv}`] ??= []).push(line);
+  }
+  for (const table of Object.values(tables)) table.sort();
+  return tables;
+}
+
+/** sha256 of a block device's whole contents, read with O_DIRECT (no page cache left from an older table). */
+function sha256Of(device) {
+  const r = sh('sh', ['-c', 'set -o pipefail; dd if="$1" bs=64k iflag=direct 2>/dev/null | sha256sum', 'sh', device]);
+  const sum = /^[0-9a-f]{64}\b/.exec(r.stdout)?.[0];
+  if (r.code !== 0 || sum === undefined) throw new Error(`sha256 of ${device}: exit ${r.code} ${r.stderr.trim()}`);
+  return sum;
+}
+const CHECK_DEVICE = 'pvedm-check';
+/** sha256 of what a table maps, read through a read-only device made from it and removed again. */
+function sha256OfTable(table) {
+  const env = { ...process.env, PATH: SYS_PATH, LC_ALL: 'C' };
+  const made = spawnSync('dmsetup', ['create', CHECK_DEVICE, '--readonly'], {
+    input: `${table.join('\n')}\n`,
+    encoding: 'utf8',
+    env,
+  });
+  if (made.status !== 0) throw new Error(`dmsetup create ${CHECK_DEVICE} (${table.join('; ')}): ${made.stderr.trim()}`);
+  try {
+    return sha256Of(`/dev/mapper/${CHECK_DEVICE}`);
+  } finally {
+    let removed = sh('dmsetup', ['remove', CHECK_DEVICE]);
+    for (let i = 0; i < 10 && removed.code !== 0; i++)
+      removed = sh('sh', ['-c', `sleep 0.5; dmsetup remove ${CHECK_DEVICE}`]);
+    if (removed.code !== 0) throw new Error(`dmsetup remove ${CHECK_DEVICE}: ${removed.stderr.trim()}`);
+  }
+}
+/** Every guest disk's data as its metadata places it: VG/LV -> sha256. */
+const metadataSums = (tables) =>
+  Object.fromEntries(Object.entries(tables).map(([lv, table]) => [lv, sha256OfTable(table)]));
+/** What each named dm device reads: name -> sha256. */
+const deviceSums = (names) => Object.fromEntries(names.map((name) => [name, sha256Of(`/dev/mapper/${name}`)]));
+
+/** pve-dm --report-only --json: its run, and the report or null (and a failed test) when there is none. */
+async function conflictReport(what) {
+  const run = await pveDm(['--report-only', '--json']);
+  let parsed = null;
+  test(`${what}: pve-dm --report-only --json gives a report and changes nothing`, () => {
+    usable(run);
+    parsed = JSON.parse(run.stdout);
+    noChanges(run);
+  });
+  return { report: parsed, run };
+}
+const conflictEntries = (rep) => (rep?.entries ?? []).filter((entry) => entry.status === 'conflict');
+/** The journal's action records (no outcome lines), and its outcome lines. */
+function readJournalFile(file) {
+  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const all = text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+  return { records: all.filter((r) => !('outcome' in r)), outcomes: all.filter((r) => 'outcome' in r) };
+}
+const tableLines = (table) => lines(Array.isArray(table) ? table.join('\n') : String(table ?? ''));
+/** The changing commands a run started, as text, sorted. */
+const changes = (run) =>
+  run.trace
+    .filter(mutating)
+    .map((c) => c.text)
+    .sort();
+/** The lines of a run's output that name a dm entry or VG/LV. */
+const linesNaming = (run, ...words) =>
+  run.output.split('\n').filter((l) => words.some((w) => l.split(/[\s'"():,]+/).includes(w)));
+
+async function conflicts() {
+  begin('conflicts');
+  installTraceWrappers();
+  const partTools = process.env.KERNEL_PART_TOOLS ?? '';
+  say(`\n$ sh ${path.relative(ROOT, CONFLICT_SETUP)} (kpartx: ${partTools || 'none, dmsetup as kpartx names them'})`);
+  const built = spawnSync('sh', [CONFLICT_SETUP, ROOT, partTools], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, PATH: SYS_PATH },
+    timeout: 600_000,
+  });
+  test('kernel-conflicts.guest.sh built the conflicts (exit 0)', () =>
+    assert.equal(built.status, 0, `exit ${built.signal ?? built.status}`));
+  if (built.status !== 0) return end();
+  const staleAll = { ...STALE, ...HELD_BACK };
+
+  // ── what was built, read directly ──
+  const meta0 = metadataTables();
+  const s0 = state();
+  const sums0 = metadataSums(meta0);
+  const seen0 = deviceSums([...Object.keys(staleAll), ...GUEST_VG_LVS]);
+  say(`\nguest disks of csan and cthin as their metadata maps them: ${Object.keys(meta0).join(', ')}`);
+  test("built: each stale LV's kernel table is not the one lvs --segments and pvs imply, and reads other data", () => {
+    for (const [name, { lv }] of Object.entries(staleAll)) {
+      assert.ok(s0.tables[name] && meta0[lv], `${name}: no dm entry or no LV`);
+      assert.notDeepEqual(s0.tables[name], meta0[lv], `${name}: the kernel maps what the metadata says`);
+      assert.notEqual(seen0[name], sums0[lv], `${name}: reads the data its metadata places`);
+    }
+  });
+  test('built: every other guest disk of csan and cthin maps what its metadata says (12 disks in all)', () => {
+    assert.equal(Object.keys(meta0).length, 12, Object.keys(meta0).join(' '));
+    for (const [lv, table] of Object.entries(meta0)) {
+      if (Object.values(staleAll).some((s) => s.lv === lv)) continue;
+      assert.deepEqual(s0.tables[dmNameOf(lv)], table, lv);
+    }
+  });
+  test("built: vm-401's old table maps vm-402's extents, vm-405's vm-406's thin id, vm-404's the old PV", () => {
+    const [, , , dev402, at402] = meta0['csan/vm-402-disk-0'][0].split(' ');
+    const [, length401, , dev401, at401] = s0.tables['csan-vm--401--disk--0'][0].split(' ');
+    assert.equal(dev401, dev402, 'same PV');
+    assert.ok(
+      Number(at402) >= Number(at401) && Number(at402) < Number(at401) + Number(length401),
+      `${at402} in ${at401}+${length401}`,
+    );
+    assert.deepEqual(s0.tables['cthin-vm--405--disk--0'], meta0['cthin/vm-406-disk-0']);
+    assert.notEqual(s0.tables['csan-vm--404--disk--0'][0].split(' ')[3], meta0['csan/vm-404-disk-0'][0].split(' ')[3]);
+  });
+  test("built: the partitions and vg-debian's LVs map the disks of VMs 407 and 408 (stopped); VMs 409, 412 run", () => {
+    for (const [name, { on }] of Object.entries(STACKED)) {
+      const under = s0.tables[on]?.length
+        ? sh('dmsetup', ['info', '-c', '--noheadings', '-o', 'major,minor', on]).stdout.trim()
+        : '?';
+      assert.ok(
+        s0.tables[name]?.every((l) => l.split(' ')[3] === under),
+        `${name} (${s0.tables[name]}) not on ${on} (${under})`,
+      );
+    }
+    for (const vmid of RUNNING) {
+      const pid = fs.readFileSync(`/run/qemu-server/${vmid}.pid`, 'utf8').trim();
+      assert.ok(
+        fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`-pidfile\0/var/run/qemu-server/${vmid}.pid`),
+        `VM ${vmid}`,
+      );
+    }
+    assert.deepEqual(
+      [s0.open['csan-vm--409--disk--0'], s0.open['csan-vm--412--disk--0']],
+      [1, 0],
+      'open: VM 409 holds its disk',
+    );
+  });
+
+  // ── the classification ──
+  const { report: report0, run: report0Run } = await conflictReport('before');
+  const entries0 = new Map((report0?.entries ?? []).map((entry) => [entry.name, entry]));
+  // A thin volume's table maps its pool's -tpool layer. lvs gives that device as the pool row's lv_kernel_major:minor
+  // only when the same report asks for lv_attr (as pve-dm's does); without, it gives the pool's top device.
+  const segmentsCall = report0Run.trace.find((c) => c.prog === 'lvs' && c.args.includes('--segments'));
+  const poolLine = lines(sh('lvs', segmentsCall?.args ?? []).stdout).find((l) => l.startsWith('cthin|data|')) ?? '';
+  const plain = sh('lvs', ['--noheadings', '--separator', '|', '-o', 'lv_kernel_major,lv_kernel_minor', 'cthin/data']);
+  const tpool = sh('dmsetup', ['info', '-c', '--noheadings', '-o', 'major,minor', 'cthin-data-tpool']).stdout.trim();
+  const device = (text) => text.trim().split('|').slice(-2).join(':');
+  test("pve-dm's lvs --segments gives thin pool cthin/data's -tpool device, which the thin tables map", () => {
+    const why = `${poolLine} (lvs -o lv_kernel_major,lv_kernel_minor alone: ${device(plain.stdout)})`;
+    assert.equal(device(poolLine), tpool, why);
+  });
+  test('before: the eleven conflicts, each with its remedy (none for running or locked VMs); neighbours valid', () => {
+    assert.ok(report0, 'no report');
+    const got = conflictEntries(report0)
+      .map((e) => `${e.name} ${e.reason}`)
+      .sort();
+    const want = [
+      ...Object.keys(staleAll).map((n) => `${n} stale-table`),
+      ...Object.keys(STACKED).map((n) => `${n} stacked-on-guest-volume`),
+    ];
+    assert.deepEqual(got, want.sort());
+    assert.equal(report0.summary.conflict, 11, 'summary.conflict');
+    for (const [name, { lv, vmid }] of Object.entries(STALE))
+      assert.deepEqual([entries0.get(name).vmid, entries0.get(name).remedy], [vmid, REFRESH(lv)], name);
+    for (const [name, { vmid }] of Object.entries(HELD_BACK))
+      assert.deepEqual([entries0.get(name).vmid, entries0.get(name).remedy], [vmid, null], name);
+    for (const [name, { on, vmid }] of Object.entries(STACKED)) {
+      const entry = entries0.get(name);
+      assert.deepEqual([entry.vmid, entry.relatedTo], [vmid, on], name);
+      if (STACKED[name].vg)
+        assert.equal(entry.remedy, `vgchange --config 'devices { scan_lvs = 1 }' -an ${GUEST_VG}`, name);
+      else assert.match(entry.remedy ?? '', new RegExp(`^dmsetup (--manglename none )?remove ${name}$`), name);
+    }
+    for (const name of CONFLICT_VALID)
+      assert.deepEqual([entries0.get(name)?.status, entries0.get(name)?.reason], ['valid', 'referenced'], name);
+  });
+
+  // ── a dry run ──
+  const raw = () => sh('dmsetup', ['--manglename', 'none', 'table']).stdout;
+  const rawBefore = raw();
+  const dry = await pveDm(['--dry-run', '--html', HTML]);
+  const rawAfterDry = raw();
+  const sDry = state();
+  test('--dry-run: changes nothing (no changing command; dmsetup table byte for byte as before, lvs as before)', () => {
+    usable(dry);
+    noChanges(dry);
+    assert.equal(rawAfterDry, rawBefore, 'dmsetup table');
+    sameState(s0, sDry);
+  });
+  test('--dry-run: names each conflict remedy it would run, all before any duplicate or tombstone', () => {
+    const section = dry.output.slice(Math.max(0, dry.output.lastIndexOf('\nCleanup')));
+    const out = section.split('\n');
+    const at = (want) => out.findIndex(want);
+    const wanted = [
+      ...Object.values(STALE).map(({ lv }) => [REFRESH(lv), (l) => l.includes(REFRESH(lv))]),
+      ...PARTITIONS.map((name) => [`remove ${name}`, (l) => l.split(/[\s()]+/).includes(name) && /remove/.test(l)]),
+      [
+        `vgchange ... -an ${GUEST_VG}`,
+        (l) => /vgchange --config '?devices \{ scan_lvs = 1 \}'? -an vg-debian\b/.test(l),
+      ],
+    ];
+    const found = wanted.map(([what, want]) => [what, at(want)]);
+    assert.deepEqual(
+      found.filter(([, i]) => i < 0).map(([what]) => what),
+      [],
+      `not in the dry run:\n${clip(section, 30)}`,
+    );
+    const others = Object.keys(REMOVED)
+      .map((name) => at((l) => l.split(/[\s()]+/).includes(name)))
+      .filter((i) => i >= 0);
+    assert.ok(others.length > 0, 'no duplicate or tombstone of pve1 in the dry run');
+    assert.ok(
+      Math.max(...found.map(([, i]) => i)) < Math.min(...others),
+      `conflicts are not planned first:\n${clip(section, 40)}`,
+    );
+  });
+
+  // ── the cleanup ──
+  fs.rmSync(JOURNAL_CONFLICTS, { force: true });
+  const before = state();
+  const yes = await pveDm(['--yes', '--only', 'conflicts', '--journal', JOURNAL_CONFLICTS, '--html', HTML]);
+  const s1 = state();
+  showOutput({ stdout: yes.stdout.slice(Math.max(0, yes.stdout.lastIndexOf('\nCleanup'))) }, 30);
+  const meta1 = metadataTables();
+  test('--yes --only conflicts: its changing commands are exactly the remedies (refresh, remove, one vgchange)', () => {
+    usable(yes);
+    const want = [...Object.values(STALE).map(({ lv }) => REFRESH(lv)), ...PARTITIONS.map(PART_REMOVE), GUEST_VG_OFF];
+    assert.deepEqual(changes(yes), want.sort());
+  });
+  test("--yes: each remedy ran under its guest's Proxmox lock (flock on lock-<vmid>.conf)", () => {
+    for (const vmid of [401, 403, 404, 405, 407, 408]) {
+      assert.ok(
+        yes.trace.some((c) => c.prog === 'flock' && c.args.some((a) => a.endsWith(`/lock-${vmid}.conf`))),
+        `no flock on lock-${vmid}.conf`,
+      );
+    }
+  });
+  test('--yes: the stale LVs of running VMs 409, 412 and locked VM 410: no command names them, tables kept', () => {
+    for (const [name, { lv }] of Object.entries(HELD_BACK)) {
+      assert.deepEqual(
+        yes.trace
+          .filter(mutating)
+          .filter((c) => c.args.includes(lv) || c.args.includes(name))
+          .map((c) => c.text),
+        [],
+        name,
+      );
+      assert.deepEqual(s1.tables[name], before.tables[name], name);
+    }
+  });
+  test('--yes: says it skipped each, and why: VM 409 runs (its kvm holds it), VM 410 is locked, VM 412 runs', () => {
+    for (const [name, { lv, why }] of Object.entries(HELD_BACK)) {
+      const said = linesNaming(yes, name, lv).filter((l) => /skip/i.test(l));
+      assert.ok(
+        said.some((l) => why.test(l)),
+        `${name}: no line says it was skipped for ${why}:\n${said.join('\n')}`,
+      );
+    }
+  });
+  test("--yes: each refreshed LV's table is now the one lvs --segments and pvs imply; LVM's metadata unchanged", () => {
+    assert.deepEqual(meta1, meta0, 'the tables the metadata implies');
+    for (const [name, { lv }] of Object.entries(STALE)) assert.deepEqual(s1.tables[name], meta1[lv], name);
+  });
+  test("--yes: partitions and vg-debian's LVs gone; every other entry keeps its table; no LV removed or made", () => {
+    assert.deepEqual(
+      before.names.filter((n) => !s1.names.includes(n)),
+      Object.keys(STACKED).sort(),
+      'entries gone',
+    );
+    assert.deepEqual(
+      s1.names.filter((n) => !before.names.includes(n)),
+      [],
+      'entries that appeared',
+    );
+    for (const name of s1.names.filter((n) => !(n in STALE)))
+      assert.deepEqual(s1.tables[name], before.tables[name], name);
+    assert.deepEqual(Object.keys(s1.lvs).sort(), Object.keys(before.lvs).sort(), 'lvs');
+  });
+  const sums1 = metadataSums(meta1);
+  const seen1 = deviceSums(Object.keys(STALE));
+  test('--yes: no data lost: each guest disk as its metadata places it reads as before (sha256)', () => {
+    assert.deepEqual(sums1, sums0);
+  });
+  test('--yes: each refreshed guest now reads its own data through its own device', () => {
+    for (const [name, { lv }] of Object.entries(STALE)) assert.equal(seen1[name], sums0[lv], name);
+  });
+  test("--yes: VM 407's and VM 408's disks (under the partitions and the guest VG) unchanged", () => {
+    for (const lv of ['cthin/vm-407-disk-0', 'cthin/vm-408-disk-0']) assert.equal(sums1[lv], sums0[lv], lv);
+    assert.equal(
+      sha256Of('/dev/mapper/cthin-vm--408--disk--0'),
+      sums0['cthin/vm-408-disk-0'],
+      'through its own device',
+    );
+  });
+  const { records, outcomes } = readJournalFile(JOURNAL_CONFLICTS);
+  const journalText = fs.existsSync(JOURNAL_CONFLICTS) ? fs.readFileSync(JOURNAL_CONFLICTS, 'utf8').trimEnd() : '';
+  if (journalText !== '') say(`\n${JOURNAL_CONFLICTS}:\n${clip(journalText, 16).replace(/^/gm, '  | ')}`);
+  test('journal: a record per entry changed, with its uuid and old table; a refresh as "lvchange --refresh"', () => {
+    assert.deepEqual(records.map((r) => r.name).sort(), [...Object.keys(STALE), ...Object.keys(STACKED)].sort());
+    for (const r of records) {
+      assert.equal(r.uuid, before.uuids[r.name], `${r.name}: uuid`);
+      assert.deepEqual(tableLines(r.table), before.tables[r.name], `${r.name}: table`);
+      if (r.name in STALE) assert.equal(r.action, 'lvchange --refresh', `${r.name}: action`);
+      else assert.notEqual(r.action, 'lvchange --refresh', `${r.name}: action`);
+    }
+    assert.equal(new Set(records.map((r) => JSON.stringify(r.run))).size, 1, 'all records belong to one run');
+    assert.deepEqual(
+      outcomes.filter((o) => o.outcome === 'failed').map((o) => `${o.name}: ${o.detail}`),
+      [],
+      'failed outcomes',
+    );
+  });
+  const { report: report1 } = await conflictReport('after --yes');
+  test('after --yes: pve-dm counts three conflicts left, the stale tables of VMs 409, 410 and 412', () => {
+    assert.deepEqual(
+      conflictEntries(report1)
+        .map((e) => `${e.name} ${e.reason}`)
+        .sort(),
+      Object.keys(HELD_BACK).map((n) => `${n} stale-table`),
+    );
+    assert.equal(report1?.summary.conflict, 3);
+  });
+
+  // ── restore ──
+  const restore = await pveDm(['restore', '--last', '--yes', '--journal', JOURNAL_CONFLICTS]);
+  const s2 = state();
+  test('restore --last --yes brings every entry back: dmsetup table, names and uuids as before the cleanup', () => {
+    assert.equal(restore.code, 0, `exit ${restore.signal ?? restore.code}: ${restore.stderr.trim()}`);
+    assert.deepEqual(s2.table, before.table, 'dmsetup table');
+    assert.deepEqual(s2.nameUuid, before.nameUuid, 'dmsetup info -c -o name,uuid');
+  });
+  test('restore: old tables loaded (dmsetup load, resume), maps re-created (dmsetup create --uuid), no more', () => {
+    const dm = restore.trace.filter((c) => c.prog === 'dmsetup');
+    for (const name of Object.keys(STALE)) {
+      for (const verb of ['load', 'resume'])
+        assert.ok(
+          dm.some((c) => c.args.includes(verb) && c.args.includes(name)),
+          `no dmsetup ${verb} ${name}`,
+        );
+    }
+    for (const name of Object.keys(STACKED)) {
+      assert.ok(
+        dm.some((c) => c.args.includes('create') && c.args.includes(name) && c.args.includes(before.uuids[name])),
+        `no dmsetup create ${name} --uuid`,
+      );
+    }
+    const journaled = new Set([...Object.keys(STALE), ...Object.keys(STACKED)]);
+    const other = restore.trace
+      .filter(mutating)
+      .filter((c) => c.prog !== 'dmsetup' || !c.args.some((a) => journaled.has(a)));
+    assert.deepEqual(
+      other.map((c) => c.text),
+      [],
+    );
+  });
+  const sums2 = metadataSums(metadataTables());
+  test('restore: no data lost: each guest disk as its metadata places it, each restored device as before', () => {
+    assert.deepEqual(sums2, sums0);
+    assert.deepEqual(deviceSums([...Object.keys(staleAll), ...GUEST_VG_LVS]), seen0);
+  });
+
+  // ── once VMs 409 and 412 stopped and VM 410's migration over, a second cleanup fixes every conflict ──
+  for (const vmid of RUNNING) {
+    // (a stand-in's parent shell is gone: it stays a zombie, but its disks are closed)
+    process.kill(Number(fs.readFileSync(`/run/qemu-server/${vmid}.pid`, 'utf8')), 'SIGTERM');
+    fs.rmSync(`/run/qemu-server/${vmid}.pid`, { force: true });
+  }
+  for (let i = 0; i < 100 && state().open['csan-vm--409--disk--0'] !== 0; i++) await sleep(100);
+  const conf410 = '/etc/pve/nodes/pve1/qemu-server/410.conf';
+  fs.writeFileSync(conf410, fs.readFileSync(conf410, 'utf8').replace(/^lock: migrate\n/m, ''));
+  say("\n(VMs 409 and 412 stopped, VM 410's lock: migrate removed)");
+  fs.rmSync(JOURNAL_CONFLICTS2, { force: true });
+  const yes2 = await pveDm(['--yes', '--only', 'conflicts', '--journal', JOURNAL_CONFLICTS2, '--html', HTML]);
+  const s3 = state();
+  const meta3 = metadataTables();
+  test('then --yes --only conflicts runs exactly the remedies of all eleven, VMs 409, 410, 412 refreshed too', () => {
+    usable(yes2);
+    const want = [
+      ...Object.values(staleAll).map(({ lv }) => REFRESH(lv)),
+      ...PARTITIONS.map(PART_REMOVE),
+      GUEST_VG_OFF,
+    ];
+    assert.deepEqual(changes(yes2), want.sort());
+  });
+  test('then every stale LV maps what lvs --segments and pvs imply, every other entry keeps its table', () => {
+    assert.deepEqual(meta3, meta0, 'the tables the metadata implies');
+    for (const [name, { lv }] of Object.entries(staleAll)) assert.deepEqual(s3.tables[name], meta3[lv], name);
+    assert.deepEqual(
+      s3.names,
+      s2.names.filter((n) => !(n in STACKED)),
+      "the partitions and vg-debian's LVs gone, nothing else",
+    );
+    for (const name of s3.names.filter((n) => !(n in staleAll)))
+      assert.deepEqual(s3.tables[name], s2.tables[name], name);
+  });
+  test('then no data lost: each guest disk as its metadata places it unchanged, through its own device too', () => {
+    assert.deepEqual(metadataSums(meta3), sums0);
+    for (const [name, { lv }] of Object.entries(staleAll))
+      assert.equal(sha256Of(`/dev/mapper/${name}`), sums0[lv], name);
+  });
+  const { report: report3 } = await conflictReport('at last');
+  test('at last pve-dm --json counts no conflict (summary.conflict 0); the eleven entries gone or valid', () => {
+    assert.deepEqual(
+      conflictEntries(report3).map((e) => e.name),
+      [],
+    );
+    assert.equal(report3?.summary.conflict, 0);
+    const entries = new Map((report3?.entries ?? []).map((entry) => [entry.name, entry]));
+    for (const name of Object.keys(staleAll)) assert.equal(entries.get(name)?.status, 'valid', name);
+    for (const name of Object.keys(STACKED)) assert.equal(entries.get(name), undefined, name);
+  });
+  end();
+}
+
 // ══ main ═════════════════════════════════════════════════════════════════════════════════════
 const t0 = Date.now();
 if (MODE === 'all' || MODE === 'classify') await classification();
 if (MODE === 'all' || MODE === 'cleanup') await cleanup();
 if (MODE === 'all' || MODE === 'cleanup') await poolRemedies();
+if (MODE === 'all' || MODE === 'conflicts') await conflicts();
 say(`\n(kernel tests: ${((Date.now() - t0) / 1000).toFixed(1)} s in the guest)`);
 say(`${totals.passed} passed, ${totals.failed} failed`);
 process.exitCode = totals.failed === 0 && totals.passed > 0 ? 0 : 1;
