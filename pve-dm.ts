@@ -8279,6 +8279,11 @@ export function renderJournal(records: JournalRecord[], json: boolean): string {
   return wrapConsole(`${[`${header}\n  NAME`, ...named].join('\n')}\n`);
 }
 
+/** What restoring a stale table means, said beside it: the conflict is back, on purpose. */
+const STALE_AGAIN =
+  ": its stale table again, which maps other blocks than LVM's metadata says (read what was written " +
+  'through it, then refresh it or let pve-dm do it; never start its guest on it)';
+
 async function restoreCommand(
   options: CliOptions,
   runner: Runner,
@@ -8300,11 +8305,12 @@ async function restoreCommand(
   const removed = (records as JournalRecord[]).filter((record) => !undone(record));
   const notRemoved = (records as JournalRecord[]).filter(undone);
   const outcome = await restoreEntries(removed, { runner, liveRoot, ...(options.dryRun ? { lock: noLock } : {}) });
+  const staleAgain = new Set(removed.filter((record) => record.reason === 'stale-table').map((record) => record.name));
   const lines = [
     ...(outcome.wouldRestore ?? []).map(
       ({ name, command }) => `would restore ${mangleDmName(name)}  (${whole(terminalSafe(shellLine(command)))})`,
     ),
-    ...outcome.restored.map((name) => `restored ${mangleDmName(name)}`),
+    ...outcome.restored.map((name) => `restored ${mangleDmName(name)}${staleAgain.has(name) ? STALE_AGAIN : ''}`),
     ...notRemoved.map((record) => `kept     ${mangleDmName(record.name)}: its removal failed, it was never removed`),
     ...outcome.refused.map(({ name, why }) => `refused  ${mangleDmName(name)}: ${terminalSafe(why)}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${mangleDmName(name)}: ${error}`),
