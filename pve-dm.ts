@@ -506,6 +506,7 @@ export const POOL_STATUS_ARGS = ['--manglename', 'none', 'status', '--target', '
 /**
  * Each LV's segments in sectors, with its PV extents, thin id and pool, and the kernel device it
  * has: with PVS_ARGS, what the kernel's table of an active LV should be (test/fixtures/real/conflicts).
+ * lv_attr must stay: only with it does a pool's row give its `-tpool` device, which thin LVs map.
  */
 export const LVS_SEGMENTS_ARGS = [
   '-a',
