@@ -5782,16 +5782,50 @@ export interface RescanRecord {
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
 export const DEFAULT_STATE = '/var/lib/pve-dm/notify-state.json';
 
-export function appendJournal(file: string, record: JournalRecord | JournalOutcome | RescanRecord): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const fd = openSync(file, 'a', 0o600);
+/** The line a cleanup run writes first: proof that the journal takes lines, before anything changes. */
+export interface RunRecord {
+  kind: 'run';
+  run: string;
+  at: string;
+  node: string;
+}
+
+/** A journal line that could not be written: nothing more may change, since nothing could record it. */
+export class JournalError extends UserError {}
+
+// Never through a link planted at its name; a FIFO there fails at once (ENXIO) instead of waiting for a reader.
+const JOURNAL_FLAGS =
+  constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/** Appends one line and fsyncs it; a JournalError naming the file and why when it cannot. */
+export function appendJournal(file: string, record: JournalRecord | JournalOutcome | RescanRecord | RunRecord): void {
   try {
-    writeSync(fd, `${JSON.stringify(record)}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    mkdirSync(path.dirname(file), { recursive: true });
+    const fd = openSync(file, JOURNAL_FLAGS, 0o600);
+    try {
+      if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ENOTREG' });
+      writeSync(fd, `${JSON.stringify(record)}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    throw new JournalError(
+      `cannot write the journal ${file}: ${JOURNAL_ERRORS[errnoOf(error) ?? ''] ?? errorText(error)}`,
+    );
   }
 }
+
+const JOURNAL_ERRORS: Record<string, string> = {
+  ENOSPC: 'its filesystem is full',
+  EDQUOT: 'its filesystem is full (quota)',
+  EROFS: 'its filesystem is read-only',
+  ELOOP: 'it is a symbolic link',
+  ENXIO: 'it is not a regular file (a FIFO?)',
+  ENOTREG: 'it is not a regular file',
+  EISDIR: 'it is a folder',
+  EACCES: 'permission denied',
+};
 
 /** The journal's actions, each with its outcome line's verdict merged in. */
 export function readJournal(file: string): JournalRecord[] {
@@ -5814,9 +5848,10 @@ export function readJournal(file: string): JournalRecord[] {
     } catch {
       // reported below
     }
-    // A rescan removed nothing: nothing to list or restore (its lines stay in the file).
-    const rescan = value !== null && (value as { kind?: unknown }).kind === 'rescan';
-    if (rescan && typeof value?.id === 'string' && typeof value.run === 'string') continue;
+    // A rescan removed nothing, a run line only says one began: nothing to list or restore.
+    const kind = value === null ? undefined : (value as { kind?: unknown }).kind;
+    if (kind === 'run' && typeof value?.run === 'string') continue;
+    if (kind === 'rescan' && typeof value?.id === 'string' && typeof value.run === 'string') continue;
     if (
       value === null ||
       typeof value.id !== 'string' ||
@@ -5857,6 +5892,8 @@ export interface CleanupContext {
 }
 
 export interface CleanupOutcome {
+  /** Why nothing at all was done (the journal could not be written); absent when the cleanup ran. */
+  refused?: string;
   removed: { name: string; command: string[]; journal: string }[];
   /** Stale tables loaded again from LVM's metadata (absent: none). */
   refreshed?: { name: string; command: string[]; journal: string }[];
@@ -5949,10 +5986,23 @@ export async function executeCleanup(
   const releaseRun = await lock(root(PVE_DM_LOCK), 0);
   if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
   try {
+    // Nothing changes unless the journal takes a line first (a run line: full, read-only or no file?).
+    const refused = context.dryRun ? null : journalRefusal(context);
+    if (refused !== null) {
+      outcome.refused = refused;
+      for (const action of plan.actions) outcome.skipped.push({ name: action.name, why: 'nothing was changed' });
+      return outcome;
+    }
+    if (!context.dryRun) await settleInterrupted(context);
     const typeOf = new Map(context.capture.configs.map((config) => [config.vmid, config.type]));
     const handled = new Set<string>();
+    let stopped: string | null = null;
     for (const action of plan.actions) {
       if (handled.has(action.name)) continue;
+      if (stopped !== null) {
+        outcome.skipped.push({ name: action.name, why: `not done: ${stopped}` });
+        continue;
+      }
       // The entries one command takes away together (a guest's VG): checked, journalled and counted each.
       const line = shellLine(action.command);
       const group = takesSeveral(action.command)
@@ -5976,6 +6026,16 @@ export async function executeCleanup(
       }
       try {
         await actOn(group, context, outcome, onStep);
+      } catch (error) {
+        if (!(error instanceof JournalError)) throw error;
+        // The journal broke: what ran is reported, the rest of the plan does not run.
+        stopped = error.message;
+        const reported = new Set(
+          [...outcome.removed, ...(outcome.refreshed ?? []), ...outcome.failed].map((o) => o.name),
+        );
+        for (const member of group)
+          if (!reported.has(member.name))
+            outcome.failed.push({ name: member.name, error: `${error.message}; not run` });
       } finally {
         await releaseGuest();
       }
@@ -5984,6 +6044,46 @@ export async function executeCleanup(
     await releaseRun();
   }
   return outcome;
+}
+
+/**
+ * Action lines of earlier runs without an outcome (a run killed between its line and its outcome,
+ * or its journal full by then): what became of each is looked at now and written down, so that
+ * `journal` and `restore` know. Never restored over a live device: one still there did not go.
+ */
+async function settleInterrupted(context: CleanupContext): Promise<void> {
+  const open = readJournal(context.journal).filter(
+    (record) => record.outcome === undefined && record.node === context.capture.hostname,
+  );
+  for (const record of open) {
+    const info = await context.runner('dmsetup', [...DM_INFO_ARGS, record.name]);
+    const found =
+      info.exitCode === 0 ? parseDmsetupInfo(info.stdout).entries.find((e) => e.name === record.name) : undefined;
+    const same = found !== undefined && found.uuid === record.uuid;
+    let done = !same;
+    if (record.action === 'lvchange --refresh') {
+      const shown = same ? await context.runner('dmsetup', [...DM_TABLE_ARGS, record.name]) : null;
+      done = shown !== null && shown.exitCode === 0 && !sameTable(tableText(shown.stdout), record.table);
+    }
+    const outcome = !done ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
+    const detail =
+      `run ${record.run} was interrupted; run ${context.run} found ` +
+      (done ? 'it done' : same ? 'it not done (the entry as it was)' : 'the device gone');
+    const at = (context.now?.() ?? new Date()).toISOString();
+    appendJournal(context.journal, { id: record.id, run: record.run, at, name: record.name, outcome, detail });
+  }
+}
+
+/** Why the journal cannot take this run's first line, or null once it has. */
+function journalRefusal(context: CleanupContext): string | null {
+  const at = (context.now?.() ?? new Date()).toISOString();
+  try {
+    appendJournal(context.journal, { kind: 'run', run: context.run, at, node: context.capture.hostname });
+    return null;
+  } catch (error) {
+    if (!(error instanceof JournalError)) throw error;
+    return `${error.message}: nothing was changed`;
+  }
 }
 
 /** One member cannot be acted on: its command does not run for any of the group. */
@@ -6028,6 +6128,7 @@ async function actOn(
     for (const now of checked) (outcome.wouldRemove ??= []).push({ name: now.entry.name, command });
     return;
   }
+  let unrecorded: JournalError | null = null;
   for (let index = 0; index < checked.length; index++) {
     const now = checked[index] as Rechecked;
     const record = records[index] as JournalRecord;
@@ -6035,19 +6136,20 @@ async function actOn(
     const isRefresh = record.action === 'lvchange --refresh';
     const verdict = error !== null ? 'failed' : isRefresh ? 'refreshed' : 'removed';
     const stamp = (context.now?.() ?? new Date()).toISOString();
-    appendJournal(context.journal, {
-      id: record.id,
-      run: record.run,
-      at: stamp,
-      name: record.name,
-      outcome: verdict,
-      detail: error,
-    });
-    const line = { name: record.name, command, journal: record.id };
-    if (error !== null) outcome.failed.push({ name: record.name, error: terminalSafe(error) });
+    const { id, run, name } = record;
+    try {
+      appendJournal(context.journal, { id, run, at: stamp, name, outcome: verdict, detail: error });
+    } catch (failure) {
+      // Its action line is there: the next run finds out what became of it (settleInterrupted).
+      if (!(failure instanceof JournalError)) throw failure;
+      unrecorded ??= failure;
+    }
+    const line = { name, command, journal: id };
+    if (error !== null) outcome.failed.push({ name, error: terminalSafe(error) });
     else if (isRefresh) (outcome.refreshed ??= []).push(line);
     else outcome.removed.push(line);
   }
+  if (unrecorded !== null) throw unrecorded;
 }
 
 /** Why an entry judged again must be left alone now, or null. */
@@ -6199,7 +6301,9 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
   if (record.action === 'lvchange --refresh') return restoreTable(record, runner, outcome);
   const exists = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
   if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
-    return void outcome.refused.push({ name: record.name, why: 'a device of that name exists' });
+    // A line without an outcome: its run was cut short, maybe before its command ran.
+    const why = record.outcome === undefined ? ' (its run was interrupted: it may never have gone)' : '';
+    return void outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
   }
   // A guest's VG taken off the host comes back as it was, LV by LV, without LVM scanning guest disks;
   // a stale mapping too (LVM would activate the LV from its metadata: not what was there).
@@ -8184,11 +8288,19 @@ export async function runRescans(offers: readonly RescanOffer[], context: Cleanu
       volumes: offer.volumes,
     };
     const [command = '', ...args] = offer.command;
-    const ran = await context.runner(command, args, {
-      mutates: true,
-      timeoutMs: 120_000,
-      journal: { file: context.journal, records: [record] },
-    });
+    let ran: CommandResult;
+    try {
+      ran = await context.runner(command, args, {
+        mutates: true,
+        timeoutMs: 120_000,
+        journal: { file: context.journal, records: [record] },
+      });
+    } catch (error) {
+      // The journal cannot take its line: it did not run, and no other rescan may.
+      if (!(error instanceof JournalError)) throw error;
+      outcome.failed.push({ vmid: offer.vmid, error: `${error.message}; not run` });
+      break;
+    }
     if (ran.dryRun) {
       outcome.skipped.push({ vmid: offer.vmid, why: `a dry run: ${shellLine(offer.command)} not run` });
       continue;
@@ -8232,6 +8344,7 @@ const refreshes = (command: readonly string[]) => command[0] === 'lvchange' && c
 
 export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string {
   const lines = ['', dryRun ? 'Cleanup, dry run (nothing was changed):' : 'Cleanup:'];
+  if (outcome.refused !== undefined) lines.push(`  REFUSED: ${terminalSafe(outcome.refused)}`);
   for (const would of outcome.wouldRemove ?? [])
     lines.push(
       `  would ${refreshes(would.command) ? 'refresh' : 'remove'}  ${mangleDmName(would.name)}  ` +
@@ -8273,7 +8386,7 @@ export function renderJournal(records: JournalRecord[], json: boolean): string {
   // The journal is a file on disk: every field is shown as text, whatever it holds. Each entry's
   // name goes on a line of its own (80 columns); the times are in `journal --json`.
   const rows = records.map((r) =>
-    [r.id, r.outcome ?? '?', r.action, r.reason].map((cell) => terminalSafe(String(cell))),
+    [r.id, r.outcome ?? 'interrupted', r.action, r.reason].map((cell) => terminalSafe(String(cell))),
   );
   const [header = '', ...lines] = table(['ID', 'OUTCOME', 'ACTION', 'REASON'], rows);
   const named = lines.flatMap((line, i) => [line, `  ${mangleDmName(String(records[i]?.name))}`]);
@@ -8473,7 +8586,9 @@ async function analyse(options: CliOptions, setup: Setup, context: RunContext): 
     for (const note of run.result.notes) io.stderr.write(`pve-dm: note: ${terminalSafe(formatWarning(note))}\n`);
   }
   const cleanup = await cleanupStep(options, run, context, now);
-  const cleanupFailed = cleanup !== null && (cleanup.failed.length > 0 || (cleanup.rescans?.failed.length ?? 0) > 0);
+  const cleanupFailed =
+    cleanup !== null &&
+    (cleanup.refused !== undefined || cleanup.failed.length > 0 || (cleanup.rescans?.failed.length ?? 0) > 0);
   const exitCode = Math.max(run.result.exitCode, htmlFailed, cleanupFailed ? 1 : 0) as Result['exitCode'];
   await renderFinal(stages, options, { ...run.result, notifications, cleanup, exitCode }, io);
   return exitCode;
@@ -8671,6 +8786,7 @@ async function cleanupStep(
     io.stderr.write(`pve-dm: ${dryRun}${terminalSafe(step)}\n`),
   );
   if (consoleRun) io.stdout.write(renderCleanup(cleanup, options.dryRun));
+  if (cleanup.refused !== undefined) io.stderr.write(`pve-dm: cleanup refused: ${terminalSafe(cleanup.refused)}\n`);
   for (const failedOne of cleanup.failed)
     io.stderr.write(`pve-dm: could not remove ${mangleDmName(failedOne.name)}: ${failedOne.error}\n`);
   return cleanup;
