@@ -583,7 +583,10 @@ async function cleanup() {
   if (journalText !== null) say(`\n${JOURNAL}:\n${clip(journalText.trimEnd(), 12).replace(/^/gm, '  | ')}`);
   test('journal: one JSON line per removed entry, with name, uuid, open, table, reason, action, run; then its outcome line: removed', () => {
     assert.ok(journalText !== null, `${JOURNAL} was not written`);
-    const all = journalText.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    const parsed = journalText.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    // Each cleanup run begins with a line of its own (kind "run"), written before anything changes.
+    assert.equal(parsed[0]?.kind, 'run', 'the first line is the run\'s own');
+    const all = parsed.filter((r) => r.kind === undefined);
     const records = all.filter((r) => !('outcome' in r));
     assert.deepEqual(all.filter((r) => 'outcome' in r).map((r) => `${r.name} ${r.outcome}`).sort(), removable.map((n) => `${n} removed`).sort());
     assert.deepEqual(records.map((r) => r.name).sort(), [...removable].sort());
@@ -781,7 +784,7 @@ async function lockTest() {
   });
   test('guest lock: afterwards vm-100-disk-7 is either removed after the wait (journaled) or reported as skipped', () => {
     if (removed) {
-      const records = fs.existsSync(journal2) ? fs.readFileSync(journal2, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+      const records = fs.existsSync(journal2) ? fs.readFileSync(journal2, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.kind !== 'run') : [];
       assert.deepEqual(records.map((r) => `${r.name} ${r.outcome ?? 'action'}`), [`${name} action`, `${name} removed`]);
     } else {
       assert.ok(run.output.split('\n').some((l) => l.includes(name) && /skip/i.test(l) && /lock/i.test(l)), `no line says ${name} was skipped for the lock`);
@@ -942,7 +945,8 @@ function readJournalFile(file) {
   const all = text
     .split('\n')
     .filter(Boolean)
-    .map((line) => JSON.parse(line));
+    .map((line) => JSON.parse(line))
+    .filter((r) => r.kind !== 'run'); // a cleanup run's own first line
   return { records: all.filter((r) => !('outcome' in r)), outcomes: all.filter((r) => 'outcome' in r) };
 }
 const tableLines = (table) => lines(Array.isArray(table) ? table.join('\n') : String(table ?? ''));
