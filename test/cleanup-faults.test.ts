@@ -2,12 +2,12 @@
 // the cleanup before anything changes, or right where it broke; a run cut short between an action's
 // line and its outcome is settled by the next run, and restore never acts over a live device.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { readJournal } from '../pve-dm.ts';
+import { PVE_DM_LOCK, readJournal } from '../pve-dm.ts';
 import { changing, scenario } from './support/fake-node.ts';
-import { test } from './harness.ts';
+import { PROJECT, test } from './harness.ts';
 
 const JOURNAL_CASES: [string, (journal: string) => void, RegExp][] = [
   ['a symbolic link', (journal) => symlinkSync('/tmp/elsewhere.jsonl', journal), /it is a symbolic link/],
@@ -102,5 +102,38 @@ test('an action line without an outcome whose entry is still there: settled as n
     done();
   }
 });
+
+test('a cleanup killed while it holds the run lock: another refuses while it lives, and goes on once it is gone (lock file left behind)', async () => {
+  const s = scenario();
+  const holder = path.join(s.root, 'holder.mts');
+  // Another pve-dm's cleanup, as far as the lock goes: it takes the run lock the way pve-dm does, then waits.
+  const lock = path.join(s.root, PVE_DM_LOCK);
+  writeFileSync(holder, `import { flockLocker } from ${JSON.stringify(path.join(PROJECT, 'pve-dm.ts'))};\n` +
+    `await flockLocker(${JSON.stringify(lock)}, 0);\nprocess.stdout.write('held\\n');\nsetInterval(() => undefined, 1000);\n`);
+  const child = spawn(process.execPath, ['--import', 'tsx', holder], { cwd: PROJECT, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('held') && resolve());
+      child.on('exit', (code) => reject(new Error(`the holder ended first (${code})`)));
+    });
+    const refused = await s.cli('--yes');
+    assert.match(refused.stderr, /another pve-dm cleanup holds \/run\/lock\/pve-dm\.lock/, 'its holder lives: never taken over');
+    assert.equal(changing(s.node.calls), []);
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('close', resolve));
+    assert.ok(existsSync(lock), 'the lock file is left behind');
+    // flock(1)'s lock goes with its holder: the file alone blocks no one (tried for up to 5 s while flock exits).
+    let run = await s.cli('--yes');
+    for (let i = 0; i < 10 && /another pve-dm cleanup holds/.test(run.stderr); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      run = await s.cli('--yes');
+    }
+    assert.not.match(run.stderr, /another pve-dm cleanup holds/);
+    assert.ok(changing(s.node.calls).length > 0, 'the cleanup ran');
+  } finally {
+    child.kill('SIGKILL');
+    s.done();
+  }
+}, 60_000);
 
 test.run();
