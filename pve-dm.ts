@@ -488,15 +488,12 @@ export const DM_INFO_ARGS = [
   'name,major,minor,open,attr,uuid',
 ];
 export const DM_TABLE_ARGS = ['--manglename', 'none', 'table'];
+/** How pve-dm asks LVM for a report: no header, `|` between fields, sizes as bare numbers in `units`. */
+const lvmReport = (units: 'b' | 's') => ['--noheadings', '--separator', '|', '--units', units, '--nosuffix'];
 export const LVS_ARGS = [
   '-a',
-  '--noheadings',
-  '--separator',
-  '|',
   // Sizes in bytes, without a unit: `1073741824`.
-  '--units',
-  'b',
-  '--nosuffix',
+  ...lvmReport('b'),
   '-o',
   'vg_name,lv_name,lv_attr,lv_tags,lv_uuid,vg_uuid,pool_lv,lv_size,' +
     'data_percent,metadata_percent,lv_metadata_size,vg_attr,vg_free',
@@ -511,26 +508,12 @@ export const POOL_STATUS_ARGS = ['--manglename', 'none', 'status', '--target', '
 export const LVS_SEGMENTS_ARGS = [
   '-a',
   '--segments',
-  '--noheadings',
-  '--separator',
-  '|',
-  '--units',
-  's',
-  '--nosuffix',
+  ...lvmReport('s'),
   '-o',
   'vg_name,lv_name,lv_uuid,vg_uuid,lv_attr,vg_extent_size,seg_start,seg_size,segtype,stripes,stripe_size,' +
     'chunk_size,seg_pe_ranges,thin_id,pool_lv,origin,lv_kernel_major,lv_kernel_minor',
 ];
-export const PVS_ARGS = [
-  '--noheadings',
-  '--separator',
-  '|',
-  '--units',
-  's',
-  '--nosuffix',
-  '-o',
-  'pv_name,pv_uuid,vg_name,vg_uuid,pe_start,pv_major,pv_minor',
-];
+export const PVS_ARGS = [...lvmReport('s'), '-o', 'pv_name,pv_uuid,vg_name,vg_uuid,pe_start,pv_major,pv_minor'];
 const GUEST_DIRS: Record<GuestType, string> = { qemu: 'qemu-server', lxc: 'lxc' };
 const CONFIG_FILE_RE = /^([1-9][0-9]{2,8})\.conf$/;
 /** A host name as Proxmox names its nodes (PVE::INotify::nodename: the short host name). */
@@ -2769,21 +2752,21 @@ function staleTable({ j, entry, id, owner, base, refs }: GuestVolumeCase): Class
   // LVM's metadata wherever the guest starts (Proxmox activates a volume before it uses it).
   const away = refs.some(j.fromHere) ? null : (refs.find((ref) => !j.local(ref.guest))?.guest.node ?? null);
   const facts = { ...base, otherNode: away };
-  const refresh =
+  const command =
     away === null
       ? shellLine(refreshArgv(id.vg, id.lv))
       : removalText({ name: entry.name, lvmKnown: base.lvmKnown, vg: id.vg, lv: id.lv, reason: 'stale-table' });
   const advice =
     away !== null && lock === null
-      ? `${label} lives on ${away}: ${refresh} here; the node the guest runs or starts on activates it there from ` +
+      ? `${label} lives on ${away}: ${command} here; the node the guest runs or starts on activates it there from ` +
         "LVM's metadata"
       : runs
         ? `${label} runs on the old table: stop it first (a refresh under a running guest moves its disk to ` +
-          `other blocks mid-write), check its data, then ${refresh}; what was written through the old table ` +
+          `other blocks mid-write), check its data, then ${command}; what was written through the old table ` +
           'stays where it went'
         : lock !== null
-          ? `once ${label}'s operation has ended (lock: ${lock}): ${refresh}`
-          : `${refresh} loads the table LVM's metadata describes; what was written through the old table stays ` +
+          ? `once ${label}'s operation has ended (lock: ${lock}): ${command}`
+          : `${command} loads the table LVM's metadata describes; what was written through the old table stays ` +
             'where it went';
   // Something else holds it open (a host mount, a stacked device): no command works as printed then.
   const held = !runs && lock === null && entry.open > 0;
@@ -2792,7 +2775,7 @@ function staleTable({ j, entry, id, owner, base, refs }: GuestVolumeCase): Class
       ? adviceOnly(
           held ? `open ${entry.open} time(s) though ${label} is stopped: find the holder, then ${advice}` : advice,
         )
-      : { remedy: refresh, advice };
+      : { remedy: command, advice };
   return { ...verdict(j, entry, 'conflict', 'stale-table', owner, facts, action), conflict: { expected, actual } };
 }
 
@@ -3004,6 +2987,14 @@ function stackedVerdict(j: Judging, holder: Classified, volume: StackTarget): Cl
     conflict: { guestVg, zvol },
   };
 }
+
+/** A stale table's details (LVM's table and the kernel's), or null for any other entry. */
+const staleTables = (entry: Pick<Classified, 'conflict'>) =>
+  entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict : null;
+
+/** A stacked device's details (the guest VG it belongs to, the zvol it sits on), or null. */
+const stackedOn = (entry: Pick<Classified, 'conflict'>) =>
+  entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict : null;
 
 /** lvchange(8) --refresh: the LV's table loaded again from LVM's metadata (the stale-table remedy). */
 const refreshArgv = (vg: string, lv: string) => ['lvchange', '--refresh', `${vg}/${lv}`];
@@ -4380,7 +4371,7 @@ const describeEntry = (entry: Classified): string =>
     )
     .with('partition-of-problem', () => `partition of ${mangleDmName(entry.relatedTo ?? '')}`)
     .with('stale-table', () => {
-      const tables = entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict : null;
+      const tables = staleTables(entry);
       const shown = (table: string) => table.split('\n').join('; ');
       const both = tables === null ? '' : ` (kernel: ${shown(tables.actual)}; LVM: ${shown(tables.expected)})`;
       return `the kernel maps ${entry.vg}/${entry.lv} otherwise than LVM's metadata says${both}`;
@@ -4389,9 +4380,7 @@ const describeEntry = (entry: Classified): string =>
       'stacked-on-guest-volume',
       () =>
         `stacked on ${guestLabel(entry.vmid ?? 0, entry.guestType)}'s ` +
-        (entry.relatedTo !== null
-          ? mangleDmName(entry.relatedTo)
-          : `zvol ${entry.conflict !== undefined && 'zvol' in entry.conflict ? entry.conflict.zvol : '?'}`),
+        (entry.relatedTo !== null ? mangleDmName(entry.relatedTo) : `zvol ${stackedOn(entry)?.zvol ?? '?'}`),
     )
     .with(
       'duplicate-name',
@@ -5506,8 +5495,7 @@ function blockerOf(entry: Classified, guests: ReadonlyMap<number, GuestSummary>,
   const guest = entry.vmid === null ? undefined : guests.get(entry.vmid);
   if (entry.open > goingFirst) return `open ${entry.open} time(s)`;
   if (entry.lock) return `${guestLabel(entry.vmid ?? 0, entry.guestType)} is locked (${entry.lock})`;
-  const refreshes = entry.reason === 'stale-table';
-  if (guest?.running && (entry.status === 'tombstone' || refreshes))
+  if (guest?.running && (entry.status === 'tombstone' || entry.reason === 'stale-table'))
     return `${guestLabel(guest.vmid, guest.type)} is running`;
   // A conflict no command may touch now (its advice says why and what to do).
   if (entry.status === 'conflict' && entry.remedy === null) return 'no command is safe now: see its advice';
@@ -5529,7 +5517,7 @@ const isRemovable = (entry: Classified): entry is Classified & { status: Problem
 export function cleanupCommand(entry: Classified): string[] {
   const stays = entry.reason === 'stale-table' && entry.otherNode === null;
   if (stays && entry.vg !== null && entry.lv !== null) return refreshArgv(entry.vg, entry.lv);
-  const stacked = entry.conflict !== undefined && 'guestVg' in entry.conflict ? entry.conflict : null;
+  const stacked = stackedOn(entry);
   return stacked?.guestVg == null ? removalCommand(entry) : guestVgOffArgv(stacked.guestVg, stacked.zvol !== null);
 }
 
@@ -5931,12 +5919,9 @@ async function recheck(
   { name, vmid: owner }: Pick<PlannedAction, 'name' | 'vmid'>,
   context: CleanupContext,
 ): Promise<Rechecked | null> {
-  const info = await context.runner('dmsetup', [...DM_INFO_ARGS, name]);
-  if (info.exitCode !== 0) return null;
-  const fresh = parseDmsetupInfo(info.stdout).entries[0];
-  if (fresh === undefined || fresh.name !== name) return null;
-  const shown = await context.runner('dmsetup', [...DM_TABLE_ARGS, name]);
-  const table = shown.exitCode === 0 ? tableText(shown.stdout) : '';
+  const fresh = await deviceNamed(name, context.runner);
+  if (fresh === undefined) return null;
+  const table = await tableNamed(name, context.runner);
   const { capture } = context;
   const id = identify(fresh);
   const guests = new Set([owner, id.kind === 'guest-volume' ? id.volume.vmid : null].filter((v) => v !== null));
@@ -5953,12 +5938,12 @@ async function recheck(
   const state = parse({ ...capture, configs, running: [...running].map((id) => `${id}\n`).join('') });
   state.entries = state.entries.map((entry) => (entry.name === name ? fresh : entry));
   // A stale table is judged on the kernel's table as it is now.
-  if (shown.exitCode === 0) state.tables?.set(name, table);
+  if (table !== null) state.tables?.set(name, table);
   const classification = classify(state);
   const entry = classification.entries.find((candidate) => candidate.name === name);
   return entry === undefined
     ? null
-    : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])), table };
+    : { entry, guests: new Map(classification.guests.map((guest) => [guest.vmid, guest])), table: table ?? '' };
 }
 
 /** An entry judged again right before cleanup acts on it, with its table as the kernel has it then. */
@@ -6056,27 +6041,27 @@ async function settleInterrupted(context: CleanupContext): Promise<void> {
     (record) => record.outcome === undefined && record.node === context.capture.hostname,
   );
   for (const record of open) {
-    const info = await context.runner('dmsetup', [...DM_INFO_ARGS, record.name]);
-    const found =
-      info.exitCode === 0 ? parseDmsetupInfo(info.stdout).entries.find((e) => e.name === record.name) : undefined;
-    const same = found !== undefined && found.uuid === record.uuid;
+    const same = (await deviceNamed(record.name, context.runner))?.uuid === record.uuid;
     let done = !same;
     if (record.action === 'lvchange --refresh') {
-      const shown = same ? await context.runner('dmsetup', [...DM_TABLE_ARGS, record.name]) : null;
-      done = shown !== null && shown.exitCode === 0 && !sameTable(tableText(shown.stdout), record.table);
+      const table = same ? await tableNamed(record.name, context.runner) : null;
+      done = table !== null && !sameTable(table, record.table);
     }
     const outcome = !done ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
     const detail =
       `run ${record.run} was interrupted; run ${context.run} found ` +
       (done ? 'it done' : same ? 'it not done (the entry as it was)' : 'the device gone');
-    const at = (context.now?.() ?? new Date()).toISOString();
+    const at = stampOf(context);
     appendJournal(context.journal, { id: record.id, run: record.run, at, name: record.name, outcome, detail });
   }
 }
 
+/** When, for a journal line: the context's clock (tests fix it), else now. */
+const stampOf = (context: Pick<CleanupContext, 'now'>) => (context.now?.() ?? new Date()).toISOString();
+
 /** Why the journal cannot take this run's first line, or null once it has. */
 function journalRefusal(context: CleanupContext): string | null {
-  const at = (context.now?.() ?? new Date()).toISOString();
+  const at = stampOf(context);
   try {
     appendJournal(context.journal, { kind: 'run', run: context.run, at, node: context.capture.hostname });
     return null;
@@ -6135,7 +6120,7 @@ async function actOn(
     const error = await afterwards(command, now, result, context.runner);
     const isRefresh = record.action === 'lvchange --refresh';
     const verdict = error !== null ? 'failed' : isRefresh ? 'refreshed' : 'removed';
-    const stamp = (context.now?.() ?? new Date()).toISOString();
+    const stamp = stampOf(context);
     const { id, run, name } = record;
     try {
       appendJournal(context.journal, { id, run, at: stamp, name, outcome: verdict, detail: error });
@@ -6187,11 +6172,10 @@ async function othersOfVg(checked: readonly Rechecked[], context: CleanupContext
 
 function journalRecord(now: Rechecked, action: PlannedAction, context: CleanupContext, done: number): JournalRecord {
   const { entry, table } = now;
-  const [program, first] = action.command;
   return {
     id: `${context.run}-${done + 1}`,
     run: context.run,
-    at: (context.now?.() ?? new Date()).toISOString(),
+    at: stampOf(context),
     node: context.capture.hostname,
     name: entry.name,
     uuid: entry.uuid,
@@ -6199,20 +6183,23 @@ function journalRecord(now: Rechecked, action: PlannedAction, context: CleanupCo
     table,
     status: entry.status as CleanupStatus,
     reason: entry.reason,
-    action:
-      program === 'vgchange'
-        ? 'vgchange -an'
-        : program === 'lvchange'
-          ? first === '--refresh'
-            ? 'lvchange --refresh'
-            : 'lvchange -an'
-          : 'dmsetup remove',
+    action: journalAction(action.command),
     vg: entry.vg,
     lv: entry.lv,
     vmid: action.vmid,
     guestType: context.capture.configs.find((config) => config.vmid === action.vmid)?.type ?? null,
   };
 }
+
+/** The journal's word for a cleanup command. */
+const journalAction = (command: readonly string[]): JournalRecord['action'] =>
+  takesSeveral(command)
+    ? 'vgchange -an'
+    : refreshes(command)
+      ? 'lvchange --refresh'
+      : command[0] === 'lvchange'
+        ? 'lvchange -an'
+        : 'dmsetup remove';
 
 /**
  * What the command did to the entry, looked at again (a command can succeed and change nothing:
@@ -6224,25 +6211,33 @@ async function afterwards(
   result: CommandResult,
   runner: Runner,
 ): Promise<string | null> {
-  const said = result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
+  const said = failureLine(result);
   if (refreshes(command)) {
     if (result.exitCode !== 0) return said;
-    const expected = entry.conflict !== undefined && 'expected' in entry.conflict ? entry.conflict.expected : null;
-    const shown = await runner('dmsetup', [...DM_TABLE_ARGS, entry.name]);
-    const table = shown.exitCode === 0 ? tableText(shown.stdout) : null;
+    const expected = staleTables(entry)?.expected ?? null;
+    const table = await tableNamed(entry.name, runner);
     return expected !== null && table !== null && sameTable(expected, table)
       ? null
       : `${shellLine(command)} succeeded, but the kernel's table is still not LVM's: ${clip(table ?? '(none)')}`;
   }
-  if (!(await stillThere(entry.name, runner))) return null;
+  if ((await deviceNamed(entry.name, runner)) === undefined) return null;
   return result.exitCode !== 0 ? said : `${shellLine(command)} succeeded, but the entry is still there`;
 }
 
-/** Whether the kernel still has a device of that name. */
-async function stillThere(name: string, runner: Runner): Promise<boolean> {
+/** The kernel's device of that name now (`dmsetup info NAME`), or undefined: there is none. */
+async function deviceNamed(name: string, runner: Runner): Promise<DmEntry | undefined> {
   const info = await runner('dmsetup', [...DM_INFO_ARGS, name]);
-  return info.exitCode === 0 && parseDmsetupInfo(info.stdout).entries.some((entry) => entry.name === name);
+  return info.exitCode === 0 ? parseDmsetupInfo(info.stdout).entries.find((entry) => entry.name === name) : undefined;
 }
+
+/** Its table now (`dmsetup table NAME`, the lines without the name), or null: no such device. */
+async function tableNamed(name: string, runner: Runner): Promise<string | null> {
+  const shown = await runner('dmsetup', [...DM_TABLE_ARGS, name]);
+  return shown.exitCode === 0 ? tableText(shown.stdout) : null;
+}
+
+/** Why a command failed, in a line: the first of its stderr, else its exit code. */
+const failureLine = (result: CommandResult) => result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
 
 /** The table lines of `dmsetup table NAME`, without the name (what `dmsetup create` reads back). */
 const tableText = (stdout: string) =>
@@ -6299,8 +6294,7 @@ export async function restoreEntries(
 
 async function restoreOne(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
   if (record.action === 'lvchange --refresh') return restoreTable(record, runner, outcome);
-  const exists = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
-  if (exists.exitCode === 0 && exists.stdout.trim() !== '' && !/No devices found/.test(exists.stdout)) {
+  if ((await deviceNamed(record.name, runner)) !== undefined) {
     // A line without an outcome: its run was cut short, maybe before its command ran.
     const why = record.outcome === undefined ? ' (its run was interrupted: it may never have gone)' : '';
     return void outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
@@ -6323,17 +6317,16 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
  * on the same device, held by no one (a guest that runs holds it), and still on LVM's table.
  */
 async function restoreTable(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
-  const info = await runner('dmsetup', [...DM_INFO_ARGS, record.name]);
-  const now = info.exitCode === 0 ? parseDmsetupInfo(info.stdout).entries[0] : undefined;
-  const shown = await runner('dmsetup', [...DM_TABLE_ARGS, record.name]);
+  const now = await deviceNamed(record.name, runner);
+  const table = await tableNamed(record.name, runner);
   const why =
-    now === undefined || now.name !== record.name
+    now === undefined
       ? 'the device is gone'
       : now.uuid !== record.uuid
         ? 'it is another device now (its uuid changed)'
         : now.open > 0
           ? `it is open ${now.open} time(s): stop what holds it (its guest) first`
-          : shown.exitCode === 0 && sameTable(tableText(shown.stdout), record.table)
+          : table !== null && sameTable(table, record.table)
             ? 'its table is the journalled one already'
             : null;
   if (why !== null) return void outcome.refused.push({ name: record.name, why });
@@ -6362,8 +6355,7 @@ async function restoreWith(
     dryRun ||= result.dryRun === true;
     if (result.dryRun) (outcome.wouldRestore ??= []).push({ name: record.name, command: [command, ...args] });
     else if (result.exitCode !== 0) {
-      const error = result.stderr.trim().split('\n')[0] || `exit ${result.exitCode}`;
-      return void outcome.failed.push({ name: record.name, error: terminalSafe(error) });
+      return void outcome.failed.push({ name: record.name, error: terminalSafe(failureLine(result)) });
     }
   }
   if (!dryRun) outcome.restored.push(record.name);
@@ -8276,7 +8268,7 @@ export async function runRescans(offers: readonly RescanOffer[], context: Cleanu
       outcome.skipped.push({ vmid: offer.vmid, why });
       continue;
     }
-    const at = (context.now?.() ?? new Date()).toISOString();
+    const at = stampOf(context);
     const record: RescanRecord = {
       kind: 'rescan',
       id: `${context.run}-rescan-${offer.vmid}`,
@@ -8305,7 +8297,7 @@ export async function runRescans(offers: readonly RescanOffer[], context: Cleanu
       outcome.skipped.push({ vmid: offer.vmid, why: `a dry run: ${shellLine(offer.command)} not run` });
       continue;
     }
-    const detail = ran.exitCode === 0 ? null : ran.stderr.trim().split('\n')[0] || `exit ${ran.exitCode}`;
+    const detail = ran.exitCode === 0 ? null : failureLine(ran);
     appendJournal(context.journal, { ...record, outcome: ran.exitCode === 0 ? 'rescanned' : 'failed', detail });
     if (ran.exitCode === 0) outcome.rescanned.push({ vmid: offer.vmid, command: offer.command });
     else outcome.failed.push({ vmid: offer.vmid, error: detail ?? '' });
