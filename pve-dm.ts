@@ -938,6 +938,9 @@ async function discoverLive(runner: Runner, liveRoot: string, hostname: string):
  * Every zvol's device number and dataset (`230:16 rpool/data/vm-134-disk-0`), from udev's links under
  * /dev/zvol and /sys/block/zdN/dev: no process, however many zvols. Null: no /dev/zvol (no ZFS here).
  */
+/** A dataset path as ZFS names them (zfs(8): letters, digits, `_ - : .`), components joined by `/`. */
+const ZFS_NAME_RE = /^[\w.:-]+(?:\/[\w.:-]+)*$/;
+
 async function liveZvols(liveRoot: string): Promise<string | null> {
   const top = path.join(liveRoot, 'dev/zvol');
   if (!lstatSync(top, { throwIfNoEntry: false })?.isDirectory()) return null;
@@ -946,8 +949,9 @@ async function liveZvols(liveRoot: string): Promise<string | null> {
     for (const item of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
       const name = dataset === '' ? item.name : `${dataset}/${item.name}`;
       if (item.isDirectory()) await walk(path.join(dir, item.name), name);
-      // `vm-134-disk-0-part1` is a partition of the zvol, not a zvol.
-      if (!item.isSymbolicLink() || /-part\d+$/.test(item.name)) continue;
+      // `vm-134-disk-0-part1` is a partition of the zvol, not a zvol. A name ZFS never makes (white
+      // space, a control character) could forge a second line of zvols.txt: skipped.
+      if (!item.isSymbolicLink() || /-part\d+$/.test(item.name) || !ZFS_NAME_RE.test(name)) continue;
       const device = path.basename(await readlink(path.join(dir, item.name)).catch(() => ''));
       const number = await readFile(path.join(liveRoot, 'sys/block', device, 'dev'), 'utf8').catch(() => '');
       if (/^\d+:\d+\s*$/.test(number)) found.push(`${number.trim()} ${name}`);

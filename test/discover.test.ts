@@ -82,6 +82,7 @@ test('zvols: read from udev\'s links under /dev/zvol and /sys/block/zdN/dev, no 
   link('dev/zvol/rpool/swap', '../../zd0');
   link('dev/zvol/tank/gone', '../../zd48'); // its device went: no line
   put(root, 'dev/zvol/tank/README', 'not a link\n');
+  link('dev/zvol/tank/x\n230:0 rpool/data/vm-100-disk-0', '../../zd16'); // a forged line: never written
   put(root, 'sys/block/zd16/dev', '230:16\n');
   put(root, 'sys/block/zd0/dev', '230:0\n');
   const calls: string[][] = [];
