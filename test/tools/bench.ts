@@ -84,6 +84,13 @@ for (const guests of sizes) {
   stageRows.push({ guests, stages: Object.fromEntries(names.map((name) => [name, median(stageSamples.map((s) => s[name] ?? NaN))])) });
 }
 
+/** Two commands run by run in turn, `runs` times each (the machine's speed drifts): each one's samples. */
+function inTurn(first: string[], second: string[]): [{ ms: number; rssMiB: number }[], { ms: number; rssMiB: number }[]] {
+  const samples: [{ ms: number; rssMiB: number }[], { ms: number; rssMiB: number }[]] = [[], []];
+  for (let i = 0; i < runs * 2; i++) samples[i % 2]?.push(timeProcess(i % 2 === 0 ? first : second));
+  return samples;
+}
+
 /**
  * The bundle of git revision `rev` against this one on one capture, in turn run by run (the
  * machine's speed drifts): both medians, and the median of the per-run ratios.
@@ -94,12 +101,8 @@ function against(rev: string, capture: string): string {
   try {
     symlinkSync(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
     execFileSync(process.execPath, ['--import', 'tsx', 'test/tools/build.ts'], { cwd: tree, stdio: 'ignore' });
-    const [old, now]: number[][] = [[], []];
-    for (let i = 0; i < runs * 2; i++) {
-      const which = i % 2 === 0 ? old : now;
-      const file = i % 2 === 0 ? path.join(tree, 'dist/pve-dm.mjs') : bundle;
-      which.push(timeProcess([file, '--root', capture, '--report-only', '--json', '--no-plugins']).ms);
-    }
+    const json = ['--root', capture, '--report-only', '--json', '--no-plugins'];
+    const [old, now] = inTurn([path.join(tree, 'dist/pve-dm.mjs'), ...json], [bundle, ...json]).map((samples) => samples.map((s) => s.ms)) as [number[], number[]];
     const ratios = now.map((ms, i) => ms / (old[i] ?? NaN));
     return (
       `${rev} → this tree, ${path.basename(capture)}, JSON, ${runs} runs each in turn: median ` +
@@ -115,11 +118,8 @@ function against(rev: string, capture: string): string {
  * pvs (two more processes in discovery, about 3 MB more to read at 5,000 guests), run by run in turn.
  */
 function staleTableCost(capture: string): string {
-  const [without, withFiles]: { ms: number; rssMiB: number }[][] = [[], []];
-  for (let i = 0; i < runs * 2; i++) {
-    const args = [bundle, '--root', i % 2 === 0 ? `${capture}-unchecked` : capture, '--report-only', '--json', '--no-plugins'];
-    (i % 2 === 0 ? without : withFiles).push(timeProcess(args));
-  }
+  const json = (root: string) => [bundle, '--root', root, '--report-only', '--json', '--no-plugins'];
+  const [without, withFiles] = inTurn(json(`${capture}-unchecked`), json(capture));
   const ms = (samples: { ms: number }[]) => median(samples.map((s) => s.ms));
   const rss = (samples: { rssMiB: number }[]) => Math.max(...samples.map((s) => s.rssMiB));
   const ratios = withFiles.map((s, i) => s.ms / (without[i]?.ms ?? NaN));
