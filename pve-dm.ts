@@ -24,7 +24,7 @@
  *   Command line       options, parsing, and main's steps
  */
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   constants,
@@ -32,6 +32,7 @@ import {
   existsSync,
   fstatSync,
   fsyncSync,
+  ftruncateSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -5738,6 +5739,8 @@ export interface JournalRecord {
   /** What the action did, from its outcome line (absent: no outcome line, as in journals of earlier pve-dm). */
   outcome?: JournalOutcome['outcome'];
   detail?: string | null;
+  /** What the last restore of it did (begun: its line before the command, and none after); absent: none. */
+  restore?: 'begun' | 'restored' | 'failed';
 }
 
 /**
@@ -5774,6 +5777,24 @@ export interface RescanRecord {
 export const DEFAULT_JOURNAL = '/var/lib/pve-dm/journal.jsonl';
 export const DEFAULT_STATE = '/var/lib/pve-dm/notify-state.json';
 
+/** The line a restore writes before its command brings back the journal entry `id`. */
+export interface RestoreRecord {
+  kind: 'restore';
+  id: string;
+  /** The restore's own run. */
+  run: string;
+  at: string;
+  name: string;
+  /** The line before: the command about to bring it back. */
+  command?: string[];
+  /** The line after: what it did (failed: with the command's message). */
+  outcome?: 'restored' | 'failed';
+  detail?: string | null;
+}
+
+/** Any line of the journal. */
+export type JournalLine = JournalRecord | JournalOutcome | RescanRecord | RunRecord | RestoreRecord;
+
 /** The line a cleanup run writes first: proof that the journal takes lines, before anything changes. */
 export interface RunRecord {
   kind: 'run';
@@ -5789,15 +5810,25 @@ export class JournalError extends UserError {}
 const JOURNAL_FLAGS =
   constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
-/** Appends one line and fsyncs it; a JournalError naming the file and why when it cannot. */
-export function appendJournal(file: string, record: JournalRecord | JournalOutcome | RescanRecord | RunRecord): void {
+/**
+ * Appends one line and fsyncs it; a JournalError naming the file and why when it cannot. A line the
+ * filesystem took only part of (full) is cut off again: the journal never ends in half a line.
+ */
+export function appendJournal(file: string, record: JournalLine): void {
   try {
     mkdirSync(path.dirname(file), { recursive: true });
     const fd = openSync(file, JOURNAL_FLAGS, 0o600);
     try {
-      if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ENOTREG' });
-      writeSync(fd, `${JSON.stringify(record)}\n`);
-      fsyncSync(fd);
+      const stat = fstatSync(fd);
+      if (!stat.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ENOTREG' });
+      const line = Buffer.from(`${JSON.stringify(record)}\n`);
+      try {
+        for (let at = 0; at < line.length; ) at += writeSync(fd, line, at);
+        fsyncSync(fd);
+      } catch (error) {
+        ftruncateSync(fd, stat.size);
+        throw error;
+      }
     } finally {
       closeSync(fd);
     }
@@ -5844,6 +5875,12 @@ export function readJournal(file: string): JournalRecord[] {
     const kind = value === null ? undefined : (value as { kind?: unknown }).kind;
     if (kind === 'run' && typeof value?.run === 'string') continue;
     if (kind === 'rescan' && typeof value?.id === 'string' && typeof value.run === 'string') continue;
+    if (kind === 'restore' && typeof value?.id === 'string') {
+      const restored = byId.get(value.id);
+      const done = (value as Partial<RestoreRecord>).outcome;
+      if (restored !== undefined) restored.restore = done === 'restored' || done === 'failed' ? done : 'begun';
+      continue;
+    }
     if (
       value === null ||
       typeof value.id !== 'string' ||
@@ -6014,7 +6051,7 @@ export async function executeCleanup(
         continue;
       }
       try {
-        await actOn(group, context, outcome, onStep);
+        stopped = await actOn(group, context, outcome, onStep);
       } catch (error) {
         if (!(error instanceof JournalError)) throw error;
         // The journal broke: what ran is reported, the rest of the plan does not run.
@@ -6087,25 +6124,31 @@ function skipAll(group: readonly PlannedAction[], cause: PlannedAction, why: str
 /**
  * Checks each entry of the group again, journals each (its table first), runs the command once,
  * then looks at each entry again: a removal is done when the entry is gone, a refresh when the
- * kernel's table is LVM's.
+ * kernel's table is LVM's. Returns why nothing more may run (a command that hung), else null.
  */
 async function actOn(
   group: readonly PlannedAction[],
   context: CleanupContext,
   outcome: CleanupOutcome,
   onStep: (text: string) => void,
-): Promise<void> {
+): Promise<string | null> {
   const command = (group[0] as PlannedAction).command;
   const checked: Rechecked[] = [];
   for (const action of group) {
     onStep(`checking ${mangleDmName(action.name)}`);
     const now = await recheck(action, context);
     const why = now === null ? 'gone already' : whyNot(action, now, outcome);
-    if (why !== null) return skipAll(group, action, why, outcome);
+    if (why !== null) {
+      skipAll(group, action, why, outcome);
+      return null;
+    }
     checked.push(now as Rechecked);
   }
   const others = takesSeveral(command) ? await othersOfVg(checked, context) : null;
-  if (others !== null) return skipAll(group, group[0] as PlannedAction, others, outcome);
+  if (others !== null) {
+    skipAll(group, group[0] as PlannedAction, others, outcome);
+    return null;
+  }
   const done = outcome.removed.length + outcome.failed.length + (outcome.refreshed?.length ?? 0);
   const records = checked.map((now, index) => journalRecord(now, group[index] as PlannedAction, context, done + index));
   onStep(shellLine(command));
@@ -6115,7 +6158,7 @@ async function actOn(
   });
   if (result.dryRun) {
     for (const now of checked) (outcome.wouldRemove ??= []).push({ name: now.entry.name, command });
-    return;
+    return null;
   }
   let unrecorded: JournalError | null = null;
   for (let index = 0; index < checked.length; index++) {
@@ -6139,6 +6182,8 @@ async function actOn(
     else outcome.removed.push(line);
   }
   if (unrecorded !== null) throw unrecorded;
+  // A command that hung says the node is not answering (LVM's lock, udev): nothing more is tried.
+  return result.timedOut ? `${shellLine(command)} did not finish in time (${failureLine(result)})` : null;
 }
 
 /** Why an entry judged again must be left alone now, or null. */
@@ -6253,17 +6298,16 @@ export interface RestoreOutcome {
   restored: string[];
   /** `restore --dry-run`: what it would bring back, and with which command. */
   wouldRestore?: { name: string; command: string[] }[];
+  /** Already as journalled (a restore cut short and run again, a command that never ran): nothing done. */
+  already: { name: string; why: string }[];
   refused: { name: string; why: string }[];
   failed: { name: string; error: string }[];
 }
 
 /** Brings journalled entries back: the LV activated again, or the mapping created again with its uuid and table. */
-export async function restoreEntries(
-  records: JournalRecord[],
-  context: Pick<CleanupContext, 'runner' | 'liveRoot' | 'lockWaitSeconds'> & { lock?: Locker },
-): Promise<RestoreOutcome> {
+export async function restoreEntries(records: JournalRecord[], context: RestoreContext): Promise<RestoreOutcome> {
   const lock = context.lock ?? flockLocker;
-  const outcome: RestoreOutcome = { restored: [], refused: [], failed: [] };
+  const outcome: RestoreOutcome = { restored: [], already: [], refused: [], failed: [] };
   const releaseRun = await lock(path.join(context.liveRoot, PVE_DM_LOCK), 0);
   if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
   try {
@@ -6285,7 +6329,15 @@ export async function restoreEntries(
         continue;
       }
       try {
-        await restoreOne(record, context.runner, outcome);
+        await restoreOne(record, context, outcome);
+      } catch (error) {
+        if (!(error instanceof JournalError)) throw error;
+        // Nothing may change that the journal could not record: this one and the rest stay as they are.
+        const reported = new Set([...outcome.restored, ...outcome.failed.map((failure) => failure.name)]);
+        const rest = [record, ...records.slice(0, records.indexOf(record)).reverse()];
+        for (const one of rest.filter((r) => !reported.has(r.name)))
+          outcome.refused.push({ name: one.name, why: error.message });
+        break;
       } finally {
         await releaseGuest();
       }
@@ -6296,9 +6348,46 @@ export async function restoreEntries(
   return outcome;
 }
 
-async function restoreOne(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
-  if (record.action === 'lvchange --refresh') return restoreTable(record, runner, outcome);
-  if ((await deviceNamed(record.name, runner)) !== undefined) {
+/** What a restore needs: the runner, the node, and its journal, where it writes what it brings back. */
+export type RestoreContext = Pick<
+  CleanupContext,
+  'runner' | 'liveRoot' | 'lockWaitSeconds' | 'journal' | 'run' | 'now' | 'dryRun'
+> & { lock?: Locker };
+
+/**
+ * The outcome line an interrupted run never wrote for its action line, now that a restore has seen
+ * the entry (done: gone, or on another table), or null when the line has its outcome.
+ */
+function settledBy(record: JournalRecord, context: RestoreContext, done: boolean): JournalOutcome | null {
+  if (record.outcome !== undefined) return null;
+  const outcome = !done ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
+  const found = done ? 'done' : 'not done (the entry as it was)';
+  const detail = `run ${record.run} was interrupted; restore run ${context.run} found it ${found}`;
+  return { id: record.id, run: record.run, at: stampOf(context), name: record.name, outcome, detail };
+}
+
+/** Nothing to bring back: said, and an interrupted run's action line settled as never done. */
+function already(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): void {
+  const { id, name } = record;
+  const settled = settledBy(record, context, false);
+  if (settled !== null && !context.dryRun) appendJournal(context.journal, settled);
+  // A restore cut short after its command: this one finds it done, and says so.
+  if (record.restore === 'begun' && !context.dryRun) {
+    const at = stampOf(context);
+    const detail = 'found back already';
+    appendJournal(context.journal, { kind: 'restore', id, run: context.run, at, name, outcome: 'restored', detail });
+  }
+  outcome.already.push({ name, why: alreadyWhy(record) });
+}
+
+async function restoreOne(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): Promise<void> {
+  const { runner } = context;
+  if (record.action === 'lvchange --refresh') return restoreTable(record, context, outcome);
+  const there = await deviceNamed(record.name, runner);
+  if (there !== undefined) {
+    // The very device, table and all (a restore cut short, a run killed before its command): nothing to do.
+    if (there.uuid === record.uuid && sameTable((await tableNamed(record.name, runner)) ?? '', record.table))
+      return already(record, context, outcome);
     // A line without an outcome: its run was cut short, maybe before its command ran.
     const why = record.outcome === undefined ? ' (its run was interrupted: it may never have gone)' : '';
     return void outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
@@ -6313,16 +6402,24 @@ async function restoreOne(record: JournalRecord, runner: Runner, outcome: Restor
           ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])],
           `${record.table}\n`,
         ];
-  await restoreWith([[command, args, input]], record, runner, outcome);
+  await restoreWith([[command, args, input]], record, context, outcome);
 }
+
+/** Why a journalled entry needs nothing: its command never ran, or it is back already. */
+const alreadyWhy = (record: JournalRecord) =>
+  record.outcome === undefined
+    ? 'there as journalled (same uuid and table): its run was interrupted before its command changed it'
+    : 'back already as journalled (same uuid and table)';
 
 /**
  * A refreshed table put back as it was: `dmsetup load` then `resume` (what LVM itself does), only
  * on the same device, held by no one (a guest that runs holds it), and still on LVM's table.
  */
-async function restoreTable(record: JournalRecord, runner: Runner, outcome: RestoreOutcome): Promise<void> {
-  const now = await deviceNamed(record.name, runner);
-  const table = await tableNamed(record.name, runner);
+async function restoreTable(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): Promise<void> {
+  const now = await deviceNamed(record.name, context.runner);
+  const table = await tableNamed(record.name, context.runner);
+  if (now?.uuid === record.uuid && table !== null && sameTable(table, record.table))
+    return already(record, context, outcome);
   const why =
     now === undefined
       ? 'the device is gone'
@@ -6330,39 +6427,54 @@ async function restoreTable(record: JournalRecord, runner: Runner, outcome: Rest
         ? 'it is another device now (its uuid changed)'
         : now.open > 0
           ? `it is open ${now.open} time(s): stop what holds it (its guest) first`
-          : table !== null && sameTable(table, record.table)
-            ? 'its table is the journalled one already'
-            : null;
+          : null;
   if (why !== null) return void outcome.refused.push({ name: record.name, why });
   const steps: [string, string[], string | undefined][] = [
     ['dmsetup', ['--manglename', 'none', 'load', record.name], `${record.table}\n`],
     ['dmsetup', ['--manglename', 'none', 'resume', record.name], undefined],
   ];
-  await restoreWith(steps, record, runner, outcome);
+  await restoreWith(steps, record, context, outcome);
 }
 
-/** Runs a restore's commands in order through the one runner; the first that fails stops it. */
+/**
+ * Runs a restore's commands in order through the one runner, the first after its journal lines (an
+ * interrupted run's action settled as done, then the restore's own); the first that fails stops it.
+ */
 async function restoreWith(
   steps: readonly [string, string[], string | undefined][],
   record: JournalRecord,
-  runner: Runner,
+  context: RestoreContext,
   outcome: RestoreOutcome,
 ): Promise<void> {
+  const { id, name } = record;
+  const line = (more: Partial<RestoreRecord>): RestoreRecord => ({
+    ...{ kind: 'restore', id, run: context.run, at: stampOf(context), name },
+    ...more,
+  });
+  const [first = ['', [], undefined]] = steps;
+  const before = [settledBy(record, context, true), line({ command: [first[0], ...first[1]] })];
   let dryRun = false;
-  for (const [command, args, input] of steps) {
+  let failure: string | null = null;
+  for (const [index, [command, args, input]] of steps.entries()) {
     let result: CommandResult;
+    const journal = index === 0 ? { file: context.journal, records: before.filter((l) => l !== null) } : undefined;
     try {
-      result = await runner(command, args, { mutates: true, input });
+      result = await context.runner(command, args, { mutates: true, input, journal });
     } catch (error) {
-      return void outcome.refused.push({ name: record.name, why: (error as Error).message });
+      if (error instanceof JournalError) throw error;
+      return void outcome.refused.push({ name, why: (error as Error).message });
     }
     dryRun ||= result.dryRun === true;
-    if (result.dryRun) (outcome.wouldRestore ??= []).push({ name: record.name, command: [command, ...args] });
+    if (result.dryRun) (outcome.wouldRestore ??= []).push({ name, command: [command, ...args] });
     else if (result.exitCode !== 0) {
-      return void outcome.failed.push({ name: record.name, error: terminalSafe(failureLine(result)) });
+      failure = terminalSafe(failureLine(result));
+      break;
     }
   }
-  if (!dryRun) outcome.restored.push(record.name);
+  if (dryRun) return;
+  if (failure === null) outcome.restored.push(name);
+  else outcome.failed.push({ name, error: failure });
+  appendJournal(context.journal, line({ outcome: failure === null ? 'restored' : 'failed', detail: failure }));
 }
 
 // ============================================================================================
@@ -7081,6 +7193,8 @@ export interface CommandResult {
   stderr: string;
   /** A dry run's answer: the command was not run. */
   dryRun?: true;
+  /** Stopped at its time limit: what it did is not known until the system is looked at again. */
+  timedOut?: true;
 }
 
 export interface CommandOptions {
@@ -7090,7 +7204,7 @@ export interface CommandOptions {
   /** Written to the command's standard input (how secrets and messages travel: never as arguments). */
   input?: string;
   /** For a cleanup action or a rescan: the journal lines appended (and fsynced) before the command runs. */
-  journal?: { file: string; records: readonly (JournalRecord | RescanRecord)[] };
+  journal?: { file: string; records: readonly JournalLine[] };
 }
 
 export type Runner = (command: string, args: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
@@ -7099,42 +7213,69 @@ export type Runner = (command: string, args: readonly string[], options?: Comman
 export type Exec = (
   command: string,
   args: readonly string[],
-  options: { timeoutMs: number; input?: string },
+  options: { timeoutMs: number; input?: string; graceMs?: number },
 ) => Promise<CommandResult>;
 
-export const execProcess: Exec = (command, args, { timeoutMs, input }) =>
+/** How long a command stopped at its time limit (SIGTERM) has to go before SIGKILL, and then before it is left. */
+export const KILL_GRACE_MS = 5_000;
+
+export const execProcess: Exec = (command, args, { timeoutMs, input, graceMs = KILL_GRACE_MS }) =>
   new Promise((resolve) => {
+    let stopped: string | null = null;
+    let done = false;
     const child = execFile(
       command,
       args,
-      {
-        timeout: timeoutMs,
-        maxBuffer: LIMITS.commandOutputBytes,
-        encoding: 'utf8',
-        env: { ...process.env, LC_ALL: 'C' },
-      },
-      (error, stdout, stderr) => {
-        const failure = error as
-          | (NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: NodeJS.Signals | null })
-          | null;
-        // As a shell reports it: 128 + the signal for a process killed (at its time limit), 127 for one
-        // that could not start.
-        const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
-        const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
-        const why =
-          failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
-            ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
-            : failure?.killed
-              ? `timed out after ${timeoutMs} ms`
-              : typeof failure?.code === 'string'
-                ? failure.message
-                : '';
-        resolve({ exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr });
-      },
+      { maxBuffer: LIMITS.commandOutputBytes, encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } },
+      (error, stdout, stderr) => finish(error, stdout, stderr),
     );
+    // Its output ends where it does, even when a process it left behind keeps the pipes open.
+    const letGo = () => [child.stdout, child.stderr].forEach((stream) => stream?.destroy());
+    // At its time limit SIGTERM (LVM finishes what it must first), then SIGKILL; one that outlives
+    // even that (a process stuck in the kernel) is left running and said so: the caller goes on.
+    const timers = [
+      setTimeout(() => ((stopped = `timed out after ${timeoutMs} ms`), child.kill('SIGTERM')), timeoutMs),
+      setTimeout(() => ((stopped += ', then killed'), child.kill('SIGKILL')), timeoutMs + graceMs),
+      setTimeout(
+        () => {
+          stopped += `; still running as pid ${child.pid} after SIGKILL`;
+          child.unref();
+          finish(Object.assign(new Error(String(stopped)), { code: 137 }), '', '');
+          letGo();
+        },
+        timeoutMs + 2 * graceMs,
+      ),
+    ];
+    child.on('exit', () => {
+      timers.forEach(clearTimeout);
+      timers.push(setTimeout(letGo, graceMs));
+    });
+    const finish = (error: Error | null, stdout: string, stderr: string) => {
+      if (done) return;
+      done = true;
+      timers.forEach(clearTimeout);
+      resolve(commandResult(error, stdout, stderr, stopped));
+    };
     child.stdin?.on('error', () => undefined);
     child.stdin?.end(input);
   });
+
+/** What execFile's callback says, as a shell would report it; `stopped`: why it was stopped at its time limit. */
+function commandResult(error: Error | null, stdout: string, stderr: string, stopped: string | null): CommandResult {
+  const failure = error as (NodeJS.ErrnoException & { code?: unknown; signal?: NodeJS.Signals | null }) | null;
+  // 128 + the signal for a process killed (at its time limit), 127 for one that could not start.
+  const signalled = failure?.signal ? 128 + (os.constants.signals[failure.signal] ?? 0) : null;
+  const exitCode = failure === null ? 0 : typeof failure.code === 'number' ? failure.code : (signalled ?? 127);
+  const why =
+    stopped ??
+    (failure?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER'
+      ? `printed more than ${humanBytes(LIMITS.commandOutputBytes)}, more than any node's; stopped`
+      : typeof failure?.code === 'string'
+        ? failure.message
+        : '');
+  const result = { exitCode, stdout, stderr: why ? `${stderr}${why}` : stderr };
+  return stopped === null ? result : { ...result, exitCode: exitCode || 124, timedOut: true };
+}
 
 /**
  * The runner of a run: under `dryRun` a command that changes the system is not run, not journalled,
@@ -8376,14 +8517,18 @@ export function renderCleanup(outcome: CleanupOutcome, dryRun: boolean): string 
   return wrapConsole(`${lines.join('\n')}\n`);
 }
 
+/** An entry's outcome, then what its last restore did (`begun`: cut short before its end). */
+const outcomeCell = ({ outcome, restore }: JournalRecord) => {
+  const restoreWord = { begun: ', restore interrupted', restored: ', restored', failed: ', restore failed' };
+  return `${outcome ?? 'interrupted'}${restore === undefined ? '' : restoreWord[restore]}`;
+};
+
 export function renderJournal(records: JournalRecord[], json: boolean): string {
   if (json) return `${terminalSafeJson(records)}\n`;
   if (records.length === 0) return 'The journal is empty: nothing was removed.\n';
   // The journal is a file on disk: every field is shown as text, whatever it holds. Each entry's
   // name goes on a line of its own (80 columns); the times are in `journal --json`.
-  const rows = records.map((r) =>
-    [r.id, r.outcome ?? 'interrupted', r.action, r.reason].map((cell) => terminalSafe(String(cell))),
-  );
+  const rows = records.map((r) => [r.id, outcomeCell(r), r.action, r.reason].map((cell) => terminalSafe(String(cell))));
   const [header = '', ...lines] = table(['ID', 'OUTCOME', 'ACTION', 'REASON'], rows);
   const named = lines.flatMap((line, i) => [line, `  ${mangleDmName(String(records[i]?.name))}`]);
   return wrapConsole(`${[`${header}\n  NAME`, ...named].join('\n')}\n`);
@@ -8414,7 +8559,9 @@ async function restoreCommand(
   const undone = (record: JournalRecord) => record.outcome === 'failed' && record.action !== 'lvchange --refresh';
   const removed = (records as JournalRecord[]).filter((record) => !undone(record));
   const notRemoved = (records as JournalRecord[]).filter(undone);
-  const outcome = await restoreEntries(removed, { runner, liveRoot, ...(options.dryRun ? { lock: noLock } : {}) });
+  const run = runId(new Date());
+  const context = { runner, liveRoot, journal: options.journal, run, dryRun: options.dryRun };
+  const outcome = await restoreEntries(removed, { ...context, ...(options.dryRun ? { lock: noLock } : {}) });
   const staleAgain = new Set(removed.filter((record) => record.reason === 'stale-table').map((record) => record.name));
   const lines = [
     ...(outcome.wouldRestore ?? []).map(
@@ -8422,6 +8569,7 @@ async function restoreCommand(
     ),
     ...outcome.restored.map((name) => `restored ${mangleDmName(name)}${staleAgain.has(name) ? STALE_AGAIN : ''}`),
     ...notRemoved.map((record) => `kept     ${mangleDmName(record.name)}: its removal failed, it was never removed`),
+    ...outcome.already.map(({ name, why }) => `already  ${mangleDmName(name)}: ${terminalSafe(why)}`),
     ...outcome.refused.map(({ name, why }) => `refused  ${mangleDmName(name)}: ${terminalSafe(why)}`),
     ...outcome.failed.map(({ name, error }) => `FAILED   ${mangleDmName(name)}: ${error}`),
   ];
@@ -8740,6 +8888,16 @@ export function pruneReports(dir: string, keep: number): void {
   for (const { name } of byAge.slice(0, Math.max(0, byAge.length - keep))) unlinkSync(path.join(dir, name));
 }
 
+/**
+ * A run's name in the journal: when it began, to the second, and 4 random hex digits, so that two
+ * runs in one second (cron and an administrator) never share their lines' ids (20261206T172542Z-9f3c).
+ */
+const runId = (now: Date) =>
+  `${now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}-${randomBytes(2).toString('hex')}`;
+
 /** The cleanup a run asked for: interactive, --yes or --dry-run; or its plan, shown. Null when nothing ran. */
 async function cleanupStep(
   options: CliOptions,
@@ -8750,16 +8908,12 @@ async function cleanupStep(
   const { io, runner, liveRoot, interactive } = context;
   const { plan, result, capture } = run;
   const consoleRun = options.format === 'console';
-  const id = now
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z');
   const cleanupContext: CleanupContext = {
     runner,
     capture,
     liveRoot,
     journal: options.journal,
-    run: id,
+    run: runId(now),
     dryRun: options.dryRun,
   };
   const offersRescan = interactive && rescanOffers(result).length > 0;

@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { PVE_DM_LOCK, readJournal } from '../pve-dm.ts';
-import { changing, scenario } from './support/fake-node.ts';
+import { changing, scenario, TIMED_OUT } from './support/fake-node.ts';
 import { PROJECT, test } from './harness.ts';
 
 const JOURNAL_CASES: [string, (journal: string) => void, RegExp][] = [
@@ -85,19 +85,40 @@ test('an action line without an outcome whose entry is still there: settled as n
   try {
     mkdirSync(path.dirname(journal), { recursive: true });
     // A run killed after this line and before its command: the entry is as it was.
-    const line = {
-      id: 'R1-1', run: 'R1', at: '2026-12-06T10:00:00.000Z', node: 'pve1', name: 'pve-vm--888--disk--0', uuid: node.dm.get('pve-vm--888--disk--0')?.uuid,
-      open: 0, table: node.dm.get('pve-vm--888--disk--0')?.table, status: 'tombstone', reason: 'guest-missing', action: 'lvchange -an',
+    const device = node.dm.get('pve-vm--888--disk--0');
+    if (device === undefined) throw new Error('vm-888 is missing');
+    const line = (run: string) => ({
+      id: `${run}-1`, run, at: '2026-12-06T10:00:00.000Z', node: 'pve1', name: 'pve-vm--888--disk--0', uuid: device.uuid,
+      open: 0, table: device.table, status: 'tombstone', reason: 'guest-missing', action: 'lvchange -an',
       vg: 'pve', lv: 'vm-888-disk-0', vmid: 888, guestType: null,
+    });
+    const detail = (id: string) => {
+      const settled = readJournal(journal).find((r) => r.id === id);
+      return [settled?.outcome, settled?.detail?.replace(/run \S+/g, 'run R')];
     };
-    writeFileSync(journal, `${JSON.stringify(line)}\n`);
-    const restore = await cli('restore', '--last');
-    assert.match(restore.stdout, /refused  pve-vm--888--disk--0: a device of that name exists \(its run was interrupted: it may never have gone\)/);
-    assert.equal(changing(node.calls), []);
+    // The next cleanup settles it.
+    writeFileSync(journal, `${JSON.stringify(line('R1'))}\n`);
     await cli('--yes', '--only', 'duplicates');
-    const settled = readJournal(journal).find((r) => r.id === 'R1-1');
-    assert.equal([settled?.outcome, settled?.detail?.replace(/run \S+/g, 'run R')], ['failed', 'run R was interrupted; run R found it not done (the entry as it was)']);
+    assert.equal(detail('R1-1'), ['failed', 'run R was interrupted; run R found it not done (the entry as it was)']);
     assert.ok(existsSync(journal) && readFileSync(journal, 'utf8').includes('"kind":"run"'), 'each run begins with its line');
+    // So does a restore, which finds the device as journalled: the command never ran, nothing to bring back.
+    writeFileSync(journal, `${JSON.stringify(line('R2'))}\n`);
+    node.calls = [];
+    const restore = await cli('restore', '--last');
+    assert.match(restore.stdout, /already  pve-vm--888--disk--0: there as journalled \(same uuid and table\): its run was interrupted before its command changed it/);
+    assert.is(restore.code, 0, restore.stdout);
+    assert.equal(changing(node.calls), []);
+    assert.equal(detail('R2-1'), ['failed', 'run R was interrupted; restore run R found it not done (the entry as it was)']);
+    // Another table under that name since: never acted over, and said why.
+    writeFileSync(journal, `${JSON.stringify(line('R3'))}\n`);
+    const table = device.table;
+    device.table = `${table.split(' ').slice(0, -1).join(' ')} 999`;
+    const refused = await cli('restore', '--last');
+    assert.match(refused.stdout, /refused  pve-vm--888--disk--0: a device of that name exists \(its run was interrupted: it may never have gone\)/);
+    assert.is(refused.code, 1);
+    assert.equal(changing(node.calls), []);
+    assert.equal(detail('R3-1'), [undefined, undefined], 'left for whoever finds out');
+    device.table = table;
   } finally {
     done();
   }
@@ -135,5 +156,95 @@ test('a cleanup killed while it holds the run lock: another refuses while it liv
     s.done();
   }
 }, 60_000);
+
+const NOT_DONE = (command: string) => `not done: ${command} did not finish in time (timed out after 30000 ms)`;
+const escape = (text: string) => text.replace(/[/.()|]/g, '\\$&');
+
+test('a command that hangs (stopped at its time limit, nothing done): FAILED with why, every later action skipped, nothing more runs', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    node.answer('lvchange -an pve/vm-100-disk-7', TIMED_OUT);
+    const run = await cli('--yes');
+    assert.ok(run.code >= 1, `exit ${run.code}`);
+    assert.equal(changing(node.calls), [
+      'dmsetup --manglename none remove ssd--ha01-vm--119--disk--0-dup',
+      'dmsetup --manglename none remove pve-vm--150--disk--0p1',
+      'lvchange -an pve/vm-100-disk-7',
+    ], 'the actions before it, then none');
+    assert.match(run.stdout, /^ {2}FAILED {3}pve-vm--100--disk--7: timed out after 30000 ms$/m);
+    // Every later entry of the plan, the blocked ones too: not done, and said why.
+    for (const later of ['pve-vm--888--disk--0', 'pve-vm--889--disk--0', 'pve-vm--150--disk--0', 'pve-vm--200--disk--3', 'ssd--ha01-vm--301--disk--0'])
+      assert.match(run.stdout, new RegExp(`^  skipped  ${escape(later)}: ${escape(NOT_DONE('lvchange -an pve/vm-100-disk-7'))}$`, 'm'));
+    assert.match(run.stdout, /2 removed, 5 skipped, 1 failed/);
+    // After it, the entry was looked at again, and nothing else was run (not even the next check).
+    const at = node.calls.findIndex((call) => call.join(' ') === 'lvchange -an pve/vm-100-disk-7');
+    const after = node.calls.slice(at + 1);
+    assert.ok(after.length > 0 && after.every((call) => call[0] === 'dmsetup' && call[1] !== 'remove' && call.at(-1) === 'pve-vm--100--disk--7'), after.join('\n'));
+    assert.ok(node.dm.has('pve-vm--100--disk--7'), 'the entry as it was');
+    // Its action line, then its outcome: failed, with why.
+    const lines = readFileSync(journal, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const its = lines.filter((line) => line.name === 'pve-vm--100--disk--7');
+    assert.equal(its.map((line) => [line.action, line.outcome, line.detail]), [['lvchange -an', undefined, undefined], [undefined, 'failed', 'timed out after 30000 ms']]);
+    assert.equal(readJournal(journal).map((r) => [r.name, r.outcome]), [
+      ['ssd--ha01-vm--119--disk--0-dup', 'removed'],
+      ['pve-vm--150--disk--0p1', 'removed'],
+      ['pve-vm--100--disk--7', 'failed'],
+    ], 'no line for what did not run');
+    const json = JSON.parse((await cli('--yes', '--json')).stdout);
+    assert.ok(json.cleanup.skipped.some((s: { why: string }) => /did not finish in time/.test(s.why)), 'in --json too');
+  } finally {
+    done();
+  }
+});
+
+test('a command stopped at its time limit after it did its change: its entry is looked at again and reported removed; the rest is not done', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    node.answer('lvchange -an pve/vm-888-disk-0', TIMED_OUT, { change: true });
+    const run = await cli('--yes');
+    assert.ok(run.code >= 1, `exit ${run.code}`);
+    assert.is(changing(node.calls).at(-1), 'lvchange -an pve/vm-888-disk-0', 'nothing after it');
+    assert.not.ok(node.dm.has('pve-vm--888--disk--0'));
+    assert.match(run.stdout, /^ {2}removed {2}pve-vm--888--disk--0 {1,2}\(lvchange -an pve\/vm-888-disk-0; journal \S+-4\)$/m);
+    assert.not.match(run.stdout, /FAILED/);
+    for (const later of ['pve-vm--889--disk--0', 'pve-vm--150--disk--0', 'pve-vm--200--disk--3', 'ssd--ha01-vm--301--disk--0'])
+      assert.match(run.stdout, new RegExp(`^  skipped  ${escape(later)}: ${escape(NOT_DONE('lvchange -an pve/vm-888-disk-0'))}$`, 'm'));
+    assert.match(run.stdout, /4 removed, 4 skipped, 0 failed/);
+    const record = readJournal(journal).find((r) => r.name === 'pve-vm--888--disk--0');
+    assert.equal([record?.action, record?.outcome, record?.detail], ['lvchange -an', 'removed', null]);
+    assert.is(readJournal(journal).length, 4, 'no line for what did not run');
+    // What went is journalled as gone: restore brings it back.
+    const restored = await cli('restore', '--last');
+    assert.is(restored.code, 0, restored.stdout);
+    assert.ok(node.dm.has('pve-vm--888--disk--0'), 'back');
+  } finally {
+    done();
+  }
+});
+
+test('a command that fails with LVM\'s message: FAILED with that message, and the rest of the plan goes on', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    node.answer('lvchange -an pve/vm-888-disk-0', { exitCode: 5, stdout: '', stderr: '  Logical volume pve/vm-888-disk-0 in use.\n' });
+    const run = await cli('--yes');
+    assert.is(run.code, 2, run.stdout);
+    assert.match(run.stdout, /^ {2}FAILED {3}pve-vm--888--disk--0: Logical volume pve\/vm-888-disk-0 in use\.$/m);
+    assert.equal(changing(node.calls), [
+      'dmsetup --manglename none remove ssd--ha01-vm--119--disk--0-dup',
+      'dmsetup --manglename none remove pve-vm--150--disk--0p1',
+      'lvchange -an pve/vm-100-disk-7',
+      'lvchange -an pve/vm-888-disk-0',
+      'lvchange -an pve/vm-150-disk-0',
+      'dmsetup --manglename none remove ssd--ha01-vm--301--disk--0',
+    ], 'every action of the plan ran');
+    assert.not.match(run.stdout, /not done|did not finish in time/);
+    assert.match(run.stdout, /5 removed, 2 skipped, 1 failed/);
+    const record = readJournal(journal).find((r) => r.name === 'pve-vm--888--disk--0');
+    assert.equal([record?.outcome, record?.detail], ['failed', 'Logical volume pve/vm-888-disk-0 in use.']);
+    assert.ok(node.dm.has('pve-vm--888--disk--0'));
+  } finally {
+    done();
+  }
+});
 
 test.run();

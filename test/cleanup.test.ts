@@ -252,7 +252,7 @@ test('two cleanups cannot run at once: the pve-dm lock', async () => {
   }
 });
 
-test('restore --last brings back what the last run removed (LVs activated, mappings re-created with uuid and table); then refuses', async () => {
+test('restore --last brings back what the last run removed (LVs activated, mappings re-created with uuid and table); again, it needs nothing', async () => {
   const { node, cli, journal, done } = scenario();
   try {
     const before = new Map([...node.dm].map(([name, d]) => [name, `${d.uuid} ${d.table}`]));
@@ -273,9 +273,20 @@ test('restore --last brings back what the last run removed (LVs activated, mappi
     const after = new Map([...node.dm].map(([name, d]) => [name, `${d.uuid} ${d.table}`]));
     assert.equal(after, before, 'every entry back, with its uuid and table');
     assert.is(readJournal(journal).length, 6, 'restoring adds no journal line');
+    // A restore cut short and run again: what is back is left as it is, and that is no failure.
+    node.calls = [];
     const again = await cli('restore', '--last');
-    assert.is(again.code, 1);
-    assert.is((again.stdout.match(/refused/g) ?? []).length, 6);
+    assert.is(again.code, 0, again.stdout);
+    assert.is((again.stdout.match(/^already  .*: back already as journalled \(same uuid and table\)$/gm) ?? []).length, 6, again.stdout);
+    assert.equal(changing(node.calls), []);
+    // Another device under one of those names: refused, never created over.
+    const dup = node.dm.get('ssd--ha01-vm--119--disk--0-dup');
+    if (dup === undefined) throw new Error('the duplicate is not back');
+    dup.uuid = 'CRYPT-another';
+    const other = await cli('restore', '--last');
+    assert.is(other.code, 1);
+    assert.match(other.stdout, /refused  ssd--ha01-vm--119--disk--0-dup: a device of that name exists/);
+    assert.equal(changing(node.calls), []);
   } finally {
     done();
   }
@@ -288,7 +299,7 @@ test('restore waits for the guest\'s Proxmox lock, and leaves the entry alone wh
     const records = readJournal(journal);
     assert.is(records.find((r) => r.name === 'pve-vm--888--disk--0')?.vmid, 888);
     const held = await flockLocker(path.join(root, guestLockFile(888, 'qemu')), 0);
-    const outcome = await restoreEntries(records, { runner: createRunner({ allowChanges: true, exec: node.exec }), liveRoot: root, lockWaitSeconds: 1 });
+    const outcome = await restoreEntries(records, { runner: createRunner({ allowChanges: true, exec: node.exec }), liveRoot: root, lockWaitSeconds: 1, journal, run: 'R2' });
     await held?.();
     assert.equal(outcome.refused, [{ name: 'pve-vm--888--disk--0', why: `VMID 888's lock is held by someone else (${path.join(root, '/var/lock/qemu-server/lock-888.conf')})` }]);
     assert.is(outcome.restored.length, 5);

@@ -10,6 +10,9 @@ export const VG_PVE = 'Uv0zN6dKv1Lw3Ry9mG1zQ3f2p7cTnIkR';
 export const VG_SSD = 'ez0TI5tS7zWJAgfqqCWPQKkNZthHBwsT';
 export const lvUuid = (vg: string, n: number) => `LVM-${vg}${String(n).padStart(32, 'x')}`;
 
+/** What the runner answers for a command stopped at its time limit (what it did is not known). */
+export const TIMED_OUT: CommandResult = { exitCode: 143, stdout: '', stderr: 'timed out after 30000 ms', timedOut: true };
+
 interface Device {
   minor: number;
   open: number;
@@ -50,6 +53,24 @@ export class FakeNode {
       const held = [...this.dm.values()].find((other) => other.minor === Number(minor));
       if (held && held.open > 0) held.open--;
     }
+  }
+
+  /**
+   * The command `line` (as `changing` prints it) answers `result` instead: without `change` it changes
+   * nothing (a command stopped at its time limit before it did anything, a failure), with it the
+   * change is made all the same (stopped after it was done).
+   */
+  answer(line: string, result: CommandResult, { change = false } = {}): void {
+    const exec = this.exec;
+    this.exec = async (command, args, options) => {
+      if ([command, ...args].join(' ') !== line) return exec(command, args, options);
+      if (change) await exec(command, args, options);
+      else {
+        this.calls.push([command, ...args]);
+        this.journalAtChange.push(readJournal(this.journal).length);
+      }
+      return result;
+    };
   }
 
   line(name: string, d: Device): string {
