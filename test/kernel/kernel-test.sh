@@ -1,24 +1,26 @@
 #!/bin/bash
-# kernel-test.sh [all|classify|cleanup|conflicts] - the real-kernel test tier (npm run test:kernel).
+# kernel-test.sh [all|classify|cleanup|conflicts|faults] - the real-kernel test tier (npm run test:kernel).
 #
 # Boots Debian's kernel under qemu once (dm-vm.sh; TCG, no KVM needed), builds a Proxmox VE node
 # "pve1" on loop devices inside it (kernel.guest.sh: VGs pve and ssd-ha01, real LVs, /etc/pve,
 # stale and hand-made dm entries, a running VM and container), and runs pve-dm there against the
 # live system (kernel.test.mjs): classification first, then cleanup / journal / restore, the pool
 # remedies, then the conflicts of issue 19 (stale tables, maps stacked on guest volumes) built in VGs
-# of their own and cleaned, checked against the data's checksums, and restored. A MODE other than all
-# runs its part alone (cleanup: with the pool remedies).
+# of their own and cleaned, checked against the data's checksums, and restored; last the faults of
+# issue 20 (pve-dm SIGKILLed at every step of a cleanup and of a restore through the test-only preload
+# fault-hook.mjs, its journal unwritable or filling up, races, a hanging lvchange). A MODE other than
+# all runs its part alone (cleanup: with the pool remedies).
 #
 # Needs root and apt-get the first time (dm-vm.sh setup installs qemu, lvm2, ...; about a
 # minute). The project folder is shared into the guest read-write with cache=loose
 # (DMVM_SHARE_LOOSE) and the host's node runs it from /host, so `npm ci` must have been run.
 # Exit status: 0 only when the guest printed "N passed, 0 failed" and exited 0; non-zero when
-# a test failed, the VM died or timed out (DMVM_TIMEOUT, default here 1800 s).
+# a test failed, the VM died or timed out (DMVM_TIMEOUT, default here 3600 s).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 mode=${1:-all}
-case $mode in all|classify|cleanup|conflicts) ;; *) echo "usage: $0 [all|classify|cleanup|conflicts]" >&2; exit 2;; esac
+case $mode in all|classify|cleanup|conflicts|faults) ;; *) echo "usage: $0 [all|classify|cleanup|conflicts|faults]" >&2; exit 2;; esac
 
 t0=$(date +%s)
 [ -d "$root/node_modules/tsx" ] || { echo "kernel-test: $root/node_modules/tsx missing: run npm ci first" >&2; exit 2; }
@@ -39,7 +41,7 @@ t1=$(date +%s)
 out=$(mktemp "${TMPDIR:-/tmp}/kernel-test.XXXX")
 trap 'rm -f "$out"' EXIT
 set +e
-DMVM_SHARE_LOOSE=$root DMVM_MEM=${DMVM_MEM:-1536} DMVM_TIMEOUT=${DMVM_TIMEOUT:-1800} \
+DMVM_SHARE_LOOSE=$root DMVM_MEM=${DMVM_MEM:-1536} DMVM_TIMEOUT=${DMVM_TIMEOUT:-3600} \
     "$here/dm-vm.sh" run "$here/kernel.guest.sh" "$root" "$mode" "$tools" "$parttools" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e

@@ -8,8 +8,8 @@
 # of /etc/pve (written here), stale and hand-made entries, a running VM and a running container
 # (stand-ins: fake-guest.mjs), a stand-in pveversion; then runs kernel.test.mjs, which runs
 # pve-dm against this live system.
-# MODE: all (default), classify (classification only), cleanup or conflicts (the part of issue 19's
-# conflicts, which builds them itself: kernel-conflicts.guest.sh).
+# MODE: all (default), classify (classification only), cleanup, conflicts (the part of issue 19's
+# conflicts, which builds them itself: kernel-conflicts.guest.sh) or faults (issue 20's).
 ROOT=${1:?usage: kernel.guest.sh PROJECT [MODE] [THIN_TOOLS] [PART_TOOLS]}
 MODE=${2:-all}
 # the host's unpacked thin-provisioning-tools and kpartx/sfdisk (kernel-test.sh), seen through /host

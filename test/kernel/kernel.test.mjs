@@ -23,8 +23,8 @@ import { unwrapConsole } from '../support/console.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PVE_DM = path.join(ROOT, 'pve-dm.ts');
 const MODE = process.argv[2] ?? 'all';
-if (!['all', 'classify', 'cleanup', 'conflicts'].includes(MODE)) {
-  process.stderr.write(`usage: kernel.test.mjs [all|classify|cleanup|conflicts] (not ${MODE})\n`);
+if (!['all', 'classify', 'cleanup', 'conflicts', 'faults'].includes(MODE)) {
+  process.stderr.write(`usage: kernel.test.mjs [all|classify|cleanup|conflicts|faults] (not ${MODE})\n`);
   process.exit(2);
 }
 const RUN_TIMEOUT_MS = Number(process.env.KERNEL_TEST_RUN_TIMEOUT_MS ?? 300_000);
@@ -33,6 +33,8 @@ const TRACE = '/tmp/trace.log';
 const HTML = '/tmp/pve-dm-report.html'; // console runs write their HTML here, never into the project
 const JOURNAL = '/tmp/j.jsonl';
 const LOCK100 = '/var/lock/qemu-server/lock-100.conf';
+const FAULT_HOOK = path.join(ROOT, 'test/kernel/fault-hook.mjs');
+const FAULT_LOG = '/tmp/fault.log';
 
 // ── the node kernel.guest.sh built: every dm entry and what pve-dm must call it ──────────────
 /** Made with `dmsetup --manglename none create`: the kernel holds the space raw. */
@@ -276,12 +278,18 @@ const mutating = (c) =>
   LVM_CHANGES.test(c.prog) || (c.prog === 'lvm' && LVM_CHANGES.test(c.args[0] ?? '')) ||
   ['kpartx', 'qm', 'pct', 'wipefs'].includes(c.prog);
 
-function startPveDm(args) {
+/**
+ * pve-dm run as an administrator runs it. `fault`: FAULT_AT for test/kernel/fault-hook.mjs, loaded
+ * before pve-dm (with `faultDo` its FAULT_DO); `bin`: a folder of stand-ins put before the trace's.
+ */
+function startPveDm(args, { fault = null, faultDo = null, bin = null } = {}) {
   fs.writeFileSync(TRACE, '');
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', PVE_DM, ...args], {
+  const hook = fault === null ? [] : ['--import', FAULT_HOOK];
+  const faultEnv = fault === null ? {} : { FAULT_AT: fault, FAULT_LOG, ...(faultDo === null ? {} : { FAULT_DO: faultDo }) };
+  const child = spawn(process.execPath, ['--import', 'tsx', ...hook, PVE_DM, ...args], {
     cwd: ROOT,
-    env: { ...process.env, PATH: `${TRACE_BIN}:${process.env.PATH ?? SYS_PATH}`, NO_COLOR: '1' },
+    env: { ...process.env, ...faultEnv, PATH: `${bin === null ? '' : `${bin}:`}${TRACE_BIN}:${process.env.PATH ?? SYS_PATH}`, NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -289,20 +297,21 @@ function startPveDm(args) {
   child.stdout.setEncoding('utf8').on('data', (chunk) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
   const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
-  return new Promise((resolve) => {
+  // (the child, for a test that acts while the run is in flight)
+  return Object.assign(new Promise((resolve) => {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const output = `${unwrapConsole(stdout)}\n${stderr}`;
       const run = { args, code, signal, stdout, stderr, output, trace: readTrace(), ms: Date.now() - started };
-      say(`\n$ pve-dm.ts ${args.join(' ')}\n  -> exit ${signal ?? code} in ${(run.ms / 1000).toFixed(1)} s; spawned ${run.trace.length} command(s)` +
+      say(`\n$ ${fault === null ? '' : `FAULT_AT=${fault} `}pve-dm.ts ${args.join(' ')}\n  -> exit ${signal ?? code} in ${(run.ms / 1000).toFixed(1)} s; spawned ${run.trace.length} command(s)` +
         `${run.trace.some(mutating) ? `, changing: ${run.trace.filter(mutating).map((c) => c.text).join('; ')}` : ''}`);
       if (run.trace.length > 0) say(clip(run.trace.map((c) => c.text).join('\n'), 40).replace(/^/gm, '  spawned| '));
       if (stderr.trim()) say(clip(stderr.trim(), 15).replace(/^/gm, '  stderr| '));
       resolve(run);
     });
-  });
+  }), { child });
 }
-const pveDm = (args) => startPveDm(args);
+const pveDm = (args, options) => startPveDm(args, options);
 const showOutput = (run, n = 60) => say(clip(run.stdout.trimEnd(), n).replace(/^/gm, '  stdout| '));
 const noChanges = (run) => assert.deepEqual(run.trace.filter(mutating).map((c) => c.text), [], 'commands that change the system were started');
 function sameState(before, after, what = 'the dm table and LVM') {
@@ -1307,12 +1316,469 @@ async function conflicts() {
   end();
 }
 
+// ══ part 5: faults (issue 20): killed at every step, journal unwritable, races, hangs ══════════════
+// A five-entry plan (a stale table, a duplicate, a thick and a thin LV, a hand-made mapping) run with
+// test/kernel/fault-hook.mjs loaded, which SIGKILLs pve-dm at one exact point (or runs a command
+// there); after each fault the journal must account for every change, and restore must bring the
+// node back byte for byte (dm tables, names, uuids, LVs' active state).
+const FAULT_JOURNAL = '/tmp/j-faults.jsonl';
+/** VM 500's disk, extended with its old table loaded back: a stale table of VG ssd-ha01. */
+const STALE500 = 'ssd--ha01-vm--500--disk--0';
+const FIVE = [STALE500, 'ssd--ha01-vm--119--disk--0-dup', 'ssd--ha01-vm--300--disk--0', 'pve-vm--888--disk--0', 'ssd--ha01-vm--889--disk--0'];
+const FIVE_ARGS = FIVE.flatMap((name) => ['--name', name]);
+const KILL_POINTS = ['before-journal', 'before-command', 'after-command', 'after-outcome'];
+/** Where the next run, `journal` and a finishing cleanup look at the interrupted line (no restore in between). */
+const FINISHED_BY_NEXT_RUN = ['before-command:2', 'after-command:3'];
+
+/** Every line of the journal, parsed; a line that is not JSON (half a line) fails the test that reads it. */
+const journalLines = (file) =>
+  (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '').split('\n').filter(Boolean).map((line, i) => {
+    try {
+      return JSON.parse(line);
+    } catch {
+      throw new Error(`${file}:${i + 1}: not a whole JSON line: ${line.slice(0, 80)}`);
+    }
+  });
+/** The last cleanup run's id (its run line), its action lines and their outcome lines. */
+function lastRun(file) {
+  const all = journalLines(file);
+  const run = all.filter((l) => l.kind === 'run').at(-1)?.run ?? null;
+  const actions = all.filter((l) => l.run === run && l.kind === undefined && !('outcome' in l));
+  const outcomes = new Map(all.filter((l) => l.kind === undefined && 'outcome' in l).map((l) => [l.id, l]));
+  return { run, actions, outcomes, all };
+}
+/** The five entries' state: what differs from the node before the faults (gone, another table, another uuid). */
+function changedOf(s, base, names = FIVE) {
+  return names.filter((n) => s.uuids[n] !== base.uuids[n] || JSON.stringify(s.tables[n]) !== JSON.stringify(base.tables[n]));
+}
+/** The node as before: every dm entry (name, uuid, table) and LV (active or not). */
+function sameAsBase(s, base, what) {
+  assert.deepEqual(s.nameUuid, base.nameUuid, `dm names and uuids (${what})`);
+  assert.deepEqual(s.table, base.table, `dm tables (${what})`);
+  assert.deepEqual(s.lvs, base.lvs, `lvs (${what})`);
+}
+/** Console text as one line: the console wraps at 80 columns. */
+const flat = (text) => text.replace(/\s+/g, ' ');
+const faultLog = () => (fs.existsSync(FAULT_LOG) ? fs.readFileSync(FAULT_LOG, 'utf8').trim() : '');
+
+function buildStale500() {
+  const run = (...command) => {
+    const r = sh(command[0], command.slice(1));
+    if (r.code !== 0) throw new Error(`${command.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout;
+  };
+  run('lvcreate', '-q', '-aly', '-Wy', '--yes', '--size', '8M', '--name', 'vm-500-disk-0', '--setautoactivation', 'n', '--addtag', 'pve-vm-500', 'ssd-ha01');
+  const old = run('dmsetup', 'table', STALE500).trim();
+  run('lvextend', '-q', '-L', '+4M', 'ssd-ha01/vm-500-disk-0');
+  run('dmsetup', 'load', STALE500, '--table', old);
+  run('dmsetup', 'suspend', STALE500);
+  run('dmsetup', 'resume', STALE500);
+  fs.writeFileSync('/etc/pve/nodes/pve1/qemu-server/500.conf', 'cores: 1\nmemory: 512\nname: f500\nscsi0: ssd-ha01:vm-500-disk-0,size=12M\n');
+}
+
+async function faults() {
+  begin('faults');
+  installTraceWrappers();
+  fs.rmSync(FAULT_JOURNAL, { force: true });
+  let built = null;
+  try {
+    buildStale500();
+  } catch (error) {
+    built = error.message;
+  }
+  test('built: VM 500\'s disk on a stale table (extended, its old table loaded back)', () => assert.equal(built, null));
+  if (built !== null) return end();
+  const base = state();
+  const dry = await pveDm(['--dry-run', '--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  const planned = dry.output.split('\n').filter((l) => /^\s*would (remove|refresh)/.test(l));
+  const order = planned.map((l) => FIVE.find((n) => l.includes(` ${n} `) || l.includes(` ${n}  `)) ?? '?');
+  test('the five-entry plan: a refresh, then four removals (a dry run: nothing changed)', () => {
+    usable(dry);
+    assert.equal(planned.length, 5, planned.join('\n'));
+    assert.equal(order[0], STALE500, `the stale table first: ${order.join(', ')}`);
+    assert.deepEqual([...order].sort(), [...FIVE].sort());
+    sameAsBase(state(), base, 'dry run');
+  });
+  if (planned.length !== 5) return end();
+
+  const points = await killEveryStep(base, order);
+  await killRestore(base, order);
+  await journalUnwritable(base);
+  await races(base);
+  await hangs(base, order);
+  say(`\nKERNEL-TEST faults: ${points} kill points tried in the cleanup`);
+  test('in the end: the node exactly as before the faults, VM 500\'s stale table included', () => sameAsBase(state(), base, 'after every fault'));
+  end();
+}
+
+/**
+ * SIGKILL at each point of each of the five commands. After each: the journal accounts for every
+ * change and knows the cut line for what it is; then restore --last (or, at two points, `journal`,
+ * a new cleanup that finishes the job, and a restore of both runs) gives the node back as it was.
+ */
+async function killEveryStep(base, order) {
+  let tried = 0;
+  for (const point of KILL_POINTS) {
+    for (let n = 1; n <= 5; n++) {
+      const at = `${point}:${n}`;
+      fs.rmSync(FAULT_LOG, { force: true });
+      const run = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML], { fault: at });
+      const s = state();
+      const { run: id, actions, outcomes } = lastRun(FAULT_JOURNAL);
+      tried++;
+      const cut = actions[n - 1];
+      test(`killed ${at} (${order[n - 1]}): every change journalled, the cut line known for what it is`, () => {
+        assert.equal(run.signal, 'SIGKILL', `not killed: exit ${run.code}; ${run.stderr.trim().split('\n')[0]}`);
+        assert.ok(faultLog().startsWith(`${at}: `), `the hook says: "${faultLog()}"`);
+        assert.equal(actions.length, point === 'before-journal' ? n - 1 : n, `action lines of run ${id}`);
+        const changed = changedOf(s, base);
+        const journalled = actions.map((a) => a.name);
+        for (const name of changed) assert.ok(journalled.includes(name), `${name} changed without a journal line`);
+        assert.deepEqual(changedOf(s, base, base.names.filter((n2) => !FIVE.includes(n2))), [], 'entries outside the plan changed');
+        const open = actions.filter((a) => !outcomes.has(a.id)).map((a) => a.name);
+        if (point === 'before-command' || point === 'after-command') {
+          assert.deepEqual(open, [cut?.name], 'the cut line is the only one without an outcome');
+          assert.equal(changed.includes(cut.name), point === 'after-command', `${cut.name}: its command ${point === 'after-command' ? 'ran' : 'never ran'}`);
+        } else {
+          assert.deepEqual(open, [], 'every line has its outcome');
+        }
+        assert.deepEqual([...changed].sort(), journalled.filter((name, i) => i < n - 1 || point === 'after-command' || point === 'after-outcome').sort(), 'done: exactly the journalled ones that ran');
+      });
+      if (FINISHED_BY_NEXT_RUN.includes(at)) await finishAfterKill(base, at, id, cut);
+      else if (actions.length > 0) await restoreAfterKill(base, at, id);
+      else test(`killed ${at}: nothing was journalled and nothing changed`, () => sameAsBase(s, base, at));
+    }
+  }
+  return tried;
+}
+
+async function restoreAfterKill(base, at, id) {
+  const restore = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL]);
+  const s = state();
+  const { actions, outcomes } = lastRun(FAULT_JOURNAL);
+  test(`killed ${at}: restore --last brings back all of run ${id}, byte-identical; the cut line settled`, () => {
+    assert.equal(restore.code, 0, `exit ${restore.signal ?? restore.code}: ${restore.output.trim().split('\n').slice(-6).join(' | ')}`);
+    sameAsBase(s, base, `restore after ${at}`);
+    for (const a of actions) assert.ok(outcomes.has(a.id), `${a.name}: still no outcome after restore`);
+  });
+}
+
+/** `journal` shows the cut line interrupted; a new cleanup settles it and finishes; restore of both runs. */
+async function finishAfterKill(base, at, killedRun, cut) {
+  const listed = await pveDm(['journal', '--journal', FAULT_JOURNAL]);
+  test(`killed ${at}: journal shows ${cut?.name} as interrupted`, () => {
+    assert.equal(listed.code, 0);
+    const row = listed.stdout.split('\n').find((l) => l.includes(cut.id)) ?? '';
+    assert.match(row, /interrupted/, row);
+  });
+  const next = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  const s = state();
+  const after = lastRun(FAULT_JOURNAL);
+  const settled = after.outcomes.get(cut.id);
+  test(`killed ${at}: the next cleanup settles the cut line (${at.startsWith('after') ? 'removed: found done' : 'failed: found not done'}) and finishes the job`, () => {
+    usable(next);
+    assert.match(settled?.detail ?? '', new RegExp(`run ${killedRun} was interrupted; run ${after.run} found it ${at.startsWith('after') ? 'done' : 'not done'}`));
+    assert.deepEqual(changedOf(s, base).sort(), [...FIVE].sort(), 'all five done');
+    assert.match(next.output, /\b0 failed\b/);
+  });
+  const ids = journalLines(FAULT_JOURNAL)
+    .filter((l) => l.kind === undefined && !('outcome' in l) && (l.run === killedRun || l.run === after.run))
+    .map((l) => l.id);
+  const restore = await pveDm(['restore', ...ids, '--journal', FAULT_JOURNAL]);
+  test(`killed ${at}: restore of both runs' entries gives the node back byte-identical`, () => {
+    assert.equal(restore.code, 0, restore.output.trim().split('\n').slice(-6).join(' | '));
+    sameAsBase(state(), base, `restore after ${at}`);
+  });
+}
+
+/**
+ * A cleanup of the five, then restore killed step by step: before its first command, then after
+ * each command, each new restore picking up where the last was cut (the refresh's load and resume
+ * are two commands: killed between them, and after the resume). Then one to the end.
+ */
+async function killRestore(base, order) {
+  const full = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  const cleaned = state();
+  test('restore faults: a cleanup of the five first (all done, 0 failed)', () => {
+    usable(full);
+    assert.deepEqual(changedOf(cleaned, base).sort(), [...FIVE].sort());
+  });
+  // Restored in the reverse order: the refresh (dmsetup load, then resume) comes last.
+  const steps = ['before-command:1', 'after-command:1', 'after-command:1', 'after-command:1', 'after-command:1', 'after-command:1', 'after-command:2'];
+  let shownInterrupted = false;
+  for (const [index, at] of steps.entries()) {
+    fs.rmSync(FAULT_LOG, { force: true });
+    const run = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL], { fault: at });
+    const s = state();
+    const back = FIVE.filter((n) => !changedOf(s, base).includes(n));
+    test(`restore killed ${at} (step ${index + 1}): each entry either back as it was or still as the cleanup left it`, () => {
+      assert.equal(run.signal, 'SIGKILL', `not killed: exit ${run.code}`);
+      assert.ok(faultLog().startsWith(`${at}: `), faultLog());
+      for (const name of FIVE) {
+        const asBase = !changedOf(s, base, [name]).length;
+        const asCleaned = !changedOf(s, cleaned, [name]).length;
+        assert.ok(asBase || asCleaned, `${name}: neither as before nor as the cleanup left it`);
+      }
+      assert.deepEqual(changedOf(s, base, base.names.filter((n) => !FIVE.includes(n))), [], 'entries outside the plan changed');
+    });
+    say(`  back after step ${index + 1}: ${back.join(', ') || 'none'}`);
+    if (!shownInterrupted && at === 'after-command:1') {
+      shownInterrupted = true;
+      const listed = await pveDm(['journal', '--journal', FAULT_JOURNAL]);
+      test('restore killed after its command: journal shows that entry as "removed, restore interrupted"', () => {
+        assert.match(listed.stdout, /restore interrupted/, listed.stdout);
+      });
+    }
+  }
+  const last = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL]);
+  const records = journalLines(FAULT_JOURNAL);
+  const { actions } = lastRun(FAULT_JOURNAL);
+  test('restore run again after seven cuts: exit 0, the node byte-identical, every entry journalled as restored', () => {
+    assert.equal(last.code, 0, last.output.trim().split('\n').slice(-6).join(' | '));
+    sameAsBase(state(), base, 'restore to the end');
+    for (const a of actions) {
+      const restoreLines = records.filter((l) => l.kind === 'restore' && l.id === a.id);
+      assert.equal(restoreLines.at(-1)?.outcome, 'restored', `${a.name}: its last restore line`);
+    }
+  });
+}
+
+/** The journal on a full tmpfs, a read-only one, a link, a FIFO: refused before anything changes. */
+async function journalUnwritable(base) {
+  const mount = (dir, options) => {
+    fs.mkdirSync(dir, { recursive: true });
+    const r = sh('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
+    if (r.code !== 0) throw new Error(`mount ${dir}: ${r.stderr}`);
+  };
+  mount('/tmp/jfull', 'size=4k');
+  sh('dd', ['if=/dev/zero', 'of=/tmp/jfull/filler', 'bs=4096', 'count=2']);
+  mount('/tmp/jro', 'ro,size=64k');
+  fs.rmSync('/tmp/jlink.jsonl', { force: true });
+  fs.symlinkSync('/tmp/elsewhere.jsonl', '/tmp/jlink.jsonl');
+  fs.rmSync('/tmp/jfifo.jsonl', { force: true });
+  sh('mkfifo', ['/tmp/jfifo.jsonl']);
+  const cases = [
+    ['on a full filesystem (a 4 KiB tmpfs)', '/tmp/jfull/j.jsonl', /its filesystem is full/],
+    ['on a read-only filesystem', '/tmp/jro/j.jsonl', /its filesystem is read-only/],
+    ['a symbolic link', '/tmp/jlink.jsonl', /it is a symbolic link/],
+    ['a FIFO', '/tmp/jfifo.jsonl', /it is not a regular file/],
+  ];
+  for (const [what, file, why] of cases) {
+    const run = await pveDm(['--yes', ...FIVE_ARGS, '--journal', file, '--html', HTML]);
+    test(`the journal ${what}: refused in one line before any change, the report printed, exit >= 1`, () => {
+      assert.ok(run.code !== null && run.code >= 1, `exit ${run.signal ?? run.code}`);
+      // (the console wraps its lines at 80 columns)
+      assert.match(flat(run.stdout), /REFUSED: cannot write the journal/);
+      assert.match(flat(run.stdout), why);
+      assert.match(run.stdout, /Grade [A-F]/, 'the report');
+      assert.equal(run.stderr.split('\n').filter((l) => l.startsWith('pve-dm: cleanup refused')).length, 1, run.stderr);
+      noChanges(run);
+      sameAsBase(state(), base, what);
+    });
+  }
+  assert.ok(!fs.existsSync('/tmp/elsewhere.jsonl') || fs.readFileSync('/tmp/elsewhere.jsonl', 'utf8') === '');
+  sh('umount', ['/tmp/jro']);
+  await journalFillsUp(base);
+}
+
+/**
+ * A journal whose filesystem fills up in the middle of the run: the line that does not fit is cut
+ * off again (never half a line), the cleanup stops there, what ran is journalled; once there is room,
+ * restore brings it back.
+ */
+async function journalFillsUp(base) {
+  sh('umount', ['/tmp/jfull']);
+  sh('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', '/tmp/jfull']);
+  // Earlier runs' lines, leaving room for this run's line, one action and its outcome, not two.
+  const pad = JSON.stringify({ kind: 'run', run: 'earlier', at: '2026-12-01T00:00:00.000Z', node: 'pve1' });
+  const room = 1150;
+  fs.writeFileSync('/tmp/jfull/j.jsonl', `${pad}\n`.repeat(Math.floor((4096 - room) / (pad.length + 1))));
+  const run = await pveDm(['--yes', ...FIVE_ARGS, '--journal', '/tmp/jfull/j.jsonl', '--html', HTML]);
+  const s = state();
+  let lines = [];
+  let whole = null;
+  try {
+    lines = journalLines('/tmp/jfull/j.jsonl');
+    whole = fs.readFileSync('/tmp/jfull/j.jsonl', 'utf8').endsWith('\n');
+  } catch (error) {
+    whole = error.message;
+  }
+  const actions = lines.filter((l) => l.kind === undefined && !('outcome' in l));
+  test('the journal fills up mid-run: every line whole, the cleanup stopped there, each change journalled', () => {
+    assert.equal(whole, true, 'the journal ends in a whole line');
+    assert.ok(actions.length >= 1 && actions.length < 5, `${actions.length} action lines: the 4 KiB did not fill up mid-run`);
+    assert.match(flat(run.stdout), /not done: cannot write the journal \/tmp\/jfull\/j\.jsonl: its filesystem is full/);
+    const changed = changedOf(s, base);
+    for (const name of changed) assert.ok(actions.some((a) => a.name === name), `${name} changed without a journal line`);
+    assert.ok(run.code !== null && run.code >= 1, `exit ${run.signal ?? run.code}`);
+  });
+  sh('mount', ['-o', 'remount,size=1m', '/tmp/jfull']);
+  const restore = await pveDm(['restore', '--last', '--journal', '/tmp/jfull/j.jsonl']);
+  test('once the filesystem has room: restore --last gives the node back byte-identical', () => {
+    assert.equal(restore.code, 0, restore.output.trim().split('\n').slice(-6).join(' | '));
+    sameAsBase(state(), base, 'after the full journal');
+  });
+  sh('umount', ['/tmp/jfull']);
+}
+
+/** A shell line that opens /dev/mapper/NAME in a process of its own (pid in FILE) and returns once it is open. */
+const openerOf = (name, pidFile) =>
+  `(exec 3</dev/mapper/${name}; exec sleep 600) & echo $! > ${pidFile}; ` +
+  `i=0; while [ $i -lt 100 ] && [ "$(dmsetup info -c --noheadings -o open ${name} | tr -d ' ')" != 1 ]; do sleep 0.1; i=$((i+1)); done`;
+const killPidFile = (file) => {
+  const pid = fs.existsSync(file) ? Number(fs.readFileSync(file, 'utf8').trim()) : 0;
+  if (pid > 0) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  fs.rmSync(file, { force: true });
+};
+
+/**
+ * An entry opened between its re-check and its command (by the hook, at that moment); a guest that
+ * starts while pve-dm waits for its lock; a second cleanup while the first runs, and after the
+ * first was killed with its lock file left behind.
+ */
+async function races(base) {
+  // ── opened at the last moment: LVM's and the kernel's own refusal, reported; nothing else changes ──
+  for (const [name, how, said] of [
+    ['ssd--ha01-vm--300--disk--0', 'lvchange -an', /Logical volume ssd-ha01\/vm-300-disk-0 in use/],
+    ['ssd--ha01-vm--889--disk--0', 'dmsetup remove', /Device or resource busy/],
+  ]) {
+    const pidFile = `/tmp/opener-${name}.pid`;
+    const run = await pveDm(['--yes', '--name', 'ssd--ha01-vm--119--disk--0-dup', '--name', name, '--journal', FAULT_JOURNAL, '--html', HTML],
+      { fault: 'before-command:2', faultDo: openerOf(name, pidFile) });
+    const s = state();
+    const { actions, outcomes } = lastRun(FAULT_JOURNAL);
+    killPidFile(pidFile);
+    test(`race: ${name} opened after its re-check, before ${how}: FAILED with the system's own message, journalled failed, still there`, () => {
+      usable(run);
+      assert.ok(faultLog().includes('before-command:2'), faultLog());
+      const line = run.output.split('\n').find((l) => l.includes(`FAILED   ${name}`)) ?? '';
+      assert.match(line, said, run.output.split('\n').filter((l) => /FAILED|removed|skipped/.test(l)).join(' | '));
+      assert.ok(s.names.includes(name), `${name} is gone`);
+      assert.deepEqual(changedOf(s, base), ['ssd--ha01-vm--119--disk--0-dup'], 'only the other entry went');
+      const record = actions.find((a) => a.name === name);
+      assert.equal(outcomes.get(record?.id)?.outcome, 'failed');
+    });
+    const restore = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL]);
+    test(`race on ${name}: restore --last brings the other back and keeps this one (never removed); node as before`, () => {
+      assert.equal(restore.code, 0, restore.output);
+      assert.match(restore.output, new RegExp(`kept +${name}`));
+      sameAsBase(state(), base, `race on ${name}`);
+    });
+  }
+  await guestStartsWhileWaiting(base);
+  await twoCleanups(base);
+}
+
+/**
+ * VM 100 starts while pve-dm waits for lock-100.conf (held as qm start holds it): its entry is left
+ * alone. The stand-in QEMU is started beforehand with its pid file put aside; the start, for
+ * qemu-server's check as for pve-dm's, is the pid file appearing, done under the lock.
+ */
+async function guestStartsWhileWaiting(base) {
+  const name = 'pve-vm--100--disk--7';
+  const pidFile = '/run/qemu-server/100.pid';
+  const aside = '/run/qemu-server/100.pid.starting';
+  const vm = spawn('/usr/bin/kvm', [`${ROOT}/test/kernel/fake-kvm.mjs`, '-id', '100', '-name', 'web01', '-pidfile', '/var/run/qemu-server/100.pid', '-daemonize'],
+    { stdio: 'ignore', detached: true });
+  for (let i = 0; i < 240 && !fs.existsSync(pidFile); i++) await sleep(250);
+  fs.renameSync(pidFile, aside);
+  const script = [
+    `i=0; while [ $i -lt 240 ] && ! grep -q 'lock-100[.]conf' ${TRACE}; do sleep 0.5; i=$((i+1)); done`,
+    `grep -q 'lock-100[.]conf' ${TRACE} && mv ${aside} ${pidFile}`,
+  ].join('\n');
+  fs.mkdirSync(path.dirname(LOCK100), { recursive: true });
+  const holder = spawn('flock', [LOCK100, 'sh', '-c', script], { stdio: 'ignore', env: { ...process.env, PATH: SYS_PATH } });
+  const holderDone = new Promise((resolve) => holder.on('close', resolve));
+  await sleep(500);
+  const run = await pveDm(['--yes', '--name', name, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  await holderDone;
+  const s = state();
+  test('race: VM 100 started while pve-dm waited for its lock: vm-100-disk-7 is untouched, skipped as running, not journalled', () => {
+    assert.ok(fs.existsSync(pidFile), 'VM 100 was not started under the lock');
+    usable(run);
+    assert.ok(s.names.includes(name), `${name} was removed`);
+    assert.ok(!run.trace.some((c) => c.prog === 'lvchange' && c.args.includes('pve/vm-100-disk-7')), 'lvchange on it');
+    const line = run.output.split('\n').find((l) => l.includes(`skipped  ${name}`)) ?? '';
+    assert.match(line, /VM 100 is running/, run.output.split('\n').filter((l) => l.includes(name)).join(' | '));
+    const { run: id } = lastRun(FAULT_JOURNAL);
+    assert.ok(!journalLines(FAULT_JOURNAL).some((l) => l.name === name && l.run === id), 'a journal line for it');
+    sameAsBase(s, base, 'guest started');
+  });
+  try { process.kill(vm.pid, 'SIGKILL'); } catch { /* gone */ }
+  fs.rmSync(pidFile, { force: true });
+  fs.rmSync(aside, { force: true });
+}
+
+/** A second cleanup while the first holds the run lock; then the first killed, its lock file left. */
+async function twoCleanups(base) {
+  const lockFile = '/run/lock/pve-dm.lock';
+  fs.rmSync(FAULT_LOG, { force: true });
+  // The first stops at its first command (the hook sleeps there), holding the run lock.
+  const first = pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML], { fault: 'before-command:1', faultDo: 'sleep 300' });
+  for (let i = 0; i < 600 && !faultLog().includes('before-command:1'); i++) await sleep(250);
+  const second = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  const whileFirst = first.child.exitCode === null && first.child.signalCode === null;
+  test('two cleanups: the second refuses at once while the first holds the run lock, and changes nothing', () => {
+    assert.ok(whileFirst, 'the first had ended before the second finished');
+    assert.equal(second.code, 3, `exit ${second.signal ?? second.code}`);
+    assert.match(second.stderr, /another pve-dm cleanup holds \/run\/lock\/pve-dm\.lock/);
+    noChanges(second);
+  });
+  first.child.kill('SIGKILL');
+  const killed = await first;
+  const third = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML]);
+  const s = state();
+  test('the first killed, its lock file left behind: the next cleanup is not blocked, settles the cut line and does the job', () => {
+    assert.equal(killed.signal, 'SIGKILL');
+    assert.ok(fs.existsSync(lockFile), 'the lock file was left');
+    usable(third);
+    assert.doesNotMatch(third.stderr, /another pve-dm cleanup holds/);
+    assert.deepEqual(changedOf(s, base).sort(), [...FIVE].sort(), 'all five done');
+  });
+  const ids = journalLines(FAULT_JOURNAL).filter((l) => l.kind === undefined && !('outcome' in l)).slice(-6).map((l) => l.id);
+  const restore = await pveDm(['restore', ...ids, '--journal', FAULT_JOURNAL]);
+  test('two cleanups: restore gives the node back byte-identical', () => {
+    assert.equal(restore.code, 0, restore.output.trim().split('\n').slice(-6).join(' | '));
+    sameAsBase(state(), base, 'two cleanups');
+  });
+}
+
+/** lvchange that hangs (a stand-in that sleeps): stopped at its time limit, reported, the rest not done. */
+async function hangs(base, order) {
+  const bin = '/tmp/hang-bin';
+  fs.mkdirSync(bin, { recursive: true });
+  fs.writeFileSync(path.join(bin, 'lvchange'),
+    `#!/bin/sh\ncase "$*" in *pve/vm-888-disk-0*) exec sleep 600;; esac\nexec ${TRACE_BIN}/lvchange "$@"\n`, { mode: 0o755 });
+  const run = await pveDm(['--yes', ...FIVE_ARGS, '--journal', FAULT_JOURNAL, '--html', HTML], { bin });
+  const s = state();
+  const { actions, outcomes } = lastRun(FAULT_JOURNAL);
+  const at = order.indexOf('pve-vm--888--disk--0');
+  test('a hanging lvchange: stopped at its time limit, FAILED as timed out; the rest of the plan not done; never half-recorded', () => {
+    usable(run);
+    assert.match(flat(run.output), /FAILED pve-vm--888--disk--0: timed out after 30000 ms/);
+    for (const name of order.slice(at + 1)) {
+      assert.match(flat(run.output), new RegExp(`skipped ${name}: not done: lvchange -an pve/vm-888-disk-0 did not finish in time`));
+    }
+    assert.deepEqual(actions.map((a) => a.name), order.slice(0, at + 1), 'journal lines: up to the one that hung');
+    assert.ok(actions.every((a) => outcomes.has(a.id)), 'every line has its outcome');
+    assert.equal(outcomes.get(actions.at(-1)?.id)?.outcome, 'failed');
+    assert.deepEqual(changedOf(s, base).sort(), order.slice(0, at).sort(), 'changed: exactly those before it');
+    assert.ok(!sh('pgrep', ['-f', 'sleep 600']).stdout.trim(), 'the stand-in was not stopped');
+  });
+  const restore = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL]);
+  test('after the hang: restore --last gives the node back byte-identical', () => {
+    assert.equal(restore.code, 0, restore.output.trim().split('\n').slice(-6).join(' | '));
+    sameAsBase(state(), base, 'after the hang');
+  });
+}
+
 // ══ main ═════════════════════════════════════════════════════════════════════════════════════
 const t0 = Date.now();
 if (MODE === 'all' || MODE === 'classify') await classification();
 if (MODE === 'all' || MODE === 'cleanup') await cleanup();
 if (MODE === 'all' || MODE === 'cleanup') await poolRemedies();
 if (MODE === 'all' || MODE === 'conflicts') await conflicts();
+if (MODE === 'all' || MODE === 'faults') await faults();
 say(`\n(kernel tests: ${((Date.now() - t0) / 1000).toFixed(1)} s in the guest)`);
 say(`${totals.passed} passed, ${totals.failed} failed`);
 process.exitCode = totals.failed === 0 && totals.passed > 0 ? 0 : 1;
