@@ -6012,14 +6012,14 @@ export async function executeCleanup(
   const releaseRun = await lock(root(PVE_DM_LOCK), 0);
   if (releaseRun === null) throw new UserError(`another pve-dm cleanup holds ${PVE_DM_LOCK}`);
   try {
-    // Nothing changes unless the journal takes a line first (a run line: full, read-only or no file?).
-    const refused = context.dryRun ? null : journalRefusal(context);
+    // Nothing changes unless the journal takes a line first (a run line: full, read-only or no file?),
+    // and the outcomes an interrupted run never wrote.
+    const refused = context.dryRun ? null : await journalRefusal(context);
     if (refused !== null) {
       outcome.refused = refused;
       for (const action of plan.actions) outcome.skipped.push({ name: action.name, why: 'nothing was changed' });
       return outcome;
     }
-    if (!context.dryRun) await settleInterrupted(context);
     const typeOf = new Map(context.capture.configs.map((config) => [config.vmid, config.type]));
     const handled = new Set<string>();
     let stopped: string | null = null;
@@ -6100,11 +6100,12 @@ async function settleInterrupted(context: CleanupContext): Promise<void> {
 /** When, for a journal line: the context's clock (tests fix it), else now. */
 const stampOf = (context: Pick<CleanupContext, 'now'>) => (context.now?.() ?? new Date()).toISOString();
 
-/** Why the journal cannot take this run's first line, or null once it has. */
-function journalRefusal(context: CleanupContext): string | null {
+/** Why the journal cannot take this run's first line and an interrupted run's outcomes, or null once it has. */
+async function journalRefusal(context: CleanupContext): Promise<string | null> {
   const at = stampOf(context);
   try {
     appendJournal(context.journal, { kind: 'run', run: context.run, at, node: context.capture.hostname });
+    await settleInterrupted(context);
     return null;
   } catch (error) {
     if (!(error instanceof JournalError)) throw error;

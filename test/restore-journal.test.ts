@@ -1,7 +1,7 @@
 // Issue 20, on the model node: restore journals what it does (a line before its command, its outcome
 // after), settles an interrupted run's action lines as it finds them, and can be cut short and run
 // again: what is back already is left as it is.
-import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { readJournal } from '../pve-dm.ts';
@@ -130,6 +130,32 @@ test('a restore whose command fails: FAILED with the command\'s message, journal
     assert.match(failed.stdout, /FAILED   pve-vm--888--disk--0: Failed to find logical volume "pve\/vm-888-disk-0"/);
     assert.equal(readJournal(journal)[0]?.restore, 'failed');
     assert.match((await cli('journal')).stdout, /removed, restore failed/);
+  } finally {
+    done();
+  }
+});
+
+test('a journal that takes the run line but not the outcome an interrupted run never wrote: refused, nothing changed', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    await cli('--yes', '--name', 'pve-vm--888--disk--0');
+    const kept = readFileSync(journal, 'utf8').split('\n').filter((line) => line && !line.includes('"outcome"'));
+    writeFileSync(journal, `${kept.join('\n')}\n`);
+    node.inactive.delete('pve-vm--888--disk--0');
+    const exec = node.exec;
+    // The journal's name becomes a link while the interrupted line's entry is looked at.
+    node.exec = async (command, args, options) => {
+      if (args.includes('info') && args.includes('pve-vm--888--disk--0') && !existsSync(`${journal}.kept`)) {
+        renameSync(journal, `${journal}.kept`);
+        symlinkSync(`${journal}.kept`, journal);
+      }
+      return exec(command, args, options);
+    };
+    node.calls = [];
+    const run = await cli('--yes');
+    assert.equal(changing(node.calls), []);
+    assert.match(run.stdout, /REFUSED: cannot write the journal .*: it is a symbolic link: nothing was changed/);
+    assert.ok(run.code >= 1);
   } finally {
     done();
   }

@@ -1445,14 +1445,15 @@ async function killEveryStep(base, order) {
         assert.deepEqual([...changed].sort(), journalled.filter((name, i) => i < n - 1 || point === 'after-command' || point === 'after-outcome').sort(), 'done: exactly the journalled ones that ran');
       });
       if (FINISHED_BY_NEXT_RUN.includes(at)) await finishAfterKill(base, at, id, cut);
-      else if (actions.length > 0) await restoreAfterKill(base, at, id);
+      else if (actions.length > 0) await restoreAfterKill(base, at, id, point === 'before-command' ? cut : null);
       else test(`killed ${at}: nothing was journalled and nothing changed`, () => sameAsBase(s, base, at));
     }
   }
   return tried;
 }
 
-async function restoreAfterKill(base, at, id) {
+/** restore --last after a kill; `neverRan`: the cut line whose command never ran (restore must see it so). */
+async function restoreAfterKill(base, at, id, neverRan) {
   const restore = await pveDm(['restore', '--last', '--journal', FAULT_JOURNAL]);
   const s = state();
   const { actions, outcomes } = lastRun(FAULT_JOURNAL);
@@ -1460,6 +1461,11 @@ async function restoreAfterKill(base, at, id) {
     assert.equal(restore.code, 0, `exit ${restore.signal ?? restore.code}: ${restore.output.trim().split('\n').slice(-6).join(' | ')}`);
     sameAsBase(s, base, `restore after ${at}`);
     for (const a of actions) assert.ok(outcomes.has(a.id), `${a.name}: still no outcome after restore`);
+    if (neverRan === null) return;
+    // Never "restored" over the live device: no command on it, and said why.
+    assert.ok(!restore.trace.filter(mutating).some((c) => c.args.includes(neverRan.name) || c.args.includes(`${neverRan.vg}/${neverRan.lv}`)), `a command on ${neverRan.name}`);
+    assert.match(flat(restore.output), new RegExp(`already ${neverRan.name}: there as journalled \\(same uuid and table\\): its run was interrupted before its command`));
+    assert.equal(outcomes.get(neverRan.id)?.outcome, 'failed', 'settled as not done');
   });
 }
 
