@@ -6329,18 +6329,23 @@ export async function restoreEntries(records: JournalRecord[], context: RestoreC
         });
         continue;
       }
+      let stop: string | null = null;
       try {
-        await restoreOne(record, context, outcome);
+        stop = await restoreOne(record, context, outcome);
       } catch (error) {
         if (!(error instanceof JournalError)) throw error;
         // Nothing may change that the journal could not record: this one and the rest stay as they are.
+        stop = error.message;
+      } finally {
+        await releaseGuest();
+      }
+      if (stop !== null) {
+        // As in a cleanup: a journal that broke or a command that hung, and nothing more is tried.
         const reported = new Set([...outcome.restored, ...outcome.failed.map((failure) => failure.name)]);
         const rest = [record, ...records.slice(0, records.indexOf(record)).reverse()];
         for (const one of rest.filter((r) => !reported.has(r.name)))
-          outcome.refused.push({ name: one.name, why: error.message });
+          outcome.refused.push({ name: one.name, why: `not done: ${stop}` });
         break;
-      } finally {
-        await releaseGuest();
       }
     }
   } finally {
@@ -6368,7 +6373,7 @@ function settledBy(record: JournalRecord, context: RestoreContext, done: boolean
 }
 
 /** Nothing to bring back: said, and an interrupted run's action line settled as never done. */
-function already(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): void {
+function already(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): null {
   const { id, name } = record;
   const settled = settledBy(record, context, false);
   if (settled !== null && !context.dryRun) appendJournal(context.journal, settled);
@@ -6379,9 +6384,15 @@ function already(record: JournalRecord, context: RestoreContext, outcome: Restor
     appendJournal(context.journal, { kind: 'restore', id, run: context.run, at, name, outcome: 'restored', detail });
   }
   outcome.already.push({ name, why: alreadyWhy(record) });
+  return null;
 }
 
-async function restoreOne(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): Promise<void> {
+/** Brings one entry back (or says why not); returns why nothing more may run (a command that hung), else null. */
+async function restoreOne(
+  record: JournalRecord,
+  context: RestoreContext,
+  outcome: RestoreOutcome,
+): Promise<string | null> {
   const { runner } = context;
   if (record.action === 'lvchange --refresh') return restoreTable(record, context, outcome);
   const there = await deviceNamed(record.name, runner);
@@ -6391,7 +6402,8 @@ async function restoreOne(record: JournalRecord, context: RestoreContext, outcom
       return already(record, context, outcome);
     // A line without an outcome: its run was cut short, maybe before its command ran.
     const why = record.outcome === undefined ? ' (its run was interrupted: it may never have gone)' : '';
-    return void outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
+    outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
+    return null;
   }
   // A guest's VG taken off the host comes back as it was, LV by LV, without LVM scanning guest disks;
   // a stale mapping too (LVM would activate the LV from its metadata: not what was there).
@@ -6403,7 +6415,7 @@ async function restoreOne(record: JournalRecord, context: RestoreContext, outcom
           ['--manglename', 'none', 'create', record.name, ...(record.uuid ? ['--uuid', record.uuid] : [])],
           `${record.table}\n`,
         ];
-  await restoreWith([[command, args, input]], record, context, outcome);
+  return restoreWith([[command, args, input]], record, context, outcome);
 }
 
 /** Why a journalled entry needs nothing: its command never ran, or it is back already. */
@@ -6416,7 +6428,11 @@ const alreadyWhy = (record: JournalRecord) =>
  * A refreshed table put back as it was: `dmsetup load` then `resume` (what LVM itself does), only
  * on the same device, held by no one (a guest that runs holds it), and still on LVM's table.
  */
-async function restoreTable(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): Promise<void> {
+async function restoreTable(
+  record: JournalRecord,
+  context: RestoreContext,
+  outcome: RestoreOutcome,
+): Promise<string | null> {
   const now = await deviceNamed(record.name, context.runner);
   const table = await tableNamed(record.name, context.runner);
   if (now?.uuid === record.uuid && table !== null && sameTable(table, record.table))
@@ -6429,24 +6445,28 @@ async function restoreTable(record: JournalRecord, context: RestoreContext, outc
         : now.open > 0
           ? `it is open ${now.open} time(s): stop what holds it (its guest) first`
           : null;
-  if (why !== null) return void outcome.refused.push({ name: record.name, why });
+  if (why !== null) {
+    outcome.refused.push({ name: record.name, why });
+    return null;
+  }
   const steps: [string, string[], string | undefined][] = [
     ['dmsetup', ['--manglename', 'none', 'load', record.name], `${record.table}\n`],
     ['dmsetup', ['--manglename', 'none', 'resume', record.name], undefined],
   ];
-  await restoreWith(steps, record, context, outcome);
+  return restoreWith(steps, record, context, outcome);
 }
 
 /**
  * Runs a restore's commands in order through the one runner, the first after its journal lines (an
  * interrupted run's action settled as done, then the restore's own); the first that fails stops it.
+ * Returns why nothing more may run (a command that hung), else null.
  */
 async function restoreWith(
   steps: readonly [string, string[], string | undefined][],
   record: JournalRecord,
   context: RestoreContext,
   outcome: RestoreOutcome,
-): Promise<void> {
+): Promise<string | null> {
   const { id, name } = record;
   const line = (more: Partial<RestoreRecord>): RestoreRecord => ({
     ...{ kind: 'restore', id, run: context.run, at: stampOf(context), name },
@@ -6456,6 +6476,7 @@ async function restoreWith(
   const before = [settledBy(record, context, true), line({ command: [first[0], ...first[1]] })];
   let dryRun = false;
   let failure: string | null = null;
+  let hung: string | null = null;
   for (const [index, [command, args, input]] of steps.entries()) {
     let result: CommandResult;
     const journal = index === 0 ? { file: context.journal, records: before.filter((l) => l !== null) } : undefined;
@@ -6463,19 +6484,22 @@ async function restoreWith(
       result = await context.runner(command, args, { mutates: true, input, journal });
     } catch (error) {
       if (error instanceof JournalError) throw error;
-      return void outcome.refused.push({ name, why: (error as Error).message });
+      outcome.refused.push({ name, why: (error as Error).message });
+      return null;
     }
     dryRun ||= result.dryRun === true;
     if (result.dryRun) (outcome.wouldRestore ??= []).push({ name, command: [command, ...args] });
     else if (result.exitCode !== 0) {
       failure = terminalSafe(failureLine(result));
+      if (result.timedOut) hung = `${shellLine([command, ...args])} did not finish in time (${failure})`;
       break;
     }
   }
-  if (dryRun) return;
+  if (dryRun) return null;
   if (failure === null) outcome.restored.push(name);
   else outcome.failed.push({ name, error: failure });
   appendJournal(context.journal, line({ outcome: failure === null ? 'restored' : 'failed', detail: failure }));
+  return hung;
 }
 
 // ============================================================================================

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSyn
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { readJournal } from '../pve-dm.ts';
-import { changing, scenario } from './support/fake-node.ts';
+import { changing, scenario, TIMED_OUT } from './support/fake-node.ts';
 import { test } from './harness.ts';
 
 const linesOf = (journal: string) =>
@@ -156,6 +156,28 @@ test('a journal that takes the run line but not the outcome an interrupted run n
     assert.equal(changing(node.calls), []);
     assert.match(run.stdout, /REFUSED: cannot write the journal .*: it is a symbolic link: nothing was changed/);
     assert.ok(run.code >= 1);
+  } finally {
+    done();
+  }
+});
+
+test('a restore command that hangs: FAILED as timed out, journalled failed, and nothing more is tried', async () => {
+  const { node, cli, journal, done } = scenario();
+  try {
+    await cli('--yes');
+    node.answer('lvchange -ay pve/vm-888-disk-0', TIMED_OUT);
+    node.calls = [];
+    const run = await cli('restore', '--last');
+    assert.is(run.code, 1);
+    assert.match(run.stdout, /^FAILED   pve-vm--888--disk--0: timed out after 30000 ms$/m);
+    const order = [...readJournal(journal)].reverse().map((r) => r.name);
+    const after = order.slice(order.indexOf('pve-vm--888--disk--0') + 1);
+    assert.ok(after.length > 0, 'entries after it in the restore order');
+    for (const name of after) {
+      assert.match(run.stdout, new RegExp(`^refused  ${name}: not done: lvchange -ay pve/vm-888-disk-0 did not finish in time`, 'm'));
+      assert.not.ok(changing(node.calls).some((call) => call.includes(name)), `${name}: a command ran`);
+    }
+    assert.is(readJournal(journal).find((r) => r.name === 'pve-vm--888--disk--0')?.restore, 'failed');
   } finally {
     done();
   }
