@@ -6014,7 +6014,7 @@ export async function executeCleanup(
   try {
     // Nothing changes unless the journal takes a line first (a run line: full, read-only or no file?),
     // and the outcomes an interrupted run never wrote.
-    const refused = context.dryRun ? null : await journalRefusal(context);
+    const refused = context.dryRun ? null : await beginRun(context);
     if (refused !== null) {
       outcome.refused = refused;
       for (const action of plan.actions) outcome.skipped.push({ name: action.name, why: 'nothing was changed' });
@@ -6088,20 +6088,35 @@ async function settleInterrupted(context: CleanupContext): Promise<void> {
       const table = same ? await tableNamed(record.name, context.runner) : null;
       done = table !== null && !sameTable(table, record.table);
     }
-    const outcome = !done ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
-    const detail =
-      `run ${record.run} was interrupted; run ${context.run} found ` +
-      (done ? 'it done' : same ? 'it not done (the entry as it was)' : 'the device gone');
-    const at = stampOf(context);
-    appendJournal(context.journal, { id: record.id, run: record.run, at, name: record.name, outcome, detail });
+    const found = done ? 'done' : same ? 'not done' : 'gone';
+    appendJournal(context.journal, interruptedOutcome(record, `run ${context.run}`, found, context));
   }
+}
+
+/**
+ * The outcome line an interrupted run never wrote for its action line, once `finder` (a later run,
+ * a restore) has looked at the entry: done, not done (as it was), or gone (a refreshed one).
+ */
+function interruptedOutcome(
+  record: JournalRecord,
+  finder: string,
+  found: 'done' | 'not done' | 'gone',
+  context: Pick<CleanupContext, 'now'>,
+): JournalOutcome {
+  const outcome = found !== 'done' ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
+  const what = { done: 'it done', 'not done': 'it not done (the entry as it was)', gone: 'the device gone' }[found];
+  const detail = `run ${record.run} was interrupted; ${finder} found ${what}`;
+  return { id: record.id, run: record.run, at: stampOf(context), name: record.name, outcome, detail };
 }
 
 /** When, for a journal line: the context's clock (tests fix it), else now. */
 const stampOf = (context: Pick<CleanupContext, 'now'>) => (context.now?.() ?? new Date()).toISOString();
 
-/** Why the journal cannot take this run's first line and an interrupted run's outcomes, or null once it has. */
-async function journalRefusal(context: CleanupContext): Promise<string | null> {
+/**
+ * A run's first journal lines: its own, then the outcomes an interrupted run never wrote. Returns why
+ * the journal cannot take them (the cleanup is refused), or null once it has.
+ */
+async function beginRun(context: CleanupContext): Promise<string | null> {
   const at = stampOf(context);
   try {
     appendJournal(context.journal, { kind: 'run', run: context.run, at, node: context.capture.hostname });
@@ -6360,17 +6375,11 @@ export type RestoreContext = Pick<
   'runner' | 'liveRoot' | 'lockWaitSeconds' | 'journal' | 'run' | 'now' | 'dryRun'
 > & { lock?: Locker };
 
-/**
- * The outcome line an interrupted run never wrote for its action line, now that a restore has seen
- * the entry (done: gone, or on another table), or null when the line has its outcome.
- */
-function settledBy(record: JournalRecord, context: RestoreContext, done: boolean): JournalOutcome | null {
-  if (record.outcome !== undefined) return null;
-  const outcome = !done ? 'failed' : record.action === 'lvchange --refresh' ? 'refreshed' : 'removed';
-  const found = done ? 'done' : 'not done (the entry as it was)';
-  const detail = `run ${record.run} was interrupted; restore run ${context.run} found it ${found}`;
-  return { id: record.id, run: record.run, at: stampOf(context), name: record.name, outcome, detail };
-}
+/** An interrupted run's action line settled by this restore (done: gone, or on another table); null: it has one. */
+const settledBy = (record: JournalRecord, context: RestoreContext, done: boolean): JournalOutcome | null =>
+  record.outcome !== undefined
+    ? null
+    : interruptedOutcome(record, `restore run ${context.run}`, done ? 'done' : 'not done', context);
 
 /** Nothing to bring back: said, and an interrupted run's action line settled as never done. */
 function already(record: JournalRecord, context: RestoreContext, outcome: RestoreOutcome): null {
@@ -6398,8 +6407,7 @@ async function restoreOne(
   const there = await deviceNamed(record.name, runner);
   if (there !== undefined) {
     // The very device, table and all (a restore cut short, a run killed before its command): nothing to do.
-    if (there.uuid === record.uuid && sameTable((await tableNamed(record.name, runner)) ?? '', record.table))
-      return already(record, context, outcome);
+    if (asJournalled(record, there, await tableNamed(record.name, runner))) return already(record, context, outcome);
     // A line without an outcome: its run was cut short, maybe before its command ran.
     const why = record.outcome === undefined ? ' (its run was interrupted: it may never have gone)' : '';
     outcome.refused.push({ name: record.name, why: `a device of that name exists${why}` });
@@ -6418,6 +6426,10 @@ async function restoreOne(
   return restoreWith([[command, args, input]], record, context, outcome);
 }
 
+/** Whether the device there now is the journalled one, table and all: nothing to bring back. */
+const asJournalled = (record: JournalRecord, now: DmEntry | undefined, table: string | null) =>
+  now?.uuid === record.uuid && table !== null && sameTable(table, record.table);
+
 /** Why a journalled entry needs nothing: its command never ran, or it is back already. */
 const alreadyWhy = (record: JournalRecord) =>
   record.outcome === undefined
@@ -6435,8 +6447,7 @@ async function restoreTable(
 ): Promise<string | null> {
   const now = await deviceNamed(record.name, context.runner);
   const table = await tableNamed(record.name, context.runner);
-  if (now?.uuid === record.uuid && table !== null && sameTable(table, record.table))
-    return already(record, context, outcome);
+  if (asJournalled(record, now, table)) return already(record, context, outcome);
   const why =
     now === undefined
       ? 'the device is gone'
@@ -6469,11 +6480,15 @@ async function restoreWith(
 ): Promise<string | null> {
   const { id, name } = record;
   const line = (more: Partial<RestoreRecord>): RestoreRecord => ({
-    ...{ kind: 'restore', id, run: context.run, at: stampOf(context), name },
+    kind: 'restore',
+    id,
+    run: context.run,
+    at: stampOf(context),
+    name,
     ...more,
   });
-  const [first = ['', [], undefined]] = steps;
-  const before = [settledBy(record, context, true), line({ command: [first[0], ...first[1]] })];
+  const [program, firstArgs] = steps[0] ?? ['', []];
+  const before = [settledBy(record, context, true), line({ command: [program, ...firstArgs] })];
   let dryRun = false;
   let failure: string | null = null;
   let hung: string | null = null;
@@ -7258,14 +7273,18 @@ export const execProcess: Exec = (command, args, { timeoutMs, input, graceMs = K
     const letGo = () => [child.stdout, child.stderr].forEach((stream) => stream?.destroy());
     // At its time limit SIGTERM (LVM finishes what it must first), then SIGKILL; one that outlives
     // even that (a process stuck in the kernel) is left running and said so: the caller goes on.
+    const stop = (signal: NodeJS.Signals, why: string) => {
+      stopped = `${stopped ?? ''}${why}`;
+      child.kill(signal);
+    };
     const timers = [
-      setTimeout(() => ((stopped = `timed out after ${timeoutMs} ms`), child.kill('SIGTERM')), timeoutMs),
-      setTimeout(() => ((stopped += ', then killed'), child.kill('SIGKILL')), timeoutMs + graceMs),
+      setTimeout(() => stop('SIGTERM', `timed out after ${timeoutMs} ms`), timeoutMs),
+      setTimeout(() => stop('SIGKILL', ', then killed'), timeoutMs + graceMs),
       setTimeout(
         () => {
-          stopped += `; still running as pid ${child.pid} after SIGKILL`;
+          stopped = `${stopped ?? ''}; still running as pid ${child.pid} after SIGKILL`;
           child.unref();
-          finish(Object.assign(new Error(String(stopped)), { code: 137 }), '', '');
+          finish(null, '', '');
           letGo();
         },
         timeoutMs + 2 * graceMs,
